@@ -1,0 +1,1 @@
+//! Interop tests against live BIRD 2 and GoBGP (in progress).

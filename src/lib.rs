@@ -1,0 +1,1 @@
+//! deflect: DDoS-mitigation controller.
