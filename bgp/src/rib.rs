@@ -1,1 +1,572 @@
-//! (in progress)
+//! The Adj-RIB-Out of one peer (RFC 4271 §3.2) and the UPDATE packer.
+//!
+//! deflect only originates routes, so a peer's Adj-RIB-Out is simply "the routes this peer should
+//! hold" ([`AdjRibOut::set`], [`AdjRibOut::remove`]) next to "the routes we told it about". The
+//! difference between the two is *pending*; [`AdjRibOut::drain`] turns pending changes into complete
+//! BGP UPDATE messages, packing NLRI that share attributes into as few messages as the negotiated
+//! maximum length allows (4096 octets, 65535 with RFC 8654 extended messages).
+//!
+//! Life cycle, driven by the peer task:
+//! - [`AdjRibOut::session_up`] on Established: everything desired becomes pending, followed by one
+//!   End-of-RIB per family (RFC 4724 §2) once the initial table is written.
+//! - Changes while up are coalesced: announcing then withdrawing a route before it was sent sends
+//!   nothing; changing a route's attributes twice sends the last version only.
+//! - [`AdjRibOut::route_refresh`] (RFC 2918) re-sends a family.
+//! - [`AdjRibOut::session_down`]: the peer forgets everything; the desired set stays.
+//!
+//! What this module must not do: talk to sockets, read clocks, or decide *which* routes exist (that is
+//! the mitigation set's job). It is pure and deterministic: the same calls give the same bytes.
+//!
+//! Wire choices (all tested in `tests/rib.rs`):
+//! - MP_REACH_NLRI / MP_UNREACH_NLRI is the first attribute of its UPDATE (RFC 7606 §5.1), always
+//!   with the extended-length flag so a packed message can grow to 65535 octets.
+//! - FlowSpec routes carry no NEXT_HOP and an MP_REACH next-hop of length 0 (RFC 8955 §4).
+//! - IPv4 unicast (RTBH) uses the classic NLRI and withdrawn-routes fields with a NEXT_HOP attribute.
+//! - eBGP: AS_PATH is our AS alone and LOCAL_PREF is not sent; iBGP: empty AS_PATH, LOCAL_PREF 100 by
+//!   default.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use ipnet::IpNet;
+
+use crate::attr::{AsPath, Attributes, Origin};
+use crate::community::{Community, ExtCommunity, LargeCommunity};
+use crate::flowspec::Rule;
+use crate::header;
+use crate::iana::{Afi, Family, attr_flag, attr_type, message_type};
+use crate::message::CodecCtx;
+
+/// What identifies a route: its NLRI. For FlowSpec that is the rule's encoded bytes, so an announce
+/// and its withdraw always carry the identical NLRI.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKey {
+    FlowSpec(Rule),
+    /// A unicast prefix: RTBH.
+    Unicast(IpNet),
+}
+
+impl RouteKey {
+    pub fn family(&self) -> Family {
+        match self {
+            RouteKey::FlowSpec(r) => match r.afi() {
+                Afi::Ipv4 => Family::Ipv4FlowSpec,
+                Afi::Ipv6 => Family::Ipv6FlowSpec,
+            },
+            RouteKey::Unicast(IpNet::V4(_)) => Family::Ipv4Unicast,
+            RouteKey::Unicast(IpNet::V6(_)) => Family::Ipv6Unicast,
+        }
+    }
+
+    /// Octets this NLRI takes in an UPDATE.
+    fn wire_len(&self) -> usize {
+        match self {
+            RouteKey::FlowSpec(r) => r.wire().len(),
+            RouteKey::Unicast(p) => 1 + usize::from(p.prefix_len()).div_ceil(8),
+        }
+    }
+
+    fn write(&self, out: &mut BytesMut) {
+        match self {
+            RouteKey::FlowSpec(r) => out.extend_from_slice(r.wire()),
+            RouteKey::Unicast(p) => {
+                let len = p.prefix_len();
+                out.put_u8(len);
+                let octets = usize::from(len).div_ceil(8);
+                match p {
+                    IpNet::V4(n) => out.extend_from_slice(&n.network().octets()[..octets]),
+                    IpNet::V6(n) => out.extend_from_slice(&n.network().octets()[..octets]),
+                }
+            }
+        }
+    }
+}
+
+/// The attributes deflect puts on an originated route. ORIGIN (IGP) and AS_PATH come from the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RouteAttrs {
+    /// Unicast (RTBH) routes only: the discard next hop the routers resolve to a null route.
+    pub next_hop: Option<IpAddr>,
+    pub med: Option<u32>,
+    /// Sent on iBGP sessions only (RFC 4271 §5.1.5); 100 when unset.
+    pub local_pref: Option<u32>,
+    pub communities: Vec<Community>,
+    /// FlowSpec actions ([`crate::flowspec::Action::to_ext_community`]) and any others.
+    pub ext_communities: Vec<ExtCommunity>,
+    pub large_communities: Vec<LargeCommunity>,
+}
+
+/// Why a route cannot be put in an Adj-RIB-Out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RibError {
+    #[error("a unicast (RTBH) route needs a next hop")]
+    MissingNextHop,
+    #[error("next hop {next_hop} is not of the prefix's address family")]
+    NextHopFamily { next_hop: IpAddr },
+    #[error("FlowSpec routes carry no next hop (RFC 8955 §4); remove it")]
+    FlowSpecNextHop,
+}
+
+/// What the session negotiated and the peer's configuration allows, for encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCtx {
+    /// Our AS, put in AS_PATH on eBGP sessions.
+    pub local_as: u32,
+    /// eBGP (different AS) or iBGP.
+    pub ebgp: bool,
+    /// Codec context (4-octet AS, extended message).
+    pub codec: CodecCtx,
+    /// Families this peer receives: negotiated and allowed by its configuration.
+    pub families: BTreeSet<Family>,
+    /// Longest FlowSpec NLRI this peer is sent. 239 by default (GoBGP 3.10 disables the family on
+    /// an NLRI of 240 octets or more); up to 4095 for peers known to cope with the 2-octet form.
+    pub max_flowspec_nlri_len: usize,
+}
+
+impl SessionCtx {
+    pub fn max_message_len(&self) -> usize {
+        if self.codec.extended_message { header::MAX_EXTENDED_LEN } else { header::MAX_LEN }
+    }
+}
+
+/// Counters for the API and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RibStats {
+    /// NLRI announced (each announcement of each route counts).
+    pub announced: u64,
+    /// NLRI withdrawn.
+    pub withdrawn: u64,
+    /// UPDATE messages written, End-of-RIB included.
+    pub updates: u64,
+    /// Routes held back because the peer cannot take them (family not negotiated, rule too long).
+    pub held_back: u64,
+}
+
+/// One peer's Adj-RIB-Out. See the module documentation.
+#[derive(Debug, Default)]
+pub struct AdjRibOut {
+    /// What the peer should hold. Survives session resets; the mitigation set is its source.
+    desired: BTreeMap<RouteKey, Arc<RouteAttrs>>,
+    /// What we told the peer in the current session.
+    advertised: BTreeMap<RouteKey, Arc<RouteAttrs>>,
+    /// Keys whose desired and advertised states may differ. Coalesces changes until drained.
+    pending: BTreeSet<RouteKey>,
+    /// Set while Established.
+    session: Option<SessionCtx>,
+    /// Families still owed an End-of-RIB after the initial table.
+    eor_pending: BTreeSet<Family>,
+    /// Routes the peer cannot take in this session (kept out of `advertised`).
+    held_back: BTreeSet<RouteKey>,
+    stats: RibStats,
+}
+
+impl AdjRibOut {
+    pub fn new() -> AdjRibOut {
+        AdjRibOut::default()
+    }
+
+    /// Checks that `attrs` fit `key` (next hop rules).
+    pub fn check(key: &RouteKey, attrs: &RouteAttrs) -> Result<(), RibError> {
+        match (key, attrs.next_hop) {
+            (RouteKey::FlowSpec(_), Some(_)) => Err(RibError::FlowSpecNextHop),
+            (RouteKey::FlowSpec(_), None) => Ok(()),
+            (RouteKey::Unicast(_), None) => Err(RibError::MissingNextHop),
+            (RouteKey::Unicast(p), Some(nh)) => match (p, nh) {
+                (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_)) => Ok(()),
+                _ => Err(RibError::NextHopFamily { next_hop: nh }),
+            },
+        }
+    }
+
+    /// Makes `key` desired with `attrs`. Returns whether anything changed.
+    pub fn set(&mut self, key: RouteKey, attrs: Arc<RouteAttrs>) -> Result<bool, RibError> {
+        Self::check(&key, &attrs)?;
+        if self.desired.get(&key) == Some(&attrs) {
+            return Ok(false);
+        }
+        self.desired.insert(key.clone(), attrs);
+        if self.session.is_some() {
+            self.pending.insert(key);
+        }
+        Ok(true)
+    }
+
+    /// Makes `key` undesired. Returns whether it was desired.
+    pub fn remove(&mut self, key: &RouteKey) -> bool {
+        if self.desired.remove(key).is_none() {
+            return false;
+        }
+        self.held_back.remove(key);
+        if self.session.is_some() {
+            self.pending.insert(key.clone());
+        }
+        true
+    }
+
+    /// Replaces the whole desired set (a resynchronisation from the mitigation set).
+    pub fn replace_all(&mut self, routes: impl IntoIterator<Item = (RouteKey, Arc<RouteAttrs>)>) -> Result<(), RibError> {
+        let mut next = BTreeMap::new();
+        for (k, a) in routes {
+            Self::check(&k, &a)?;
+            next.insert(k, a);
+        }
+        let old = std::mem::replace(&mut self.desired, next);
+        if self.session.is_some() {
+            for k in old.keys().filter(|k| !self.desired.contains_key(*k)) {
+                self.pending.insert(k.clone());
+            }
+            let changed: Vec<RouteKey> =
+                self.desired.iter().filter(|(k, a)| old.get(*k) != Some(*a)).map(|(k, _)| k.clone()).collect();
+            self.pending.extend(changed);
+        }
+        self.held_back.retain(|k| self.desired.contains_key(k));
+        Ok(())
+    }
+
+    pub fn desired(&self) -> &BTreeMap<RouteKey, Arc<RouteAttrs>> {
+        &self.desired
+    }
+
+    /// Routes the peer holds from us in this session, as far as we sent them.
+    pub fn advertised(&self) -> &BTreeMap<RouteKey, Arc<RouteAttrs>> {
+        &self.advertised
+    }
+
+    /// Routes the peer cannot take in this session, with the reason visible through [`Self::held_back_reason`].
+    pub fn held_back(&self) -> &BTreeSet<RouteKey> {
+        &self.held_back
+    }
+
+    pub fn held_back_reason(&self, key: &RouteKey) -> Option<String> {
+        let s = self.session.as_ref()?;
+        let family = key.family();
+        if !s.families.contains(&family) {
+            return Some(format!("{family} is not negotiated with this peer"));
+        }
+        match key {
+            RouteKey::FlowSpec(r) if r.wire().len() > s.max_flowspec_nlri_len => Some(format!(
+                "FlowSpec NLRI is {} octets; this peer takes at most {}",
+                r.wire().len(),
+                s.max_flowspec_nlri_len
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn stats(&self) -> RibStats {
+        self.stats
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// True when nothing is left to write.
+    pub fn is_synced(&self) -> bool {
+        self.pending.is_empty() && self.eor_pending.is_empty()
+    }
+
+    /// The session reached Established: send everything, then End-of-RIB per family.
+    pub fn session_up(&mut self, ctx: SessionCtx) {
+        self.advertised.clear();
+        self.held_back.clear();
+        self.pending = self.desired.keys().cloned().collect();
+        self.eor_pending = ctx.families.clone();
+        self.session = Some(ctx);
+    }
+
+    /// The session went down: the peer holds nothing from us any more (or will flush it after the
+    /// graceful-restart timer); the desired set stays for the next session.
+    pub fn session_down(&mut self) {
+        self.session = None;
+        self.advertised.clear();
+        self.pending.clear();
+        self.eor_pending.clear();
+        self.held_back.clear();
+    }
+
+    /// ROUTE-REFRESH (RFC 2918 §4) for `family`: re-send all of it.
+    pub fn route_refresh(&mut self, family: Family) {
+        if self.session.is_none() {
+            return;
+        }
+        let keys: Vec<RouteKey> = self.advertised.keys().filter(|k| k.family() == family).cloned().collect();
+        for k in keys {
+            self.advertised.remove(&k);
+            self.pending.insert(k);
+        }
+        let held: Vec<RouteKey> = self.held_back.iter().filter(|k| k.family() == family).cloned().collect();
+        self.pending.extend(held);
+    }
+
+    /// Writes up to `max_messages` complete UPDATE messages (headers included) for pending changes
+    /// into `out`, and returns how many it wrote. What does not fit stays pending for the next call.
+    pub fn drain(&mut self, out: &mut BytesMut, max_messages: usize) -> usize {
+        let Some(ctx) = self.session.clone() else { return 0 };
+        if max_messages == 0 {
+            return 0;
+        }
+        let max_len = ctx.max_message_len();
+
+        // Sort pending changes into withdrawals per family and announcements per (family, attributes).
+        let mut withdraws: BTreeMap<Family, Vec<RouteKey>> = BTreeMap::new();
+        let mut announces: Vec<(Family, Arc<RouteAttrs>, Vec<RouteKey>)> = Vec::new();
+        let mut group_of: HashMap<(Family, Arc<RouteAttrs>), usize> = HashMap::new();
+        let pending = std::mem::take(&mut self.pending);
+        for key in pending {
+            let family = key.family();
+            let deliverable = ctx.families.contains(&family)
+                && !matches!(&key, RouteKey::FlowSpec(r) if r.wire().len() > ctx.max_flowspec_nlri_len);
+            match self.desired.get(&key) {
+                Some(attrs) if deliverable => {
+                    if self.advertised.get(&key) == Some(attrs) {
+                        continue;
+                    }
+                    self.held_back.remove(&key);
+                    let idx = *group_of.entry((family, attrs.clone())).or_insert_with(|| {
+                        announces.push((family, attrs.clone(), Vec::new()));
+                        announces.len() - 1
+                    });
+                    announces[idx].2.push(key);
+                }
+                Some(_) => {
+                    // The peer cannot take it: make sure it holds no older version, and hold it back.
+                    if self.held_back.insert(key.clone()) {
+                        self.stats.held_back += 1;
+                    }
+                    if self.advertised.contains_key(&key) && ctx.families.contains(&family) {
+                        withdraws.entry(family).or_default().push(key);
+                    }
+                }
+                None => {
+                    if self.advertised.contains_key(&key) {
+                        withdraws.entry(family).or_default().push(key);
+                    }
+                }
+            }
+        }
+
+        let mut written = 0;
+        // Withdrawals first: a rule replaced by another must not linger next to it.
+        for (family, keys) in withdraws {
+            let mut rest = keys.as_slice();
+            while !rest.is_empty() {
+                if written == max_messages {
+                    self.pending.extend(rest.iter().cloned());
+                    break;
+                }
+                let mark = out.len();
+                let n = write_withdraw(out, family, rest, max_len);
+                if n == 0 {
+                    // Unreachable in practice: an NLRI too long to withdraw was too long to announce
+                    // and so was never advertised. Never loop on it.
+                    out.truncate(mark);
+                    self.advertised.remove(&rest[0]);
+                    rest = &rest[1..];
+                    continue;
+                }
+                for k in &rest[..n] {
+                    self.advertised.remove(k);
+                }
+                self.stats.withdrawn += n as u64;
+                self.stats.updates += 1;
+                written += 1;
+                rest = &rest[n..];
+            }
+        }
+        for (family, attrs, keys) in announces {
+            let common = encode_common_attrs(&ctx, family, &attrs);
+            let mut rest = keys.as_slice();
+            while !rest.is_empty() {
+                if written == max_messages {
+                    self.pending.extend(rest.iter().cloned());
+                    break;
+                }
+                let mark = out.len();
+                let n = write_announce(out, family, &attrs, &common, rest, max_len);
+                if n == 0 {
+                    // This NLRI with these attributes does not fit in one message for this peer.
+                    out.truncate(mark);
+                    if self.held_back.insert(rest[0].clone()) {
+                        self.stats.held_back += 1;
+                    }
+                    rest = &rest[1..];
+                    continue;
+                }
+                for k in &rest[..n] {
+                    self.advertised.insert(k.clone(), attrs.clone());
+                }
+                self.stats.announced += n as u64;
+                self.stats.updates += 1;
+                written += 1;
+                rest = &rest[n..];
+            }
+        }
+        if self.pending.is_empty() {
+            while written < max_messages {
+                let Some(family) = self.eor_pending.pop_first() else { break };
+                write_end_of_rib(out, family);
+                self.stats.updates += 1;
+                written += 1;
+            }
+        }
+        written
+    }
+}
+
+/// Flags, type and a 2-octet length placeholder for MP_REACH_NLRI / MP_UNREACH_NLRI: optional,
+/// non-transitive, extended length (RFC 4760 §3, §4).
+fn write_mp_attr_header(out: &mut BytesMut, type_code: u8) {
+    out.put_u8(attr_flag::OPTIONAL | attr_flag::EXTENDED_LENGTH);
+    out.put_u8(type_code);
+    out.put_u16(0);
+}
+
+/// Fixed octets of an MP_REACH_NLRI attribute before its NLRI: flags, type, 2-octet length, AFI,
+/// SAFI, next-hop length, next hop, reserved.
+fn mp_reach_overhead(next_hop_len: usize) -> usize {
+    4 + 3 + 1 + next_hop_len + 1
+}
+
+/// Writes one withdrawal UPDATE with as many of `keys` as fit; returns how many.
+fn write_withdraw(out: &mut BytesMut, family: Family, keys: &[RouteKey], max_len: usize) -> usize {
+    let start = header::begin(out, message_type::UPDATE);
+    let mut n = 0;
+    if family == Family::Ipv4Unicast {
+        // Withdrawn Routes Length, Withdrawn Routes, Total Path Attribute Length = 0.
+        let len_at = out.len();
+        out.put_u16(0);
+        let budget = max_len - header::HEADER_LEN - 4;
+        let mut used = 0;
+        for k in keys {
+            let l = k.wire_len();
+            if used + l > budget {
+                break;
+            }
+            k.write(out);
+            used += l;
+            n += 1;
+        }
+        out[len_at..len_at + 2].copy_from_slice(&(used as u16).to_be_bytes());
+        out.put_u16(0);
+    } else {
+        out.put_u16(0); // no classic withdrawn routes
+        let attrs_len_at = out.len();
+        out.put_u16(0);
+        let attr_start = out.len();
+        write_mp_attr_header(out, attr_type::MP_UNREACH_NLRI);
+        let value_start = out.len();
+        out.put_u16(family.afi().code());
+        out.put_u8(family.safi().code());
+        let budget = max_len - header::HEADER_LEN - 4 - 4 - 3;
+        let mut used = 0;
+        for k in keys {
+            let l = k.wire_len();
+            if used + l > budget {
+                break;
+            }
+            k.write(out);
+            used += l;
+            n += 1;
+        }
+        let value_len = out.len() - value_start;
+        out[value_start - 2..value_start].copy_from_slice(&(value_len as u16).to_be_bytes());
+        let attrs_len = out.len() - attr_start;
+        out[attrs_len_at..attrs_len_at + 2].copy_from_slice(&(attrs_len as u16).to_be_bytes());
+    }
+    header::finish(out, start);
+    n
+}
+
+/// Encodes the attributes shared by every UPDATE of one (family, attributes) group, MP_REACH aside.
+fn encode_common_attrs(ctx: &SessionCtx, family: Family, attrs: &RouteAttrs) -> BytesMut {
+    let as_path = if ctx.ebgp { AsPath::sequence(vec![ctx.local_as]) } else { AsPath::empty() };
+    let a = Attributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(as_path),
+        next_hop: match (family, attrs.next_hop) {
+            (Family::Ipv4Unicast, Some(IpAddr::V4(nh))) => Some(nh),
+            _ => None,
+        },
+        med: attrs.med,
+        local_pref: if ctx.ebgp { None } else { Some(attrs.local_pref.unwrap_or(100)) },
+        communities: attrs.communities.clone(),
+        ext_communities: attrs.ext_communities.clone(),
+        large_communities: attrs.large_communities.clone(),
+        ..Attributes::default()
+    };
+    let mut out = BytesMut::new();
+    a.encode_without_mp(&ctx.codec, &mut out);
+    out
+}
+
+/// Writes one announcement UPDATE with as many of `keys` as fit; returns how many.
+fn write_announce(
+    out: &mut BytesMut,
+    family: Family,
+    attrs: &RouteAttrs,
+    common: &[u8],
+    keys: &[RouteKey],
+    max_len: usize,
+) -> usize {
+    let start = header::begin(out, message_type::UPDATE);
+    out.put_u16(0); // no classic withdrawn routes
+    let attrs_len_at = out.len();
+    out.put_u16(0);
+    let mut n = 0;
+    if family == Family::Ipv4Unicast {
+        out.extend_from_slice(common);
+        let attrs_len = common.len();
+        out[attrs_len_at..attrs_len_at + 2].copy_from_slice(&(attrs_len as u16).to_be_bytes());
+        let budget = max_len - header::HEADER_LEN - 4 - attrs_len;
+        let mut used = 0;
+        for k in keys {
+            let l = k.wire_len();
+            if used + l > budget {
+                break;
+            }
+            k.write(out);
+            used += l;
+            n += 1;
+        }
+    } else {
+        let next_hop: &[u8] = &match (family, attrs.next_hop) {
+            (Family::Ipv6Unicast, Some(IpAddr::V6(nh))) => nh.octets().to_vec(),
+            _ => Vec::new(),
+        };
+        let attr_start = out.len();
+        write_mp_attr_header(out, attr_type::MP_REACH_NLRI);
+        let value_start = out.len();
+        out.put_u16(family.afi().code());
+        out.put_u8(family.safi().code());
+        out.put_u8(next_hop.len() as u8);
+        out.extend_from_slice(next_hop);
+        out.put_u8(0); // reserved
+        let budget = max_len - header::HEADER_LEN - 4 - mp_reach_overhead(next_hop.len()) - common.len();
+        let mut used = 0;
+        for k in keys {
+            let l = k.wire_len();
+            if used + l > budget {
+                break;
+            }
+            k.write(out);
+            used += l;
+            n += 1;
+        }
+        let value_len = out.len() - value_start;
+        out[value_start - 2..value_start].copy_from_slice(&(value_len as u16).to_be_bytes());
+        out.extend_from_slice(common);
+        let attrs_len = out.len() - attr_start;
+        out[attrs_len_at..attrs_len_at + 2].copy_from_slice(&(attrs_len as u16).to_be_bytes());
+    }
+    header::finish(out, start);
+    n
+}
+
+/// End-of-RIB (RFC 4724 §2): an empty UPDATE for IPv4 unicast, an MP_UNREACH_NLRI with no NLRI for
+/// the others.
+fn write_end_of_rib(out: &mut BytesMut, family: Family) {
+    write_withdraw(out, family, &[], header::MAX_LEN);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this script).
+# Installs what the interop tests need (Debian: bird2, gobgpd) with apt-get when missing; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v bird >/dev/null || need+=(bird2)
+command -v gobgpd >/dev/null || need+=(gobgpd)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets build against the same crate; check they still compile (running them needs cargo-fuzz).
+cargo check --manifest-path bgp/fuzz/Cargo.toml --bins --quiet
+cargo test --workspace --locked

@@ -1,0 +1,644 @@
+//! BGP peers: the tokio edge around `deflect_bgp`.
+//!
+//! One task per neighbor owns everything about it: the session state machine ([`Fsm`]), the
+//! Adj-RIB-Out ([`AdjRibOut`]), the timers and the current connection. Children only do IO (connect,
+//! read, write; see [`conn`]) and send typed events in. Nobody else touches a peer's state: the
+//! speaker sends [`Command`]s through a bounded channel and reads [`PeerStatus`] from a watch.
+//!
+//! ```text
+//!  commands (bounded 1024) ──► peer task ──► Fsm::handle(event, now) ──► outputs
+//!  connect task ── result ──►     │              (Send, Connect, Disconnect, timers, Established, Down)
+//!  reader task ── frames ───►     │
+//!  timers (sleep_until) ────►     └──► AdjRibOut::drain ──► writer queue (bounded) ──► socket
+//! ```
+//!
+//! Full channels: a full command channel makes the sender wait (the mitigation set is never lost, only
+//! delayed); a full write queue leaves routes pending in the Adj-RIB-Out, where later changes to the
+//! same route replace earlier ones. [`CONTROL_RESERVE`] slots of the write queue are kept for
+//! KEEPALIVE and NOTIFICATION, so a slow peer never misses a keepalive because of a large table.
+//!
+//! Connection collisions (RFC 4271 §6.8): a connection accepted while our own is in OpenSent waits
+//! until the remote's BGP identifier is known; then the connection initiated by the speaker with the
+//! higher identifier is kept and the other one is closed with Cease 6/7.
+
+pub mod conn;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use deflect_bgp::fsm::{self, Event, Fsm, FsmConfig, Output, State, Timer};
+use deflect_bgp::header;
+use deflect_bgp::iana::Family;
+use deflect_bgp::message::{CodecCtx, Message};
+use deflect_bgp::notification::Notification;
+use deflect_bgp::rib::{AdjRibOut, RibStats, RouteAttrs, RouteKey, SessionCtx};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use self::conn::{ConnEvent, Connection, SocketOptions, WRITE_QUEUE};
+
+/// Write-queue slots the Adj-RIB-Out leaves free for KEEPALIVE and NOTIFICATION.
+pub const CONTROL_RESERVE: usize = 8;
+
+/// Whether we open connections ourselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Connect, and accept connections too.
+    Active,
+    /// Only accept connections (the router connects to us).
+    Passive,
+}
+
+/// One neighbor's configuration.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// For logs and the API; the remote address unless set.
+    pub name: String,
+    pub remote: IpAddr,
+    pub port: u16,
+    pub remote_as: u32,
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub mode: Mode,
+    /// Proposed hold time, seconds (0, or at least 3).
+    pub hold_time: u16,
+    pub connect_retry: Duration,
+    /// Families offered and sent to this peer; also what route kinds it receives (FlowSpec, RTBH).
+    pub families: BTreeSet<Family>,
+    /// Graceful-restart time (RFC 4724) advertised with forwarding state for every family; `None`
+    /// leaves the capability out.
+    pub graceful_restart: Option<u16>,
+    /// Longest FlowSpec NLRI sent to this peer (239 by default; 4095 enables the 2-octet form).
+    pub max_flowspec_nlri_len: usize,
+    pub socket: SocketOptions,
+    /// RFC 9687 send hold time; by default max(8 minutes, 2 × hold time).
+    pub send_hold_time: Option<Duration>,
+}
+
+impl PeerConfig {
+    /// Defaults for a neighbor: active, port 179, hold time 90 s, FlowSpec for both families and RTBH
+    /// for both, graceful restart 120 s.
+    pub fn new(remote: IpAddr, remote_as: u32) -> PeerConfig {
+        PeerConfig {
+            name: remote.to_string(),
+            remote,
+            port: 179,
+            remote_as,
+            local_as: 65000,
+            router_id: Ipv4Addr::new(192, 0, 2, 1),
+            mode: Mode::Active,
+            hold_time: 90,
+            connect_retry: Duration::from_secs(30),
+            families: Family::ALL.into_iter().collect(),
+            graceful_restart: Some(120),
+            max_flowspec_nlri_len: 239,
+            socket: SocketOptions::default(),
+            send_hold_time: None,
+        }
+    }
+
+    fn fsm_config(&self) -> FsmConfig {
+        FsmConfig {
+            local_as: self.local_as,
+            remote_as: self.remote_as,
+            router_id: self.router_id,
+            hold_time: self.hold_time,
+            connect_retry_time: self.connect_retry,
+            passive: self.mode == Mode::Passive,
+            families: self.families.iter().copied().collect(),
+            graceful_restart: self.graceful_restart,
+            ..FsmConfig::default()
+        }
+    }
+
+    fn send_hold_time(&self) -> Duration {
+        self.send_hold_time
+            .unwrap_or_else(|| Duration::from_secs(480).max(Duration::from_secs(2 * u64::from(self.hold_time))))
+    }
+}
+
+/// What a peer task shows the outside world.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStatus {
+    pub state: State,
+    /// When the current session reached Established.
+    pub established_at: Option<std::time::SystemTime>,
+    pub established_count: u64,
+    /// Families in use in the current session.
+    pub families: Vec<Family>,
+    pub remote_router_id: Option<Ipv4Addr>,
+    pub rib: RibStats,
+    pub desired: usize,
+    pub advertised: usize,
+    pub held_back: usize,
+    /// Routes received are counted and otherwise ignored: deflect only originates.
+    pub updates_received: u64,
+    pub last_error: Option<String>,
+    /// True when everything desired has been written, End-of-RIB included.
+    pub synced: bool,
+}
+
+/// Commands to a peer task.
+#[derive(Debug)]
+pub enum Command {
+    Set(RouteKey, Arc<RouteAttrs>),
+    Remove(RouteKey),
+    Incoming(TcpStream),
+    Shutdown(String),
+}
+
+/// A handle to a peer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    config: Arc<PeerConfig>,
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<PeerStatus>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl PeerHandle {
+    pub fn config(&self) -> &PeerConfig {
+        &self.config
+    }
+
+    pub fn status(&self) -> PeerStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch(&self) -> watch::Receiver<PeerStatus> {
+        self.status.clone()
+    }
+
+    pub async fn set(&self, key: RouteKey, attrs: Arc<RouteAttrs>) {
+        let _ = self.tx.send(Command::Set(key, attrs)).await;
+    }
+
+    pub async fn remove(&self, key: RouteKey) {
+        let _ = self.tx.send(Command::Remove(key)).await;
+    }
+
+    pub async fn incoming(&self, stream: TcpStream) {
+        let _ = self.tx.send(Command::Incoming(stream)).await;
+    }
+
+    pub async fn shutdown(&self, reason: &str) {
+        let _ = self.tx.send(Command::Shutdown(reason.to_string())).await;
+    }
+
+    /// Waits for the task to end (after [`Self::shutdown`]), at most 5 seconds, then aborts it.
+    pub async fn join(&self) {
+        if let Some(t) = self.task.lock().await.take() {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Starts a peer task.
+pub fn spawn(config: PeerConfig) -> PeerHandle {
+    let config = Arc::new(config);
+    let (tx, rx) = mpsc::channel(1024);
+    let (status_tx, status_rx) = watch::channel(PeerStatus::default());
+    let span = info_span!("peer", peer = %config.name, remote_as = config.remote_as);
+    let task = PeerTask::new(config.clone(), rx, status_tx);
+    let join = tokio::spawn(task.run().instrument(span));
+    PeerHandle { config, tx, status: status_rx, task: Arc::new(Mutex::new(Some(join))) }
+}
+
+struct PeerTask {
+    config: Arc<PeerConfig>,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<PeerStatus>,
+    fsm: Fsm,
+    rib: AdjRibOut,
+    /// Codec context of the current session (pre-OPEN defaults until Established).
+    codec: CodecCtx,
+    conn: Option<Connection>,
+    /// An accepted connection waiting for collision resolution.
+    pending_incoming: Option<TcpStream>,
+    connecting: Option<oneshot::Receiver<std::io::Result<TcpStream>>>,
+    events_tx: mpsc::Sender<ConnEvent>,
+    events: mpsc::Receiver<ConnEvent>,
+    timers: HashMap<Timer, Instant>,
+    next_conn_id: u64,
+    updates_received: u64,
+    last_error: Option<String>,
+    established_count: u64,
+    established_at: Option<std::time::SystemTime>,
+    families: Vec<Family>,
+    remote_router_id: Option<Ipv4Addr>,
+    out: BytesMut,
+}
+
+impl PeerTask {
+    fn new(config: Arc<PeerConfig>, commands: mpsc::Receiver<Command>, status: watch::Sender<PeerStatus>) -> Self {
+        let (events_tx, events) = mpsc::channel(WRITE_QUEUE);
+        let seed = rand::random::<u64>();
+        PeerTask {
+            fsm: Fsm::new(config.fsm_config(), seed),
+            config,
+            commands,
+            status,
+            rib: AdjRibOut::new(),
+            codec: CodecCtx::default(),
+            conn: None,
+            pending_incoming: None,
+            connecting: None,
+            events_tx,
+            events,
+            timers: HashMap::new(),
+            next_conn_id: 0,
+            updates_received: 0,
+            last_error: None,
+            established_count: 0,
+            established_at: None,
+            families: Vec::new(),
+            remote_router_id: None,
+            out: BytesMut::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let start = if self.config.mode == Mode::Passive {
+            Event::AutomaticStartWithPassiveTcpEstablishment
+        } else {
+            Event::AutomaticStart
+        };
+        self.handle(start);
+        loop {
+            let deadline = self.timers.values().min().copied();
+            let wants_room = self.rib.is_established() && !self.rib.is_synced();
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None => { self.stop("the speaker went away").await; return; }
+                    Some(Command::Shutdown(reason)) => { self.stop(&reason).await; return; }
+                    Some(c) => self.on_command(c),
+                },
+                Some(ev) = self.events.recv() => self.on_conn_event(ev),
+                res = async { self.connecting.as_mut().expect("guarded").await }, if self.connecting.is_some() => {
+                    self.connecting = None;
+                    self.on_connected(res.unwrap_or_else(|_| Err(std::io::ErrorKind::Interrupted.into())));
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.on_timers();
+                }
+                _ = async { self.conn.as_ref().expect("guarded").reserve().await }, if wants_room && self.conn.is_some() => {}
+            }
+            self.flush_rib();
+            self.publish();
+        }
+    }
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now();
+        let outputs = self.fsm.handle(event, now);
+        for o in outputs {
+            self.apply(o);
+        }
+    }
+
+    fn apply(&mut self, output: Output) {
+        match output {
+            Output::Connect => self.start_connect(),
+            Output::Disconnect => self.drop_connection(),
+            Output::Send(msg) => self.send(&msg),
+            Output::ArmTimer(t, d) => {
+                self.timers.insert(t, Instant::now() + d);
+            }
+            Output::StopTimer(t) => {
+                self.timers.remove(&t);
+            }
+            Output::Established(neg) => {
+                self.codec = CodecCtx::from_negotiated(&neg);
+                let families: BTreeSet<Family> =
+                    neg.families.iter().copied().filter(|f| self.config.families.contains(f)).collect();
+                self.families = families.iter().copied().collect();
+                self.remote_router_id = Some(neg.remote_router_id);
+                self.established_count += 1;
+                self.established_at = Some(std::time::SystemTime::now());
+                self.last_error = None;
+                info!(families = ?self.families, remote_id = %neg.remote_router_id, "session established");
+                self.rib.session_up(SessionCtx {
+                    local_as: self.config.local_as,
+                    ebgp: neg.ebgp,
+                    codec: self.codec.clone(),
+                    families,
+                    max_flowspec_nlri_len: self.config.max_flowspec_nlri_len,
+                });
+            }
+            Output::Down(reason) => {
+                warn!(%reason, "session down");
+                self.last_error = Some(reason.to_string());
+                self.rib.session_down();
+                self.codec = CodecCtx::default();
+                self.families.clear();
+                self.established_at = None;
+            }
+            other => debug!(?other, "fsm output"),
+        }
+    }
+
+    fn send(&mut self, msg: &Message) {
+        let Some(conn) = &self.conn else { return };
+        let mut buf = BytesMut::new();
+        if let Err(e) = msg.encode(&self.codec, &mut buf) {
+            warn!("cannot encode {msg:?}: {e}");
+            return;
+        }
+        if !conn.try_send(buf.freeze()) {
+            warn!("write queue full or closed: message dropped");
+        }
+    }
+
+    fn start_connect(&mut self) {
+        if self.conn.is_some() || self.connecting.is_some() {
+            return;
+        }
+        let remote = SocketAddr::new(self.config.remote, self.config.port);
+        let opts = self.config.socket.clone();
+        let timeout = self.config.connect_retry;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(conn::connect(remote, &opts, timeout).await);
+        });
+        self.connecting = Some(rx);
+        debug!(%remote, "connecting");
+    }
+
+    fn on_connected(&mut self, res: std::io::Result<TcpStream>) {
+        match res {
+            Ok(stream) if self.conn.is_none() => match self.adopt(stream, true) {
+                Ok(()) => self.handle(Event::TcpCrAcked),
+                Err(e) => {
+                    self.last_error = Some(format!("connection setup: {e}"));
+                    self.handle(Event::TcpConnectionFails);
+                }
+            },
+            Ok(_) => debug!("outgoing connection not needed any more"),
+            Err(e) => {
+                debug!("connect failed: {e}");
+                self.last_error = Some(format!("connect: {e}"));
+                self.handle(Event::TcpConnectionFails);
+            }
+        }
+    }
+
+    fn adopt(&mut self, stream: TcpStream, outbound: bool) -> std::io::Result<()> {
+        if self.config.socket.gtsm && !outbound {
+            conn::set_gtsm(&stream, self.config.remote.is_ipv6())?;
+        }
+        self.next_conn_id += 1;
+        let c = Connection::start(
+            self.next_conn_id,
+            stream,
+            outbound,
+            self.events_tx.clone(),
+            self.config.send_hold_time(),
+        )?;
+        debug!(local = %c.local, remote = %c.remote, outbound, "connection up");
+        self.conn = Some(c);
+        Ok(())
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some(c) = self.conn.take() {
+            tokio::spawn(c.close_with(None, Duration::from_secs(1)));
+        }
+        // A connection held back for collision resolution can take over now.
+        if let Some(stream) = self.pending_incoming.take() {
+            self.accept(stream);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Set(k, a) => {
+                if let Err(e) = self.rib.set(k, a) {
+                    warn!("route refused: {e}");
+                }
+            }
+            Command::Remove(k) => {
+                self.rib.remove(&k);
+            }
+            Command::Incoming(stream) => self.accept(stream),
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    /// An accepted connection: take it, hold it for collision resolution, or refuse it.
+    fn accept(&mut self, stream: TcpStream) {
+        match self.fsm.state() {
+            State::Established => {
+                debug!("connection while established: closed (RFC 4271 §6.8)");
+                drop(stream);
+            }
+            State::OpenSent if self.conn.is_some() => {
+                debug!("connection collision: waiting for the remote identifier");
+                self.pending_incoming = Some(stream);
+            }
+            State::OpenConfirm if self.conn.is_some() => {
+                self.pending_incoming = Some(stream);
+                self.resolve_collision();
+            }
+            _ => {
+                self.conn = None;
+                self.connecting = None;
+                match self.adopt(stream, false) {
+                    Ok(()) => self.handle(Event::TcpConnectionConfirmed),
+                    Err(e) => warn!("accepted connection unusable: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Both connections exist and the remote identifier is known (OpenConfirm): keep the one
+    /// initiated by the higher identifier (RFC 4271 §6.8).
+    fn resolve_collision(&mut self) {
+        let (Some(remote_id), Some(conn)) = (self.fsm.remote_router_id(), &self.conn) else { return };
+        let Some(incoming) = self.pending_incoming.take() else { return };
+        let keep_ours = fsm::resolve_collision(self.config.router_id, remote_id) == fsm::CollisionWinner::Local;
+        let existing_is_ours = conn.outbound;
+        if keep_ours == existing_is_ours {
+            debug!("connection collision: keeping the existing connection");
+            let mut buf = BytesMut::new();
+            let n = Message::Notification(Notification::cease_collision());
+            if n.encode(&CodecCtx::default(), &mut buf).is_ok() {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut s = incoming;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(&buf)).await;
+                });
+            }
+        } else {
+            debug!("connection collision: the new connection wins");
+            self.handle(Event::OpenCollisionDump);
+            self.conn = None;
+            self.pending_incoming = None;
+            self.accept(incoming);
+        }
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent) {
+        let current = self.conn.as_ref().map(|c| c.id);
+        let id = match &ev {
+            ConnEvent::Frame(id, _)
+            | ConnEvent::BadHeader(id, _)
+            | ConnEvent::Closed(id, _)
+            | ConnEvent::WriteFailed(id, _)
+            | ConnEvent::SendHoldExpired(id) => *id,
+        };
+        if Some(id) != current {
+            return; // from a connection already given up
+        }
+        match ev {
+            ConnEvent::Frame(_, frame) => self.on_frame(frame),
+            ConnEvent::BadHeader(_, e) => {
+                self.last_error = Some(format!("bad message header: {e}"));
+                self.handle(Event::BgpHeaderErr(e.notification()));
+            }
+            ConnEvent::Closed(_, e) => {
+                self.last_error = Some(match e {
+                    Some(e) => format!("connection lost: {e}"),
+                    None => "connection closed by the peer".into(),
+                });
+                self.handle(Event::TcpConnectionFails);
+            }
+            ConnEvent::WriteFailed(_, e) => {
+                self.last_error = Some(format!("write failed: {e}"));
+                self.handle(Event::TcpConnectionFails);
+            }
+            ConnEvent::SendHoldExpired(_) => self.handle(Event::SendHoldTimerExpires),
+        }
+    }
+
+    fn on_frame(&mut self, frame: Bytes) {
+        let max = if self.codec.extended_message { header::MAX_EXTENDED_LEN } else { header::MAX_LEN };
+        if frame.len() > max {
+            let e = header::HeaderError::BadLength(frame.len() as u16);
+            self.handle(Event::BgpHeaderErr(e.notification()));
+            return;
+        }
+        match Message::decode(&self.codec, &frame) {
+            Ok(Message::Open(o)) => {
+                self.handle(Event::BgpOpen(o));
+                if self.fsm.state() == State::OpenConfirm && self.pending_incoming.is_some() {
+                    self.resolve_collision();
+                }
+            }
+            Ok(Message::Keepalive) => self.handle(Event::KeepAliveMsg),
+            Ok(Message::Notification(n)) => {
+                warn!(notification = %n, "NOTIFICATION received");
+                self.last_error = Some(format!("NOTIFICATION received: {n}"));
+                self.handle(Event::NotifMsg(n));
+            }
+            Ok(Message::Update(u)) => {
+                self.updates_received += 1;
+                if let Some(family) = u.end_of_rib_family() {
+                    debug!(%family, "End-of-RIB received");
+                }
+                self.handle(Event::UpdateMsg);
+            }
+            Ok(Message::RouteRefresh(rr)) => {
+                match Family::from_codes(rr.afi, rr.safi) {
+                    Some(f) if self.rib.is_established() => {
+                        info!(family = %f, "ROUTE-REFRESH: re-sending");
+                        self.rib.route_refresh(f);
+                    }
+                    _ => debug!(afi = rr.afi, safi = rr.safi, "ROUTE-REFRESH for a family we do not send"),
+                }
+                self.handle(Event::RouteRefreshMsg);
+            }
+            Err(e) => {
+                warn!("malformed message: {e}");
+                self.last_error = Some(format!("malformed message: {e}"));
+                self.handle(Event::decode_error(&e));
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
+        for t in due {
+            self.timers.remove(&t);
+            self.handle(Event::timer_expired(t));
+        }
+    }
+
+    /// Moves pending routes into the write queue while it has room beyond the control reserve.
+    fn flush_rib(&mut self) {
+        let Some(conn) = &self.conn else { return };
+        if !self.rib.is_established() {
+            return;
+        }
+        loop {
+            let room = conn.capacity().saturating_sub(CONTROL_RESERVE);
+            if room == 0 || self.rib.is_synced() {
+                return;
+            }
+            let n = self.rib.drain(&mut self.out, room);
+            if n == 0 {
+                return;
+            }
+            for _ in 0..n {
+                let len = usize::from(u16::from_be_bytes([self.out[16], self.out[17]]));
+                let msg = self.out.split_to(len).freeze();
+                if !conn.try_send(msg) {
+                    // Cannot happen with the room checked above; the session would be inconsistent.
+                    warn!("write queue refused an UPDATE: resetting the session");
+                    self.out.clear();
+                    self.handle(Event::TcpConnectionFails);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let s = PeerStatus {
+            state: self.fsm.state(),
+            established_at: self.established_at,
+            established_count: self.established_count,
+            families: self.families.clone(),
+            remote_router_id: self.remote_router_id,
+            rib: self.rib.stats(),
+            desired: self.rib.desired().len(),
+            advertised: self.rib.advertised().len(),
+            held_back: self.rib.held_back().len(),
+            updates_received: self.updates_received,
+            last_error: self.last_error.clone(),
+            synced: self.rib.is_established() && self.rib.is_synced(),
+        };
+        self.status.send_if_modified(|old| {
+            let changed = format!("{old:?}") != format!("{s:?}");
+            *old = s;
+            changed
+        });
+    }
+
+    /// Cease (administrative shutdown, RFC 9003 message) and end.
+    async fn stop(&mut self, reason: &str) {
+        self.handle(Event::ManualStop);
+        if let Some(c) = self.conn.take() {
+            let mut buf = BytesMut::new();
+            let n = Message::Notification(Notification::cease_admin_shutdown(reason));
+            let last = n.encode(&self.codec, &mut buf).ok().map(|_| buf.freeze());
+            c.close_with(last, Duration::from_secs(2)).await;
+        }
+        info!(%reason, "peer stopped");
+        self.publish();
+    }
+}
