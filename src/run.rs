@@ -20,7 +20,6 @@ use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
 use ipnet::IpNet;
 use tracing::{error, info, warn};
 
-use crate::peer::conn::SocketOptions;
 use crate::peer::{Mode, PeerConfig};
 use crate::speaker::Speaker;
 

@@ -212,7 +212,7 @@ pub async fn connect(remote: SocketAddr, opts: &SocketOptions, timeout: Duration
 }
 
 /// MD5 key and GTSM on a socket about to connect (or listen for `peer`).
-pub fn apply_options<S: std::os::fd::AsRawFd>(socket: &S, peer: IpAddr, opts: &SocketOptions) -> io::Result<()> {
+pub fn apply_options<S: std::os::fd::AsRawFd + std::os::fd::AsFd>(socket: &S, peer: IpAddr, opts: &SocketOptions) -> io::Result<()> {
     if let Some(pw) = &opts.md5_password {
         sys::set_tcp_md5(socket, peer, Some(pw.as_bytes()))?;
     }
@@ -223,7 +223,7 @@ pub fn apply_options<S: std::os::fd::AsRawFd>(socket: &S, peer: IpAddr, opts: &S
 }
 
 /// GTSM (RFC 5082 §3): outgoing TTL 255, incoming TTL at least 254.
-pub fn set_gtsm<S: std::os::fd::AsRawFd>(socket: &S, ipv6: bool) -> io::Result<()> {
+pub fn set_gtsm<S: std::os::fd::AsRawFd + std::os::fd::AsFd>(socket: &S, ipv6: bool) -> io::Result<()> {
     let s = socket2::SockRef::from(socket);
     if ipv6 {
         s.set_unicast_hops_v6(255)?;

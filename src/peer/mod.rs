@@ -214,6 +214,15 @@ pub fn spawn(config: PeerConfig) -> PeerHandle {
     PeerHandle { config, tx, status: status_rx, task: Arc::new(Mutex::new(Some(join))) }
 }
 
+/// What woke the peer task up.
+enum Wake {
+    Command(Option<Command>),
+    Conn(ConnEvent),
+    Connected(std::io::Result<TcpStream>),
+    Timer,
+    Room,
+}
+
 struct PeerTask {
     config: Arc<PeerConfig>,
     commands: mpsc::Receiver<Command>,
@@ -276,22 +285,37 @@ impl PeerTask {
         self.handle(start);
         loop {
             let deadline = self.timers.values().min().copied();
-            let wants_room = self.rib.is_established() && !self.rib.is_synced();
-            tokio::select! {
-                cmd = self.commands.recv() => match cmd {
-                    None => { self.stop("the speaker went away").await; return; }
-                    Some(Command::Shutdown(reason)) => { self.stop(&reason).await; return; }
-                    Some(c) => self.on_command(c),
-                },
-                Some(ev) = self.events.recv() => self.on_conn_event(ev),
-                res = async { self.connecting.as_mut().expect("guarded").await }, if self.connecting.is_some() => {
+            let wants_room = self.rib.is_established() && !self.rib.is_synced() && self.conn.is_some();
+            let wake = {
+                let connecting = &mut self.connecting;
+                let conn = &self.conn;
+                tokio::select! {
+                    cmd = self.commands.recv() => Wake::Command(cmd),
+                    Some(ev) = self.events.recv() => Wake::Conn(ev),
+                    res = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                        Wake::Connected(res.unwrap_or_else(|_| Err(std::io::ErrorKind::Interrupted.into())))
+                    }
+                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
+                    _ = async { conn.as_ref().expect("guarded").reserve().await }, if wants_room => Wake::Room,
+                }
+            };
+            match wake {
+                Wake::Command(None) => {
+                    self.stop("the speaker went away").await;
+                    return;
+                }
+                Wake::Command(Some(Command::Shutdown(reason))) => {
+                    self.stop(&reason).await;
+                    return;
+                }
+                Wake::Command(Some(c)) => self.on_command(c),
+                Wake::Conn(ev) => self.on_conn_event(ev),
+                Wake::Connected(res) => {
                     self.connecting = None;
-                    self.on_connected(res.unwrap_or_else(|_| Err(std::io::ErrorKind::Interrupted.into())));
+                    self.on_connected(res);
                 }
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.on_timers();
-                }
-                _ = async { self.conn.as_ref().expect("guarded").reserve().await }, if wants_room && self.conn.is_some() => {}
+                Wake::Timer => self.on_timers(),
+                Wake::Room => {}
             }
             self.flush_rib();
             self.publish();
@@ -322,7 +346,7 @@ impl PeerTask {
                 self.timers.remove(&t);
             }
             Output::Established(neg) => {
-                self.codec = CodecCtx::from_negotiated(&neg);
+                self.codec = CodecCtx { four_octet_as: neg.four_octet_as, extended_message: neg.extended_message };
                 let families: BTreeSet<Family> =
                     neg.families.iter().copied().filter(|f| self.config.families.contains(f)).collect();
                 self.families = families.iter().copied().collect();
@@ -347,7 +371,6 @@ impl PeerTask {
                 self.families.clear();
                 self.established_at = None;
             }
-            other => debug!(?other, "fsm output"),
         }
     }
 
@@ -629,15 +652,24 @@ impl PeerTask {
         });
     }
 
-    /// Cease (administrative shutdown, RFC 9003 message) and end.
+    /// Cease (administrative shutdown, with `reason` as the RFC 9003 message) and end.
     async fn stop(&mut self, reason: &str) {
-        self.handle(Event::ManualStop);
-        if let Some(c) = self.conn.take() {
-            let mut buf = BytesMut::new();
-            let n = Message::Notification(Notification::cease_admin_shutdown(reason));
-            let last = n.encode(&self.codec, &mut buf).ok().map(|_| buf.freeze());
-            c.close_with(last, Duration::from_secs(2)).await;
+        let outputs = self.fsm.handle(Event::ManualStop, self.now());
+        for o in outputs {
+            match o {
+                Output::Send(Message::Notification(n)) if n.code == deflect_bgp::notification::code::CEASE => {
+                    self.send(&Message::Notification(Notification::cease_admin_shutdown(reason)));
+                }
+                Output::Disconnect => {
+                    if let Some(c) = self.conn.take() {
+                        c.close_with(None, Duration::from_secs(2)).await;
+                    }
+                }
+                other => self.apply(other),
+            }
         }
+        self.rib.session_down();
+        self.connecting = None;
         info!(%reason, "peer stopped");
         self.publish();
     }
