@@ -120,8 +120,11 @@ pub fn parse_flow_route(s: &str, opts: &RuleOptions) -> Result<FlowRoute, ParseE
     let mut out = Vec::new();
     let mut i = 0;
     while i < actions.len() {
-        let takes_value = !matches!(actions[i], "discard");
-        let n = if takes_value { 2 } else { 1 };
+        let n = match actions[i] {
+            "discard" => 1,
+            "rate-bytes" | "rate-packets" | "traffic-action" | "redirect" | "redirect-as4" | "mark" => 2,
+            other => return err(other, "unknown action; expected discard, rate-bytes, rate-packets, traffic-action, redirect, redirect-as4 or mark"),
+        };
         let Some(chunk) = actions.get(i..i + n) else {
             return err(actions[i], "expected a value after it");
         };
