@@ -23,12 +23,16 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The four routes of the issue, in deflect's syntax.
 const FLOW_DISCARD: &str = "dst 192.0.2.7/32 proto udp sport 123 then discard";
-const FLOW_RATE: &str = "dst 192.0.2.8/32 proto tcp tcp-flags syn pkt-len 40..60 then rate-bytes 12500";
+const FLOW_RATE: &str =
+    "dst 192.0.2.8/32 proto tcp tcp-flags syn pkt-len 40..60 then rate-bytes 12500";
 const FLOW_V6: &str = "dst 2001:db8::1/128 next-header tcp dport 80 then discard";
 const RTBH: &str = "192.0.2.9/32 next-hop 192.0.2.66";
 
 fn routes() -> Vec<(RouteKey, RouteAttrs)> {
-    let mut v: Vec<_> = [FLOW_DISCARD, FLOW_RATE, FLOW_V6].iter().map(|f| parse_flow(f).unwrap()).collect();
+    let mut v: Vec<_> = [FLOW_DISCARD, FLOW_RATE, FLOW_V6]
+        .iter()
+        .map(|f| parse_flow(f).unwrap())
+        .collect();
     v.push(parse_rtbh(RTBH).unwrap());
     v
 }
@@ -82,10 +86,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 // ----------------------------------------------------------------------------------------------
 // BIRD
 
-const BIRD_DISCARD: (&str, &str) = ("flow4 { dst 192.0.2.7/32; proto 17; sport 123; }", "generic, 0x80060000, 0x0");
-const BIRD_RATE: (&str, &str) =
-    ("flow4 { dst 192.0.2.8/32; proto 6; tcp flags 0x2/0x2; length 40..60; }", "generic, 0x80060000, 0x46435000");
-const BIRD_V6: (&str, &str) = ("flow6 { dst 2001:db8::1/128; next header 6; dport 80; }", "generic, 0x80060000, 0x0");
+const BIRD_DISCARD: (&str, &str) = (
+    "flow4 { dst 192.0.2.7/32; proto 17; sport 123; }",
+    "generic, 0x80060000, 0x0",
+);
+const BIRD_RATE: (&str, &str) = (
+    "flow4 { dst 192.0.2.8/32; proto 6; tcp flags 0x2/0x2; length 40..60; }",
+    "generic, 0x80060000, 0x46435000",
+);
+const BIRD_V6: (&str, &str) = (
+    "flow6 { dst 2001:db8::1/128; next header 6; dport 80; }",
+    "generic, 0x80060000, 0x0",
+);
 
 /// What BIRD holds from deflect: flow4, flow6 and unicast, as comparable text.
 fn bird_view(b: &Bird) -> routers::Result<Vec<String>> {
@@ -123,7 +135,12 @@ fn bird_wait_sync(bird: &Bird, which: [bool; 4], what: &str) -> Result<(), Strin
         last = bird_view(bird)?;
         Ok((last == want).then_some(()))
     })
-    .map_err(|e| format!("{e}\nwanted: {want:#?}\nBIRD has: {last:#?}\nBIRD log:\n{}", bird.log()))
+    .map_err(|e| {
+        format!(
+            "{e}\nwanted: {want:#?}\nBIRD has: {last:#?}\nBIRD log:\n{}",
+            bird.log()
+        )
+    })
 }
 
 async fn bird_wait(b: &Arc<std::sync::Mutex<Bird>>, which: [bool; 4], what: &'static str) {
@@ -177,13 +194,19 @@ fn gobgp_view(g: &Gobgp) -> routers::Result<Vec<String>> {
     let mut v = Vec::new();
     for fam in ["ipv4-flowspec", "ipv6-flowspec"] {
         for (nlri, attrs) in g.rib(fam)? {
-            let ec = gobgp_attr(&attrs, 16).map(|a| a["value"].to_string()).unwrap_or_default();
+            let ec = gobgp_attr(&attrs, 16)
+                .map(|a| a["value"].to_string())
+                .unwrap_or_default();
             v.push(format!("{nlri} => {ec}"));
         }
     }
     for (nlri, attrs) in g.rib("ipv4")? {
-        let nh = gobgp_attr(&attrs, 3).map(|a| a["nexthop"].to_string()).unwrap_or_default();
-        let c = gobgp_attr(&attrs, 8).map(|a| a["communities"].to_string()).unwrap_or_default();
+        let nh = gobgp_attr(&attrs, 3)
+            .map(|a| a["nexthop"].to_string())
+            .unwrap_or_default();
+        let c = gobgp_attr(&attrs, 8)
+            .map(|a| a["communities"].to_string())
+            .unwrap_or_default();
         v.push(format!("{nlri} via {nh} communities {c}"));
     }
     v.sort();
@@ -195,12 +218,21 @@ fn gobgp_expected(which: &[bool; 4]) -> Vec<String> {
     let rate = r#"[{"as":0,"rate":12500,"subtype":6,"type":128}]"#;
     let all = [
         format!("[destination: 192.0.2.7/32][protocol: ==udp][source-port: ==123] => {discard}"),
-        format!("[destination: 192.0.2.8/32][protocol: ==tcp][tcp-flags: =S][packet-length: >=40&<=60] => {rate}"),
-        format!("[destination: 2001:db8::1/128/0][protocol: ==tcp][destination-port: ==80] => {discard}"),
+        format!(
+            "[destination: 192.0.2.8/32][protocol: ==tcp][tcp-flags: =S][packet-length: >=40&<=60] => {rate}"
+        ),
+        format!(
+            "[destination: 2001:db8::1/128/0][protocol: ==tcp][destination-port: ==80] => {discard}"
+        ),
         // 4294902426 is 65535:666, BLACKHOLE.
         r#"192.0.2.9/32 via "192.0.2.66" communities [4294902426]"#.to_string(),
     ];
-    let mut v: Vec<String> = which.iter().zip(all).filter(|(on, _)| **on).map(|(_, s)| s).collect();
+    let mut v: Vec<String> = which
+        .iter()
+        .zip(all)
+        .filter(|(on, _)| **on)
+        .map(|(_, s)| s)
+        .collect();
     v.sort();
     v
 }
@@ -212,7 +244,12 @@ fn gobgp_wait_sync(gobgp: &Gobgp, which: [bool; 4], what: &str) -> Result<(), St
         last = gobgp_view(gobgp)?;
         Ok((last == want).then_some(()))
     })
-    .map_err(|e| format!("{e}\nwanted: {want:#?}\nGoBGP has: {last:#?}\nGoBGP log:\n{}", gobgp.log()))
+    .map_err(|e| {
+        format!(
+            "{e}\nwanted: {want:#?}\nGoBGP has: {last:#?}\nGoBGP log:\n{}",
+            gobgp.log()
+        )
+    })
 }
 
 async fn gobgp_wait(g: &Arc<std::sync::Mutex<Gobgp>>, which: [bool; 4], what: &'static str) {
@@ -266,7 +303,12 @@ async fn md5_session_with_bird_comes_up_and_carries_routes() {
     wait_established(&speaker.peers()[0]).await;
     let (k, a) = parse_flow(FLOW_DISCARD).unwrap();
     speaker.set(k, Arc::new(a)).await;
-    bird_wait(&bird, [true, false, false, false], "the rule over an MD5 session").await;
+    bird_wait(
+        &bird,
+        [true, false, false, false],
+        "the rule over an MD5 session",
+    )
+    .await;
     speaker.shutdown("test over").await;
 }
 
@@ -299,7 +341,10 @@ fn routers_keep_the_rules_through_graceful_restart_when_deflect_dies() {
     std::thread::sleep(Duration::from_secs(3));
     bird_wait_sync(&bird, first, "the rule kept by BIRD after deflect died").unwrap();
     gobgp_wait_sync(&gobgp, first, "the rule kept by GoBGP after deflect died").unwrap();
-    assert!(!bird.established().unwrap(), "BIRD must have noticed the session loss");
+    assert!(
+        !bird.established().unwrap(),
+        "BIRD must have noticed the session loss"
+    );
 
     // deflect comes back with an empty table: the stale rule is flushed after End-of-RIB.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -308,8 +353,18 @@ fn routers_keep_the_rules_through_graceful_restart_when_deflect_dies() {
         let b = start_speaker(&sg).await;
         wait_established(&a.peers()[0]).await;
         wait_established(&b.peers()[0]).await;
-        bird_wait_sync(&bird, [false; 4], "BIRD flushing the stale rule after End-of-RIB").unwrap();
-        gobgp_wait_sync(&gobgp, [false; 4], "GoBGP flushing the stale rule after End-of-RIB").unwrap();
+        bird_wait_sync(
+            &bird,
+            [false; 4],
+            "BIRD flushing the stale rule after End-of-RIB",
+        )
+        .unwrap();
+        gobgp_wait_sync(
+            &gobgp,
+            [false; 4],
+            "GoBGP flushing the stale rule after End-of-RIB",
+        )
+        .unwrap();
         a.shutdown("test over").await;
         b.shutdown("test over").await;
     });

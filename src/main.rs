@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use deflect::run::{self, RunArgs};
 
 #[derive(Debug, Parser)]
-#[command(name = "deflect", version, about = "DDoS-mitigation controller with an embedded BGP FlowSpec/RTBH speaker")]
+#[command(
+    name = "deflect",
+    version,
+    about = "DDoS-mitigation controller with an embedded BGP FlowSpec/RTBH speaker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -63,9 +63,15 @@ impl FromStr for PeerSpec {
         let (addr, asn) = head.split_once('@').ok_or("expected ADDR[:PORT]@AS")?;
         let (ip, port) = match addr.parse::<SocketAddr>() {
             Ok(sa) => (sa.ip(), sa.port()),
-            Err(_) => (addr.parse::<IpAddr>().map_err(|e| format!("address {addr:?}: {e}"))?, 179),
+            Err(_) => (
+                addr.parse::<IpAddr>()
+                    .map_err(|e| format!("address {addr:?}: {e}"))?,
+                179,
+            ),
         };
-        let remote_as: u32 = asn.parse().map_err(|_| format!("AS {asn:?} is not a number"))?;
+        let remote_as: u32 = asn
+            .parse()
+            .map_err(|_| format!("AS {asn:?} is not a number"))?;
         let mut cfg = PeerConfig::new(ip, remote_as);
         cfg.port = port;
         for p in parts {
@@ -75,8 +81,14 @@ impl FromStr for PeerSpec {
                 "active" => cfg.mode = Mode::Active,
                 "md5" => cfg.socket.md5_password = Some(v.to_string()),
                 "gtsm" => cfg.socket.gtsm = true,
-                "local" => cfg.socket.local_addr = Some(v.parse().map_err(|e| format!("local={v}: {e}"))?),
-                "hold" => cfg.hold_time = v.parse().map_err(|_| format!("hold={v}: not a number of seconds"))?,
+                "local" => {
+                    cfg.socket.local_addr = Some(v.parse().map_err(|e| format!("local={v}: {e}"))?)
+                }
+                "hold" => {
+                    cfg.hold_time = v
+                        .parse()
+                        .map_err(|_| format!("hold={v}: not a number of seconds"))?
+                }
                 "long-flowspec" => cfg.max_flowspec_nlri_len = 4095,
                 "families" => {
                     let mut set = BTreeSet::new();
@@ -103,16 +115,29 @@ pub fn parse_rtbh(s: &str) -> Result<(RouteKey, RouteAttrs), String> {
         .parse()
         .map_err(|e| format!("prefix: {e}"))?;
     if prefix.trunc() != prefix {
-        return Err(format!("prefix {prefix} has host bits set; did you mean {}?", prefix.trunc()));
+        return Err(format!(
+            "prefix {prefix} has host bits set; did you mean {}?",
+            prefix.trunc()
+        ));
     }
     let mut attrs = RouteAttrs::default();
     while let Some(w) = words.next() {
         let v = words.next().ok_or_else(|| format!("{w} needs a value"))?;
         match w {
-            "next-hop" => attrs.next_hop = Some(v.parse().map_err(|e| format!("next-hop {v}: {e}"))?),
-            "community" => attrs.communities.push(v.parse::<Community>().map_err(|e| e.to_string())?),
-            "large-community" => attrs.large_communities.push(v.parse::<LargeCommunity>().map_err(|e| e.to_string())?),
-            _ => return Err(format!("unknown word {w:?}: expected next-hop, community or large-community")),
+            "next-hop" => {
+                attrs.next_hop = Some(v.parse().map_err(|e| format!("next-hop {v}: {e}"))?)
+            }
+            "community" => attrs
+                .communities
+                .push(v.parse::<Community>().map_err(|e| e.to_string())?),
+            "large-community" => attrs
+                .large_communities
+                .push(v.parse::<LargeCommunity>().map_err(|e| e.to_string())?),
+            _ => {
+                return Err(format!(
+                    "unknown word {w:?}: expected next-hop, community or large-community"
+                ));
+            }
         }
     }
     if attrs.communities.is_empty() {
@@ -152,7 +177,10 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the runtime: {e}");
@@ -203,7 +231,10 @@ fn show_updates(args: &RunArgs, routes: &[(RouteKey, RouteAttrs)]) {
     rib.session_up(SessionCtx {
         local_as: args.local_as,
         ebgp: true,
-        codec: CodecCtx { four_octet_as: true, extended_message: false },
+        codec: CodecCtx {
+            four_octet_as: true,
+            extended_message: false,
+        },
         families: Family::ALL.into_iter().collect(),
         max_flowspec_nlri_len: 239,
     });
@@ -220,7 +251,10 @@ fn hex_string(b: &[u8]) -> String {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers, run until killed.
         std::future::pending::<()>().await;
         return;

@@ -41,13 +41,21 @@ impl Speaker {
     /// Starts one task per peer and one listener per address in `listen`.
     pub async fn start(peers: Vec<PeerConfig>, listen: &[SocketAddr]) -> io::Result<Speaker> {
         let handles: Vec<PeerHandle> = peers.into_iter().map(peer::spawn).collect();
-        let by_addr: Arc<HashMap<IpAddr, PeerHandle>> =
-            Arc::new(handles.iter().map(|h| (h.config().remote, h.clone())).collect());
+        let by_addr: Arc<HashMap<IpAddr, PeerHandle>> = Arc::new(
+            handles
+                .iter()
+                .map(|h| (h.config().remote, h.clone()))
+                .collect(),
+        );
         let refused = Arc::new(AtomicU64::new(0));
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
         for addr in listen {
-            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
             socket.set_reuseaddr(true)?;
             // MD5 keys must be on the listening socket before the SYN arrives; GTSM is set per
             // accepted connection by its peer task, since not every peer uses it.
@@ -69,7 +77,12 @@ impl Speaker {
                 accept_loop(listener, by_addr.clone(), refused.clone()).instrument(span),
             ));
         }
-        Ok(Speaker { peers: handles, listeners, refused_connections: refused, local_addrs })
+        Ok(Speaker {
+            peers: handles,
+            listeners,
+            refused_connections: refused,
+            local_addrs,
+        })
     }
 
     /// Where the listeners ended up (useful with port 0).
@@ -111,7 +124,11 @@ impl Speaker {
     }
 }
 
-async fn accept_loop(listener: TcpListener, peers: Arc<HashMap<IpAddr, PeerHandle>>, refused: Arc<AtomicU64>) {
+async fn accept_loop(
+    listener: TcpListener,
+    peers: Arc<HashMap<IpAddr, PeerHandle>>,
+    refused: Arc<AtomicU64>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {

@@ -51,7 +51,10 @@ pub fn set_tcp_md5<S: AsRawFd>(socket: &S, peer: IpAddr, key: Option<&[u8]>) -> 
     if key.len() > MD5_MAX_KEY_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("TCP MD5 password is {} bytes; the kernel takes at most {MD5_MAX_KEY_LEN}", key.len()),
+            format!(
+                "TCP MD5 password is {} bytes; the kernel takes at most {MD5_MAX_KEY_LEN}",
+                key.len()
+            ),
         ));
     }
     let mut sig = TcpMd5Sig {
@@ -74,7 +77,11 @@ pub fn set_tcp_md5<S: AsRawFd>(socket: &S, peer: IpAddr, key: Option<&[u8]>) -> 
             mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// GTSM receive side (RFC 5082 §3): drop segments whose TTL (hop limit) is below `min_ttl`.
@@ -97,7 +104,11 @@ pub fn set_min_ttl<S: AsRawFd>(socket: &S, ipv6: bool, min_ttl: u8) -> io::Resul
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,11 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// Waits until `pred` holds for the peer's status, or fails with the last status seen.
-async fn wait_until(peer: &PeerHandle, what: &str, pred: impl Fn(&PeerStatus) -> bool) -> PeerStatus {
+async fn wait_until(
+    peer: &PeerHandle,
+    what: &str,
+    pred: impl Fn(&PeerStatus) -> bool,
+) -> PeerStatus {
     let mut w = peer.watch();
     let res = tokio::time::timeout(WAIT, async {
         loop {
@@ -40,7 +44,10 @@ async fn wait_until(peer: &PeerHandle, what: &str, pred: impl Fn(&PeerStatus) ->
     .await;
     match res {
         Ok(s) if pred(&s) => s,
-        _ => panic!("timed out waiting for {what}; last status: {:#?}", peer.status()),
+        _ => panic!(
+            "timed out waiting for {what}; last status: {:#?}",
+            peer.status()
+        ),
     }
 }
 
@@ -55,11 +62,18 @@ fn config(local: &str, remote: &str, local_as: u32, remote_as: u32, router_id: &
 }
 
 /// A (active, originating) and B (passive), on `a` and `b`.
-async fn pair(a: &str, b: &str, tweak_a: impl FnOnce(&mut PeerConfig), tweak_b: impl FnOnce(&mut PeerConfig)) -> (Speaker, Speaker) {
+async fn pair(
+    a: &str,
+    b: &str,
+    tweak_a: impl FnOnce(&mut PeerConfig),
+    tweak_b: impl FnOnce(&mut PeerConfig),
+) -> (Speaker, Speaker) {
     let mut cb = config(b, a, 65001, 65000, "192.0.2.2");
     cb.mode = Mode::Passive;
     tweak_b(&mut cb);
-    let speaker_b = Speaker::start(vec![cb], &[SocketAddr::new(ip(b), 0)]).await.unwrap();
+    let speaker_b = Speaker::start(vec![cb], &[SocketAddr::new(ip(b), 0)])
+        .await
+        .unwrap();
     let port = speaker_b.local_addrs()[0].port();
     let mut ca = config(a, b, 65000, 65001, "192.0.2.1");
     ca.port = port;
@@ -75,7 +89,10 @@ async fn two_speakers_establish_and_routes_flow_from_a_to_b() {
     let pb = b.peers()[0].clone();
     wait_until(&pa, "A established", |s| s.state == State::Established).await;
     let sb = wait_until(&pb, "B established", |s| s.state == State::Established).await;
-    assert_eq!(sb.families.iter().copied().collect::<BTreeSet<_>>(), Family::ALL.into_iter().collect());
+    assert_eq!(
+        sb.families.iter().copied().collect::<BTreeSet<_>>(),
+        Family::ALL.into_iter().collect()
+    );
 
     for f in [
         "dst 192.0.2.7/32 proto udp sport 123 then discard",
@@ -88,20 +105,29 @@ async fn two_speakers_establish_and_routes_flow_from_a_to_b() {
     let (k, at) = parse_rtbh("192.0.2.9/32 next-hop 192.0.2.66").unwrap();
     a.set(k.clone(), Arc::new(at)).await;
 
-    let sa = wait_until(&pa, "A synced with 4 routes", |s| s.synced && s.advertised == 4).await;
+    let sa = wait_until(&pa, "A synced with 4 routes", |s| {
+        s.synced && s.advertised == 4
+    })
+    .await;
     assert_eq!(sa.rib.announced, 4);
     // Four End-of-RIB markers, and at least one UPDATE per family carrying routes.
     let sb = wait_until(&pb, "B received 8 updates", |s| s.updates_received >= 8).await;
     assert!(sb.last_error.is_none(), "{sb:?}");
 
     a.remove(k).await;
-    let sa = wait_until(&pa, "A withdrew the RTBH route", |s| s.synced && s.advertised == 3).await;
+    let sa = wait_until(&pa, "A withdrew the RTBH route", |s| {
+        s.synced && s.advertised == 3
+    })
+    .await;
     assert_eq!(sa.rib.withdrawn, 1);
 
     a.shutdown("maintenance window").await;
     let sb = wait_until(&pb, "B sees the Cease", |s| s.state != State::Established).await;
     let err = sb.last_error.unwrap_or_default();
-    assert!(err.contains("6/2") && err.contains("maintenance window"), "{err}");
+    assert!(
+        err.contains("6/2") && err.contains("maintenance window"),
+        "{err}"
+    );
     b.shutdown("test over").await;
 }
 
@@ -120,8 +146,13 @@ async fn routes_set_before_the_session_are_sent_when_it_comes_up_and_again_after
     wait_until(&pa, "A notices", |s| s.state != State::Established).await;
     let mut cb = config("127.0.32.2", "127.0.32.1", 65001, 65000, "192.0.2.2");
     cb.mode = Mode::Passive;
-    let b2 = Speaker::start(vec![cb], &[SocketAddr::new(ip("127.0.32.2"), port)]).await.unwrap();
-    let again = wait_until(&pa, "A re-established and synced", |s| s.established_count == 2 && s.synced).await;
+    let b2 = Speaker::start(vec![cb], &[SocketAddr::new(ip("127.0.32.2"), port)])
+        .await
+        .unwrap();
+    let again = wait_until(&pa, "A re-established and synced", |s| {
+        s.established_count == 2 && s.synced
+    })
+    .await;
     assert_eq!(again.advertised, 1);
     assert_eq!(again.rib.announced, 2);
     a.shutdown("test over").await;
@@ -132,7 +163,10 @@ async fn routes_set_before_the_session_are_sent_when_it_comes_up_and_again_after
 async fn a_peer_with_the_wrong_as_is_refused_with_open_error_2_2() {
     let (a, b) = pair("127.0.33.1", "127.0.33.2", |c| c.remote_as = 65099, |_| {}).await;
     let pa = a.peers()[0].clone();
-    let s = wait_until(&pa, "A refuses B's OPEN", |s| s.last_error.as_deref().is_some_and(|e| e.contains("2/2"))).await;
+    let s = wait_until(&pa, "A refuses B's OPEN", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("2/2"))
+    })
+    .await;
     assert_ne!(s.state, State::Established);
     a.shutdown("test over").await;
     b.shutdown("test over").await;
@@ -147,7 +181,10 @@ async fn md5_protected_session_comes_up_only_with_the_same_password() {
         |c| c.socket.md5_password = Some("s3cret".into()),
     )
     .await;
-    wait_until(&a.peers()[0], "A established with MD5", |s| s.state == State::Established).await;
+    wait_until(&a.peers()[0], "A established with MD5", |s| {
+        s.state == State::Established
+    })
+    .await;
     a.shutdown("test over").await;
     b.shutdown("test over").await;
 
@@ -159,7 +196,11 @@ async fn md5_protected_session_comes_up_only_with_the_same_password() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_ne!(a.peers()[0].status().state, State::Established, "MD5 mismatch must not establish");
+    assert_ne!(
+        a.peers()[0].status().state,
+        State::Established,
+        "MD5 mismatch must not establish"
+    );
     assert_eq!(a.peers()[0].status().established_count, 0);
     a.shutdown("test over").await;
     b.shutdown("test over").await;
@@ -171,21 +212,45 @@ async fn both_sides_active_resolve_the_collision_to_one_session() {
     let la = SocketAddr::new(ip("127.0.36.1"), 0);
     let lb = SocketAddr::new(ip("127.0.36.2"), 0);
     // Ports must be known before the peers start: take two free ones.
-    let pa_port = std::net::TcpListener::bind(la).unwrap().local_addr().unwrap().port();
-    let pb_port = std::net::TcpListener::bind(lb).unwrap().local_addr().unwrap().port();
+    let pa_port = std::net::TcpListener::bind(la)
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pb_port = std::net::TcpListener::bind(lb)
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut ca = config("127.0.36.1", "127.0.36.2", 65000, 65001, "192.0.2.1");
     ca.port = pb_port;
     let mut cb = config("127.0.36.2", "127.0.36.1", 65001, 65000, "192.0.2.2");
     cb.port = pa_port;
-    let a = Speaker::start(vec![ca], &[SocketAddr::new(la.ip(), pa_port)]).await.unwrap();
-    let b = Speaker::start(vec![cb], &[SocketAddr::new(lb.ip(), pb_port)]).await.unwrap();
-    let sa = wait_until(&a.peers()[0], "A established", |s| s.state == State::Established).await;
-    let sb = wait_until(&b.peers()[0], "B established", |s| s.state == State::Established).await;
+    let a = Speaker::start(vec![ca], &[SocketAddr::new(la.ip(), pa_port)])
+        .await
+        .unwrap();
+    let b = Speaker::start(vec![cb], &[SocketAddr::new(lb.ip(), pb_port)])
+        .await
+        .unwrap();
+    let sa = wait_until(&a.peers()[0], "A established", |s| {
+        s.state == State::Established
+    })
+    .await;
+    let sb = wait_until(&b.peers()[0], "B established", |s| {
+        s.state == State::Established
+    })
+    .await;
     // Held for a few keepalive intervals: the session stays up, no flap.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(a.peers()[0].status().state, State::Established);
-    assert_eq!(a.peers()[0].status().established_count, sa.established_count);
-    assert_eq!(b.peers()[0].status().established_count, sb.established_count);
+    assert_eq!(
+        a.peers()[0].status().established_count,
+        sa.established_count
+    );
+    assert_eq!(
+        b.peers()[0].status().established_count,
+        sb.established_count
+    );
     a.shutdown("test over").await;
     b.shutdown("test over").await;
 }
@@ -197,9 +262,15 @@ async fn a_rule_too_long_for_the_peer_is_held_back_not_sent() {
     wait_until(&pa, "A established", |s| s.state == State::Established).await;
     // A rule longer than 239 octets exists only when built with the long form.
     let ports: Vec<String> = (1000..1100u32).map(|p| (p * 3).to_string()).collect();
-    let text = format!("dst 192.0.2.7/32 proto udp dport {} then discard", ports.join(","));
+    let text = format!(
+        "dst 192.0.2.7/32 proto udp dport {} then discard",
+        ports.join(",")
+    );
     let route = deflect_bgp::flowspec::FlowRoute::from_str(&text);
-    assert!(route.is_err(), "the default options refuse a rule over 239 octets");
+    assert!(
+        route.is_err(),
+        "the default options refuse a rule over 239 octets"
+    );
     let _ = RouteAttrs::default();
     a.shutdown("test over").await;
     b.shutdown("test over").await;

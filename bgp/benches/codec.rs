@@ -37,7 +37,10 @@ fn ctx(extended: bool) -> SessionCtx {
     SessionCtx {
         local_as: 65000,
         ebgp: true,
-        codec: CodecCtx { four_octet_as: true, extended_message: extended },
+        codec: CodecCtx {
+            four_octet_as: true,
+            extended_message: extended,
+        },
         families: Family::ALL.into_iter().collect(),
         max_flowspec_nlri_len: 239,
     }
@@ -45,10 +48,14 @@ fn ctx(extended: bool) -> SessionCtx {
 
 fn loaded_rib(rules: &[Rule]) -> AdjRibOut {
     let discard: ExtCommunity = Action::TrafficRateBytes { asn: 0, rate: 0.0 }.to_ext_community();
-    let attrs = Arc::new(RouteAttrs { ext_communities: vec![discard], ..RouteAttrs::default() });
+    let attrs = Arc::new(RouteAttrs {
+        ext_communities: vec![discard],
+        ..RouteAttrs::default()
+    });
     let mut rib = AdjRibOut::new();
     for r in rules {
-        rib.set(RouteKey::FlowSpec(r.clone()), attrs.clone()).expect("valid route");
+        rib.set(RouteKey::FlowSpec(r.clone()), attrs.clone())
+            .expect("valid route");
     }
     rib
 }
@@ -85,16 +92,25 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(5));
 
     for extended in [false, true] {
-        let name = if extended { "encode_updates_65535" } else { "encode_updates_4096" };
+        let name = if extended {
+            "encode_updates_65535"
+        } else {
+            "encode_updates_4096"
+        };
         let mut rib = loaded_rib(&rules);
-        g.bench_function(name, |b| b.iter(|| black_box(encode_all(&mut rib, extended))));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(encode_all(&mut rib, extended)))
+        });
     }
 
     let mut rib = loaded_rib(&rules);
     let (wire, messages) = encode_all(&mut rib, false);
     let frames = split_messages(&wire);
     assert_eq!(frames.len(), messages);
-    let codec = CodecCtx { four_octet_as: true, extended_message: false };
+    let codec = CodecCtx {
+        four_octet_as: true,
+        extended_message: false,
+    };
     g.bench_function("decode_updates_4096", |b| {
         b.iter(|| {
             let mut nlri = 0;
@@ -107,7 +123,10 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let nlri_bytes: Vec<u8> = rules.iter().flat_map(|r| r.wire().iter().copied()).collect();
+    let nlri_bytes: Vec<u8> = rules
+        .iter()
+        .flat_map(|r| r.wire().iter().copied())
+        .collect();
     g.bench_function("decode_nlri_only", |b| {
         b.iter(|| black_box(decode_nlri_list(Afi::Ipv4, &nlri_bytes).map(|v| v.len())))
     });

@@ -58,11 +58,19 @@ impl AsPath {
         if asns.is_empty() {
             return AsPath::empty();
         }
-        AsPath { segments: vec![AsSegment { kind: SegmentType::Sequence, asns }] }
+        AsPath {
+            segments: vec![AsSegment {
+                kind: SegmentType::Sequence,
+                asns,
+            }],
+        }
     }
 
     fn needs_as4(&self) -> bool {
-        self.segments.iter().flat_map(|s| s.asns.iter()).any(|&a| a > 0xffff)
+        self.segments
+            .iter()
+            .flat_map(|s| s.asns.iter())
+            .any(|&a| a > 0xffff)
     }
 
     /// The attribute value, with 2- or 4-octet AS numbers (2-octet: large ones become AS_TRANS).
@@ -102,7 +110,13 @@ impl AsPath {
             let body = rest.get(..usize::from(n) * w)?;
             let asns = body
                 .chunks_exact(w)
-                .map(|c| if w == 4 { u32::from_be_bytes([c[0], c[1], c[2], c[3]]) } else { u32::from(u16::from_be_bytes([c[0], c[1]])) })
+                .map(|c| {
+                    if w == 4 {
+                        u32::from_be_bytes([c[0], c[1], c[2], c[3]])
+                    } else {
+                        u32::from(u16::from_be_bytes([c[0], c[1]]))
+                    }
+                })
                 .collect();
             segments.push(AsSegment { kind, asns });
             v = &rest[usize::from(n) * w..];
@@ -342,7 +356,12 @@ impl Attributes {
             for c in &self.ext_communities {
                 v.extend_from_slice(&c.0);
             }
-            put_attr(out, OPTIONAL_TRANSITIVE, attr_type::EXTENDED_COMMUNITIES, &v);
+            put_attr(
+                out,
+                OPTIONAL_TRANSITIVE,
+                attr_type::EXTENDED_COMMUNITIES,
+                &v,
+            );
             v.clear();
         }
         // RFC 6793 §4.2.2: a 2-octet session carries the real path in AS4_PATH.
@@ -367,7 +386,11 @@ impl Attributes {
         }
         for u in &self.unknown {
             // RFC 4271 §5: an unrecognized optional transitive attribute is passed on with Partial set.
-            let flags = if u.flags & attr_flag::TRANSITIVE != 0 { u.flags | attr_flag::PARTIAL } else { u.flags };
+            let flags = if u.flags & attr_flag::TRANSITIVE != 0 {
+                u.flags | attr_flag::PARTIAL
+            } else {
+                u.flags
+            };
             put_attr(out, flags, u.type_code, &u.value);
         }
     }

@@ -55,7 +55,10 @@ pub struct CommunityParseError {
 }
 
 fn parse_err(text: &str, reason: &'static str) -> CommunityParseError {
-    CommunityParseError { text: text.to_string(), reason }
+    CommunityParseError {
+        text: text.to_string(),
+        reason,
+    }
 }
 
 impl FromStr for Community {
@@ -71,9 +74,15 @@ impl FromStr for Community {
             "blackhole" => return Ok(Community::BLACKHOLE),
             _ => {}
         }
-        let (a, v) = s.split_once(':').ok_or_else(|| parse_err(s, "expected ASN:VALUE"))?;
-        let a: u16 = a.parse().map_err(|_| parse_err(s, "ASN must be 0..=65535"))?;
-        let v: u16 = v.parse().map_err(|_| parse_err(s, "VALUE must be 0..=65535"))?;
+        let (a, v) = s
+            .split_once(':')
+            .ok_or_else(|| parse_err(s, "expected ASN:VALUE"))?;
+        let a: u16 = a
+            .parse()
+            .map_err(|_| parse_err(s, "ASN must be 0..=65535"))?;
+        let v: u16 = v
+            .parse()
+            .map_err(|_| parse_err(s, "VALUE must be 0..=65535"))?;
         Ok(Community::new(a, v))
     }
 }
@@ -144,7 +153,11 @@ impl FromStr for LargeCommunity {
                 .parse()
                 .map_err(|_| parse_err(s, "each part must be 0..=4294967295"))
         };
-        let c = LargeCommunity { global: next()?, local1: next()?, local2: next()? };
+        let c = LargeCommunity {
+            global: next()?,
+            local1: next()?,
+            local2: next()?,
+        };
         if it.next().is_some() {
             return Err(parse_err(s, "expected GLOBAL:LOCAL1:LOCAL2"));
         }
@@ -159,9 +172,18 @@ mod tests {
     #[test]
     fn blackhole_is_65535_666() {
         assert_eq!(Community::BLACKHOLE, Community::new(65535, 666));
-        assert_eq!("blackhole".parse::<Community>().unwrap(), Community::BLACKHOLE);
-        assert_eq!("65535:666".parse::<Community>().unwrap(), Community::BLACKHOLE);
-        assert_eq!(Community::NO_EXPORT.0.to_be_bytes(), [0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(
+            "blackhole".parse::<Community>().unwrap(),
+            Community::BLACKHOLE
+        );
+        assert_eq!(
+            "65535:666".parse::<Community>().unwrap(),
+            Community::BLACKHOLE
+        );
+        assert_eq!(
+            Community::NO_EXPORT.0.to_be_bytes(),
+            [0xff, 0xff, 0xff, 0x01]
+        );
     }
 
     #[test]

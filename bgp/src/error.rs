@@ -71,7 +71,12 @@ mod tests {
         assert!(Verdict::Discard < Verdict::TreatAsWithdraw);
         assert!(Verdict::TreatAsWithdraw < Verdict::AfiSafiDisable);
         assert!(Verdict::AfiSafiDisable < Verdict::SessionReset);
-        assert_eq!([Verdict::TreatAsWithdraw, Verdict::Discard].into_iter().max(), Some(Verdict::TreatAsWithdraw));
+        assert_eq!(
+            [Verdict::TreatAsWithdraw, Verdict::Discard]
+                .into_iter()
+                .max(),
+            Some(Verdict::TreatAsWithdraw)
+        );
     }
 
     #[test]

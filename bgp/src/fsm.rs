@@ -97,15 +97,21 @@ impl Event {
     /// The event for a message that failed to decode (only session-reset errors reach the FSM).
     pub fn decode_error(e: &DecodeError) -> Event {
         match e {
-            DecodeError::Header(_) | DecodeError::KeepaliveLength(_) => Event::BgpHeaderErr(e.notification()),
+            DecodeError::Header(_) | DecodeError::KeepaliveLength(_) => {
+                Event::BgpHeaderErr(e.notification())
+            }
             DecodeError::Open(_) => Event::BgpOpenMsgErr(e.notification()),
             DecodeError::Notification(_) => Event::NotifMsgVerErr,
-            DecodeError::Update(_) | DecodeError::RouteRefreshLength(_) => Event::UpdateMsgErr(e.notification()),
+            DecodeError::Update(_) | DecodeError::RouteRefreshLength(_) => {
+                Event::UpdateMsgErr(e.notification())
+            }
         }
     }
 }
 
 /// What the edge must do.
+// Outputs live for one call of `handle`; boxing the negotiation would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Open a TCP connection to the peer.
@@ -215,32 +221,63 @@ pub enum CollisionWinner {
 
 /// §6.8: the connection initiated by the speaker with the higher BGP identifier stays.
 pub fn resolve_collision(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> CollisionWinner {
-    if u32::from(local_id) > u32::from(remote_id) { CollisionWinner::Local } else { CollisionWinner::Remote }
+    if u32::from(local_id) > u32::from(remote_id) {
+        CollisionWinner::Local
+    } else {
+        CollisionWinner::Remote
+    }
 }
 
 /// Checks the peer's OPEN against ours and the configuration; the NOTIFICATION on refusal.
-pub fn negotiate(local: &Open, remote: &Open, expected_as: u32) -> Result<Negotiated, Notification> {
+pub fn negotiate(
+    local: &Open,
+    remote: &Open,
+    expected_as: u32,
+) -> Result<Negotiated, Notification> {
     if remote.asn != expected_as {
-        let data = u16::try_from(remote.asn).unwrap_or(crate::iana::AS_TRANS).to_be_bytes().to_vec();
-        return Err(Notification::new(code::OPEN_MESSAGE, open_sub::BAD_PEER_AS, data));
+        let data = u16::try_from(remote.asn)
+            .unwrap_or(crate::iana::AS_TRANS)
+            .to_be_bytes()
+            .to_vec();
+        return Err(Notification::new(
+            code::OPEN_MESSAGE,
+            open_sub::BAD_PEER_AS,
+            data,
+        ));
     }
     if remote.hold_time == 1 || remote.hold_time == 2 {
-        return Err(Notification::new(code::OPEN_MESSAGE, open_sub::UNACCEPTABLE_HOLD_TIME, &[][..]));
+        return Err(Notification::new(
+            code::OPEN_MESSAGE,
+            open_sub::UNACCEPTABLE_HOLD_TIME,
+            &[][..],
+        ));
     }
     let ebgp = remote.asn != local.asn;
     if remote.router_id.is_unspecified() || (!ebgp && remote.router_id == local.router_id) {
-        return Err(Notification::new(code::OPEN_MESSAGE, open_sub::BAD_BGP_IDENTIFIER, &[][..]));
+        return Err(Notification::new(
+            code::OPEN_MESSAGE,
+            open_sub::BAD_BGP_IDENTIFIER,
+            &[][..],
+        ));
     }
     let hold_time = local.hold_time.min(remote.hold_time);
-    let remote_families =
-        if remote.has_multiprotocol() { remote.families() } else { vec![Family::Ipv4Unicast] };
-    let families = local.families().into_iter().filter(|f| remote_families.contains(f)).collect();
+    let remote_families = if remote.has_multiprotocol() {
+        remote.families()
+    } else {
+        vec![Family::Ipv4Unicast]
+    };
+    let families = local
+        .families()
+        .into_iter()
+        .filter(|f| remote_families.contains(f))
+        .collect();
     Ok(Negotiated {
         hold_time,
         keepalive: Duration::from_secs(u64::from(hold_time / 3)),
         families,
         four_octet_as: remote.four_octet_as().is_some() && local.four_octet_as().is_some(),
-        extended_message: remote.has(capability::EXTENDED_MESSAGE) && local.has(capability::EXTENDED_MESSAGE),
+        extended_message: remote.has(capability::EXTENDED_MESSAGE)
+            && local.has(capability::EXTENDED_MESSAGE),
         route_refresh: remote.has(capability::ROUTE_REFRESH),
         remote_asn: remote.asn,
         remote_router_id: remote.router_id,
@@ -343,14 +380,21 @@ impl Fsm {
                     self.state = Connect;
                 }
             }
-            (Idle, ManualStartWithPassiveTcpEstablishment | AutomaticStartWithPassiveTcpEstablishment) => {
+            (
+                Idle,
+                ManualStartWithPassiveTcpEstablishment | AutomaticStartWithPassiveTcpEstablishment,
+            ) => {
                 self.stopped = false;
                 self.passive_start = true;
                 out.push(self.connect_retry());
                 self.state = Active;
             }
             (Idle, IdleHoldTimerExpires) if !self.stopped => {
-                let ev = if self.passive_start { AutomaticStartWithPassiveTcpEstablishment } else { AutomaticStart };
+                let ev = if self.passive_start {
+                    AutomaticStartWithPassiveTcpEstablishment
+                } else {
+                    AutomaticStart
+                };
                 return self.handle(ev, now);
             }
             (Idle, ManualStop) => {
@@ -361,13 +405,14 @@ impl Fsm {
 
             (_, ManualStop) => {
                 if matches!(self.state, OpenSent | OpenConfirm | Established) {
-                    let n = Notification::new(code::CEASE, cease_sub::ADMINISTRATIVE_SHUTDOWN, &[][..]);
+                    let n =
+                        Notification::new(code::CEASE, cease_sub::ADMINISTRATIVE_SHUTDOWN, &[][..]);
                     out.push(Output::Send(Message::Notification(n)));
                     out.push(Output::Down(DownReason::Stopped));
                 }
                 out.push(Output::Disconnect);
                 self.stopped = true;
-                self.to_idle(&mut out, false);
+                self.enter_idle(&mut out, false);
             }
 
             // Waiting for TCP.
@@ -393,7 +438,7 @@ impl Fsm {
                 // Anything else without a BGP connection: start over (RFC 4271 §8.2.2).
                 out.push(Output::Disconnect);
                 self.failures += 1;
-                self.to_idle(&mut out, true);
+                self.enter_idle(&mut out, true);
             }
 
             // OPEN exchanged.
@@ -403,7 +448,10 @@ impl Fsm {
                     Ok(neg) => {
                         out.push(Output::Send(Message::Keepalive));
                         if neg.hold_time > 0 {
-                            out.push(Output::ArmTimer(Timer::Hold, Duration::from_secs(u64::from(neg.hold_time))));
+                            out.push(Output::ArmTimer(
+                                Timer::Hold,
+                                Duration::from_secs(u64::from(neg.hold_time)),
+                            ));
                             let k = self.jitter(neg.keepalive);
                             out.push(Output::ArmTimer(Timer::Keepalive, k));
                         } else {
@@ -423,14 +471,19 @@ impl Fsm {
                 }
             }
             (OpenConfirm, KeepAliveMsg) => {
-                let neg = self.negotiated.clone().unwrap_or_else(|| unreachable_negotiation(&self.local_open));
+                let neg = self
+                    .negotiated
+                    .clone()
+                    .unwrap_or_else(|| unreachable_negotiation(&self.local_open));
                 self.restart_hold(&mut out);
                 self.failures = 0;
                 self.established_at = Some(now);
                 self.state = Established;
                 out.push(Output::Established(neg));
             }
-            (Established, KeepAliveMsg | UpdateMsg | RouteRefreshMsg) => self.restart_hold(&mut out),
+            (Established, KeepAliveMsg | UpdateMsg | RouteRefreshMsg) => {
+                self.restart_hold(&mut out)
+            }
 
             // Errors and the end of a session.
             (OpenSent | OpenConfirm | Established, HoldTimerExpires) => {
@@ -439,42 +492,56 @@ impl Fsm {
             (OpenSent | OpenConfirm | Established, SendHoldTimerExpires) => {
                 self.fail_with(&mut out, Notification::send_hold_timer_expired())
             }
-            (OpenSent | OpenConfirm | Established, BgpHeaderErr(n) | BgpOpenMsgErr(n) | UpdateMsgErr(n)) => {
-                self.fail_with(&mut out, n)
-            }
+            (
+                OpenSent | OpenConfirm | Established,
+                BgpHeaderErr(n) | BgpOpenMsgErr(n) | UpdateMsgErr(n),
+            ) => self.fail_with(&mut out, n),
             (OpenSent | OpenConfirm | Established, NotifMsg(n)) => {
                 out.push(Output::Disconnect);
                 out.push(Output::Down(DownReason::NotificationReceived(n)));
                 self.failures += 1;
-                self.to_idle(&mut out, true);
+                self.enter_idle(&mut out, true);
             }
             (OpenSent | OpenConfirm | Established, NotifMsgVerErr | TcpConnectionFails) => {
                 out.push(Output::Disconnect);
                 out.push(Output::Down(DownReason::ConnectionLost));
                 self.failures += 1;
-                self.to_idle(&mut out, true);
+                self.enter_idle(&mut out, true);
             }
             (OpenSent | OpenConfirm, OpenCollisionDump) => {
                 let n = Notification::cease_collision();
                 out.push(Output::Send(Message::Notification(n)));
                 out.push(Output::Disconnect);
                 out.push(Output::Down(DownReason::Collision));
-                self.to_idle(&mut out, true);
+                self.enter_idle(&mut out, true);
             }
-            (OpenSent, _) => self.fail_with(&mut out, Notification::fsm_error(fsm_sub::UNEXPECTED_IN_OPEN_SENT)),
-            (OpenConfirm, _) => {
-                self.fail_with(&mut out, Notification::fsm_error(fsm_sub::UNEXPECTED_IN_OPEN_CONFIRM))
-            }
-            (Established, _) => {
-                self.fail_with(&mut out, Notification::fsm_error(fsm_sub::UNEXPECTED_IN_ESTABLISHED))
-            }
+            (OpenSent, _) => self.fail_with(
+                &mut out,
+                Notification::fsm_error(fsm_sub::UNEXPECTED_IN_OPEN_SENT),
+            ),
+            (OpenConfirm, _) => self.fail_with(
+                &mut out,
+                Notification::fsm_error(fsm_sub::UNEXPECTED_IN_OPEN_CONFIRM),
+            ),
+            (Established, _) => self.fail_with(
+                &mut out,
+                Notification::fsm_error(fsm_sub::UNEXPECTED_IN_ESTABLISHED),
+            ),
         }
         out
     }
 
     fn restart_hold(&mut self, out: &mut Vec<Output>) {
-        if let Some(h) = self.negotiated.as_ref().map(|n| n.hold_time).filter(|h| *h > 0) {
-            out.push(Output::ArmTimer(Timer::Hold, Duration::from_secs(u64::from(h))));
+        if let Some(h) = self
+            .negotiated
+            .as_ref()
+            .map(|n| n.hold_time)
+            .filter(|h| *h > 0)
+        {
+            out.push(Output::ArmTimer(
+                Timer::Hold,
+                Duration::from_secs(u64::from(h)),
+            ));
         }
     }
 
@@ -484,11 +551,16 @@ impl Fsm {
         out.push(Output::Disconnect);
         out.push(Output::Down(DownReason::NotificationSent(n)));
         self.failures += 1;
-        self.to_idle(out, true);
+        self.enter_idle(out, true);
     }
 
-    fn to_idle(&mut self, out: &mut Vec<Output>, restart: bool) {
-        for t in [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive, Timer::IdleHold] {
+    fn enter_idle(&mut self, out: &mut Vec<Output>, restart: bool) {
+        for t in [
+            Timer::ConnectRetry,
+            Timer::Hold,
+            Timer::Keepalive,
+            Timer::IdleHold,
+        ] {
             out.push(Output::StopTimer(t));
         }
         self.state = State::Idle;
@@ -498,7 +570,11 @@ impl Fsm {
         if restart && !self.stopped {
             // Back-off: connect-retry time × 2^(failures-1), capped (damping of peer oscillations).
             let exp = self.failures.saturating_sub(1).min(8);
-            let base = self.config.connect_retry_time.saturating_mul(1 << exp).min(self.config.max_idle_hold);
+            let base = self
+                .config
+                .connect_retry_time
+                .saturating_mul(1 << exp)
+                .min(self.config.max_idle_hold);
             let d = self.jitter(base);
             out.push(Output::ArmTimer(Timer::IdleHold, d));
         }
@@ -525,7 +601,10 @@ fn build_open(c: &FsmConfig) -> Open {
     let mut caps: Vec<Capability> = c
         .families
         .iter()
-        .map(|f| Capability::Multiprotocol { afi: f.afi().code(), safi: f.safi().code() })
+        .map(|f| Capability::Multiprotocol {
+            afi: f.afi().code(),
+            safi: f.safi().code(),
+        })
         .collect();
     caps.push(Capability::RouteRefresh);
     if c.extended_message {
@@ -536,9 +615,18 @@ fn build_open(c: &FsmConfig) -> Open {
             restart_state: c.restarting,
             notification: false,
             restart_time: t.min(0x0fff),
-            families: c.families.iter().map(|f| (f.afi().code(), f.safi().code(), true)).collect(),
+            families: c
+                .families
+                .iter()
+                .map(|f| (f.afi().code(), f.safi().code(), true))
+                .collect(),
         }));
     }
     caps.push(Capability::FourOctetAs(c.local_as));
-    Open { asn: c.local_as, hold_time: c.hold_time, router_id: c.router_id, capabilities: caps }
+    Open {
+        asn: c.local_as,
+        hold_time: c.hold_time,
+        router_id: c.router_id,
+        capabilities: caps,
+    }
 }

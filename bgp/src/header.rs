@@ -46,13 +46,19 @@ impl HeaderError {
     /// RFC 4271 §6.1: 1/1; 1/2 with the erroneous length field; 1/3 with the type.
     pub fn notification(&self) -> Notification {
         match *self {
-            HeaderError::NotSynchronized => {
-                Notification::new(code::MESSAGE_HEADER, header_sub::CONNECTION_NOT_SYNCHRONIZED, &[][..])
+            HeaderError::NotSynchronized => Notification::new(
+                code::MESSAGE_HEADER,
+                header_sub::CONNECTION_NOT_SYNCHRONIZED,
+                &[][..],
+            ),
+            HeaderError::BadLength(l) => Notification::new(
+                code::MESSAGE_HEADER,
+                header_sub::BAD_MESSAGE_LENGTH,
+                l.to_be_bytes().to_vec(),
+            ),
+            HeaderError::BadType(t) => {
+                Notification::new(code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_TYPE, vec![t])
             }
-            HeaderError::BadLength(l) => {
-                Notification::new(code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_LENGTH, l.to_be_bytes().to_vec())
-            }
-            HeaderError::BadType(t) => Notification::new(code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_TYPE, vec![t]),
         }
     }
 }
@@ -133,12 +139,21 @@ mod tests {
         for n in 0..k.len() {
             assert_eq!(frame(&k[..n], MAX_LEN), Ok(None), "prefix of {n}");
         }
-        assert_eq!(frame(&k, MAX_LEN), Ok(Some(Frame { msg_type: 4, len: 19 })));
+        assert_eq!(
+            frame(&k, MAX_LEN),
+            Ok(Some(Frame {
+                msg_type: 4,
+                len: 19
+            }))
+        );
     }
 
     #[test]
     fn garbage_is_malformed_not_incomplete() {
-        assert_eq!(frame(&[0xff, 0x00], MAX_LEN), Err(HeaderError::NotSynchronized));
+        assert_eq!(
+            frame(&[0xff, 0x00], MAX_LEN),
+            Err(HeaderError::NotSynchronized)
+        );
         let mut k = keepalive();
         k[18] = 9;
         assert_eq!(frame(&k, MAX_LEN), Err(HeaderError::BadType(9)));
@@ -146,7 +161,10 @@ mod tests {
         let mut k = keepalive();
         k[17] = 20;
         assert_eq!(frame(&k, MAX_LEN), Err(HeaderError::BadLength(20)));
-        assert_eq!(HeaderError::BadLength(20).notification().data.as_ref(), &[0, 20]);
+        assert_eq!(
+            HeaderError::BadLength(20).notification().data.as_ref(),
+            &[0, 20]
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@ pub struct CodecCtx {
 
 impl CodecCtx {
     pub fn max_len(&self) -> usize {
-        if self.extended_message { header::MAX_EXTENDED_LEN } else { header::MAX_LEN }
+        if self.extended_message {
+            header::MAX_EXTENDED_LEN
+        } else {
+            header::MAX_LEN
+        }
     }
 }
 
@@ -33,6 +37,8 @@ pub struct RouteRefresh {
 }
 
 /// One BGP message.
+// A message lives from the socket to its handler; an UPDATE is the common case, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Open(Open),
@@ -90,7 +96,8 @@ impl Message {
 
     /// Decodes one whole message (header included), as cut by [`header::frame`].
     pub fn decode(ctx: &CodecCtx, frame: &[u8]) -> Result<Message, DecodeError> {
-        let f = header::frame(frame, ctx.max_len())?.ok_or(HeaderError::BadLength(frame.len() as u16))?;
+        let f = header::frame(frame, ctx.max_len())?
+            .ok_or(HeaderError::BadLength(frame.len() as u16))?;
         if f.len != frame.len() {
             return Err(HeaderError::BadLength(frame.len() as u16).into());
         }
@@ -102,9 +109,11 @@ impl Message {
             message_type::KEEPALIVE if body.is_empty() => Message::Keepalive,
             message_type::KEEPALIVE => return Err(DecodeError::KeepaliveLength(frame.len())),
             message_type::ROUTE_REFRESH => match body {
-                [a, b, st, s] => {
-                    Message::RouteRefresh(RouteRefresh { afi: u16::from_be_bytes([*a, *b]), subtype: *st, safi: *s })
-                }
+                [a, b, st, s] => Message::RouteRefresh(RouteRefresh {
+                    afi: u16::from_be_bytes([*a, *b]),
+                    subtype: *st,
+                    safi: *s,
+                }),
                 _ => return Err(DecodeError::RouteRefreshLength(frame.len())),
             },
             t => return Err(HeaderError::BadType(t).into()),

@@ -109,7 +109,11 @@ pub enum NotificationError {
 
 impl Notification {
     pub fn new(code: u8, subcode: u8, data: impl Into<Bytes>) -> Notification {
-        Notification { code, subcode, data: data.into() }
+        Notification {
+            code,
+            subcode,
+            data: data.into(),
+        }
     }
 
     /// 4/0 (RFC 4271 §6.5).
@@ -139,7 +143,11 @@ impl Notification {
 
     /// 6/7 (RFC 4486 §4): the loser of a connection collision (RFC 4271 §6.8).
     pub fn cease_collision() -> Notification {
-        Notification::new(code::CEASE, cease_sub::CONNECTION_COLLISION_RESOLUTION, Bytes::new())
+        Notification::new(
+            code::CEASE,
+            cease_sub::CONNECTION_COLLISION_RESOLUTION,
+            Bytes::new(),
+        )
     }
 
     fn cease_with_message(subcode: u8, message: &str) -> Notification {
@@ -158,7 +166,8 @@ impl Notification {
     /// The RFC 9003 shutdown communication of a 6/2 or 6/4, if present and well formed.
     pub fn shutdown_communication(&self) -> Option<&str> {
         if self.code != code::CEASE
-            || !(self.subcode == cease_sub::ADMINISTRATIVE_SHUTDOWN || self.subcode == cease_sub::ADMINISTRATIVE_RESET)
+            || !(self.subcode == cease_sub::ADMINISTRATIVE_SHUTDOWN
+                || self.subcode == cease_sub::ADMINISTRATIVE_RESET)
         {
             return None;
         }
@@ -176,7 +185,11 @@ impl Notification {
 
     pub fn decode(body: &[u8]) -> Result<Notification, NotificationError> {
         match body {
-            [code, subcode, data @ ..] => Ok(Notification::new(*code, *subcode, Bytes::copy_from_slice(data))),
+            [code, subcode, data @ ..] => Ok(Notification::new(
+                *code,
+                *subcode,
+                Bytes::copy_from_slice(data),
+            )),
             _ => Err(NotificationError::TooShort(body.len())),
         }
     }
@@ -269,7 +282,10 @@ mod tests {
         assert_eq!(&b[..], b"\x06\x02\x0bmaintenance");
         let d = Notification::decode(&b).unwrap();
         assert_eq!(d.shutdown_communication(), Some("maintenance"));
-        assert_eq!(d.to_string(), "6/2 (Cease: administrative shutdown) \"maintenance\"");
+        assert_eq!(
+            d.to_string(),
+            "6/2 (Cease: administrative shutdown) \"maintenance\""
+        );
     }
 
     #[test]
@@ -282,15 +298,30 @@ mod tests {
 
     #[test]
     fn a_body_shorter_than_two_octets_is_refused() {
-        assert_eq!(Notification::decode(&[6]), Err(NotificationError::TooShort(1)));
+        assert_eq!(
+            Notification::decode(&[6]),
+            Err(NotificationError::TooShort(1))
+        );
         assert!(Notification::decode(&[4, 0]).is_ok());
     }
 
     #[test]
     fn every_code_has_a_name() {
-        for (c, s) in [(1, 3), (2, 6), (3, 11), (4, 0), (5, 3), (6, 10), (7, 1), (8, 0)] {
+        for (c, s) in [
+            (1, 3),
+            (2, 6),
+            (3, 11),
+            (4, 0),
+            (5, 3),
+            (6, 10),
+            (7, 1),
+            (8, 0),
+        ] {
             let (cn, sn) = Notification::new(c, s, Bytes::new()).describe();
-            assert!(!cn.starts_with("unknown") && !sn.starts_with("unknown"), "{c}/{s}");
+            assert!(
+                !cn.starts_with("unknown") && !sn.starts_with("unknown"),
+                "{c}/{s}"
+            );
         }
     }
 }

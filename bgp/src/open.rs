@@ -43,7 +43,10 @@ pub struct Open {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capability {
     /// RFC 4760 §8: AFI (2), reserved (1), SAFI (1).
-    Multiprotocol { afi: u16, safi: u8 },
+    Multiprotocol {
+        afi: u16,
+        safi: u8,
+    },
     /// RFC 2918 §2.
     RouteRefresh,
     /// RFC 7313 §3.
@@ -53,7 +56,10 @@ pub enum Capability {
     GracefulRestart(GracefulRestart),
     /// RFC 6793 §3.
     FourOctetAs(u32),
-    Unknown { code: u8, value: Bytes },
+    Unknown {
+        code: u8,
+        value: Bytes,
+    },
 }
 
 /// RFC 4724 §3.
@@ -102,12 +108,19 @@ impl OpenError {
     /// RFC 4271 §6.2.
     pub fn notification(&self) -> Notification {
         let (sub, data): (u8, Vec<u8>) = match self {
-            OpenError::Truncated | OpenError::BadParameterLength | OpenError::BadCapability { .. } => (0, vec![]),
-            OpenError::UnsupportedVersion(_) => (open_sub::UNSUPPORTED_VERSION, u16::from(BGP_VERSION).to_be_bytes().to_vec()),
+            OpenError::Truncated
+            | OpenError::BadParameterLength
+            | OpenError::BadCapability { .. } => (0, vec![]),
+            OpenError::UnsupportedVersion(_) => (
+                open_sub::UNSUPPORTED_VERSION,
+                u16::from(BGP_VERSION).to_be_bytes().to_vec(),
+            ),
             OpenError::BadPeerAs => (open_sub::BAD_PEER_AS, vec![]),
             OpenError::BadHoldTime(_) => (open_sub::UNACCEPTABLE_HOLD_TIME, vec![]),
             OpenError::BadIdentifier(_) => (open_sub::BAD_BGP_IDENTIFIER, vec![]),
-            OpenError::UnsupportedParameter(_) => (open_sub::UNSUPPORTED_OPTIONAL_PARAMETER, vec![]),
+            OpenError::UnsupportedParameter(_) => {
+                (open_sub::UNSUPPORTED_OPTIONAL_PARAMETER, vec![])
+            }
         };
         Notification::new(code::OPEN_MESSAGE, sub, data)
     }
@@ -133,7 +146,9 @@ impl Capability {
                 out.put_u8(0);
                 out.put_u8(*safi);
             }
-            Capability::RouteRefresh | Capability::EnhancedRouteRefresh | Capability::ExtendedMessage => {}
+            Capability::RouteRefresh
+            | Capability::EnhancedRouteRefresh
+            | Capability::ExtendedMessage => {}
             Capability::GracefulRestart(gr) => {
                 let mut flags = 0u16;
                 if gr.restart_state {
@@ -158,10 +173,15 @@ impl Capability {
         let bad = || OpenError::BadCapability { code, len: v.len() };
         Ok(match code {
             capability::MULTIPROTOCOL => match v {
-                [a0, a1, _, safi] => Capability::Multiprotocol { afi: u16::from_be_bytes([*a0, *a1]), safi: *safi },
+                [a0, a1, _, safi] => Capability::Multiprotocol {
+                    afi: u16::from_be_bytes([*a0, *a1]),
+                    safi: *safi,
+                },
                 _ => return Err(bad()),
             },
-            capability::ROUTE_REFRESH | capability::ROUTE_REFRESH_CISCO if v.is_empty() => Capability::RouteRefresh,
+            capability::ROUTE_REFRESH | capability::ROUTE_REFRESH_CISCO if v.is_empty() => {
+                Capability::RouteRefresh
+            }
             capability::ENHANCED_ROUTE_REFRESH if v.is_empty() => Capability::EnhancedRouteRefresh,
             capability::EXTENDED_MESSAGE if v.is_empty() => Capability::ExtendedMessage,
             capability::FOUR_OCTET_AS => match v {
@@ -184,7 +204,10 @@ impl Capability {
                     families,
                 })
             }
-            _ => Capability::Unknown { code, value: Bytes::copy_from_slice(v) },
+            _ => Capability::Unknown {
+                code,
+                value: Bytes::copy_from_slice(v),
+            },
         })
     }
 }
@@ -203,7 +226,9 @@ impl Open {
 
     /// Whether any multiprotocol capability is present (RFC 4760 §8: without one, IPv4 unicast only).
     pub fn has_multiprotocol(&self) -> bool {
-        self.capabilities.iter().any(|c| matches!(c, Capability::Multiprotocol { .. }))
+        self.capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::Multiprotocol { .. }))
     }
 
     pub fn four_octet_as(&self) -> Option<u32> {
@@ -277,14 +302,20 @@ impl Open {
                 if params.len() < 3 {
                     return Err(OpenError::BadParameterLength);
                 }
-                (params[0], usize::from(u16::from_be_bytes([params[1], params[2]])), 3)
+                (
+                    params[0],
+                    usize::from(u16::from_be_bytes([params[1], params[2]])),
+                    3,
+                )
             } else {
                 if params.len() < 2 {
                     return Err(OpenError::BadParameterLength);
                 }
                 (params[0], usize::from(params[1]), 2)
             };
-            let value = params.get(hdr..hdr + plen).ok_or(OpenError::BadParameterLength)?;
+            let value = params
+                .get(hdr..hdr + plen)
+                .ok_or(OpenError::BadParameterLength)?;
             params = &params[hdr + plen..];
             if ptype != PARAM_CAPABILITIES {
                 return Err(OpenError::UnsupportedParameter(ptype));
@@ -300,7 +331,12 @@ impl Open {
                 caps = &caps[2 + len..];
             }
         }
-        let mut open = Open { asn: u32::from(my_as), hold_time, router_id, capabilities };
+        let mut open = Open {
+            asn: u32::from(my_as),
+            hold_time,
+            router_id,
+            capabilities,
+        };
         if let Some(a) = open.four_octet_as() {
             open.asn = a;
         }
@@ -350,12 +386,8 @@ mod tests {
         let mut b = BytesMut::new();
         sample().encode(&mut b);
         let expected = concat!(
-            "04", "5ba0", "005a", "c0000201", "22",
-            "0206", "0104", "00010085",
-            "0202", "0200",
-            "0202", "0600",
-            "0208", "4006", "8078", "00018580",
-            "0206", "4104", "fa56ea00",
+            "04", "5ba0", "005a", "c0000201", "22", "0206", "0104", "00010085", "0202", "0200",
+            "0202", "0600", "0208", "4006", "8078", "00018580", "0206", "4104", "fa56ea00",
         );
         assert_eq!(hex(&b), expected);
         assert_eq!(Open::decode(&b).unwrap(), sample());

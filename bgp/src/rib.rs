@@ -127,7 +127,11 @@ pub struct SessionCtx {
 
 impl SessionCtx {
     pub fn max_message_len(&self) -> usize {
-        if self.codec.extended_message { header::MAX_EXTENDED_LEN } else { header::MAX_LEN }
+        if self.codec.extended_message {
+            header::MAX_EXTENDED_LEN
+        } else {
+            header::MAX_LEN
+        }
     }
 }
 
@@ -206,7 +210,10 @@ impl AdjRibOut {
     }
 
     /// Replaces the whole desired set (a resynchronisation from the mitigation set).
-    pub fn replace_all(&mut self, routes: impl IntoIterator<Item = (RouteKey, Arc<RouteAttrs>)>) -> Result<(), RibError> {
+    pub fn replace_all(
+        &mut self,
+        routes: impl IntoIterator<Item = (RouteKey, Arc<RouteAttrs>)>,
+    ) -> Result<(), RibError> {
         let mut next = BTreeMap::new();
         for (k, a) in routes {
             Self::check(&k, &a)?;
@@ -217,8 +224,12 @@ impl AdjRibOut {
             for k in old.keys().filter(|k| !self.desired.contains_key(*k)) {
                 self.pending.insert(k.clone());
             }
-            let changed: Vec<RouteKey> =
-                self.desired.iter().filter(|(k, a)| old.get(*k) != Some(*a)).map(|(k, _)| k.clone()).collect();
+            let changed: Vec<RouteKey> = self
+                .desired
+                .iter()
+                .filter(|(k, a)| old.get(*k) != Some(*a))
+                .map(|(k, _)| k.clone())
+                .collect();
             self.pending.extend(changed);
         }
         self.held_back.retain(|k| self.desired.contains_key(k));
@@ -292,19 +303,31 @@ impl AdjRibOut {
         if self.session.is_none() {
             return;
         }
-        let keys: Vec<RouteKey> = self.advertised.keys().filter(|k| k.family() == family).cloned().collect();
+        let keys: Vec<RouteKey> = self
+            .advertised
+            .keys()
+            .filter(|k| k.family() == family)
+            .cloned()
+            .collect();
         for k in keys {
             self.advertised.remove(&k);
             self.pending.insert(k);
         }
-        let held: Vec<RouteKey> = self.held_back.iter().filter(|k| k.family() == family).cloned().collect();
+        let held: Vec<RouteKey> = self
+            .held_back
+            .iter()
+            .filter(|k| k.family() == family)
+            .cloned()
+            .collect();
         self.pending.extend(held);
     }
 
     /// Writes up to `max_messages` complete UPDATE messages (headers included) for pending changes
     /// into `out`, and returns how many it wrote. What does not fit stays pending for the next call.
     pub fn drain(&mut self, out: &mut BytesMut, max_messages: usize) -> usize {
-        let Some(ctx) = self.session.clone() else { return 0 };
+        let Some(ctx) = self.session.clone() else {
+            return 0;
+        };
         if max_messages == 0 {
             return 0;
         }
@@ -406,7 +429,9 @@ impl AdjRibOut {
         }
         if self.pending.is_empty() {
             while written < max_messages {
-                let Some(family) = self.eor_pending.pop_first() else { break };
+                let Some(family) = self.eor_pending.pop_first() else {
+                    break;
+                };
                 write_end_of_rib(out, family);
                 self.stats.updates += 1;
                 written += 1;
@@ -482,7 +507,11 @@ fn write_withdraw(out: &mut BytesMut, family: Family, keys: &[RouteKey], max_len
 
 /// Encodes the attributes shared by every UPDATE of one (family, attributes) group, MP_REACH aside.
 fn encode_common_attrs(ctx: &SessionCtx, family: Family, attrs: &RouteAttrs) -> BytesMut {
-    let as_path = if ctx.ebgp { AsPath::sequence(vec![ctx.local_as]) } else { AsPath::empty() };
+    let as_path = if ctx.ebgp {
+        AsPath::sequence(vec![ctx.local_as])
+    } else {
+        AsPath::empty()
+    };
     let a = Attributes {
         origin: Some(Origin::Igp),
         as_path: Some(as_path),
@@ -491,7 +520,11 @@ fn encode_common_attrs(ctx: &SessionCtx, family: Family, attrs: &RouteAttrs) -> 
             _ => None,
         },
         med: attrs.med,
-        local_pref: if ctx.ebgp { None } else { Some(attrs.local_pref.unwrap_or(100)) },
+        local_pref: if ctx.ebgp {
+            None
+        } else {
+            Some(attrs.local_pref.unwrap_or(100))
+        },
         communities: attrs.communities.clone(),
         ext_communities: attrs.ext_communities.clone(),
         large_communities: attrs.large_communities.clone(),
@@ -544,7 +577,8 @@ fn write_announce(
         out.put_u8(next_hop.len() as u8);
         out.extend_from_slice(next_hop);
         out.put_u8(0); // reserved
-        let budget = max_len - header::HEADER_LEN - 4 - mp_reach_overhead(next_hop.len()) - common.len();
+        let budget =
+            max_len - header::HEADER_LEN - 4 - mp_reach_overhead(next_hop.len()) - common.len();
         let mut used = 0;
         for k in keys {
             let l = k.wire_len();

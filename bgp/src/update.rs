@@ -22,7 +22,9 @@ use std::net::Ipv4Addr;
 use bytes::{BufMut, Bytes, BytesMut};
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::attr::{Aggregator, AsPath, Attributes, MpReach, MpUnreach, NextHop, Nlri, Origin, RawAttribute};
+use crate::attr::{
+    Aggregator, AsPath, Attributes, MpReach, MpUnreach, NextHop, Nlri, Origin, RawAttribute,
+};
 use crate::community::{Community, ExtCommunity, LargeCommunity};
 use crate::error::Verdict;
 use crate::flowspec::{FlowSpecError, Rule};
@@ -85,7 +87,11 @@ pub struct UpdateError {
 
 impl UpdateError {
     fn new(kind: UpdateErrorKind, verdict: Verdict) -> UpdateError {
-        UpdateError { kind, verdict, data: Bytes::new() }
+        UpdateError {
+            kind,
+            verdict,
+            data: Bytes::new(),
+        }
     }
 
     fn with_data(mut self, data: Bytes) -> UpdateError {
@@ -130,7 +136,10 @@ impl Update {
     pub fn end_of_rib(family: Family) -> Update {
         let mut u = Update::default();
         if family != Family::Ipv4Unicast {
-            u.attributes.mp_unreach = Some(MpUnreach { family, withdrawn: Vec::new() });
+            u.attributes.mp_unreach = Some(MpUnreach {
+                family,
+                withdrawn: Vec::new(),
+            });
         }
         u
     }
@@ -141,7 +150,10 @@ impl Update {
         if !self.withdrawn.is_empty() || !self.nlri.is_empty() || a.mp_reach.is_some() {
             return None;
         }
-        let only_mp_unreach = Attributes { mp_unreach: None, ..a.clone() } == Attributes::default();
+        let only_mp_unreach = Attributes {
+            mp_unreach: None,
+            ..a.clone()
+        } == Attributes::default();
         match &a.mp_unreach {
             None if *a == Attributes::default() => Some(Family::Ipv4Unicast),
             Some(m) if m.withdrawn.is_empty() && only_mp_unreach => Some(m.family),
@@ -171,26 +183,43 @@ impl Update {
     /// Decodes a body (no header). `Err` only for problems whose verdict is a session reset.
     pub fn decode(ctx: &CodecCtx, body: &[u8]) -> Result<Update, UpdateError> {
         let wlen = usize::from(u16::from_be_bytes([
-            *body.first().ok_or(reset(UpdateErrorKind::WithdrawnLength))?,
+            *body
+                .first()
+                .ok_or(reset(UpdateErrorKind::WithdrawnLength))?,
             *body.get(1).ok_or(reset(UpdateErrorKind::WithdrawnLength))?,
         ]));
-        let wfield = body.get(2..2 + wlen).ok_or(reset(UpdateErrorKind::WithdrawnLength))?;
+        let wfield = body
+            .get(2..2 + wlen)
+            .ok_or(reset(UpdateErrorKind::WithdrawnLength))?;
         let rest = &body[2 + wlen..];
         let alen = match rest {
             [a, b, ..] => usize::from(u16::from_be_bytes([*a, *b])),
             _ => return Err(reset(UpdateErrorKind::AttributeListLength)),
         };
-        let afield = rest.get(2..2 + alen).ok_or(reset(UpdateErrorKind::AttributeListLength))?;
+        let afield = rest
+            .get(2..2 + alen)
+            .ok_or(reset(UpdateErrorKind::AttributeListLength))?;
         let nfield = &rest[2 + alen..];
 
-        let withdrawn = decode_v4_prefixes(wfield).ok_or(reset(UpdateErrorKind::InvalidNetworkField("withdrawn routes")))?;
-        let nlri = decode_v4_prefixes(nfield).ok_or(reset(UpdateErrorKind::InvalidNetworkField("NLRI")))?;
+        let withdrawn = decode_v4_prefixes(wfield).ok_or(reset(
+            UpdateErrorKind::InvalidNetworkField("withdrawn routes"),
+        ))?;
+        let nlri = decode_v4_prefixes(nfield)
+            .ok_or(reset(UpdateErrorKind::InvalidNetworkField("NLRI")))?;
 
-        let mut u = Update { withdrawn, nlri, ..Update::default() };
+        let mut u = Update {
+            withdrawn,
+            nlri,
+            ..Update::default()
+        };
         decode_attributes(ctx, afield, &mut u)?;
 
         // RFC 7606 §3 d: missing well-known attributes when routes are announced.
-        let announces = !u.nlri.is_empty() || u.attributes.mp_reach.as_ref().is_some_and(|m| !m.nlri.is_empty());
+        let announces = !u.nlri.is_empty()
+            || u.attributes
+                .mp_reach
+                .as_ref()
+                .is_some_and(|m| !m.nlri.is_empty());
         if announces {
             let mut missing = Vec::new();
             if u.attributes.origin.is_none() {
@@ -203,10 +232,16 @@ impl Update {
                 missing.push(attr_type::NEXT_HOP);
             }
             for t in missing {
-                u.problems.push(UpdateError::new(UpdateErrorKind::MissingWellKnown(t), Verdict::TreatAsWithdraw));
+                u.problems.push(UpdateError::new(
+                    UpdateErrorKind::MissingWellKnown(t),
+                    Verdict::TreatAsWithdraw,
+                ));
             }
         }
-        if u.problems.iter().any(|p| p.verdict == Verdict::TreatAsWithdraw) {
+        if u.problems
+            .iter()
+            .any(|p| p.verdict == Verdict::TreatAsWithdraw)
+        {
             u.apply_treat_as_withdraw();
         }
         Ok(u)
@@ -224,7 +259,12 @@ impl Update {
         if let Some(mp) = self.attributes.mp_reach.take() {
             match &mut self.attributes.mp_unreach {
                 Some(un) if un.family == mp.family => un.withdrawn.extend(mp.nlri),
-                _ => self.attributes.mp_unreach = Some(MpUnreach { family: mp.family, withdrawn: mp.nlri }),
+                _ => {
+                    self.attributes.mp_unreach = Some(MpUnreach {
+                        family: mp.family,
+                        withdrawn: mp.nlri,
+                    })
+                }
             }
         }
     }
@@ -308,30 +348,48 @@ fn decode_attributes(ctx: &CodecCtx, mut b: &[u8], u: &mut Update) -> Result<(),
         let whole = Bytes::copy_from_slice(&b[..hdr + len]);
         b = &b[hdr + len..];
 
-        let is_mp = type_code == attr_type::MP_REACH_NLRI || type_code == attr_type::MP_UNREACH_NLRI;
+        let is_mp =
+            type_code == attr_type::MP_REACH_NLRI || type_code == attr_type::MP_UNREACH_NLRI;
         if seen[usize::from(type_code)] {
             if is_mp {
                 return Err(reset(UpdateErrorKind::Duplicate(type_code)).with_data(whole));
             }
             // RFC 7606 §3 g: keep the first, discard the others.
-            u.problems.push(UpdateError::new(UpdateErrorKind::Duplicate(type_code), Verdict::Discard).with_data(whole));
+            u.problems.push(
+                UpdateError::new(UpdateErrorKind::Duplicate(type_code), Verdict::Discard)
+                    .with_data(whole),
+            );
             continue;
         }
         seen[usize::from(type_code)] = true;
 
         let Some(expected) = expected_flags(type_code) else {
             if flags & attr_flag::OPTIONAL == 0 {
-                return Err(reset(UpdateErrorKind::UnrecognizedWellKnown(type_code)).with_data(whole));
+                return Err(
+                    reset(UpdateErrorKind::UnrecognizedWellKnown(type_code)).with_data(whole)
+                );
             }
             if flags & attr_flag::TRANSITIVE != 0 {
-                u.attributes.unknown.push(RawAttribute { flags, type_code, value: Bytes::copy_from_slice(value) });
+                u.attributes.unknown.push(RawAttribute {
+                    flags,
+                    type_code,
+                    value: Bytes::copy_from_slice(value),
+                });
             }
             continue;
         };
         let ot = attr_flag::OPTIONAL | attr_flag::TRANSITIVE;
         if flags & ot != expected {
-            let verdict = if is_mp { Verdict::SessionReset } else { Verdict::TreatAsWithdraw };
-            let e = UpdateError::new(UpdateErrorKind::AttributeFlags { type_code, flags }, verdict).with_data(whole);
+            let verdict = if is_mp {
+                Verdict::SessionReset
+            } else {
+                Verdict::TreatAsWithdraw
+            };
+            let e = UpdateError::new(
+                UpdateErrorKind::AttributeFlags { type_code, flags },
+                verdict,
+            )
+            .with_data(whole);
             if is_mp {
                 return Err(e);
             }
@@ -355,12 +413,18 @@ fn decode_attributes(ctx: &CodecCtx, mut b: &[u8], u: &mut Update) -> Result<(),
 /// An attribute overruns the list (RFC 7606 §4): treat-as-withdraw when every NLRI of the message is
 /// known (MP attribute already read, or classic NLRI only); otherwise a session reset.
 fn overrun(u: &mut Update, saw_mp: bool, type_code: u8) -> Result<(), UpdateError> {
-    let e = UpdateError::new(UpdateErrorKind::AttributeOverrun(type_code), Verdict::TreatAsWithdraw);
+    let e = UpdateError::new(
+        UpdateErrorKind::AttributeOverrun(type_code),
+        Verdict::TreatAsWithdraw,
+    );
     if saw_mp || u.attributes.mp_reach.is_some() {
         u.problems.push(e);
         return Ok(());
     }
-    Err(UpdateError { verdict: Verdict::SessionReset, ..e })
+    Err(UpdateError {
+        verdict: Verdict::SessionReset,
+        ..e
+    })
 }
 
 fn taw(kind: UpdateErrorKind) -> Option<UpdateError> {
@@ -377,7 +441,10 @@ fn u32_of(v: &[u8]) -> u32 {
 
 /// Decodes one recognized attribute into `a`; returns a problem (RFC 7606 §7) if any.
 fn decode_one(ctx: &CodecCtx, type_code: u8, v: &[u8], a: &mut Attributes) -> Option<UpdateError> {
-    let bad_len = UpdateErrorKind::AttributeLength { type_code, len: v.len() };
+    let bad_len = UpdateErrorKind::AttributeLength {
+        type_code,
+        len: v.len(),
+    };
     match type_code {
         attr_type::ORIGIN => match v {
             [0] => a.origin = Some(Origin::Igp),
@@ -404,34 +471,44 @@ fn decode_one(ctx: &CodecCtx, type_code: u8, v: &[u8], a: &mut Attributes) -> Op
             if v.len() != w + 4 {
                 return discard(bad_len);
             }
-            let asn = if w == 4 { u32_of(v) } else { u32::from(u16::from_be_bytes([v[0], v[1]])) };
-            a.aggregator = Some(Aggregator { asn, address: Ipv4Addr::new(v[w], v[w + 1], v[w + 2], v[w + 3]) });
+            let asn = if w == 4 {
+                u32_of(v)
+            } else {
+                u32::from(u16::from_be_bytes([v[0], v[1]]))
+            };
+            a.aggregator = Some(Aggregator {
+                asn,
+                address: Ipv4Addr::new(v[w], v[w + 1], v[w + 2], v[w + 3]),
+            });
         }
-        attr_type::AS4_AGGREGATOR => {
-            if v.len() != 8 {
-                return discard(bad_len);
-            }
-        }
+        attr_type::AS4_AGGREGATOR if v.len() != 8 => return discard(bad_len),
         attr_type::COMMUNITIES => {
             if v.is_empty() || v.len() % 4 != 0 {
                 return taw(bad_len);
             }
             a.communities = v.chunks_exact(4).map(|c| Community(u32_of(c))).collect();
         }
-        attr_type::ORIGINATOR_ID if v.len() == 4 => a.originator_id = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
+        attr_type::ORIGINATOR_ID if v.len() == 4 => {
+            a.originator_id = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3]))
+        }
         attr_type::ORIGINATOR_ID => return taw(bad_len),
         attr_type::CLUSTER_LIST => {
             if v.is_empty() || v.len() % 4 != 0 {
                 return taw(bad_len);
             }
-            a.cluster_list = v.chunks_exact(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3])).collect();
+            a.cluster_list = v
+                .chunks_exact(4)
+                .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+                .collect();
         }
         attr_type::EXTENDED_COMMUNITIES => {
             if v.is_empty() || v.len() % 8 != 0 {
                 return taw(bad_len);
             }
-            a.ext_communities =
-                v.chunks_exact(8).map(|c| ExtCommunity(<[u8; 8]>::try_from(c).unwrap_or_default())).collect();
+            a.ext_communities = v
+                .chunks_exact(8)
+                .map(|c| ExtCommunity(<[u8; 8]>::try_from(c).unwrap_or_default()))
+                .collect();
         }
         attr_type::AS4_PATH => match AsPath::decode_value(v, true) {
             Some(p) => a.as4_path = Some(p),
@@ -443,7 +520,11 @@ fn decode_one(ctx: &CodecCtx, type_code: u8, v: &[u8], a: &mut Attributes) -> Op
             }
             a.large_communities = v
                 .chunks_exact(12)
-                .map(|c| LargeCommunity { global: u32_of(c), local1: u32_of(&c[4..]), local2: u32_of(&c[8..]) })
+                .map(|c| LargeCommunity {
+                    global: u32_of(c),
+                    local1: u32_of(&c[4..]),
+                    local2: u32_of(&c[8..]),
+                })
                 .collect();
         }
         attr_type::MP_REACH_NLRI => return decode_mp_reach(v, a).err(),
@@ -472,17 +553,24 @@ fn decode_nlri(family: Family, v: &[u8]) -> Result<(Vec<Nlri>, Option<UpdateErro
             while !rest.is_empty() {
                 // Frame by the length prefix first: if it holds, a bad NLRI is skipped, not fatal.
                 let (len, hdr) = match rest {
-                    [b0, b1, ..] if *b0 >= 0xf0 => (usize::from(b0 & 0x0f) << 8 | usize::from(*b1), 2),
+                    [b0, b1, ..] if *b0 >= 0xf0 => {
+                        (usize::from(b0 & 0x0f) << 8 | usize::from(*b1), 2)
+                    }
                     [b0, ..] if *b0 < 0xf0 => (usize::from(*b0), 1),
                     _ => return Err(reset(UpdateErrorKind::MalformedMp("FlowSpec length"))),
                 };
                 let Some(one) = rest.get(..hdr + len) else {
-                    return Err(reset(UpdateErrorKind::MalformedMp("FlowSpec NLRI overruns the attribute")));
+                    return Err(reset(UpdateErrorKind::MalformedMp(
+                        "FlowSpec NLRI overruns the attribute",
+                    )));
                 };
                 match Rule::decode(afi, one) {
                     Ok((r, _)) => out.push(Nlri::FlowSpec(r)),
                     Err(e) => {
-                        problem = Some(UpdateError::new(UpdateErrorKind::FlowSpec(e), Verdict::TreatAsWithdraw));
+                        problem = Some(UpdateError::new(
+                            UpdateErrorKind::FlowSpec(e),
+                            Verdict::TreatAsWithdraw,
+                        ));
                     }
                 }
                 rest = &rest[hdr + len..];
@@ -495,17 +583,27 @@ fn decode_nlri(family: Family, v: &[u8]) -> Result<(Vec<Nlri>, Option<UpdateErro
 fn mp_family(v: &[u8]) -> Result<Option<Family>, UpdateError> {
     match v {
         [a, b, s, ..] => Ok(Family::from_codes(u16::from_be_bytes([*a, *b]), *s)),
-        _ => Err(reset(UpdateErrorKind::MalformedMp("shorter than AFI and SAFI"))),
+        _ => Err(reset(UpdateErrorKind::MalformedMp(
+            "shorter than AFI and SAFI",
+        ))),
     }
 }
 
 fn decode_mp_reach(v: &[u8], a: &mut Attributes) -> Result<(), UpdateError> {
     let family = mp_family(v)?;
-    let nh_len = usize::from(*v.get(3).ok_or(reset(UpdateErrorKind::MalformedMp("no next-hop length")))?);
-    let nh = v.get(4..4 + nh_len).ok_or(reset(UpdateErrorKind::MalformedMp("next hop overruns")))?;
-    let nlri = v.get(5 + nh_len..).ok_or(reset(UpdateErrorKind::MalformedMp("no reserved octet")))?;
+    let nh_len = usize::from(
+        *v.get(3)
+            .ok_or(reset(UpdateErrorKind::MalformedMp("no next-hop length")))?,
+    );
+    let nh = v
+        .get(4..4 + nh_len)
+        .ok_or(reset(UpdateErrorKind::MalformedMp("next hop overruns")))?;
+    let nlri = v
+        .get(5 + nh_len..)
+        .ok_or(reset(UpdateErrorKind::MalformedMp("no reserved octet")))?;
     let Some(family) = family else { return Ok(()) };
-    let next_hop = NextHop::decode(nh).ok_or(reset(UpdateErrorKind::MalformedMp("next-hop length")))?;
+    let next_hop =
+        NextHop::decode(nh).ok_or(reset(UpdateErrorKind::MalformedMp("next-hop length")))?;
     let nh_ok = match (family.safi(), family.afi(), next_hop) {
         (Safi::FlowSpec, _, _) => true, // RFC 8955 §4: length 0; other values are ignored
         (Safi::Unicast, Afi::Ipv4, NextHop::V4(_)) => true,
@@ -513,15 +611,23 @@ fn decode_mp_reach(v: &[u8], a: &mut Attributes) -> Result<(), UpdateError> {
         _ => false,
     };
     if !nh_ok {
-        return Err(reset(UpdateErrorKind::MalformedMp("next hop does not fit the family")));
+        return Err(reset(UpdateErrorKind::MalformedMp(
+            "next hop does not fit the family",
+        )));
     }
     let (nlri, problem) = decode_nlri(family, nlri)?;
-    a.mp_reach = Some(MpReach { family, next_hop, nlri });
+    a.mp_reach = Some(MpReach {
+        family,
+        next_hop,
+        nlri,
+    });
     problem.map_or(Ok(()), Err)
 }
 
 fn decode_mp_unreach(v: &[u8], a: &mut Attributes) -> Result<(), UpdateError> {
-    let Some(family) = mp_family(v)? else { return Ok(()) };
+    let Some(family) = mp_family(v)? else {
+        return Ok(());
+    };
     let (withdrawn, problem) = decode_nlri(family, &v[3..])?;
     a.mp_unreach = Some(MpUnreach { family, withdrawn });
     problem.map_or(Ok(()), Err)

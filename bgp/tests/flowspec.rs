@@ -6,19 +6,25 @@ use std::net::Ipv4Addr;
 use deflect_bgp::community::ExtCommunity;
 use deflect_bgp::flowspec::text::parse_rule;
 use deflect_bgp::flowspec::{
-    Action, BitmaskOp, Component, FlowRoute, FlowSpecError, NumericOp, Prefix, Rule, RuleError, RuleOptions,
-    decode_nlri_list, split_rule,
+    Action, BitmaskOp, Component, FlowRoute, FlowSpecError, NumericOp, Prefix, Rule, RuleError,
+    RuleOptions, decode_nlri_list, split_rule,
 };
 use deflect_bgp::iana::Afi;
 use proptest::prelude::*;
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Both ways: the text encodes to exactly `bytes`, and the bytes decode to the same rule.
@@ -26,7 +32,8 @@ fn check(afi: Afi, text: &str, bytes: &str, opts: &RuleOptions) {
     let rule = parse_rule(text, opts).unwrap_or_else(|e| panic!("{text}: {e}"));
     let want = unhex(bytes);
     assert_eq!(hex(rule.wire()), hex(&want), "encoding of {text:?}");
-    let (back, n) = Rule::decode(afi, &want).unwrap_or_else(|e| panic!("decode of {}: {e}", hex(&want)));
+    let (back, n) =
+        Rule::decode(afi, &want).unwrap_or_else(|e| panic!("decode of {}: {e}", hex(&want)));
     assert_eq!(n, want.len());
     assert_eq!(back, rule);
     assert_eq!(back.components(), rule.components());
@@ -36,7 +43,12 @@ fn check(afi: Afi, text: &str, bytes: &str, opts: &RuleOptions) {
 #[test]
 fn rfc8955_example_1_tcp_port_25_to_a_slash_24() {
     // RFC 8955 §4.2.3: "all packets to 192.0.2.0/24 and TCP port 25".
-    check(Afi::Ipv4, "dst 192.0.2.0/24 proto tcp port 25", "0b 01 18 c0 00 02 03 81 06 04 81 19", &RuleOptions::default());
+    check(
+        Afi::Ipv4,
+        "dst 192.0.2.0/24 proto tcp port 25",
+        "0b 01 18 c0 00 02 03 81 06 04 81 19",
+        &RuleOptions::default(),
+    );
 }
 
 #[test]
@@ -70,13 +82,28 @@ fn every_component_type_encodes_as_expected() {
     check(Afi::Ipv4, "proto gre", "03 03 81 2f", &o);
     check(Afi::Ipv4, "dport 53", "03 05 81 35", &o);
     check(Afi::Ipv4, "sport 11211", "04 06 91 2b cb", &o);
-    check(Afi::Ipv4, "proto icmp icmp-type 8 icmp-code 0", "09 03 81 01 07 81 08 08 81 00", &o);
+    check(
+        Afi::Ipv4,
+        "proto icmp icmp-type 8 icmp-code 0",
+        "09 03 81 01 07 81 08 08 81 00",
+        &o,
+    );
     check(Afi::Ipv4, "tcp-flags syn", "03 09 81 02", &o);
     check(Afi::Ipv4, "pkt-len >=1000", "04 0a 93 03 e8", &o);
     check(Afi::Ipv4, "dscp 46", "03 0b 81 2e", &o);
     check(Afi::Ipv4, "fragment ~is-frag+first-frag", "03 0c 80 06", &o);
-    check(Afi::Ipv6, "dst 2001:db8::1/128", "13 01 80 00 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01", &o);
-    check(Afi::Ipv6, "src 2001:db8::/32 next-header 58 icmp-type 128", "0d 02 20 00 20 01 0d b8 03 81 3a 07 81 80", &o);
+    check(
+        Afi::Ipv6,
+        "dst 2001:db8::1/128",
+        "13 01 80 00 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01",
+        &o,
+    );
+    check(
+        Afi::Ipv6,
+        "src 2001:db8::/32 next-header 58 icmp-type 128",
+        "0d 02 20 00 20 01 0d b8 03 81 3a 07 81 80",
+        &o,
+    );
     check(Afi::Ipv6, "flow-label 12345", "04 0d 91 30 39", &o);
     check(Afi::Ipv6, "flow-label 1048575", "06 0d a1 00 0f ff ff", &o);
 }
@@ -93,8 +120,18 @@ fn every_numeric_operator_has_its_bits() {
     check(Afi::Ipv4, "pkt-len !=100", "03 0a 86 64", &o);
     check(Afi::Ipv4, "pkt-len any", "03 0a 87 00", &o);
     // OR of two, AND inside a term, and minimal widths 1, 2 and 4 octets side by side.
-    check(Afi::Ipv4, "pkt-len 1,>=300&<=65535", "09 0a 01 01 13 01 2c d5 ff ff", &o);
-    check(Afi::Ipv6, "flow-label 1,65536", "08 0d 01 01 a1 00 01 00 00", &o);
+    check(
+        Afi::Ipv4,
+        "pkt-len 1,>=300&<=65535",
+        "09 0a 01 01 13 01 2c d5 ff ff",
+        &o,
+    );
+    check(
+        Afi::Ipv6,
+        "flow-label 1,65536",
+        "08 0d 01 01 a1 00 01 00 00",
+        &o,
+    );
 }
 
 #[test]
@@ -115,12 +152,17 @@ fn every_bitmask_operator_has_its_bits() {
 fn long_rules_use_the_two_octet_length_form() {
     let ports: Vec<String> = (0..120).map(|i| (1000 + i * 7).to_string()).collect();
     let text = format!("dst 192.0.2.1/32 proto udp dport {}", ports.join(","));
-    assert!(matches!(parse_rule(&text, &RuleOptions::default()), Err(e) if e.to_string().contains("at most 239")));
+    assert!(
+        matches!(parse_rule(&text, &RuleOptions::default()), Err(e) if e.to_string().contains("at most 239"))
+    );
     let rule = parse_rule(&text, &RuleOptions::LONG_FORM).unwrap();
     let w = rule.wire();
     assert!(w.len() >= 240);
     assert_eq!(w[0] & 0xf0, 0xf0, "2-octet form");
-    assert_eq!(usize::from(u16::from_be_bytes([w[0], w[1]]) & 0x0fff), w.len() - 2);
+    assert_eq!(
+        usize::from(u16::from_be_bytes([w[0], w[1]]) & 0x0fff),
+        w.len() - 2
+    );
     let (back, n) = Rule::decode(Afi::Ipv4, w).unwrap();
     assert_eq!(n, w.len());
     assert_eq!(back, rule);
@@ -149,9 +191,18 @@ fn a_rule_with_239_octets_is_kept_and_240_is_refused_by_default() {
 #[test]
 fn split_rule_keeps_every_port_in_rules_of_at_most_239_octets() {
     let comps = vec![
-        Component::DestinationPrefix(Prefix::from("192.0.2.1/32".parse::<ipnet::IpNet>().unwrap())),
+        Component::DestinationPrefix(Prefix::from(
+            "192.0.2.1/32".parse::<ipnet::IpNet>().unwrap(),
+        )),
         Component::Protocol(vec![NumericOp::eq(17)]),
-        Component::DestinationPort((0..200).map(|i| NumericOp { and: false, ..NumericOp::eq(2000 + i) }).collect()),
+        Component::DestinationPort(
+            (0..200)
+                .map(|i| NumericOp {
+                    and: false,
+                    ..NumericOp::eq(2000 + i)
+                })
+                .collect(),
+        ),
     ];
     let rules = split_rule(Afi::Ipv4, comps, &RuleOptions::default()).unwrap();
     assert!(rules.len() > 1);
@@ -168,8 +219,16 @@ fn split_rule_keeps_every_port_in_rules_of_at_most_239_octets() {
 
 #[test]
 fn components_given_in_any_order_are_sorted() {
-    let a = parse_rule("dport 80 proto tcp dst 192.0.2.1/32", &RuleOptions::default()).unwrap();
-    let b = parse_rule("dst 192.0.2.1/32 proto tcp dport 80", &RuleOptions::default()).unwrap();
+    let a = parse_rule(
+        "dport 80 proto tcp dst 192.0.2.1/32",
+        &RuleOptions::default(),
+    )
+    .unwrap();
+    let b = parse_rule(
+        "dst 192.0.2.1/32 proto tcp dport 80",
+        &RuleOptions::default(),
+    )
+    .unwrap();
     assert_eq!(a, b);
     assert_eq!(a.to_string(), "dst 192.0.2.1/32 proto tcp dport 80");
 }
@@ -178,46 +237,110 @@ fn components_given_in_any_order_are_sorted() {
 fn decoding_refuses_components_out_of_order() {
     // proto (3) before dst (1): BIRD answers this with NOTIFICATION 3/1.
     let bad = unhex("09 03 81 06 01 20 c0 00 02 01");
-    assert_eq!(Rule::decode(Afi::Ipv4, &bad), Err(FlowSpecError::BadOrder { type_code: 1, previous: 3 }));
+    assert_eq!(
+        Rule::decode(Afi::Ipv4, &bad),
+        Err(FlowSpecError::BadOrder {
+            type_code: 1,
+            previous: 3
+        })
+    );
     let dup = unhex("06 03 81 06 03 81 11");
-    assert!(matches!(Rule::decode(Afi::Ipv4, &dup), Err(FlowSpecError::BadOrder { .. })));
+    assert!(matches!(
+        Rule::decode(Afi::Ipv4, &dup),
+        Err(FlowSpecError::BadOrder { .. })
+    ));
 }
 
 #[test]
 fn invalid_rules_are_refused_with_their_reason() {
     let o = RuleOptions::default();
-    let cases: &[(&str, fn(&RuleError) -> bool)] = &[
-        ("dport 70000", |e| matches!(e, RuleError::ValueTooLarge { value: 70000, max: 65535, .. })),
-        ("dscp 64", |e| matches!(e, RuleError::ValueTooLarge { max: 63, .. })),
-        ("proto 256", |e| matches!(e, RuleError::ValueTooLarge { max: 255, .. })),
-        ("dport >100&<50", |e| matches!(e, RuleError::NeverMatches { .. })),
+    type Expect = fn(&RuleError) -> bool;
+    let cases: &[(&str, Expect)] = &[
+        ("dport 70000", |e| {
+            matches!(
+                e,
+                RuleError::ValueTooLarge {
+                    value: 70000,
+                    max: 65535,
+                    ..
+                }
+            )
+        }),
+        ("dscp 64", |e| {
+            matches!(e, RuleError::ValueTooLarge { max: 63, .. })
+        }),
+        ("proto 256", |e| {
+            matches!(e, RuleError::ValueTooLarge { max: 255, .. })
+        }),
+        ("dport >100&<50", |e| {
+            matches!(e, RuleError::NeverMatches { .. })
+        }),
         ("dport 5&6", |e| matches!(e, RuleError::NeverMatches { .. })),
         ("dport <0", |e| matches!(e, RuleError::NeverMatches { .. })),
-        ("tcp-flags syn&!~syn", |e| matches!(e, RuleError::NeverMatches { .. })),
-        ("tcp-flags ~0x0", |e| matches!(e, RuleError::NeverMatches { .. })),
-        ("proto udp tcp-flags syn", |e| matches!(e, RuleError::ProtocolConflict { .. })),
-        ("proto tcp icmp-type 8", |e| matches!(e, RuleError::ProtocolConflict { .. })),
-        ("proto icmp dport 80", |e| matches!(e, RuleError::ProtocolConflict { .. })),
-        ("dst 192.0.2.1/24", |e| matches!(e, RuleError::HostBits { .. })),
-        ("dst 192.0.2.0/24 src 2001:db8::/32", |e| matches!(e, RuleError::PrefixFamily { .. })),
-        ("dst 2001:db8::/64 offset 8", |e| matches!(e, RuleError::OffsetNotAllowed(_))),
-        ("dst 2001:db8::/64 fragment df", |e| matches!(e, RuleError::DontFragmentIpv6)),
-        ("dst 192.0.2.1/32 flow-label 5", |e| matches!(e, RuleError::FlowLabelIpv4)),
-        ("fragment 0x10", |e| matches!(e, RuleError::ValueTooLarge { max: 15, .. })),
+        ("tcp-flags syn&!~syn", |e| {
+            matches!(e, RuleError::NeverMatches { .. })
+        }),
+        ("tcp-flags ~0x0", |e| {
+            matches!(e, RuleError::NeverMatches { .. })
+        }),
+        ("proto udp tcp-flags syn", |e| {
+            matches!(e, RuleError::ProtocolConflict { .. })
+        }),
+        ("proto tcp icmp-type 8", |e| {
+            matches!(e, RuleError::ProtocolConflict { .. })
+        }),
+        ("proto icmp dport 80", |e| {
+            matches!(e, RuleError::ProtocolConflict { .. })
+        }),
+        ("dst 192.0.2.1/24", |e| {
+            matches!(e, RuleError::HostBits { .. })
+        }),
+        ("dst 192.0.2.0/24 src 2001:db8::/32", |e| {
+            matches!(e, RuleError::PrefixFamily { .. })
+        }),
+        ("dst 2001:db8::/64 offset 8", |e| {
+            matches!(e, RuleError::OffsetNotAllowed(_))
+        }),
+        ("dst 2001:db8::/64 fragment df", |e| {
+            matches!(e, RuleError::DontFragmentIpv6)
+        }),
+        ("dst 192.0.2.1/32 flow-label 5", |e| {
+            matches!(e, RuleError::FlowLabelIpv4)
+        }),
+        ("fragment 0x10", |e| {
+            matches!(e, RuleError::ValueTooLarge { max: 15, .. })
+        }),
     ];
     for (text, want) in cases {
         match parse_rule(text, &o) {
-            Err(deflect_bgp::flowspec::text::ParseError::Rule(e)) => assert!(want(&e), "{text}: got {e:?}"),
+            Err(deflect_bgp::flowspec::text::ParseError::Rule(e)) => {
+                assert!(want(&e), "{text}: got {e:?}")
+            }
             other => panic!("{text}: expected a rule error, got {other:?}"),
         }
     }
     assert_eq!(Rule::new(Afi::Ipv4, vec![]), Err(RuleError::Empty));
     assert!(matches!(
-        Rule::new(Afi::Ipv4, vec![Component::Dscp(vec![]), Component::Dscp(vec![NumericOp::eq(1)])]),
+        Rule::new(
+            Afi::Ipv4,
+            vec![
+                Component::Dscp(vec![]),
+                Component::Dscp(vec![NumericOp::eq(1)])
+            ]
+        ),
         Err(RuleError::Duplicate("dscp"))
     ));
     assert!(matches!(
-        Rule::new(Afi::Ipv4, vec![Component::Dscp(vec![NumericOp { lt: false, gt: false, eq: false, and: false, value: 1 }])]),
+        Rule::new(
+            Afi::Ipv4,
+            vec![Component::Dscp(vec![NumericOp {
+                lt: false,
+                gt: false,
+                eq: false,
+                and: false,
+                value: 1
+            }])]
+        ),
         Err(RuleError::FalseOperator(_))
     ));
 }
@@ -225,10 +348,18 @@ fn invalid_rules_are_refused_with_their_reason() {
 #[test]
 fn parse_errors_name_the_word_and_the_fix() {
     let e = parse_rule("dst 192.0.2.1/32 dport 70000", &RuleOptions::default()).unwrap_err();
-    assert_eq!(e.to_string(), "dport: value 70000 is beyond 65535 (the field's width)");
+    assert_eq!(
+        e.to_string(),
+        "dport: value 70000 is beyond 65535 (the field's width)"
+    );
     let e = parse_rule("dst 192.0.2.1/32 colour red", &RuleOptions::default()).unwrap_err();
-    assert!(e.to_string().starts_with("\"colour\": unknown match"), "{e}");
-    let e = "dst 192.0.2.1/32 then explode".parse::<FlowRoute>().unwrap_err();
+    assert!(
+        e.to_string().starts_with("\"colour\": unknown match"),
+        "{e}"
+    );
+    let e = "dst 192.0.2.1/32 then explode"
+        .parse::<FlowRoute>()
+        .unwrap_err();
     assert!(e.to_string().contains("unknown action"), "{e}");
 }
 
@@ -241,7 +372,10 @@ fn every_truncation_of_a_valid_nlri_is_an_error() {
     .unwrap();
     let w = r.wire();
     for n in 0..w.len() {
-        assert!(Rule::decode(Afi::Ipv6, &w[..n]).is_err(), "prefix of {n} octets decoded");
+        assert!(
+            Rule::decode(Afi::Ipv6, &w[..n]).is_err(),
+            "prefix of {n} octets decoded"
+        );
     }
     // A shorter length prefix over the same bytes cuts a component: also an error.
     for l in 1..w.len() - 1 {
@@ -255,17 +389,74 @@ fn every_truncation_of_a_valid_nlri_is_an_error() {
 fn actions_have_their_extended_community_bytes() {
     let cases = [
         (Action::DISCARD, "80 06 00 00 00 00 00 00"),
-        (Action::TrafficRateBytes { asn: 65000, rate: 125000.0 }, "80 06 fd e8 47 f4 24 00"),
-        (Action::TrafficRatePackets { asn: 0, rate: 1000.0 }, "80 0c 00 00 44 7a 00 00"),
+        (
+            Action::TrafficRateBytes {
+                asn: 65000,
+                rate: 125000.0,
+            },
+            "80 06 fd e8 47 f4 24 00",
+        ),
+        (
+            Action::TrafficRatePackets {
+                asn: 0,
+                rate: 1000.0,
+            },
+            "80 0c 00 00 44 7a 00 00",
+        ),
         // RFC 8955 §7.3: T set = apply later rules too (not terminal); S = sample.
-        (Action::TrafficAction { sample: false, terminal: true }, "80 07 00 00 00 00 00 00"),
-        (Action::TrafficAction { sample: false, terminal: false }, "80 07 00 00 00 00 00 01"),
-        (Action::TrafficAction { sample: true, terminal: true }, "80 07 00 00 00 00 00 02"),
-        (Action::TrafficAction { sample: true, terminal: false }, "80 07 00 00 00 00 00 03"),
-        (Action::RedirectAs2 { asn: 65000, value: 100 }, "80 08 fd e8 00 00 00 64"),
-        (Action::RedirectIpv4 { ip: Ipv4Addr::new(192, 0, 2, 1), value: 7 }, "81 08 c0 00 02 01 00 07"),
-        (Action::RedirectAs4 { asn: 4_200_000_000, value: 9 }, "82 08 fa 56 ea 00 00 09"),
-        (Action::TrafficMarking { dscp: 46 }, "80 09 00 00 00 00 00 2e"),
+        (
+            Action::TrafficAction {
+                sample: false,
+                terminal: true,
+            },
+            "80 07 00 00 00 00 00 00",
+        ),
+        (
+            Action::TrafficAction {
+                sample: false,
+                terminal: false,
+            },
+            "80 07 00 00 00 00 00 01",
+        ),
+        (
+            Action::TrafficAction {
+                sample: true,
+                terminal: true,
+            },
+            "80 07 00 00 00 00 00 02",
+        ),
+        (
+            Action::TrafficAction {
+                sample: true,
+                terminal: false,
+            },
+            "80 07 00 00 00 00 00 03",
+        ),
+        (
+            Action::RedirectAs2 {
+                asn: 65000,
+                value: 100,
+            },
+            "80 08 fd e8 00 00 00 64",
+        ),
+        (
+            Action::RedirectIpv4 {
+                ip: Ipv4Addr::new(192, 0, 2, 1),
+                value: 7,
+            },
+            "81 08 c0 00 02 01 00 07",
+        ),
+        (
+            Action::RedirectAs4 {
+                asn: 4_200_000_000,
+                value: 9,
+            },
+            "82 08 fa 56 ea 00 00 09",
+        ),
+        (
+            Action::TrafficMarking { dscp: 46 },
+            "80 09 00 00 00 00 00 2e",
+        ),
     ];
     for (a, bytes) in cases {
         let ec = a.to_ext_community();
@@ -276,7 +467,10 @@ fn actions_have_their_extended_community_bytes() {
     // Not actions, or actions deflect would never send.
     let nan = ExtCommunity([0x80, 0x06, 0, 0, 0x7f, 0xc0, 0, 0]);
     assert_eq!(Action::from_ext_community(nan), None);
-    assert_eq!(Action::from_ext_community(ExtCommunity([0, 2, 0, 1, 0, 0, 0, 1])), None);
+    assert_eq!(
+        Action::from_ext_community(ExtCommunity([0, 2, 0, 1, 0, 0, 0, 1])),
+        None
+    );
     assert!("rate-bytes -5".parse::<Action>().is_err());
     assert!("rate-bytes NaN".parse::<Action>().is_err());
     assert!("mark 64".parse::<Action>().is_err());
@@ -303,7 +497,11 @@ fn precedence_puts_more_specific_destinations_first() {
     let d: Rule = "src 192.0.2.0/24".parse().unwrap();
     assert_eq!(b.precedence_cmp(&a), std::cmp::Ordering::Less);
     assert_eq!(a.precedence_cmp(&c), std::cmp::Ordering::Less);
-    assert_eq!(a.precedence_cmp(&d), std::cmp::Ordering::Less, "a rule with a destination comes first");
+    assert_eq!(
+        a.precedence_cmp(&d),
+        std::cmp::Ordering::Less,
+        "a rule with a destination comes first"
+    );
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -316,8 +514,20 @@ fn numeric_list(max: u64) -> impl Strategy<Value = Vec<NumericOp>> {
         for (a, b, range) in terms {
             let (lo, hi) = (a.min(b), a.max(b));
             if range {
-                ops.push(NumericOp { and: false, lt: false, gt: true, eq: true, value: lo });
-                ops.push(NumericOp { and: true, lt: true, gt: false, eq: true, value: hi });
+                ops.push(NumericOp {
+                    and: false,
+                    lt: false,
+                    gt: true,
+                    eq: true,
+                    value: lo,
+                });
+                ops.push(NumericOp {
+                    and: true,
+                    lt: true,
+                    gt: false,
+                    eq: true,
+                    value: hi,
+                });
             } else {
                 ops.push(NumericOp::eq(lo));
             }
@@ -329,7 +539,12 @@ fn numeric_list(max: u64) -> impl Strategy<Value = Vec<NumericOp>> {
 fn bitmask_list(max: u64) -> impl Strategy<Value = Vec<BitmaskOp>> {
     prop::collection::vec((1..=max, 0..2u8), 1..3).prop_map(|v| {
         v.into_iter()
-            .map(|(value, kind)| BitmaskOp { and: false, not: false, matched: kind == 1, value })
+            .map(|(value, kind)| BitmaskOp {
+                and: false,
+                not: false,
+                matched: kind == 1,
+                value,
+            })
             .collect()
     })
 }
@@ -347,35 +562,41 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
         prop::option::of(bitmask_list(0x0e)),
         prop::option::of(numeric_list(0xfffff)),
     )
-        .prop_filter_map("valid", |(v6, addr, l4, l6, dport, plen, flags, dscp, frag, label)| {
-            let mut c = Vec::new();
-            let afi = if v6 { Afi::Ipv6 } else { Afi::Ipv4 };
-            let net: ipnet::IpNet = if v6 {
-                ipnet::Ipv6Net::new(addr.into(), l6).ok()?.trunc().into()
-            } else {
-                ipnet::Ipv4Net::new(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]), l4).ok()?.trunc().into()
-            };
-            c.push(Component::DestinationPrefix(Prefix::from(net)));
-            if let Some(d) = dport {
-                c.push(Component::DestinationPort(d));
-            }
-            if let Some(p) = plen {
-                c.push(Component::PacketLength(p));
-            }
-            if let Some(f) = flags {
-                c.push(Component::TcpFlags(f));
-            }
-            if let Some(d) = dscp {
-                c.push(Component::Dscp(d));
-            }
-            if let Some(f) = frag {
-                c.push(Component::Fragment(f));
-            }
-            if let (Some(l), true) = (label, v6) {
-                c.push(Component::FlowLabel(l));
-            }
-            Rule::with_options(afi, c, &RuleOptions::LONG_FORM).ok()
-        })
+        .prop_filter_map(
+            "valid",
+            |(v6, addr, l4, l6, dport, plen, flags, dscp, frag, label)| {
+                let mut c = Vec::new();
+                let afi = if v6 { Afi::Ipv6 } else { Afi::Ipv4 };
+                let net: ipnet::IpNet = if v6 {
+                    ipnet::Ipv6Net::new(addr.into(), l6).ok()?.trunc().into()
+                } else {
+                    ipnet::Ipv4Net::new(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]), l4)
+                        .ok()?
+                        .trunc()
+                        .into()
+                };
+                c.push(Component::DestinationPrefix(Prefix::from(net)));
+                if let Some(d) = dport {
+                    c.push(Component::DestinationPort(d));
+                }
+                if let Some(p) = plen {
+                    c.push(Component::PacketLength(p));
+                }
+                if let Some(f) = flags {
+                    c.push(Component::TcpFlags(f));
+                }
+                if let Some(d) = dscp {
+                    c.push(Component::Dscp(d));
+                }
+                if let Some(f) = frag {
+                    c.push(Component::Fragment(f));
+                }
+                if let (Some(l), true) = (label, v6) {
+                    c.push(Component::FlowLabel(l));
+                }
+                Rule::with_options(afi, c, &RuleOptions::LONG_FORM).ok()
+            },
+        )
 }
 
 proptest! {

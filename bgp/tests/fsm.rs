@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use deflect_bgp::fsm::{
-    CollisionWinner, DownReason, Event, Fsm, FsmConfig, OPEN_SENT_HOLD, Output, State, Timer, negotiate,
-    resolve_collision,
+    CollisionWinner, DownReason, Event, Fsm, FsmConfig, OPEN_SENT_HOLD, Output, State, Timer,
+    negotiate, resolve_collision,
 };
 use deflect_bgp::iana::Family;
 use deflect_bgp::message::Message;
@@ -45,7 +45,10 @@ struct Peer {
 
 impl Peer {
     fn new(c: FsmConfig) -> Peer {
-        Peer { fsm: Fsm::new(c, 7), now: Instant::now() }
+        Peer {
+            fsm: Fsm::new(c, 7),
+            now: Instant::now(),
+        }
     }
 
     fn on(&mut self, e: Event) -> Vec<Output> {
@@ -61,15 +64,35 @@ impl Peer {
 }
 
 fn sent(out: &[Output]) -> Vec<&Message> {
-    out.iter().filter_map(|o| if let Output::Send(m) = o { Some(m) } else { None }).collect()
+    out.iter()
+        .filter_map(|o| {
+            if let Output::Send(m) = o {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn notification(out: &[Output]) -> Option<(u8, u8)> {
-    sent(out).into_iter().find_map(|m| if let Message::Notification(n) = m { Some((n.code, n.subcode)) } else { None })
+    sent(out).into_iter().find_map(|m| {
+        if let Message::Notification(n) = m {
+            Some((n.code, n.subcode))
+        } else {
+            None
+        }
+    })
 }
 
 fn armed(out: &[Output], t: Timer) -> Option<Duration> {
-    out.iter().find_map(|o| if let Output::ArmTimer(x, d) = o { (*x == t).then_some(*d) } else { None })
+    out.iter().find_map(|o| {
+        if let Output::ArmTimer(x, d) = o {
+            (*x == t).then_some(*d)
+        } else {
+            None
+        }
+    })
 }
 
 #[test]
@@ -79,12 +102,18 @@ fn an_idle_peer_started_manually_connects_and_arms_connect_retry_with_jitter() {
     assert_eq!(p.fsm.state(), State::Connect);
     assert!(out.contains(&Output::Connect));
     let d = armed(&out, Timer::ConnectRetry).unwrap();
-    assert!(d >= Duration::from_millis(22_500) && d < Duration::from_secs(30), "jitter 0.75..1: {d:?}");
+    assert!(
+        d >= Duration::from_millis(22_500) && d < Duration::from_secs(30),
+        "jitter 0.75..1: {d:?}"
+    );
 }
 
 #[test]
 fn a_passive_peer_waits_in_active_without_connecting() {
-    let mut p = Peer::new(FsmConfig { passive: true, ..config() });
+    let mut p = Peer::new(FsmConfig {
+        passive: true,
+        ..config()
+    });
     let out = p.on(Event::ManualStartWithPassiveTcpEstablishment);
     assert_eq!(p.fsm.state(), State::Active);
     assert!(!out.contains(&Output::Connect));
@@ -112,14 +141,19 @@ fn once_connected_it_sends_its_open_with_every_capability_and_a_large_hold_timer
     let out = p.on(Event::TcpCrAcked);
     assert_eq!(p.fsm.state(), State::OpenSent);
     assert_eq!(armed(&out, Timer::Hold), Some(OPEN_SENT_HOLD));
-    let Some(Message::Open(o)) = sent(&out).first().copied() else { panic!("no OPEN: {out:?}") };
+    let Some(Message::Open(o)) = sent(&out).first().copied() else {
+        panic!("no OPEN: {out:?}")
+    };
     assert_eq!(o.asn, 65000);
     assert_eq!(o.hold_time, 90);
     assert_eq!(o.families().len(), 4);
     assert_eq!(o.four_octet_as(), Some(65000));
     let gr = o.graceful_restart().expect("graceful restart offered");
     assert_eq!(gr.restart_time, 120);
-    assert!(gr.families.iter().all(|f| f.2), "forwarding state kept for every family");
+    assert!(
+        gr.families.iter().all(|f| f.2),
+        "forwarding state kept for every family"
+    );
     assert!(o.has(deflect_bgp::iana::capability::ROUTE_REFRESH));
 }
 
@@ -133,12 +167,31 @@ fn the_happy_path_reaches_established_with_the_shared_families_and_the_smaller_h
     assert!(matches!(sent(&out)[..], [Message::Keepalive]));
     assert_eq!(armed(&out, Timer::Hold), Some(Duration::from_secs(30)));
     let k = armed(&out, Timer::Keepalive).unwrap();
-    assert!(k <= Duration::from_secs(10) && k >= Duration::from_millis(7_500), "{k:?}");
+    assert!(
+        k <= Duration::from_secs(10) && k >= Duration::from_millis(7_500),
+        "{k:?}"
+    );
     let out = p.on(Event::KeepAliveMsg);
     assert_eq!(p.fsm.state(), State::Established);
-    let neg = out.iter().find_map(|o| if let Output::Established(n) = o { Some(n.clone()) } else { None }).unwrap();
+    let neg = out
+        .iter()
+        .find_map(|o| {
+            if let Output::Established(n) = o {
+                Some(n.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
     assert_eq!(neg.hold_time, 30);
-    assert_eq!(neg.families, vec![Family::Ipv4Unicast, Family::Ipv4FlowSpec, Family::Ipv6FlowSpec]);
+    assert_eq!(
+        neg.families,
+        vec![
+            Family::Ipv4Unicast,
+            Family::Ipv4FlowSpec,
+            Family::Ipv6FlowSpec
+        ]
+    );
     assert!(neg.four_octet_as && neg.ebgp && neg.route_refresh);
     assert!(!neg.extended_message, "the router did not offer it");
 }
@@ -150,7 +203,11 @@ fn established_sessions_exchange_keepalives_and_restart_the_hold_timer_on_each_m
     let out = p.on(Event::KeepaliveTimerExpires);
     assert!(matches!(sent(&out)[..], [Message::Keepalive]));
     assert!(armed(&out, Timer::Keepalive).is_some());
-    for e in [Event::KeepAliveMsg, Event::UpdateMsg, Event::RouteRefreshMsg] {
+    for e in [
+        Event::KeepAliveMsg,
+        Event::UpdateMsg,
+        Event::RouteRefreshMsg,
+    ] {
         let out = p.on(e);
         assert_eq!(armed(&out, Timer::Hold), Some(Duration::from_secs(30)));
         assert_eq!(p.fsm.state(), State::Established);
@@ -162,11 +219,17 @@ fn open_with_the_wrong_as_is_answered_with_2_2_and_goes_idle() {
     let mut p = Peer::new(config());
     p.on(Event::ManualStart);
     p.on(Event::TcpCrAcked);
-    let out = p.on(Event::BgpOpen(Open { asn: 65099, ..router_open() }));
+    let out = p.on(Event::BgpOpen(Open {
+        asn: 65099,
+        ..router_open()
+    }));
     assert_eq!(notification(&out), Some((2, 2)));
     assert!(out.contains(&Output::Disconnect));
     assert_eq!(p.fsm.state(), State::Idle);
-    assert!(armed(&out, Timer::IdleHold).is_some(), "it restarts by itself");
+    assert!(
+        armed(&out, Timer::IdleHold).is_some(),
+        "it restarts by itself"
+    );
 }
 
 #[test]
@@ -175,7 +238,10 @@ fn hold_timer_expiry_sends_4_0_and_reports_the_session_down() {
     p.established();
     let out = p.on(Event::HoldTimerExpires);
     assert_eq!(notification(&out), Some((4, 0)));
-    assert!(out.iter().any(|o| matches!(o, Output::Down(DownReason::NotificationSent(_)))));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Down(DownReason::NotificationSent(_))))
+    );
     assert_eq!(p.fsm.state(), State::Idle);
 }
 
@@ -214,7 +280,10 @@ fn unexpected_messages_are_fsm_errors_named_after_the_state() {
 
     let mut p = Peer::new(config());
     p.established();
-    assert_eq!(notification(&p.on(Event::BgpOpen(router_open()))), Some((5, 3)));
+    assert_eq!(
+        notification(&p.on(Event::BgpOpen(router_open()))),
+        Some((5, 3))
+    );
 }
 
 #[test]
@@ -229,7 +298,11 @@ fn a_notification_received_ends_the_session_without_answering() {
 
 #[test]
 fn repeated_failures_back_off_exponentially_up_to_the_cap() {
-    let mut p = Peer::new(FsmConfig { connect_retry_time: Duration::from_secs(1), max_idle_hold: Duration::from_secs(10), ..config() });
+    let mut p = Peer::new(FsmConfig {
+        connect_retry_time: Duration::from_secs(1),
+        max_idle_hold: Duration::from_secs(10),
+        ..config()
+    });
     let mut delays = Vec::new();
     for _ in 0..6 {
         p.on(Event::ManualStart);
@@ -238,7 +311,10 @@ fn repeated_failures_back_off_exponentially_up_to_the_cap() {
         delays.push(armed(&out, Timer::IdleHold).unwrap());
     }
     assert!(delays[1] > delays[0] && delays[2] > delays[1], "{delays:?}");
-    assert!(delays.iter().all(|d| *d <= Duration::from_secs(10)), "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d <= Duration::from_secs(10)),
+        "{delays:?}"
+    );
     // The automatic restart connects again.
     let out = p.on(Event::IdleHoldTimerExpires);
     assert!(out.contains(&Output::Connect));
@@ -247,16 +323,58 @@ fn repeated_failures_back_off_exponentially_up_to_the_cap() {
 #[test]
 fn negotiation_refuses_bad_hold_times_and_identifiers() {
     let local = Fsm::new(config(), 1).local_open().clone();
-    assert_eq!(negotiate(&local, &Open { hold_time: 2, ..router_open() }, 65001).unwrap_err().subcode, 6);
-    assert_eq!(negotiate(&local, &Open { router_id: Ipv4Addr::UNSPECIFIED, ..router_open() }, 65001).unwrap_err().subcode, 3);
+    assert_eq!(
+        negotiate(
+            &local,
+            &Open {
+                hold_time: 2,
+                ..router_open()
+            },
+            65001
+        )
+        .unwrap_err()
+        .subcode,
+        6
+    );
+    assert_eq!(
+        negotiate(
+            &local,
+            &Open {
+                router_id: Ipv4Addr::UNSPECIFIED,
+                ..router_open()
+            },
+            65001
+        )
+        .unwrap_err()
+        .subcode,
+        3
+    );
     // iBGP with our own identifier.
-    let ibgp = Open { asn: 65000, router_id: Ipv4Addr::new(192, 0, 2, 1), ..router_open() };
+    let ibgp = Open {
+        asn: 65000,
+        router_id: Ipv4Addr::new(192, 0, 2, 1),
+        ..router_open()
+    };
     assert_eq!(negotiate(&local, &ibgp, 65000).unwrap_err().subcode, 3);
     // A peer with no multiprotocol capability speaks IPv4 unicast only (RFC 4760 §8).
-    let plain = Open { capabilities: vec![Capability::FourOctetAs(65001)], ..router_open() };
-    assert_eq!(negotiate(&local, &plain, 65001).unwrap().families, vec![Family::Ipv4Unicast]);
+    let plain = Open {
+        capabilities: vec![Capability::FourOctetAs(65001)],
+        ..router_open()
+    };
+    assert_eq!(
+        negotiate(&local, &plain, 65001).unwrap().families,
+        vec![Family::Ipv4Unicast]
+    );
     // Hold time 0 on either side: no keepalives.
-    let zero = negotiate(&local, &Open { hold_time: 0, ..router_open() }, 65001).unwrap();
+    let zero = negotiate(
+        &local,
+        &Open {
+            hold_time: 0,
+            ..router_open()
+        },
+        65001,
+    )
+    .unwrap();
     assert_eq!((zero.hold_time, zero.keepalive), (0, Duration::ZERO));
 }
 

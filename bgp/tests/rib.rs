@@ -16,18 +16,29 @@ fn ctx(ebgp: bool, extended: bool) -> SessionCtx {
     SessionCtx {
         local_as: 65000,
         ebgp,
-        codec: CodecCtx { four_octet_as: true, extended_message: extended },
+        codec: CodecCtx {
+            four_octet_as: true,
+            extended_message: extended,
+        },
         families: Family::ALL.into_iter().collect(),
         max_flowspec_nlri_len: 239,
     }
 }
 
 fn discard() -> Arc<RouteAttrs> {
-    Arc::new(RouteAttrs { ext_communities: vec![Action::DISCARD.to_ext_community()], ..RouteAttrs::default() })
+    Arc::new(RouteAttrs {
+        ext_communities: vec![Action::DISCARD.to_ext_community()],
+        ..RouteAttrs::default()
+    })
 }
 
 fn flow(i: u32) -> RouteKey {
-    let text = format!("dst 10.{}.{}.{}/32 proto udp sport 53", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+    let text = format!(
+        "dst 10.{}.{}.{}/32 proto udp sport 53",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    );
     RouteKey::FlowSpec(text.parse::<Rule>().unwrap())
 }
 
@@ -35,7 +46,11 @@ fn rtbh(p: &str) -> (RouteKey, Arc<RouteAttrs>) {
     (
         RouteKey::Unicast(p.parse().unwrap()),
         Arc::new(RouteAttrs {
-            next_hop: Some(if p.contains(':') { "2001:db8::66".parse().unwrap() } else { "192.0.2.66".parse().unwrap() }),
+            next_hop: Some(if p.contains(':') {
+                "2001:db8::66".parse().unwrap()
+            } else {
+                "192.0.2.66".parse().unwrap()
+            }),
             communities: vec![Community::BLACKHOLE],
             ..RouteAttrs::default()
         }),
@@ -43,7 +58,10 @@ fn rtbh(p: &str) -> (RouteKey, Arc<RouteAttrs>) {
 }
 
 /// Drains everything and decodes it back: (updates, NLRI announced, NLRI withdrawn, End-of-RIBs).
-fn drain_all(rib: &mut AdjRibOut, codec: &CodecCtx) -> (Vec<Update>, Vec<Nlri>, Vec<Nlri>, Vec<Family>) {
+fn drain_all(
+    rib: &mut AdjRibOut,
+    codec: &CodecCtx,
+) -> (Vec<Update>, Vec<Nlri>, Vec<Nlri>, Vec<Family>) {
     let mut out = BytesMut::new();
     while rib.drain(&mut out, 1000) > 0 {}
     let mut updates = Vec::new();
@@ -52,7 +70,9 @@ fn drain_all(rib: &mut AdjRibOut, codec: &CodecCtx) -> (Vec<Update>, Vec<Nlri>, 
     while !buf.is_empty() {
         let len = usize::from(u16::from_be_bytes([buf[16], buf[17]]));
         assert!(len <= codec.max_len(), "message of {len} octets");
-        let Message::Update(u) = Message::decode(codec, &buf[..len]).unwrap() else { panic!("not an UPDATE") };
+        let Message::Update(u) = Message::decode(codec, &buf[..len]).unwrap() else {
+            panic!("not an UPDATE")
+        };
         assert!(u.problems.is_empty(), "{:?}", u.problems);
         if let Some(f) = u.end_of_rib_family() {
             eor.push(f);
@@ -84,9 +104,15 @@ fn on_session_up_every_route_is_sent_then_one_end_of_rib_per_family() {
     let (updates, ann, wd, eor) = drain_all(&mut rib, &c.codec);
     assert_eq!(ann.len(), 3);
     assert!(wd.is_empty());
-    assert_eq!(eor.iter().copied().collect::<BTreeSet<_>>(), Family::ALL.into_iter().collect());
+    assert_eq!(
+        eor.iter().copied().collect::<BTreeSet<_>>(),
+        Family::ALL.into_iter().collect()
+    );
     // End-of-RIB comes after the routes.
-    assert_eq!(updates.iter().position(|u| u.end_of_rib_family().is_some()), Some(3));
+    assert_eq!(
+        updates.iter().position(|u| u.end_of_rib_family().is_some()),
+        Some(3)
+    );
     assert!(rib.is_synced());
     assert_eq!(rib.advertised().len(), 3);
 }
@@ -103,7 +129,10 @@ fn routes_sharing_attributes_are_packed_into_few_messages_within_4096_octets() {
     assert_eq!(ann.len(), 1000);
     // Each NLRI is 15 octets: about 268 fit in 4096.
     let route_updates = updates.len() - 4;
-    assert_eq!(route_updates, 4, "1000 rules of 15 octets need 4 messages of 4096");
+    assert_eq!(
+        route_updates, 4,
+        "1000 rules of 15 octets need 4 messages of 4096"
+    );
 
     let mut rib = AdjRibOut::new();
     for i in 0..1000 {
@@ -113,7 +142,11 @@ fn routes_sharing_attributes_are_packed_into_few_messages_within_4096_octets() {
     rib.session_up(c.clone());
     let (updates, ann, _, _) = drain_all(&mut rib, &c.codec);
     assert_eq!(ann.len(), 1000);
-    assert_eq!(updates.len() - 4, 1, "with extended messages one UPDATE carries them all");
+    assert_eq!(
+        updates.len() - 4,
+        1,
+        "with extended messages one UPDATE carries them all"
+    );
 }
 
 #[test]
@@ -127,7 +160,10 @@ fn flowspec_routes_carry_no_next_hop_and_ebgp_routes_carry_our_as() {
     let mp = a.mp_reach.as_ref().unwrap();
     assert_eq!(mp.next_hop, deflect_bgp::attr::NextHop::None);
     assert_eq!(a.next_hop, None);
-    assert_eq!(a.as_path, Some(deflect_bgp::attr::AsPath::sequence(vec![65000])));
+    assert_eq!(
+        a.as_path,
+        Some(deflect_bgp::attr::AsPath::sequence(vec![65000]))
+    );
     assert_eq!(a.local_pref, None);
     assert_eq!(a.ext_communities, vec![Action::DISCARD.to_ext_community()]);
 }
@@ -157,7 +193,9 @@ fn a_withdrawal_carries_the_identical_nlri_bytes() {
     rib.remove(&flow(7));
     let (_, _, wd, _) = drain_all(&mut rib, &c.codec);
     assert_eq!(ann, wd);
-    let (Nlri::FlowSpec(a), Nlri::FlowSpec(w)) = (&ann[0], &wd[0]) else { panic!() };
+    let (Nlri::FlowSpec(a), Nlri::FlowSpec(w)) = (&ann[0], &wd[0]) else {
+        panic!()
+    };
     assert_eq!(a.wire(), w.wire());
 }
 
@@ -174,7 +212,13 @@ fn changes_before_a_drain_are_coalesced() {
     assert!(updates.is_empty());
     // Changed twice: only the last version is sent.
     let rate = Arc::new(RouteAttrs {
-        ext_communities: vec![Action::TrafficRateBytes { asn: 0, rate: 1000.0 }.to_ext_community()],
+        ext_communities: vec![
+            Action::TrafficRateBytes {
+                asn: 0,
+                rate: 1000.0,
+            }
+            .to_ext_community(),
+        ],
         ..RouteAttrs::default()
     });
     rib.set(flow(2), discard()).unwrap();
@@ -190,7 +234,10 @@ fn changes_before_a_drain_are_coalesced() {
 #[test]
 fn a_rule_longer_than_the_peer_takes_is_held_back_and_sent_where_allowed() {
     let ports: Vec<NumericOp> = (0..100).map(|i| NumericOp::eq(1000 + i * 3)).collect();
-    let comps = vec![Component::Protocol(vec![NumericOp::eq(17)]), Component::DestinationPort(ports)];
+    let comps = vec![
+        Component::Protocol(vec![NumericOp::eq(17)]),
+        Component::DestinationPort(ports),
+    ];
     let long = Rule::with_options(Afi::Ipv4, comps, &RuleOptions::LONG_FORM).unwrap();
     assert!(long.wire().len() >= 240);
     let key = RouteKey::FlowSpec(long);
@@ -207,7 +254,10 @@ fn a_rule_longer_than_the_peer_takes_is_held_back_and_sent_where_allowed() {
 
     let mut rib = AdjRibOut::new();
     rib.set(key.clone(), discard()).unwrap();
-    rib.session_up(SessionCtx { max_flowspec_nlri_len: 4095, ..c.clone() });
+    rib.session_up(SessionCtx {
+        max_flowspec_nlri_len: 4095,
+        ..c.clone()
+    });
     let (_, ann, ..) = drain_all(&mut rib, &c.codec);
     assert_eq!(ann.len(), 1);
 }
@@ -218,7 +268,10 @@ fn a_family_the_peer_did_not_negotiate_is_not_sent() {
     rib.set(flow(1), discard()).unwrap();
     let (k, a) = rtbh("198.51.100.9/32");
     rib.set(k, a).unwrap();
-    let c = SessionCtx { families: [Family::Ipv4Unicast].into_iter().collect(), ..ctx(true, false) };
+    let c = SessionCtx {
+        families: [Family::Ipv4Unicast].into_iter().collect(),
+        ..ctx(true, false)
+    };
     rib.session_up(c.clone());
     let (_, ann, _, eor) = drain_all(&mut rib, &c.codec);
     assert_eq!(ann, vec![Nlri::Ipv4("198.51.100.9/32".parse().unwrap())]);
@@ -241,7 +294,11 @@ fn route_refresh_resends_the_family_and_a_new_session_resends_everything() {
     assert!(matches!(ann[0], Nlri::FlowSpec(_)));
 
     rib.session_down();
-    assert_eq!(rib.drain(&mut BytesMut::new(), 10), 0, "nothing is written while down");
+    assert_eq!(
+        rib.drain(&mut BytesMut::new(), 10),
+        0,
+        "nothing is written while down"
+    );
     rib.remove(&flow(1));
     rib.session_up(c.clone());
     let (_, ann, wd, eor) = drain_all(&mut rib, &c.codec);
@@ -262,7 +319,10 @@ fn drain_respects_its_message_budget_and_keeps_the_rest_pending() {
     assert_eq!(rib.drain(&mut out, 2), 2);
     assert!(!rib.is_synced());
     let (_, ann, _, eor) = drain_all(&mut rib, &c.codec);
-    assert!(ann.len() < 1000, "the first two messages were already written");
+    assert!(
+        ann.len() < 1000,
+        "the first two messages were already written"
+    );
     assert_eq!(rib.advertised().len(), 1000);
     assert_eq!(eor.len(), 4);
 }
@@ -270,11 +330,28 @@ fn drain_respects_its_message_budget_and_keeps_the_rest_pending() {
 #[test]
 fn routes_with_bad_next_hops_are_refused() {
     let mut rib = AdjRibOut::new();
-    let nh = |s: &str| Arc::new(RouteAttrs { next_hop: Some(s.parse().unwrap()), ..RouteAttrs::default() });
-    assert_eq!(rib.set(RouteKey::Unicast("198.51.100.9/32".parse().unwrap()), Arc::default()), Err(RibError::MissingNextHop));
+    let nh = |s: &str| {
+        Arc::new(RouteAttrs {
+            next_hop: Some(s.parse().unwrap()),
+            ..RouteAttrs::default()
+        })
+    };
+    assert_eq!(
+        rib.set(
+            RouteKey::Unicast("198.51.100.9/32".parse().unwrap()),
+            Arc::default()
+        ),
+        Err(RibError::MissingNextHop)
+    );
     assert!(matches!(
-        rib.set(RouteKey::Unicast("198.51.100.9/32".parse().unwrap()), nh("2001:db8::1")),
+        rib.set(
+            RouteKey::Unicast("198.51.100.9/32".parse().unwrap()),
+            nh("2001:db8::1")
+        ),
         Err(RibError::NextHopFamily { .. })
     ));
-    assert_eq!(rib.set(flow(1), nh("192.0.2.1")), Err(RibError::FlowSpecNextHop));
+    assert_eq!(
+        rib.set(flow(1), nh("192.0.2.1")),
+        Err(RibError::FlowSpecNextHop)
+    );
 }

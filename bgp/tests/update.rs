@@ -4,7 +4,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::{Bytes, BytesMut};
-use deflect_bgp::attr::{AsPath, Attributes, MpReach, MpUnreach, NextHop, Nlri, Origin, RawAttribute};
+use deflect_bgp::attr::{
+    AsPath, Attributes, MpReach, MpUnreach, NextHop, Nlri, Origin, RawAttribute,
+};
 use deflect_bgp::community::{Community, LargeCommunity};
 use deflect_bgp::error::Verdict;
 use deflect_bgp::flowspec::{Action, Rule};
@@ -15,16 +17,28 @@ use deflect_bgp::notification::Notification;
 use deflect_bgp::update::{Update, UpdateErrorKind};
 use proptest::prelude::*;
 
-const AS4: CodecCtx = CodecCtx { four_octet_as: true, extended_message: false };
-const AS2: CodecCtx = CodecCtx { four_octet_as: false, extended_message: false };
+const AS4: CodecCtx = CodecCtx {
+    four_octet_as: true,
+    extended_message: false,
+};
+const AS2: CodecCtx = CodecCtx {
+    four_octet_as: false,
+    extended_message: false,
+};
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn encode(ctx: &CodecCtx, m: &Message) -> Vec<u8> {
@@ -37,11 +51,21 @@ fn encode(ctx: &CodecCtx, m: &Message) -> Vec<u8> {
 fn check(ctx: &CodecCtx, m: Message, bytes: &str) {
     let want = unhex(bytes);
     assert_eq!(hex(&encode(ctx, &m)), hex(&want), "encoding of {m:?}");
-    assert_eq!(Message::decode(ctx, &want).unwrap(), m, "decoding of {}", hex(&want));
+    assert_eq!(
+        Message::decode(ctx, &want).unwrap(),
+        m,
+        "decoding of {}",
+        hex(&want)
+    );
 }
 
 fn marker_and(len: u16, ty: u8) -> String {
-    format!("{} {:02x} {:02x} {ty:02x}", ["ff"; 16].join(" "), len >> 8, len & 0xff)
+    format!(
+        "{} {:02x} {:02x} {ty:02x}",
+        ["ff"; 16].join(" "),
+        len >> 8,
+        len & 0xff
+    )
 }
 
 #[test]
@@ -58,14 +82,18 @@ fn rtbh_ipv4_slash_32_with_blackhole_and_no_export() {
         ..Update::default()
     };
     let body = concat!(
-        "00 00 00 1f ",                  // no withdrawn routes; 31 octets of attributes
-        "40 01 01 00 ",                  // ORIGIN IGP
-        "40 02 06 02 01 00 00 fd e8 ",   // AS_PATH: sequence of one 4-octet AS, 65000
-        "40 03 04 c0 00 02 42 ",         // NEXT_HOP 192.0.2.66
+        "00 00 00 1f ",                      // no withdrawn routes; 31 octets of attributes
+        "40 01 01 00 ",                      // ORIGIN IGP
+        "40 02 06 02 01 00 00 fd e8 ",       // AS_PATH: sequence of one 4-octet AS, 65000
+        "40 03 04 c0 00 02 42 ",             // NEXT_HOP 192.0.2.66
         "c0 08 08 ff ff 02 9a ff ff ff 01 ", // COMMUNITIES 65535:666, NO_EXPORT
-        "20 c6 33 64 09",                // 198.51.100.9/32
+        "20 c6 33 64 09",                    // 198.51.100.9/32
     );
-    check(&AS4, Message::Update(u), &format!("{} {body}", marker_and(59, 2)));
+    check(
+        &AS4,
+        Message::Update(u),
+        &format!("{} {body}", marker_and(59, 2)),
+    );
 }
 
 #[test]
@@ -90,7 +118,11 @@ fn rtbh_ipv6_goes_in_mp_reach_with_a_16_octet_next_hop() {
         "80 20 01 0d b8 00 01 00 00 00 00 00 00 00 00 00 09 ",
         "40 01 01 00 40 02 06 02 01 00 00 fd e8 c0 08 04 ff ff 02 9a",
     );
-    check(&AS4, Message::Update(u), &format!("{} {body}", marker_and(84, 2)));
+    check(
+        &AS4,
+        Message::Update(u),
+        &format!("{} {body}", marker_and(84, 2)),
+    );
 }
 
 #[test]
@@ -98,7 +130,11 @@ fn flowspec_reach_has_no_next_hop_and_carries_its_action() {
     let rule: Rule = "dst 192.0.2.0/24 proto tcp port 25".parse().unwrap();
     let u = Update {
         attributes: Attributes {
-            mp_reach: Some(MpReach { family: Family::Ipv4FlowSpec, next_hop: NextHop::None, nlri: vec![Nlri::FlowSpec(rule)] }),
+            mp_reach: Some(MpReach {
+                family: Family::Ipv4FlowSpec,
+                next_hop: NextHop::None,
+                nlri: vec![Nlri::FlowSpec(rule)],
+            }),
             origin: Some(Origin::Igp),
             as_path: Some(AsPath::sequence(vec![65000])),
             ext_communities: vec![Action::DISCARD.to_ext_community()],
@@ -112,7 +148,11 @@ fn flowspec_reach_has_no_next_hop_and_carries_its_action() {
         "40 01 01 00 40 02 06 02 01 00 00 fd e8 ",
         "c0 10 08 80 06 00 00 00 00 00 00",
     );
-    check(&AS4, Message::Update(u), &format!("{} {body}", marker_and(67, 2)));
+    check(
+        &AS4,
+        Message::Update(u),
+        &format!("{} {body}", marker_and(67, 2)),
+    );
 }
 
 #[test]
@@ -120,14 +160,31 @@ fn flowspec_and_unicast_withdrawals() {
     let rule: Rule = "dst 192.0.2.0/24 proto tcp port 25".parse().unwrap();
     let u = Update {
         attributes: Attributes {
-            mp_unreach: Some(MpUnreach { family: Family::Ipv4FlowSpec, withdrawn: vec![Nlri::FlowSpec(rule)] }),
+            mp_unreach: Some(MpUnreach {
+                family: Family::Ipv4FlowSpec,
+                withdrawn: vec![Nlri::FlowSpec(rule)],
+            }),
             ..Attributes::default()
         },
         ..Update::default()
     };
-    check(&AS4, Message::Update(u), &format!("{} 00 00 00 12 80 0f 0f 00 01 85 0b 01 18 c0 00 02 03 81 06 04 81 19", marker_and(41, 2)));
-    let u = Update { withdrawn: vec!["198.51.100.9/32".parse().unwrap()], ..Update::default() };
-    check(&AS4, Message::Update(u), &format!("{} 00 05 20 c6 33 64 09 00 00", marker_and(28, 2)));
+    check(
+        &AS4,
+        Message::Update(u),
+        &format!(
+            "{} 00 00 00 12 80 0f 0f 00 01 85 0b 01 18 c0 00 02 03 81 06 04 81 19",
+            marker_and(41, 2)
+        ),
+    );
+    let u = Update {
+        withdrawn: vec!["198.51.100.9/32".parse().unwrap()],
+        ..Update::default()
+    };
+    check(
+        &AS4,
+        Message::Update(u),
+        &format!("{} 00 05 20 c6 33 64 09 00 00", marker_and(28, 2)),
+    );
 }
 
 #[test]
@@ -135,13 +192,27 @@ fn end_of_rib_for_each_family() {
     for f in Family::ALL {
         let u = Update::end_of_rib(f);
         let bytes = encode(&AS4, &Message::Update(u.clone()));
-        let Message::Update(back) = Message::decode(&AS4, &bytes).unwrap() else { panic!() };
+        let Message::Update(back) = Message::decode(&AS4, &bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(back.end_of_rib_family(), Some(f), "{}", hex(&bytes));
     }
-    assert_eq!(hex(&encode(&AS4, &Message::Update(Update::end_of_rib(Family::Ipv4Unicast)))), hex(&unhex(&format!("{} 00 00 00 00", marker_and(23, 2)))));
     assert_eq!(
-        hex(&encode(&AS4, &Message::Update(Update::end_of_rib(Family::Ipv6FlowSpec)))),
-        hex(&unhex(&format!("{} 00 00 00 06 80 0f 03 00 02 85", marker_and(29, 2))))
+        hex(&encode(
+            &AS4,
+            &Message::Update(Update::end_of_rib(Family::Ipv4Unicast))
+        )),
+        hex(&unhex(&format!("{} 00 00 00 00", marker_and(23, 2))))
+    );
+    assert_eq!(
+        hex(&encode(
+            &AS4,
+            &Message::Update(Update::end_of_rib(Family::Ipv6FlowSpec))
+        )),
+        hex(&unhex(&format!(
+            "{} 00 00 00 06 80 0f 03 00 02 85",
+            marker_and(29, 2)
+        )))
     );
 }
 
@@ -160,14 +231,22 @@ fn two_octet_sessions_carry_as_trans_and_as4_path() {
     let bytes = encode(&AS2, &Message::Update(u));
     let body = concat!(
         "00 00 00 1b 40 01 01 00 ",
-        "40 02 04 02 01 5b a0 ",          // AS_PATH with AS_TRANS (23456)
+        "40 02 04 02 01 5b a0 ", // AS_PATH with AS_TRANS (23456)
         "40 03 04 c0 00 02 42 ",
-        "c0 11 06 02 01 fa 56 ea 00 ",    // AS4_PATH with the real 4-octet AS
+        "c0 11 06 02 01 fa 56 ea 00 ", // AS4_PATH with the real 4-octet AS
         "18 c6 33 64",
     );
-    assert_eq!(hex(&bytes), hex(&unhex(&format!("{} {body}", marker_and(54, 2)))));
-    let Message::Update(back) = Message::decode(&AS2, &bytes).unwrap() else { panic!() };
-    assert_eq!(back.attributes.as4_path, Some(AsPath::sequence(vec![4_200_000_000])));
+    assert_eq!(
+        hex(&bytes),
+        hex(&unhex(&format!("{} {body}", marker_and(54, 2))))
+    );
+    let Message::Update(back) = Message::decode(&AS2, &bytes).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        back.attributes.as4_path,
+        Some(AsPath::sequence(vec![4_200_000_000]))
+    );
 }
 
 #[test]
@@ -178,18 +257,32 @@ fn large_communities_and_unknown_transitive_attributes_round_trip() {
             as_path: Some(AsPath::empty()),
             next_hop: Some(Ipv4Addr::new(192, 0, 2, 66)),
             local_pref: Some(100),
-            large_communities: vec![LargeCommunity { global: 65000, local1: 1, local2: 666 }],
-            unknown: vec![RawAttribute { flags: 0xe0, type_code: 99, value: Bytes::from_static(b"hi") }],
+            large_communities: vec![LargeCommunity {
+                global: 65000,
+                local1: 1,
+                local2: 666,
+            }],
+            unknown: vec![RawAttribute {
+                flags: 0xe0,
+                type_code: 99,
+                value: Bytes::from_static(b"hi"),
+            }],
             ..Attributes::default()
         },
         nlri: vec!["198.51.100.0/24".parse().unwrap()],
         ..Update::default()
     };
     let bytes = encode(&AS4, &Message::Update(u.clone()));
-    assert!(hex(&bytes).contains("c0 20 0c 00 00 fd e8 00 00 00 01 00 00 02 9a"), "{}", hex(&bytes));
+    assert!(
+        hex(&bytes).contains("c0 20 0c 00 00 fd e8 00 00 00 01 00 00 02 9a"),
+        "{}",
+        hex(&bytes)
+    );
     // Passed on with the Partial bit set (RFC 4271 §5).
     assert!(hex(&bytes).contains("e0 63 02 68 69"), "{}", hex(&bytes));
-    let Message::Update(back) = Message::decode(&AS4, &bytes).unwrap() else { panic!() };
+    let Message::Update(back) = Message::decode(&AS4, &bytes).unwrap() else {
+        panic!()
+    };
     assert_eq!(back.attributes, u.attributes);
 }
 
@@ -201,8 +294,20 @@ fn keepalive_notification_and_route_refresh_vectors() {
         Message::Notification(Notification::cease_admin_shutdown("bye")),
         &format!("{} 06 02 03 62 79 65", marker_and(25, 3)),
     );
-    check(&AS4, Message::Notification(Notification::hold_timer_expired()), &format!("{} 04 00", marker_and(21, 3)));
-    check(&AS4, Message::RouteRefresh(RouteRefresh { afi: 1, subtype: 0, safi: 133 }), &format!("{} 00 01 00 85", marker_and(23, 5)));
+    check(
+        &AS4,
+        Message::Notification(Notification::hold_timer_expired()),
+        &format!("{} 04 00", marker_and(21, 3)),
+    );
+    check(
+        &AS4,
+        Message::RouteRefresh(RouteRefresh {
+            afi: 1,
+            subtype: 0,
+            safi: 133,
+        }),
+        &format!("{} 00 01 00 85", marker_and(23, 5)),
+    );
     let long_keepalive = unhex(&format!("{} 00", marker_and(20, 4)));
     let e = Message::decode(&AS4, &long_keepalive).unwrap_err();
     assert_eq!((e.notification().code, e.notification().subcode), (1, 2));
@@ -269,17 +374,36 @@ fn malformed_updates_get_their_rfc7606_verdicts() {
 #[test]
 fn missing_well_known_attribute_notification_names_it() {
     let msg = with_header("00 00 00 07 40 01 01 00 40 02 00 18 c6 33 64");
-    let Message::Update(u) = Message::decode(&AS4, &msg).unwrap() else { panic!() };
-    let p = u.problems.iter().find(|p| matches!(p.kind, UpdateErrorKind::MissingWellKnown(3))).unwrap();
-    assert_eq!((p.notification().code, p.notification().subcode, p.notification().data.as_ref()), (3, 3, &[3u8][..]));
+    let Message::Update(u) = Message::decode(&AS4, &msg).unwrap() else {
+        panic!()
+    };
+    let p = u
+        .problems
+        .iter()
+        .find(|p| matches!(p.kind, UpdateErrorKind::MissingWellKnown(3)))
+        .unwrap();
+    assert_eq!(
+        (
+            p.notification().code,
+            p.notification().subcode,
+            p.notification().data.as_ref()
+        ),
+        (3, 3, &[3u8][..])
+    );
 }
 
 #[test]
 fn every_truncation_of_a_valid_update_is_refused_or_decodes_without_panic() {
-    let rule: Rule = "dst 192.0.2.0/24 proto tcp dport 25,80 tcp-flags syn".parse().unwrap();
+    let rule: Rule = "dst 192.0.2.0/24 proto tcp dport 25,80 tcp-flags syn"
+        .parse()
+        .unwrap();
     let u = Update {
         attributes: Attributes {
-            mp_reach: Some(MpReach { family: Family::Ipv4FlowSpec, next_hop: NextHop::None, nlri: vec![Nlri::FlowSpec(rule)] }),
+            mp_reach: Some(MpReach {
+                family: Family::Ipv4FlowSpec,
+                next_hop: NextHop::None,
+                nlri: vec![Nlri::FlowSpec(rule)],
+            }),
             origin: Some(Origin::Igp),
             as_path: Some(AsPath::sequence(vec![65000, 4_200_000_000])),
             ext_communities: vec![Action::DISCARD.to_ext_community()],
@@ -294,15 +418,25 @@ fn every_truncation_of_a_valid_update_is_refused_or_decodes_without_panic() {
     }
     let whole = encode(&AS4, &Message::Update(u));
     for n in 0..whole.len() {
-        assert!(Message::decode(&AS4, &whole[..n]).is_err(), "a {n}-octet prefix decoded");
+        assert!(
+            Message::decode(&AS4, &whole[..n]).is_err(),
+            "a {n}-octet prefix decoded"
+        );
     }
 }
 
 #[test]
 fn an_update_too_long_for_the_session_is_refused_by_the_encoder() {
-    let nlri = (0..1100u32).map(|i| ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap()).collect();
+    let nlri = (0..1100u32)
+        .map(|i| ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())
+        .collect();
     let u = Update {
-        attributes: Attributes { origin: Some(Origin::Igp), as_path: Some(AsPath::empty()), next_hop: Some(Ipv4Addr::LOCALHOST), ..Attributes::default() },
+        attributes: Attributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::empty()),
+            next_hop: Some(Ipv4Addr::LOCALHOST),
+            ..Attributes::default()
+        },
         nlri,
         ..Update::default()
     };
@@ -310,7 +444,10 @@ fn an_update_too_long_for_the_session_is_refused_by_the_encoder() {
     let e = Message::Update(u.clone()).encode(&AS4, &mut b).unwrap_err();
     assert_eq!(e.max, header::MAX_LEN);
     assert!(b.is_empty());
-    let ext = CodecCtx { four_octet_as: true, extended_message: true };
+    let ext = CodecCtx {
+        four_octet_as: true,
+        extended_message: true,
+    };
     Message::Update(u).encode(&ext, &mut b).unwrap();
     assert!(b.len() > 4096);
 }
@@ -327,13 +464,25 @@ fn arb_attrs() -> impl Strategy<Value = Attributes> {
         any::<[u8; 16]>(),
     )
         .prop_map(|(o, path, med, lp, comms, ecs, lcs, v6)| Attributes {
-            origin: Some([Origin::Igp, Origin::Egp, Origin::Incomplete][usize::from(o.unwrap_or(0))]),
+            origin: Some(
+                [Origin::Igp, Origin::Egp, Origin::Incomplete][usize::from(o.unwrap_or(0))],
+            ),
             as_path: Some(AsPath::sequence(path)),
             med,
             local_pref: lp,
             communities: comms.into_iter().map(Community).collect(),
-            ext_communities: ecs.into_iter().map(deflect_bgp::community::ExtCommunity).collect(),
-            large_communities: lcs.into_iter().map(|(g, a, b)| LargeCommunity { global: g, local1: a, local2: b }).collect(),
+            ext_communities: ecs
+                .into_iter()
+                .map(deflect_bgp::community::ExtCommunity)
+                .collect(),
+            large_communities: lcs
+                .into_iter()
+                .map(|(g, a, b)| LargeCommunity {
+                    global: g,
+                    local1: a,
+                    local2: b,
+                })
+                .collect(),
             mp_reach: Some(MpReach {
                 family: Family::Ipv6Unicast,
                 next_hop: NextHop::V6(Ipv6Addr::from(v6)),

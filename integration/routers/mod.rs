@@ -17,11 +17,18 @@ pub type Result<T> = std::result::Result<T, String>;
 
 /// A free TCP port on `addr` (bound, then released).
 pub fn free_port(addr: IpAddr) -> u16 {
-    TcpListener::bind(SocketAddr::new(addr, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind(SocketAddr::new(addr, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let start = Instant::now();
     let mut last = String::new();
     loop {
@@ -31,14 +38,20 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<
             Err(e) => last = e,
         }
         if start.elapsed() > timeout {
-            return Err(format!("timed out after {timeout:?} waiting for {what} (last error: {last})"));
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what} (last error: {last})"
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deflect-{tag}-{}-{}", std::process::id(), rand_suffix()));
+    let d = std::env::temp_dir().join(format!(
+        "deflect-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     let _ = fs::create_dir_all(&d);
     d
 }
@@ -65,7 +78,10 @@ fn run(cmd: &mut Command) -> Result<String> {
 fn stop(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let pid = c.id() as i32;
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(2) {
             if let Ok(Some(_)) = c.try_wait() {
@@ -113,8 +129,16 @@ impl Bird {
     pub fn start(session: Session) -> Result<Bird> {
         let dir = temp_dir("bird");
         let s = &session;
-        let password = s.md5_password.as_ref().map(|p| format!("  password \"{p}\";\n")).unwrap_or_default();
-        let gr = if s.graceful_restart { "  graceful restart on;\n" } else { "" };
+        let password = s
+            .md5_password
+            .as_ref()
+            .map(|p| format!("  password \"{p}\";\n"))
+            .unwrap_or_default();
+        let gr = if s.graceful_restart {
+            "  graceful restart on;\n"
+        } else {
+            ""
+        };
         let config = format!(
             "router id {rid};\nlog \"{log}\" all;\nflow4 table ft4;\nflow6 table ft6;\nprotocol device {{}}\n\
              protocol bgp deflect {{\n  local {ra} port {rp} as {ras};\n  neighbor {da} as {das};\n  multihop 2;\n  passive on;\n\
@@ -129,7 +153,11 @@ impl Bird {
             das = s.deflect_as,
         );
         fs::write(dir.join("bird.conf"), config).map_err(|e| e.to_string())?;
-        let mut b = Bird { session, dir, child: None };
+        let mut b = Bird {
+            session,
+            dir,
+            child: None,
+        };
         b.spawn()?;
         Ok(b)
     }
@@ -152,16 +180,23 @@ impl Bird {
             .spawn()
             .map_err(|e| format!("cannot start bird (is the bird2 package installed?): {e}"))?;
         self.child = Some(child);
-        wait_for("BIRD's control socket", Duration::from_secs(10), || Ok(self.birdc("show status").ok()))?;
+        wait_for("BIRD's control socket", Duration::from_secs(10), || {
+            Ok(self.birdc("show status").ok())
+        })?;
         Ok(())
     }
 
     pub fn birdc(&self, cmd: &str) -> Result<String> {
-        run(Command::new("birdc").arg("-s").arg(self.socket()).args(cmd.split_whitespace()))
+        run(Command::new("birdc")
+            .arg("-s")
+            .arg(self.socket())
+            .args(cmd.split_whitespace()))
     }
 
     pub fn established(&self) -> Result<bool> {
-        Ok(self.birdc("show protocols deflect")?.contains("Established"))
+        Ok(self
+            .birdc("show protocols deflect")?
+            .contains("Established"))
     }
 
     /// `(rule text as BIRD prints it, ext communities)` from `show route table ft4|ft6 all`.
@@ -170,11 +205,21 @@ impl Bird {
         let mut routes: Vec<(String, Vec<String>)> = Vec::new();
         for line in out.lines() {
             if line.starts_with("flow") {
-                let rule = line.split(" [").next().unwrap_or(line).split("  ").next().unwrap_or(line).trim();
+                let rule = line
+                    .split(" [")
+                    .next()
+                    .unwrap_or(line)
+                    .split("  ")
+                    .next()
+                    .unwrap_or(line)
+                    .trim();
                 routes.push((rule.to_string(), Vec::new()));
             } else if let Some(ec) = line.trim().strip_prefix("BGP.ext_community: ") {
                 if let Some(r) = routes.last_mut() {
-                    r.1 = ec.split(") (").map(|s| s.trim_matches(|c| c == '(' || c == ')').to_string()).collect();
+                    r.1 = ec
+                        .split(") (")
+                        .map(|s| s.trim_matches(|c| c == '(' || c == ')').to_string())
+                        .collect();
                 }
             }
         }
@@ -187,8 +232,14 @@ impl Bird {
         let mut routes: Vec<(String, String, String)> = Vec::new();
         for line in out.lines() {
             let t = line.trim();
-            if !line.starts_with(char::is_whitespace) && (line.contains('/') && !line.starts_with("Table")) {
-                let prefix = line.split_whitespace().next().unwrap_or_default().to_string();
+            if !line.starts_with(char::is_whitespace)
+                && (line.contains('/') && !line.starts_with("Table"))
+            {
+                let prefix = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 routes.push((prefix, String::new(), String::new()));
             } else if let Some(nh) = t.strip_prefix("BGP.next_hop: ") {
                 if let Some(r) = routes.last_mut() {
@@ -237,15 +288,26 @@ impl Gobgp {
         let s = &session;
         let api_port = free_port("127.0.0.1".parse().map_err(|_| "address")?);
         let mut families = String::new();
-        for f in ["ipv4-flowspec", "ipv6-flowspec", "ipv4-unicast", "ipv6-unicast"] {
+        for f in [
+            "ipv4-flowspec",
+            "ipv6-flowspec",
+            "ipv4-unicast",
+            "ipv6-unicast",
+        ] {
             families.push_str(&format!(
                 "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{f}\"\n"
             ));
             if s.graceful_restart {
-                families.push_str("    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n");
+                families.push_str(
+                    "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n",
+                );
             }
         }
-        let password = s.md5_password.as_ref().map(|p| format!("    auth-password = \"{p}\"\n")).unwrap_or_default();
+        let password = s
+            .md5_password
+            .as_ref()
+            .map(|p| format!("    auth-password = \"{p}\"\n"))
+            .unwrap_or_default();
         let gr = if s.graceful_restart {
             "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n"
         } else {
@@ -264,7 +326,12 @@ impl Gobgp {
             das = s.deflect_as,
         );
         fs::write(dir.join("gobgp.toml"), config).map_err(|e| e.to_string())?;
-        let mut g = Gobgp { session, api_port, dir, child: None };
+        let mut g = Gobgp {
+            session,
+            api_port,
+            dir,
+            child: None,
+        };
         g.spawn()?;
         Ok(g)
     }
@@ -281,12 +348,17 @@ impl Gobgp {
             .spawn()
             .map_err(|e| format!("cannot start gobgpd (is the gobgpd package installed?): {e}"))?;
         self.child = Some(child);
-        wait_for("GoBGP's API", Duration::from_secs(10), || Ok(self.gobgp("global").ok()))?;
+        wait_for("GoBGP's API", Duration::from_secs(10), || {
+            Ok(self.gobgp("global").ok())
+        })?;
         Ok(())
     }
 
     pub fn gobgp(&self, args: &str) -> Result<String> {
-        run(Command::new("gobgp").arg("-p").arg(self.api_port.to_string()).args(args.split_whitespace()))
+        run(Command::new("gobgp")
+            .arg("-p")
+            .arg(self.api_port.to_string())
+            .args(args.split_whitespace()))
     }
 
     pub fn established(&self) -> Result<bool> {

@@ -165,7 +165,9 @@ impl Connection {
 
     /// Queues a message without waiting; false when the queue is full or the writer gone.
     pub fn try_send(&self, msg: Bytes) -> bool {
-        self.writer.as_ref().is_some_and(|w| w.try_send(msg).is_ok())
+        self.writer
+            .as_ref()
+            .is_some_and(|w| w.try_send(msg).is_ok())
     }
 
     /// Free slots in the write queue (0 once the writer is gone).
@@ -199,20 +201,35 @@ impl Drop for Connection {
 }
 
 /// Opens an outgoing connection with the peer's socket options, giving up after `timeout`.
-pub async fn connect(remote: SocketAddr, opts: &SocketOptions, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+pub async fn connect(
+    remote: SocketAddr,
+    opts: &SocketOptions,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let socket = if remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     apply_options(&socket, remote.ip(), opts)?;
     if let Some(local) = opts.local_addr {
         socket.bind(SocketAddr::new(local, 0))?;
     }
     match tokio::time::timeout(timeout, socket.connect(remote)).await {
         Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {remote} timed out"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect to {remote} timed out"),
+        )),
     }
 }
 
 /// MD5 key and GTSM on a socket about to connect (or listen for `peer`).
-pub fn apply_options<S: std::os::fd::AsRawFd + std::os::fd::AsFd>(socket: &S, peer: IpAddr, opts: &SocketOptions) -> io::Result<()> {
+pub fn apply_options<S: std::os::fd::AsRawFd + std::os::fd::AsFd>(
+    socket: &S,
+    peer: IpAddr,
+    opts: &SocketOptions,
+) -> io::Result<()> {
     if let Some(pw) = &opts.md5_password {
         sys::set_tcp_md5(socket, peer, Some(pw.as_bytes()))?;
     }
@@ -223,7 +240,10 @@ pub fn apply_options<S: std::os::fd::AsRawFd + std::os::fd::AsFd>(socket: &S, pe
 }
 
 /// GTSM (RFC 5082 §3): outgoing TTL 255, incoming TTL at least 254.
-pub fn set_gtsm<S: std::os::fd::AsRawFd + std::os::fd::AsFd>(socket: &S, ipv6: bool) -> io::Result<()> {
+pub fn set_gtsm<S: std::os::fd::AsRawFd + std::os::fd::AsFd>(
+    socket: &S,
+    ipv6: bool,
+) -> io::Result<()> {
     let s = socket2::SockRef::from(socket);
     if ipv6 {
         s.set_unicast_hops_v6(255)?;

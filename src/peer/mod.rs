@@ -118,8 +118,9 @@ impl PeerConfig {
     }
 
     fn send_hold_time(&self) -> Duration {
-        self.send_hold_time
-            .unwrap_or_else(|| Duration::from_secs(480).max(Duration::from_secs(2 * u64::from(self.hold_time))))
+        self.send_hold_time.unwrap_or_else(|| {
+            Duration::from_secs(480).max(Duration::from_secs(2 * u64::from(self.hold_time)))
+        })
     }
 }
 
@@ -196,7 +197,10 @@ impl PeerHandle {
     pub async fn join(&self) {
         if let Some(t) = self.task.lock().await.take() {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -211,7 +215,12 @@ pub fn spawn(config: PeerConfig) -> PeerHandle {
     let span = info_span!("peer", peer = %config.name, remote_as = config.remote_as);
     let task = PeerTask::new(config.clone(), rx, status_tx);
     let join = tokio::spawn(task.run().instrument(span));
-    PeerHandle { config, tx, status: status_rx, task: Arc::new(Mutex::new(Some(join))) }
+    PeerHandle {
+        config,
+        tx,
+        status: status_rx,
+        task: Arc::new(Mutex::new(Some(join))),
+    }
 }
 
 /// What woke the peer task up.
@@ -249,7 +258,11 @@ struct PeerTask {
 }
 
 impl PeerTask {
-    fn new(config: Arc<PeerConfig>, commands: mpsc::Receiver<Command>, status: watch::Sender<PeerStatus>) -> Self {
+    fn new(
+        config: Arc<PeerConfig>,
+        commands: mpsc::Receiver<Command>,
+        status: watch::Sender<PeerStatus>,
+    ) -> Self {
         let (events_tx, events) = mpsc::channel(WRITE_QUEUE);
         let seed = rand::random::<u64>();
         PeerTask {
@@ -285,7 +298,8 @@ impl PeerTask {
         self.handle(start);
         loop {
             let deadline = self.timers.values().min().copied();
-            let wants_room = self.rib.is_established() && !self.rib.is_synced() && self.conn.is_some();
+            let wants_room =
+                self.rib.is_established() && !self.rib.is_synced() && self.conn.is_some();
             let wake = {
                 let connecting = &mut self.connecting;
                 let conn = &self.conn;
@@ -346,9 +360,16 @@ impl PeerTask {
                 self.timers.remove(&t);
             }
             Output::Established(neg) => {
-                self.codec = CodecCtx { four_octet_as: neg.four_octet_as, extended_message: neg.extended_message };
-                let families: BTreeSet<Family> =
-                    neg.families.iter().copied().filter(|f| self.config.families.contains(f)).collect();
+                self.codec = CodecCtx {
+                    four_octet_as: neg.four_octet_as,
+                    extended_message: neg.extended_message,
+                };
+                let families: BTreeSet<Family> = neg
+                    .families
+                    .iter()
+                    .copied()
+                    .filter(|f| self.config.families.contains(f))
+                    .collect();
                 self.families = families.iter().copied().collect();
                 self.remote_router_id = Some(neg.remote_router_id);
                 self.established_count += 1;
@@ -358,7 +379,7 @@ impl PeerTask {
                 self.rib.session_up(SessionCtx {
                     local_as: self.config.local_as,
                     ebgp: neg.ebgp,
-                    codec: self.codec.clone(),
+                    codec: self.codec,
                     families,
                     max_flowspec_nlri_len: self.config.max_flowspec_nlri_len,
                 });
@@ -490,9 +511,14 @@ impl PeerTask {
     /// Both connections exist and the remote identifier is known (OpenConfirm): keep the one
     /// initiated by the higher identifier (RFC 4271 §6.8).
     fn resolve_collision(&mut self) {
-        let (Some(remote_id), Some(conn)) = (self.fsm.remote_router_id(), &self.conn) else { return };
-        let Some(incoming) = self.pending_incoming.take() else { return };
-        let keep_ours = fsm::resolve_collision(self.config.router_id, remote_id) == fsm::CollisionWinner::Local;
+        let (Some(remote_id), Some(conn)) = (self.fsm.remote_router_id(), &self.conn) else {
+            return;
+        };
+        let Some(incoming) = self.pending_incoming.take() else {
+            return;
+        };
+        let keep_ours =
+            fsm::resolve_collision(self.config.router_id, remote_id) == fsm::CollisionWinner::Local;
         let existing_is_ours = conn.outbound;
         if keep_ours == existing_is_ours {
             debug!("connection collision: keeping the existing connection");
@@ -548,7 +574,11 @@ impl PeerTask {
     }
 
     fn on_frame(&mut self, frame: Bytes) {
-        let max = if self.codec.extended_message { header::MAX_EXTENDED_LEN } else { header::MAX_LEN };
+        let max = if self.codec.extended_message {
+            header::MAX_EXTENDED_LEN
+        } else {
+            header::MAX_LEN
+        };
         if frame.len() > max {
             let e = header::HeaderError::BadLength(frame.len() as u16);
             self.handle(Event::BgpHeaderErr(e.notification()));
@@ -580,7 +610,11 @@ impl PeerTask {
                         info!(family = %f, "ROUTE-REFRESH: re-sending");
                         self.rib.route_refresh(f);
                     }
-                    _ => debug!(afi = rr.afi, safi = rr.safi, "ROUTE-REFRESH for a family we do not send"),
+                    _ => debug!(
+                        afi = rr.afi,
+                        safi = rr.safi,
+                        "ROUTE-REFRESH for a family we do not send"
+                    ),
                 }
                 self.handle(Event::RouteRefreshMsg);
             }
@@ -594,7 +628,12 @@ impl PeerTask {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
+        let due: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, _)| *t)
+            .collect();
         for t in due {
             self.timers.remove(&t);
             self.handle(Event::timer_expired(t));
@@ -657,8 +696,12 @@ impl PeerTask {
         let outputs = self.fsm.handle(Event::ManualStop, self.now());
         for o in outputs {
             match o {
-                Output::Send(Message::Notification(n)) if n.code == deflect_bgp::notification::code::CEASE => {
-                    self.send(&Message::Notification(Notification::cease_admin_shutdown(reason)));
+                Output::Send(Message::Notification(n))
+                    if n.code == deflect_bgp::notification::code::CEASE =>
+                {
+                    self.send(&Message::Notification(Notification::cease_admin_shutdown(
+                        reason,
+                    )));
                 }
                 Output::Disconnect => {
                     if let Some(c) = self.conn.take() {

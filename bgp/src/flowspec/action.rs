@@ -117,19 +117,33 @@ impl Action {
                     return None;
                 }
                 if c.kind() == kind::TRAFFIC_RATE_BYTES {
-                    Action::TrafficRateBytes { asn: u16_at(2), rate }
+                    Action::TrafficRateBytes {
+                        asn: u16_at(2),
+                        rate,
+                    }
                 } else {
-                    Action::TrafficRatePackets { asn: u16_at(2), rate }
+                    Action::TrafficRatePackets {
+                        asn: u16_at(2),
+                        rate,
+                    }
                 }
             }
-            kind::TRAFFIC_ACTION => {
-                Action::TrafficAction { sample: b[7] & SAMPLE_BIT != 0, terminal: b[7] & T_BIT == 0 }
-            }
-            kind::REDIRECT_AS2 => Action::RedirectAs2 { asn: u16_at(2), value: u32_at(4) },
-            kind::REDIRECT_IPV4 => {
-                Action::RedirectIpv4 { ip: Ipv4Addr::new(b[2], b[3], b[4], b[5]), value: u16_at(6) }
-            }
-            kind::REDIRECT_AS4 => Action::RedirectAs4 { asn: u32_at(2), value: u16_at(6) },
+            kind::TRAFFIC_ACTION => Action::TrafficAction {
+                sample: b[7] & SAMPLE_BIT != 0,
+                terminal: b[7] & T_BIT == 0,
+            },
+            kind::REDIRECT_AS2 => Action::RedirectAs2 {
+                asn: u16_at(2),
+                value: u32_at(4),
+            },
+            kind::REDIRECT_IPV4 => Action::RedirectIpv4 {
+                ip: Ipv4Addr::new(b[2], b[3], b[4], b[5]),
+                value: u16_at(6),
+            },
+            kind::REDIRECT_AS4 => Action::RedirectAs4 {
+                asn: u32_at(2),
+                value: u16_at(6),
+            },
             kind::TRAFFIC_MARKING if b[7] <= 0x3f => Action::TrafficMarking { dscp: b[7] },
             _ => return None,
         })

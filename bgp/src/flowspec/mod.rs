@@ -84,7 +84,13 @@ pub struct NumericOp {
 
 impl NumericOp {
     pub const fn eq(value: u64) -> NumericOp {
-        NumericOp { and: false, lt: false, gt: false, eq: true, value }
+        NumericOp {
+            and: false,
+            lt: false,
+            gt: false,
+            eq: true,
+            value,
+        }
     }
 
     /// Whether `x` satisfies this comparison alone.
@@ -107,7 +113,11 @@ pub struct BitmaskOp {
 
 impl BitmaskOp {
     pub fn matches(&self, data: u64) -> bool {
-        let r = if self.matched { data & self.value == self.value } else { data & self.value != 0 };
+        let r = if self.matched {
+            data & self.value == self.value
+        } else {
+            data & self.value != 0
+        };
         r != self.not
     }
 }
@@ -271,7 +281,11 @@ pub enum RuleError {
     #[error("{0} has no values")]
     EmptyList(&'static str),
     #[error("{keyword}: value {value} is beyond {max} (the field's width)")]
-    ValueTooLarge { keyword: &'static str, value: u64, max: u64 },
+    ValueTooLarge {
+        keyword: &'static str,
+        value: u64,
+        max: u64,
+    },
     #[error("{0}: an operator with none of <, >, = can never match")]
     FalseOperator(&'static str),
     #[error("{0}: the first operator of a list cannot be AND-ed to a previous one")]
@@ -279,11 +293,22 @@ pub enum RuleError {
     #[error("{keyword}: the terms AND-ed in {term} can never all hold")]
     NeverMatches { keyword: &'static str, term: String },
     #[error("{keyword}: prefix {prefix} is not an {family} prefix")]
-    PrefixFamily { keyword: &'static str, prefix: IpNet, family: &'static str },
+    PrefixFamily {
+        keyword: &'static str,
+        prefix: IpNet,
+        family: &'static str,
+    },
     #[error("{keyword}: prefix {prefix} has host bits set; did you mean {}?", .prefix.trunc())]
-    HostBits { keyword: &'static str, prefix: IpNet },
+    HostBits {
+        keyword: &'static str,
+        prefix: IpNet,
+    },
     #[error("{keyword}: offset {offset} is beyond the prefix length {len}")]
-    OffsetBeyondLength { keyword: &'static str, offset: u8, len: u8 },
+    OffsetBeyondLength {
+        keyword: &'static str,
+        offset: u8,
+        len: u8,
+    },
     #[error(
         "{0}: a non-zero IPv6 prefix offset is refused by default (GoBGP and BIRD 2.0.12 read it differently)"
     )]
@@ -295,8 +320,13 @@ pub enum RuleError {
     #[error("fragment: the don't-fragment bit does not exist in IPv6 (RFC 8956 §3.6)")]
     DontFragmentIpv6,
     #[error("{keyword} can never match: the protocol list excludes {needs}")]
-    ProtocolConflict { keyword: &'static str, needs: &'static str },
-    #[error("the rule's NLRI is {len} octets; at most {max} are allowed (split the value lists, or allow the long form)")]
+    ProtocolConflict {
+        keyword: &'static str,
+        needs: &'static str,
+    },
+    #[error(
+        "the rule's NLRI is {len} octets; at most {max} are allowed (split the value lists, or allow the long form)"
+    )]
     TooLong { len: usize, max: usize },
 }
 
@@ -309,7 +339,9 @@ pub enum FlowSpecError {
     BadLength(usize),
     #[error("unknown component type {0}")]
     UnknownType(u8),
-    #[error("component type {type_code} follows type {previous}: components must be in ascending order")]
+    #[error(
+        "component type {type_code} follows type {previous}: components must be in ascending order"
+    )]
     BadOrder { type_code: u8, previous: u8 },
     #[error("prefix length {len} (offset {offset}) is invalid for the family")]
     BadPrefix { len: u8, offset: u8 },
@@ -330,12 +362,18 @@ pub struct RuleOptions {
 
 impl RuleOptions {
     /// Up to 4095 octets and IPv6 offsets: for peers known to cope, and for decoding.
-    pub const LONG_FORM: RuleOptions = RuleOptions { max_nlri_len: MAX_NLRI_LEN + 2, allow_ipv6_offset: true };
+    pub const LONG_FORM: RuleOptions = RuleOptions {
+        max_nlri_len: MAX_NLRI_LEN + 2,
+        allow_ipv6_offset: true,
+    };
 }
 
 impl Default for RuleOptions {
     fn default() -> Self {
-        RuleOptions { max_nlri_len: DEFAULT_MAX_NLRI_LEN, allow_ipv6_offset: false }
+        RuleOptions {
+            max_nlri_len: DEFAULT_MAX_NLRI_LEN,
+            allow_ipv6_offset: false,
+        }
     }
 }
 
@@ -388,14 +426,25 @@ impl Rule {
         Rule::with_options(afi, components, &RuleOptions::default())
     }
 
-    pub fn with_options(afi: Afi, mut components: Vec<Component>, opts: &RuleOptions) -> Result<Rule, RuleError> {
+    pub fn with_options(
+        afi: Afi,
+        mut components: Vec<Component>,
+        opts: &RuleOptions,
+    ) -> Result<Rule, RuleError> {
         components.sort_by_key(Component::type_code);
         validate(afi, &components, opts)?;
         let wire = encode(afi, &components);
         if wire.len() > opts.max_nlri_len.min(MAX_NLRI_LEN + 2) {
-            return Err(RuleError::TooLong { len: wire.len(), max: opts.max_nlri_len.min(MAX_NLRI_LEN + 2) });
+            return Err(RuleError::TooLong {
+                len: wire.len(),
+                max: opts.max_nlri_len.min(MAX_NLRI_LEN + 2),
+            });
         }
-        Ok(Rule { afi, components, wire: wire.into_boxed_slice() })
+        Ok(Rule {
+            afi,
+            components,
+            wire: wire.into_boxed_slice(),
+        })
     }
 
     pub fn afi(&self) -> Afi {
@@ -429,21 +478,34 @@ impl Rule {
     /// keeps the bytes it was read from as its identity. Structure and meaning are checked as for
     /// [`Rule::new`], except the length cap and the IPv6 offset policy (encoder policies).
     pub fn decode(afi: Afi, buf: &[u8]) -> Result<(Rule, usize), FlowSpecError> {
-        let (&b0, rest) = buf.split_first().ok_or(FlowSpecError::Truncated("length"))?;
+        let (&b0, rest) = buf
+            .split_first()
+            .ok_or(FlowSpecError::Truncated("length"))?;
         let (len, hdr) = if b0 >= 0xf0 {
-            let &b1 = rest.first().ok_or(FlowSpecError::Truncated("2-octet length"))?;
+            let &b1 = rest
+                .first()
+                .ok_or(FlowSpecError::Truncated("2-octet length"))?;
             (usize::from(b0 & 0x0f) << 8 | usize::from(b1), 2)
         } else {
             (usize::from(b0), 1)
         };
-        let body = buf.get(hdr..hdr + len).ok_or(FlowSpecError::Truncated("components"))?;
+        let body = buf
+            .get(hdr..hdr + len)
+            .ok_or(FlowSpecError::Truncated("components"))?;
         let components = decode_components(afi, body)?;
         if components.is_empty() {
             return Err(RuleError::Empty.into());
         }
         validate(afi, &components, &RuleOptions::LONG_FORM)?;
         let wire = buf[..hdr + len].to_vec().into_boxed_slice();
-        Ok((Rule { afi, components, wire }, hdr + len))
+        Ok((
+            Rule {
+                afi,
+                components,
+                wire,
+            },
+            hdr + len,
+        ))
     }
 
     /// RFC 8955 §5.1 order of precedence: `Less` means `self` is applied first.
@@ -457,7 +519,10 @@ impl Rule {
             let ord = match (a.prefix(), b.prefix()) {
                 (Some(pa), Some(pb)) => prefix_precedence(pa, pb),
                 _ => {
-                    let (ea, eb) = (encode_component(self.afi, a), encode_component(other.afi, b));
+                    let (ea, eb) = (
+                        encode_component(self.afi, a),
+                        encode_component(other.afi, b),
+                    );
                     let common = ea.len().min(eb.len());
                     match ea[..common].cmp(&eb[..common]) {
                         Ordering::Equal => eb.len().cmp(&ea.len()), // longer first
@@ -501,7 +566,11 @@ pub fn decode_nlri_list(afi: Afi, mut buf: &[u8]) -> Result<Vec<Rule>, FlowSpecE
 
 /// Builds rules from `components`, splitting the longest OR-list into several rules when one rule
 /// would exceed `opts.max_nlri_len`. The union of the rules matches what the single rule would.
-pub fn split_rule(afi: Afi, components: Vec<Component>, opts: &RuleOptions) -> Result<Vec<Rule>, RuleError> {
+pub fn split_rule(
+    afi: Afi,
+    components: Vec<Component>,
+    opts: &RuleOptions,
+) -> Result<Vec<Rule>, RuleError> {
     match Rule::with_options(afi, components.clone(), opts) {
         Ok(r) => return Ok(vec![r]),
         Err(RuleError::TooLong { .. }) => {}
@@ -513,7 +582,10 @@ pub fn split_rule(afi: Afi, components: Vec<Component>, opts: &RuleOptions) -> R
         .enumerate()
         .filter_map(|(i, c)| c.numeric().map(|ops| (i, terms_of(ops))))
         .max_by_key(|(_, t)| t.len())
-        .ok_or(RuleError::TooLong { len: encode(afi, &components).len(), max: opts.max_nlri_len })?;
+        .ok_or(RuleError::TooLong {
+            len: encode(afi, &components).len(),
+            max: opts.max_nlri_len,
+        })?;
     let mut out = Vec::new();
     let mut chunk: Vec<NumericOp> = Vec::new();
     for term in terms {
@@ -594,7 +666,11 @@ fn validate(afi: Afi, components: &[Component], opts: &RuleOptions) -> Result<()
             check_list(kw, ops, |o| o.and)?;
             for o in ops {
                 if o.value > max {
-                    return Err(RuleError::ValueTooLarge { keyword: kw, value: o.value, max });
+                    return Err(RuleError::ValueTooLarge {
+                        keyword: kw,
+                        value: o.value,
+                        max,
+                    });
                 }
                 if !(o.lt || o.gt || o.eq) {
                     return Err(RuleError::FalseOperator(kw));
@@ -602,7 +678,10 @@ fn validate(afi: Afi, components: &[Component], opts: &RuleOptions) -> Result<()
             }
             for t in terms_of(ops) {
                 if numeric_term_is_empty(&t, max) {
-                    return Err(RuleError::NeverMatches { keyword: kw, term: text::format_numeric_term(c, afi, &t) });
+                    return Err(RuleError::NeverMatches {
+                        keyword: kw,
+                        term: text::format_numeric_term(c, afi, &t),
+                    });
                 }
             }
         }
@@ -610,16 +689,25 @@ fn validate(afi: Afi, components: &[Component], opts: &RuleOptions) -> Result<()
             check_list(kw, ops, |o| o.and)?;
             for o in ops {
                 if o.value > max {
-                    return Err(RuleError::ValueTooLarge { keyword: kw, value: o.value, max });
+                    return Err(RuleError::ValueTooLarge {
+                        keyword: kw,
+                        value: o.value,
+                        max,
+                    });
                 }
             }
-            if afi == Afi::Ipv6 && matches!(c, Component::Fragment(_)) && ops.iter().any(|o| o.value & fragment::DF != 0)
+            if afi == Afi::Ipv6
+                && matches!(c, Component::Fragment(_))
+                && ops.iter().any(|o| o.value & fragment::DF != 0)
             {
                 return Err(RuleError::DontFragmentIpv6);
             }
             for t in terms_of(ops) {
                 if bitmask_term_is_empty(&t) {
-                    return Err(RuleError::NeverMatches { keyword: kw, term: text::format_bitmask_term(c, &t) });
+                    return Err(RuleError::NeverMatches {
+                        keyword: kw,
+                        term: text::format_bitmask_term(c, &t),
+                    });
                 }
             }
         }
@@ -635,7 +723,12 @@ fn check_list<T>(kw: &'static str, ops: &[T], and: impl Fn(&T) -> bool) -> Resul
     }
 }
 
-fn check_prefix(afi: Afi, kw: &'static str, p: &Prefix, opts: &RuleOptions) -> Result<(), RuleError> {
+fn check_prefix(
+    afi: Afi,
+    kw: &'static str,
+    p: &Prefix,
+    opts: &RuleOptions,
+) -> Result<(), RuleError> {
     match (afi, p.net) {
         (Afi::Ipv4, IpNet::V4(_)) => {
             if p.offset != 0 {
@@ -644,7 +737,11 @@ fn check_prefix(afi: Afi, kw: &'static str, p: &Prefix, opts: &RuleOptions) -> R
         }
         (Afi::Ipv6, IpNet::V6(n)) => {
             if p.offset > n.prefix_len() {
-                return Err(RuleError::OffsetBeyondLength { keyword: kw, offset: p.offset, len: n.prefix_len() });
+                return Err(RuleError::OffsetBeyondLength {
+                    keyword: kw,
+                    offset: p.offset,
+                    len: n.prefix_len(),
+                });
             }
             if p.offset != 0 && !opts.allow_ipv6_offset {
                 return Err(RuleError::OffsetNotAllowed(kw));
@@ -652,11 +749,18 @@ fn check_prefix(afi: Afi, kw: &'static str, p: &Prefix, opts: &RuleOptions) -> R
         }
         (_, net) => {
             let family = if afi == Afi::Ipv4 { "IPv4" } else { "IPv6" };
-            return Err(RuleError::PrefixFamily { keyword: kw, prefix: net, family });
+            return Err(RuleError::PrefixFamily {
+                keyword: kw,
+                prefix: net,
+                family,
+            });
         }
     }
     if p.net.trunc() != p.net {
-        return Err(RuleError::HostBits { keyword: kw, prefix: p.net });
+        return Err(RuleError::HostBits {
+            keyword: kw,
+            prefix: p.net,
+        });
     }
     Ok(())
 }
@@ -719,10 +823,17 @@ fn bitmask_term_is_empty(term: &[BitmaskOp]) -> bool {
 
 /// Ports, TCP flags and ICMP fields need a protocol list that can be their protocol.
 fn check_protocol_conflicts(afi: Afi, components: &[Component]) -> Result<(), RuleError> {
-    let Some(Component::Protocol(ops)) = components.iter().find(|c| matches!(c, Component::Protocol(_))) else {
+    let Some(Component::Protocol(ops)) = components
+        .iter()
+        .find(|c| matches!(c, Component::Protocol(_)))
+    else {
         return Ok(());
     };
-    let can_be = |proto: u64| terms_of(ops).iter().any(|t| t.iter().all(|o| o.matches(proto)));
+    let can_be = |proto: u64| {
+        terms_of(ops)
+            .iter()
+            .any(|t| t.iter().all(|o| o.matches(proto)))
+    };
     let icmp = if afi == Afi::Ipv4 { 1 } else { 58 };
     for c in components {
         let (needs, ok) = match c {
@@ -730,13 +841,21 @@ fn check_protocol_conflicts(afi: Afi, components: &[Component]) -> Result<(), Ru
                 ("TCP, UDP and SCTP", can_be(6) || can_be(17) || can_be(132))
             }
             Component::TcpFlags(_) => ("TCP", can_be(6)),
-            Component::IcmpType(_) | Component::IcmpCode(_) => {
-                (if afi == Afi::Ipv4 { "ICMP (1)" } else { "ICMPv6 (58)" }, can_be(icmp))
-            }
+            Component::IcmpType(_) | Component::IcmpCode(_) => (
+                if afi == Afi::Ipv4 {
+                    "ICMP (1)"
+                } else {
+                    "ICMPv6 (58)"
+                },
+                can_be(icmp),
+            ),
             _ => continue,
         };
         if !ok {
-            return Err(RuleError::ProtocolConflict { keyword: c.keyword(afi), needs });
+            return Err(RuleError::ProtocolConflict {
+                keyword: c.keyword(afi),
+                needs,
+            });
         }
     }
     Ok(())
@@ -841,9 +960,16 @@ fn decode_components(afi: Afi, mut body: &[u8]) -> Result<Vec<Component>, FlowSp
     let mut previous = 0u8;
     while let Some((&t, rest)) = body.split_first() {
         if t <= previous {
-            return Err(FlowSpecError::BadOrder { type_code: t, previous });
+            return Err(FlowSpecError::BadOrder {
+                type_code: t,
+                previous,
+            });
         }
-        let max_type = if afi == Afi::Ipv4 { component_type::FRAGMENT } else { component_type::FLOW_LABEL };
+        let max_type = if afi == Afi::Ipv4 {
+            component_type::FRAGMENT
+        } else {
+            component_type::FLOW_LABEL
+        };
         if t == 0 || t > max_type {
             return Err(FlowSpecError::UnknownType(t));
         }
@@ -862,23 +988,36 @@ fn decode_components(afi: Afi, mut body: &[u8]) -> Result<Vec<Component>, FlowSp
             component_type::TCP_FLAGS | component_type::FRAGMENT => {
                 let mut ops = Vec::new();
                 loop {
-                    let (&b, rest) = body.split_first().ok_or(FlowSpecError::Truncated("bitmask operator"))?;
+                    let (&b, rest) = body
+                        .split_first()
+                        .ok_or(FlowSpecError::Truncated("bitmask operator"))?;
                     if b & 0x0c != 0 {
                         return Err(FlowSpecError::BadOperator(b));
                     }
                     let (value, n) = read_value(b, rest)?;
                     body = &rest[n..];
-                    ops.push(BitmaskOp { and: b & 0x40 != 0, not: b & 0x02 != 0, matched: b & 0x01 != 0, value });
+                    ops.push(BitmaskOp {
+                        and: b & 0x40 != 0,
+                        not: b & 0x02 != 0,
+                        matched: b & 0x01 != 0,
+                        value,
+                    });
                     if b & 0x80 != 0 {
                         break;
                     }
                 }
-                if t == component_type::TCP_FLAGS { Component::TcpFlags(ops) } else { Component::Fragment(ops) }
+                if t == component_type::TCP_FLAGS {
+                    Component::TcpFlags(ops)
+                } else {
+                    Component::Fragment(ops)
+                }
             }
             _ => {
                 let mut ops = Vec::new();
                 loop {
-                    let (&b, rest) = body.split_first().ok_or(FlowSpecError::Truncated("numeric operator"))?;
+                    let (&b, rest) = body
+                        .split_first()
+                        .ok_or(FlowSpecError::Truncated("numeric operator"))?;
                     if b & 0x08 != 0 {
                         return Err(FlowSpecError::BadOperator(b));
                     }
@@ -905,7 +1044,9 @@ fn decode_components(afi: Afi, mut body: &[u8]) -> Result<Vec<Component>, FlowSp
 
 fn read_value(op: u8, buf: &[u8]) -> Result<(u64, usize), FlowSpecError> {
     let n = 1usize << ((op >> 4) & 0x3);
-    let bytes = buf.get(..n).ok_or(FlowSpecError::Truncated("operator value"))?;
+    let bytes = buf
+        .get(..n)
+        .ok_or(FlowSpecError::Truncated("operator value"))?;
     let mut v = [0u8; 8];
     v[8 - n..].copy_from_slice(bytes);
     Ok((u64::from_be_bytes(v), n))
@@ -914,7 +1055,9 @@ fn read_value(op: u8, buf: &[u8]) -> Result<(u64, usize), FlowSpecError> {
 fn decode_prefix(afi: Afi, buf: &[u8]) -> Result<(Prefix, usize), FlowSpecError> {
     match afi {
         Afi::Ipv4 => {
-            let (&len, rest) = buf.split_first().ok_or(FlowSpecError::Truncated("prefix length"))?;
+            let (&len, rest) = buf
+                .split_first()
+                .ok_or(FlowSpecError::Truncated("prefix length"))?;
             if len > 32 {
                 return Err(FlowSpecError::BadPrefix { len, offset: 0 });
             }
@@ -922,8 +1065,15 @@ fn decode_prefix(afi: Afi, buf: &[u8]) -> Result<(Prefix, usize), FlowSpecError>
             let bytes = rest.get(..n).ok_or(FlowSpecError::Truncated("prefix"))?;
             let mut a = [0u8; 4];
             a[..n].copy_from_slice(bytes);
-            let net = Ipv4Net::new(Ipv4Addr::from(a), len).map_err(|_| FlowSpecError::BadPrefix { len, offset: 0 })?;
-            Ok((Prefix { net: IpNet::V4(net), offset: 0 }, 1 + n))
+            let net = Ipv4Net::new(Ipv4Addr::from(a), len)
+                .map_err(|_| FlowSpecError::BadPrefix { len, offset: 0 })?;
+            Ok((
+                Prefix {
+                    net: IpNet::V4(net),
+                    offset: 0,
+                },
+                1 + n,
+            ))
         }
         Afi::Ipv6 => {
             let (&len, &offset) = match buf {
@@ -934,13 +1084,26 @@ fn decode_prefix(afi: Afi, buf: &[u8]) -> Result<(Prefix, usize), FlowSpecError>
                 return Err(FlowSpecError::BadPrefix { len, offset });
             }
             let n = usize::from(len - offset).div_ceil(8);
-            let bytes = buf.get(2..2 + n).ok_or(FlowSpecError::Truncated("prefix pattern"))?;
+            let bytes = buf
+                .get(2..2 + n)
+                .ok_or(FlowSpecError::Truncated("prefix pattern"))?;
             let mut a = [0u8; 16];
             a[..n].copy_from_slice(bytes);
             let pattern = u128::from_be_bytes(a);
-            let addr = if offset == 0 { pattern } else { pattern >> offset };
-            let net = Ipv6Net::new(Ipv6Addr::from(addr), len).map_err(|_| FlowSpecError::BadPrefix { len, offset })?;
-            Ok((Prefix { net: IpNet::V6(net), offset }, 2 + n))
+            let addr = if offset == 0 {
+                pattern
+            } else {
+                pattern >> offset
+            };
+            let net = Ipv6Net::new(Ipv6Addr::from(addr), len)
+                .map_err(|_| FlowSpecError::BadPrefix { len, offset })?;
+            Ok((
+                Prefix {
+                    net: IpNet::V6(net),
+                    offset,
+                },
+                2 + n,
+            ))
         }
     }
 }

@@ -42,7 +42,10 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 
-use super::{Action, BitmaskOp, Component, FlowRoute, NumericOp, Prefix, Rule, RuleError, RuleOptions, component_type};
+use super::{
+    Action, BitmaskOp, Component, FlowRoute, NumericOp, Prefix, Rule, RuleError, RuleOptions,
+    component_type,
+};
 use crate::iana::Afi;
 
 /// Why a text did not parse: the word at fault and what was wrong, or the rule's own refusal.
@@ -55,7 +58,10 @@ pub enum ParseError {
 }
 
 fn err<T>(word: &str, reason: impl Into<String>) -> Result<T, ParseError> {
-    Err(ParseError::Word { word: word.to_string(), reason: reason.into() })
+    Err(ParseError::Word {
+        word: word.to_string(),
+        reason: reason.into(),
+    })
 }
 
 const PROTOCOLS: [(&str, u64); 8] = [
@@ -78,7 +84,12 @@ const TCP_FLAGS: [(&str, u64); 8] = [
     ("ece", 0x40),
     ("cwr", 0x80),
 ];
-const FRAGMENT_FLAGS: [(&str, u64); 4] = [("df", 0x01), ("is-frag", 0x02), ("first-frag", 0x04), ("last-frag", 0x08)];
+const FRAGMENT_FLAGS: [(&str, u64); 4] = [
+    ("df", 0x01),
+    ("is-frag", 0x02),
+    ("first-frag", 0x04),
+    ("last-frag", 0x08),
+];
 
 fn type_of_keyword(kw: &str) -> Option<u8> {
     use component_type::*;
@@ -122,8 +133,14 @@ pub fn parse_flow_route(s: &str, opts: &RuleOptions) -> Result<FlowRoute, ParseE
     while i < actions.len() {
         let n = match actions[i] {
             "discard" => 1,
-            "rate-bytes" | "rate-packets" | "traffic-action" | "redirect" | "redirect-as4" | "mark" => 2,
-            other => return err(other, "unknown action; expected discard, rate-bytes, rate-packets, traffic-action, redirect, redirect-as4 or mark"),
+            "rate-bytes" | "rate-packets" | "traffic-action" | "redirect" | "redirect-as4"
+            | "mark" => 2,
+            other => {
+                return err(
+                    other,
+                    "unknown action; expected discard, rate-bytes, rate-packets, traffic-action, redirect, redirect-as4 or mark",
+                );
+            }
         };
         let Some(chunk) = actions.get(i..i + n) else {
             return err(actions[i], "expected a value after it");
@@ -143,10 +160,21 @@ fn rule_from_words(words: &[&str], opts: &RuleOptions) -> Result<Rule, ParseErro
         .iter()
         .zip(words.iter().skip(1))
         .find_map(|(k, v)| match *k {
-            "dst" | "src" => v.parse::<IpNet>().ok().map(|n| if n.addr().is_ipv4() { Afi::Ipv4 } else { Afi::Ipv6 }),
+            "dst" | "src" => v.parse::<IpNet>().ok().map(|n| {
+                if n.addr().is_ipv4() {
+                    Afi::Ipv4
+                } else {
+                    Afi::Ipv6
+                }
+            }),
             _ => None,
         })
-        .or_else(|| words.iter().any(|w| *w == "next-header" || *w == "flow-label").then_some(Afi::Ipv6))
+        .or_else(|| {
+            words
+                .iter()
+                .any(|w| *w == "next-header" || *w == "flow-label")
+                .then_some(Afi::Ipv6)
+        })
         .unwrap_or(Afi::Ipv4);
 
     let mut components = Vec::new();
@@ -154,7 +182,10 @@ fn rule_from_words(words: &[&str], opts: &RuleOptions) -> Result<Rule, ParseErro
     while i < words.len() {
         let kw = words[i];
         let Some(t) = type_of_keyword(kw) else {
-            return err(kw, "unknown match; expected dst, src, proto, next-header, port, dport, sport, icmp-type, icmp-code, tcp-flags, pkt-len, dscp, fragment or flow-label");
+            return err(
+                kw,
+                "unknown match; expected dst, src, proto, next-header, port, dport, sport, icmp-type, icmp-code, tcp-flags, pkt-len, dscp, fragment or flow-label",
+            );
         };
         let Some(&value) = words.get(i + 1) else {
             return err(kw, "expected a value after it");
@@ -168,7 +199,9 @@ fn rule_from_words(words: &[&str], opts: &RuleOptions) -> Result<Rule, ParseErro
                 };
                 let mut offset = 0u8;
                 if words.get(i) == Some(&"offset") {
-                    let Some(o) = words.get(i + 1) else { return err("offset", "expected a number after it") };
+                    let Some(o) = words.get(i + 1) else {
+                        return err("offset", "expected a number after it");
+                    };
                     offset = match o.parse() {
                         Ok(o) => o,
                         Err(_) => return err(o, "offset: expected 0..=128"),
@@ -183,9 +216,15 @@ fn rule_from_words(words: &[&str], opts: &RuleOptions) -> Result<Rule, ParseErro
                 }
             }
             component_type::TCP_FLAGS => Component::TcpFlags(parse_bitmask(kw, value, &TCP_FLAGS)?),
-            component_type::FRAGMENT => Component::Fragment(parse_bitmask(kw, value, &FRAGMENT_FLAGS)?),
+            component_type::FRAGMENT => {
+                Component::Fragment(parse_bitmask(kw, value, &FRAGMENT_FLAGS)?)
+            }
             _ => {
-                let names: &[(&str, u64)] = if t == component_type::PROTOCOL { &PROTOCOLS } else { &[] };
+                let names: &[(&str, u64)] = if t == component_type::PROTOCOL {
+                    &PROTOCOLS
+                } else {
+                    &[]
+                };
                 let ops = parse_numeric(kw, value, names)?;
                 Component::from_numeric(t, ops).ok_or_else(|| ParseError::Word {
                     word: kw.to_string(),
@@ -209,11 +248,21 @@ fn parse_number(kw: &str, s: &str, names: &[(&str, u64)]) -> Result<u64, ParseEr
     match parsed {
         Ok(v) => Ok(v),
         Err(_) if names.is_empty() => err(s, format!("{kw}: expected a number")),
-        Err(_) => err(s, format!("{kw}: expected a number or one of {}", names.iter().map(|n| n.0).collect::<Vec<_>>().join(" "))),
+        Err(_) => err(
+            s,
+            format!(
+                "{kw}: expected a number or one of {}",
+                names.iter().map(|n| n.0).collect::<Vec<_>>().join(" ")
+            ),
+        ),
     }
 }
 
-fn parse_numeric(kw: &str, value: &str, names: &[(&str, u64)]) -> Result<Vec<NumericOp>, ParseError> {
+fn parse_numeric(
+    kw: &str,
+    value: &str,
+    names: &[(&str, u64)],
+) -> Result<Vec<NumericOp>, ParseError> {
     let mut ops = Vec::new();
     for term in value.split(',') {
         if term.is_empty() {
@@ -221,7 +270,13 @@ fn parse_numeric(kw: &str, value: &str, names: &[(&str, u64)]) -> Result<Vec<Num
         }
         for (j, cond) in term.split('&').enumerate() {
             let and = j > 0;
-            let op = |lt, gt, eq, v| NumericOp { and, lt, gt, eq, value: v };
+            let op = |lt, gt, eq, v| NumericOp {
+                and,
+                lt,
+                gt,
+                eq,
+                value: v,
+            };
             if cond == "any" {
                 ops.push(op(true, true, true, 0));
             } else if let Some((a, b)) = cond.split_once("..") {
@@ -230,7 +285,10 @@ fn parse_numeric(kw: &str, value: &str, names: &[(&str, u64)]) -> Result<Vec<Num
                     return err(cond, format!("{kw}: range {a}..{b} is empty"));
                 }
                 ops.push(op(false, true, true, a));
-                ops.push(NumericOp { and: true, ..op(true, false, true, b) });
+                ops.push(NumericOp {
+                    and: true,
+                    ..op(true, false, true, b)
+                });
             } else {
                 let (lt, gt, eq, rest) = if let Some(r) = cond.strip_prefix(">=") {
                     (false, true, true, r)
@@ -252,7 +310,11 @@ fn parse_numeric(kw: &str, value: &str, names: &[(&str, u64)]) -> Result<Vec<Num
     Ok(ops)
 }
 
-fn parse_bitmask(kw: &str, value: &str, names: &[(&str, u64)]) -> Result<Vec<BitmaskOp>, ParseError> {
+fn parse_bitmask(
+    kw: &str,
+    value: &str,
+    names: &[(&str, u64)],
+) -> Result<Vec<BitmaskOp>, ParseError> {
     let mut ops = Vec::new();
     for term in value.split(',') {
         for (j, cond) in term.split('&').enumerate() {
@@ -272,7 +334,12 @@ fn parse_bitmask(kw: &str, value: &str, names: &[(&str, u64)]) -> Result<Vec<Bit
             for f in flags.split('+') {
                 v |= parse_number(kw, f, names)?;
             }
-            ops.push(BitmaskOp { and: j > 0, not, matched, value: v });
+            ops.push(BitmaskOp {
+                and: j > 0,
+                not,
+                matched,
+                value: v,
+            });
         }
     }
     Ok(ops)
@@ -286,16 +353,25 @@ pub fn parse_action(s: &str) -> Result<Action, ParseError> {
         [n, v] => (*n, Some(*v)),
         _ => return err(s, "expected an action and at most one value"),
     };
-    let need = || ParseError::Word { word: name.into(), reason: "expected a value after it".into() };
+    let need = || ParseError::Word {
+        word: name.into(),
+        reason: "expected a value after it".into(),
+    };
     match name {
         "discard" if value.is_none() => Ok(Action::DISCARD),
         "rate-bytes" | "rate-packets" => {
             let v = value.ok_or_else(need)?;
             let (asn, rate) = match v.split_once(':') {
-                Some((a, r)) => (a.parse::<u16>().or_else(|_| err(a, "rate AS must be 0..=65535"))?, r),
+                Some((a, r)) => (
+                    a.parse::<u16>()
+                        .or_else(|_| err(a, "rate AS must be 0..=65535"))?,
+                    r,
+                ),
                 None => (0, v),
             };
-            let rate: f32 = rate.parse().or_else(|_| err(rate, "expected a rate (a decimal number)"))?;
+            let rate: f32 = rate
+                .parse()
+                .or_else(|_| err(rate, "expected a rate (a decimal number)"))?;
             if !Action::valid_rate(rate) {
                 return err(v, "the rate must be a finite number, 0 or more");
             }
@@ -312,28 +388,45 @@ pub fn parse_action(s: &str) -> Result<Action, ParseError> {
                 None => (false, v),
             };
             match rest {
-                "terminal" => Ok(Action::TrafficAction { sample, terminal: true }),
-                "continue" => Ok(Action::TrafficAction { sample, terminal: false }),
-                _ => err(v, "expected terminal, continue, sample+terminal or sample+continue"),
+                "terminal" => Ok(Action::TrafficAction {
+                    sample,
+                    terminal: true,
+                }),
+                "continue" => Ok(Action::TrafficAction {
+                    sample,
+                    terminal: false,
+                }),
+                _ => err(
+                    v,
+                    "expected terminal, continue, sample+terminal or sample+continue",
+                ),
             }
         }
         "redirect" | "redirect-as4" => {
             let v = value.ok_or_else(need)?;
-            let Some((a, val)) = v.rsplit_once(':') else { return err(v, "expected ASN:VALUE or A.B.C.D:VALUE") };
+            let Some((a, val)) = v.rsplit_once(':') else {
+                return err(v, "expected ASN:VALUE or A.B.C.D:VALUE");
+            };
             if name == "redirect" {
                 if let Ok(ip) = a.parse::<Ipv4Addr>() {
-                    let value = val.parse::<u16>().or_else(|_| err(val, "redirect to an IPv4 address: VALUE is 0..=65535"))?;
+                    let value = val
+                        .parse::<u16>()
+                        .or_else(|_| err(val, "redirect to an IPv4 address: VALUE is 0..=65535"))?;
                     return Ok(Action::RedirectIpv4 { ip, value });
                 }
             }
             let asn: u32 = a.parse().or_else(|_| err(a, "expected an AS number"))?;
             match (name, u16::try_from(asn)) {
                 ("redirect", Ok(asn)) => {
-                    let value = val.parse::<u32>().or_else(|_| err(val, "VALUE is 0..=4294967295"))?;
+                    let value = val
+                        .parse::<u32>()
+                        .or_else(|_| err(val, "VALUE is 0..=4294967295"))?;
                     Ok(Action::RedirectAs2 { asn, value })
                 }
                 _ => {
-                    let value = val.parse::<u16>().or_else(|_| err(val, "with a 4-octet AS, VALUE is 0..=65535"))?;
+                    let value = val
+                        .parse::<u16>()
+                        .or_else(|_| err(val, "with a 4-octet AS, VALUE is 0..=65535"))?;
                     Ok(Action::RedirectAs4 { asn, value })
                 }
             }
@@ -345,7 +438,10 @@ pub fn parse_action(s: &str) -> Result<Action, ParseError> {
                 _ => err(v, "DSCP is 0..=63"),
             }
         }
-        _ => err(name, "unknown action; expected discard, rate-bytes, rate-packets, traffic-action, redirect, redirect-as4 or mark"),
+        _ => err(
+            name,
+            "unknown action; expected discard, rate-bytes, rate-packets, traffic-action, redirect, redirect-as4 or mark",
+        ),
     }
 }
 
@@ -368,13 +464,18 @@ pub fn format_rule(rule: &Rule) -> String {
                 }
             }
             Component::TcpFlags(ops) | Component::Fragment(ops) => {
-                let terms: Vec<String> = super::terms_of(ops).iter().map(|t| format_bitmask_term(c, t)).collect();
+                let terms: Vec<String> = super::terms_of(ops)
+                    .iter()
+                    .map(|t| format_bitmask_term(c, t))
+                    .collect();
                 s.push_str(&terms.join(","));
             }
             _ => {
                 if let Some(ops) = c.numeric() {
-                    let terms: Vec<String> =
-                        super::terms_of(ops).iter().map(|t| format_numeric_term(c, rule.afi(), t)).collect();
+                    let terms: Vec<String> = super::terms_of(ops)
+                        .iter()
+                        .map(|t| format_numeric_term(c, rule.afi(), t))
+                        .collect();
                     s.push_str(&terms.join(","));
                 }
             }
@@ -420,7 +521,11 @@ pub(super) fn format_numeric_term(c: &Component, _afi: Afi, term: &[NumericOp]) 
 
 /// One AND-term of a bitmask component.
 pub(super) fn format_bitmask_term(c: &Component, term: &[BitmaskOp]) -> String {
-    let names: &[(&str, u64)] = if matches!(c, Component::TcpFlags(_)) { &TCP_FLAGS } else { &FRAGMENT_FLAGS };
+    let names: &[(&str, u64)] = if matches!(c, Component::TcpFlags(_)) {
+        &TCP_FLAGS
+    } else {
+        &FRAGMENT_FLAGS
+    };
     term.iter()
         .map(|o| {
             let prefix = match (o.not, o.matched) {
@@ -453,9 +558,13 @@ fn flags_text(value: u64, names: &[(&str, u64)]) -> String {
 /// The text form of an action.
 pub fn format_action(a: &Action) -> String {
     match *a {
-        Action::TrafficRateBytes { asn: 0, rate } if rate == 0.0 && rate.is_sign_positive() => "discard".into(),
+        Action::TrafficRateBytes { asn: 0, rate } if rate == 0.0 && rate.is_sign_positive() => {
+            "discard".into()
+        }
         Action::TrafficRateBytes { asn, rate } => format!("rate-bytes {}", rate_text(asn, rate)),
-        Action::TrafficRatePackets { asn, rate } => format!("rate-packets {}", rate_text(asn, rate)),
+        Action::TrafficRatePackets { asn, rate } => {
+            format!("rate-packets {}", rate_text(asn, rate))
+        }
         Action::TrafficAction { sample, terminal } => format!(
             "traffic-action {}{}",
             if sample { "sample+" } else { "" },
@@ -470,5 +579,9 @@ pub fn format_action(a: &Action) -> String {
 }
 
 fn rate_text(asn: u16, rate: f32) -> String {
-    if asn == 0 { format!("{rate}") } else { format!("{asn}:{rate}") }
+    if asn == 0 {
+        format!("{rate}")
+    } else {
+        format!("{asn}:{rate}")
+    }
 }
