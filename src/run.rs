@@ -74,6 +74,9 @@ impl FromStr for PeerSpec {
             .map_err(|_| format!("AS {asn:?} is not a number"))?;
         let mut cfg = PeerConfig::new(ip, remote_as);
         cfg.port = port;
+        if port != 179 {
+            cfg.name = SocketAddr::new(ip, port).to_string();
+        }
         for p in parts {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             match k {

@@ -13,9 +13,11 @@ use std::time::Duration;
 use deflect::peer::{Mode, PeerConfig, PeerHandle, PeerStatus};
 use deflect::run::{parse_flow, parse_rtbh};
 use deflect::speaker::Speaker;
+use deflect_bgp::flowspec::text::parse_flow_route;
+use deflect_bgp::flowspec::{FlowRoute, RuleOptions};
 use deflect_bgp::fsm::State;
 use deflect_bgp::iana::Family;
-use deflect_bgp::rib::RouteAttrs;
+use deflect_bgp::rib::{RouteAttrs, RouteKey};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -256,22 +258,46 @@ async fn both_sides_active_resolve_the_collision_to_one_session() {
 }
 
 #[tokio::test]
-async fn a_rule_too_long_for_the_peer_is_held_back_not_sent() {
-    let (a, b) = pair("127.0.37.1", "127.0.37.2", |_| {}, |_| {}).await;
-    let pa = a.peers()[0].clone();
-    wait_until(&pa, "A established", |s| s.state == State::Established).await;
-    // A rule longer than 239 octets exists only when built with the long form.
+async fn a_rule_too_long_for_the_peer_is_held_back_unless_it_takes_the_long_form() {
     let ports: Vec<String> = (1000..1100u32).map(|p| (p * 3).to_string()).collect();
     let text = format!(
         "dst 192.0.2.7/32 proto udp dport {} then discard",
         ports.join(",")
     );
-    let route = deflect_bgp::flowspec::FlowRoute::from_str(&text);
     assert!(
-        route.is_err(),
+        FlowRoute::from_str(&text).is_err(),
         "the default options refuse a rule over 239 octets"
     );
-    let _ = RouteAttrs::default();
+    let long = parse_flow_route(&text, &RuleOptions::LONG_FORM).unwrap();
+    let key = RouteKey::FlowSpec(long.rule.clone());
+    let attrs = Arc::new(RouteAttrs {
+        ext_communities: long.ext_communities(),
+        ..RouteAttrs::default()
+    });
+
+    let (a, b) = pair("127.0.37.1", "127.0.37.2", |_| {}, |_| {}).await;
+    let pa = a.peers()[0].clone();
+    wait_until(&pa, "A established", |s| s.state == State::Established).await;
+    a.set(key.clone(), attrs.clone()).await;
+    let s = wait_until(&pa, "the rule held back", |s| s.held_back == 1 && s.synced).await;
+    assert_eq!(s.advertised, 0);
+    a.shutdown("test over").await;
+    b.shutdown("test over").await;
+
+    let (a, b) = pair(
+        "127.0.38.1",
+        "127.0.38.2",
+        |c| c.max_flowspec_nlri_len = 4095,
+        |_| {},
+    )
+    .await;
+    let pa = a.peers()[0].clone();
+    a.set(key, attrs).await;
+    let s = wait_until(&pa, "the rule sent in the long form", |s| {
+        s.advertised == 1 && s.synced
+    })
+    .await;
+    assert_eq!(s.held_back, 0);
     a.shutdown("test over").await;
     b.shutdown("test over").await;
 }

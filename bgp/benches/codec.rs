@@ -14,7 +14,7 @@ use deflect_bgp::community::ExtCommunity;
 use deflect_bgp::flowspec::{Action, Rule, decode_nlri_list};
 use deflect_bgp::iana::{Afi, Family};
 use deflect_bgp::message::{CodecCtx, Message};
-use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
+use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx, pack_announcements};
 
 const RULES: usize = 100_000;
 
@@ -46,12 +46,16 @@ fn ctx(extended: bool) -> SessionCtx {
     }
 }
 
-fn loaded_rib(rules: &[Rule]) -> AdjRibOut {
-    let discard: ExtCommunity = Action::TrafficRateBytes { asn: 0, rate: 0.0 }.to_ext_community();
-    let attrs = Arc::new(RouteAttrs {
+fn discard_attrs() -> Arc<RouteAttrs> {
+    let discard: ExtCommunity = Action::DISCARD.to_ext_community();
+    Arc::new(RouteAttrs {
         ext_communities: vec![discard],
         ..RouteAttrs::default()
-    });
+    })
+}
+
+fn loaded_rib(rules: &[Rule]) -> AdjRibOut {
+    let attrs = discard_attrs();
     let mut rib = AdjRibOut::new();
     for r in rules {
         rib.set(RouteKey::FlowSpec(r.clone()), attrs.clone())
@@ -91,11 +95,37 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(RULES as u64));
     g.sample_size(10).measurement_time(Duration::from_secs(5));
 
+    // The codec: 100k rules sharing one action packed into UPDATE messages.
+    let keys: Vec<RouteKey> = rules.iter().cloned().map(RouteKey::FlowSpec).collect();
+    let attrs = discard_attrs();
     for extended in [false, true] {
         let name = if extended {
-            "encode_updates_65535"
+            "pack_updates_65535"
         } else {
-            "encode_updates_4096"
+            "pack_updates_4096"
+        };
+        let c = ctx(extended);
+        let mut out = BytesMut::with_capacity(RULES * 32);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(pack_announcements(
+                    &c,
+                    Family::Ipv4FlowSpec,
+                    &attrs,
+                    &keys,
+                    &mut out,
+                    |_| {},
+                ))
+            })
+        });
+    }
+    // The whole Adj-RIB-Out: session up, every route pending, drained into UPDATEs, bookkeeping included.
+    for extended in [false, true] {
+        let name = if extended {
+            "adj_rib_out_sync_65535"
+        } else {
+            "adj_rib_out_sync_4096"
         };
         let mut rib = loaded_rib(&rules);
         g.bench_function(name, |b| {
@@ -132,17 +162,40 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    // One plain-figure summary, so the rate reads without arithmetic.
+    // Plain figures, so the rates read without arithmetic.
+    let rate = |f: &mut dyn FnMut()| {
+        let rounds = 20;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            f();
+        }
+        (RULES * rounds) as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    let c = ctx(false);
+    let mut out = BytesMut::with_capacity(RULES * 32);
+    let pack = rate(&mut || {
+        out.clear();
+        black_box(pack_announcements(
+            &c,
+            Family::Ipv4FlowSpec,
+            &attrs,
+            &keys,
+            &mut out,
+            |_| {},
+        ));
+    });
     let mut rib = loaded_rib(&rules);
-    let t = Instant::now();
-    let rounds = 20;
-    for _ in 0..rounds {
+    let sync = rate(&mut || {
         black_box(encode_all(&mut rib, false));
-    }
-    let per_sec = (RULES * rounds) as f64 / t.elapsed().as_secs_f64();
+    });
+    let decode = rate(&mut || {
+        for f in &frames {
+            black_box(Message::decode(&codec, f).is_ok());
+        }
+    });
     eprintln!(
-        "summary: encode {:.1} M NLRI/s into {messages} UPDATEs of at most 4096 octets ({} bytes for {RULES} rules)",
-        per_sec / 1e6,
+        "summary: {RULES} FlowSpec rules, {messages} UPDATEs of at most 4096 octets ({} octets): \
+         packed {pack:.1} M NLRI/s; Adj-RIB-Out sync {sync:.1} M NLRI/s; decoded {decode:.1} M NLRI/s",
         wire.len()
     );
 }

@@ -300,8 +300,6 @@ pub struct Fsm {
     /// Consecutive sessions that failed before Established: drives the IdleHold back-off.
     failures: u32,
     established_at: Option<Instant>,
-    /// Whether the session was started passively (restarts the same way).
-    passive_start: bool,
     stopped: bool,
 }
 
@@ -309,7 +307,6 @@ impl Fsm {
     pub fn new(config: FsmConfig, seed: u64) -> Fsm {
         let local_open = build_open(&config);
         Fsm {
-            passive_start: config.passive,
             config,
             state: State::Idle,
             rng: seed,
@@ -371,7 +368,6 @@ impl Fsm {
             // Starting.
             (Idle, ManualStart | AutomaticStart) => {
                 self.stopped = false;
-                self.passive_start = false;
                 out.push(self.connect_retry());
                 if self.config.passive {
                     self.state = Active;
@@ -385,12 +381,11 @@ impl Fsm {
                 ManualStartWithPassiveTcpEstablishment | AutomaticStartWithPassiveTcpEstablishment,
             ) => {
                 self.stopped = false;
-                self.passive_start = true;
                 out.push(self.connect_retry());
                 self.state = Active;
             }
             (Idle, IdleHoldTimerExpires) if !self.stopped => {
-                let ev = if self.passive_start {
+                let ev = if self.config.passive {
                     AutomaticStartWithPassiveTcpEstablishment
                 } else {
                     AutomaticStart
@@ -418,7 +413,7 @@ impl Fsm {
             // Waiting for TCP.
             (Connect | Active, ConnectRetryTimerExpires) => {
                 out.push(self.connect_retry());
-                if !self.config.passive && !self.passive_start {
+                if !self.config.passive {
                     out.push(Output::Disconnect);
                     out.push(Output::Connect);
                     self.state = Connect;

@@ -334,9 +334,11 @@ impl AdjRibOut {
         let max_len = ctx.max_message_len();
 
         // Sort pending changes into withdrawals per family and announcements per (family, attributes).
+        // Groups are found by the attributes' pointer first (the mitigation set shares one Arc per
+        // action), then by value.
         let mut withdraws: BTreeMap<Family, Vec<RouteKey>> = BTreeMap::new();
         let mut announces: Vec<(Family, Arc<RouteAttrs>, Vec<RouteKey>)> = Vec::new();
-        let mut group_of: HashMap<(Family, Arc<RouteAttrs>), usize> = HashMap::new();
+        let mut group_of: HashMap<(Family, *const RouteAttrs), usize> = HashMap::new();
         let pending = std::mem::take(&mut self.pending);
         for key in pending {
             let family = key.family();
@@ -347,11 +349,23 @@ impl AdjRibOut {
                     if self.advertised.get(&key) == Some(attrs) {
                         continue;
                     }
-                    self.held_back.remove(&key);
-                    let idx = *group_of.entry((family, attrs.clone())).or_insert_with(|| {
-                        announces.push((family, attrs.clone(), Vec::new()));
-                        announces.len() - 1
-                    });
+                    if !self.held_back.is_empty() {
+                        self.held_back.remove(&key);
+                    }
+                    let idx = match group_of.get(&(family, Arc::as_ptr(attrs))) {
+                        Some(i) => *i,
+                        None => {
+                            let i = announces
+                                .iter()
+                                .position(|(f, a, _)| *f == family && a == attrs)
+                                .unwrap_or_else(|| {
+                                    announces.push((family, attrs.clone(), Vec::new()));
+                                    announces.len() - 1
+                                });
+                            group_of.insert((family, Arc::as_ptr(attrs)), i);
+                            i
+                        }
+                    };
                     announces[idx].2.push(key);
                 }
                 Some(_) => {
@@ -439,6 +453,38 @@ impl AdjRibOut {
         }
         written
     }
+}
+
+/// Encodes announcements of `keys`, which share `attrs`, as complete UPDATE messages appended to
+/// `out`, packed as tightly as the session's maximum length allows. Returns the number of messages.
+/// An NLRI that cannot fit in a message even alone is passed to `unfit` and left out.
+///
+/// This is the codec half of [`AdjRibOut::drain`], without its bookkeeping.
+pub fn pack_announcements<'k>(
+    ctx: &SessionCtx,
+    family: Family,
+    attrs: &RouteAttrs,
+    keys: &'k [RouteKey],
+    out: &mut BytesMut,
+    mut unfit: impl FnMut(&'k RouteKey),
+) -> usize {
+    let common = encode_common_attrs(ctx, family, attrs);
+    let max_len = ctx.max_message_len();
+    let mut rest = keys;
+    let mut messages = 0;
+    while let Some(first) = rest.first() {
+        let mark = out.len();
+        let n = write_announce(out, family, attrs, &common, rest, max_len);
+        if n == 0 {
+            out.truncate(mark);
+            unfit(first);
+            rest = &rest[1..];
+            continue;
+        }
+        messages += 1;
+        rest = &rest[n..];
+    }
+    messages
 }
 
 /// Flags, type and a 2-octet length placeholder for MP_REACH_NLRI / MP_UNREACH_NLRI: optional,

@@ -125,7 +125,7 @@ impl PeerConfig {
 }
 
 /// What a peer task shows the outside world.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerStatus {
     pub state: State,
     /// When the current session reached Established.
@@ -223,6 +223,14 @@ pub fn spawn(config: PeerConfig) -> PeerHandle {
     }
 }
 
+/// A second connection, accepted while ours was in OpenSent or OpenConfirm. Its reader runs, so
+/// the peer's OPEN on it is read; nothing is sent on it until it wins the collision.
+#[derive(Debug)]
+struct Pending {
+    conn: Connection,
+    open: Option<deflect_bgp::open::Open>,
+}
+
 /// What woke the peer task up.
 enum Wake {
     Command(Option<Command>),
@@ -241,8 +249,8 @@ struct PeerTask {
     /// Codec context of the current session (pre-OPEN defaults until Established).
     codec: CodecCtx,
     conn: Option<Connection>,
-    /// An accepted connection waiting for collision resolution.
-    pending_incoming: Option<TcpStream>,
+    /// An accepted connection waiting for collision resolution (RFC 4271 §6.8).
+    pending: Option<Pending>,
     connecting: Option<oneshot::Receiver<std::io::Result<TcpStream>>>,
     events_tx: mpsc::Sender<ConnEvent>,
     events: mpsc::Receiver<ConnEvent>,
@@ -273,7 +281,7 @@ impl PeerTask {
             rib: AdjRibOut::new(),
             codec: CodecCtx::default(),
             conn: None,
-            pending_incoming: None,
+            pending: None,
             connecting: None,
             events_tx,
             events,
@@ -345,6 +353,13 @@ impl PeerTask {
         let outputs = self.fsm.handle(event, now);
         for o in outputs {
             self.apply(o);
+        }
+        // Our connection is gone and a collided one is waiting: it carries the session now. Done
+        // after the whole batch of outputs, so the old session's timer stops cannot hit the new one.
+        if self.conn.is_none() && self.fsm.state() == State::Idle {
+            if let Some(p) = self.pending.take() {
+                self.take_over(p);
+            }
         }
     }
 
@@ -461,10 +476,6 @@ impl PeerTask {
         if let Some(c) = self.conn.take() {
             tokio::spawn(c.close_with(None, Duration::from_secs(1)));
         }
-        // A connection held back for collision resolution can take over now.
-        if let Some(stream) = self.pending_incoming.take() {
-            self.accept(stream);
-        }
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -482,20 +493,44 @@ impl PeerTask {
         }
     }
 
+    /// Leaves Idle at once for a connection the peer opened, instead of refusing it until the
+    /// automatic restart's back-off ends (RFC 4271 §8.1.1, passive TCP establishment).
+    fn start_for_incoming(&mut self) {
+        if self.fsm.state() == State::Idle {
+            self.timers.remove(&Timer::IdleHold);
+            self.handle(Event::AutomaticStartWithPassiveTcpEstablishment);
+        }
+    }
+
     /// An accepted connection: take it, hold it for collision resolution, or refuse it.
     fn accept(&mut self, stream: TcpStream) {
+        self.start_for_incoming();
         match self.fsm.state() {
             State::Established => {
                 debug!("connection while established: closed (RFC 4271 §6.8)");
                 drop(stream);
             }
-            State::OpenSent if self.conn.is_some() => {
-                debug!("connection collision: waiting for the remote identifier");
-                self.pending_incoming = Some(stream);
-            }
-            State::OpenConfirm if self.conn.is_some() => {
-                self.pending_incoming = Some(stream);
-                self.resolve_collision();
+            State::OpenSent | State::OpenConfirm if self.conn.is_some() => {
+                if let Some(old) = self.pending.take() {
+                    tokio::spawn(old.conn.close_with(None, Duration::from_secs(1)));
+                }
+                self.next_conn_id += 1;
+                match Connection::start(
+                    self.next_conn_id,
+                    stream,
+                    false,
+                    self.events_tx.clone(),
+                    self.config.send_hold_time(),
+                ) {
+                    Ok(conn) => {
+                        debug!(
+                            "connection collision: holding the new connection until the remote identifier is known"
+                        );
+                        self.pending = Some(Pending { conn, open: None });
+                        self.resolve_collision();
+                    }
+                    Err(e) => warn!("accepted connection unusable: {e}"),
+                }
             }
             _ => {
                 self.conn = None;
@@ -508,35 +543,68 @@ impl PeerTask {
         }
     }
 
-    /// Both connections exist and the remote identifier is known (OpenConfirm): keep the one
-    /// initiated by the higher identifier (RFC 4271 §6.8).
+    /// With two connections and the remote identifier known (from either one's OPEN), keep the one
+    /// initiated by the higher identifier (RFC 4271 §6.8) and close the other with Cease 6/7.
     fn resolve_collision(&mut self) {
-        let (Some(remote_id), Some(conn)) = (self.fsm.remote_router_id(), &self.conn) else {
+        let (Some(p), Some(conn)) = (&self.pending, &self.conn) else {
             return;
         };
-        let Some(incoming) = self.pending_incoming.take() else {
-            return;
+        let Some(remote_id) = self
+            .fsm
+            .remote_router_id()
+            .or(p.open.as_ref().map(|o| o.router_id))
+        else {
+            return; // wait for an OPEN
         };
-        let keep_ours =
-            fsm::resolve_collision(self.config.router_id, remote_id) == fsm::CollisionWinner::Local;
-        let existing_is_ours = conn.outbound;
-        if keep_ours == existing_is_ours {
+        let winner = fsm::resolve_collision(self.config.router_id, remote_id);
+        // The pending connection was opened by the peer; ours wins only if it is outbound.
+        if conn.outbound && winner == fsm::CollisionWinner::Remote {
+            debug!("connection collision: the peer's connection wins");
+            // Cease 6/7 on ours; `handle` then hands the session to the pending connection.
+            self.handle(Event::OpenCollisionDump);
+        } else if let Some(p) = self.pending.take() {
             debug!("connection collision: keeping the existing connection");
             let mut buf = BytesMut::new();
             let n = Message::Notification(Notification::cease_collision());
-            if n.encode(&CodecCtx::default(), &mut buf).is_ok() {
-                tokio::spawn(async move {
-                    use tokio::io::AsyncWriteExt;
-                    let mut s = incoming;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(&buf)).await;
-                });
-            }
-        } else {
-            debug!("connection collision: the new connection wins");
-            self.handle(Event::OpenCollisionDump);
-            self.conn = None;
-            self.pending_incoming = None;
-            self.accept(incoming);
+            let last = n
+                .encode(&CodecCtx::default(), &mut buf)
+                .ok()
+                .map(|_| buf.freeze());
+            tokio::spawn(p.conn.close_with(last, Duration::from_secs(1)));
+        }
+    }
+
+    /// The collided connection becomes the session's: OPEN on it, and its peer OPEN if already read.
+    fn take_over(&mut self, p: Pending) {
+        self.start_for_incoming();
+        self.connecting = None;
+        debug!(remote = %p.conn.remote, "the collided connection carries the session");
+        self.conn = Some(p.conn);
+        self.handle(Event::TcpConnectionConfirmed);
+        if let Some(open) = p.open {
+            self.handle(Event::BgpOpen(open));
+        }
+    }
+
+    /// Events of the pending connection: its OPEN, or its end.
+    fn on_pending_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Frame(_, frame) => match Message::decode(&CodecCtx::default(), &frame) {
+                Ok(Message::Open(o)) => {
+                    if let Some(p) = self.pending.as_mut() {
+                        p.open = Some(o);
+                    }
+                    self.resolve_collision();
+                }
+                other => {
+                    debug!(
+                        ?other,
+                        "unexpected message on the collided connection: closed"
+                    );
+                    self.pending = None;
+                }
+            },
+            _ => self.pending = None,
         }
     }
 
@@ -549,6 +617,9 @@ impl PeerTask {
             | ConnEvent::WriteFailed(id, _)
             | ConnEvent::SendHoldExpired(id) => *id,
         };
+        if self.pending.as_ref().is_some_and(|p| p.conn.id == id) {
+            return self.on_pending_event(ev);
+        }
         if Some(id) != current {
             return; // from a connection already given up
         }
@@ -587,7 +658,7 @@ impl PeerTask {
         match Message::decode(&self.codec, &frame) {
             Ok(Message::Open(o)) => {
                 self.handle(Event::BgpOpen(o));
-                if self.fsm.state() == State::OpenConfirm && self.pending_incoming.is_some() {
+                if self.fsm.state() == State::OpenConfirm {
                     self.resolve_collision();
                 }
             }
@@ -599,6 +670,9 @@ impl PeerTask {
             }
             Ok(Message::Update(u)) => {
                 self.updates_received += 1;
+                if let Some(v) = u.worst_verdict() {
+                    warn!(verdict = ?v, problems = ?u.problems, "UPDATE with errors (RFC 7606)");
+                }
                 if let Some(family) = u.end_of_rib_family() {
                     debug!(%family, "End-of-RIB received");
                 }
@@ -685,7 +759,7 @@ impl PeerTask {
             synced: self.rib.is_established() && self.rib.is_synced(),
         };
         self.status.send_if_modified(|old| {
-            let changed = format!("{old:?}") != format!("{s:?}");
+            let changed = *old != s;
             *old = s;
             changed
         });

@@ -30,6 +30,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -378,12 +379,28 @@ impl Default for RuleOptions {
 }
 
 /// A validated FlowSpec rule. See the module documentation.
+///
+/// Immutable and shared: a clone is a reference count, since one rule sits in the mitigation set
+/// and in the Adj-RIB-Out of every peer.
 #[derive(Clone)]
-pub struct Rule {
+pub struct Rule(Arc<RuleInner>);
+
+/// The shared body of a [`Rule`]; reached through its accessors.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct RuleInner {
     afi: Afi,
     components: Vec<Component>,
     /// The whole NLRI, length prefix included: the rule's identity.
     wire: Box<[u8]>,
+}
+
+impl std::ops::Deref for Rule {
+    type Target = RuleInner;
+
+    fn deref(&self) -> &RuleInner {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Rule {
@@ -394,7 +411,7 @@ impl fmt::Debug for Rule {
 
 impl PartialEq for Rule {
     fn eq(&self, other: &Self) -> bool {
-        self.afi == other.afi && self.wire == other.wire
+        Arc::ptr_eq(&self.0, &other.0) || (self.afi == other.afi && self.wire == other.wire)
     }
 }
 
@@ -440,11 +457,11 @@ impl Rule {
                 max: opts.max_nlri_len.min(MAX_NLRI_LEN + 2),
             });
         }
-        Ok(Rule {
+        Ok(Rule(Arc::new(RuleInner {
             afi,
             components,
             wire: wire.into_boxed_slice(),
-        })
+        })))
     }
 
     pub fn afi(&self) -> Afi {
@@ -499,11 +516,11 @@ impl Rule {
         validate(afi, &components, &RuleOptions::LONG_FORM)?;
         let wire = buf[..hdr + len].to_vec().into_boxed_slice();
         Ok((
-            Rule {
+            Rule(Arc::new(RuleInner {
                 afi,
                 components,
                 wire,
-            },
+            })),
             hdr + len,
         ))
     }
