@@ -173,6 +173,15 @@ fn routes(args: &RunArgs) -> Result<Vec<(RouteKey, RouteAttrs)>, String> {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    if args.listen.is_empty() {
+        if let Some(p) = args.peers.iter().find(|p| p.0.mode == Mode::Passive) {
+            error!(
+                "peer {} is passive but deflect listens nowhere: add --listen ADDR:PORT",
+                p.0.name
+            );
+            return ExitCode::from(2);
+        }
+    }
     let routes = match routes(&args) {
         Ok(r) => r,
         Err(e) => {

@@ -67,6 +67,19 @@ impl Speaker {
                     }
                 }
             }
+            // GTSM: the handshake's SYN-ACK leaves from the listening socket, so it must already
+            // carry TTL 255 for a GTSM peer to accept it (RFC 5082 §3). Harmless for other peers.
+            if handles
+                .iter()
+                .any(|h| h.config().socket.gtsm && h.config().remote.is_ipv4() == addr.is_ipv4())
+            {
+                let s = socket2::SockRef::from(&socket);
+                if addr.is_ipv4() {
+                    s.set_ttl_v4(255)?
+                } else {
+                    s.set_unicast_hops_v6(255)?
+                }
+            }
             socket.bind(*addr)?;
             let listener = socket.listen(64)?;
             let local = listener.local_addr()?;

@@ -301,3 +301,29 @@ async fn a_rule_too_long_for_the_peer_is_held_back_unless_it_takes_the_long_form
     a.shutdown("test over").await;
     b.shutdown("test over").await;
 }
+
+#[tokio::test]
+async fn gtsm_sessions_come_up_between_directly_connected_speakers_only_when_both_use_it() {
+    // On loopback nothing decrements the TTL: both sides sending 255 pass each other's minimum 254.
+    let (a, b) = pair(
+        "127.0.39.1",
+        "127.0.39.2",
+        |c| c.socket.gtsm = true,
+        |c| c.socket.gtsm = true,
+    )
+    .await;
+    wait_until(&a.peers()[0], "A established with GTSM", |s| {
+        s.state == State::Established
+    })
+    .await;
+    a.shutdown("test over").await;
+    b.shutdown("test over").await;
+
+    // Only B checks: A sends with the default TTL (64), below B's minimum, so nothing arrives.
+    let (a, b) = pair("127.0.40.1", "127.0.40.2", |_| {}, |c| c.socket.gtsm = true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(a.peers()[0].status().established_count, 0);
+    assert_eq!(b.peers()[0].status().established_count, 0);
+    a.shutdown("test over").await;
+    b.shutdown("test over").await;
+}

@@ -140,6 +140,10 @@ pub struct PeerStatus {
     pub held_back: usize,
     /// Routes received are counted and otherwise ignored: deflect only originates.
     pub updates_received: u64,
+    /// NLRI announced to us, classic and multiprotocol.
+    pub nlri_received: u64,
+    /// NLRI withdrawn by the peer (treat-as-withdraw included).
+    pub withdrawals_received: u64,
     pub last_error: Option<String>,
     /// True when everything desired has been written, End-of-RIB included.
     pub synced: bool,
@@ -257,6 +261,8 @@ struct PeerTask {
     timers: HashMap<Timer, Instant>,
     next_conn_id: u64,
     updates_received: u64,
+    nlri_received: u64,
+    withdrawals_received: u64,
     last_error: Option<String>,
     established_count: u64,
     established_at: Option<std::time::SystemTime>,
@@ -288,6 +294,8 @@ impl PeerTask {
             timers: HashMap::new(),
             next_conn_id: 0,
             updates_received: 0,
+            nlri_received: 0,
+            withdrawals_received: 0,
             last_error: None,
             established_count: 0,
             established_at: None,
@@ -670,6 +678,12 @@ impl PeerTask {
             }
             Ok(Message::Update(u)) => {
                 self.updates_received += 1;
+                let a = &u.attributes;
+                self.nlri_received +=
+                    (u.nlri.len() + a.mp_reach.as_ref().map_or(0, |m| m.nlri.len())) as u64;
+                self.withdrawals_received += (u.withdrawn.len()
+                    + a.mp_unreach.as_ref().map_or(0, |m| m.withdrawn.len()))
+                    as u64;
                 if let Some(v) = u.worst_verdict() {
                     warn!(verdict = ?v, problems = ?u.problems, "UPDATE with errors (RFC 7606)");
                 }
@@ -755,6 +769,8 @@ impl PeerTask {
             advertised: self.rib.advertised().len(),
             held_back: self.rib.held_back().len(),
             updates_received: self.updates_received,
+            nlri_received: self.nlri_received,
+            withdrawals_received: self.withdrawals_received,
             last_error: self.last_error.clone(),
             synced: self.rib.is_established() && self.rib.is_synced(),
         };
