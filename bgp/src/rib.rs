@@ -487,6 +487,22 @@ pub fn pack_announcements<'k>(
     messages
 }
 
+/// Writes as many of `keys` as fit in `budget` octets; returns how many and the octets used.
+fn write_fitting(out: &mut BytesMut, keys: &[RouteKey], budget: usize) -> (usize, usize) {
+    let mut used = 0;
+    let mut n = 0;
+    for k in keys {
+        let l = k.wire_len();
+        if used + l > budget {
+            break;
+        }
+        k.write(out);
+        used += l;
+        n += 1;
+    }
+    (n, used)
+}
+
 /// Flags, type and a 2-octet length placeholder for MP_REACH_NLRI / MP_UNREACH_NLRI: optional,
 /// non-transitive, extended length (RFC 4760 §3, §4).
 fn write_mp_attr_header(out: &mut BytesMut, type_code: u8) {
@@ -504,24 +520,14 @@ fn mp_reach_overhead(next_hop_len: usize) -> usize {
 /// Writes one withdrawal UPDATE with as many of `keys` as fit; returns how many.
 fn write_withdraw(out: &mut BytesMut, family: Family, keys: &[RouteKey], max_len: usize) -> usize {
     let start = header::begin(out, message_type::UPDATE);
-    let mut n = 0;
-    if family == Family::Ipv4Unicast {
+    let n = if family == Family::Ipv4Unicast {
         // Withdrawn Routes Length, Withdrawn Routes, Total Path Attribute Length = 0.
         let len_at = out.len();
         out.put_u16(0);
-        let budget = max_len - header::HEADER_LEN - 4;
-        let mut used = 0;
-        for k in keys {
-            let l = k.wire_len();
-            if used + l > budget {
-                break;
-            }
-            k.write(out);
-            used += l;
-            n += 1;
-        }
+        let (n, used) = write_fitting(out, keys, max_len - header::HEADER_LEN - 4);
         out[len_at..len_at + 2].copy_from_slice(&(used as u16).to_be_bytes());
         out.put_u16(0);
+        n
     } else {
         out.put_u16(0); // no classic withdrawn routes
         let attrs_len_at = out.len();
@@ -531,24 +537,18 @@ fn write_withdraw(out: &mut BytesMut, family: Family, keys: &[RouteKey], max_len
         let value_start = out.len();
         out.put_u16(family.afi().code());
         out.put_u8(family.safi().code());
-        let budget = max_len - header::HEADER_LEN - 4 - 4 - 3;
-        let mut used = 0;
-        for k in keys {
-            let l = k.wire_len();
-            if used + l > budget {
-                break;
-            }
-            k.write(out);
-            used += l;
-            n += 1;
-        }
-        let value_len = out.len() - value_start;
-        out[value_start - 2..value_start].copy_from_slice(&(value_len as u16).to_be_bytes());
-        let attrs_len = out.len() - attr_start;
-        out[attrs_len_at..attrs_len_at + 2].copy_from_slice(&(attrs_len as u16).to_be_bytes());
-    }
+        let (n, _) = write_fitting(out, keys, max_len - header::HEADER_LEN - 4 - 4 - 3);
+        patch_len(out, value_start - 2, out.len() - value_start);
+        patch_len(out, attrs_len_at, out.len() - attr_start);
+        n
+    };
     header::finish(out, start);
     n
+}
+
+/// Writes a 2-octet length at `at`.
+fn patch_len(out: &mut BytesMut, at: usize, len: usize) {
+    out[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
 }
 
 /// Encodes the attributes shared by every UPDATE of one (family, attributes) group, MP_REACH aside.
@@ -594,22 +594,10 @@ fn write_announce(
     out.put_u16(0); // no classic withdrawn routes
     let attrs_len_at = out.len();
     out.put_u16(0);
-    let mut n = 0;
-    if family == Family::Ipv4Unicast {
+    let n = if family == Family::Ipv4Unicast {
         out.extend_from_slice(common);
-        let attrs_len = common.len();
-        out[attrs_len_at..attrs_len_at + 2].copy_from_slice(&(attrs_len as u16).to_be_bytes());
-        let budget = max_len - header::HEADER_LEN - 4 - attrs_len;
-        let mut used = 0;
-        for k in keys {
-            let l = k.wire_len();
-            if used + l > budget {
-                break;
-            }
-            k.write(out);
-            used += l;
-            n += 1;
-        }
+        patch_len(out, attrs_len_at, common.len());
+        write_fitting(out, keys, max_len - header::HEADER_LEN - 4 - common.len()).0
     } else {
         let next_hop: &[u8] = &match (family, attrs.next_hop) {
             (Family::Ipv6Unicast, Some(IpAddr::V6(nh))) => nh.octets().to_vec(),
@@ -625,22 +613,12 @@ fn write_announce(
         out.put_u8(0); // reserved
         let budget =
             max_len - header::HEADER_LEN - 4 - mp_reach_overhead(next_hop.len()) - common.len();
-        let mut used = 0;
-        for k in keys {
-            let l = k.wire_len();
-            if used + l > budget {
-                break;
-            }
-            k.write(out);
-            used += l;
-            n += 1;
-        }
-        let value_len = out.len() - value_start;
-        out[value_start - 2..value_start].copy_from_slice(&(value_len as u16).to_be_bytes());
+        let (n, _) = write_fitting(out, keys, budget);
+        patch_len(out, value_start - 2, out.len() - value_start);
         out.extend_from_slice(common);
-        let attrs_len = out.len() - attr_start;
-        out[attrs_len_at..attrs_len_at + 2].copy_from_slice(&(attrs_len as u16).to_be_bytes());
-    }
+        patch_len(out, attrs_len_at, out.len() - attr_start);
+        n
+    };
     header::finish(out, start);
     n
 }

@@ -920,34 +920,31 @@ fn encode_component_into(afi: Afi, c: &Component, out: &mut Vec<u8>) {
     if let Some(p) = c.prefix() {
         encode_prefix(afi, p, out);
     } else if let Some(ops) = c.numeric() {
+        let last = ops.len().saturating_sub(1);
         for (i, o) in ops.iter().enumerate() {
-            let (n, len_bits) = value_width(o.value);
-            let mut b = len_bits;
-            if i + 1 == ops.len() {
-                b |= 0x80;
-            }
-            if o.and {
-                b |= 0x40;
-            }
-            b |= u8::from(o.lt) << 2 | u8::from(o.gt) << 1 | u8::from(o.eq);
-            out.push(b);
-            out.extend_from_slice(&o.value.to_be_bytes()[8 - n..]);
+            let bits = u8::from(o.lt) << 2 | u8::from(o.gt) << 1 | u8::from(o.eq);
+            write_op(out, i == last, o.and, bits, o.value);
         }
     } else if let Some(ops) = c.bitmask() {
+        let last = ops.len().saturating_sub(1);
         for (i, o) in ops.iter().enumerate() {
-            let (n, len_bits) = value_width(o.value);
-            let mut b = len_bits;
-            if i + 1 == ops.len() {
-                b |= 0x80;
-            }
-            if o.and {
-                b |= 0x40;
-            }
-            b |= u8::from(o.not) << 1 | u8::from(o.matched);
-            out.push(b);
-            out.extend_from_slice(&o.value.to_be_bytes()[8 - n..]);
+            write_op(
+                out,
+                i == last,
+                o.and,
+                u8::from(o.not) << 1 | u8::from(o.matched),
+                o.value,
+            );
         }
     }
+}
+
+/// One operator octet (end-of-list, AND, value length, and the operator's own bits) and its value
+/// in the minimal width.
+fn write_op(out: &mut Vec<u8>, last: bool, and: bool, bits: u8, value: u64) {
+    let (n, len_bits) = value_width(value);
+    out.push(u8::from(last) << 7 | u8::from(and) << 6 | len_bits | bits);
+    out.extend_from_slice(&value.to_be_bytes()[8 - n..]);
 }
 
 fn encode_prefix(afi: Afi, p: &Prefix, out: &mut Vec<u8>) {
@@ -1003,26 +1000,15 @@ fn decode_components(afi: Afi, mut body: &[u8]) -> Result<Vec<Component>, FlowSp
                 }
             }
             component_type::TCP_FLAGS | component_type::FRAGMENT => {
-                let mut ops = Vec::new();
-                loop {
-                    let (&b, rest) = body
-                        .split_first()
-                        .ok_or(FlowSpecError::Truncated("bitmask operator"))?;
-                    if b & 0x0c != 0 {
-                        return Err(FlowSpecError::BadOperator(b));
-                    }
-                    let (value, n) = read_value(b, rest)?;
-                    body = &rest[n..];
-                    ops.push(BitmaskOp {
+                let ops = read_ops(&mut body, 0x0c, "bitmask operator")?
+                    .into_iter()
+                    .map(|(b, value)| BitmaskOp {
                         and: b & 0x40 != 0,
                         not: b & 0x02 != 0,
                         matched: b & 0x01 != 0,
                         value,
-                    });
-                    if b & 0x80 != 0 {
-                        break;
-                    }
-                }
+                    })
+                    .collect();
                 if t == component_type::TCP_FLAGS {
                     Component::TcpFlags(ops)
                 } else {
@@ -1030,33 +1016,44 @@ fn decode_components(afi: Afi, mut body: &[u8]) -> Result<Vec<Component>, FlowSp
                 }
             }
             _ => {
-                let mut ops = Vec::new();
-                loop {
-                    let (&b, rest) = body
-                        .split_first()
-                        .ok_or(FlowSpecError::Truncated("numeric operator"))?;
-                    if b & 0x08 != 0 {
-                        return Err(FlowSpecError::BadOperator(b));
-                    }
-                    let (value, n) = read_value(b, rest)?;
-                    body = &rest[n..];
-                    ops.push(NumericOp {
+                let ops = read_ops(&mut body, 0x08, "numeric operator")?
+                    .into_iter()
+                    .map(|(b, value)| NumericOp {
                         and: b & 0x40 != 0,
                         lt: b & 0x04 != 0,
                         gt: b & 0x02 != 0,
                         eq: b & 0x01 != 0,
                         value,
-                    });
-                    if b & 0x80 != 0 {
-                        break;
-                    }
-                }
+                    })
+                    .collect();
                 Component::from_numeric(t, ops).ok_or(FlowSpecError::UnknownType(t))?
             }
         };
         out.push(c);
     }
     Ok(out)
+}
+
+/// Reads an operator list up to its end-of-list bit: (operator octet, value) pairs. `reserved`
+/// are the bits that must be zero (RFC 8955 §4.2.1.1, §4.2.1.2).
+fn read_ops(
+    body: &mut &[u8],
+    reserved: u8,
+    what: &'static str,
+) -> Result<Vec<(u8, u64)>, FlowSpecError> {
+    let mut ops = Vec::new();
+    loop {
+        let (&b, rest) = body.split_first().ok_or(FlowSpecError::Truncated(what))?;
+        if b & reserved != 0 {
+            return Err(FlowSpecError::BadOperator(b));
+        }
+        let (value, n) = read_value(b, rest)?;
+        *body = &rest[n..];
+        ops.push((b, value));
+        if b & 0x80 != 0 {
+            return Ok(ops);
+        }
+    }
 }
 
 fn read_value(op: u8, buf: &[u8]) -> Result<(u64, usize), FlowSpecError> {
