@@ -9,7 +9,7 @@
 mod routers;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deflect::peer::{PeerConfig, PeerHandle};
@@ -84,7 +84,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 // ----------------------------------------------------------------------------------------------
-// BIRD
+// What each router shows, as comparable lines.
+
+/// A live router as the tests see it.
+trait Router: Sized + Send + 'static {
+    fn start(s: Session) -> routers::Result<Self>;
+    /// What it holds from deflect, one sorted line per route.
+    fn view(&self) -> routers::Result<Vec<String>>;
+    /// The lines for the routes of [`routes`] that are `on`.
+    fn expected(on: &[bool; 4]) -> Vec<String>;
+    fn restart(&mut self) -> routers::Result<()>;
+    fn log(&self) -> String;
+}
 
 const BIRD_DISCARD: (&str, &str) = (
     "flow4 { dst 192.0.2.7/32; proto 17; sport 123; }",
@@ -128,67 +139,23 @@ fn bird_expected(which: &[bool; 4]) -> Vec<String> {
     v
 }
 
-fn bird_wait_sync(bird: &Bird, which: [bool; 4], what: &str) -> Result<(), String> {
-    let want = bird_expected(&which);
-    let mut last = Vec::new();
-    wait_for(what, WAIT, || {
-        last = bird_view(bird)?;
-        Ok((last == want).then_some(()))
-    })
-    .map_err(|e| {
-        format!(
-            "{e}\nwanted: {want:#?}\nBIRD has: {last:#?}\nBIRD log:\n{}",
-            bird.log()
-        )
-    })
-}
-
-async fn bird_wait(b: &Arc<std::sync::Mutex<Bird>>, which: [bool; 4], what: &'static str) {
-    let b = b.clone();
-    if let Err(e) = blocking(move || bird_wait_sync(&b.lock().unwrap(), which, what)).await {
-        panic!("{e}");
+impl Router for Bird {
+    fn start(s: Session) -> routers::Result<Self> {
+        Bird::start(s)
+    }
+    fn view(&self) -> routers::Result<Vec<String>> {
+        bird_view(self)
+    }
+    fn expected(on: &[bool; 4]) -> Vec<String> {
+        bird_expected(on)
+    }
+    fn restart(&mut self) -> routers::Result<()> {
+        Bird::restart(self)
+    }
+    fn log(&self) -> String {
+        Bird::log(self)
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bird_receives_flowspec_and_rtbh_exactly_and_loses_them_on_withdraw() {
-    let s = session("127.0.41.1", "127.0.41.2");
-    let bird = Arc::new(std::sync::Mutex::new(Bird::start(s.clone()).unwrap()));
-    let speaker = start_speaker(&s).await;
-    let peer = speaker.peers()[0].clone();
-    wait_established(&peer).await;
-
-    let routes = routes();
-    for (k, a) in &routes {
-        speaker.set(k.clone(), Arc::new(a.clone())).await;
-    }
-    bird_wait(&bird, [true; 4], "all four routes in BIRD").await;
-
-    // Withdraw one at a time: exactly that one disappears.
-    let mut on = [true; 4];
-    for (i, (k, _)) in routes.iter().enumerate() {
-        speaker.remove(k.clone()).await;
-        on[i] = false;
-        bird_wait(&bird, on, "a withdrawal in BIRD").await;
-    }
-
-    // Announce again, restart BIRD: the new session gets the whole table.
-    for (k, a) in &routes {
-        speaker.set(k.clone(), Arc::new(a.clone())).await;
-    }
-    bird_wait(&bird, [true; 4], "routes before the restart").await;
-    let before = peer.status().established_count;
-    {
-        let b = bird.clone();
-        blocking(move || b.lock().unwrap().restart()).await.unwrap();
-    }
-    bird_wait(&bird, [true; 4], "routes after BIRD restarted").await;
-    assert!(peer.status().established_count > before);
-    speaker.shutdown("test over").await;
-}
-
-// ----------------------------------------------------------------------------------------------
-// GoBGP
 
 fn gobgp_view(g: &Gobgp) -> routers::Result<Vec<String>> {
     let mut v = Vec::new();
@@ -237,32 +204,52 @@ fn gobgp_expected(which: &[bool; 4]) -> Vec<String> {
     v
 }
 
-fn gobgp_wait_sync(gobgp: &Gobgp, which: [bool; 4], what: &str) -> Result<(), String> {
-    let want = gobgp_expected(&which);
+impl Router for Gobgp {
+    fn start(s: Session) -> routers::Result<Self> {
+        Gobgp::start(s)
+    }
+    fn view(&self) -> routers::Result<Vec<String>> {
+        gobgp_view(self)
+    }
+    fn expected(on: &[bool; 4]) -> Vec<String> {
+        gobgp_expected(on)
+    }
+    fn restart(&mut self) -> routers::Result<()> {
+        Gobgp::restart(self)
+    }
+    fn log(&self) -> String {
+        Gobgp::log(self)
+    }
+}
+
+/// Polls the router until it holds exactly the routes that are `on`.
+fn wait_sync<R: Router>(r: &R, on: [bool; 4], what: &str) -> Result<(), String> {
+    let want = R::expected(&on);
     let mut last = Vec::new();
     wait_for(what, WAIT, || {
-        last = gobgp_view(gobgp)?;
+        last = r.view()?;
         Ok((last == want).then_some(()))
     })
     .map_err(|e| {
         format!(
-            "{e}\nwanted: {want:#?}\nGoBGP has: {last:#?}\nGoBGP log:\n{}",
-            gobgp.log()
+            "{e}\nwanted: {want:#?}\nthe router has: {last:#?}\nits log:\n{}",
+            r.log()
         )
     })
 }
 
-async fn gobgp_wait(g: &Arc<std::sync::Mutex<Gobgp>>, which: [bool; 4], what: &'static str) {
-    let g = g.clone();
-    if let Err(e) = blocking(move || gobgp_wait_sync(&g.lock().unwrap(), which, what)).await {
+async fn wait<R: Router>(r: &Arc<Mutex<R>>, on: [bool; 4], what: &'static str) {
+    let r = r.clone();
+    if let Err(e) = blocking(move || wait_sync(&*r.lock().unwrap(), on, what)).await {
         panic!("{e}");
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gobgp_receives_flowspec_and_rtbh_exactly_and_loses_them_on_withdraw() {
-    let s = session("127.0.42.1", "127.0.42.2");
-    let gobgp = Arc::new(std::sync::Mutex::new(Gobgp::start(s.clone()).unwrap()));
+/// The scenario: announce the four routes, withdraw them one by one, announce them again,
+/// restart the router and see everything come back.
+async fn announce_withdraw_restart<R: Router>(router_addr: &str, deflect_addr: &str) {
+    let s = session(router_addr, deflect_addr);
+    let router = Arc::new(Mutex::new(R::start(s.clone()).unwrap()));
     let speaker = start_speaker(&s).await;
     let peer = speaker.peers()[0].clone();
     wait_established(&peer).await;
@@ -271,39 +258,49 @@ async fn gobgp_receives_flowspec_and_rtbh_exactly_and_loses_them_on_withdraw() {
     for (k, a) in &routes {
         speaker.set(k.clone(), Arc::new(a.clone())).await;
     }
-    gobgp_wait(&gobgp, [true; 4], "all four routes in GoBGP").await;
+    wait(&router, [true; 4], "all four routes").await;
 
+    // Withdraw one at a time: exactly that one disappears.
     let mut on = [true; 4];
     for (i, (k, _)) in routes.iter().enumerate() {
         speaker.remove(k.clone()).await;
         on[i] = false;
-        gobgp_wait(&gobgp, on, "a withdrawal in GoBGP").await;
+        wait(&router, on, "a withdrawal").await;
     }
 
+    // Announce again, restart the router: the new session gets the whole table.
     for (k, a) in &routes {
         speaker.set(k.clone(), Arc::new(a.clone())).await;
     }
-    gobgp_wait(&gobgp, [true; 4], "routes before the restart").await;
+    wait(&router, [true; 4], "routes before the restart").await;
     let before = peer.status().established_count;
-    {
-        let g = gobgp.clone();
-        blocking(move || g.lock().unwrap().restart()).await.unwrap();
-    }
-    gobgp_wait(&gobgp, [true; 4], "routes after GoBGP restarted").await;
+    let r = router.clone();
+    blocking(move || r.lock().unwrap().restart()).await.unwrap();
+    wait(&router, [true; 4], "routes after the router restarted").await;
     assert!(peer.status().established_count > before);
     speaker.shutdown("test over").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bird_receives_flowspec_and_rtbh_exactly_and_loses_them_on_withdraw() {
+    announce_withdraw_restart::<Bird>("127.0.41.1", "127.0.41.2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gobgp_receives_flowspec_and_rtbh_exactly_and_loses_them_on_withdraw() {
+    announce_withdraw_restart::<Gobgp>("127.0.42.1", "127.0.42.2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_session_with_bird_comes_up_and_carries_routes() {
     let mut s = session("127.0.43.1", "127.0.43.2");
     s.md5_password = Some("deflect-md5".into());
-    let bird = Arc::new(std::sync::Mutex::new(Bird::start(s.clone()).unwrap()));
+    let bird = Arc::new(Mutex::new(Bird::start(s.clone()).unwrap()));
     let speaker = start_speaker(&s).await;
     wait_established(&speaker.peers()[0]).await;
     let (k, a) = parse_flow(FLOW_DISCARD).unwrap();
     speaker.set(k, Arc::new(a)).await;
-    bird_wait(
+    wait(
         &bird,
         [true, false, false, false],
         "the rule over an MD5 session",
@@ -334,13 +331,13 @@ fn routers_keep_the_rules_through_graceful_restart_when_deflect_dies() {
             std::mem::forget(sp);
         }
     });
-    bird_wait_sync(&bird, first, "the rule in BIRD").unwrap();
-    gobgp_wait_sync(&gobgp, first, "the rule in GoBGP").unwrap();
+    wait_sync(&bird, first, "the rule in BIRD").unwrap();
+    wait_sync(&gobgp, first, "the rule in GoBGP").unwrap();
     // Dropping the runtime aborts every task and closes the sockets with no NOTIFICATION.
     drop(rt);
     std::thread::sleep(Duration::from_secs(3));
-    bird_wait_sync(&bird, first, "the rule kept by BIRD after deflect died").unwrap();
-    gobgp_wait_sync(&gobgp, first, "the rule kept by GoBGP after deflect died").unwrap();
+    wait_sync(&bird, first, "the rule kept by BIRD after deflect died").unwrap();
+    wait_sync(&gobgp, first, "the rule kept by GoBGP after deflect died").unwrap();
     assert!(
         !bird.established().unwrap(),
         "BIRD must have noticed the session loss"
@@ -353,13 +350,13 @@ fn routers_keep_the_rules_through_graceful_restart_when_deflect_dies() {
         let b = start_speaker(&sg).await;
         wait_established(&a.peers()[0]).await;
         wait_established(&b.peers()[0]).await;
-        bird_wait_sync(
+        wait_sync(
             &bird,
             [false; 4],
             "BIRD flushing the stale rule after End-of-RIB",
         )
         .unwrap();
-        gobgp_wait_sync(
+        wait_sync(
             &gobgp,
             [false; 4],
             "GoBGP flushing the stale rule after End-of-RIB",
