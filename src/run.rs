@@ -88,9 +88,14 @@ impl FromStr for PeerSpec {
                     cfg.socket.local_addr = Some(v.parse().map_err(|e| format!("local={v}: {e}"))?)
                 }
                 "hold" => {
-                    cfg.hold_time = v
-                        .parse()
-                        .map_err(|_| format!("hold={v}: not a number of seconds"))?
+                    cfg.hold_time = match v.parse() {
+                        Ok(h) if h == 0 || h >= 3 => h,
+                        _ => {
+                            return Err(format!(
+                                "hold={v}: the hold time is 0 or 3..=65535 seconds (RFC 4271 §4.2)"
+                            ));
+                        }
+                    }
                 }
                 "long-flowspec" => cfg.max_flowspec_nlri_len = 4095,
                 "families" => {
@@ -274,5 +279,60 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_specs_parse_with_their_options_and_refuse_nonsense() {
+        let p: PeerSpec =
+            "192.0.2.1:1179@65001,passive,md5=pw,gtsm,hold=30,families=ipv4-flowspec+ipv6-flowspec"
+                .parse()
+                .unwrap();
+        let c = p.0;
+        assert_eq!(
+            (c.remote.to_string(), c.port, c.remote_as),
+            ("192.0.2.1".into(), 1179, 65001)
+        );
+        assert_eq!(c.name, "192.0.2.1:1179");
+        assert_eq!(c.mode, Mode::Passive);
+        assert_eq!(c.socket.md5_password.as_deref(), Some("pw"));
+        assert!(c.socket.gtsm);
+        assert_eq!(c.hold_time, 30);
+        assert_eq!(c.families.len(), 2);
+        let v6: PeerSpec = "2001:db8::1@65001".parse().unwrap();
+        assert_eq!(v6.0.port, 179);
+        for bad in [
+            "192.0.2.1",
+            "192.0.2.1@x",
+            "192.0.2.1@1,hold=2",
+            "192.0.2.1@1,families=ipv9",
+            "192.0.2.1@1,frob",
+        ] {
+            assert!(bad.parse::<PeerSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rtbh_routes_default_to_blackhole_and_check_their_next_hop() {
+        let (k, a) = parse_rtbh("192.0.2.9/32 next-hop 192.0.2.66").unwrap();
+        assert_eq!(k, RouteKey::Unicast("192.0.2.9/32".parse().unwrap()));
+        assert_eq!(a.communities, vec![Community::BLACKHOLE]);
+        let (_, a) = parse_rtbh(
+            "2001:db8::9/128 next-hop 2001:db8::66 community 65000:666 large-community 65000:1:2",
+        )
+        .unwrap();
+        assert_eq!(a.communities, vec![Community::new(65000, 666)]);
+        assert_eq!(a.large_communities.len(), 1);
+        assert!(parse_rtbh("192.0.2.9/32").unwrap_err().contains("next hop"));
+        assert!(
+            parse_rtbh("192.0.2.9/24 next-hop 192.0.2.66")
+                .unwrap_err()
+                .contains("host bits")
+        );
+        assert!(parse_rtbh("192.0.2.9/32 next-hop 2001:db8::1").is_err());
     }
 }

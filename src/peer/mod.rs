@@ -480,7 +480,9 @@ impl PeerTask {
         Ok(())
     }
 
+    /// Closes the connection (after what is queued is written) and abandons a connect in flight.
     fn drop_connection(&mut self) {
+        self.connecting = None;
         if let Some(c) = self.conn.take() {
             tokio::spawn(c.close_with(None, Duration::from_secs(1)));
         }
