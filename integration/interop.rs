@@ -366,3 +366,46 @@ fn routers_keep_the_rules_through_graceful_restart_when_deflect_dies() {
         b.shutdown("test over").await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bird_reload_in_gets_the_routes_sent_again_by_route_refresh() {
+    let s = session("127.0.45.1", "127.0.45.2");
+    let bird = Arc::new(Mutex::new(Bird::start(s.clone()).unwrap()));
+    let speaker = start_speaker(&s).await;
+    let peer = speaker.peers()[0].clone();
+    wait_established(&peer).await;
+    for (k, a) in routes() {
+        speaker.set(k, Arc::new(a)).await;
+    }
+    wait(&bird, [true; 4], "all four routes").await;
+    let before = peer.status().rib.announced;
+    let b = bird.clone();
+    // BIRD asks for every channel again with ROUTE-REFRESH (RFC 2918).
+    blocking(move || b.lock().unwrap().birdc("reload in deflect"))
+        .await
+        .unwrap();
+    let mut w = peer.watch();
+    let after = tokio::time::timeout(WAIT, async {
+        loop {
+            let n = w.borrow_and_update().rib.announced;
+            if n >= before + 4 || w.changed().await.is_err() {
+                return n;
+            }
+        }
+    })
+    .await
+    .unwrap_or(before);
+    assert_eq!(
+        after,
+        before + 4,
+        "every route sent once more: {:#?}",
+        peer.status()
+    );
+    assert_eq!(
+        peer.status().established_count,
+        1,
+        "a refresh, not a session reset"
+    );
+    wait(&bird, [true; 4], "all four routes after the refresh").await;
+    speaker.shutdown("test over").await;
+}

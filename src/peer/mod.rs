@@ -695,15 +695,17 @@ impl PeerTask {
                 self.handle(Event::UpdateMsg);
             }
             Ok(Message::RouteRefresh(rr)) => {
+                // Subtype 0 is a request; 1 and 2 mark the peer's own re-advertisement (RFC 7313).
                 match Family::from_codes(rr.afi, rr.safi) {
-                    Some(f) if self.rib.is_established() => {
+                    Some(f) if self.rib.is_established() && rr.subtype == 0 => {
                         info!(family = %f, "ROUTE-REFRESH: re-sending");
                         self.rib.route_refresh(f);
                     }
                     _ => debug!(
                         afi = rr.afi,
                         safi = rr.safi,
-                        "ROUTE-REFRESH for a family we do not send"
+                        subtype = rr.subtype,
+                        "ROUTE-REFRESH that asks nothing of us"
                     ),
                 }
                 self.handle(Event::RouteRefreshMsg);
