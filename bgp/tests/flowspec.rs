@@ -118,7 +118,6 @@ fn every_numeric_operator_has_its_bits() {
     check(Afi::Ipv4, "pkt-len <100", "03 0a 84 64", &o);
     check(Afi::Ipv4, "pkt-len <=100", "03 0a 85 64", &o);
     check(Afi::Ipv4, "pkt-len !=100", "03 0a 86 64", &o);
-    check(Afi::Ipv4, "pkt-len any", "03 0a 87 00", &o);
     // OR of two, AND inside a term, and minimal widths 1, 2 and 4 octets side by side.
     check(
         Afi::Ipv4,

@@ -289,6 +289,8 @@ pub enum RuleError {
     },
     #[error("{0}: an operator with none of <, >, = can never match")]
     FalseOperator(&'static str),
+    #[error("{0}: an operator with all of <, >, = always matches; leave the condition out")]
+    TrueOperator(&'static str),
     #[error("{0}: the first operator of a list cannot be AND-ed to a previous one")]
     LeadingAnd(&'static str),
     #[error("{keyword}: the terms AND-ed in {term} can never all hold")]
@@ -691,6 +693,9 @@ fn validate(afi: Afi, components: &[Component], opts: &RuleOptions) -> Result<()
                 }
                 if !(o.lt || o.gt || o.eq) {
                     return Err(RuleError::FalseOperator(kw));
+                }
+                if o.lt && o.gt && o.eq {
+                    return Err(RuleError::TrueOperator(kw));
                 }
             }
             for t in terms_of(ops) {

@@ -21,7 +21,7 @@
 //! | `flow-label` | 13, IPv6 only | numeric, 0..=1048575 |
 //!
 //! Numeric values: `,` separates alternatives (OR), `&` joins conditions (AND). A condition is `N` or
-//! `=N`, `!=N`, `>N`, `>=N`, `<N`, `<=N`, `N..M` (short for `>=N&<=M`) or `any` (always true).
+//! `=N`, `!=N`, `>N`, `>=N`, `<N`, `<=N` or `N..M` (short for `>=N&<=M`).
 //! `dport 80,443,8000..8080` matches any of them; `pkt-len >=100&<200` one range.
 //!
 //! Bitmask values: flags joined by `+`; `F` or `=F` all of F set; `!=F` not all of F set; `~F` any of
@@ -277,9 +277,7 @@ fn parse_numeric(
                 eq,
                 value: v,
             };
-            if cond == "any" {
-                ops.push(op(true, true, true, 0));
-            } else if let Some((a, b)) = cond.split_once("..") {
+            if let Some((a, b)) = cond.split_once("..") {
                 let (a, b) = (parse_number(kw, a, names)?, parse_number(kw, b, names)?);
                 if a > b {
                     return err(cond, format!("{kw}: range {a}..{b} is empty"));
@@ -506,13 +504,13 @@ pub(super) fn format_numeric_term(c: &Component, _afi: Afi, term: &[NumericOp]) 
                 None => v.to_string(),
             },
             (false, false, true) => v.to_string(),
-            (true, true, true) => "any".to_string(),
             (true, true, false) => format!("!={v}"),
             (false, true, true) => format!(">={v}"),
             (true, false, true) => format!("<={v}"),
             (false, true, false) => format!(">{v}"),
             (true, false, false) => format!("<{v}"),
-            (false, false, false) => format!("false{v}"), // refused by validation; never printed for a rule
+            // Refused by validation, so never printed for a rule; spelled so that it cannot parse.
+            (false, false, false) | (true, true, true) => format!("invalid-operator{v}"),
         });
         i += 1;
     }
