@@ -1,10 +1,16 @@
 //! Decode errors of every message, their RFC 7606 verdict, and the NOTIFICATION each one sends: the
-//! one place where wire errors meet the session.
+//! one place where wire errors meet the session. Each module defines its error type; the mapping of
+//! every error to its (code, subcode, data) lives here, next to the others.
+
+use bytes::Bytes;
 
 use crate::header::HeaderError;
-use crate::notification::{Notification, NotificationError, code, route_refresh_sub};
+use crate::iana::BGP_VERSION;
+use crate::notification::{
+    Notification, NotificationError, code, header_sub, open_sub, route_refresh_sub, update_sub,
+};
 use crate::open::OpenError;
-use crate::update::UpdateError;
+use crate::update::{UpdateError, UpdateErrorKind};
 
 /// What an error does to the session, ordered from mildest to worst (RFC 7606 §2): the worst
 /// verdict among an UPDATE's problems is the one applied.
@@ -59,6 +65,74 @@ impl DecodeError {
             DecodeError::Update(e) => e.verdict,
             _ => Verdict::SessionReset,
         }
+    }
+}
+
+impl HeaderError {
+    /// RFC 4271 §6.1: 1/1; 1/2 with the erroneous length field; 1/3 with the type.
+    pub fn notification(&self) -> Notification {
+        match *self {
+            HeaderError::NotSynchronized => Notification::new(
+                code::MESSAGE_HEADER,
+                header_sub::CONNECTION_NOT_SYNCHRONIZED,
+                &[][..],
+            ),
+            HeaderError::BadLength(l) => Notification::new(
+                code::MESSAGE_HEADER,
+                header_sub::BAD_MESSAGE_LENGTH,
+                l.to_be_bytes().to_vec(),
+            ),
+            HeaderError::BadType(t) => {
+                Notification::new(code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_TYPE, vec![t])
+            }
+        }
+    }
+}
+
+impl OpenError {
+    /// RFC 4271 §6.2.
+    pub fn notification(&self) -> Notification {
+        let (sub, data): (u8, Vec<u8>) = match self {
+            OpenError::Truncated
+            | OpenError::BadParameterLength
+            | OpenError::BadCapability { .. } => (0, vec![]),
+            OpenError::UnsupportedVersion(_) => (
+                open_sub::UNSUPPORTED_VERSION,
+                u16::from(BGP_VERSION).to_be_bytes().to_vec(),
+            ),
+            OpenError::BadPeerAs => (open_sub::BAD_PEER_AS, vec![]),
+            OpenError::BadHoldTime(_) => (open_sub::UNACCEPTABLE_HOLD_TIME, vec![]),
+            OpenError::BadIdentifier(_) => (open_sub::BAD_BGP_IDENTIFIER, vec![]),
+            OpenError::UnsupportedParameter(_) => {
+                (open_sub::UNSUPPORTED_OPTIONAL_PARAMETER, vec![])
+            }
+        };
+        Notification::new(code::OPEN_MESSAGE, sub, data)
+    }
+}
+
+impl UpdateError {
+    /// Code 3 and the subcode of RFC 4271 §6.3.
+    pub fn notification(&self) -> Notification {
+        use UpdateErrorKind::*;
+        let sub = match &self.kind {
+            WithdrawnLength | AttributeListLength | AttributeOverrun(_) | Duplicate(_) => {
+                update_sub::MALFORMED_ATTRIBUTE_LIST
+            }
+            AttributeFlags { .. } => update_sub::ATTRIBUTE_FLAGS_ERROR,
+            AttributeLength { .. } => update_sub::ATTRIBUTE_LENGTH_ERROR,
+            InvalidOrigin(_) => update_sub::INVALID_ORIGIN_ATTRIBUTE,
+            MalformedAsPath => update_sub::MALFORMED_AS_PATH,
+            MissingWellKnown(_) => update_sub::MISSING_WELL_KNOWN_ATTRIBUTE,
+            UnrecognizedWellKnown(_) => update_sub::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
+            MalformedMp(_) | FlowSpec(_) => update_sub::OPTIONAL_ATTRIBUTE_ERROR,
+            InvalidNetworkField(_) => update_sub::INVALID_NETWORK_FIELD,
+        };
+        let data = match &self.kind {
+            MissingWellKnown(t) => Bytes::from(vec![*t]),
+            _ => self.data.clone(),
+        };
+        Notification::new(code::UPDATE_MESSAGE, sub, data)
     }
 }
 

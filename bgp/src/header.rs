@@ -14,7 +14,6 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::iana::message_type;
-use crate::notification::{Notification, code, header_sub};
 
 /// Marker, length and type.
 pub const HEADER_LEN: usize = 19;
@@ -40,27 +39,6 @@ pub enum HeaderError {
     BadLength(u16),
     #[error("message type {0} is unknown")]
     BadType(u8),
-}
-
-impl HeaderError {
-    /// RFC 4271 §6.1: 1/1; 1/2 with the erroneous length field; 1/3 with the type.
-    pub fn notification(&self) -> Notification {
-        match *self {
-            HeaderError::NotSynchronized => Notification::new(
-                code::MESSAGE_HEADER,
-                header_sub::CONNECTION_NOT_SYNCHRONIZED,
-                &[][..],
-            ),
-            HeaderError::BadLength(l) => Notification::new(
-                code::MESSAGE_HEADER,
-                header_sub::BAD_MESSAGE_LENGTH,
-                l.to_be_bytes().to_vec(),
-            ),
-            HeaderError::BadType(t) => {
-                Notification::new(code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_TYPE, vec![t])
-            }
-        }
-    }
 }
 
 /// Smallest valid length of each message type (RFC 4271 §4.2-§4.5, RFC 2918 §3).

@@ -22,7 +22,6 @@ use std::net::Ipv4Addr;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::iana::{AS_TRANS, BGP_VERSION, Family, capability};
-use crate::notification::{Notification, code, open_sub};
 
 /// Optional parameter type for capabilities (RFC 5492 §4).
 const PARAM_CAPABILITIES: u8 = 2;
@@ -102,28 +101,6 @@ pub enum OpenError {
     BadParameterLength,
     #[error("capability {code} has a malformed value of {len} octets")]
     BadCapability { code: u8, len: usize },
-}
-
-impl OpenError {
-    /// RFC 4271 §6.2.
-    pub fn notification(&self) -> Notification {
-        let (sub, data): (u8, Vec<u8>) = match self {
-            OpenError::Truncated
-            | OpenError::BadParameterLength
-            | OpenError::BadCapability { .. } => (0, vec![]),
-            OpenError::UnsupportedVersion(_) => (
-                open_sub::UNSUPPORTED_VERSION,
-                u16::from(BGP_VERSION).to_be_bytes().to_vec(),
-            ),
-            OpenError::BadPeerAs => (open_sub::BAD_PEER_AS, vec![]),
-            OpenError::BadHoldTime(_) => (open_sub::UNACCEPTABLE_HOLD_TIME, vec![]),
-            OpenError::BadIdentifier(_) => (open_sub::BAD_BGP_IDENTIFIER, vec![]),
-            OpenError::UnsupportedParameter(_) => {
-                (open_sub::UNSUPPORTED_OPTIONAL_PARAMETER, vec![])
-            }
-        };
-        Notification::new(code::OPEN_MESSAGE, sub, data)
-    }
 }
 
 impl Capability {

@@ -30,7 +30,6 @@ use crate::error::Verdict;
 use crate::flowspec::{FlowSpecError, Rule};
 use crate::iana::{Afi, Family, Safi, attr_flag, attr_type};
 use crate::message::CodecCtx;
-use crate::notification::{Notification, code, update_sub};
 
 /// An UPDATE message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,29 +100,6 @@ impl UpdateError {
 
     pub fn verdict(&self) -> Verdict {
         self.verdict
-    }
-
-    /// Code 3 and the subcode of RFC 4271 §6.3.
-    pub fn notification(&self) -> Notification {
-        use UpdateErrorKind::*;
-        let sub = match &self.kind {
-            WithdrawnLength | AttributeListLength | AttributeOverrun(_) | Duplicate(_) => {
-                update_sub::MALFORMED_ATTRIBUTE_LIST
-            }
-            AttributeFlags { .. } => update_sub::ATTRIBUTE_FLAGS_ERROR,
-            AttributeLength { .. } => update_sub::ATTRIBUTE_LENGTH_ERROR,
-            InvalidOrigin(_) => update_sub::INVALID_ORIGIN_ATTRIBUTE,
-            MalformedAsPath => update_sub::MALFORMED_AS_PATH,
-            MissingWellKnown(_) => update_sub::MISSING_WELL_KNOWN_ATTRIBUTE,
-            UnrecognizedWellKnown(_) => update_sub::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
-            MalformedMp(_) | FlowSpec(_) => update_sub::OPTIONAL_ATTRIBUTE_ERROR,
-            InvalidNetworkField(_) => update_sub::INVALID_NETWORK_FIELD,
-        };
-        let data = match &self.kind {
-            MissingWellKnown(t) => Bytes::from(vec![*t]),
-            _ => self.data.clone(),
-        };
-        Notification::new(code::UPDATE_MESSAGE, sub, data)
     }
 }
 
