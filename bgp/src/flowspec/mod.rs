@@ -385,7 +385,12 @@ impl Default for RuleOptions {
 /// Immutable and shared: a clone is a reference count, since one rule sits in the mitigation set
 /// and in the Adj-RIB-Out of every peer.
 #[derive(Clone)]
-pub struct Rule(Arc<RuleInner>);
+pub struct Rule {
+    /// The first octets of the NLRI, kept inline so that ordering and equality rarely reach the
+    /// shared body: a peer's Adj-RIB-Out holds hundreds of thousands of rules in ordered maps.
+    head: [u8; 16],
+    inner: Arc<RuleInner>,
+}
 
 /// The shared body of a [`Rule`]; reached through its accessors.
 #[doc(hidden)]
@@ -401,7 +406,7 @@ impl std::ops::Deref for Rule {
     type Target = RuleInner;
 
     fn deref(&self) -> &RuleInner {
-        &self.0
+        &self.inner
     }
 }
 
@@ -413,7 +418,8 @@ impl fmt::Debug for Rule {
 
 impl PartialEq for Rule {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || (self.afi == other.afi && self.wire == other.wire)
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.head == other.head && self.afi == other.afi && self.wire == other.wire)
     }
 }
 
@@ -432,14 +438,34 @@ impl PartialOrd for Rule {
     }
 }
 
-/// By (AFI, NLRI bytes): a stable map key, not RFC 8955 precedence ([`Rule::precedence_cmp`]).
+/// By NLRI bytes (then AFI): a stable map key, not RFC 8955 precedence ([`Rule::precedence_cmp`]).
 impl Ord for Rule {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.afi, &self.wire).cmp(&(other.afi, &other.wire))
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return Ordering::Equal;
+        }
+        // The head is a prefix of the wire: comparing it first orders exactly as the wire does.
+        (self.head.cmp(&other.head))
+            .then_with(|| self.afi.cmp(&other.afi))
+            .then_with(|| self.wire.cmp(&other.wire))
     }
 }
 
 impl Rule {
+    fn from_parts(afi: Afi, components: Vec<Component>, wire: Box<[u8]>) -> Rule {
+        let mut head = [0u8; 16];
+        let n = wire.len().min(16);
+        head[..n].copy_from_slice(&wire[..n]);
+        Rule {
+            head,
+            inner: Arc::new(RuleInner {
+                afi,
+                components,
+                wire,
+            }),
+        }
+    }
+
     /// Validates `components` (in any order) with the default options.
     pub fn new(afi: Afi, components: Vec<Component>) -> Result<Rule, RuleError> {
         Rule::with_options(afi, components, &RuleOptions::default())
@@ -459,11 +485,7 @@ impl Rule {
                 max: opts.max_nlri_len.min(MAX_NLRI_LEN + 2),
             });
         }
-        Ok(Rule(Arc::new(RuleInner {
-            afi,
-            components,
-            wire: wire.into_boxed_slice(),
-        })))
+        Ok(Rule::from_parts(afi, components, wire.into_boxed_slice()))
     }
 
     pub fn afi(&self) -> Afi {
@@ -517,14 +539,7 @@ impl Rule {
         }
         validate(afi, &components, &RuleOptions::LONG_FORM)?;
         let wire = buf[..hdr + len].to_vec().into_boxed_slice();
-        Ok((
-            Rule(Arc::new(RuleInner {
-                afi,
-                components,
-                wire,
-            })),
-            hdr + len,
-        ))
+        Ok((Rule::from_parts(afi, components, wire), hdr + len))
     }
 
     /// RFC 8955 §5.1 order of precedence: `Less` means `self` is applied first.
