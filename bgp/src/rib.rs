@@ -163,6 +163,8 @@ pub struct AdjRibOut {
     eor_pending: BTreeSet<Family>,
     /// Routes the peer cannot take in this session (kept out of `advertised`).
     held_back: BTreeSet<RouteKey>,
+    /// Pending keys to announce again even if unchanged (ROUTE-REFRESH).
+    resend: BTreeSet<RouteKey>,
     stats: RibStats,
 }
 
@@ -207,33 +209,6 @@ impl AdjRibOut {
             self.pending.insert(key.clone());
         }
         true
-    }
-
-    /// Replaces the whole desired set (a resynchronisation from the mitigation set).
-    pub fn replace_all(
-        &mut self,
-        routes: impl IntoIterator<Item = (RouteKey, Arc<RouteAttrs>)>,
-    ) -> Result<(), RibError> {
-        let mut next = BTreeMap::new();
-        for (k, a) in routes {
-            Self::check(&k, &a)?;
-            next.insert(k, a);
-        }
-        let old = std::mem::replace(&mut self.desired, next);
-        if self.session.is_some() {
-            for k in old.keys().filter(|k| !self.desired.contains_key(*k)) {
-                self.pending.insert(k.clone());
-            }
-            let changed: Vec<RouteKey> = self
-                .desired
-                .iter()
-                .filter(|(k, a)| old.get(*k) != Some(*a))
-                .map(|(k, _)| k.clone())
-                .collect();
-            self.pending.extend(changed);
-        }
-        self.held_back.retain(|k| self.desired.contains_key(k));
-        Ok(())
     }
 
     pub fn desired(&self) -> &BTreeMap<RouteKey, Arc<RouteAttrs>> {
@@ -282,6 +257,7 @@ impl AdjRibOut {
     /// The session reached Established: send everything, then End-of-RIB per family.
     pub fn session_up(&mut self, ctx: SessionCtx) {
         self.advertised.clear();
+        self.resend.clear();
         self.held_back.clear();
         self.pending = self.desired.keys().cloned().collect();
         self.eor_pending = ctx.families.clone();
@@ -294,11 +270,13 @@ impl AdjRibOut {
         self.session = None;
         self.advertised.clear();
         self.pending.clear();
+        self.resend.clear();
         self.eor_pending.clear();
         self.held_back.clear();
     }
 
-    /// ROUTE-REFRESH (RFC 2918 §4) for `family`: re-send all of it.
+    /// ROUTE-REFRESH (RFC 2918 §4) for `family`: re-send all of it. What the peer holds is unchanged
+    /// meanwhile, so a withdrawal that comes before the re-send is still sent.
     pub fn route_refresh(&mut self, family: Family) {
         if self.session.is_none() {
             return;
@@ -306,20 +284,12 @@ impl AdjRibOut {
         let keys: Vec<RouteKey> = self
             .advertised
             .keys()
+            .chain(self.held_back.iter())
             .filter(|k| k.family() == family)
             .cloned()
             .collect();
-        for k in keys {
-            self.advertised.remove(&k);
-            self.pending.insert(k);
-        }
-        let held: Vec<RouteKey> = self
-            .held_back
-            .iter()
-            .filter(|k| k.family() == family)
-            .cloned()
-            .collect();
-        self.pending.extend(held);
+        self.resend.extend(keys.iter().cloned());
+        self.pending.extend(keys);
     }
 
     /// Writes up to `max_messages` complete UPDATE messages (headers included) for pending changes
@@ -346,7 +316,8 @@ impl AdjRibOut {
                 && !matches!(&key, RouteKey::FlowSpec(r) if r.wire().len() > ctx.max_flowspec_nlri_len);
             match self.desired.get(&key) {
                 Some(attrs) if deliverable => {
-                    if self.advertised.get(&key) == Some(attrs) {
+                    let resend = !self.resend.is_empty() && self.resend.remove(&key);
+                    if !resend && self.advertised.get(&key) == Some(attrs) {
                         continue;
                     }
                     if !self.held_back.is_empty() {
@@ -369,6 +340,7 @@ impl AdjRibOut {
                     announces[idx].2.push(key);
                 }
                 Some(_) => {
+                    self.resend.remove(&key);
                     // The peer cannot take it: make sure it holds no older version, and hold it back.
                     if self.held_back.insert(key.clone()) {
                         self.stats.held_back += 1;
@@ -378,6 +350,7 @@ impl AdjRibOut {
                     }
                 }
                 None => {
+                    self.resend.remove(&key);
                     if self.advertised.contains_key(&key) {
                         withdraws.entry(family).or_default().push(key);
                     }

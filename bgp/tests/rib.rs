@@ -308,6 +308,21 @@ fn route_refresh_resends_the_family_and_a_new_session_resends_everything() {
 }
 
 #[test]
+fn a_withdrawal_after_a_route_refresh_is_still_sent() {
+    let mut rib = AdjRibOut::new();
+    rib.set(flow(1), discard()).unwrap();
+    let c = ctx(true, false);
+    rib.session_up(c.clone());
+    drain_all(&mut rib, &c.codec);
+    rib.route_refresh(Family::Ipv4FlowSpec);
+    rib.remove(&flow(1));
+    let (_, ann, wd, _) = drain_all(&mut rib, &c.codec);
+    assert!(ann.is_empty());
+    assert_eq!(wd.len(), 1);
+    assert!(rib.advertised().is_empty());
+}
+
+#[test]
 fn drain_respects_its_message_budget_and_keeps_the_rest_pending() {
     let mut rib = AdjRibOut::new();
     for i in 0..1000 {
