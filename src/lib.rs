@@ -1,13 +1,24 @@
 //! deflect: a DDoS-mitigation controller.
 //!
 //! This library holds the daemon's parts; the binary in `main.rs` is a thin command line over it.
-//! - [`peer`]: the tokio edge around `deflect_bgp`: one task per BGP neighbor owning its session state
-//!   machine and Adj-RIB-Out, with the connection IO in child tasks.
-//! - [`speaker`]: all peers and the listeners that hand them accepted connections.
-//! - [`run`]: `deflect run`.
+//! Data flows one way: (telemetry, later) → mitigation set → BGP peers, with the store and audit log
+//! beside the mitigation set.
+//! - [`config`]: the YAML configuration, checked in two passes with `file:line:col` errors.
+//! - [`mitigation`]: the mitigation set, one task that owns what is announced, with its guardrails.
+//! - [`store`] and [`audit`]: durable state and the hash-chained audit log.
+//! - [`api`] and [`cli`]: the HTTP API and the command line client.
+//! - [`peer`] and [`speaker`]: the tokio edge around `deflect_bgp`: one task per BGP neighbor
+//!   owning its session state machine and Adj-RIB-Out, with the connection IO in child tasks.
+//! - [`run`]: `deflect run`, wiring it all, with reloads on SIGHUP.
 //! - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM).
 
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod mitigation;
 pub mod peer;
 pub mod run;
 pub mod speaker;
+pub mod store;
 pub mod sys;

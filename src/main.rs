@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use deflect::cli::{self, ApiArgs, AuditCmd, ConfigCmd, MitigationCmd};
 use deflect::run::{self, RunArgs};
 
 #[derive(Debug, Parser)]
@@ -18,8 +19,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the BGP speaker: peer with routers and announce the given routes until stopped.
+    /// Run the daemon: BGP speaker, mitigation set, API.
     Run(RunArgs),
+    /// Manual mitigations, through the API.
+    Mitigation {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        cmd: MitigationCmd,
+    },
+    /// BGP peers, through the API.
+    Peers {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The audit log.
+    Audit {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,5 +58,9 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Mitigation { api, cmd } => cli::mitigation(&api, cmd),
+        Command::Peers { api } => cli::peers(&api),
+        Command::Audit { api, cmd } => cli::audit(&api, cmd),
+        Command::Config { cmd } => cli::config(cmd),
     }
 }

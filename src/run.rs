@@ -1,14 +1,17 @@
-//! `deflect run`: the speaker with neighbors and routes given on the command line.
+//! `deflect run`: the daemon.
 //!
-//! Until the controller's YAML configuration exists, this is how an operator (and the lab) drives the
-//! speaker by hand. With no `--peer`, nothing is sent anywhere: the UPDATE messages each route would
-//! produce are logged in hex instead.
+//! Start-up: configuration (a file, or the embedded defaults), the store, the BGP speaker, the
+//! mitigation set (which restores and re-announces what is still active), then the API. SIGHUP
+//! reloads the configuration: everything is checked first, then applied all at once, resetting only
+//! the neighbors whose settings changed; a bad file changes nothing. SIGTERM and SIGINT stop: every
+//! peer gets a Cease, and the store holds the state for the next start.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use clap::Args;
@@ -18,103 +21,38 @@ use deflect_bgp::iana::Family;
 use deflect_bgp::message::CodecCtx;
 use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
 use ipnet::IpNet;
+use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::peer::{Mode, PeerConfig};
+use crate::api::{self, ApiState};
+use crate::config::{Config, ConfigErrors, Neighbor, Settings};
+use crate::mitigation::{self, MitigationHandle};
+use crate::peer::PeerHandle;
 use crate::speaker::Speaker;
+use crate::store::Store;
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Our AS number.
-    #[arg(long, default_value_t = 65000)]
-    pub local_as: u32,
-    /// Our BGP identifier.
-    #[arg(long, default_value = "192.0.2.1")]
-    pub router_id: Ipv4Addr,
-    /// Address and port to accept connections from passive (and active) peers on; repeatable.
-    #[arg(long = "listen")]
-    pub listen: Vec<SocketAddr>,
-    /// A neighbor: ADDR[:PORT]@AS[,passive|,active][,md5=PASSWORD][,gtsm][,hold=SECONDS]
-    /// [,families=ipv4-flowspec+ipv6-flowspec+ipv4-unicast+ipv6-unicast][,long-flowspec][,local=ADDR].
-    #[arg(long = "peer")]
-    pub peers: Vec<PeerSpec>,
-    /// A FlowSpec route in deflect's rule syntax, e.g. 'dst 192.0.2.7/32 proto udp sport 123 then discard'.
-    #[arg(long = "flow")]
-    pub flows: Vec<String>,
-    /// An RTBH route: 'PREFIX next-hop ADDR [community C]... [large-community G:L1:L2]...';
-    /// community 65535:666 (blackhole) is added when no community is given.
-    #[arg(long = "rtbh")]
-    pub rtbh: Vec<String>,
-    /// Graceful-restart time advertised to peers (RFC 4724), seconds; 0 disables graceful restart.
-    #[arg(long, default_value_t = 120)]
-    pub graceful_restart: u16,
+    /// The configuration file (YAML; see examples/deflect.yaml). Without it deflect runs on embedded
+    /// defaults: API on 127.0.0.1:8179, state in ./deflect-state, no peers.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }
 
-/// A `--peer` value.
-#[derive(Debug, Clone)]
-pub struct PeerSpec(pub PeerConfig);
-
-impl FromStr for PeerSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut parts = s.split(',');
-        let head = parts.next().unwrap_or_default();
-        let (addr, asn) = head.split_once('@').ok_or("expected ADDR[:PORT]@AS")?;
-        let (ip, port) = match addr.parse::<SocketAddr>() {
-            Ok(sa) => (sa.ip(), sa.port()),
-            Err(_) => (
-                addr.parse::<IpAddr>()
-                    .map_err(|e| format!("address {addr:?}: {e}"))?,
-                179,
-            ),
-        };
-        let remote_as: u32 = asn
-            .parse()
-            .map_err(|_| format!("AS {asn:?} is not a number"))?;
-        let mut cfg = PeerConfig::new(ip, remote_as);
-        cfg.port = port;
-        if port != 179 {
-            cfg.name = SocketAddr::new(ip, port).to_string();
-        }
-        for p in parts {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            match k {
-                "passive" => cfg.mode = Mode::Passive,
-                "active" => cfg.mode = Mode::Active,
-                "md5" => cfg.socket.md5_password = Some(v.to_string()),
-                "gtsm" => cfg.socket.gtsm = true,
-                "local" => {
-                    cfg.socket.local_addr = Some(v.parse().map_err(|e| format!("local={v}: {e}"))?)
-                }
-                "hold" => {
-                    cfg.hold_time = match v.parse() {
-                        Ok(h) if h == 0 || h >= 3 => h,
-                        _ => {
-                            return Err(format!(
-                                "hold={v}: the hold time is 0 or 3..=65535 seconds (RFC 4271 §4.2)"
-                            ));
-                        }
-                    }
-                }
-                "long-flowspec" => cfg.max_flowspec_nlri_len = 4095,
-                "families" => {
-                    let mut set = BTreeSet::new();
-                    for f in v.split('+') {
-                        set.insert(Family::from_name(f).ok_or_else(|| {
-                            format!("unknown family {f:?}: use ipv4-flowspec, ipv6-flowspec, ipv4-unicast, ipv6-unicast")
-                        })?);
-                    }
-                    cfg.families = set;
-                }
-                _ => return Err(format!("unknown peer option {k:?}")),
-            }
-        }
-        Ok(PeerSpec(cfg))
-    }
+/// Parses a FlowSpec route in deflect's syntax into what the speaker announces.
+pub fn parse_flow(s: &str) -> Result<(RouteKey, RouteAttrs), String> {
+    let route: FlowRoute = s
+        .parse()
+        .map_err(|e: deflect_bgp::flowspec::text::ParseError| e.to_string())?;
+    let attrs = RouteAttrs {
+        ext_communities: route.ext_communities(),
+        ..RouteAttrs::default()
+    };
+    Ok((RouteKey::FlowSpec(route.rule), attrs))
 }
 
-/// Parses an `--rtbh` value.
+/// Parses `PREFIX next-hop ADDR [community C]... [large-community G:L1:L2]...`; BLACKHOLE when no
+/// community is given.
 pub fn parse_rtbh(s: &str) -> Result<(RouteKey, RouteAttrs), String> {
     let mut words = s.split_whitespace();
     let prefix: IpNet = words
@@ -156,44 +94,220 @@ pub fn parse_rtbh(s: &str) -> Result<(RouteKey, RouteAttrs), String> {
     Ok((key, attrs))
 }
 
-/// Parses a `--flow` value.
-pub fn parse_flow(s: &str) -> Result<(RouteKey, RouteAttrs), String> {
-    let route = FlowRoute::from_str(s).map_err(|e| e.to_string())?;
-    let attrs = RouteAttrs {
-        ext_communities: route.actions.iter().map(|a| a.to_ext_community()).collect(),
-        ..RouteAttrs::default()
-    };
-    Ok((RouteKey::FlowSpec(route.rule), attrs))
+/// The UPDATE messages an eBGP peer with every family would get for one route, in hex: what
+/// deflect shows when it has no peers to send to.
+pub fn show_update(local_as: u32, key: &RouteKey, attrs: &RouteAttrs) -> Vec<String> {
+    let mut rib = AdjRibOut::new();
+    if rib.set(key.clone(), Arc::new(attrs.clone())).is_err() {
+        return Vec::new();
+    }
+    rib.session_up(SessionCtx {
+        local_as,
+        ebgp: true,
+        codec: CodecCtx {
+            four_octet_as: true,
+            extended_message: false,
+        },
+        families: [key.family()].into_iter().collect::<BTreeSet<Family>>(),
+        max_flowspec_nlri_len: 239,
+    });
+    let mut out = BytesMut::new();
+    rib.drain(&mut out, 1);
+    vec![hex::encode(&out)]
 }
 
-fn routes(args: &RunArgs) -> Result<Vec<(RouteKey, RouteAttrs)>, String> {
-    let mut out = Vec::new();
-    for f in &args.flows {
-        out.push(parse_flow(f).map_err(|e| format!("--flow {f:?}: {e}"))?);
+fn load(path: Option<&PathBuf>) -> Result<Settings, ConfigErrors> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
     }
-    for r in &args.rtbh {
-        out.push(parse_rtbh(r).map_err(|e| format!("--rtbh {r:?}: {e}"))?);
+}
+
+/// A running daemon (also used by tests, in-process).
+#[derive(Debug)]
+pub struct Daemon {
+    pub settings: Settings,
+    pub speaker: Speaker,
+    pub mitigations: MitigationHandle,
+    pub api: Arc<ApiState>,
+    pub api_addr: SocketAddr,
+    config_path: Option<PathBuf>,
+    api_stop: Option<oneshot::Sender<()>>,
+    api_task: tokio::task::JoinHandle<()>,
+    set_task: tokio::task::JoinHandle<()>,
+}
+
+fn pairs(settings: &Settings, handles: &[PeerHandle]) -> Vec<(Neighbor, PeerHandle)> {
+    settings
+        .neighbors
+        .iter()
+        .cloned()
+        .zip(handles.iter().cloned())
+        .collect()
+}
+
+impl Daemon {
+    pub async fn start(settings: Settings, config_path: Option<PathBuf>) -> Result<Daemon, String> {
+        let store = Store::open(&settings.state_dir).map_err(|e| e.to_string())?;
+        info!(path = %store.path().display(), "state store open");
+        let peers: Vec<_> = settings.neighbors.iter().map(|n| n.peer.clone()).collect();
+        let speaker = Speaker::start(peers, &settings.listen)
+            .await
+            .map_err(|e| format!("BGP listener: {e}"))?;
+        let (mitigations, set_task) = mitigation::start(
+            store,
+            settings.guardrails.clone(),
+            pairs(&settings, speaker.peers()),
+            settings.local_as,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let api = Arc::new(ApiState {
+            mitigations: mitigations.clone(),
+            tokens: RwLock::new(settings.tokens.clone()),
+            peers: RwLock::new(speaker.peers().to_vec()),
+            started: Instant::now(),
+        });
+        let listener = tokio::net::TcpListener::bind(settings.api_listen)
+            .await
+            .map_err(|e| format!("API listen {}: {e}", settings.api_listen))?;
+        let api_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let app = api::router(api.clone(), settings.api_max_body);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let api_task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                error!("API server: {e}");
+            }
+        });
+        info!(%api_addr, peers = settings.neighbors.len(), dry_run = settings.guardrails.dry_run, "deflect is running");
+        if settings.tokens.is_empty() {
+            warn!(
+                "no API token is set: the API answers only /health, /metrics and /api/v1/openapi.json (set DEFLECT_TOKEN or configure api.tokens)"
+            );
+        }
+        Ok(Daemon {
+            settings,
+            speaker,
+            mitigations,
+            api,
+            api_addr,
+            config_path,
+            api_stop: Some(stop_tx),
+            api_task,
+            set_task,
+        })
     }
-    Ok(out)
+
+    /// Re-reads the configuration and applies it all, or nothing.
+    pub async fn reload(&mut self) -> Result<(), String> {
+        let next = match load(self.config_path.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                let text = e.to_string();
+                self.mitigations
+                    .record(
+                        "config",
+                        "config.reload.refused",
+                        serde_json::json!({"errors": text}),
+                    )
+                    .await;
+                return Err(text);
+            }
+        };
+        let cur = &self.settings;
+        let mut refused = Vec::new();
+        if next.listen != cur.listen {
+            refused.push("listen addresses change only at restart");
+        }
+        if next.api_listen != cur.api_listen {
+            refused.push("api.listen changes only at restart");
+        }
+        if next.state_dir != cur.state_dir {
+            refused.push("state_dir changes only at restart");
+        }
+        if !refused.is_empty() {
+            let text = format!("{}: {}", next.source, refused.join("; "));
+            self.mitigations
+                .record(
+                    "config",
+                    "config.reload.refused",
+                    serde_json::json!({"errors": text}),
+                )
+                .await;
+            return Err(text);
+        }
+        let keep: BTreeSet<String> = next
+            .neighbors
+            .iter()
+            .filter(|n| cur.neighbors.iter().any(|o| o == *n))
+            .map(|n| n.peer.name.clone())
+            .collect();
+        let changed: Vec<String> = next
+            .neighbors
+            .iter()
+            .filter(|n| !keep.contains(&n.peer.name))
+            .map(|n| n.peer.name.clone())
+            .collect();
+        let removed: Vec<String> = cur
+            .neighbors
+            .iter()
+            .filter(|o| !next.neighbors.iter().any(|n| n.peer.name == o.peer.name))
+            .map(|o| o.peer.name.clone())
+            .collect();
+        let handles = self
+            .speaker
+            .reconcile(
+                next.neighbors.iter().map(|n| n.peer.clone()).collect(),
+                &keep,
+                "configuration changed",
+            )
+            .await
+            .map_err(|e| format!("applying neighbors: {e}"))?;
+        if let Ok(mut t) = self.api.tokens.write() {
+            *t = next.tokens.clone();
+        }
+        if let Ok(mut p) = self.api.peers.write() {
+            *p = handles.clone();
+        }
+        let detail = serde_json::json!({"source": next.source, "reset": changed, "removed": removed, "kept": keep});
+        self.mitigations
+            .reload(next.guardrails.clone(), pairs(&next, &handles), detail)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(reset = ?changed, removed = ?removed, "configuration reloaded");
+        self.settings = next;
+        Ok(())
+    }
+
+    /// Stops: API first (no new writes), then the mitigation set, then every peer with a Cease.
+    pub async fn stop(mut self, reason: &str) {
+        if let Some(s) = self.api_stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.api_task.await;
+        self.set_task.abort();
+        self.speaker.shutdown(reason).await;
+    }
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    if args.listen.is_empty() {
-        if let Some(p) = args.peers.iter().find(|p| p.0.mode == Mode::Passive) {
-            error!(
-                "peer {} is passive but deflect listens nowhere: add --listen ADDR:PORT",
-                p.0.name
-            );
-            return ExitCode::from(2);
-        }
-    }
-    let routes = match routes(&args) {
-        Ok(r) => r,
+    let settings = match load(args.config.as_ref()) {
+        Ok(s) => s,
         Err(e) => {
-            error!("{e}");
+            for err in &e.0 {
+                error!("{err}");
+            }
             return ExitCode::from(2);
         }
     };
+    if args.config.is_none() {
+        info!(
+            "no --config: running on embedded defaults (API on 127.0.0.1:8179, state in ./deflect-state, no peers: announcements are shown, not sent)"
+        );
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -205,116 +319,41 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        if args.peers.is_empty() {
-            info!("no peers configured: announcements are shown, not sent");
-            show_updates(&args, &routes);
-        }
-        let peers = args
-            .peers
-            .iter()
-            .map(|p| {
-                let mut c = p.0.clone();
-                c.local_as = args.local_as;
-                c.router_id = args.router_id;
-                c.graceful_restart = (args.graceful_restart > 0).then_some(args.graceful_restart);
-                c
-            })
-            .collect();
-        let speaker = match Speaker::start(peers, &args.listen).await {
-            Ok(s) => s,
+        let mut daemon = match Daemon::start(settings, args.config.clone()).await {
+            Ok(d) => d,
             Err(e) => {
-                error!("cannot start the speaker: {e}");
+                error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
-        for (k, a) in routes {
-            speaker.set(k, Arc::new(a)).await;
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match daemon.reload().await {
+                    Ok(()) => {}
+                    Err(e) => error!("configuration not reloaded, nothing changed: {e}"),
+                },
+            }
         }
-        wait_for_signal().await;
         info!("shutting down: sending Cease to every peer");
-        speaker.shutdown("deflect is shutting down").await;
+        daemon.stop("deflect is shutting down").await;
         ExitCode::SUCCESS
     })
-}
-
-/// Logs the UPDATEs an eBGP peer with every family would receive.
-fn show_updates(args: &RunArgs, routes: &[(RouteKey, RouteAttrs)]) {
-    let mut rib = AdjRibOut::new();
-    for (k, a) in routes {
-        if let Err(e) = rib.set(k.clone(), Arc::new(a.clone())) {
-            warn!("{e}");
-        }
-    }
-    rib.session_up(SessionCtx {
-        local_as: args.local_as,
-        ebgp: true,
-        codec: CodecCtx {
-            four_octet_as: true,
-            extended_message: false,
-        },
-        families: Family::ALL.into_iter().collect(),
-        max_flowspec_nlri_len: 239,
-    });
-    let mut out = BytesMut::new();
-    while rib.drain(&mut out, 1) > 0 {
-        let msg = out.split();
-        info!(len = msg.len(), "UPDATE {}", hex_string(&msg));
-    }
-}
-
-fn hex_string(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, run until killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peer_specs_parse_with_their_options_and_refuse_nonsense() {
-        let p: PeerSpec =
-            "192.0.2.1:1179@65001,passive,md5=pw,gtsm,hold=30,families=ipv4-flowspec+ipv6-flowspec"
-                .parse()
-                .unwrap();
-        let c = p.0;
-        assert_eq!(
-            (c.remote.to_string(), c.port, c.remote_as),
-            ("192.0.2.1".into(), 1179, 65001)
-        );
-        assert_eq!(c.name, "192.0.2.1:1179");
-        assert_eq!(c.mode, Mode::Passive);
-        assert_eq!(c.socket.md5_password.as_deref(), Some("pw"));
-        assert!(c.socket.gtsm);
-        assert_eq!(c.hold_time, 30);
-        assert_eq!(c.families.len(), 2);
-        let v6: PeerSpec = "2001:db8::1@65001".parse().unwrap();
-        assert_eq!(v6.0.port, 179);
-        for bad in [
-            "192.0.2.1",
-            "192.0.2.1@x",
-            "192.0.2.1@1,hold=2",
-            "192.0.2.1@1,families=ipv9",
-            "192.0.2.1@1,frob",
-        ] {
-            assert!(bad.parse::<PeerSpec>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn rtbh_routes_default_to_blackhole_and_check_their_next_hop() {
@@ -334,5 +373,14 @@ mod tests {
                 .contains("host bits")
         );
         assert!(parse_rtbh("192.0.2.9/32 next-hop 2001:db8::1").is_err());
+    }
+
+    #[test]
+    fn the_update_shown_without_peers_is_the_one_a_peer_would_get() {
+        let (k, a) = parse_flow("dst 192.0.2.7/32 proto udp sport 123 then discard").unwrap();
+        let hex = show_update(65000, &k, &a);
+        assert_eq!(hex.len(), 1);
+        assert!(hex[0].starts_with("ffffffffffffffffffffffffffffffff"));
+        assert!(hex[0].contains("0120c0000207"), "{}", hex[0]); // dst 192.0.2.7/32
     }
 }

@@ -9,16 +9,17 @@
 //!
 //! Each listener checks the remote address of an accepted connection against the configured peers
 //! and hands the stream to that peer's task; connections from anyone else are closed at once (and
-//! counted). TCP MD5 keys for passive peers are installed on the listening socket per peer address.
+//! counted). TCP MD5 keys are installed on the listening sockets per peer address, and re-installed
+//! when a reload changes the peers ([`Speaker::reconcile`]).
 //!
 //! Shutdown: [`Speaker::shutdown`] asks every peer task to send a Cease (administrative shutdown,
 //! RFC 9003 message) and waits for them, bounded; the listeners stop when the speaker is dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use deflect_bgp::rib::{RouteAttrs, RouteKey};
 use tokio::net::{TcpListener, TcpSocket};
@@ -27,29 +28,52 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::peer::{self, PeerConfig, PeerHandle};
 
+type PeerMap = Arc<RwLock<HashMap<IpAddr, PeerHandle>>>;
+
 /// Running peers and listeners.
 #[derive(Debug)]
 pub struct Speaker {
     peers: Vec<PeerHandle>,
-    listeners: Vec<JoinHandle<()>>,
+    by_addr: PeerMap,
+    listeners: Vec<(Arc<TcpListener>, JoinHandle<()>)>,
     /// Connections refused because no peer is configured for their address.
     pub refused_connections: Arc<AtomicU64>,
-    local_addrs: Vec<SocketAddr>,
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        for (_, t) in &self.listeners {
+            t.abort();
+        }
+    }
+}
+
+/// MD5 keys for `peers` on a listening socket; an empty key removes one (for peers gone).
+fn set_md5_keys<S: std::os::fd::AsRawFd>(
+    socket: &S,
+    ipv4: bool,
+    peers: &[&PeerConfig],
+    clear: &[IpAddr],
+) -> io::Result<()> {
+    for ip in clear.iter().filter(|ip| ip.is_ipv4() == ipv4) {
+        // Removing a key that was never set fails with ENOENT; nothing to undo then.
+        let _ = crate::sys::set_tcp_md5(socket, *ip, None);
+    }
+    for c in peers.iter().filter(|c| c.remote.is_ipv4() == ipv4) {
+        if let Some(pw) = &c.socket.md5_password {
+            crate::sys::set_tcp_md5(socket, c.remote, Some(pw.as_bytes()))?;
+        }
+    }
+    Ok(())
 }
 
 impl Speaker {
     /// Starts one task per peer and one listener per address in `listen`.
     pub async fn start(peers: Vec<PeerConfig>, listen: &[SocketAddr]) -> io::Result<Speaker> {
-        let handles: Vec<PeerHandle> = peers.into_iter().map(peer::spawn).collect();
-        let by_addr: Arc<HashMap<IpAddr, PeerHandle>> = Arc::new(
-            handles
-                .iter()
-                .map(|h| (h.config().remote, h.clone()))
-                .collect(),
-        );
         let refused = Arc::new(AtomicU64::new(0));
+        let by_addr: PeerMap = Arc::default();
         let mut listeners = Vec::new();
-        let mut local_addrs = Vec::new();
+        let configs: Vec<&PeerConfig> = peers.iter().collect();
         for addr in listen {
             let socket = if addr.is_ipv4() {
                 TcpSocket::new_v4()?
@@ -57,21 +81,14 @@ impl Speaker {
                 TcpSocket::new_v6()?
             };
             socket.set_reuseaddr(true)?;
-            // MD5 keys must be on the listening socket before the SYN arrives; GTSM is set per
-            // accepted connection by its peer task, since not every peer uses it.
-            for h in handles.iter() {
-                let c = h.config();
-                if let Some(pw) = &c.socket.md5_password {
-                    if c.remote.is_ipv4() == addr.is_ipv4() {
-                        crate::sys::set_tcp_md5(&socket, c.remote, Some(pw.as_bytes()))?;
-                    }
-                }
-            }
+            // MD5 keys must be on the listening socket before the SYN arrives; GTSM's minimum TTL
+            // is set per accepted connection by its peer task, since not every peer uses it.
+            set_md5_keys(&socket, addr.is_ipv4(), &configs, &[])?;
             // GTSM: the handshake's SYN-ACK leaves from the listening socket, so it must already
             // carry TTL 255 for a GTSM peer to accept it (RFC 5082 §3). Harmless for other peers.
-            if handles
+            if configs
                 .iter()
-                .any(|h| h.config().socket.gtsm && h.config().remote.is_ipv4() == addr.is_ipv4())
+                .any(|c| c.socket.gtsm && c.remote.is_ipv4() == addr.is_ipv4())
             {
                 let s = socket2::SockRef::from(&socket);
                 if addr.is_ipv4() {
@@ -81,30 +98,109 @@ impl Speaker {
                 }
             }
             socket.bind(*addr)?;
-            let listener = socket.listen(64)?;
+            let listener = Arc::new(socket.listen(64)?);
             let local = listener.local_addr()?;
-            local_addrs.push(local);
             info!(%local, "listening for BGP connections");
             let span = info_span!("listener", %local);
-            listeners.push(tokio::spawn(
-                accept_loop(listener, by_addr.clone(), refused.clone()).instrument(span),
-            ));
+            let task = tokio::spawn(
+                accept_loop(listener.clone(), by_addr.clone(), refused.clone()).instrument(span),
+            );
+            listeners.push((listener, task));
         }
-        Ok(Speaker {
-            peers: handles,
+        let mut s = Speaker {
+            peers: Vec::new(),
+            by_addr,
             listeners,
             refused_connections: refused,
-            local_addrs,
-        })
+        };
+        s.peers = peers.into_iter().map(peer::spawn).collect();
+        s.publish_peers();
+        Ok(s)
+    }
+
+    fn publish_peers(&self) {
+        if let Ok(mut m) = self.by_addr.write() {
+            *m = self
+                .peers
+                .iter()
+                .map(|h| (h.config().remote, h.clone()))
+                .collect();
+        }
     }
 
     /// Where the listeners ended up (useful with port 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
     }
 
     pub fn peers(&self) -> &[PeerHandle] {
         &self.peers
+    }
+
+    /// Moves to the peers in `wanted`: peers named in `keep` go on untouched, every other one
+    /// is stopped (Cease with `reason`) and started again with its new configuration. Returns the
+    /// handles in `wanted`'s order.
+    pub async fn reconcile(
+        &mut self,
+        wanted: Vec<PeerConfig>,
+        keep: &BTreeSet<String>,
+        reason: &str,
+    ) -> io::Result<Vec<PeerHandle>> {
+        enum Slot {
+            Keep(PeerHandle),
+            Start(PeerConfig),
+        }
+        let mut old: HashMap<String, PeerHandle> = self
+            .peers
+            .drain(..)
+            .map(|h| (h.config().name.clone(), h))
+            .collect();
+        let mut slots = Vec::with_capacity(wanted.len());
+        for c in wanted {
+            match old.remove(&c.name) {
+                Some(h) if keep.contains(&c.name) => slots.push(Slot::Keep(h)),
+                Some(h) => {
+                    // Changed: the old session ends before the new one starts.
+                    old.insert(format!("{}\0old", c.name), h);
+                    slots.push(Slot::Start(c));
+                }
+                None => slots.push(Slot::Start(c)),
+            }
+        }
+        let gone: Vec<PeerHandle> = old.into_values().collect();
+        for h in &gone {
+            h.shutdown(reason).await;
+        }
+        for h in &gone {
+            h.join().await;
+        }
+        let cleared: Vec<IpAddr> = gone.iter().map(|h| h.config().remote).collect();
+        let started: Vec<&PeerConfig> = slots
+            .iter()
+            .filter_map(|s| {
+                if let Slot::Start(c) = s {
+                    Some(c)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (l, _) in &self.listeners {
+            let ipv4 = l.local_addr()?.is_ipv4();
+            set_md5_keys(l.as_ref(), ipv4, &started, &cleared)?;
+        }
+        self.peers = slots
+            .into_iter()
+            .map(|s| match s {
+                Slot::Keep(h) => h,
+                Slot::Start(c) => peer::spawn(c),
+            })
+            .collect();
+        self.publish_peers();
+        Ok(self.peers.clone())
     }
 
     /// Makes a route desired on every peer whose configuration takes its family.
@@ -128,25 +224,19 @@ impl Speaker {
         for p in &self.peers {
             p.shutdown(reason).await;
         }
-        for p in self.peers {
+        for p in &self.peers {
             p.join().await;
-        }
-        for l in self.listeners {
-            l.abort();
         }
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    peers: Arc<HashMap<IpAddr, PeerHandle>>,
-    refused: Arc<AtomicU64>,
-) {
+async fn accept_loop(listener: Arc<TcpListener>, peers: PeerMap, refused: Arc<AtomicU64>) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let ip = canonical(remote.ip());
-                match peers.get(&ip) {
+                let peer = peers.read().ok().and_then(|m| m.get(&ip).cloned());
+                match peer {
                     Some(p) => {
                         debug!(%remote, "accepted connection");
                         p.incoming(stream).await;

@@ -317,7 +317,7 @@ impl Gobgp {
             "[global.config]\n  as = {ras}\n  router-id = \"{rid}\"\n  port = {rp}\n  local-address-list = [\"{ra}\"]\n\
              [global.apply-policy.config]\n  default-import-policy = \"accept-route\"\n\
              [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{da}\"\n    peer-as = {das}\n{password}\
-             {gr}  [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{ra}\"\n{families}",
+             {gr}  [neighbors.timers.config]\n    idle-hold-time-after-reset = 1\n  [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{ra}\"\n{families}",
             ras = s.router_as,
             rid = s.router_id,
             rp = s.router_port,

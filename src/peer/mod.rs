@@ -82,8 +82,8 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
-    /// Defaults for a neighbor: active, port 179, hold time 90 s, FlowSpec for both families and RTBH
-    /// for both, graceful restart 120 s.
+    /// Defaults for a neighbor: active, port 179, hold time 90 s, connect retry 10 s, FlowSpec and RTBH
+    /// for both address families, graceful restart 120 s.
     pub fn new(remote: IpAddr, remote_as: u32) -> PeerConfig {
         PeerConfig {
             name: remote.to_string(),
@@ -94,7 +94,7 @@ impl PeerConfig {
             router_id: Ipv4Addr::new(192, 0, 2, 1),
             mode: Mode::Active,
             hold_time: 90,
-            connect_retry: Duration::from_secs(30),
+            connect_retry: Duration::from_secs(10),
             families: Family::ALL.into_iter().collect(),
             graceful_restart: Some(120),
             max_flowspec_nlri_len: 239,

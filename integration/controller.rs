@@ -1,0 +1,512 @@
+//! The controller over real HTTP on loopback, with the real speaker peering with a live GoBGP:
+//! mitigations reach the router and leave it (withdraw, expiry), survive restarts, and bad requests
+//! get the answer they deserve.
+
+#[path = "routers/mod.rs"]
+mod routers;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deflect::config::Config;
+use deflect::run::Daemon;
+use routers::{Gobgp, Session, free_port, wait_for};
+use serde_json::{Value, json};
+
+const WRITE: &str = "write-token-0123456789";
+const READ: &str = "read-token-0123456789";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config_yaml(state: &Path, api_port: u16, router: Option<&Session>, extra: &str) -> String {
+    let neighbors = match router {
+        Some(s) => format!(
+            "neighbors:\n  - name: gobgp\n    address: {}\n    port: {}\n    remote_as: {}\n    local_address: {}\n    connect_retry: 1s\n    receives: [flowspec, rtbh]\n    rtbh: {{ next_hop_ipv4: 192.0.2.66 }}\n",
+            s.router_addr, s.router_port, s.router_as, s.deflect_addr
+        ),
+        None => String::new(),
+    };
+    format!(
+        "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\napi:\n  listen: 127.0.0.1:{api_port}\n  max_body: 4096\n  tokens:\n    - {{ name: noc, token: {WRITE}, scope: write }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n{neighbors}protected:\n  customers: [203.0.113.0/24, 2001:db8:100::/48]\nnever_block: [203.0.113.53/32]\nlimits:\n  default_ttl: 10m\n  max_ttl: 1h\n  max_new_per_minute: 1000\n{extra}",
+        state.display()
+    )
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "deflect-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port("127.0.0.1".parse().unwrap())
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn new(port: u16) -> Http {
+        Http {
+            base: format!("http://127.0.0.1:{port}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent(),
+        }
+    }
+
+    /// (status, JSON body) of a request with an optional token and raw body.
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let resp = match method {
+            "GET" => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            "DELETE" => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            _ => {
+                let mut r = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/json");
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(body.unwrap_or(""))
+            }
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn create(&self, body: Value) -> (u16, Value) {
+        self.req(
+            "POST",
+            "/api/v1/mitigations",
+            Some(WRITE),
+            Some(&body.to_string()),
+        )
+    }
+}
+
+fn gobgp_flow_rules(g: &Gobgp) -> Vec<String> {
+    g.rib("ipv4-flowspec")
+        .map(|v| v.into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_default()
+}
+
+fn wait_rules(g: &Gobgp, want: &[&str], what: &str) {
+    let mut last = Vec::new();
+    let r = wait_for(what, WAIT, || {
+        last = gobgp_flow_rules(g);
+        let mut w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        w.sort();
+        Ok((last == w).then_some(()))
+    });
+    if let Err(e) = r {
+        panic!("{e}\nGoBGP has {last:#?}\nlog:\n{}", g.log());
+    }
+}
+
+const RULE: &str = "dst 203.0.113.7/32 proto udp sport 123 then discard";
+const GOBGP_RULE: &str = "[destination: 203.0.113.7/32][protocol: ==udp][source-port: ==123]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mitigation_made_over_http_reaches_gobgp_leaves_it_expires_and_survives_restarts() {
+    let router_addr: IpAddr = "127.0.51.1".parse().unwrap();
+    let s = Session {
+        router_addr,
+        router_port: free_port(router_addr),
+        router_as: 65001,
+        router_id: "192.0.2.254",
+        deflect_addr: "127.0.51.2".parse().unwrap(),
+        deflect_as: 65000,
+        md5_password: None,
+        graceful_restart: false,
+    };
+    let gobgp = Gobgp::start(s.clone()).unwrap();
+    let state = temp_dir("http");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let yaml = config_yaml(&state, api_port, Some(&s), "");
+    let settings = Config::parse("test.yaml", &yaml).unwrap().check().unwrap();
+    let daemon = Daemon::start(settings.clone(), None).await.unwrap();
+    let http = Http::new(api_port);
+
+    // Create: 201, then the rule in GoBGP.
+    let (st, m) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port)
+            .create(json!({"kind": "flowspec", "rule": RULE, "ttl": "10m", "reason": "test"}))
+    })
+    .await
+    .unwrap();
+    assert_eq!(st, 201, "{m}");
+    let id = m["id"].as_u64().unwrap();
+    assert_eq!(m["actor"], "noc");
+    let g = std::sync::Arc::new(gobgp);
+    let g2 = g.clone();
+    tokio::task::spawn_blocking(move || wait_rules(&g2, &[GOBGP_RULE], "the rule in GoBGP"))
+        .await
+        .unwrap();
+
+    // The same rule again: the same mitigation, extended.
+    let (st, again) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).create(json!({"kind": "flowspec", "rule": RULE, "ttl": "20m"}))
+    })
+    .await
+    .unwrap();
+    assert_eq!((st, again["id"].as_u64()), (200, Some(id)), "{again}");
+    assert!(again["expires_ms"].as_u64() > m["expires_ms"].as_u64());
+
+    // Delete: gone from GoBGP.
+    let (st, w) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).req(
+            "DELETE",
+            &format!("/api/v1/mitigations/{id}?reason=done"),
+            Some(WRITE),
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(w["withdraw_reason"], "done");
+    let g2 = g.clone();
+    tokio::task::spawn_blocking(move || wait_rules(&g2, &[], "the rule withdrawn"))
+        .await
+        .unwrap();
+
+    // A 2-second TTL: announced, then withdrawn by expiry.
+    let (st, short) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).create(json!({"kind": "flowspec", "rule": RULE, "ttl": "2s"}))
+    })
+    .await
+    .unwrap();
+    assert_eq!(st, 201, "{short}");
+    let g2 = g.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_rules(&g2, &[GOBGP_RULE], "the short-lived rule");
+        wait_rules(&g2, &[], "the rule gone at expiry");
+    })
+    .await
+    .unwrap();
+    let short_id = short["id"].as_u64().unwrap();
+    let (_, m) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).req(
+            "GET",
+            &format!("/api/v1/mitigations/{short_id}"),
+            Some(READ),
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(m["withdraw_reason"], "expired");
+
+    // One more, then deflect restarts: it comes back from the store and is announced again.
+    let (st, _) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).create(json!({"kind": "flowspec", "rule": RULE, "ttl": "10m"}))
+    })
+    .await
+    .unwrap();
+    assert_eq!(st, 201);
+    let g2 = g.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_rules(&g2, &[GOBGP_RULE], "the rule before the restart")
+    })
+    .await
+    .unwrap();
+    daemon.stop("restart").await;
+    let g2 = g.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_rules(&g2, &[], "the rule flushed when deflect stopped")
+    })
+    .await
+    .unwrap();
+    let daemon = Daemon::start(settings, None).await.unwrap();
+    let g2 = g.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_rules(&g2, &[GOBGP_RULE], "the rule restored after the restart")
+    })
+    .await
+    .unwrap();
+
+    // The audit log has it all and verifies.
+    let (st, v) = tokio::task::spawn_blocking(move || {
+        http.req("GET", "/api/v1/audit/verify", Some(READ), None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(st, 200, "{v}");
+    let (_, page) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).req("GET", "/api/v1/audit?limit=1000", Some(READ), None)
+    })
+    .await
+    .unwrap();
+    let actions: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "mitigation.create",
+        "announce",
+        "mitigation.extend",
+        "mitigation.withdraw",
+        "withdraw",
+        "restore",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    daemon.stop("test over").await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_a_json_error() {
+    let state = temp_dir("bad");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let settings = Config::parse("test.yaml", &config_yaml(&state, api_port, None, ""))
+        .unwrap()
+        .check()
+        .unwrap();
+    let daemon = Daemon::start(settings, None).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let h = Http::new(api_port);
+        let ok_rule = json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 proto tcp then discard"}).to_string();
+        // (what, method, token, body, status, words of the error)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<String>, u16, &'a str);
+        let cases: Vec<Case> = vec![
+            ("no token", "POST", None, Some(ok_rule.clone()), 401, "missing Authorization"),
+            ("unknown token", "POST", Some("nope-nope-nope-nope"), Some(ok_rule.clone()), 401, "unknown token"),
+            ("read token writes", "POST", Some(READ), Some(ok_rule.clone()), 403, "may only read"),
+            ("read token withdraws", "DELETE", Some(READ), None, 403, "may only read"),
+            ("malformed JSON", "POST", Some(WRITE), Some("{\"kind\": ".into()), 400, "request body"),
+            ("unknown field", "POST", Some(WRITE), Some(json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "colour": 1}).to_string()), 400, "unknown field `colour`"),
+            ("oversized body", "POST", Some(WRITE), Some(format!("{{\"reason\": \"{}\"}}", "x".repeat(5000))), 413, "request body"),
+            ("bad rule", "POST", Some(WRITE), Some(json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 dport 70000 then discard"}).to_string()), 400, "beyond 65535"),
+            ("no action", "POST", Some(WRITE), Some(json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32"}).to_string()), 400, "give an action"),
+            ("outside protected", "POST", Some(WRITE), Some(json!({"kind": "flowspec", "rule": "dst 198.51.100.9/32 then discard"}).to_string()), 422, "not inside a protected network"),
+            ("no destination", "POST", Some(WRITE), Some(json!({"kind": "flowspec", "rule": "proto udp sport 53 then discard"}).to_string()), 422, "no destination"),
+            ("never-block", "POST", Some(WRITE), Some(json!({"kind": "flowspec", "rule": "dst 203.0.113.0/24 then discard"}).to_string()), 422, "never-block"),
+            ("RTBH too short", "POST", Some(WRITE), Some(json!({"kind": "rtbh", "prefix": "203.0.113.128/25"}).to_string()), 422, "outside /32../32"),
+            ("TTL over the maximum", "POST", Some(WRITE), Some(json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "2h"}).to_string()), 422, "beyond the maximum"),
+            ("TTL not a duration", "POST", Some(WRITE), Some(json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "soon"}).to_string()), 400, "not a duration"),
+            ("unknown peer", "POST", Some(WRITE), Some(json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "peers": ["nope"]}).to_string()), 400, "no peer named"),
+            ("no kind", "POST", Some(WRITE), Some(json!({"prefix": "203.0.113.9/32"}).to_string()), 400, "kind is missing"),
+        ];
+        for (what, method, token, body, status, text) in cases {
+            let path = if method == "DELETE" { "/api/v1/mitigations/1" } else { "/api/v1/mitigations" };
+            let (st, v) = h.req(method, path, token, body.as_deref());
+            assert_eq!(st, status, "{what}: {v}");
+            let err = v["error"].as_str().unwrap_or_else(|| panic!("{what}: no JSON error in {v}"));
+            assert!(err.contains(text), "{what}: {err:?} does not say {text:?}");
+        }
+        let (st, v) = h.req("GET", "/api/v1/mitigations/999", Some(READ), None);
+        assert_eq!((st, v["error"].as_str()), (404, Some("no mitigation 999")));
+        let (st, _) = h.req("GET", "/api/v1/mitigations/x", Some(READ), None);
+        assert_eq!(st, 400);
+        let (st, _) = h.req("GET", "/api/v1/nothing", Some(READ), None);
+        assert_eq!(st, 404);
+        // Refusals are audited.
+        let (_, page) = h.req("GET", "/api/v1/audit?limit=1000", Some(READ), None);
+        let refused = page["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "mitigation.refused").count();
+        assert!(refused >= 10, "{refused} refusals audited");
+        // Metrics count requests and errors.
+        let (st, m) = h.req("GET", "/metrics", None, None);
+        assert_eq!(st, 200);
+        let text = m.as_str().unwrap_or_default();
+        assert!(text.contains("deflect_api_errors_total") && text.contains("deflect_mitigations_refused_total"), "{text}");
+    })
+    .await
+    .unwrap();
+    daemon.stop("test over").await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_routes_served() {
+    let doc: Value = serde_json::from_str(deflect::api::OPENAPI).unwrap();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut served: Vec<(String, String)> = deflect::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served() {
+    let state = temp_dir("routes");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let settings = Config::parse("test.yaml", &config_yaml(&state, api_port, None, ""))
+        .unwrap()
+        .check()
+        .unwrap();
+    let daemon = Daemon::start(settings, None).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let h = Http::new(api_port);
+        for (method, path) in deflect::api::ROUTES {
+            let (st, v) = h.req(
+                &method.to_uppercase(),
+                &path.replace("{id}", "1"),
+                Some(WRITE),
+                Some("{}"),
+            );
+            assert!(
+                !v.to_string().contains("no such endpoint"),
+                "{method} {path}: {st} {v}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    daemon.stop("test over").await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9
+
+fn spawn_daemon(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_api(h: &Http) {
+    wait_for("the API", WAIT, || {
+        Ok(h.agent
+            .get(format!("{}/api/v1/health", h.base))
+            .call()
+            .ok()
+            .map(|_| ()))
+    })
+    .unwrap();
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_no_acknowledged_change() {
+    let state = temp_dir("kill");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let config = state.join("deflect.yaml");
+    std::fs::write(&config, config_yaml(&state.join("db"), api_port, None, "")).unwrap();
+    let h = Http::new(api_port);
+    let mut acked: Vec<(u64, bool)> = Vec::new(); // (id, withdrawn)
+    for round in 0..3 {
+        let mut child = spawn_daemon(&config, &state.join(format!("log{round}")));
+        wait_api(&h);
+        // Writes until the kill lands at a moment we do not choose.
+        let deadline = Instant::now() + Duration::from_millis(300 + 200 * round as u64);
+        let mut i = 0u32;
+        while Instant::now() < deadline && i < 2000 {
+            let prefix = format!("203.0.113.{}/32", 1 + (acked.len() % 50));
+            let (st, v) = h.create(json!({"kind": "rtbh", "prefix": prefix, "ttl": "30m", "reason": format!("r{round}-{i}")}));
+            match st {
+                201 => acked.push((v["id"].as_u64().unwrap(), false)),
+                200 => {}
+                // Same prefix active: withdraw it, which is a write too.
+                _ => panic!("{st} {v}"),
+            }
+            if i % 3 == 2 {
+                if let Some(a) = acked.iter_mut().rev().find(|a| !a.1) {
+                    let (st, _) = h.req(
+                        "DELETE",
+                        &format!("/api/v1/mitigations/{}", a.0),
+                        Some(WRITE),
+                        None,
+                    );
+                    if st == 200 {
+                        a.1 = true;
+                    }
+                }
+            }
+            i += 1;
+        }
+        // SIGKILL, by PID.
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+        assert!(!acked.is_empty());
+    }
+    let mut child = spawn_daemon(&config, &state.join("log-final"));
+    wait_api(&h);
+    let (st, all) = h.req("GET", "/api/v1/mitigations?all=true", Some(READ), None);
+    assert_eq!(st, 200);
+    let stored: std::collections::HashMap<u64, Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_u64().unwrap(), m.clone()))
+        .collect();
+    for (id, withdrawn) in &acked {
+        let m = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged mitigation {id} lost"));
+        if *withdrawn {
+            assert!(
+                m["withdrawn_ms"].is_u64(),
+                "acknowledged withdrawal of {id} lost: {m}"
+            );
+        }
+    }
+    let (st, v) = h.req("GET", "/api/v1/audit/verify", Some(READ), None);
+    assert_eq!(st, 200, "{v}");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    // With the daemon stopped, the CLI verifies the log straight from the state directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(["audit", "verify", "--state-dir"])
+        .arg(state.join("db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit log verifies"));
+    let _ = std::fs::remove_dir_all(&state);
+}

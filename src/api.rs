@@ -1,0 +1,445 @@
+//! The HTTP API (axum), JSON under `/api/v1`, Prometheus text at `/metrics`.
+//!
+//! Handlers only translate: they authenticate the bearer token, validate the body, and ask the
+//! mitigation set, which owns every decision. A write is answered only after the mitigation set
+//! has made it durable. Errors are `{"error": "..."}` with the status decided in one place,
+//! [`ApiError::into_response`].
+//!
+//! The OpenAPI document (`openapi.json` beside this file) is served at `/api/v1/openapi.json`; a test
+//! checks that it lists exactly the routes in [`ROUTES`].
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::{Scope, Token};
+use crate::mitigation::{CreateRequest, Created, ListFilter, MitigationHandle, Refusal};
+use crate::peer::PeerHandle;
+
+/// Every route: (method, path). The router and the OpenAPI document both follow this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/health"),
+    ("get", "/api/v1/mitigations"),
+    ("post", "/api/v1/mitigations"),
+    ("get", "/api/v1/mitigations/{id}"),
+    ("delete", "/api/v1/mitigations/{id}"),
+    ("post", "/api/v1/mitigations/{id}/extend"),
+    ("get", "/api/v1/peers"),
+    ("get", "/api/v1/audit"),
+    ("get", "/api/v1/audit/verify"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/metrics"),
+];
+
+/// The OpenAPI 3 document.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What handlers share. Tokens and peers are swapped on reload.
+#[derive(Debug)]
+pub struct ApiState {
+    pub mitigations: MitigationHandle,
+    pub tokens: RwLock<Vec<Token>>,
+    pub peers: RwLock<Vec<PeerHandle>>,
+    pub started: Instant,
+}
+
+/// An API error: status and message.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            axum::Json(json!({"error": self.1, "status": self.0.as_u16()})),
+        )
+            .into_response()
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        let status = match &r {
+            Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
+            Refusal::Guardrail(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+            Refusal::Conflict(_) => StatusCode::CONFLICT,
+            Refusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, r.to_string())
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub scope: Scope,
+}
+
+impl Caller {
+    fn must_write(&self) -> Result<(), ApiError> {
+        match self.scope {
+            Scope::Write => Ok(()),
+            Scope::Read => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("token {:?} may only read", self.name),
+            )),
+        }
+    }
+}
+
+/// Constant-time comparison of two secrets.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Caller, ApiError> {
+        let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer TOKEN"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("Authorization must be `Bearer TOKEN`"))?;
+        let tokens = state
+            .tokens
+            .read()
+            .map_err(|_| unauthorized("token table unavailable"))?;
+        tokens
+            .iter()
+            .find(|t| same_secret(t.secret.as_bytes(), token.as_bytes()))
+            .map(|t| Caller {
+                name: t.name.clone(),
+                scope: t.scope,
+            })
+            .ok_or_else(|| unauthorized("unknown token"))
+    }
+}
+
+/// A JSON body: size-limited by the router, unknown fields refused by the type.
+fn body<T: for<'de> Deserialize<'de>>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let b = b.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+    serde_json::from_slice(&b)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/mitigations", get(list).post(create))
+        .route("/api/v1/mitigations/{id}", get(show).delete(withdraw))
+        .route("/api/v1/mitigations/{id}/extend", post(extend))
+        .route("/api/v1/peers", get(peers))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /api/v1/openapi.json".into(),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn count(
+    State(s): State<Arc<ApiState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    s.mitigations
+        .metrics
+        .api_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let r = next.run(req).await;
+    if r.status().is_client_error() || r.status().is_server_error() {
+        s.mitigations
+            .metrics
+            .api_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+async fn health(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
+    let up = peers
+        .iter()
+        .filter(|p| p.status().state == deflect_bgp::fsm::State::Established)
+        .count();
+    axum::Json(json!({
+        "status": "ok",
+        "uptime_s": s.started.elapsed().as_secs(),
+        "peers": peers.len(),
+        "peers_established": up,
+        "active_mitigations": s.mitigations.metrics.active.load(Ordering::Relaxed),
+    }))
+}
+
+async fn list(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<ListFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let _ = caller;
+    let Query(f) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(axum::Json(s.mitigations.list(f).await?))
+}
+
+async fn create(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.must_write()?;
+    let req: CreateRequest = body(b)?;
+    Ok(match s.mitigations.create(req, &caller.name).await? {
+        Created::New(m) => {
+            let mut r = (StatusCode::CREATED, axum::Json(&m)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/mitigations/{}", m.id)) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Created::Extended(m) => (StatusCode::OK, axum::Json(m)).into_response(),
+    })
+}
+
+fn id_of(p: Result<Path<u64>, axum::extract::rejection::PathRejection>) -> Result<u64, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "the id is a number".into()))
+}
+
+async fn show(
+    _caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    p: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(s.mitigations.get(id_of(p)?).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithdrawQuery {
+    reason: Option<String>,
+}
+
+async fn withdraw(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    p: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    q: Result<Query<WithdrawQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_write()?;
+    let id = id_of(p)?;
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let reason = q.reason.unwrap_or_else(|| "withdrawn by hand".into());
+    Ok(axum::Json(
+        s.mitigations.withdraw(id, &caller.name, &reason).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    pub ttl: String,
+}
+
+async fn extend(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    p: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_write()?;
+    let id = id_of(p)?;
+    let req: ExtendRequest = body(b)?;
+    Ok(axum::Json(
+        s.mitigations.extend(id, &req.ttl, &caller.name).await?,
+    ))
+}
+
+/// One peer as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerView {
+    pub name: String,
+    pub address: String,
+    pub remote_as: u32,
+    pub state: String,
+    pub uptime_s: Option<u64>,
+    pub families: Vec<String>,
+    pub routes_advertised: usize,
+    pub routes_desired: usize,
+    pub held_back: usize,
+    pub announced: u64,
+    pub withdrawn: u64,
+    pub updates_received: u64,
+    pub last_error: Option<String>,
+}
+
+pub fn peer_view(p: &PeerHandle) -> PeerView {
+    let c = p.config();
+    let s = p.status();
+    PeerView {
+        name: c.name.clone(),
+        address: std::net::SocketAddr::new(c.remote, c.port).to_string(),
+        remote_as: c.remote_as,
+        state: s.state.to_string(),
+        uptime_s: s
+            .established_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map(|d| d.as_secs()),
+        families: s.families.iter().map(|f| f.name().to_string()).collect(),
+        routes_advertised: s.advertised,
+        routes_desired: s.desired,
+        held_back: s.held_back,
+        announced: s.rib.announced,
+        withdrawn: s.rib.withdrawn,
+        updates_received: s.updates_received,
+        last_error: s.last_error,
+    }
+}
+
+async fn peers(_caller: Caller, State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
+    axum::Json(peers.iter().map(peer_view).collect::<Vec<_>>())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    _caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = s.mitigations.audit(q.after.unwrap_or(0), limit).await?;
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(axum::Json(json!({"entries": entries, "next_after": next})))
+}
+
+async fn audit_verify(
+    _caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let n = s.mitigations.audit_verify().await?;
+    Ok(axum::Json(json!({"ok": true, "entries": n})))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    let m = &s.mitigations.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    counter(
+        "deflect_mitigations_active",
+        "Mitigations active now.",
+        "gauge",
+        m.active.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_created_total",
+        "Mitigations created.",
+        "counter",
+        m.created.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_refused_total",
+        "Requests refused by a guardrail or as invalid.",
+        "counter",
+        m.refused.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_withdrawn_total",
+        "Mitigations withdrawn by hand.",
+        "counter",
+        m.withdrawn.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_expired_total",
+        "Mitigations withdrawn at expiry.",
+        "counter",
+        m.expired.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_announces_total",
+        "Routes given to peers.",
+        "counter",
+        m.announces.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_withdraws_total",
+        "Routes taken from peers.",
+        "counter",
+        m.withdraws.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_requests_total",
+        "API requests.",
+        "counter",
+        m.api_requests.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_errors_total",
+        "API requests answered with an error.",
+        "counter",
+        m.api_errors.load(Ordering::Relaxed),
+    );
+    let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
+    out.push_str("# HELP deflect_peer_up Whether the BGP session is established.\n# TYPE deflect_peer_up gauge\n");
+    for p in &peers {
+        let up = u8::from(p.status().state == deflect_bgp::fsm::State::Established);
+        out.push_str(&format!(
+            "deflect_peer_up{{peer=\"{}\"}} {up}\n",
+            p.config().name.replace('"', "'")
+        ));
+    }
+    out.push_str("# HELP deflect_peer_routes Routes advertised to the peer.\n# TYPE deflect_peer_routes gauge\n");
+    for p in &peers {
+        out.push_str(&format!(
+            "deflect_peer_routes{{peer=\"{}\"}} {}\n",
+            p.config().name.replace('"', "'"),
+            p.status().advertised
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

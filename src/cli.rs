@@ -1,0 +1,410 @@
+//! The command line client, in the style of `gobgp`: `deflect mitigation add|list|show|withdraw|extend`,
+//! `deflect peers`, `deflect audit list|verify`, talking to the API; `deflect config check`.
+//!
+//! The API address and token come from `--api`/`--token` or `DEFLECT_API`/`DEFLECT_TOKEN`. Output is a
+//! human table, or the API's JSON with `--json`. This module writes to standard output on purpose:
+//! it is the user interface, not the daemon.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::api::PeerView;
+use crate::config::Config;
+use crate::mitigation::Mitigation;
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The daemon's API.
+    #[arg(
+        long,
+        env = "DEFLECT_API",
+        default_value = "http://127.0.0.1:8179",
+        global = true
+    )]
+    pub api: String,
+    /// A bearer token of the daemon's configuration.
+    #[arg(long, env = "DEFLECT_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MitigationCmd {
+    /// Announce a FlowSpec rule or an RTBH route.
+    Add {
+        /// A FlowSpec rule with its action: 'dst 203.0.113.7/32 proto udp sport 123 then discard'.
+        #[arg(long, conflicts_with = "rtbh", required_unless_present = "rtbh")]
+        flow: Option<String>,
+        /// A prefix to blackhole (RFC 7999).
+        #[arg(long)]
+        rtbh: Option<String>,
+        /// Lifetime: 90s, 10m, 24h (the configured default when absent).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only these peers (repeatable); every eligible peer when absent.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
+    /// Active mitigations (all ever made with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    Show {
+        id: u64,
+    },
+    /// Withdraw a mitigation now.
+    Withdraw {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give a mitigation a new lifetime from now.
+    Extend {
+        id: u64,
+        #[arg(long)]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Entries after a sequence number.
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Check the hash chain: through the API, or straight from a stopped daemon's state directory.
+    Verify {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Check a configuration file as `deflect run` would, and print every error.
+    Check { file: PathBuf },
+}
+
+/// A failure the user sees: one line, and the exit code.
+struct Failure(String, u8);
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure(msg.into(), 1)
+}
+
+fn finish(r: Result<(), Failure>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            let _ = writeln!(std::io::stderr(), "deflect: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{text}");
+}
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(a: &ApiArgs) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Client {
+            base: a.api.trim_end_matches('/').to_string(),
+            token: a.token.clone(),
+            agent,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let url = format!("{}{}", self.base, path);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = self.agent.post(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send_json(body.unwrap_or(Value::Null))
+            }
+        };
+        let mut resp = resp.map_err(|e| fail(format!("cannot reach {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 400 {
+            let msg = v
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            return Err(Failure(
+                format!("{status}: {msg}"),
+                if status == 422 || status == 409 { 3 } else { 1 },
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn time(ms: u64) -> String {
+    let now = crate::mitigation::now_ms();
+    if ms > now {
+        format!("in {}s", (ms - now) / 1000)
+    } else {
+        format!("{}s ago", (now - ms) / 1000)
+    }
+}
+
+fn mitigation_rows(ms: &[Mitigation]) -> String {
+    let mut rows = vec![format!(
+        "{:<6} {:<8} {:<60} {:<12} {:<14} {}",
+        "ID", "KIND", "MATCH / PREFIX", "ACTOR", "EXPIRES", "STATE"
+    )];
+    for m in ms {
+        let what = m
+            .rule
+            .clone()
+            .or(m.prefix.map(|p| p.to_string()))
+            .unwrap_or_default();
+        let state = match (&m.withdraw_reason, m.dry_run) {
+            (Some(r), _) => format!("withdrawn ({r})"),
+            (None, true) => "dry-run".into(),
+            (None, false) => "active".into(),
+        };
+        rows.push(format!(
+            "{:<6} {:<8} {:<60} {:<12} {:<14} {}",
+            m.id,
+            format!("{:?}", m.kind).to_lowercase(),
+            what,
+            m.actor,
+            time(m.expires_ms),
+            state
+        ));
+    }
+    rows.join("\n")
+}
+
+fn print(json: bool, v: &Value, table: impl FnOnce(&Value) -> Option<String>) {
+    if json {
+        out(&serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        out(&table(v).unwrap_or_else(|| v.to_string()));
+    }
+}
+
+pub fn mitigation(a: &ApiArgs, cmd: MitigationCmd) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| {
+        let as_list = |v: &Value| {
+            serde_json::from_value::<Vec<Mitigation>>(v.clone())
+                .ok()
+                .map(|l| mitigation_rows(&l))
+        };
+        let as_one = |v: &Value| {
+            serde_json::from_value::<Mitigation>(v.clone())
+                .ok()
+                .map(|m| mitigation_rows(&[m]))
+        };
+        match cmd {
+            MitigationCmd::Add {
+                flow,
+                rtbh,
+                ttl,
+                reason,
+                peers,
+            } => {
+                let body = match (flow, rtbh) {
+                    (Some(rule), None) => {
+                        json!({"kind": "flowspec", "rule": rule, "ttl": ttl, "reason": reason, "peers": peers})
+                    }
+                    (None, Some(prefix)) => {
+                        json!({"kind": "rtbh", "prefix": prefix, "ttl": ttl, "reason": reason, "peers": peers})
+                    }
+                    _ => return Err(fail("give --flow RULE or --rtbh PREFIX")),
+                };
+                let v = c.call("POST", "/api/v1/mitigations", Some(body))?;
+                print(a.json, &v, as_one);
+            }
+            MitigationCmd::List { all } => {
+                let v = c.call(
+                    "GET",
+                    &format!("/api/v1/mitigations{}", if all { "?all=true" } else { "" }),
+                    None,
+                )?;
+                print(a.json, &v, as_list);
+            }
+            MitigationCmd::Show { id } => {
+                let v = c.call("GET", &format!("/api/v1/mitigations/{id}"), None)?;
+                print(a.json, &v, as_one);
+            }
+            MitigationCmd::Withdraw { id, reason } => {
+                let q = reason
+                    .map(|r| format!("?reason={}", urlencode(&r)))
+                    .unwrap_or_default();
+                let v = c.call("DELETE", &format!("/api/v1/mitigations/{id}{q}"), None)?;
+                print(a.json, &v, as_one);
+            }
+            MitigationCmd::Extend { id, ttl } => {
+                let v = c.call(
+                    "POST",
+                    &format!("/api/v1/mitigations/{id}/extend"),
+                    Some(json!({"ttl": ttl})),
+                )?;
+                print(a.json, &v, as_one);
+            }
+        }
+        Ok(())
+    })())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn peers(a: &ApiArgs) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| {
+        let v = c.call("GET", "/api/v1/peers", None)?;
+        print(a.json, &v, |v| {
+            let peers: Vec<PeerView> = serde_json::from_value(v.clone()).ok()?;
+            let mut rows = vec![format!(
+                "{:<20} {:<24} {:>10} {:<12} {:>8} {:>7} {}",
+                "PEER", "ADDRESS", "AS", "STATE", "UPTIME", "ROUTES", "LAST ERROR"
+            )];
+            for p in peers {
+                rows.push(format!(
+                    "{:<20} {:<24} {:>10} {:<12} {:>8} {:>7} {}",
+                    p.name,
+                    p.address,
+                    p.remote_as,
+                    p.state,
+                    p.uptime_s
+                        .map(|s| format!("{s}s"))
+                        .unwrap_or_else(|| "-".into()),
+                    p.routes_advertised,
+                    p.last_error.unwrap_or_default()
+                ));
+            }
+            Some(rows.join("\n"))
+        });
+        Ok(())
+    })())
+}
+
+pub fn audit(a: &ApiArgs, cmd: AuditCmd) -> ExitCode {
+    finish((|| match cmd {
+        AuditCmd::List { after, limit } => {
+            let v = Client::new(a).call(
+                "GET",
+                &format!("/api/v1/audit?after={after}&limit={limit}"),
+                None,
+            )?;
+            print(a.json, &v, |v| {
+                let entries = v.get("entries")?.as_array()?;
+                Some(
+                    entries
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{:>6} {:<14} {:<22} {}",
+                                e["seq"],
+                                e["actor"].as_str().unwrap_or(""),
+                                e["action"].as_str().unwrap_or(""),
+                                e["detail"]
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            });
+            Ok(())
+        }
+        AuditCmd::Verify {
+            state_dir: Some(dir),
+        } => {
+            let store = crate::store::Store::open(&dir)
+                .map_err(|e| fail(format!("{e} (is the daemon still running?)")))?;
+            match store.audit_verify().map_err(|e| fail(e.to_string()))? {
+                Ok(n) => {
+                    out(&format!("audit log verifies: {n} entries"));
+                    Ok(())
+                }
+                Err(e) => Err(Failure(format!("audit log does NOT verify: {e}"), 4)),
+            }
+        }
+        AuditCmd::Verify { state_dir: None } => {
+            let v = Client::new(a)
+                .call("GET", "/api/v1/audit/verify", None)
+                .map_err(|Failure(m, _)| Failure(m, 4))?;
+            print(a.json, &v, |v| {
+                Some(format!("audit log verifies: {} entries", v["entries"]))
+            });
+            Ok(())
+        }
+    })())
+}
+
+pub fn config(cmd: ConfigCmd) -> ExitCode {
+    match cmd {
+        ConfigCmd::Check { file } => match Config::load(&file) {
+            Ok(s) => {
+                out(&format!(
+                    "{}: ok ({} neighbors, {} protected groups, {} tokens)",
+                    file.display(),
+                    s.neighbors.len(),
+                    s.guardrails.protected.len(),
+                    s.tokens.len()
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,812 @@
+//! The daemon's configuration: YAML, read in two passes.
+//!
+//! 1. Syntax and shape: `serde-saphyr` with `deny_unknown_fields` everywhere; values that later checks
+//!    refer to keep their YAML position ([`Spanned`]).
+//! 2. Meaning: references, overlaps, families, limits ([`Config::check`]).
+//!
+//! Every error reads `file:line:col: what is wrong and how to fix it`. With no file, deflect runs on
+//! [`Config::embedded`]: API on loopback, state in `./deflect-state`, no peers.
+//!
+//! What this module must not do: open sockets or files other than the one it reads. Applying a
+//! configuration is the daemon's job (`daemon.rs`), all or nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deflect_bgp::community::{Community, LargeCommunity};
+use deflect_bgp::iana::Family;
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::peer::conn::SocketOptions;
+use crate::peer::{Mode, PeerConfig};
+
+/// A configuration error with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every error found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// What kinds of mitigation a neighbor receives.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Flowspec,
+    Rtbh,
+}
+
+/// An API token's permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub local_as: Spanned<u32>,
+    pub router_id: Spanned<Ipv4Addr>,
+    /// Addresses to accept BGP connections on.
+    #[serde(default)]
+    pub listen: Vec<Spanned<SocketAddr>>,
+    /// Where the store lives.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Nothing is announced to any peer: mitigations are recorded and shown only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// RFC 4724 restart time advertised to every peer, seconds; 0 disables graceful restart.
+    #[serde(default = "default_graceful_restart")]
+    pub graceful_restart: u16,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub neighbors: Vec<NeighborConfig>,
+    /// Named groups of prefixes deflect may mitigate for.
+    #[serde(default)]
+    pub protected: BTreeMap<String, Vec<Spanned<IpNet>>>,
+    /// Prefixes no mitigation may ever match.
+    #[serde(default)]
+    pub never_block: Vec<Spanned<IpNet>>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Where this configuration was read from (not in the file).
+    #[serde(skip)]
+    pub source: String,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("deflect-state")
+}
+
+fn default_graceful_restart() -> u16 {
+    120
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub max_body: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_api_listen(),
+            tokens: Vec::new(),
+            max_body: default_body_limit(),
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8179))
+}
+
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who the token is: the actor in the audit log.
+    pub name: Spanned<String>,
+    /// The secret itself, or `env:NAME` to read it from the environment.
+    pub token: Spanned<String>,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborConfig {
+    /// Defaults to the address.
+    pub name: Option<Spanned<String>>,
+    pub address: Spanned<IpAddr>,
+    pub remote_as: Spanned<u32>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub local_address: Option<IpAddr>,
+    #[serde(default)]
+    pub passive: bool,
+    pub md5_password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub gtsm: bool,
+    #[serde(default = "default_hold_time")]
+    pub hold_time: Spanned<u16>,
+    /// Wait between connection attempts (RFC 4271 ConnectRetryTimer), e.g. `10s`.
+    pub connect_retry: Option<Spanned<String>>,
+    /// Defaults to the families the `receives` kinds need.
+    pub families: Option<Vec<Spanned<String>>>,
+    /// Mitigation kinds this neighbor gets.
+    #[serde(default = "default_receives")]
+    pub receives: Spanned<Vec<Kind>>,
+    /// Send FlowSpec NLRI of 240 octets and more (GoBGP 3.10 refuses them).
+    #[serde(default)]
+    pub long_flowspec: bool,
+    pub rtbh: Option<Spanned<RtbhConfig>>,
+}
+
+fn default_port() -> u16 {
+    179
+}
+
+fn default_hold_time() -> Spanned<u16> {
+    Spanned::new(
+        90,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_receives() -> Spanned<Vec<Kind>> {
+    Spanned::new(
+        vec![Kind::Flowspec],
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// How this neighbor takes RTBH routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtbhConfig {
+    pub next_hop_ipv4: Option<Spanned<IpAddr>>,
+    pub next_hop_ipv6: Option<Spanned<IpAddr>>,
+    /// Defaults to `[blackhole]` (RFC 7999).
+    #[serde(default)]
+    pub communities: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub large_communities: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_ttl")]
+    pub default_ttl: Spanned<String>,
+    #[serde(default = "max_ttl")]
+    pub max_ttl: Spanned<String>,
+    #[serde(default = "default_max_active")]
+    pub max_active: usize,
+    #[serde(default = "default_max_new")]
+    pub max_new_per_minute: u32,
+    /// Shortest RTBH prefixes allowed (longest is always /32 and /128).
+    #[serde(default = "default_rtbh_v4")]
+    pub rtbh_min_prefix_v4: Spanned<u8>,
+    #[serde(default = "default_rtbh_v6")]
+    pub rtbh_min_prefix_v6: Spanned<u8>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_ttl: default_ttl(),
+            max_ttl: max_ttl(),
+            max_active: default_max_active(),
+            max_new_per_minute: default_max_new(),
+            rtbh_min_prefix_v4: default_rtbh_v4(),
+            rtbh_min_prefix_v6: default_rtbh_v6(),
+        }
+    }
+}
+
+fn unknown<T>(v: T) -> Spanned<T> {
+    Spanned::new(
+        v,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_ttl() -> Spanned<String> {
+    unknown("10m".into())
+}
+
+fn max_ttl() -> Spanned<String> {
+    unknown("24h".into())
+}
+
+fn default_max_active() -> usize {
+    10_000
+}
+
+fn default_max_new() -> u32 {
+    600
+}
+
+fn default_rtbh_v4() -> Spanned<u8> {
+    unknown(32)
+}
+
+fn default_rtbh_v6() -> Spanned<u8> {
+    unknown(128)
+}
+
+/// `90s`, `10m`, `24h`, `7d`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Limits, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guardrails {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub max_active: usize,
+    pub max_new_per_minute: u32,
+    pub rtbh_min_prefix_v4: u8,
+    pub rtbh_min_prefix_v6: u8,
+    pub protected: BTreeMap<String, Vec<IpNet>>,
+    pub never_block: Vec<IpNet>,
+    pub dry_run: bool,
+}
+
+/// An API token, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub name: String,
+    pub secret: String,
+    pub scope: Scope,
+}
+
+/// RTBH settings of one neighbor, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rtbh {
+    pub next_hop_ipv4: Option<IpAddr>,
+    pub next_hop_ipv6: Option<IpAddr>,
+    pub communities: Vec<Community>,
+    pub large_communities: Vec<LargeCommunity>,
+}
+
+/// A neighbor, resolved: the peer task's configuration and what it receives.
+#[derive(Debug, Clone)]
+pub struct Neighbor {
+    pub peer: PeerConfig,
+    pub receives: BTreeSet<Kind>,
+    pub rtbh: Rtbh,
+}
+
+impl PartialEq for Neighbor {
+    /// Two neighbors are the same when nothing that would reset the session differs.
+    fn eq(&self, o: &Self) -> bool {
+        let (a, b) = (&self.peer, &o.peer);
+        self.receives == o.receives
+            && self.rtbh == o.rtbh
+            && (
+                a.name.as_str(),
+                a.remote,
+                a.port,
+                a.remote_as,
+                a.local_as,
+                a.router_id,
+                a.mode,
+                a.hold_time,
+            ) == (
+                b.name.as_str(),
+                b.remote,
+                b.port,
+                b.remote_as,
+                b.local_as,
+                b.router_id,
+                b.mode,
+                b.hold_time,
+            )
+            && a.connect_retry == b.connect_retry
+            && (&a.families, a.graceful_restart, a.max_flowspec_nlri_len)
+                == (&b.families, b.graceful_restart, b.max_flowspec_nlri_len)
+            && (&a.socket.md5_password, a.socket.gtsm, a.socket.local_addr)
+                == (&b.socket.md5_password, b.socket.gtsm, b.socket.local_addr)
+    }
+}
+
+/// A checked configuration, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: String,
+    pub listen: Vec<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub api_max_body: usize,
+    pub tokens: Vec<Token>,
+    pub neighbors: Vec<Neighbor>,
+    pub guardrails: Guardrails,
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+}
+
+/// The configuration used when no file is given.
+pub const EMBEDDED: &str = "\
+# deflect's embedded defaults: API on loopback, state in ./deflect-state, no peers.
+local_as: 65000
+router_id: 192.0.2.1
+api:
+  listen: 127.0.0.1:8179
+  tokens:
+    - { name: local, token: 'env:DEFLECT_TOKEN', scope: write }
+protected:
+  documentation: [192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
+";
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(&name, &text)?.check()
+    }
+
+    /// The embedded defaults.
+    pub fn embedded() -> Result<Settings, ConfigErrors> {
+        Config::parse("<embedded>", EMBEDDED)?.check()
+    }
+
+    /// First pass: syntax, shape, unknown fields.
+    pub fn parse(source: &str, text: &str) -> Result<Config, ConfigErrors> {
+        match serde_saphyr::from_str::<Config>(text) {
+            Ok(mut c) => {
+                c.source = source.to_string();
+                Ok(c)
+            }
+            Err(e) => {
+                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                let raw = e.without_snippet().to_string();
+                // The library appends " at line L, column C"; the position is printed in front.
+                let message = match raw.rfind(" at line ") {
+                    Some(i) => raw[..i].to_string(),
+                    None => raw,
+                };
+                Err(ConfigErrors(vec![ConfigError {
+                    file: source.into(),
+                    line,
+                    column,
+                    message: hint(&message),
+                }]))
+            }
+        }
+    }
+
+    /// Second pass: meaning. Collects every problem, not just the first.
+    pub fn check(self) -> Result<Settings, ConfigErrors> {
+        let mut errs = Vec::new();
+        let src = self.source.clone();
+        let mut err = |at: &serde_saphyr::Location, msg: String| {
+            errs.push(ConfigError {
+                file: src.clone(),
+                line: at.line(),
+                column: at.column(),
+                message: msg,
+            });
+        };
+
+        if self.local_as.value == 0 {
+            err(
+                &self.local_as.referenced,
+                "local_as 0 is reserved; use your AS number".into(),
+            );
+        }
+        if self.router_id.value.is_unspecified() {
+            err(
+                &self.router_id.referenced,
+                "router_id 0.0.0.0 is invalid; use an IPv4 address of this host".into(),
+            );
+        }
+
+        // Limits.
+        let ttl = |s: &Spanned<String>,
+                   what: &str,
+                   err: &mut dyn FnMut(&serde_saphyr::Location, String)| {
+            parse_duration(&s.value)
+                .filter(|d| !d.is_zero())
+                .unwrap_or_else(|| {
+                    err(
+                        &s.referenced,
+                        format!(
+                            "{what} {:?} is not a duration; write e.g. 90s, 10m, 24h or 7d",
+                            s.value
+                        ),
+                    );
+                    Duration::from_secs(600)
+                })
+        };
+        let default_ttl = ttl(&self.limits.default_ttl, "default_ttl", &mut err);
+        let max_ttl_v = ttl(&self.limits.max_ttl, "max_ttl", &mut err);
+        if default_ttl > max_ttl_v {
+            err(
+                &self.limits.default_ttl.referenced,
+                "default_ttl is longer than max_ttl; lower it or raise max_ttl".into(),
+            );
+        }
+        for (p, max, what) in [
+            (&self.limits.rtbh_min_prefix_v4, 32u8, "rtbh_min_prefix_v4"),
+            (&self.limits.rtbh_min_prefix_v6, 128u8, "rtbh_min_prefix_v6"),
+        ] {
+            if p.value > max {
+                err(
+                    &p.referenced,
+                    format!("{what} {} is beyond /{max}", p.value),
+                );
+            }
+        }
+
+        // Protected groups and the never-block list.
+        let mut protected: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        let mut seen: Vec<(IpNet, String)> = Vec::new();
+        for (group, nets) in &self.protected {
+            for n in nets {
+                if n.value.trunc() != n.value {
+                    err(
+                        &n.referenced,
+                        format!(
+                            "{} has host bits set; did you mean {}?",
+                            n.value,
+                            n.value.trunc()
+                        ),
+                    );
+                }
+                if let Some((other, g)) = seen
+                    .iter()
+                    .find(|(o, _)| o.contains(&n.value) || n.value.contains(o))
+                {
+                    err(
+                        &n.referenced,
+                        format!(
+                            "{} overlaps {other} of group {g:?}; a prefix belongs to one group",
+                            n.value
+                        ),
+                    );
+                }
+                seen.push((n.value, group.clone()));
+                protected
+                    .entry(group.clone())
+                    .or_default()
+                    .push(n.value.trunc());
+            }
+        }
+        for n in &self.never_block {
+            if n.value.trunc() != n.value {
+                err(
+                    &n.referenced,
+                    format!(
+                        "{} has host bits set; did you mean {}?",
+                        n.value,
+                        n.value.trunc()
+                    ),
+                );
+            }
+        }
+
+        // API tokens.
+        let mut tokens = Vec::new();
+        let mut names = BTreeSet::new();
+        for t in &self.api.tokens {
+            if !names.insert(t.name.value.clone()) {
+                err(
+                    &t.name.referenced,
+                    format!(
+                        "token name {:?} is used twice; names identify actors in the audit log",
+                        t.name.value
+                    ),
+                );
+            }
+            let secret = match t.token.value.strip_prefix("env:") {
+                Some(var) => std::env::var(var).unwrap_or_default(),
+                None => t.token.value.clone(),
+            };
+            if secret.is_empty() {
+                // A token from an unset variable is left out: nobody can use it.
+                continue;
+            }
+            if secret.len() < 16 {
+                err(
+                    &t.token.referenced,
+                    "token is shorter than 16 characters; use a long random string".into(),
+                );
+            }
+            tokens.push(Token {
+                name: t.name.value.clone(),
+                secret,
+                scope: t.scope,
+            });
+        }
+
+        // Neighbors.
+        let mut neighbors = Vec::new();
+        let mut addrs = BTreeSet::new();
+        for n in &self.neighbors {
+            let addr = n.address.value;
+            if !addrs.insert((addr, n.port)) {
+                err(
+                    &n.address.referenced,
+                    format!("neighbor {addr} port {} is configured twice", n.port),
+                );
+            }
+            if n.remote_as.value == 0 {
+                err(&n.remote_as.referenced, "remote_as 0 is reserved".into());
+            }
+            if n.hold_time.value == 1 || n.hold_time.value == 2 {
+                err(
+                    &n.hold_time.referenced,
+                    "hold_time is 0 or at least 3 seconds (RFC 4271 §4.2)".into(),
+                );
+            }
+            let receives: BTreeSet<Kind> = n.receives.value.iter().copied().collect();
+            let families: BTreeSet<Family> = match &n.families {
+                Some(list) => list
+                    .iter()
+                    .filter_map(|f| {
+                        let fam = Family::from_name(&f.value);
+                        if fam.is_none() {
+                            err(&f.referenced, format!("unknown family {:?}; use ipv4-flowspec, ipv6-flowspec, ipv4-unicast or ipv6-unicast", f.value));
+                        }
+                        fam
+                    })
+                    .collect(),
+                None => receives
+                    .iter()
+                    .flat_map(|k| match k {
+                        Kind::Flowspec => [Family::Ipv4FlowSpec, Family::Ipv6FlowSpec],
+                        Kind::Rtbh => [Family::Ipv4Unicast, Family::Ipv6Unicast],
+                    })
+                    .collect(),
+            };
+            if receives.contains(&Kind::Flowspec)
+                && !families
+                    .iter()
+                    .any(|f| matches!(f, Family::Ipv4FlowSpec | Family::Ipv6FlowSpec))
+            {
+                err(&n.receives.referenced, "this neighbor receives flowspec but has no flowspec family; add ipv4-flowspec or ipv6-flowspec".into());
+            }
+            let mut rtbh = Rtbh::default();
+            if receives.contains(&Kind::Rtbh) {
+                match &n.rtbh {
+                    None => err(
+                        &n.address.referenced,
+                        format!(
+                            "neighbor {addr} receives rtbh but has no rtbh section with a next hop"
+                        ),
+                    ),
+                    Some(r) => {
+                        for (nh, v4) in [
+                            (&r.value.next_hop_ipv4, true),
+                            (&r.value.next_hop_ipv6, false),
+                        ] {
+                            if let Some(nh) = nh {
+                                if nh.value.is_ipv4() != v4 {
+                                    err(
+                                        &nh.referenced,
+                                        format!(
+                                            "{} is not an IPv{} address",
+                                            nh.value,
+                                            if v4 { 4 } else { 6 }
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                        rtbh.next_hop_ipv4 = r.value.next_hop_ipv4.as_ref().map(|s| s.value);
+                        rtbh.next_hop_ipv6 = r.value.next_hop_ipv6.as_ref().map(|s| s.value);
+                        if rtbh.next_hop_ipv4.is_none() && rtbh.next_hop_ipv6.is_none() {
+                            err(&r.referenced, "rtbh needs next_hop_ipv4 or next_hop_ipv6 (the discard next hop the router resolves to a null route)".into());
+                        }
+                        for c in &r.value.communities {
+                            match c.value.parse::<Community>() {
+                                Ok(c) => rtbh.communities.push(c),
+                                Err(e) => err(
+                                    &c.referenced,
+                                    format!("{e}; write ASN:VALUE or blackhole, no-export"),
+                                ),
+                            }
+                        }
+                        if rtbh.communities.is_empty() {
+                            rtbh.communities.push(Community::BLACKHOLE);
+                        }
+                        for c in &r.value.large_communities {
+                            match c.value.parse::<LargeCommunity>() {
+                                Ok(c) => rtbh.large_communities.push(c),
+                                Err(e) => err(&c.referenced, e.to_string()),
+                            }
+                        }
+                        if rtbh.next_hop_ipv4.is_some() && !families.contains(&Family::Ipv4Unicast)
+                            || rtbh.next_hop_ipv6.is_some()
+                                && !families.contains(&Family::Ipv6Unicast)
+                        {
+                            err(&r.referenced, "an rtbh next hop is set for a family this neighbor does not have; add ipv4-unicast / ipv6-unicast to families".into());
+                        }
+                    }
+                }
+            } else if let Some(r) = &n.rtbh {
+                err(&r.referenced, "rtbh settings on a neighbor that does not receive rtbh; add rtbh to receives or remove them".into());
+            }
+            if n.passive && self.listen.is_empty() {
+                err(
+                    &n.address.referenced,
+                    "passive neighbor but deflect listens nowhere; add a listen address".into(),
+                );
+            }
+            let mut peer = PeerConfig::new(addr, n.remote_as.value);
+            peer.name = n
+                .name
+                .as_ref()
+                .map_or_else(|| addr.to_string(), |s| s.value.clone());
+            peer.port = n.port;
+            peer.local_as = self.local_as.value;
+            peer.router_id = self.router_id.value;
+            peer.mode = if n.passive {
+                Mode::Passive
+            } else {
+                Mode::Active
+            };
+            peer.hold_time = n.hold_time.value;
+            if let Some(cr) = &n.connect_retry {
+                match parse_duration(&cr.value).filter(|d| !d.is_zero()) {
+                    Some(d) => peer.connect_retry = d,
+                    None => err(
+                        &cr.referenced,
+                        format!(
+                            "connect_retry {:?} is not a duration; write e.g. 10s",
+                            cr.value
+                        ),
+                    ),
+                }
+            }
+            peer.families = families;
+            peer.graceful_restart = (self.graceful_restart > 0).then_some(self.graceful_restart);
+            peer.max_flowspec_nlri_len = if n.long_flowspec { 4095 } else { 239 };
+            peer.socket = SocketOptions {
+                md5_password: n.md5_password.as_ref().map(|s| s.value.clone()),
+                gtsm: n.gtsm,
+                local_addr: n.local_address,
+            };
+            if let Some(pw) = &n.md5_password {
+                if pw.value.len() > crate::sys::MD5_MAX_KEY_LEN {
+                    err(
+                        &pw.referenced,
+                        format!(
+                            "md5_password is longer than {} bytes",
+                            crate::sys::MD5_MAX_KEY_LEN
+                        ),
+                    );
+                }
+            }
+            neighbors.push(Neighbor {
+                peer,
+                receives,
+                rtbh,
+            });
+        }
+        let mut names = BTreeSet::new();
+        for (n, c) in neighbors.iter().zip(&self.neighbors) {
+            if !names.insert(n.peer.name.clone()) {
+                let at = c
+                    .name
+                    .as_ref()
+                    .map_or(&c.address.referenced, |s| &s.referenced);
+                err(at, format!("neighbor name {:?} is used twice", n.peer.name));
+            }
+        }
+
+        if !errs.is_empty() {
+            errs.sort_by_key(|e| (e.line, e.column));
+            return Err(ConfigErrors(errs));
+        }
+        Ok(Settings {
+            source: self.source,
+            listen: self.listen.iter().map(|s| s.value).collect(),
+            state_dir: self.state_dir,
+            api_listen: self.api.listen,
+            api_max_body: self.api.max_body,
+            tokens,
+            neighbors,
+            guardrails: Guardrails {
+                default_ttl,
+                max_ttl: max_ttl_v,
+                max_active: self.limits.max_active,
+                max_new_per_minute: self.limits.max_new_per_minute,
+                rtbh_min_prefix_v4: self.limits.rtbh_min_prefix_v4.value,
+                rtbh_min_prefix_v6: self.limits.rtbh_min_prefix_v6.value,
+                protected,
+                never_block: self.never_block.iter().map(|s| s.value.trunc()).collect(),
+                dry_run: self.dry_run,
+            },
+            local_as: self.local_as.value,
+            router_id: self.router_id.value,
+        })
+    }
+}
+
+/// Adds a way out to the library's messages where it has none.
+fn hint(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        format!("{message}; remove it or check its spelling")
+    } else if message.starts_with("missing field") {
+        format!("{message}; add it")
+    } else {
+        message.to_string()
+    }
+}

@@ -1,0 +1,1010 @@
+//! The mitigation set: the one owner of what deflect announces.
+//!
+//! Every source (the API and CLI today, policies later) sends requests to one task, which checks
+//! guardrails, makes each change durable in the store together with its audit entries, and only then
+//! answers and pushes the change to the peers' Adj-RIB-Outs. Expiry withdraws a mitigation by itself.
+//!
+//! ```text
+//!  API handlers ──(bounded mpsc, oneshot replies)──► MitigationSet task ──► Store (redb, fsync)
+//!                                                          │
+//!                                                          └──► PeerHandle::set / remove (each peer)
+//! ```
+//!
+//! A mitigation's identity is its NLRI: a FlowSpec rule's encoded bytes, or an RTBH prefix. The same
+//! rule asked for twice is one mitigation whose lifetime is extended.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deflect_bgp::flowspec::FlowRoute;
+use deflect_bgp::iana::Family;
+use deflect_bgp::rib::{RouteAttrs, RouteKey};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::audit::{AuditDraft, AuditEntry};
+use crate::config::{Guardrails, Kind, Neighbor, parse_duration};
+use crate::peer::PeerHandle;
+use crate::store::{Store, StoreError};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A mitigation as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mitigation {
+    pub id: u64,
+    pub kind: Kind,
+    /// FlowSpec: the rule and its actions in deflect's text syntax (canonical form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// RTBH: the prefix blackholed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<IpNet>,
+    /// Peer names it goes to; empty means every eligible peer.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    pub reason: String,
+    /// API token name, or `policy:NAME attack:ID`.
+    pub actor: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdraw_reason: Option<String>,
+    /// Recorded under the global dry-run switch: never announced.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl Mitigation {
+    pub fn is_active(&self, now: u64) -> bool {
+        self.withdrawn_ms.is_none() && self.expires_ms > now
+    }
+}
+
+/// A create request (API body).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub kind: Option<Kind>,
+    /// FlowSpec: `MATCHES then ACTIONS`.
+    pub rule: Option<String>,
+    /// RTBH: the prefix.
+    pub prefix: Option<String>,
+    /// `90s`, `10m`, `24h`...; the configured default when absent.
+    pub ttl: Option<String>,
+    pub peers: Option<Vec<String>>,
+    pub reason: Option<String>,
+}
+
+/// Why a request was not carried out. Each maps to one HTTP status in the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Malformed request (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// A guardrail said no (HTTP 422).
+    #[error("{0}")]
+    Guardrail(String),
+    #[error("no mitigation {0}")]
+    NotFound(u64),
+    /// HTTP 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed; nothing was changed (HTTP 503).
+    #[error("{0}")]
+    Store(String),
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(Mitigation),
+    /// The same rule was active: its lifetime was extended.
+    Extended(Mitigation),
+}
+
+/// Filters for a list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilter {
+    pub kind: Option<Kind>,
+    /// Only active ones (default), or all ever made.
+    pub all: Option<bool>,
+    pub actor: Option<String>,
+    pub peer: Option<String>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub created: AtomicU64,
+    pub refused: AtomicU64,
+    pub withdrawn: AtomicU64,
+    pub expired: AtomicU64,
+    pub announces: AtomicU64,
+    pub withdraws: AtomicU64,
+    pub api_requests: AtomicU64,
+    pub api_errors: AtomicU64,
+    pub active: AtomicU64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
+
+/// Requests to the mitigation set.
+#[derive(Debug)]
+pub enum Request {
+    Create {
+        req: CreateRequest,
+        actor: String,
+        reply: Reply<Created>,
+    },
+    Withdraw {
+        id: u64,
+        actor: String,
+        reason: String,
+        reply: Reply<Mitigation>,
+    },
+    Extend {
+        id: u64,
+        ttl: String,
+        actor: String,
+        reply: Reply<Mitigation>,
+    },
+    Get {
+        id: u64,
+        reply: Reply<Mitigation>,
+    },
+    List {
+        filter: ListFilter,
+        reply: Reply<Vec<Mitigation>>,
+    },
+    Audit {
+        after: u64,
+        limit: usize,
+        reply: Reply<Vec<AuditEntry>>,
+    },
+    AuditVerify {
+        reply: Reply<u64>,
+    },
+    /// An audit entry for something that changed no mitigation (a refused reload...).
+    Record {
+        draft: AuditDraft,
+        reply: Reply<()>,
+    },
+    /// A new configuration: guardrails and the peers with what they receive.
+    Reload {
+        guardrails: Guardrails,
+        peers: Vec<(Neighbor, PeerHandle)>,
+        detail: serde_json::Value,
+        reply: Reply<()>,
+    },
+}
+
+/// A handle to the mitigation set task.
+#[derive(Debug, Clone)]
+pub struct MitigationHandle {
+    tx: mpsc::Sender<Request>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl MitigationHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| Refusal::Store("deflect is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Refusal::Store("deflect is shutting down".into()))?
+    }
+
+    pub async fn create(&self, req: CreateRequest, actor: &str) -> Result<Created, Refusal> {
+        self.ask(|reply| Request::Create {
+            req,
+            actor: actor.into(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn withdraw(
+        &self,
+        id: u64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Mitigation, Refusal> {
+        self.ask(|reply| Request::Withdraw {
+            id,
+            actor: actor.into(),
+            reason: reason.into(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn extend(&self, id: u64, ttl: &str, actor: &str) -> Result<Mitigation, Refusal> {
+        self.ask(|reply| Request::Extend {
+            id,
+            ttl: ttl.into(),
+            actor: actor.into(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: u64) -> Result<Mitigation, Refusal> {
+        self.ask(|reply| Request::Get { id, reply }).await
+    }
+
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Mitigation>, Refusal> {
+        self.ask(|reply| Request::List { filter, reply }).await
+    }
+
+    pub async fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, Refusal> {
+        self.ask(|reply| Request::Audit {
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn audit_verify(&self) -> Result<u64, Refusal> {
+        self.ask(|reply| Request::AuditVerify { reply }).await
+    }
+
+    /// Writes one audit entry; failures are logged (the caller has nothing to undo).
+    pub async fn record(&self, actor: &str, action: &str, detail: serde_json::Value) {
+        let draft = AuditDraft::new(actor, action, detail);
+        if let Err(e) = self.ask(|reply| Request::Record { draft, reply }).await {
+            warn!("audit entry not written: {e}");
+        }
+    }
+
+    pub async fn reload(
+        &self,
+        guardrails: Guardrails,
+        peers: Vec<(Neighbor, PeerHandle)>,
+        detail: serde_json::Value,
+    ) -> Result<(), Refusal> {
+        self.ask(|reply| Request::Reload {
+            guardrails,
+            peers,
+            detail,
+            reply,
+        })
+        .await
+    }
+}
+
+/// A parsed, active mitigation: what the peers get.
+#[derive(Debug, Clone)]
+struct Live {
+    key: RouteKey,
+    family: Family,
+    /// FlowSpec actions as extended communities, shared by every peer.
+    flow_attrs: Option<Arc<RouteAttrs>>,
+}
+
+/// The task's state.
+struct MitigationSet {
+    store: Store,
+    guardrails: Guardrails,
+    peers: Vec<(Neighbor, PeerHandle)>,
+    /// Every mitigation, active or not, by id (the store's mirror).
+    all: BTreeMap<u64, Mitigation>,
+    /// Active ones, parsed.
+    live: HashMap<u64, Live>,
+    /// Identity (NLRI) of each active mitigation.
+    by_key: HashMap<RouteKey, u64>,
+    /// Creation times within the last minute, for the rate guardrail.
+    recent: VecDeque<u64>,
+    next_id: u64,
+    metrics: Arc<Metrics>,
+    /// RTBH attributes per (peer index, prefix family), shared by every route to that peer.
+    rtbh_attrs: HashMap<(usize, bool), Arc<RouteAttrs>>,
+    /// Our AS, to show the UPDATEs that would be sent when there is no peer.
+    local_as: u32,
+}
+
+/// Parses what a mitigation announces.
+fn parse_target(
+    kind: Kind,
+    rule: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<(Live, Option<String>, Option<IpNet>), Refusal> {
+    match kind {
+        Kind::Flowspec => {
+            let text =
+                rule.ok_or_else(|| Refusal::Invalid("a flowspec mitigation needs a rule".into()))?;
+            if prefix.is_some() {
+                return Err(Refusal::Invalid(
+                    "a flowspec mitigation takes a rule, not a prefix".into(),
+                ));
+            }
+            let route =
+                FlowRoute::from_str(text).map_err(|e| Refusal::Invalid(format!("rule: {e}")))?;
+            if route.actions.is_empty() {
+                return Err(Refusal::Invalid(
+                    "rule: give an action after `then` (discard, rate-bytes N, ...)".into(),
+                ));
+            }
+            let family = match route.rule.afi() {
+                deflect_bgp::iana::Afi::Ipv4 => Family::Ipv4FlowSpec,
+                deflect_bgp::iana::Afi::Ipv6 => Family::Ipv6FlowSpec,
+            };
+            let attrs = Arc::new(RouteAttrs {
+                ext_communities: route.ext_communities(),
+                ..RouteAttrs::default()
+            });
+            let canonical = route.to_string();
+            Ok((
+                Live {
+                    key: RouteKey::FlowSpec(route.rule),
+                    family,
+                    flow_attrs: Some(attrs),
+                },
+                Some(canonical),
+                None,
+            ))
+        }
+        Kind::Rtbh => {
+            let text = prefix
+                .ok_or_else(|| Refusal::Invalid("an rtbh mitigation needs a prefix".into()))?;
+            if rule.is_some() {
+                return Err(Refusal::Invalid(
+                    "an rtbh mitigation takes a prefix, not a rule".into(),
+                ));
+            }
+            let net: IpNet = text
+                .parse()
+                .map_err(|_| Refusal::Invalid(format!("prefix {text:?} is not ADDRESS/LENGTH")))?;
+            if net.trunc() != net {
+                return Err(Refusal::Invalid(format!(
+                    "prefix {net} has host bits set; did you mean {}?",
+                    net.trunc()
+                )));
+            }
+            let family = if net.addr().is_ipv4() {
+                Family::Ipv4Unicast
+            } else {
+                Family::Ipv6Unicast
+            };
+            Ok((
+                Live {
+                    key: RouteKey::Unicast(net),
+                    family,
+                    flow_attrs: None,
+                },
+                None,
+                Some(net),
+            ))
+        }
+    }
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+impl MitigationSet {
+    /// The destination of what a mitigation matches.
+    fn destination(live: &Live) -> Option<IpNet> {
+        match &live.key {
+            RouteKey::FlowSpec(r) => r.destination(),
+            RouteKey::Unicast(p) => Some(*p),
+        }
+    }
+
+    /// Guardrails that depend on what is matched.
+    fn check_target(&self, live: &Live) -> Result<(), Refusal> {
+        let g = &self.guardrails;
+        let Some(dst) = Self::destination(live) else {
+            return Err(Refusal::Guardrail(
+                "the rule has no destination; add `dst PREFIX` inside a protected network".into(),
+            ));
+        };
+        if !g.protected.values().flatten().any(|p| p.contains(&dst)) {
+            return Err(Refusal::Guardrail(format!(
+                "{dst} is not inside a protected network"
+            )));
+        }
+        if let Some(nb) = g.never_block.iter().find(|n| overlaps(n, &dst)) {
+            return Err(Refusal::Guardrail(format!(
+                "{dst} overlaps never-block prefix {nb}"
+            )));
+        }
+        if let RouteKey::Unicast(p) = &live.key {
+            let (min, max) = if p.addr().is_ipv4() {
+                (g.rtbh_min_prefix_v4, 32)
+            } else {
+                (g.rtbh_min_prefix_v6, 128)
+            };
+            if p.prefix_len() < min || p.prefix_len() > max {
+                return Err(Refusal::Guardrail(format!(
+                    "RTBH prefix {p} is outside /{min}../{max}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn ttl(&self, ttl: Option<&str>) -> Result<Duration, Refusal> {
+        let g = &self.guardrails;
+        let d = match ttl {
+            None => g.default_ttl,
+            Some(t) => parse_duration(t).filter(|d| !d.is_zero()).ok_or_else(|| {
+                Refusal::Invalid(format!(
+                    "ttl {t:?} is not a duration; write e.g. 90s, 10m or 24h"
+                ))
+            })?,
+        };
+        if d > g.max_ttl {
+            return Err(Refusal::Guardrail(format!(
+                "ttl {}s is beyond the maximum of {}s",
+                d.as_secs(),
+                g.max_ttl.as_secs()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Commits, or refuses with a store error (nothing changed in memory).
+    fn commit(
+        &mut self,
+        changed: &[&Mitigation],
+        drafts: Vec<AuditDraft>,
+        now: u64,
+    ) -> Result<(), Refusal> {
+        self.store
+            .commit(changed, drafts, now)
+            .map(|_| ())
+            .map_err(|e| {
+                warn!("store write failed: {e}");
+                Refusal::Store(format!("the change could not be made durable: {e}"))
+            })
+    }
+
+    /// Records a refusal in the audit log (best effort: a refusal changes nothing).
+    fn refused(&mut self, actor: &str, what: serde_json::Value, why: &Refusal, now: u64) {
+        self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        let d = AuditDraft::new(
+            actor,
+            "mitigation.refused",
+            serde_json::json!({"request": what, "reason": why.to_string()}),
+        );
+        if let Err(e) = self.store.commit(&[], vec![d], now) {
+            warn!("audit of a refusal failed: {e}");
+        }
+    }
+
+    /// Which peers get `m`, with the attributes each gets.
+    fn targets(&self, m: &Mitigation, live: &Live) -> Vec<(usize, Arc<RouteAttrs>)> {
+        if m.dry_run || self.guardrails.dry_run {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, (n, _)) in self.peers.iter().enumerate() {
+            if !m.peers.is_empty() && !m.peers.contains(&n.peer.name) {
+                continue;
+            }
+            if !n.receives.contains(&m.kind) || !n.peer.families.contains(&live.family) {
+                continue;
+            }
+            let attrs = match &live.flow_attrs {
+                Some(a) => a.clone(),
+                None => {
+                    let v4 = live.family == Family::Ipv4Unicast;
+                    let Some(a) = self.rtbh_attrs.get(&(i, v4)) else {
+                        continue;
+                    };
+                    a.clone()
+                }
+            };
+            out.push((i, attrs));
+        }
+        out
+    }
+
+    fn rebuild_rtbh_attrs(&mut self) {
+        self.rtbh_attrs.clear();
+        for (i, (n, _)) in self.peers.iter().enumerate() {
+            for (v4, nh) in [(true, n.rtbh.next_hop_ipv4), (false, n.rtbh.next_hop_ipv6)] {
+                if let Some(nh) = nh {
+                    let a = RouteAttrs {
+                        next_hop: Some(nh),
+                        communities: n.rtbh.communities.clone(),
+                        large_communities: n.rtbh.large_communities.clone(),
+                        ..RouteAttrs::default()
+                    };
+                    self.rtbh_attrs.insert((i, v4), Arc::new(a));
+                }
+            }
+        }
+    }
+
+    /// Pushes an announcement to its peers; returns the audit drafts (one per peer).
+    async fn announce(&self, m: &Mitigation, live: &Live, actor: &str) -> Vec<AuditDraft> {
+        let mut drafts = Vec::new();
+        for (i, attrs) in self.targets(m, live) {
+            let (n, h) = &self.peers[i];
+            h.set(live.key.clone(), attrs).await;
+            self.metrics.announces.fetch_add(1, Ordering::Relaxed);
+            drafts.push(AuditDraft::new(
+                actor,
+                "announce",
+                serde_json::json!({"id": m.id, "peer": n.peer.name}),
+            ));
+        }
+        drafts
+    }
+
+    async fn create(&mut self, req: CreateRequest, actor: &str) -> Result<Created, Refusal> {
+        let now = now_ms();
+        let what = serde_json::to_value(&req).unwrap_or_default();
+        let r = self.try_create(req, actor, now).await;
+        if let Err(e) = &r {
+            if !matches!(e, Refusal::Store(_)) {
+                self.refused(actor, what, e, now);
+            }
+        }
+        r
+    }
+
+    async fn try_create(
+        &mut self,
+        req: CreateRequest,
+        actor: &str,
+        now: u64,
+    ) -> Result<Created, Refusal> {
+        let kind = req
+            .kind
+            .ok_or_else(|| Refusal::Invalid("kind is missing: flowspec or rtbh".into()))?;
+        let (live, rule, prefix) = parse_target(kind, req.rule.as_deref(), req.prefix.as_deref())?;
+        let ttl = self.ttl(req.ttl.as_deref())?;
+        self.check_target(&live)?;
+        let peers = req.peers.unwrap_or_default();
+        for p in &peers {
+            if !self.peers.iter().any(|(n, _)| &n.peer.name == p) {
+                return Err(Refusal::Invalid(format!("no peer named {p:?}")));
+            }
+        }
+        let expires = now + ttl.as_millis() as u64;
+
+        // The same rule again: one mitigation, its lifetime extended.
+        if let Some(&id) = self.by_key.get(&live.key) {
+            let mut m = self.all[&id].clone();
+            if m.rule != rule {
+                return Err(Refusal::Conflict(format!(
+                    "mitigation {id} matches the same traffic with other actions ({}); withdraw it first",
+                    m.rule.as_deref().unwrap_or_default()
+                )));
+            }
+            m.expires_ms = m.expires_ms.max(expires);
+            let d = AuditDraft::new(
+                actor,
+                "mitigation.extend",
+                serde_json::json!({"id": id, "expires_ms": m.expires_ms, "by": "same rule again"}),
+            );
+            self.commit(&[&m], vec![d], now)?;
+            self.all.insert(id, m.clone());
+            return Ok(Created::Extended(m));
+        }
+
+        let active = self.live.len();
+        if active >= self.guardrails.max_active {
+            return Err(Refusal::Guardrail(format!(
+                "{active} mitigations are active, the maximum configured"
+            )));
+        }
+        while self.recent.front().is_some_and(|t| *t + 60_000 <= now) {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.guardrails.max_new_per_minute as usize {
+            return Err(Refusal::Guardrail(format!(
+                "{} mitigations were created in the last minute, the maximum configured",
+                self.recent.len()
+            )));
+        }
+
+        let m = Mitigation {
+            id: self.next_id,
+            kind,
+            rule,
+            prefix,
+            peers,
+            reason: req.reason.unwrap_or_default(),
+            actor: actor.to_string(),
+            created_ms: now,
+            expires_ms: expires,
+            withdrawn_ms: None,
+            withdraw_reason: None,
+            dry_run: self.guardrails.dry_run,
+        };
+        let mut drafts = vec![AuditDraft::new(
+            actor,
+            "mitigation.create",
+            serde_json::to_value(&m).unwrap_or_default(),
+        )];
+        // Durable first, then announced: a crash in between restores and announces it at start.
+        let targets: Vec<String> = self
+            .targets(&m, &live)
+            .iter()
+            .map(|(i, _)| self.peers[*i].0.peer.name.clone())
+            .collect();
+        drafts.extend(targets.iter().map(|p| {
+            AuditDraft::new(
+                actor,
+                "announce",
+                serde_json::json!({"id": m.id, "peer": p}),
+            )
+        }));
+        self.commit(&[&m], drafts, now)?;
+        self.next_id += 1;
+        self.recent.push_back(now);
+        for (i, attrs) in self.targets(&m, &live) {
+            self.peers[i].1.set(live.key.clone(), attrs).await;
+            self.metrics.announces.fetch_add(1, Ordering::Relaxed);
+        }
+        info!(id = m.id, actor, kind = ?m.kind, rule = ?m.rule, prefix = ?m.prefix, "mitigation created");
+        if self.peers.is_empty() {
+            // No peer to send to: show what would be sent. An RTBH route's next hop is each
+            // peer's own; a documentation address stands in for it here.
+            let attrs = match (&live.flow_attrs, &live.key) {
+                (Some(a), _) => (**a).clone(),
+                (None, key) => RouteAttrs {
+                    next_hop: Some(if key.family() == Family::Ipv4Unicast {
+                        IpAddr::from([192, 0, 2, 1])
+                    } else {
+                        IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])
+                    }),
+                    communities: vec![deflect_bgp::community::Community::BLACKHOLE],
+                    ..RouteAttrs::default()
+                },
+            };
+            for hex in crate::run::show_update(self.local_as, &live.key, &attrs) {
+                info!(id = m.id, "no peers: would send UPDATE {hex}");
+            }
+        }
+        self.by_key.insert(live.key.clone(), m.id);
+        self.live.insert(m.id, live);
+        self.all.insert(m.id, m.clone());
+        self.metrics.created.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .active
+            .store(self.live.len() as u64, Ordering::Relaxed);
+        Ok(Created::New(m))
+    }
+
+    async fn withdraw(
+        &mut self,
+        id: u64,
+        actor: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<Mitigation, Refusal> {
+        let Some(live) = self.live.get(&id).cloned() else {
+            return match self.all.get(&id) {
+                Some(m) => Err(Refusal::Conflict(format!(
+                    "mitigation {id} is not active ({})",
+                    m.withdraw_reason.as_deref().unwrap_or("expired")
+                ))),
+                None => Err(Refusal::NotFound(id)),
+            };
+        };
+        let mut m = self.all[&id].clone();
+        m.withdrawn_ms = Some(now);
+        m.withdraw_reason = Some(reason.to_string());
+        let mut drafts = vec![AuditDraft::new(
+            actor,
+            "mitigation.withdraw",
+            serde_json::json!({"id": id, "reason": reason}),
+        )];
+        drafts.extend(self.targets(&m, &live).iter().map(|(i, _)| {
+            AuditDraft::new(
+                actor,
+                "withdraw",
+                serde_json::json!({"id": id, "peer": self.peers[*i].0.peer.name}),
+            )
+        }));
+        self.commit(&[&m], drafts, now)?;
+        for (i, _) in self.targets(&m, &live) {
+            self.peers[i].1.remove(live.key.clone()).await;
+            self.metrics.withdraws.fetch_add(1, Ordering::Relaxed);
+        }
+        info!(id, actor, reason, "mitigation withdrawn");
+        self.live.remove(&id);
+        self.by_key.remove(&live.key);
+        self.all.insert(id, m.clone());
+        self.metrics
+            .active
+            .store(self.live.len() as u64, Ordering::Relaxed);
+        Ok(m)
+    }
+
+    async fn extend(&mut self, id: u64, ttl: &str, actor: &str) -> Result<Mitigation, Refusal> {
+        let now = now_ms();
+        if !self.live.contains_key(&id) {
+            return Err(if self.all.contains_key(&id) {
+                Refusal::Conflict(format!("mitigation {id} is not active"))
+            } else {
+                Refusal::NotFound(id)
+            });
+        }
+        let d = match self.ttl(Some(ttl)) {
+            Ok(d) => d,
+            Err(e) => {
+                self.refused(
+                    actor,
+                    serde_json::json!({"extend": id, "ttl": ttl}),
+                    &e,
+                    now,
+                );
+                return Err(e);
+            }
+        };
+        let mut m = self.all[&id].clone();
+        m.expires_ms = now + d.as_millis() as u64;
+        let draft = AuditDraft::new(
+            actor,
+            "mitigation.extend",
+            serde_json::json!({"id": id, "expires_ms": m.expires_ms}),
+        );
+        self.commit(&[&m], vec![draft], now)?;
+        self.all.insert(id, m.clone());
+        Ok(m)
+    }
+
+    fn list(&self, f: &ListFilter) -> Vec<Mitigation> {
+        let now = now_ms();
+        self.all
+            .values()
+            .filter(|m| f.all.unwrap_or(false) || m.is_active(now))
+            .filter(|m| f.kind.is_none_or(|k| k == m.kind))
+            .filter(|m| f.actor.as_ref().is_none_or(|a| a == &m.actor))
+            .filter(|m| {
+                f.peer
+                    .as_ref()
+                    .is_none_or(|p| m.peers.is_empty() || m.peers.contains(p))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Withdraws everything whose time has come.
+    async fn expire(&mut self) {
+        let now = now_ms();
+        let due: Vec<u64> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|id| self.all[id].expires_ms <= now)
+            .collect();
+        for id in due {
+            match self.withdraw(id, "system", "expired", now).await {
+                Ok(_) => {
+                    self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => warn!(id, "expiry could not be recorded, retrying: {e}"),
+            }
+        }
+    }
+
+    fn next_expiry(&self) -> Option<u64> {
+        self.live.keys().map(|id| self.all[id].expires_ms).min()
+    }
+
+    async fn reload(
+        &mut self,
+        guardrails: Guardrails,
+        peers: Vec<(Neighbor, PeerHandle)>,
+        detail: serde_json::Value,
+    ) -> Result<(), Refusal> {
+        self.commit(
+            &[],
+            vec![AuditDraft::new("config", "config.reload", detail)],
+            now_ms(),
+        )?;
+        self.guardrails = guardrails;
+        self.peers = peers;
+        self.rebuild_rtbh_attrs();
+        // Peer handles may be new: give every peer the whole active set (idempotent for the others).
+        let ids: Vec<u64> = self.live.keys().copied().collect();
+        for id in ids {
+            let m = self.all[&id].clone();
+            let live = self.live[&id].clone();
+            for (i, attrs) in self.targets(&m, &live) {
+                self.peers[i].1.set(live.key.clone(), attrs).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        loop {
+            let next = self.next_expiry();
+            let sleep = next.map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
+            tokio::select! {
+                req = rx.recv() => {
+                    let Some(req) = req else { return };
+                    self.handle(req).await;
+                }
+                _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {
+                    self.expire().await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
+        match req {
+            Request::Create { req, actor, reply } => {
+                let _ = reply.send(self.create(req, &actor).await);
+            }
+            Request::Withdraw {
+                id,
+                actor,
+                reason,
+                reply,
+            } => {
+                let now = now_ms();
+                let r = self.withdraw(id, &actor, &reason, now).await;
+                if r.is_ok() {
+                    self.metrics.withdrawn.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = reply.send(r);
+            }
+            Request::Extend {
+                id,
+                ttl,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.extend(id, &ttl, &actor).await);
+            }
+            Request::Get { id, reply } => {
+                let _ = reply.send(self.all.get(&id).cloned().ok_or(Refusal::NotFound(id)));
+            }
+            Request::List { filter, reply } => {
+                let _ = reply.send(Ok(self.list(&filter)));
+            }
+            Request::Audit {
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.store
+                        .audit_page(after, limit)
+                        .map_err(|e| Refusal::Store(e.to_string())),
+                );
+            }
+            Request::AuditVerify { reply } => {
+                let r = match self.store.audit_verify() {
+                    Ok(Ok(n)) => Ok(n),
+                    Ok(Err(e)) => Err(Refusal::Conflict(format!("audit log does not verify: {e}"))),
+                    Err(e) => Err(Refusal::Store(e.to_string())),
+                };
+                let _ = reply.send(r);
+            }
+            Request::Record { draft, reply } => {
+                let _ = reply.send(self.commit(&[], vec![draft], now_ms()));
+            }
+            Request::Reload {
+                guardrails,
+                peers,
+                detail,
+                reply,
+            } => {
+                let _ = reply.send(self.reload(guardrails, peers, detail).await);
+            }
+        }
+    }
+}
+
+/// Opens the set over `store`: restores what is still active, withdraws (on record) what expired while
+/// deflect was down, announces the rest, and starts the task.
+pub async fn start(
+    store: Store,
+    guardrails: Guardrails,
+    peers: Vec<(Neighbor, PeerHandle)>,
+    local_as: u32,
+) -> Result<(MitigationHandle, tokio::task::JoinHandle<()>), StoreError> {
+    let now = now_ms();
+    let stored = store.mitigations()?;
+    let mut set = MitigationSet {
+        next_id: stored.iter().map(|m| m.id + 1).max().unwrap_or(1),
+        store,
+        guardrails,
+        peers,
+        all: BTreeMap::new(),
+        live: HashMap::new(),
+        by_key: HashMap::new(),
+        recent: VecDeque::new(),
+        metrics: Arc::new(Metrics::default()),
+        rtbh_attrs: HashMap::new(),
+        local_as,
+    };
+    set.rebuild_rtbh_attrs();
+    let mut expired = Vec::new();
+    let mut drafts = Vec::new();
+    for m in stored {
+        if m.withdrawn_ms.is_some() {
+            set.all.insert(m.id, m);
+            continue;
+        }
+        if m.expires_ms <= now {
+            let mut m = m;
+            m.withdrawn_ms = Some(now);
+            m.withdraw_reason = Some("expired while deflect was down".into());
+            drafts.push(AuditDraft::new(
+                "system",
+                "mitigation.withdraw",
+                serde_json::json!({"id": m.id, "reason": "expired while deflect was down"}),
+            ));
+            expired.push(m.clone());
+            set.all.insert(m.id, m);
+            continue;
+        }
+        match parse_target(
+            m.kind,
+            m.rule.as_deref(),
+            m.prefix.map(|p| p.to_string()).as_deref(),
+        ) {
+            Ok((live, _, _)) => {
+                set.by_key.insert(live.key.clone(), m.id);
+                set.live.insert(m.id, live);
+            }
+            Err(e) => warn!(
+                id = m.id,
+                "stored mitigation no longer parses, left out: {e}"
+            ),
+        }
+        set.all.insert(m.id, m);
+    }
+    let refs: Vec<&Mitigation> = expired.iter().collect();
+    drafts.push(AuditDraft::new(
+        "system",
+        "restore",
+        serde_json::json!({"active": set.live.len(), "expired": expired.len()}),
+    ));
+    set.store.commit(&refs, drafts, now)?;
+    let ids: Vec<u64> = set.live.keys().copied().collect();
+    let mut announce_drafts = Vec::new();
+    for id in ids {
+        let m = set.all[&id].clone();
+        let live = set.live[&id].clone();
+        announce_drafts.extend(set.announce(&m, &live, "system").await);
+    }
+    if !announce_drafts.is_empty() {
+        set.store.commit(&[], announce_drafts, now)?;
+    }
+    info!(
+        active = set.live.len(),
+        expired = expired.len(),
+        "mitigations restored"
+    );
+    set.metrics
+        .active
+        .store(set.live.len() as u64, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(1024);
+    let handle = MitigationHandle {
+        tx,
+        metrics: set.metrics.clone(),
+    };
+    let task = tokio::spawn(set.run(rx));
+    Ok((handle, task))
+}

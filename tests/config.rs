@@ -1,0 +1,126 @@
+//! Configuration files: what is accepted, and every broken file with its exact `file:line:col` message.
+
+use deflect::config::{Config, EMBEDDED, parse_duration};
+
+fn errors(yaml: &str) -> Vec<String> {
+    match Config::parse("deflect.yaml", yaml).and_then(|c| c.check()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn the_embedded_defaults_and_the_annotated_example_are_valid() {
+    Config::parse("<embedded>", EMBEDDED)
+        .unwrap()
+        .check()
+        .unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/deflect.yaml"
+    ))
+    .unwrap();
+    let s = Config::parse("examples/deflect.yaml", &example)
+        .unwrap()
+        .check()
+        .unwrap();
+    assert_eq!(s.neighbors.len(), 2);
+    assert_eq!(s.neighbors[0].rtbh.communities.len(), 2);
+}
+
+#[test]
+fn broken_files_say_where_and_what() {
+    let cases: &[(&str, &str)] = &[
+        // Syntax.
+        ("local_as: [65000\n", "deflect.yaml:1:11:"),
+        // Unknown field, with the fix.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbours: []\n",
+            "deflect.yaml:3:1: unknown field `neighbours`",
+        ),
+        // Wrong type.
+        (
+            "local_as: many\nrouter_id: 192.0.2.10\n",
+            "deflect.yaml:1:11:",
+        ),
+        // Missing field.
+        (
+            "router_id: 192.0.2.10\n",
+            "deflect.yaml:1:1: missing field `local_as`; add it",
+        ),
+        // A neighbor that receives rtbh without a next hop (a dangling requirement).
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    receives: [rtbh]\n",
+            "deflect.yaml:4:14: neighbor 192.0.2.1 receives rtbh but has no rtbh section with a next hop",
+        ),
+        // Unknown family.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    families: [ipv4-flowspec, ipv9-unicast]\n",
+            "deflect.yaml:6:31: unknown family \"ipv9-unicast\"",
+        ),
+        // Overlapping protected groups.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nprotected:\n  a: [203.0.113.0/24]\n  b: [203.0.113.128/25]\n",
+            "deflect.yaml:5:7: 203.0.113.128/25 overlaps 203.0.113.0/24 of group \"a\"",
+        ),
+        // Host bits.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nnever_block: [203.0.113.1/24]\n",
+            "deflect.yaml:3:15: 203.0.113.1/24 has host bits set; did you mean 203.0.113.0/24?",
+        ),
+        // Limits.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nlimits:\n  default_ttl: 2d\n  max_ttl: 1d\n",
+            "deflect.yaml:4:16: default_ttl is longer than max_ttl",
+        ),
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nlimits:\n  max_ttl: soon\n",
+            "deflect.yaml:4:12: max_ttl \"soon\" is not a duration",
+        ),
+        // Hold time, duplicate neighbor, passive without listen.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    hold_time: 2\n",
+            "deflect.yaml:6:16: hold_time is 0 or at least 3 seconds",
+        ),
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n  - address: 192.0.2.1\n    remote_as: 65002\n",
+            "deflect.yaml:6:14: neighbor 192.0.2.1 port 179 is configured twice",
+        ),
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    passive: true\n",
+            "deflect.yaml:4:14: passive neighbor but deflect listens nowhere",
+        ),
+        // A short token.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\napi:\n  tokens:\n    - { name: a, token: short, scope: write }\n",
+            "deflect.yaml:5:25: token is shorter than 16 characters",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let got = errors(yaml);
+        assert!(
+            got.iter().any(|e| e.starts_with(want)),
+            "for\n{yaml}\nwanted {want:?}\ngot {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let got = errors("local_as: 0\nrouter_id: 0.0.0.0\nlimits:\n  rtbh_min_prefix_v4: 40\n");
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[0].starts_with("deflect.yaml:1:11: local_as 0 is reserved"));
+    assert!(got[1].starts_with("deflect.yaml:2:12: router_id 0.0.0.0 is invalid"));
+    assert!(got[2].starts_with("deflect.yaml:4:23: rtbh_min_prefix_v4 40 is beyond /32"));
+}
+
+#[test]
+fn durations_read_like_an_operator_writes_them() {
+    assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+    assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
+    assert_eq!(parse_duration("24h").unwrap().as_secs(), 86_400);
+    assert_eq!(parse_duration("7d").unwrap().as_secs(), 604_800);
+    assert_eq!(parse_duration("45").unwrap().as_secs(), 45);
+    assert!(parse_duration("10 minutes").is_none());
+    assert!(parse_duration("").is_none());
+}
