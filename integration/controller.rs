@@ -510,3 +510,286 @@ fn sigkill_at_any_moment_loses_no_acknowledged_change() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit log verifies"));
     let _ = std::fs::remove_dir_all(&state);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reload, CLI, audit tampering
+
+fn cli(api_port: u16, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(args)
+        .env("DEFLECT_API", format!("http://127.0.0.1:{api_port}"))
+        .env("DEFLECT_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sighup_applies_a_good_file_all_at_once_and_a_bad_one_not_at_all() {
+    let state = temp_dir("hup");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let config = state.join("deflect.yaml");
+    // Two neighbors that never come up (nothing listens there): enough to see which are reset.
+    let neighbors = |second_hold: u16| {
+        format!(
+            "neighbors:\n  - {{ name: a, address: 127.0.61.1, port: 9, remote_as: 65001, connect_retry: 1s }}\n  - {{ name: b, address: 127.0.61.2, port: 9, remote_as: 65002, hold_time: {second_hold}, connect_retry: 1s }}\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        config_yaml(&state.join("db"), api_port, None, &neighbors(90)),
+    )
+    .unwrap();
+    let mut child = spawn_daemon(&config, &state.join("log"));
+    let h = Http::new(api_port);
+    wait_api(&h);
+    let hup = || {
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(child.id().to_string())
+            .status();
+    };
+    let reloads = |h: &Http| -> Vec<Value> {
+        let (_, page) = h.req("GET", "/api/v1/audit?limit=1000", Some(READ), None);
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("config.reload")
+            })
+            .cloned()
+            .collect()
+    };
+
+    // A broken file: refused, audited with its file:line:col, nothing changed.
+    std::fs::write(
+        &config,
+        config_yaml(&state.join("db"), api_port, None, &neighbors(90))
+            .replace("local_as: 65000", "local_as: 65000\nbogus: 1"),
+    )
+    .unwrap();
+    hup();
+    let r = wait_for("the refused reload", WAIT, || {
+        Ok(reloads(&h)
+            .into_iter()
+            .find(|e| e["action"] == "config.reload.refused"))
+    })
+    .unwrap();
+    let errs = r["detail"]["errors"].as_str().unwrap();
+    assert!(
+        errs.contains("deflect.yaml:2:1: unknown field `bogus`"),
+        "{errs}"
+    );
+    let (_, peers) = h.req("GET", "/api/v1/peers", Some(READ), None);
+    assert_eq!(peers.as_array().unwrap().len(), 2);
+
+    // A good file changing only b: a is kept, b is reset, c is new; the write token still works.
+    std::fs::write(
+        &config,
+        config_yaml(
+            &state.join("db"),
+            api_port,
+            None,
+            &format!(
+                "{}  - {{ name: c, address: 127.0.61.3, port: 9, remote_as: 65003 }}\n",
+                neighbors(30)
+            ),
+        ),
+    )
+    .unwrap();
+    hup();
+    let r = wait_for("the applied reload", WAIT, || {
+        Ok(reloads(&h)
+            .into_iter()
+            .find(|e| e["action"] == "config.reload"))
+    })
+    .unwrap();
+    assert_eq!(r["detail"]["kept"], json!(["a"]), "{r}");
+    assert_eq!(r["detail"]["reset"], json!(["b", "c"]), "{r}");
+    let (_, peers) = h.req("GET", "/api/v1/peers", Some(READ), None);
+    let names: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let (st, _) = h.create(json!({"kind": "rtbh", "prefix": "203.0.113.9/32"}));
+    assert_eq!(st, 201);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn the_cli_adds_lists_shows_and_withdraws_and_reports_refusals() {
+    let state = temp_dir("cli");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let config = state.join("deflect.yaml");
+    std::fs::write(&config, config_yaml(&state.join("db"), api_port, None, "")).unwrap();
+    let mut child = spawn_daemon(&config, &state.join("log"));
+    wait_api(&Http::new(api_port));
+
+    let (ok, out, err) = cli(
+        api_port,
+        WRITE,
+        &[
+            "mitigation",
+            "add",
+            "--flow",
+            RULE,
+            "--ttl",
+            "5m",
+            "--reason",
+            "ntp flood",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("dst 203.0.113.7/32 proto udp sport 123 then discard")
+            && out.contains("active"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(api_port, READ, &["mitigation", "list", "--json"]);
+    assert!(ok);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let id = list[0]["id"].as_u64().unwrap();
+    let (ok, out, _) = cli(api_port, READ, &["mitigation", "show", &id.to_string()]);
+    assert!(ok && out.contains("noc"), "{out}");
+    // A refusal: exit code 3 and the reason.
+    let (ok, _, err) = cli(
+        api_port,
+        WRITE,
+        &["mitigation", "add", "--rtbh", "198.51.100.1/32"],
+    );
+    assert!(
+        !ok && err.contains("422") && err.contains("not inside a protected network"),
+        "{err}"
+    );
+    // The read token cannot withdraw; the write token can.
+    let (ok, _, err) = cli(api_port, READ, &["mitigation", "withdraw", &id.to_string()]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, out, err) = cli(
+        api_port,
+        WRITE,
+        &[
+            "mitigation",
+            "withdraw",
+            &id.to_string(),
+            "--reason",
+            "over",
+        ],
+    );
+    assert!(ok && out.contains("withdrawn (over)"), "{out}{err}");
+    let (ok, out, _) = cli(api_port, READ, &["peers"]);
+    assert!(ok && out.starts_with("PEER"), "{out}");
+    let (ok, out, _) = cli(api_port, READ, &["audit", "verify"]);
+    assert!(ok && out.contains("audit log verifies"), "{out}");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// A state directory with a few audit entries, the daemon stopped.
+fn audited_state(tag: &str) -> std::path::PathBuf {
+    let state = temp_dir(tag);
+    let db = state.join("db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let api_port = free_port("127.0.0.1".parse().unwrap());
+        let settings = Config::parse("test.yaml", &config_yaml(&db, api_port, None, ""))
+            .unwrap()
+            .check()
+            .unwrap();
+        let d = Daemon::start(settings, None).await.unwrap();
+        for i in 1..=4 {
+            d.mitigations
+                .create(
+                    deflect::mitigation::CreateRequest {
+                        kind: Some(deflect::config::Kind::Rtbh),
+                        prefix: Some(format!("203.0.113.{i}/32")),
+                        ..Default::default()
+                    },
+                    "noc",
+                )
+                .await
+                .unwrap();
+        }
+        d.stop("test").await;
+    });
+    db
+}
+
+fn verify_cli(db: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(["audit", "verify", "--state-dir"])
+        .arg(db)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn audit_verify_detects_an_edited_entry() {
+    let db = audited_state("edit");
+    assert!(verify_cli(&db).0);
+    let mut store = deflect::store::Store::open(&db).unwrap();
+    let mut e = store.audit_page(2, 1).unwrap().remove(0);
+    e.actor = "mallory".into();
+    store.tamper_audit(e.seq, Some(&e)).unwrap();
+    drop(store);
+    let (ok, text) = verify_cli(&db);
+    assert!(
+        !ok && text.contains("entry 3: its content does not match its hash (edited)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn audit_verify_detects_a_deleted_entry() {
+    let db = audited_state("delete");
+    let mut store = deflect::store::Store::open(&db).unwrap();
+    store.tamper_audit(2, None).unwrap();
+    drop(store);
+    let (ok, text) = verify_cli(&db);
+    assert!(
+        !ok && text.contains("has sequence number 3, expected 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn audit_verify_detects_reordered_entries() {
+    let db = audited_state("reorder");
+    let mut store = deflect::store::Store::open(&db).unwrap();
+    let mut a = store.audit_page(1, 1).unwrap().remove(0);
+    let mut b = store.audit_page(2, 1).unwrap().remove(0);
+    // Swap their places, renumbered so that the sequence alone looks right.
+    std::mem::swap(&mut a.seq, &mut b.seq);
+    store.tamper_audit(a.seq, Some(&a)).unwrap();
+    store.tamper_audit(b.seq, Some(&b)).unwrap();
+    drop(store);
+    let (ok, text) = verify_cli(&db);
+    assert!(!ok && text.contains("does NOT verify"), "{text}");
+}
