@@ -13,7 +13,7 @@
 //! A mitigation's identity is its NLRI: a FlowSpec rule's encoded bytes, or an RTBH prefix. The same
 //! rule asked for twice is one mitigation whose lifetime is extended.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -318,7 +318,43 @@ struct MitigationSet {
     rtbh_attrs: HashMap<(usize, bool), Arc<RouteAttrs>>,
     /// Our AS, to show the UPDATEs that would be sent when there is no peer.
     local_as: u32,
+    /// Active mitigations by expiry time, for the next expiry in O(log n).
+    expiries: BTreeSet<(u64, u64)>,
+    /// Changes made in memory but not yet durable, with what waits for them.
+    pending: Pending,
+    /// After a failed store write, expiries wait until then before trying again.
+    retry_at: u64,
+    /// FlowSpec attributes by value: thousands of rules share a handful of action sets.
+    flow_attrs: HashSet<Arc<RouteAttrs>>,
 }
+
+/// A group commit: changes accepted in memory, one durable transaction for all of them, and only then
+/// the peers and the callers hear of them. If the write fails, every caller gets a store error and
+/// the memory is rebuilt from the store, so nothing undurable is ever announced or acknowledged.
+#[derive(Default)]
+struct Pending {
+    changed: Vec<Mitigation>,
+    drafts: Vec<AuditDraft>,
+    ops: Vec<PeerOp>,
+    replies: Vec<Deferred>,
+}
+
+/// What to tell the peers once durable.
+enum PeerOp {
+    Set(usize, RouteKey, Arc<RouteAttrs>),
+    Remove(usize, RouteKey),
+    /// No peers: log the UPDATE that would have been sent.
+    Show(u64, RouteKey, RouteAttrs),
+}
+
+/// An answer waiting for its commit.
+enum Deferred {
+    Created(Reply<Created>, Result<Created, Refusal>),
+    One(Reply<Mitigation>, Result<Mitigation, Refusal>),
+}
+
+/// Most requests in one group commit.
+const MAX_BATCH: usize = 512;
 
 /// Parses what a mitigation announces.
 fn parse_target(
@@ -462,15 +498,16 @@ impl MitigationSet {
         Ok(d)
     }
 
-    /// Commits, or refuses with a store error (nothing changed in memory).
-    fn commit(
-        &mut self,
-        changed: &[&Mitigation],
-        drafts: Vec<AuditDraft>,
-        now: u64,
-    ) -> Result<(), Refusal> {
+    /// Adds a change to the group commit under way.
+    fn stage(&mut self, changed: &Mitigation, drafts: Vec<AuditDraft>) {
+        self.pending.changed.push(changed.clone());
+        self.pending.drafts.extend(drafts);
+    }
+
+    /// Writes a change of its own, outside any group (reloads, records).
+    fn commit_now(&mut self, drafts: Vec<AuditDraft>, now: u64) -> Result<(), Refusal> {
         self.store
-            .commit(changed, drafts, now)
+            .commit(&[], drafts, now)
             .map(|_| ())
             .map_err(|e| {
                 warn!("store write failed: {e}");
@@ -478,17 +515,124 @@ impl MitigationSet {
             })
     }
 
-    /// Records a refusal in the audit log (best effort: a refusal changes nothing).
-    fn refused(&mut self, actor: &str, what: serde_json::Value, why: &Refusal, now: u64) {
+    /// Records a refusal in the audit log (with the group: a refusal changes nothing else).
+    fn refused(&mut self, actor: &str, what: serde_json::Value, why: &Refusal) {
         self.metrics.refused.fetch_add(1, Ordering::Relaxed);
-        let d = AuditDraft::new(
+        self.pending.drafts.push(AuditDraft::new(
             actor,
             "mitigation.refused",
             serde_json::json!({"request": what, "reason": why.to_string()}),
-        );
-        if let Err(e) = self.store.commit(&[], vec![d], now) {
-            warn!("audit of a refusal failed: {e}");
+        ));
+    }
+
+    /// Makes the group durable, then tells the peers and answers the callers.
+    async fn flush(&mut self) {
+        let p = std::mem::take(&mut self.pending);
+        if p.changed.is_empty() && p.drafts.is_empty() && p.replies.is_empty() {
+            return;
         }
+        let now = now_ms();
+        let refs: Vec<&Mitigation> = p.changed.iter().collect();
+        match self.store.commit(&refs, p.drafts, now) {
+            Ok(_) => {
+                for op in p.ops {
+                    match op {
+                        PeerOp::Set(i, key, attrs) => {
+                            self.peers[i].1.set(key, attrs).await;
+                            self.metrics.announces.fetch_add(1, Ordering::Relaxed);
+                        }
+                        PeerOp::Remove(i, key) => {
+                            self.peers[i].1.remove(key).await;
+                            self.metrics.withdraws.fetch_add(1, Ordering::Relaxed);
+                        }
+                        PeerOp::Show(id, key, attrs) => {
+                            for hex in crate::run::show_update(self.local_as, &key, &attrs) {
+                                info!(id, "no peers: would send UPDATE {hex}");
+                            }
+                        }
+                    }
+                }
+                for r in p.replies {
+                    match r {
+                        Deferred::Created(tx, r) => drop(tx.send(r)),
+                        Deferred::One(tx, r) => drop(tx.send(r)),
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(
+                    "store write failed, {} requests refused: {e}",
+                    p.replies.len()
+                );
+                let fail = Refusal::Store(format!("the change could not be made durable: {e}"));
+                for r in p.replies {
+                    match r {
+                        Deferred::Created(tx, r) => drop(tx.send(r.and(Err(fail.clone())))),
+                        Deferred::One(tx, r) => drop(tx.send(r.and(Err(fail.clone())))),
+                    }
+                }
+                self.retry_at = now + 1000;
+                if let Err(e) = self.resync() {
+                    warn!("the store cannot be read back either: {e}");
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the memory from the store, after a write that failed.
+    fn resync(&mut self) -> Result<(), StoreError> {
+        let stored = self.store.mitigations()?;
+        self.all.clear();
+        self.live.clear();
+        self.by_key.clear();
+        self.expiries.clear();
+        for m in stored {
+            self.insert_stored(m);
+        }
+        self.next_id = self.all.keys().next_back().map_or(1, |id| id + 1);
+        self.metrics
+            .active
+            .store(self.live.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Shares `live`'s FlowSpec attributes with every other rule that has the same actions.
+    fn intern(&mut self, live: &mut Live) {
+        if let Some(a) = &live.flow_attrs {
+            match self.flow_attrs.get(a) {
+                Some(shared) => live.flow_attrs = Some(shared.clone()),
+                None => {
+                    // Action sets nobody uses any more are dropped once there are many.
+                    if self.flow_attrs.len() >= 4096 {
+                        self.flow_attrs.retain(|k| Arc::strong_count(k) > 1);
+                    }
+                    self.flow_attrs.insert(a.clone());
+                }
+            }
+        }
+    }
+
+    /// Takes a stored mitigation into memory, live if it is not withdrawn.
+    fn insert_stored(&mut self, m: Mitigation) {
+        if m.withdrawn_ms.is_none() {
+            match parse_target(
+                m.kind,
+                m.rule.as_deref(),
+                m.prefix.map(|p| p.to_string()).as_deref(),
+            ) {
+                Ok((mut live, _, _)) => {
+                    self.intern(&mut live);
+                    self.by_key.insert(live.key.clone(), m.id);
+                    self.live.insert(m.id, live);
+                    self.expiries.insert((m.expires_ms, m.id));
+                }
+                Err(e) => warn!(
+                    id = m.id,
+                    "stored mitigation no longer parses, left out: {e}"
+                ),
+            }
+        }
+        self.all.insert(m.id, m);
     }
 
     /// Which peers get `m`, with the attributes each gets.
@@ -552,19 +696,17 @@ impl MitigationSet {
         drafts
     }
 
-    async fn create(&mut self, req: CreateRequest, actor: &str) -> Result<Created, Refusal> {
+    fn create(&mut self, req: CreateRequest, actor: &str) -> Result<Created, Refusal> {
         let now = now_ms();
         let what = serde_json::to_value(&req).unwrap_or_default();
-        let r = self.try_create(req, actor, now).await;
+        let r = self.try_create(req, actor, now);
         if let Err(e) = &r {
-            if !matches!(e, Refusal::Store(_)) {
-                self.refused(actor, what, e, now);
-            }
+            self.refused(actor, what, e);
         }
         r
     }
 
-    async fn try_create(
+    fn try_create(
         &mut self,
         req: CreateRequest,
         actor: &str,
@@ -573,7 +715,8 @@ impl MitigationSet {
         let kind = req
             .kind
             .ok_or_else(|| Refusal::Invalid("kind is missing: flowspec or rtbh".into()))?;
-        let (live, rule, prefix) = parse_target(kind, req.rule.as_deref(), req.prefix.as_deref())?;
+        let (mut live, rule, prefix) =
+            parse_target(kind, req.rule.as_deref(), req.prefix.as_deref())?;
         let ttl = self.ttl(req.ttl.as_deref())?;
         self.check_target(&live)?;
         let peers = req.peers.unwrap_or_default();
@@ -593,13 +736,14 @@ impl MitigationSet {
                     m.rule.as_deref().unwrap_or_default()
                 )));
             }
-            m.expires_ms = m.expires_ms.max(expires);
             let d = AuditDraft::new(
                 actor,
                 "mitigation.extend",
-                serde_json::json!({"id": id, "expires_ms": m.expires_ms, "by": "same rule again"}),
+                serde_json::json!({"id": id, "expires_ms": m.expires_ms.max(expires), "by": "same rule again"}),
             );
-            self.commit(&[&m], vec![d], now)?;
+            let until = m.expires_ms.max(expires);
+            self.set_expiry(&mut m, until);
+            self.stage(&m, vec![d]);
             self.all.insert(id, m.clone());
             return Ok(Created::Extended(m));
         }
@@ -620,6 +764,7 @@ impl MitigationSet {
             )));
         }
 
+        self.intern(&mut live);
         let m = Mitigation {
             id: self.next_id,
             kind,
@@ -640,26 +785,20 @@ impl MitigationSet {
             serde_json::to_value(&m).unwrap_or_default(),
         )];
         // Durable first, then announced: a crash in between restores and announces it at start.
-        let targets: Vec<String> = self
-            .targets(&m, &live)
-            .iter()
-            .map(|(i, _)| self.peers[*i].0.peer.name.clone())
-            .collect();
-        drafts.extend(targets.iter().map(|p| {
+        let targets = self.targets(&m, &live);
+        drafts.extend(targets.iter().map(|(i, _)| {
             AuditDraft::new(
                 actor,
                 "announce",
-                serde_json::json!({"id": m.id, "peer": p}),
+                serde_json::json!({"id": m.id, "peer": self.peers[*i].0.peer.name}),
             )
         }));
-        self.commit(&[&m], drafts, now)?;
-        self.next_id += 1;
-        self.recent.push_back(now);
-        for (i, attrs) in self.targets(&m, &live) {
-            self.peers[i].1.set(live.key.clone(), attrs).await;
-            self.metrics.announces.fetch_add(1, Ordering::Relaxed);
+        self.stage(&m, drafts);
+        for (i, attrs) in targets {
+            self.pending
+                .ops
+                .push(PeerOp::Set(i, live.key.clone(), attrs));
         }
-        info!(id = m.id, actor, kind = ?m.kind, rule = ?m.rule, prefix = ?m.prefix, "mitigation created");
         if self.peers.is_empty() {
             // No peer to send to: show what would be sent. An RTBH route's next hop is each
             // peer's own; a documentation address stands in for it here.
@@ -675,12 +814,16 @@ impl MitigationSet {
                     ..RouteAttrs::default()
                 },
             };
-            for hex in crate::run::show_update(self.local_as, &live.key, &attrs) {
-                info!(id = m.id, "no peers: would send UPDATE {hex}");
-            }
+            self.pending
+                .ops
+                .push(PeerOp::Show(m.id, live.key.clone(), attrs));
         }
+        info!(id = m.id, actor, kind = ?m.kind, rule = ?m.rule, prefix = ?m.prefix, "mitigation created");
+        self.next_id += 1;
+        self.recent.push_back(now);
         self.by_key.insert(live.key.clone(), m.id);
         self.live.insert(m.id, live);
+        self.expiries.insert((m.expires_ms, m.id));
         self.all.insert(m.id, m.clone());
         self.metrics.created.fetch_add(1, Ordering::Relaxed);
         self.metrics
@@ -689,7 +832,14 @@ impl MitigationSet {
         Ok(Created::New(m))
     }
 
-    async fn withdraw(
+    /// Moves an active mitigation's expiry.
+    fn set_expiry(&mut self, m: &mut Mitigation, expires_ms: u64) {
+        self.expiries.remove(&(m.expires_ms, m.id));
+        m.expires_ms = expires_ms;
+        self.expiries.insert((m.expires_ms, m.id));
+    }
+
+    fn withdraw(
         &mut self,
         id: u64,
         actor: &str,
@@ -713,21 +863,22 @@ impl MitigationSet {
             "mitigation.withdraw",
             serde_json::json!({"id": id, "reason": reason}),
         )];
-        drafts.extend(self.targets(&m, &live).iter().map(|(i, _)| {
+        let targets = self.targets(&m, &live);
+        drafts.extend(targets.iter().map(|(i, _)| {
             AuditDraft::new(
                 actor,
                 "withdraw",
                 serde_json::json!({"id": id, "peer": self.peers[*i].0.peer.name}),
             )
         }));
-        self.commit(&[&m], drafts, now)?;
-        for (i, _) in self.targets(&m, &live) {
-            self.peers[i].1.remove(live.key.clone()).await;
-            self.metrics.withdraws.fetch_add(1, Ordering::Relaxed);
+        self.stage(&m, drafts);
+        for (i, _) in targets {
+            self.pending.ops.push(PeerOp::Remove(i, live.key.clone()));
         }
         info!(id, actor, reason, "mitigation withdrawn");
         self.live.remove(&id);
         self.by_key.remove(&live.key);
+        self.expiries.remove(&(m.expires_ms, id));
         self.all.insert(id, m.clone());
         self.metrics
             .active
@@ -735,7 +886,7 @@ impl MitigationSet {
         Ok(m)
     }
 
-    async fn extend(&mut self, id: u64, ttl: &str, actor: &str) -> Result<Mitigation, Refusal> {
+    fn extend(&mut self, id: u64, ttl: &str, actor: &str) -> Result<Mitigation, Refusal> {
         let now = now_ms();
         if !self.live.contains_key(&id) {
             return Err(if self.all.contains_key(&id) {
@@ -747,23 +898,18 @@ impl MitigationSet {
         let d = match self.ttl(Some(ttl)) {
             Ok(d) => d,
             Err(e) => {
-                self.refused(
-                    actor,
-                    serde_json::json!({"extend": id, "ttl": ttl}),
-                    &e,
-                    now,
-                );
+                self.refused(actor, serde_json::json!({"extend": id, "ttl": ttl}), &e);
                 return Err(e);
             }
         };
         let mut m = self.all[&id].clone();
-        m.expires_ms = now + d.as_millis() as u64;
+        self.set_expiry(&mut m, now + d.as_millis() as u64);
         let draft = AuditDraft::new(
             actor,
             "mitigation.extend",
             serde_json::json!({"id": id, "expires_ms": m.expires_ms}),
         );
-        self.commit(&[&m], vec![draft], now)?;
+        self.stage(&m, vec![draft]);
         self.all.insert(id, m.clone());
         Ok(m)
     }
@@ -784,27 +930,25 @@ impl MitigationSet {
             .collect()
     }
 
-    /// Withdraws everything whose time has come.
+    /// Withdraws everything whose time has come, in one group.
     async fn expire(&mut self) {
         let now = now_ms();
         let due: Vec<u64> = self
-            .live
-            .keys()
-            .copied()
-            .filter(|id| self.all[id].expires_ms <= now)
+            .expiries
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in due {
-            match self.withdraw(id, "system", "expired", now).await {
-                Ok(_) => {
-                    self.metrics.expired.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => warn!(id, "expiry could not be recorded, retrying: {e}"),
+            if self.withdraw(id, "system", "expired", now).is_ok() {
+                self.metrics.expired.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.flush().await;
     }
 
     fn next_expiry(&self) -> Option<u64> {
-        self.live.keys().map(|id| self.all[id].expires_ms).min()
+        self.expiries.first().map(|(t, _)| (*t).max(self.retry_at))
     }
 
     async fn reload(
@@ -813,8 +957,7 @@ impl MitigationSet {
         peers: Vec<(Neighbor, PeerHandle)>,
         detail: serde_json::Value,
     ) -> Result<(), Refusal> {
-        self.commit(
-            &[],
+        self.commit_now(
             vec![AuditDraft::new("config", "config.reload", detail)],
             now_ms(),
         )?;
@@ -841,6 +984,14 @@ impl MitigationSet {
                 req = rx.recv() => {
                     let Some(req) = req else { return };
                     self.handle(req).await;
+                    // Group commit: whatever else is waiting goes into the same transaction.
+                    while self.pending.replies.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(req) => self.handle(req).await,
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush().await;
                 }
                 _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {
                     self.expire().await;
@@ -849,10 +1000,13 @@ impl MitigationSet {
         }
     }
 
+    /// Carries out one request. Changes join the group commit; anything that reads or stands
+    /// alone first makes the group durable, so it never sees or mixes with undurable state.
     async fn handle(&mut self, req: Request) {
         match req {
             Request::Create { req, actor, reply } => {
-                let _ = reply.send(self.create(req, &actor).await);
+                let r = self.create(req, &actor);
+                self.pending.replies.push(Deferred::Created(reply, r));
             }
             Request::Withdraw {
                 id,
@@ -861,11 +1015,19 @@ impl MitigationSet {
                 reply,
             } => {
                 let now = now_ms();
-                let r = self.withdraw(id, &actor, &reason, now).await;
-                if r.is_ok() {
-                    self.metrics.withdrawn.fetch_add(1, Ordering::Relaxed);
+                let r = self.withdraw(id, &actor, &reason, now);
+                match &r {
+                    Ok(_) => {
+                        self.metrics.withdrawn.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let what = serde_json::json!({"withdraw": id, "reason": reason});
+                        if !matches!(e, Refusal::NotFound(_)) {
+                            self.refused(&actor, what, e);
+                        }
+                    }
                 }
-                let _ = reply.send(r);
+                self.pending.replies.push(Deferred::One(reply, r));
             }
             Request::Extend {
                 id,
@@ -873,7 +1035,20 @@ impl MitigationSet {
                 actor,
                 reply,
             } => {
-                let _ = reply.send(self.extend(id, &ttl, &actor).await);
+                let r = self.extend(id, &ttl, &actor);
+                self.pending.replies.push(Deferred::One(reply, r));
+            }
+            other => {
+                self.flush().await;
+                self.handle_alone(other).await;
+            }
+        }
+    }
+
+    async fn handle_alone(&mut self, req: Request) {
+        match req {
+            Request::Create { .. } | Request::Withdraw { .. } | Request::Extend { .. } => {
+                unreachable!("grouped requests are handled by handle()")
             }
             Request::Get { id, reply } => {
                 let _ = reply.send(self.all.get(&id).cloned().ok_or(Refusal::NotFound(id)));
@@ -901,7 +1076,7 @@ impl MitigationSet {
                 let _ = reply.send(r);
             }
             Request::Record { draft, reply } => {
-                let _ = reply.send(self.commit(&[], vec![draft], now_ms()));
+                let _ = reply.send(self.commit_now(vec![draft], now_ms()));
             }
             Request::Reload {
                 guardrails,
@@ -937,17 +1112,16 @@ pub async fn start(
         metrics: Arc::new(Metrics::default()),
         rtbh_attrs: HashMap::new(),
         local_as,
+        expiries: BTreeSet::new(),
+        pending: Pending::default(),
+        retry_at: 0,
+        flow_attrs: HashSet::new(),
     };
     set.rebuild_rtbh_attrs();
     let mut expired = Vec::new();
     let mut drafts = Vec::new();
-    for m in stored {
-        if m.withdrawn_ms.is_some() {
-            set.all.insert(m.id, m);
-            continue;
-        }
-        if m.expires_ms <= now {
-            let mut m = m;
+    for mut m in stored {
+        if m.withdrawn_ms.is_none() && m.expires_ms <= now {
             m.withdrawn_ms = Some(now);
             m.withdraw_reason = Some("expired while deflect was down".into());
             drafts.push(AuditDraft::new(
@@ -956,24 +1130,8 @@ pub async fn start(
                 serde_json::json!({"id": m.id, "reason": "expired while deflect was down"}),
             ));
             expired.push(m.clone());
-            set.all.insert(m.id, m);
-            continue;
         }
-        match parse_target(
-            m.kind,
-            m.rule.as_deref(),
-            m.prefix.map(|p| p.to_string()).as_deref(),
-        ) {
-            Ok((live, _, _)) => {
-                set.by_key.insert(live.key.clone(), m.id);
-                set.live.insert(m.id, live);
-            }
-            Err(e) => warn!(
-                id = m.id,
-                "stored mitigation no longer parses, left out: {e}"
-            ),
-        }
-        set.all.insert(m.id, m);
+        set.insert_stored(m);
     }
     let refs: Vec<&Mitigation> = expired.iter().collect();
     drafts.push(AuditDraft::new(

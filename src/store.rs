@@ -40,6 +40,9 @@ fn db<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(Box::new(e.into()))
 }
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 1024 * 1024;
+
 /// The open database.
 #[derive(Debug)]
 pub struct Store {
@@ -58,7 +61,12 @@ impl Store {
             source: Box::new(e),
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
-        let database = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        // The store is written far more than read (reads happen at start and for audit pages), so a
+        // small page cache is enough; redb's default (1 GiB) would keep every page ever written.
+        let database = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| open_err(e.into()))?;
         let w = database.begin_write().map_err(db_err)?;
         w.open_table(MITIGATIONS).map_err(db)?;
         w.open_table(AUDIT).map_err(db)?;
