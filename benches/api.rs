@@ -93,6 +93,13 @@ fn main() {
         let active = Arc::new(AtomicU64::new(0));
 
         let base = format!("http://127.0.0.1:{api_port}/api/v1/mitigations");
+        let health = format!("http://127.0.0.1:{api_port}/api/v1/health");
+        for _ in 0..100 {
+            if ureq::get(&health).call().is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let next = Arc::new(AtomicU64::new(0));
 
         // Fill up to 10k active, then measure create → UPDATE received, one at a time.

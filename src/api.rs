@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{Scope, Token};
+use crate::engine::EngineHandle;
 use crate::mitigation::{CreateRequest, Created, ListFilter, MitigationHandle, Refusal};
 use crate::peer::PeerHandle;
+use crate::telemetry::Report;
 
 /// Every route: (method, path). The router and the OpenAPI document both follow this list.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -38,6 +40,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/peers"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/audit/verify"),
+    ("post", "/api/v1/telemetry"),
+    ("get", "/api/v1/attacks"),
+    ("get", "/api/v1/attacks/{id}"),
+    ("get", "/api/v1/targets"),
+    ("get", "/api/v1/targets/{addr}"),
+    ("get", "/api/v1/nodes"),
+    ("get", "/api/v1/policies"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),
 ];
@@ -49,6 +58,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 #[derive(Debug)]
 pub struct ApiState {
     pub mitigations: MitigationHandle,
+    pub engine: EngineHandle,
     pub tokens: RwLock<Vec<Token>>,
     pub peers: RwLock<Vec<PeerHandle>>,
     pub started: Instant,
@@ -96,7 +106,25 @@ impl Caller {
                 StatusCode::FORBIDDEN,
                 format!("token {:?} may only read", self.name),
             )),
+            Scope::Node => Err(self.node_only()),
         }
+    }
+
+    fn must_read(&self) -> Result<(), ApiError> {
+        match self.scope {
+            Scope::Write | Scope::Read => Ok(()),
+            Scope::Node => Err(self.node_only()),
+        }
+    }
+
+    fn node_only(&self) -> ApiError {
+        ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} is a node token: it may only send telemetry",
+                self.name
+            ),
+        )
     }
 }
 
@@ -153,6 +181,13 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/telemetry", post(telemetry))
+        .route("/api/v1/attacks", get(attacks))
+        .route("/api/v1/attacks/{id}", get(attack))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/targets/{addr}", get(target))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/policies", get(policies))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -205,7 +240,7 @@ async fn list(
     State(s): State<Arc<ApiState>>,
     q: Result<Query<ListFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let _ = caller;
+    caller.must_read()?;
     let Query(f) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     Ok(axum::Json(s.mitigations.list(f).await?))
 }
@@ -235,10 +270,11 @@ fn id_of(p: Result<Path<u64>, axum::extract::rejection::PathRejection>) -> Resul
 }
 
 async fn show(
-    _caller: Caller,
+    caller: Caller,
     State(s): State<Arc<ApiState>>,
     p: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
     Ok(axum::Json(s.mitigations.get(id_of(p)?).await?))
 }
 
@@ -324,9 +360,13 @@ pub fn peer_view(p: &PeerHandle) -> PeerView {
     }
 }
 
-async fn peers(_caller: Caller, State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+async fn peers(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
     let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
-    axum::Json(peers.iter().map(peer_view).collect::<Vec<_>>())
+    Ok(axum::Json(peers.iter().map(peer_view).collect::<Vec<_>>()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,10 +377,11 @@ struct AuditQuery {
 }
 
 async fn audit(
-    _caller: Caller,
+    caller: Caller,
     State(s): State<Arc<ApiState>>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
     let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = s.mitigations.audit(q.after.unwrap_or(0), limit).await?;
@@ -351,11 +392,128 @@ async fn audit(
 }
 
 async fn audit_verify(
-    _caller: Caller,
+    caller: Caller,
     State(s): State<Arc<ApiState>>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
     let n = s.mitigations.audit_verify().await?;
     Ok(axum::Json(json!({"ok": true, "entries": n})))
+}
+
+/// `POST /api/v1/telemetry`: one probe report. The node is the token's name.
+async fn telemetry(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if caller.scope == Scope::Read {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("token {:?} may only read", caller.name),
+        ));
+    }
+    let report: Report = body(b)?;
+    report
+        .validate()
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let ack = s.engine.report(&caller.name, report).await.ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deflect is shutting down".into(),
+        )
+    })?;
+    Ok((StatusCode::ACCEPTED, axum::Json(ack)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttacksQuery {
+    /// Only attacks under way (default), or every one remembered.
+    all: Option<bool>,
+}
+
+async fn attacks(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<AttacksQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(axum::Json(s.engine.attacks(!q.all.unwrap_or(false)).await))
+}
+
+async fn attack(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    p: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    let id = id_of(p)?;
+    match s.engine.attack(id).await {
+        Some(a) => Ok(axum::Json(a)),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no attack {id}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetsQuery {
+    limit: Option<usize>,
+}
+
+async fn targets(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    q: Result<Query<TargetsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(axum::Json(s.engine.targets(limit).await))
+}
+
+async fn target(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    let text = p.map(|Path(a)| a).unwrap_or_default();
+    let addr: std::net::IpAddr = text.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not an IPv4 or IPv6 address"),
+        )
+    })?;
+    match s.engine.target(addr).await {
+        Some(t) => Ok(axum::Json(t)),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no traffic reported to {addr}"),
+        )),
+    }
+}
+
+async fn nodes(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    Ok(axum::Json(s.engine.nodes().await))
+}
+
+async fn policies(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    match s.engine.policies().await {
+        Some(p) => Ok(axum::Json(p)),
+        None => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deflect is shutting down".into(),
+        )),
+    }
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -423,6 +581,49 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
         "API requests answered with an error.",
         "counter",
         m.api_errors.load(Ordering::Relaxed),
+    );
+    let e = &s.engine.metrics;
+    counter(
+        "deflect_telemetry_reports_total",
+        "Probe reports judged.",
+        "counter",
+        e.reports.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_attacks_started_total",
+        "Attacks detected.",
+        "counter",
+        e.attacks_started.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_attacks_active",
+        "Attacks under way.",
+        "gauge",
+        e.attacks_active.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_targets",
+        "Protected addresses with learned baselines.",
+        "gauge",
+        e.targets.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_nodes_stale",
+        "Nodes that stopped reporting.",
+        "gauge",
+        e.nodes_stale.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_policy_steps_total",
+        "Policy steps fired.",
+        "counter",
+        e.policy_steps.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_policy_reload_errors_total",
+        "Policy directory changes refused.",
+        "counter",
+        e.policy_reload_errors.load(Ordering::Relaxed),
     );
     let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
     out.push_str("# HELP deflect_peer_up Whether the BGP session is established.\n# TYPE deflect_peer_up gauge\n");

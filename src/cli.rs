@@ -390,21 +390,198 @@ pub fn audit(a: &ApiArgs, cmd: AuditCmd) -> ExitCode {
 
 pub fn config(cmd: ConfigCmd) -> ExitCode {
     match cmd {
-        ConfigCmd::Check { file } => match Config::load(&file) {
-            Ok(s) => {
-                out(&format!(
-                    "{}: ok ({} neighbors, {} protected groups, {} tokens)",
-                    file.display(),
-                    s.neighbors.len(),
-                    s.guardrails.protected.len(),
-                    s.tokens.len()
-                ));
-                ExitCode::SUCCESS
+        ConfigCmd::Check { file } => {
+            match Config::load(&file).and_then(|s| s.load_policies().map(|p| (s, p))) {
+                Ok((s, p)) => {
+                    out(&format!(
+                        "{}: ok ({} neighbors, {} protected groups, {} tokens, {} policies from {})",
+                        file.display(),
+                        s.neighbors.len(),
+                        s.guardrails.protected.len(),
+                        s.tokens.len(),
+                        p.list.len(),
+                        p.dir.as_ref().map_or_else(
+                            || "the shipped set".to_string(),
+                            |d| d.display().to_string()
+                        ),
+                    ));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "{e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                let _ = writeln!(std::io::stderr(), "{e}");
-                ExitCode::from(2)
-            }
-        },
+        }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttackCmd {
+    /// Attacks under way (every one remembered with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// One attack: signature, timeline, mitigations.
+    Show { id: u64 },
+}
+
+fn ms_ago(ms: u64) -> String {
+    let now = crate::mitigation::now_ms();
+    format!("{}s ago", now.saturating_sub(ms) / 1000)
+}
+
+pub fn attacks(a: &ApiArgs, cmd: AttackCmd) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| match cmd {
+        AttackCmd::List { all } => {
+            let v = c.call("GET", &format!("/api/v1/attacks?all={all}"), None)?;
+            print(a.json, &v, |v| {
+                let mut rows = vec![format!(
+                    "{:>14} {:<24} {:<22} {:>12} {:>12} {:<12} {:<10} {}",
+                    "ID", "TARGET", "VECTOR", "PPS", "PEAK PPS", "STARTED", "STATE", "MITIGATIONS"
+                )];
+                for x in v.as_array()? {
+                    rows.push(format!(
+                        "{:>14} {:<24} {:<22} {:>12} {:>12} {:<12} {:<10} {}",
+                        x.get("id")?.as_u64()?,
+                        x.get("target")?.as_str()?,
+                        x.get("vector")?.as_str()?,
+                        x.get("pps")?.as_u64()?,
+                        x.get("peak_pps")?.as_u64()?,
+                        ms_ago(x.get("started_ms")?.as_u64()?),
+                        if x.get("ended_ms").is_some() {
+                            "ended"
+                        } else {
+                            "active"
+                        },
+                        x.get("mitigations")?
+                            .as_array()?
+                            .iter()
+                            .filter_map(|m| m.as_u64().map(|m| m.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ));
+                }
+                Some(rows.join("\n"))
+            });
+            Ok(())
+        }
+        AttackCmd::Show { id } => {
+            let v = c.call("GET", &format!("/api/v1/attacks/{id}"), None)?;
+            print(a.json, &v, |x| {
+                let mut rows = vec![
+                    format!(
+                        "attack {} on {} ({})",
+                        id,
+                        x.get("target")?.as_str()?,
+                        x.get("group")?.as_str()?
+                    ),
+                    format!("vector:     {}", x.get("vector")?.as_str()?),
+                    format!("signature:  {}", x.get("signature")?),
+                    format!(
+                        "rate:       {} pps now, peak {} pps / {} bps; threshold {} pps, baseline {} pps",
+                        x.get("pps")?,
+                        x.get("peak_pps")?,
+                        x.get("peak_bps")?,
+                        x.get("threshold_pps")?,
+                        x.get("baseline_pps")?
+                    ),
+                    format!(
+                        "policy:     {}",
+                        x.get("policy").and_then(|p| p.as_str()).unwrap_or("-")
+                    ),
+                    format!("mitigations: {}", x.get("mitigations")?),
+                    "timeline:".to_string(),
+                ];
+                for m in x.get("timeline")?.as_array()? {
+                    rows.push(format!(
+                        "  {:>10}  {}",
+                        ms_ago(m.get("time_ms")?.as_u64()?),
+                        m.get("what")?.as_str()?
+                    ));
+                }
+                Some(rows.join("\n"))
+            });
+            Ok(())
+        }
+    })())
+}
+
+/// `deflect targets [ADDR]`: current rates, baselines and thresholds.
+pub fn targets(a: &ApiArgs, addr: Option<String>, limit: usize) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| {
+        let v = match &addr {
+            Some(x) => Value::Array(vec![c.call(
+                "GET",
+                &format!("/api/v1/targets/{x}"),
+                None,
+            )?]),
+            None => c.call("GET", &format!("/api/v1/targets?limit={limit}"), None)?,
+        };
+        print(a.json, &v, |v| {
+            let mut rows = Vec::new();
+            for t in v.as_array()? {
+                rows.push(format!(
+                    "{} ({}, node {}): {} pps, {} bps, attacks {}",
+                    t.get("addr")?.as_str()?,
+                    t.get("group")?.as_str()?,
+                    t.get("node")?.as_str()?,
+                    t.get("pps")?,
+                    t.get("bps")?,
+                    t.get("attacks")?
+                ));
+                rows.push(format!(
+                    "  {:<10} {:>12} {:>12} {:>12} {}",
+                    "CLASS", "BASELINE", "STDDEV", "THRESHOLD", "WARM"
+                ));
+                for c in t.get("classes")?.as_array()? {
+                    rows.push(format!(
+                        "  {:<10} {:>12.0} {:>12.0} {:>12.0} {}",
+                        c.get("class")?.as_str()?,
+                        c.get("baseline_pps")?.as_f64()?,
+                        c.get("stddev_pps")?.as_f64()?,
+                        c.get("threshold_pps")?.as_f64()?,
+                        c.get("warm")?.as_bool()?
+                    ));
+                }
+            }
+            Some(rows.join("\n"))
+        });
+        Ok(())
+    })())
+}
+
+/// `deflect nodes`: probes and when they last reported.
+pub fn nodes(a: &ApiArgs) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| {
+        let v = c.call("GET", "/api/v1/nodes", None)?;
+        print(a.json, &v, |v| {
+            let mut rows = vec![format!(
+                "{:<24} {:<8} {:>12} {:>10} {:>12} {:>14} {:>8}",
+                "NODE", "STATE", "LAST", "INTERVAL", "REPORTS", "RX PPS", "1 IN N"
+            )];
+            for n in v.as_array()? {
+                rows.push(format!(
+                    "{:<24} {:<8} {:>12} {:>10} {:>12} {:>14} {:>8}",
+                    n.get("name")?.as_str()?,
+                    if n.get("stale")?.as_bool()? {
+                        "stale"
+                    } else {
+                        "ok"
+                    },
+                    ms_ago(n.get("last_report_ms")?.as_u64()?),
+                    format!("{}ms", n.get("interval_ms")?),
+                    n.get("reports")?,
+                    n.get("rx_pps")?,
+                    n.get("one_in")?
+                ));
+            }
+            Some(rows.join("\n"))
+        });
+        Ok(())
+    })())
 }

@@ -78,6 +78,8 @@ pub enum Kind {
 pub enum Scope {
     Read,
     Write,
+    /// A node probe: may only send telemetry, under the token's name.
+    Node,
 }
 
 /// The whole file.
@@ -110,6 +112,11 @@ pub struct Config {
     pub never_block: Vec<Spanned<IpNet>>,
     #[serde(default)]
     pub limits: Limits,
+    /// Thresholds and the rest of detection.
+    #[serde(default)]
+    pub detection: DetectionConfig,
+    /// The policy directory (default `policies`); the shipped policies when it does not exist.
+    pub policies: Option<PathBuf>,
     /// Where this configuration was read from (not in the file).
     #[serde(skip)]
     pub source: String,
@@ -289,6 +296,108 @@ fn default_rtbh_v6() -> Spanned<u8> {
     unknown(128)
 }
 
+/// Detection settings, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// A node silent this long is stale (and at least three of its intervals).
+    pub stale_after: Option<Spanned<String>>,
+    /// Most addresses tracked.
+    pub max_targets: Option<usize>,
+    /// Thresholds for every protected group.
+    #[serde(default)]
+    pub thresholds: ThresholdsConfig,
+    /// Per protected group, what differs from `thresholds`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Spanned<ThresholdsConfig>>,
+}
+
+/// Thresholds, as written; each unset one comes from the level above.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsConfig {
+    /// Static floor per traffic class, packets per second.
+    #[serde(default)]
+    pub floor_pps: BTreeMap<crate::detect::Class, f64>,
+    /// Static floor for all traffic to an address, bits per second.
+    pub floor_bps: Option<f64>,
+    pub ratio: Option<Spanned<f64>>,
+    pub deviations: Option<Spanned<f64>>,
+    pub confirm: Option<Spanned<u32>>,
+    pub end_ratio: Option<Spanned<f64>>,
+    pub cooldown: Option<Spanned<String>>,
+    pub warmup: Option<Spanned<String>>,
+    pub half_life: Option<Spanned<String>>,
+}
+
+impl ThresholdsConfig {
+    /// `base` with what this level sets.
+    fn apply(
+        &self,
+        mut t: crate::detect::Thresholds,
+        err: &mut dyn FnMut(&serde_saphyr::Location, String),
+    ) -> crate::detect::Thresholds {
+        for (c, v) in &self.floor_pps {
+            t.floor_pps[c.index()] = *v;
+        }
+        if let Some(v) = self.floor_bps {
+            t.floor_bps = v;
+        }
+        if let Some(v) = &self.ratio {
+            if v.value < 1.0 {
+                err(
+                    &v.referenced,
+                    "ratio below 1 would flag ordinary traffic; use 2 to 10".into(),
+                );
+            }
+            t.ratio = v.value;
+        }
+        if let Some(v) = &self.deviations {
+            if v.value < 0.0 {
+                err(&v.referenced, "deviations cannot be negative".into());
+            }
+            t.deviations = v.value;
+        }
+        if let Some(v) = &self.confirm {
+            if v.value == 0 {
+                err(
+                    &v.referenced,
+                    "confirm is at least 1 (the interval the threshold is crossed)".into(),
+                );
+            }
+            t.confirm = v.value.max(1);
+        }
+        if let Some(v) = &self.end_ratio {
+            if !(0.0..=1.0).contains(&v.value) {
+                err(
+                    &v.referenced,
+                    "end_ratio is a share of the threshold, 0 to 1 (0.5: quiet below half)".into(),
+                );
+            }
+            t.end_ratio = v.value;
+        }
+        for (field, what, slot) in [
+            (&self.cooldown, "cooldown", &mut t.cooldown),
+            (&self.warmup, "warmup", &mut t.warmup),
+            (&self.half_life, "half_life", &mut t.half_life),
+        ] {
+            if let Some(v) = field {
+                match parse_duration(&v.value) {
+                    Some(d) => *slot = d,
+                    None => err(
+                        &v.referenced,
+                        format!("{what} {:?} is not a duration; write e.g. 30s, 5m", v.value),
+                    ),
+                }
+            }
+        }
+        if t.half_life.is_zero() {
+            t.half_life = Duration::from_secs(1);
+        }
+        t
+    }
+}
+
 /// `90s`, `10m`, `24h`, `7d`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -391,6 +500,41 @@ pub struct Settings {
     pub guardrails: Guardrails,
     pub local_as: u32,
     pub router_id: Ipv4Addr,
+    pub detection: crate::detect::Settings,
+    /// The policy directory; `None`: the shipped policies.
+    pub policy_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// What policies may refer to.
+    pub fn known(&self) -> crate::policy::Known {
+        crate::policy::Known {
+            groups: self.guardrails.protected.keys().cloned().collect(),
+            peers: self.neighbors.iter().map(|n| n.peer.name.clone()).collect(),
+        }
+    }
+
+    /// Loads the policies this configuration names, checked against it.
+    pub fn load_policies(&self) -> Result<crate::policy::Policies, ConfigErrors> {
+        crate::policy::Policies::load(self.policy_dir.as_deref(), &self.known())
+    }
+}
+
+/// A YAML syntax or shape error, positioned, with a hint where one helps.
+pub fn yaml_error(source: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let raw = e.without_snippet().to_string();
+    // The library appends " at line L, column C"; the position is printed in front.
+    let message = match raw.rfind(" at line ") {
+        Some(i) => raw[..i].to_string(),
+        None => raw,
+    };
+    ConfigError {
+        file: source.into(),
+        line,
+        column,
+        message: hint(&message),
+    }
 }
 
 /// The configuration used when no file is given.
@@ -433,21 +577,7 @@ impl Config {
                 c.source = source.to_string();
                 Ok(c)
             }
-            Err(e) => {
-                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-                let raw = e.without_snippet().to_string();
-                // The library appends " at line L, column C"; the position is printed in front.
-                let message = match raw.rfind(" at line ") {
-                    Some(i) => raw[..i].to_string(),
-                    None => raw,
-                };
-                Err(ConfigErrors(vec![ConfigError {
-                    file: source.into(),
-                    line,
-                    column,
-                    message: hint(&message),
-                }]))
-            }
+            Err(e) => Err(ConfigErrors(vec![yaml_error(source, &e)])),
         }
     }
 
@@ -771,6 +901,46 @@ impl Config {
             }
         }
 
+        // Detection.
+        let base = self
+            .detection
+            .thresholds
+            .apply(crate::detect::Thresholds::default(), &mut err);
+        for (g, t) in &self.detection.groups {
+            if !self.protected.contains_key(g) {
+                err(
+                    &t.referenced,
+                    format!(
+                        "detection.groups: no protected group named {g:?}; add it under protected or remove it"
+                    ),
+                );
+            }
+        }
+        let mut groups = Vec::new();
+        for (g, nets) in &protected {
+            let th = match self.detection.groups.get(g) {
+                Some(t) => t.value.apply(base.clone(), &mut err),
+                None => base.clone(),
+            };
+            groups.push((g.clone(), nets.clone(), th));
+        }
+        let mut detection = crate::detect::Settings {
+            groups,
+            ..crate::detect::Settings::default()
+        };
+        if let Some(n) = self.detection.max_targets {
+            detection.max_targets = n;
+        }
+        if let Some(v) = &self.detection.stale_after {
+            match parse_duration(&v.value).filter(|d| !d.is_zero()) {
+                Some(d) => detection.stale_after = d,
+                None => err(
+                    &v.referenced,
+                    format!("stale_after {:?} is not a duration; write e.g. 5s", v.value),
+                ),
+            }
+        }
+
         if !errs.is_empty() {
             errs.sort_by_key(|e| (e.line, e.column));
             return Err(ConfigErrors(errs));
@@ -796,6 +966,8 @@ impl Config {
             },
             local_as: self.local_as.value,
             router_id: self.router_id.value,
+            detection,
+            policy_dir: Some(self.policies.unwrap_or_else(|| PathBuf::from("policies"))),
         })
     }
 }

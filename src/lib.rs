@@ -10,15 +10,23 @@
 //! - [`peer`] and [`speaker`]: the tokio edge around `deflect_bgp`: one task per BGP neighbor
 //!   owning its session state machine and Adj-RIB-Out, with the connection IO in child tasks.
 //! - [`run`]: `deflect run`, wiring it all, with reloads on SIGHUP.
-//! - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM).
+//! - [`probe`]: `deflect probe`, the node agent: interface counters and sampled packets, reported
+//!   to the controller as [`telemetry`] every interval.
+//! - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM,
+//!   packet socket statistics).
 
 pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod detect;
+pub mod engine;
 pub mod mitigation;
 pub mod peer;
+pub mod policy;
+pub mod probe;
 pub mod run;
 pub mod speaker;
 pub mod store;
 pub mod sys;
+pub mod telemetry;

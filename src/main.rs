@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use deflect::cli::{self, ApiArgs, AuditCmd, ConfigCmd, MitigationCmd};
+use deflect::cli::{self, ApiArgs, AttackCmd, AuditCmd, ConfigCmd, MitigationCmd};
+use deflect::probe::{self, ProbeArgs};
 use deflect::run::{self, RunArgs};
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,27 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Detected attacks, through the API.
+    Attacks {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        cmd: AttackCmd,
+    },
+    /// Protected addresses: current rates, baselines and thresholds, through the API.
+    Targets {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// One address; the busiest ones when absent.
+        addr: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Reporting probes, through the API.
+    Nodes {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The audit log.
     Audit {
         #[command(flatten)]
@@ -45,6 +67,8 @@ enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// The node agent: sample this machine's traffic and report it to the controller.
+    Probe(ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +85,10 @@ fn main() -> ExitCode {
         Command::Mitigation { api, cmd } => cli::mitigation(&api, cmd),
         Command::Peers { api } => cli::peers(&api),
         Command::Audit { api, cmd } => cli::audit(&api, cmd),
+        Command::Attacks { api, cmd } => cli::attacks(&api, cmd),
+        Command::Targets { api, addr, limit } => cli::targets(&api, addr, limit),
+        Command::Nodes { api } => cli::nodes(&api),
         Command::Config { cmd } => cli::config(cmd),
+        Command::Probe(args) => probe::main(args),
     }
 }

@@ -274,6 +274,28 @@ impl MitigationHandle {
         }
     }
 
+    /// Queues one audit entry without waiting for it: it joins the next group commit, in order
+    /// with what is sent after it (an attack's start before the mitigation it causes).
+    pub fn record_later(&self, actor: &str, action: &str, detail: serde_json::Value) {
+        let (reply, _) = oneshot::channel();
+        let req = Request::Record {
+            draft: AuditDraft::new(actor, action, detail),
+            reply,
+        };
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(req).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!("audit entry not written: deflect is shutting down")
+            }
+        }
+    }
+
     pub async fn reload(
         &self,
         guardrails: Guardrails,
@@ -351,6 +373,7 @@ enum PeerOp {
 enum Deferred {
     Created(Reply<Created>, Result<Created, Refusal>),
     One(Reply<Mitigation>, Result<Mitigation, Refusal>),
+    Unit(Reply<()>),
 }
 
 /// Most requests in one group commit.
@@ -556,6 +579,7 @@ impl MitigationSet {
                     match r {
                         Deferred::Created(tx, r) => drop(tx.send(r)),
                         Deferred::One(tx, r) => drop(tx.send(r)),
+                        Deferred::Unit(tx) => drop(tx.send(Ok(()))),
                     }
                 }
             }
@@ -569,6 +593,7 @@ impl MitigationSet {
                     match r {
                         Deferred::Created(tx, r) => drop(tx.send(r.and(Err(fail.clone())))),
                         Deferred::One(tx, r) => drop(tx.send(r.and(Err(fail.clone())))),
+                        Deferred::Unit(tx) => drop(tx.send(Err(fail.clone()))),
                     }
                 }
                 self.retry_at = now + 1000;
@@ -1038,6 +1063,10 @@ impl MitigationSet {
                 let r = self.extend(id, &ttl, &actor);
                 self.pending.replies.push(Deferred::One(reply, r));
             }
+            Request::Record { draft, reply } => {
+                self.pending.drafts.push(draft);
+                self.pending.replies.push(Deferred::Unit(reply));
+            }
             other => {
                 self.flush().await;
                 self.handle_alone(other).await;
@@ -1047,7 +1076,10 @@ impl MitigationSet {
 
     async fn handle_alone(&mut self, req: Request) {
         match req {
-            Request::Create { .. } | Request::Withdraw { .. } | Request::Extend { .. } => {
+            Request::Create { .. }
+            | Request::Withdraw { .. }
+            | Request::Extend { .. }
+            | Request::Record { .. } => {
                 unreachable!("grouped requests are handled by handle()")
             }
             Request::Get { id, reply } => {
@@ -1074,9 +1106,6 @@ impl MitigationSet {
                     Err(e) => Err(Refusal::Store(e.to_string())),
                 };
                 let _ = reply.send(r);
-            }
-            Request::Record { draft, reply } => {
-                let _ = reply.send(self.commit_now(vec![draft], now_ms()));
             }
             Request::Reload {
                 guardrails,

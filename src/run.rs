@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState};
 use crate::config::{Config, ConfigErrors, Neighbor, Settings};
+use crate::engine::{self, EngineHandle};
 use crate::mitigation::{self, MitigationHandle};
 use crate::peer::PeerHandle;
 use crate::speaker::Speaker;
@@ -135,6 +136,8 @@ pub struct Daemon {
     api_stop: Option<oneshot::Sender<()>>,
     api_task: tokio::task::JoinHandle<()>,
     set_task: tokio::task::JoinHandle<()>,
+    pub engine: EngineHandle,
+    engine_task: tokio::task::JoinHandle<()>,
 }
 
 fn pairs(settings: &Settings, handles: &[PeerHandle]) -> Vec<(Neighbor, PeerHandle)> {
@@ -148,6 +151,14 @@ fn pairs(settings: &Settings, handles: &[PeerHandle]) -> Vec<(Neighbor, PeerHand
 
 impl Daemon {
     pub async fn start(settings: Settings, config_path: Option<PathBuf>) -> Result<Daemon, String> {
+        let policies = settings.load_policies().map_err(|e| e.to_string())?;
+        match &policies.dir {
+            Some(d) => info!(dir = %d.display(), policies = policies.list.len(), "policies loaded"),
+            None => info!(
+                policies = policies.list.len(),
+                "no policy directory: running the shipped policies"
+            ),
+        }
         let store = Store::open(&settings.state_dir).map_err(|e| e.to_string())?;
         info!(path = %store.path().display(), "state store open");
         let peers: Vec<_> = settings.neighbors.iter().map(|n| n.peer.clone()).collect();
@@ -162,8 +173,15 @@ impl Daemon {
         )
         .await
         .map_err(|e| e.to_string())?;
+        let (engine, engine_task) = engine::start(
+            settings.detection.clone(),
+            policies,
+            settings.known(),
+            mitigations.clone(),
+        );
         let api = Arc::new(ApiState {
             mitigations: mitigations.clone(),
+            engine: engine.clone(),
             tokens: RwLock::new(settings.tokens.clone()),
             peers: RwLock::new(speaker.peers().to_vec()),
             started: Instant::now(),
@@ -198,6 +216,8 @@ impl Daemon {
             api_stop: Some(stop_tx),
             api_task,
             set_task,
+            engine,
+            engine_task,
         })
     }
 
@@ -205,6 +225,21 @@ impl Daemon {
     pub async fn reload(&mut self) -> Result<(), String> {
         let next = match load(self.config_path.as_ref()) {
             Ok(s) => s,
+            Err(e) => {
+                let text = e.to_string();
+                self.mitigations
+                    .record(
+                        "config",
+                        "config.reload.refused",
+                        serde_json::json!({"errors": text}),
+                    )
+                    .await;
+                return Err(text);
+            }
+        };
+        // Policies are part of the configuration: checked with it, applied with it.
+        let policies = match next.load_policies() {
+            Ok(p) => p,
             Err(e) => {
                 let text = e.to_string();
                 self.mitigations
@@ -277,6 +312,9 @@ impl Daemon {
             .reload(next.guardrails.clone(), pairs(&next, &handles), detail)
             .await
             .map_err(|e| e.to_string())?;
+        self.engine
+            .reconfigure(next.detection.clone(), policies, next.known())
+            .await?;
         info!(reset = ?changed, removed = ?removed, "configuration reloaded");
         self.settings = next;
         Ok(())
@@ -288,6 +326,7 @@ impl Daemon {
             let _ = s.send(());
         }
         let _ = self.api_task.await;
+        self.engine_task.abort();
         self.set_task.abort();
         self.speaker.shutdown(reason).await;
     }

@@ -1,5 +1,5 @@
-//! Socket options that no crate wraps: TCP MD5 signatures (RFC 2385) and the minimum-TTL half of GTSM
-//! (RFC 5082).
+//! Socket options that no crate wraps: TCP MD5 signatures (RFC 2385), the minimum-TTL half of GTSM
+//! (RFC 5082), and the counters of a packet socket (`PACKET_STATISTICS`, for the probe's sampler).
 //!
 //! This is the only module of the workspace allowed to use `unsafe`: each block is one `setsockopt(2)`
 //! call on a file descriptor we own, with a buffer whose layout is the kernel's. Everything else about
@@ -111,6 +111,40 @@ pub fn set_min_ttl<S: AsRawFd>(socket: &S, ipv6: bool, min_ttl: u8) -> io::Resul
     }
 }
 
+/// `SOL_PACKET` option `PACKET_STATISTICS`, from `<linux/if_packet.h>`.
+const PACKET_STATISTICS: libc::c_int = 6;
+
+/// `struct tpacket_stats` from `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Default)]
+struct TpacketStats {
+    tp_packets: u32,
+    tp_drops: u32,
+}
+
+/// Reads and resets the counters of an `AF_PACKET` socket: packets that passed its filter since the
+/// last call, and how many of those were dropped because the receive queue was full.
+pub fn packet_statistics<S: AsRawFd>(socket: &S) -> io::Result<(u32, u32)> {
+    let mut stats = TpacketStats::default();
+    let mut len = mem::size_of::<TpacketStats>() as libc::socklen_t;
+    // SAFETY: `stats` is a live, writable `struct tpacket_stats` and `len` holds its exact size, so the
+    // kernel writes at most that many bytes; the fd is borrowed from a live socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_STATISTICS,
+            (&mut stats as *mut TpacketStats).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok((stats.tp_packets, stats.tp_drops))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +170,19 @@ mod tests {
         set_min_ttl(&s4, false, 254).unwrap();
         let s6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
         set_min_ttl(&s6, true, 254).unwrap();
+    }
+
+    #[test]
+    fn packet_statistics_reads_a_packet_socket() {
+        let proto = socket2::Protocol::from(i32::from((libc::ETH_P_ALL as u16).to_be()));
+        let s = match socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(proto))
+        {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return, // no CAP_NET_RAW
+            Err(e) => panic!("{e}"),
+        };
+        packet_statistics(&s).unwrap();
+        let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        assert!(packet_statistics(&tcp).is_err());
     }
 }

@@ -280,10 +280,17 @@ pub struct Gobgp {
     api_port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The network namespace it runs in (`ip netns exec`), if not this one.
+    netns: Option<String>,
 }
 
 impl Gobgp {
     pub fn start(session: Session) -> Result<Gobgp> {
+        Gobgp::start_in(session, None)
+    }
+
+    /// Starts GoBGP inside network namespace `netns`; its CLI is run there too.
+    pub fn start_in(session: Session, netns: Option<&str>) -> Result<Gobgp> {
         let dir = temp_dir("gobgp");
         let s = &session;
         let api_port = free_port("127.0.0.1".parse().map_err(|_| "address")?);
@@ -331,6 +338,7 @@ impl Gobgp {
             api_port,
             dir,
             child: None,
+            netns: netns.map(str::to_string),
         };
         g.spawn()?;
         Ok(g)
@@ -338,7 +346,8 @@ impl Gobgp {
 
     fn spawn(&mut self) -> Result<()> {
         let log = fs::File::create(self.dir.join("gobgpd.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("gobgpd")
+        let child = self
+            .command("gobgpd")
             .arg("-f")
             .arg(self.dir.join("gobgp.toml"))
             .arg("--api-hosts")
@@ -354,8 +363,21 @@ impl Gobgp {
         Ok(())
     }
 
+    /// `program`, in the namespace GoBGP runs in.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
     pub fn gobgp(&self, args: &str) -> Result<String> {
-        run(Command::new("gobgp")
+        run(self
+            .command("gobgp")
             .arg("-p")
             .arg(self.api_port.to_string())
             .args(args.split_whitespace()))

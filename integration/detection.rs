@@ -1,0 +1,410 @@
+//! The automatic loop on loopback: probe reports of a flood, posted over HTTP to the real `deflect`
+//! binary, become a FlowSpec rule in a live GoBGP; traffic back to baseline, the rule is withdrawn.
+//! Also: policy hot reload with a broken file, and the telemetry endpoint's answers to bad input.
+
+#[path = "routers/mod.rs"]
+mod routers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use routers::{Gobgp, Session, free_port, wait_for};
+use serde_json::{Value, json};
+
+const NODE: &str = "node-token-0123456789";
+const READ: &str = "read-token-0123456789";
+const WAIT: Duration = Duration::from_secs(20);
+const VICTIM: &str = "203.0.113.7";
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "deflect-detect-{tag}-{}-{}",
+        std::process::id(),
+        free_port("127.0.0.1".parse().unwrap())
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A policy for the test: NTP amplification discarded at once, withdrawn 1 s after the end.
+const POLICY: &str = "\
+description: test amplification policy
+match:
+  vectors: [amplification]
+ttl: 10m
+withdraw_after: 1s
+steps:
+  - announce: flowspec
+    match: [proto, sport]
+    action: discard
+";
+
+fn start(dir: &Path, api_port: u16, router: Option<&Session>) -> Daemon {
+    let neighbors = match router {
+        Some(s) => format!(
+            "neighbors:\n  - {{ name: gobgp, address: {}, port: {}, remote_as: {}, local_address: {}, connect_retry: 1s }}\n",
+            s.router_addr, s.router_port, s.router_as, s.deflect_addr
+        ),
+        None => String::new(),
+    };
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("amplification.yaml"), POLICY).unwrap();
+    let yaml = format!(
+        "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
+         api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+         {neighbors}protected:\n  customers: [203.0.113.0/24, 2001:db8:100::/48]\n\
+         detection:\n  stale_after: 2s\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 1s\n    cooldown: 1s\n",
+        dir.join("state").display(),
+        policies.display()
+    );
+    let config = dir.join("deflect.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let log = dir.join("deflect.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, log };
+    let h = Http::new(api_port);
+    wait_for("the API", WAIT, || {
+        Ok(h.get("/api/v1/health", None).ok().map(|_| ()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    d
+}
+
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn new(port: u16) -> Http {
+        Http {
+            base: format!("http://127.0.0.1:{port}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent(),
+        }
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, Value), String> {
+        let mut r = self.agent.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = r.call().map_err(|e| e.to_string())?;
+        let st = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        Ok((
+            st,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    fn post(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        let st = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            st,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+/// A report for the victim: normal web traffic, plus NTP answers at `ntp_pps`.
+fn report(seq: u64, ntp_pps: u64) -> String {
+    let mut flows = vec![
+        json!({"proto": 6, "dport": 443, "tcp_flags": 16, "pps": 300, "bps": 2_400_000}),
+        json!({"proto": 6, "dport": 443, "tcp_flags": 2, "pps": 20, "bps": 9_600}),
+    ];
+    if ntp_pps > 0 {
+        flows.push(json!({"proto": 17, "sport": 123, "dport": 4444, "pps": ntp_pps, "bps": ntp_pps * 3_760}));
+    }
+    json!({
+        "node": "web1", "seq": seq, "time_ms": 0, "interval_ms": 100, "one_in": 1,
+        "interfaces": [{"name": "eth0", "rx_packets": 32 + ntp_pps / 10, "rx_bytes": 40_000, "rx_dropped": 0,
+                        "tx_packets": 30, "tx_bytes": 30_000, "tx_dropped": 0}],
+        "targets": [{"dst": VICTIM, "pps": 320 + ntp_pps, "bps": 2_409_600 + ntp_pps * 3_760,
+                     "flows": flows, "sources": [{"addr": "198.51.100.23", "pps": ntp_pps / 10}]}]
+    })
+    .to_string()
+}
+
+const GOBGP_RULE: &str = "[destination: 203.0.113.7/32][protocol: ==udp][source-port: ==123]";
+
+fn flow_rules(g: &Gobgp) -> Vec<String> {
+    g.rib("ipv4-flowspec")
+        .map(|v| v.into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
+    let dir = temp_dir("loop");
+    let s = Session {
+        router_addr: "127.0.52.1".parse().unwrap(),
+        router_port: free_port("127.0.52.1".parse().unwrap()),
+        router_as: 65001,
+        router_id: "192.0.2.254",
+        deflect_addr: "127.0.52.2".parse().unwrap(),
+        deflect_as: 65000,
+        md5_password: None,
+        graceful_restart: false,
+    };
+    let g = Gobgp::start(s.clone()).unwrap();
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let d = start(&dir, api_port, Some(&s));
+    let h = Http::new(api_port);
+    wait_for("the session", WAIT, || Ok(g.established()?.then_some(())))
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+
+    // Two seconds of normal traffic, every 100 ms: the baseline warms up, nothing happens.
+    let mut seq = 0;
+    for _ in 0..20 {
+        let (st, ack) = h.post("/api/v1/telemetry", NODE, &report(seq, 0));
+        assert_eq!(st, 202, "{ack}");
+        assert_eq!(ack["started"], json!([]));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(flow_rules(&g).is_empty());
+
+    // The flood: the report that carries it starts the attack, and its rule is in GoBGP.
+    let (st, ack) = h.post("/api/v1/telemetry", NODE, &report(seq, 80_000));
+    seq += 1;
+    assert_eq!(st, 202, "{ack}");
+    let attack = ack["started"][0]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{ack}\n{}", d.log()));
+    wait_for("the rule in GoBGP", WAIT, || {
+        Ok((flow_rules(&g) == [GOBGP_RULE]).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", flow_rules(&g), d.log()));
+    let (_, a) = h
+        .get(&format!("/api/v1/attacks/{attack}"), Some(READ))
+        .unwrap();
+    assert_eq!(a["vector"], "amplification", "{a}");
+    assert_eq!(a["signature"]["service"], "ntp");
+    assert_eq!(a["policy"], "amplification");
+    let mitigation = a["mitigations"][0].as_u64().expect("a mitigation");
+    let (_, m) = h
+        .get(&format!("/api/v1/mitigations/{mitigation}"), Some(READ))
+        .unwrap();
+    assert_eq!(
+        m["rule"], "dst 203.0.113.7/32 proto udp sport 123 then discard",
+        "{m}"
+    );
+    assert_eq!(m["actor"], format!("policy:amplification attack:{attack}"));
+
+    // The flood goes on for a second: one attack, one rule.
+    for _ in 0..10 {
+        let (_, ack) = h.post("/api/v1/telemetry", NODE, &report(seq, 90_000));
+        assert_eq!(ack["started"], json!([]));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Back to normal: ended after the 1 s cooldown, withdrawn 1 s after that.
+    for _ in 0..40 {
+        h.post("/api/v1/telemetry", NODE, &report(seq, 0));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        if flow_rules(&g).is_empty() {
+            break;
+        }
+    }
+    wait_for("the rule withdrawn", WAIT, || {
+        Ok(flow_rules(&g).is_empty().then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let (_, a) = h
+        .get(&format!("/api/v1/attacks/{attack}?"), Some(READ))
+        .unwrap();
+    assert!(a["ended_ms"].as_u64().is_some(), "{a}");
+    assert_eq!(a["peak_pps"], 90_000);
+    let (_, m) = h
+        .get(&format!("/api/v1/mitigations/{mitigation}"), Some(READ))
+        .unwrap();
+    assert_eq!(m["withdraw_reason"], format!("attack {attack} over"), "{m}");
+    let timeline: Vec<String> = a["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["what"].as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "started: amplification",
+        "policy amplification",
+        "step 1: mitigation",
+        "ended",
+        "withdrew 1",
+    ] {
+        assert!(
+            timeline.iter().any(|t| t.starts_with(want)),
+            "{want} not in {timeline:#?}"
+        );
+    }
+
+    // The audit log has the attack, the announce and the withdraw, by the policy.
+    let (_, audit) = h.get("/api/v1/audit?limit=1000", Some(READ)).unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "attack.start",
+        "mitigation.create",
+        "announce",
+        "attack.end",
+        "mitigation.withdraw",
+        "withdraw",
+    ] {
+        assert!(actions.contains(&want), "{want} not in {actions:?}");
+    }
+
+    // Rates and baselines are visible.
+    let (st, t) = h
+        .get(&format!("/api/v1/targets/{VICTIM}"), Some(READ))
+        .unwrap();
+    assert_eq!(st, 200, "{t}");
+    let ack_class = t["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "tcp-ack")
+        .unwrap()
+        .clone();
+    assert!(
+        (ack_class["baseline_pps"].as_f64().unwrap() - 300.0).abs() < 1.0,
+        "{t}"
+    );
+    let (_, nodes) = h.get("/api/v1/nodes", Some(READ)).unwrap();
+    assert_eq!(nodes[0]["name"], "web1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_broken_policy_file_is_refused_and_the_policies_in_force_stay() {
+    let dir = temp_dir("reload");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let d = start(&dir, api_port, None);
+    let h = Http::new(api_port);
+    let (_, p) = h.get("/api/v1/policies", Some(READ)).unwrap();
+    assert_eq!(p["policies"].as_array().unwrap().len(), 1, "{p}");
+    // A second file with an unknown vector on line 3.
+    let bad = dir.join("policies").join("zz-bad.yaml");
+    std::fs::write(
+        &bad,
+        "description: oops\nmatch:\n  vectors: [smurf]\nsteps:\n  - announce: rtbh\n",
+    )
+    .unwrap();
+    let err = wait_for("the reload attempt", WAIT, || {
+        let (_, p) = h.get("/api/v1/policies", Some(READ))?;
+        Ok(p["last_error"].as_str().map(|s| s.to_string()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert!(
+        err.contains("zz-bad.yaml:3:13: unknown vector \"smurf\""),
+        "{err}"
+    );
+    let (_, p) = h.get("/api/v1/policies", Some(READ)).unwrap();
+    assert_eq!(p["policies"][0]["name"], "amplification");
+    // Fixed: it loads.
+    std::fs::write(
+        &bad,
+        "description: ok\nmatch:\n  vectors: [gre-flood]\nsteps:\n  - announce: rtbh\n",
+    )
+    .unwrap();
+    wait_for("the reload", WAIT, || {
+        let (_, p) = h.get("/api/v1/policies", Some(READ))?;
+        Ok((p["policies"].as_array().map(|a| a.len()) == Some(2)).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_telemetry_endpoint_answers_bad_input() {
+    let dir = temp_dir("bad");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let _d = start(&dir, api_port, None);
+    let h = Http::new(api_port);
+    let many: Vec<Value> = (0..65)
+        .map(|i| json!({"dst": format!("203.0.113.{i}"), "pps": 1, "bps": 1}))
+        .collect();
+    let too_many =
+        json!({"node": "web1", "seq": 1, "time_ms": 0, "interval_ms": 1000, "targets": many})
+            .to_string();
+    let good = report(0, 0);
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        (READ, &good, 403, "may only read"),
+        (NODE, "{", 400, ""),
+        (
+            NODE,
+            r#"{"node":"web1","seq":1,"time_ms":0,"interval_ms":1000,"colour":1}"#,
+            400,
+            "colour",
+        ),
+        (
+            NODE,
+            r#"{"node":"web1","seq":1,"time_ms":0,"interval_ms":10}"#,
+            422,
+            "interval_ms 10",
+        ),
+        (
+            NODE,
+            r#"{"node":"web 1","seq":1,"time_ms":0,"interval_ms":1000}"#,
+            422,
+            "node name",
+        ),
+        (NODE, &too_many, 422, "targets: 65 entries, at most 64"),
+        ("wrong-token-0123456789", &good, 401, ""),
+    ];
+    for (token, body, status, msg) in cases {
+        let (st, v) = h.post("/api/v1/telemetry", token, body);
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains(msg),
+            "{body}: {v}"
+        );
+    }
+    // A node token reads nothing.
+    let (st, v) = h.get("/api/v1/attacks", Some(NODE)).unwrap();
+    assert_eq!(st, 403, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,173 @@
+//! The whole loop on the real kernel: a bounded NTP-style flood crosses a veth pair between two
+//! network namespaces; `deflect probe` on the victim's side samples it and reports to the
+//! controller; the controller's policy announces a FlowSpec rule to a live GoBGP; the flood stops
+//! and the rule is withdrawn. Controller, probe and GoBGP all run inside the victim's namespace.
+
+#[path = "probe_lab/mod.rs"]
+mod probe_lab;
+#[path = "routers/mod.rs"]
+mod routers;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use probe_lab::{A4, B4, Lab, in_netns};
+use routers::{Gobgp, Session, wait_for};
+use serde_json::Value;
+
+const NODE: &str = "node-token-0123456789";
+const READ: &str = "read-token-0123456789";
+
+const POLICY: &str = "\
+match:
+  vectors: [amplification]
+ttl: 10m
+withdraw_after: 1s
+steps:
+  - announce: flowspec
+    match: [proto, sport]
+    action: discard
+";
+
+/// GET on the controller, from inside namespace `ns`.
+fn api_get(ns: &str, port: u16, path: &str) -> Option<Value> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    in_netns(ns, move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .new_agent();
+        let mut r = agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {READ}"))
+            .call()
+            .map_err(std::io::Error::other)?;
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        Ok(serde_json::from_str::<Value>(&text).ok())
+    })
+    .ok()
+    .flatten()
+}
+
+#[test]
+fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
+    if let Some(why) = probe_lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut lab = Lab::new("loop").unwrap();
+    let ns = lab.ns_b.clone();
+    // GoBGP and the controller on the victim namespace's loopback.
+    let s = Session {
+        router_addr: "127.0.0.2".parse().unwrap(),
+        router_port: 1179,
+        router_as: 65001,
+        router_id: "192.0.2.254",
+        deflect_addr: "127.0.0.1".parse().unwrap(),
+        deflect_as: 65000,
+        md5_password: None,
+        graceful_restart: false,
+    };
+    let g = Gobgp::start_in(s.clone(), Some(&ns)).unwrap();
+    let api_port = 18179;
+    let policies = lab.dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("amplification.yaml"), POLICY).unwrap();
+    let config = lab.dir.join("deflect.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+             neighbors:\n  - {{ name: gobgp, address: 127.0.0.2, port: 1179, remote_as: 65001, local_address: 127.0.0.1, connect_retry: 1s }}\n\
+             protected:\n  lab: [192.0.2.0/24, 2001:db8::/64]\n\
+             detection:\n  thresholds:\n    floor_pps: {{ udp-amp: 3000 }}\n    warmup: 1s\n    cooldown: 2s\n",
+            lab.dir.join("state").display(),
+            policies.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    lab.spawn_in_b_logged(
+        env!("CARGO_BIN_EXE_deflect"),
+        "run",
+        &["--config", &cfg],
+        "deflect.log",
+    )
+    .unwrap();
+    let log = lab.dir.join("deflect.log");
+    let deflect_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the session", Duration::from_secs(20), || {
+        Ok(g.established()?.then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), g.log()));
+
+    let controller = format!("http://127.0.0.1:{api_port}");
+    let veth = lab.veth_b.clone();
+    lab.start_probe(&[
+        "--controller",
+        &controller,
+        "--token",
+        NODE,
+        "--interface",
+        &veth,
+        "--interval",
+        "200ms",
+    ])
+    .unwrap();
+    wait_for("the probe's first reports", Duration::from_secs(10), || {
+        let n = api_get(&ns, api_port, "/api/v1/nodes").unwrap_or_default();
+        Ok((n[0]["reports"].as_u64().unwrap_or(0) >= 10).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
+
+    // The flood: UDP from port 123 at 20k packets a second, for at most 6 seconds.
+    probe_lab::warm_up(&lab.ns_a, A4.parse().unwrap(), B4.parse().unwrap()).unwrap();
+    let ns_a = lab.ns_a.clone();
+    let flood = std::thread::spawn(move || {
+        probe_lab::send_udp(
+            &ns_a,
+            SocketAddr::new(A4.parse().unwrap(), 123),
+            SocketAddr::new(B4.parse().unwrap(), 4444),
+            120_000,
+            20_000,
+            468,
+            Duration::from_secs(6),
+        )
+    });
+    let started = Instant::now();
+    let want = "[destination: 192.0.2.2/32][protocol: ==udp][source-port: ==123]";
+    let rules = || {
+        g.rib("ipv4-flowspec")
+            .map(|v| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    wait_for("the rule in GoBGP", Duration::from_secs(6), || {
+        Ok((rules() == [want]).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}\n{}", rules(), deflect_log(), lab.probe_log()));
+    let seen_after = started.elapsed();
+    let (sent, secs) = flood.join().unwrap().unwrap();
+    assert!(sent > 50_000, "the flood was sent ({sent} in {secs:.1} s)");
+    let attacks = api_get(&ns, api_port, "/api/v1/attacks?all=true").unwrap();
+    let a = &attacks[0];
+    assert_eq!(a["vector"], "amplification", "{attacks}");
+    assert_eq!(a["target"], B4);
+    assert_eq!(a["signature"]["sports"][0], 123);
+    let peak = a["peak_pps"].as_u64().unwrap();
+    assert!(
+        (10_000..=40_000).contains(&peak),
+        "the probe's estimate of 20k pps: {peak}"
+    );
+
+    // The flood is over: the rule leaves after the cooldown and the hold-down.
+    wait_for("the rule withdrawn", Duration::from_secs(15), || {
+        Ok(rules().is_empty().then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", deflect_log()));
+    eprintln!(
+        "flood → rule in GoBGP in {:.0} ms (probe interval 200 ms)",
+        seen_after.as_secs_f64() * 1e3
+    );
+}

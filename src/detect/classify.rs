@@ -1,0 +1,482 @@
+//! Traffic classes and attack vectors: what a flow is, and what a flood of it is called.
+//!
+//! Every flow of a report falls in exactly one [`Class`]; baselines are learned per class, so a
+//! download (TCP ACKs and payload) does not hide a SYN flood, and a speedtest does not look like
+//! one. An anomalous class becomes a [`Vector`] with a [`Signature`] naming what was seen.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::{Flow, Source};
+
+/// TCP flag bits.
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Well-known UDP reflection and amplification services, by source port.
+pub const AMPLIFIERS: &[(u16, &str)] = &[
+    (17, "qotd"),
+    (19, "chargen"),
+    (53, "dns"),
+    (69, "tftp"),
+    (111, "portmap"),
+    (123, "ntp"),
+    (137, "netbios"),
+    (161, "snmp"),
+    (389, "cldap"),
+    (427, "slp"),
+    (520, "rip"),
+    (1434, "mssql"),
+    (1900, "ssdp"),
+    (3283, "ard"),
+    (3478, "stun"),
+    (3702, "ws-discovery"),
+    (5353, "mdns"),
+    (5683, "coap"),
+    (10001, "ubiquiti"),
+    (11211, "memcached"),
+    (27015, "steam"),
+    (37810, "dvr"),
+];
+
+/// The amplification service behind a UDP source port.
+pub fn amplifier(port: u16) -> Option<&'static str> {
+    AMPLIFIERS
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, name)| *name)
+}
+
+/// What a flow is, for baselines. Each flow falls in exactly one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// TCP with SYN and no ACK: connection attempts.
+    TcpSyn,
+    /// TCP with RST.
+    TcpRst,
+    /// TCP with ACK and no SYN, RST or FIN: established traffic (and ACK floods).
+    TcpAck,
+    /// Any other TCP flag combination (SYN-ACK, FIN, XMAS, null...).
+    TcpOther,
+    /// UDP from a well-known amplifier port.
+    UdpAmp,
+    Udp,
+    /// ICMP and ICMPv6.
+    Icmp,
+    /// Non-first IP fragments.
+    Fragment,
+    Gre,
+    Other,
+}
+
+impl Class {
+    pub const ALL: [Class; 10] = [
+        Class::TcpSyn,
+        Class::TcpRst,
+        Class::TcpAck,
+        Class::TcpOther,
+        Class::UdpAmp,
+        Class::Udp,
+        Class::Icmp,
+        Class::Fragment,
+        Class::Gre,
+        Class::Other,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::TcpSyn => "tcp-syn",
+            Class::TcpRst => "tcp-rst",
+            Class::TcpAck => "tcp-ack",
+            Class::TcpOther => "tcp-other",
+            Class::UdpAmp => "udp-amp",
+            Class::Udp => "udp",
+            Class::Icmp => "icmp",
+            Class::Fragment => "fragment",
+            Class::Gre => "gre",
+            Class::Other => "other",
+        }
+    }
+
+    /// The class of a flow.
+    pub fn of(f: &Flow) -> Class {
+        if f.fragment {
+            return Class::Fragment;
+        }
+        match f.proto {
+            6 => match f.tcp_flags {
+                Some(fl) if fl & tcp::RST != 0 => Class::TcpRst,
+                Some(fl) if fl & tcp::SYN != 0 && fl & tcp::ACK == 0 => Class::TcpSyn,
+                Some(fl) if fl & tcp::ACK != 0 && fl & (tcp::SYN | tcp::FIN) == 0 => Class::TcpAck,
+                // A folded TCP flow (flags unknown) counts as established traffic.
+                None => Class::TcpAck,
+                Some(_) => Class::TcpOther,
+            },
+            17 => match f.sport.and_then(amplifier) {
+                Some(_) => Class::UdpAmp,
+                None => Class::Udp,
+            },
+            1 | 58 => Class::Icmp,
+            47 => Class::Gre,
+            _ => Class::Other,
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an attack is called, for operators and policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vector {
+    SynFlood,
+    AckFlood,
+    RstFlood,
+    /// Other TCP flag combinations (SYN-ACK reflection, FIN, XMAS, null).
+    TcpFlagFlood,
+    /// Full connections to one service port (SYN and ACK together, one destination port).
+    TcpConnectionFlood,
+    UdpFlood,
+    /// UDP reflection and amplification from a well-known source port.
+    Amplification,
+    IcmpFlood,
+    FragmentFlood,
+    GreFlood,
+    /// Too much traffic, no single class to blame.
+    Volumetric,
+}
+
+impl Vector {
+    pub const ALL: [Vector; 11] = [
+        Vector::SynFlood,
+        Vector::AckFlood,
+        Vector::RstFlood,
+        Vector::TcpFlagFlood,
+        Vector::TcpConnectionFlood,
+        Vector::UdpFlood,
+        Vector::Amplification,
+        Vector::IcmpFlood,
+        Vector::FragmentFlood,
+        Vector::GreFlood,
+        Vector::Volumetric,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Vector::SynFlood => "syn-flood",
+            Vector::AckFlood => "ack-flood",
+            Vector::RstFlood => "rst-flood",
+            Vector::TcpFlagFlood => "tcp-flag-flood",
+            Vector::TcpConnectionFlood => "tcp-connection-flood",
+            Vector::UdpFlood => "udp-flood",
+            Vector::Amplification => "amplification",
+            Vector::IcmpFlood => "icmp-flood",
+            Vector::FragmentFlood => "fragment-flood",
+            Vector::GreFlood => "gre-flood",
+            Vector::Volumetric => "volumetric",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Vector> {
+        Vector::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// The vector an anomalous class is, before looking closer (connection floods).
+    pub fn of(class: Class) -> Vector {
+        match class {
+            Class::TcpSyn => Vector::SynFlood,
+            Class::TcpRst => Vector::RstFlood,
+            Class::TcpAck => Vector::AckFlood,
+            Class::TcpOther => Vector::TcpFlagFlood,
+            Class::UdpAmp => Vector::Amplification,
+            Class::Udp => Vector::UdpFlood,
+            Class::Icmp => Vector::IcmpFlood,
+            Class::Fragment => Vector::FragmentFlood,
+            Class::Gre => Vector::GreFlood,
+            Class::Other => Vector::Volumetric,
+        }
+    }
+}
+
+impl fmt::Display for Vector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an attack looks like: enough to build a FlowSpec rule that matches it and little else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// IP protocol, when one carries the attack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<u8>,
+    /// Source ports that carry at least 80% of it (empty: too many to name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sports: Vec<u16>,
+    /// Destination ports that carry at least 80% of it (empty: too many to name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dports: Vec<u16>,
+    /// TCP flags of the class: (bits that must be set, bits that must be clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<(u8, u8)>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fragment: bool,
+    /// The amplification service, by its source port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Top sources seen towards the target while the attack ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<IpAddr>,
+}
+
+/// Ports that together carry at least `share` of `total`, at most `max` of them; empty if they cannot.
+fn dominant_ports(
+    ports: &HashMap<Option<u16>, u64>,
+    total: u64,
+    share: f64,
+    max: usize,
+) -> Vec<u16> {
+    let mut v: Vec<(Option<u16>, u64)> = ports.iter().map(|(p, n)| (*p, *n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = Vec::new();
+    let mut sum = 0u64;
+    for (p, n) in v {
+        // Unknown ports (folded flows) cannot be named: then the ports are not a signature.
+        let Some(p) = p else { return Vec::new() };
+        if out.len() == max {
+            return Vec::new();
+        }
+        out.push(p);
+        sum += n;
+        if sum as f64 >= share * total as f64 {
+            out.sort_unstable();
+            return out;
+        }
+    }
+    Vec::new()
+}
+
+/// The signature of `class` in these flows (all to one target), and the vector, refined: SYN and ACK
+/// floods to one service port from the same sources are a connection flood.
+pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, Signature) {
+    let mine: Vec<&Flow> = flows.iter().filter(|f| Class::of(f) == class).collect();
+    let total: u64 = mine.iter().map(|f| f.pps).sum();
+    let mut sports: HashMap<Option<u16>, u64> = HashMap::new();
+    let mut dports: HashMap<Option<u16>, u64> = HashMap::new();
+    let mut protos: HashMap<u8, u64> = HashMap::new();
+    for f in &mine {
+        *sports.entry(f.sport).or_default() += f.pps;
+        *dports.entry(f.dport).or_default() += f.pps;
+        *protos.entry(f.proto).or_default() += f.pps;
+    }
+    let proto = protos
+        .iter()
+        .max_by_key(|(p, n)| (**n, **p))
+        .map(|(p, _)| *p);
+    let mut sig = Signature {
+        proto: if class == Class::Other && protos.len() > 1 {
+            None
+        } else {
+            proto
+        },
+        sources: sources.iter().take(5).map(|s| s.addr).collect(),
+        ..Signature::default()
+    };
+    let mut vector = Vector::of(class);
+    match class {
+        Class::TcpSyn => {
+            sig.tcp_flags = Some((tcp::SYN, tcp::ACK));
+            sig.dports = dominant_ports(&dports, total, 0.8, 4);
+            // Real handshakes: as many ACKs as SYNs to the same single port.
+            if let [port] = sig.dports[..] {
+                let acks: u64 = flows
+                    .iter()
+                    .filter(|f| Class::of(f) == Class::TcpAck && f.dport == Some(port))
+                    .map(|f| f.pps)
+                    .sum();
+                if acks * 2 >= total {
+                    vector = Vector::TcpConnectionFlood;
+                    sig.tcp_flags = None;
+                }
+            }
+        }
+        Class::TcpRst => {
+            sig.tcp_flags = Some((tcp::RST, 0));
+            sig.dports = dominant_ports(&dports, total, 0.8, 4);
+        }
+        Class::TcpAck => {
+            sig.tcp_flags = Some((tcp::ACK, tcp::SYN | tcp::RST | tcp::FIN));
+            sig.dports = dominant_ports(&dports, total, 0.8, 4);
+        }
+        Class::TcpOther => {
+            // The most common flag byte names it.
+            let mut by_flags: HashMap<u8, u64> = HashMap::new();
+            for f in &mine {
+                *by_flags.entry(f.tcp_flags.unwrap_or(0)).or_default() += f.pps;
+            }
+            if let Some((fl, n)) = by_flags.iter().max_by_key(|(fl, n)| (**n, **fl)) {
+                if *n as f64 >= 0.8 * total as f64 && *fl != 0 {
+                    sig.tcp_flags = Some((*fl, !*fl));
+                }
+            }
+            sig.dports = dominant_ports(&dports, total, 0.8, 4);
+        }
+        Class::UdpAmp => {
+            sig.sports = dominant_ports(&sports, total, 0.8, 4);
+            sig.service = sig
+                .sports
+                .iter()
+                .filter_map(|p| amplifier(*p))
+                .collect::<Vec<_>>()
+                .first()
+                .map(|s| s.to_string());
+        }
+        Class::Udp => {
+            sig.dports = dominant_ports(&dports, total, 0.8, 4);
+        }
+        Class::Fragment => {
+            sig.fragment = true;
+            // Fragments have no ports, and their protocol is that of the datagram.
+        }
+        Class::Icmp | Class::Gre | Class::Other => {}
+    }
+    (vector, sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(
+        proto: u8,
+        sport: Option<u16>,
+        dport: Option<u16>,
+        flags: Option<u8>,
+        pps: u64,
+    ) -> Flow {
+        Flow {
+            proto,
+            sport,
+            dport,
+            tcp_flags: flags,
+            fragment: false,
+            pps,
+            bps: pps * 800,
+        }
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(
+            Class::of(&flow(6, None, Some(80), Some(tcp::SYN), 1)),
+            Class::TcpSyn
+        );
+        assert_eq!(
+            Class::of(&flow(6, None, Some(80), Some(tcp::SYN | tcp::ACK), 1)),
+            Class::TcpOther
+        );
+        assert_eq!(
+            Class::of(&flow(6, None, Some(80), Some(tcp::ACK | tcp::PSH), 1)),
+            Class::TcpAck
+        );
+        assert_eq!(
+            Class::of(&flow(6, None, Some(80), Some(tcp::RST | tcp::ACK), 1)),
+            Class::TcpRst
+        );
+        assert_eq!(
+            Class::of(&flow(6, None, Some(80), Some(tcp::FIN | tcp::ACK), 1)),
+            Class::TcpOther
+        );
+        assert_eq!(Class::of(&flow(6, None, None, None, 1)), Class::TcpAck);
+        assert_eq!(
+            Class::of(&flow(17, Some(123), Some(4444), None, 1)),
+            Class::UdpAmp
+        );
+        assert_eq!(
+            Class::of(&flow(17, Some(40000), Some(53), None, 1)),
+            Class::Udp
+        );
+        assert_eq!(Class::of(&flow(1, None, None, None, 1)), Class::Icmp);
+        assert_eq!(Class::of(&flow(58, None, None, None, 1)), Class::Icmp);
+        assert_eq!(Class::of(&flow(47, None, None, None, 1)), Class::Gre);
+        assert_eq!(Class::of(&flow(50, None, None, None, 1)), Class::Other);
+        let mut frag = flow(17, None, None, None, 1);
+        frag.fragment = true;
+        assert_eq!(Class::of(&frag), Class::Fragment);
+        for (i, c) in Class::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        for v in Vector::ALL {
+            assert_eq!(Vector::from_name(v.name()), Some(v));
+        }
+    }
+
+    #[test]
+    fn amplification_signature_names_the_service() {
+        let flows = [
+            flow(17, Some(123), Some(4444), None, 9000),
+            flow(17, Some(123), Some(5555), None, 900),
+            flow(17, Some(50000), Some(53), None, 100),
+        ];
+        let (v, s) = signature(Class::UdpAmp, &flows, &[]);
+        assert_eq!(v, Vector::Amplification);
+        assert_eq!(s.proto, Some(17));
+        assert_eq!(s.sports, vec![123]);
+        assert_eq!(s.service.as_deref(), Some("ntp"));
+        assert!(s.dports.is_empty());
+    }
+
+    #[test]
+    fn syn_flood_and_connection_flood() {
+        let spread: Vec<Flow> = (0..10)
+            .map(|i| flow(6, None, Some(1000 + i), Some(tcp::SYN), 1000))
+            .collect();
+        let (v, s) = signature(Class::TcpSyn, &spread, &[]);
+        assert_eq!(v, Vector::SynFlood);
+        assert!(
+            s.dports.is_empty(),
+            "ten ports carry it evenly: no port in the signature"
+        );
+        assert_eq!(s.tcp_flags, Some((tcp::SYN, tcp::ACK)));
+
+        let web = [flow(6, None, Some(443), Some(tcp::SYN), 10_000)];
+        let (v, s) = signature(Class::TcpSyn, &web, &[]);
+        assert_eq!((v, s.dports.clone()), (Vector::SynFlood, vec![443]));
+
+        let conn = [
+            flow(6, None, Some(443), Some(tcp::SYN), 10_000),
+            flow(6, None, Some(443), Some(tcp::ACK), 12_000),
+        ];
+        let (v, s) = signature(Class::TcpSyn, &conn, &[]);
+        assert_eq!(v, Vector::TcpConnectionFlood);
+        assert_eq!(s.dports, vec![443]);
+        assert_eq!(s.tcp_flags, None);
+    }
+
+    #[test]
+    fn folded_ports_are_not_named() {
+        let flows = [
+            flow(17, None, Some(80), None, 500),
+            flow(17, None, None, None, 600),
+        ];
+        let (_, s) = signature(Class::Udp, &flows, &[]);
+        assert!(s.dports.is_empty());
+    }
+}

@@ -1,0 +1,752 @@
+//! Detection: per protected address and traffic class, a learned baseline; attacks that start
+//! the interval a threshold is crossed, carry a classification and a signature, and end after a
+//! quiet cooldown.
+//!
+//! The [`Detector`] is pure: reports and the time go in, [`Event`]s come out. It is owned by the
+//! detection task ([`crate::engine`]), which feeds it telemetry and hands its events to the
+//! policies.
+//!
+//! - A target is an address inside a protected group, measured by the node that reports it. Its
+//!   state is a baseline per [`Class`] (8 bytes and a counter each) and the attacks under way.
+//! - Thresholds per class: `max(floor, ratio × mean, mean + deviations × stddev)`, the last two only
+//!   once the baseline is warm. Floors are per class because a download's ACKs and a SYN flood
+//!   live at different scales. Baselines do not learn from traffic above their threshold.
+//! - An attack starts after `confirm` intervals above (1: the same interval), and ends when its
+//!   class stays below `end_ratio` of the threshold for `cooldown`. Between the two it holds:
+//!   hysteresis, so it never flaps.
+//! - A node that stops reporting is stale after `stale_after`: its targets are frozen, neither
+//!   started nor ended on missing data; the quiet time restarts when it is back.
+
+pub mod baseline;
+pub mod classify;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+pub use baseline::Baseline;
+pub use classify::{Class, Signature, Vector};
+
+use crate::telemetry::{Report, Source, Target};
+
+/// Thresholds, resolved, for one prefix group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// Static floor per class, packets per second.
+    pub floor_pps: [f64; Class::ALL.len()],
+    /// Static floor for all traffic to the address, bits per second (volumetric).
+    pub floor_bps: f64,
+    pub ratio: f64,
+    pub deviations: f64,
+    /// Intervals above the threshold before an attack starts.
+    pub confirm: u32,
+    /// Below this share of the threshold counts as quiet.
+    pub end_ratio: f64,
+    pub cooldown: Duration,
+    pub warmup: Duration,
+    pub half_life: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        let mut floor_pps = [0.0; Class::ALL.len()];
+        for c in Class::ALL {
+            floor_pps[c.index()] = default_floor(c);
+        }
+        Thresholds {
+            floor_pps,
+            floor_bps: 5e9,
+            ratio: 3.0,
+            deviations: 4.0,
+            confirm: 1,
+            end_ratio: 0.5,
+            cooldown: Duration::from_secs(30),
+            warmup: Duration::from_secs(300),
+            half_life: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Default floors: what no ordinary server receives in that class.
+pub fn default_floor(c: Class) -> f64 {
+    match c {
+        Class::TcpSyn => 10_000.0,
+        Class::TcpRst => 10_000.0,
+        // A server sending at 10 Gb/s gets ~400k ACKs a second back: downloads are not attacks.
+        Class::TcpAck => 500_000.0,
+        Class::TcpOther => 10_000.0,
+        Class::UdpAmp => 20_000.0,
+        Class::Udp => 100_000.0,
+        Class::Icmp => 5_000.0,
+        Class::Fragment => 10_000.0,
+        Class::Gre => 20_000.0,
+        Class::Other => 50_000.0,
+    }
+}
+
+/// Detection settings: thresholds per group, and the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Protected groups with their thresholds.
+    pub groups: Vec<(String, Vec<IpNet>, Thresholds)>,
+    pub stale_after: Duration,
+    /// Most targets tracked; beyond, new addresses are counted and ignored.
+    pub max_targets: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            groups: Vec::new(),
+            stale_after: Duration::from_secs(5),
+            max_targets: 100_000,
+        }
+    }
+}
+
+/// One point in an attack's life.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Moment {
+    pub time_ms: u64,
+    pub what: String,
+}
+
+/// Most moments kept per attack (the first ones and the last ones).
+const MAX_TIMELINE: usize = 64;
+
+/// An attack on one address, by one vector.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attack {
+    pub id: u64,
+    pub target: IpAddr,
+    pub group: String,
+    pub node: String,
+    pub vector: Vector,
+    pub class: Class,
+    pub signature: Signature,
+    pub started_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// The class's rate in the last interval.
+    pub pps: u64,
+    pub bps: u64,
+    pub peak_pps: u64,
+    pub peak_bps: u64,
+    /// The threshold it crossed, and the baseline behind it.
+    pub threshold_pps: u64,
+    pub baseline_pps: u64,
+    pub timeline: Vec<Moment>,
+    /// Mitigations made for it (filled in by the policies).
+    pub mitigations: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+impl Attack {
+    pub fn note(&mut self, time_ms: u64, what: impl Into<String>) {
+        if self.timeline.len() >= MAX_TIMELINE {
+            // Keep the start; drop the oldest of the rest.
+            self.timeline.remove(1);
+        }
+        self.timeline.push(Moment {
+            time_ms,
+            what: what.into(),
+        });
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.ended_ms.is_none()
+    }
+}
+
+/// What the detector tells the policies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Started(u64),
+    /// Still going: new rates (every report while active).
+    Updated(u64),
+    Ended(u64),
+}
+
+/// A class's state on one target.
+#[derive(Debug, Clone, Default)]
+struct ClassState {
+    baseline: Baseline,
+    /// Consecutive intervals above the threshold.
+    above: u16,
+    /// The attack under way in this class.
+    attack: Option<NonZeroU64>,
+    /// Since when it has been quiet (attacks only).
+    quiet_since: Option<NonZeroU64>,
+}
+
+impl ClassState {
+    fn attack(&self) -> Option<u64> {
+        self.attack.map(NonZeroU64::get)
+    }
+
+    fn set_attack(&mut self, id: Option<u64>) {
+        self.attack = id.and_then(NonZeroU64::new);
+    }
+}
+
+/// Everything known of one address.
+#[derive(Debug, Clone)]
+struct TargetState {
+    group: u16,
+    node: u32,
+    classes: [ClassState; Class::ALL.len()],
+    /// All traffic, bits per second (volumetric).
+    total: ClassState,
+    last_ms: u64,
+    pps: u32,
+    bps: u64,
+}
+
+/// A reporting node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub last_report_ms: u64,
+    pub interval_ms: u32,
+    pub seq: u64,
+    pub reports: u64,
+    pub stale: bool,
+    /// Sum of the interfaces' received packets per second in the last report.
+    pub rx_pps: u64,
+    pub rx_bps: u64,
+    pub one_in: u32,
+    #[serde(skip)]
+    targets: HashSet<IpAddr>,
+}
+
+/// A target as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    pub addr: IpAddr,
+    pub group: String,
+    pub node: String,
+    pub pps: u64,
+    pub bps: u64,
+    pub last_ms: u64,
+    pub classes: Vec<ClassView>,
+    pub attacks: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassView {
+    pub class: Class,
+    pub baseline_pps: f64,
+    pub stddev_pps: f64,
+    pub threshold_pps: f64,
+    pub warm: bool,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub reports: u64,
+    pub targets_unprotected: u64,
+    pub targets_over_limit: u64,
+    pub attacks_started: u64,
+    pub attacks_ended: u64,
+}
+
+/// The detector.
+#[derive(Debug)]
+pub struct Detector {
+    settings: Settings,
+    targets: HashMap<IpAddr, TargetState>,
+    nodes: Vec<Node>,
+    node_index: HashMap<String, u32>,
+    attacks: BTreeMap<u64, Attack>,
+    next_attack: u64,
+    pub counters: Counters,
+}
+
+/// Ended attacks kept for the API.
+const MAX_ENDED: usize = 1000;
+
+impl Detector {
+    /// `first_id`: attack ids start here (the start time in milliseconds keeps them unique
+    /// across restarts).
+    pub fn new(settings: Settings, first_id: u64) -> Detector {
+        Detector {
+            settings,
+            targets: HashMap::new(),
+            nodes: Vec::new(),
+            node_index: HashMap::new(),
+            attacks: BTreeMap::new(),
+            next_attack: first_id.max(1),
+            counters: Counters::default(),
+        }
+    }
+
+    /// New thresholds and groups; learned baselines are kept for addresses still protected.
+    pub fn reconfigure(&mut self, settings: Settings) {
+        self.settings = settings;
+        let groups = &self.settings.groups;
+        self.targets
+            .retain(|addr, t| match group_of(groups, *addr) {
+                Some(g) => {
+                    t.group = g as u16;
+                    true
+                }
+                None => false,
+            });
+    }
+
+    pub fn attack(&self, id: u64) -> Option<&Attack> {
+        self.attacks.get(&id)
+    }
+
+    pub fn attack_mut(&mut self, id: u64) -> Option<&mut Attack> {
+        self.attacks.get_mut(&id)
+    }
+
+    pub fn attacks(&self) -> impl Iterator<Item = &Attack> {
+        self.attacks.values()
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// One target's rates and baselines.
+    pub fn target(&self, addr: IpAddr) -> Option<TargetView> {
+        let t = self.targets.get(&addr)?;
+        let (gname, _, th) = &self.settings.groups[t.group as usize];
+        let warm = th.warmup.as_millis() as u64;
+        Some(TargetView {
+            addr,
+            group: gname.clone(),
+            node: self.nodes[t.node as usize].name.clone(),
+            pps: t.pps as u64,
+            bps: t.bps,
+            last_ms: t.last_ms,
+            classes: Class::ALL
+                .iter()
+                .map(|c| {
+                    let s = &t.classes[c.index()];
+                    ClassView {
+                        class: *c,
+                        baseline_pps: s.baseline.mean as f64,
+                        stddev_pps: s.baseline.stddev(),
+                        threshold_pps: s.baseline.threshold(
+                            th.floor_pps[c.index()],
+                            th.ratio,
+                            th.deviations,
+                            warm,
+                        ),
+                        warm: s.baseline.warm(warm),
+                    }
+                })
+                .collect(),
+            attacks: t
+                .classes
+                .iter()
+                .chain(std::iter::once(&t.total))
+                .filter_map(|c| c.attack())
+                .collect(),
+        })
+    }
+
+    /// The busiest targets, up to `limit`.
+    pub fn top_targets(&self, limit: usize) -> Vec<TargetView> {
+        let mut v: Vec<(&IpAddr, &TargetState)> = self.targets.iter().collect();
+        v.sort_by(|a, b| b.1.pps.cmp(&a.1.pps).then(a.0.cmp(b.0)));
+        v.into_iter()
+            .take(limit)
+            .filter_map(|(a, _)| self.target(*a))
+            .collect()
+    }
+
+    fn node_id(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.node_index.get(name) {
+            return *i;
+        }
+        let i = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            name: name.to_string(),
+            last_report_ms: 0,
+            interval_ms: 0,
+            seq: 0,
+            reports: 0,
+            stale: false,
+            rx_pps: 0,
+            rx_bps: 0,
+            one_in: 1,
+            targets: HashSet::new(),
+        });
+        self.node_index.insert(name.to_string(), i);
+        i
+    }
+
+    /// Marks nodes that stopped reporting as stale; returns their names when they become so.
+    pub fn check_stale(&mut self, now: u64) -> Vec<String> {
+        let stale_ms = self.settings.stale_after.as_millis() as u64;
+        let mut out = Vec::new();
+        for n in &mut self.nodes {
+            let late = n.last_report_ms + stale_ms.max(3 * n.interval_ms as u64) <= now;
+            if late && !n.stale {
+                n.stale = true;
+                out.push(n.name.clone());
+                // Frozen: attacks on its targets hold; their quiet time starts over when it is back.
+                for addr in &n.targets {
+                    if let Some(t) = self.targets.get(addr) {
+                        for c in t.classes.iter().chain(std::iter::once(&t.total)) {
+                            if let Some(a) = c.attack().and_then(|id| self.attacks.get_mut(&id)) {
+                                a.note(now, format!("node {} stale: holding", n.name));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes one report from `node` (the token's name) at `now`; returns what changed.
+    pub fn ingest(&mut self, node: &str, r: &Report, now: u64) -> Vec<Event> {
+        self.counters.reports += 1;
+        let ni = self.node_id(node);
+        let was_stale;
+        {
+            let n = &mut self.nodes[ni as usize];
+            was_stale = n.stale;
+            n.stale = false;
+            n.last_report_ms = now;
+            n.interval_ms = r.interval_ms;
+            n.seq = r.seq;
+            n.reports += 1;
+            n.one_in = r.one_in;
+            let secs = r.interval_ms as f64 / 1000.0;
+            n.rx_pps =
+                (r.interfaces.iter().map(|i| i.rx_packets).sum::<u64>() as f64 / secs) as u64;
+            n.rx_bps =
+                (r.interfaces.iter().map(|i| i.rx_bytes).sum::<u64>() as f64 * 8.0 / secs) as u64;
+        }
+        let dt = r.interval_ms as u64;
+        let mut events = Vec::new();
+        let mut seen = HashSet::new();
+        for t in &r.targets {
+            if !seen.insert(t.dst) {
+                continue;
+            }
+            self.observe(ni, t, dt, now, was_stale, &mut events);
+        }
+        // Targets this node reported before and not now: nothing reached them.
+        let gone: Vec<IpAddr> = self.nodes[ni as usize]
+            .targets
+            .iter()
+            .filter(|a| !seen.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            let belongs = self.targets.get(&addr).is_some_and(|t| t.node == ni);
+            if !belongs {
+                self.nodes[ni as usize].targets.remove(&addr);
+                continue;
+            }
+            let idle = Target {
+                dst: addr,
+                pps: 0,
+                bps: 0,
+                flows: Vec::new(),
+                sources: Vec::new(),
+            };
+            self.observe(ni, &idle, dt, now, was_stale, &mut events);
+        }
+        events
+    }
+
+    fn observe(
+        &mut self,
+        ni: u32,
+        t: &Target,
+        dt: u64,
+        now: u64,
+        was_stale: bool,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(g) = group_of(&self.settings.groups, t.dst) else {
+            self.counters.targets_unprotected += 1;
+            return;
+        };
+        if !self.targets.contains_key(&t.dst) {
+            if self.targets.len() >= self.settings.max_targets {
+                self.counters.targets_over_limit += 1;
+                return;
+            }
+            self.targets.insert(
+                t.dst,
+                TargetState {
+                    group: g as u16,
+                    node: ni,
+                    classes: Default::default(),
+                    total: ClassState::default(),
+                    last_ms: now,
+                    pps: 0,
+                    bps: 0,
+                },
+            );
+        }
+        self.nodes[ni as usize].targets.insert(t.dst);
+        let th = self.settings.groups[g].2.clone();
+        let gname = self.settings.groups[g].0.clone();
+        let node_name = self.nodes[ni as usize].name.clone();
+
+        // Rates per class.
+        let mut pps = [0f64; Class::ALL.len()];
+        let mut bps = [0f64; Class::ALL.len()];
+        for f in &t.flows {
+            let c = Class::of(f).index();
+            pps[c] += f.pps as f64;
+            bps[c] += f.bps as f64;
+        }
+        let Some(state) = self.targets.get_mut(&t.dst) else {
+            return;
+        };
+        if state.node != ni {
+            // Another node now sees this address (it moved): take its figures from here on.
+            state.node = ni;
+        }
+        state.last_ms = now;
+        state.pps = t.pps.min(u32::MAX as u64) as u32;
+        state.bps = t.bps;
+
+        let warm = th.warmup.as_millis() as u64;
+        let half = th.half_life.as_millis() as u64;
+        let cooldown = th.cooldown.as_millis() as u64;
+        let mut starts: Vec<(Option<Class>, f64, f64, f64)> = Vec::new();
+        let mut updates: Vec<(u64, f64, f64, bool)> = Vec::new();
+        let mut anomalous_class = false;
+
+        let judge = |cs: &mut ClassState,
+                     x: f64,
+                     floor: f64,
+                     starts_here: &mut bool,
+                     quiet_now: &mut bool| {
+            let thr = cs.baseline.threshold(floor, th.ratio, th.deviations, warm);
+            if was_stale {
+                cs.quiet_since = None;
+            }
+            if x >= thr {
+                cs.above = cs.above.saturating_add(1);
+                cs.quiet_since = None;
+                if cs.attack.is_none() && cs.above as u32 >= th.confirm.max(1) {
+                    *starts_here = true;
+                }
+            } else {
+                cs.above = 0;
+                if cs.attack.is_none() {
+                    cs.baseline.learn(x, dt, half);
+                } else if x < th.end_ratio * thr {
+                    cs.quiet_since
+                        .get_or_insert(NonZeroU64::new(now).unwrap_or(NonZeroU64::MIN));
+                } else {
+                    cs.quiet_since = None;
+                }
+            }
+            *quiet_now = cs
+                .quiet_since
+                .is_some_and(|q| now.saturating_sub(q.get()) >= cooldown);
+            thr
+        };
+
+        for c in Class::ALL {
+            let i = c.index();
+            let cs = &mut state.classes[i];
+            let (mut start, mut quiet) = (false, false);
+            let thr = judge(cs, pps[i], th.floor_pps[i], &mut start, &mut quiet);
+            if start || cs.attack.is_some() {
+                anomalous_class = true;
+            }
+            if start {
+                starts.push((Some(c), pps[i], bps[i], thr));
+            } else if let Some(id) = cs.attack() {
+                updates.push((id, pps[i], bps[i], quiet));
+                if quiet {
+                    cs.attack = None;
+                    cs.quiet_since = None;
+                }
+            }
+        }
+        // All traffic, in bits per second: a flood no class explains.
+        {
+            let cs = &mut state.total;
+            let (mut start, mut quiet) = (false, false);
+            let x = t.bps as f64;
+            let thr = judge(cs, x, th.floor_bps, &mut start, &mut quiet);
+            if start && !anomalous_class {
+                starts.push((None, t.pps as f64, x, thr));
+            } else if start {
+                cs.above = 0;
+            } else if let Some(id) = cs.attack() {
+                updates.push((id, t.pps as f64, x, quiet));
+                if quiet {
+                    cs.attack = None;
+                    cs.quiet_since = None;
+                }
+            }
+        }
+
+        // Attacks begin. A connection flood is SYNs and ACKs together: one attack for both
+        // classes (SYN comes first in class order).
+        let mut connection_flood = None;
+        for (class, p, b, thr) in starts {
+            if class == Some(Class::TcpAck) && connection_flood.is_some() {
+                state.classes[Class::TcpAck.index()].set_attack(connection_flood);
+                continue;
+            }
+            let id = self.next_attack;
+            self.next_attack += 1;
+            let (vector, signature, cls, baseline) = match class {
+                Some(c) => {
+                    let (v, s) = classify::signature(c, &t.flows, &t.sources);
+                    if v == Vector::TcpConnectionFlood {
+                        connection_flood = Some(id);
+                    }
+                    let base = state.classes[c.index()].baseline.mean as f64;
+                    state.classes[c.index()].set_attack(Some(id));
+                    (v, s, c, base)
+                }
+                None => {
+                    state.total.set_attack(Some(id));
+                    let s = Signature {
+                        sources: top(&t.sources),
+                        ..Signature::default()
+                    };
+                    (
+                        Vector::Volumetric,
+                        s,
+                        Class::Other,
+                        state.total.baseline.mean as f64,
+                    )
+                }
+            };
+            let mut a = Attack {
+                id,
+                target: t.dst,
+                group: gname.clone(),
+                node: node_name.clone(),
+                vector,
+                class: cls,
+                signature,
+                started_ms: now,
+                ended_ms: None,
+                pps: p as u64,
+                bps: b as u64,
+                peak_pps: p as u64,
+                peak_bps: b as u64,
+                threshold_pps: thr as u64,
+                baseline_pps: baseline as u64,
+                timeline: Vec::new(),
+                mitigations: Vec::new(),
+                policy: None,
+            };
+            let unit = if class.is_some() { "pps" } else { "bps" };
+            a.note(
+                now,
+                format!(
+                    "started: {vector} at {} {unit} (threshold {}, baseline {})",
+                    if class.is_some() { p } else { b } as u64,
+                    thr as u64,
+                    baseline as u64
+                ),
+            );
+            self.attacks.insert(id, a);
+            self.counters.attacks_started += 1;
+            events.push(Event::Started(id));
+        }
+        // Attacks go on, or end.
+        let mut ended_any = false;
+        let mut merged: Vec<(u64, f64, f64, bool)> = Vec::new();
+        for (id, p, b, quiet) in updates {
+            match merged.iter_mut().find(|m| m.0 == id) {
+                Some(m) => {
+                    m.1 += p;
+                    m.2 += b;
+                    m.3 &= quiet;
+                }
+                None => merged.push((id, p, b, quiet)),
+            }
+        }
+        for (id, p, b, quiet) in merged {
+            let Some(a) = self.attacks.get_mut(&id) else {
+                continue;
+            };
+            a.pps = p as u64;
+            a.bps = b as u64;
+            if a.pps > a.peak_pps {
+                a.peak_pps = a.pps;
+            }
+            if a.bps > a.peak_bps {
+                a.peak_bps = a.bps;
+            }
+            // Sources seen while it lasts join the signature.
+            for s in top(&t.sources) {
+                if a.signature.sources.len() < 5 && !a.signature.sources.contains(&s) {
+                    a.signature.sources.push(s);
+                }
+            }
+            if quiet {
+                a.ended_ms = Some(now);
+                a.note(
+                    now,
+                    format!(
+                        "ended: quiet for {} s, peak {} pps",
+                        cooldown / 1000,
+                        a.peak_pps
+                    ),
+                );
+                self.counters.attacks_ended += 1;
+                events.push(Event::Ended(id));
+                ended_any = true;
+            } else {
+                events.push(Event::Updated(id));
+            }
+        }
+        if ended_any {
+            self.trim_ended();
+        }
+    }
+
+    fn trim_ended(&mut self) {
+        let ended = self.attacks.values().filter(|a| !a.is_active()).count();
+        if ended > MAX_ENDED {
+            let drop: Vec<u64> = self
+                .attacks
+                .values()
+                .filter(|a| !a.is_active())
+                .take(ended - MAX_ENDED)
+                .map(|a| a.id)
+                .collect();
+            for id in drop {
+                self.attacks.remove(&id);
+            }
+        }
+    }
+}
+
+fn top(sources: &[Source]) -> Vec<IpAddr> {
+    sources.iter().take(5).map(|s| s.addr).collect()
+}
+
+/// The group (index) an address belongs to.
+fn group_of(groups: &[(String, Vec<IpNet>, Thresholds)], addr: IpAddr) -> Option<usize> {
+    groups
+        .iter()
+        .position(|(_, nets, _)| nets.iter().any(|n| n.contains(&addr)))
+}
+
+#[cfg(test)]
+mod tests;

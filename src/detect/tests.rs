@@ -1,0 +1,440 @@
+//! The detector on synthetic reports: every vector, the boundaries, flapping, stale nodes.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::classify::tcp;
+use super::*;
+use crate::telemetry::{Flow, Report, Source, Target};
+
+const VICTIM: &str = "203.0.113.7";
+
+fn settings() -> Settings {
+    let mut th = Thresholds {
+        warmup: Duration::from_secs(60),
+        half_life: Duration::from_secs(120),
+        cooldown: Duration::from_secs(10),
+        ..Thresholds::default()
+    };
+    th.floor_pps = [1000.0; Class::ALL.len()];
+    th.floor_bps = 1e9;
+    Settings {
+        groups: vec![(
+            "customers".into(),
+            vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8:100::/48".parse().unwrap(),
+            ],
+            th,
+        )],
+        stale_after: Duration::from_secs(3),
+        max_targets: 1000,
+    }
+}
+
+fn flow(proto: u8, sport: Option<u16>, dport: Option<u16>, flags: Option<u8>, pps: u64) -> Flow {
+    Flow {
+        proto,
+        sport,
+        dport,
+        tcp_flags: flags,
+        fragment: false,
+        pps,
+        bps: pps * 8 * 500,
+    }
+}
+
+fn report(seq: u64, dst: &str, flows: Vec<Flow>) -> Report {
+    let pps = flows.iter().map(|f| f.pps).sum();
+    let bps = flows.iter().map(|f| f.bps).sum();
+    Report {
+        node: "web1".into(),
+        seq,
+        time_ms: 0,
+        interval_ms: 1000,
+        one_in: 1,
+        sampled: 0,
+        interfaces: Vec::new(),
+        targets: vec![Target {
+            dst: dst.parse().unwrap(),
+            pps,
+            bps,
+            flows,
+            sources: vec![Source {
+                addr: "198.51.100.9".parse().unwrap(),
+                pps: 10,
+            }],
+        }],
+    }
+}
+
+/// Normal traffic: web serving, some DNS lookups' answers, a little ICMP.
+fn normal() -> Vec<Flow> {
+    vec![
+        flow(6, None, Some(443), Some(tcp::ACK), 300),
+        flow(6, None, Some(443), Some(tcp::SYN), 20),
+        flow(17, Some(53), Some(40000), None, 10),
+        flow(1, None, None, None, 2),
+    ]
+}
+
+/// A detector that has learned a minute and a half of normal traffic; returns it and the clock.
+fn warmed() -> (Detector, u64) {
+    let mut d = Detector::new(settings(), 1);
+    let mut now = 1_000_000;
+    for seq in 0..90 {
+        now += 1000;
+        assert!(
+            d.ingest("web1", &report(seq, VICTIM, normal()), now)
+                .is_empty()
+        );
+    }
+    (d, now)
+}
+
+fn with(extra: Flow) -> Vec<Flow> {
+    let mut v = normal();
+    v.push(extra);
+    v
+}
+
+fn started(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Started(id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_vector_is_recognised_in_the_interval_it_starts() {
+    let cases: Vec<(Vec<Flow>, Vector, &str)> = vec![
+        (
+            with(flow(6, None, Some(80), Some(tcp::SYN), 50_000)),
+            Vector::SynFlood,
+            "syn",
+        ),
+        (
+            with(flow(6, None, Some(443), Some(tcp::ACK), 900_000)),
+            Vector::AckFlood,
+            "ack",
+        ),
+        (
+            with(flow(6, None, Some(443), Some(tcp::RST), 30_000)),
+            Vector::RstFlood,
+            "rst",
+        ),
+        (
+            with(flow(6, None, Some(443), Some(tcp::SYN | tcp::ACK), 30_000)),
+            Vector::TcpFlagFlood,
+            "syn-ack",
+        ),
+        (
+            with(flow(17, None, Some(27015), None, 200_000)),
+            Vector::UdpFlood,
+            "udp",
+        ),
+        (
+            with(flow(17, Some(123), Some(4444), None, 80_000)),
+            Vector::Amplification,
+            "ntp",
+        ),
+        (
+            with(flow(17, Some(11211), None, None, 80_000)),
+            Vector::Amplification,
+            "memcached",
+        ),
+        (
+            with(flow(1, None, None, None, 20_000)),
+            Vector::IcmpFlood,
+            "icmp",
+        ),
+        (
+            with(flow(47, None, None, None, 30_000)),
+            Vector::GreFlood,
+            "gre",
+        ),
+        (
+            with(Flow {
+                fragment: true,
+                ..flow(17, None, None, None, 30_000)
+            }),
+            Vector::FragmentFlood,
+            "fragments",
+        ),
+        (
+            vec![
+                flow(6, None, Some(443), Some(tcp::SYN), 30_000),
+                flow(6, None, Some(443), Some(tcp::ACK), 30_000),
+            ],
+            Vector::TcpConnectionFlood,
+            "connections",
+        ),
+    ];
+    for (flows, vector, what) in cases {
+        let (mut d, now) = warmed();
+        let ev = d.ingest("web1", &report(100, VICTIM, flows), now + 1000);
+        let ids = started(&ev);
+        assert_eq!(ids.len(), 1, "{what}: {ev:?}");
+        let a = d.attack(ids[0]).unwrap();
+        assert_eq!(a.vector, vector, "{what}");
+        assert_eq!(a.target.to_string(), VICTIM);
+        assert_eq!(a.group, "customers");
+        assert!(a.timeline[0].what.starts_with("started"), "{what}");
+        match vector {
+            Vector::Amplification => {
+                assert!(a.signature.service.is_some() && !a.signature.sports.is_empty())
+            }
+            Vector::SynFlood => {
+                assert_eq!(a.signature.dports, vec![80]);
+                assert_eq!(a.signature.tcp_flags, Some((tcp::SYN, tcp::ACK)));
+            }
+            Vector::FragmentFlood => assert!(a.signature.fragment),
+            _ => {}
+        }
+        assert_eq!(
+            a.signature.sources,
+            vec!["198.51.100.9".parse::<IpAddr>().unwrap()]
+        );
+    }
+}
+
+#[test]
+fn a_flood_no_class_explains_is_volumetric() {
+    let (mut d, now) = warmed();
+    // Many protocols, each under its floor, together 2 Gb/s.
+    let flows: Vec<Flow> = (100..110u8)
+        .map(|p| Flow {
+            bps: 200_000_000,
+            ..flow(p, None, None, None, 900)
+        })
+        .collect();
+    let ev = d.ingest("web1", &report(100, VICTIM, flows), now + 1000);
+    let ids = started(&ev);
+    assert_eq!(ids.len(), 1, "{ev:?}");
+    assert_eq!(d.attack(ids[0]).unwrap().vector, Vector::Volumetric);
+}
+
+#[test]
+fn just_below_the_threshold_is_not_an_attack_and_just_above_is() {
+    let (mut d, now) = warmed();
+    let view = d.target(VICTIM.parse().unwrap()).unwrap();
+    let syn = view
+        .classes
+        .iter()
+        .find(|c| c.class == Class::TcpSyn)
+        .unwrap()
+        .threshold_pps;
+    assert_eq!(syn, 1000.0, "the floor rules over a small baseline");
+    let below = flow(6, None, Some(80), Some(tcp::SYN), 999 - 20);
+    let mut flows = normal();
+    flows[1] = flow(6, None, Some(443), Some(tcp::SYN), 20);
+    flows.push(below);
+    assert!(started(&d.ingest("web1", &report(100, VICTIM, flows.clone()), now + 1000)).is_empty());
+    let last = flows.len() - 1;
+    flows[last].pps = 1000 - 20;
+    assert_eq!(
+        started(&d.ingest("web1", &report(101, VICTIM, flows), now + 2000)).len(),
+        1
+    );
+}
+
+#[test]
+fn the_baseline_scales_the_threshold_a_busy_server_is_not_flagged() {
+    // A server that normally takes 5k SYN/s (a busy web front) is learned; 12k is above the
+    // static floor (10k) but under three times the baseline, so not an attack; 20k is.
+    let busy = |syn: u64| {
+        vec![
+            flow(6, None, Some(443), Some(tcp::ACK), 50_000),
+            flow(6, None, Some(443), Some(tcp::SYN), syn),
+        ]
+    };
+    let mut d = Detector::new(
+        Settings {
+            groups: vec![(
+                "customers".into(),
+                vec!["203.0.113.0/24".parse().unwrap()],
+                Thresholds {
+                    warmup: Duration::from_secs(60),
+                    ..Thresholds::default()
+                },
+            )],
+            ..settings()
+        },
+        1,
+    );
+    let mut now = 0;
+    for seq in 0..120 {
+        now += 1000;
+        let syn = if seq % 2 == 0 { 4_800 } else { 5_200 };
+        assert!(
+            d.ingest("web1", &report(seq, VICTIM, busy(syn)), now)
+                .is_empty()
+        );
+    }
+    assert!(started(&d.ingest("web1", &report(200, VICTIM, busy(12_000)), now + 1000)).is_empty());
+    assert_eq!(
+        started(&d.ingest("web1", &report(201, VICTIM, busy(20_000)), now + 2000)).len(),
+        1
+    );
+}
+
+#[test]
+fn confirm_waits_for_n_intervals() {
+    let mut s = settings();
+    s.groups[0].2.confirm = 3;
+    let mut d = Detector::new(s, 1);
+    let mut now = 0;
+    for seq in 0..90 {
+        now += 1000;
+        d.ingest("web1", &report(seq, VICTIM, normal()), now);
+    }
+    let flood = with(flow(17, Some(123), None, None, 50_000));
+    for i in 0..2 {
+        now += 1000;
+        assert!(
+            started(&d.ingest("web1", &report(100 + i, VICTIM, flood.clone()), now)).is_empty()
+        );
+    }
+    now += 1000;
+    assert_eq!(
+        started(&d.ingest("web1", &report(102, VICTIM, flood), now)).len(),
+        1
+    );
+}
+
+#[test]
+fn flapping_traffic_is_one_attack_and_it_ends_after_the_cooldown() {
+    let (mut d, mut now) = warmed();
+    let flood = with(flow(17, Some(53), None, None, 50_000));
+    let mut all = Vec::new();
+    // On and off every other second for a minute: one attack.
+    for i in 0..60 {
+        now += 1000;
+        let flows = if i % 2 == 0 { flood.clone() } else { normal() };
+        all.extend(d.ingest("web1", &report(100 + i, VICTIM, flows), now));
+    }
+    assert_eq!(started(&all).len(), 1, "{all:?}");
+    assert!(!all.iter().any(|e| matches!(e, Event::Ended(_))));
+    let id = started(&all)[0];
+    // Then quiet: it ends once quiet for the cooldown (10 s), not before.
+    let mut ended_at = None;
+    for i in 0..20 {
+        now += 1000;
+        let ev = d.ingest("web1", &report(200 + i, VICTIM, normal()), now);
+        if ev.contains(&Event::Ended(id)) {
+            ended_at = Some(i);
+            break;
+        }
+    }
+    // Quiet since the last flapping second (normal traffic): ended 10 s after it.
+    assert_eq!(ended_at, Some(9));
+    let a = d.attack(id).unwrap();
+    assert_eq!(
+        a.peak_pps, 50_010,
+        "the flood and the ordinary DNS answers, one class"
+    );
+    assert!(a.ended_ms.is_some());
+}
+
+#[test]
+fn a_stale_node_freezes_its_targets() {
+    let (mut d, mut now) = warmed();
+    now += 1000;
+    let ev = d.ingest(
+        "web1",
+        &report(100, VICTIM, with(flow(1, None, None, None, 9_000))),
+        now,
+    );
+    let id = started(&ev)[0];
+    // The node goes silent for a minute: the attack holds, it is not ended on missing data.
+    now += 60_000;
+    assert_eq!(d.check_stale(now), vec!["web1".to_string()]);
+    assert!(d.nodes()[0].stale);
+    assert!(d.attack(id).unwrap().is_active());
+    assert!(
+        d.attack(id)
+            .unwrap()
+            .timeline
+            .iter()
+            .any(|m| m.what.contains("stale"))
+    );
+    // It comes back quiet: the cooldown counts from now.
+    for i in 0..10 {
+        now += 1000;
+        let ev = d.ingest("web1", &report(200 + i, VICTIM, normal()), now);
+        assert!(!ev.contains(&Event::Ended(id)), "ended after {i} s back");
+    }
+    now += 1000;
+    assert!(
+        d.ingest("web1", &report(300, VICTIM, normal()), now)
+            .contains(&Event::Ended(id))
+    );
+    assert!(!d.nodes()[0].stale);
+}
+
+#[test]
+fn a_target_missing_from_a_report_had_no_traffic() {
+    let (mut d, mut now) = warmed();
+    now += 1000;
+    let id = started(&d.ingest(
+        "web1",
+        &report(100, VICTIM, with(flow(1, None, None, None, 9_000))),
+        now,
+    ))[0];
+    // The node keeps reporting, about another address only: the victim's flood is over.
+    let mut ended = false;
+    for i in 0..15 {
+        now += 1000;
+        if d.ingest("web1", &report(200 + i, "203.0.113.8", normal()), now)
+            .contains(&Event::Ended(id))
+        {
+            ended = true;
+        }
+    }
+    assert!(ended);
+}
+
+#[test]
+fn unprotected_addresses_and_the_target_limit_are_counted_not_tracked() {
+    let mut s = settings();
+    s.max_targets = 2;
+    let mut d = Detector::new(s, 1);
+    d.ingest("web1", &report(0, "192.0.2.1", normal()), 1000);
+    assert_eq!(d.counters.targets_unprotected, 1);
+    for (i, a) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .iter()
+        .enumerate()
+    {
+        d.ingest("web1", &report(i as u64, a, normal()), 2000 + i as u64);
+    }
+    assert_eq!(d.target_count(), 2);
+    assert!(d.counters.targets_over_limit >= 1);
+}
+
+#[test]
+fn ipv6_targets_are_judged_the_same_way() {
+    let v6 = "2001:db8:100::7";
+    let mut d = Detector::new(settings(), 1);
+    let mut now = 0;
+    for seq in 0..90 {
+        now += 1000;
+        d.ingest("web1", &report(seq, v6, normal()), now);
+    }
+    let mut icmp6 = normal();
+    icmp6.push(flow(58, None, None, None, 40_000));
+    let ev = d.ingest("web1", &report(100, v6, icmp6), now + 1000);
+    let ids = started(&ev);
+    assert_eq!(ids.len(), 1);
+    let a = d.attack(ids[0]).unwrap();
+    assert_eq!((a.vector, a.signature.proto), (Vector::IcmpFlood, Some(58)));
+}
+
+#[test]
+fn memory_per_target_is_bounded() {
+    // The state behind each address, as laid out; the goal is at most 1 KB with the maps' share.
+    let per = std::mem::size_of::<TargetState>() + std::mem::size_of::<IpAddr>() * 2 + 16;
+    assert!(per <= 1024, "{per} bytes per target");
+}

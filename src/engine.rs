@@ -1,0 +1,673 @@
+//! The detection task: telemetry in, attacks and policy steps out, mitigations through the
+//! mitigation set.
+//!
+//! ```text
+//!  POST /api/v1/telemetry ──► engine task ── Detector (baselines, attacks)
+//!                                  │        └ Policies (escalation per attack)
+//!                                  └──► MitigationHandle::create / withdraw  (same guardrails, audit)
+//! ```
+//!
+//! One task owns the detector and every attack's escalation. It answers a report once the
+//! report is judged and any mitigation it caused is durable and handed to the peers, so a
+//! report → UPDATE path has no queue in the middle. A timer runs the steps that wait (`after`,
+//! `if_above_pps`), renews the lifetime of mitigations while their attack lasts, withdraws them
+//! after the policy's hold-down once it ends, marks silent nodes stale, and reloads the policy
+//! directory when its files change.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Kind;
+use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
+use crate::mitigation::{CreateRequest, Created, MitigationHandle, now_ms};
+use crate::policy::{self, Policies, Policy};
+use crate::telemetry::Report;
+
+/// What the engine answers to a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ack {
+    pub accepted: bool,
+    /// Attacks started by this report.
+    pub started: Vec<u64>,
+}
+
+/// The policies in force and the last reload's problem, if any.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyState {
+    pub policies: Vec<Policy>,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+#[derive(Debug)]
+enum Request {
+    Report {
+        node: String,
+        report: Box<Report>,
+        reply: Reply<Ack>,
+    },
+    Attacks {
+        active: bool,
+        reply: Reply<Vec<Attack>>,
+    },
+    Attack {
+        id: u64,
+        reply: Reply<Option<Attack>>,
+    },
+    Targets {
+        limit: usize,
+        reply: Reply<Vec<TargetView>>,
+    },
+    Target {
+        addr: IpAddr,
+        reply: Reply<Option<TargetView>>,
+    },
+    Nodes {
+        reply: Reply<Vec<Node>>,
+    },
+    Policies {
+        reply: Reply<PolicyState>,
+    },
+    Reconfigure {
+        settings: detect::Settings,
+        policies: Box<Policies>,
+        known: policy::Known,
+        reply: Reply<()>,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    pub reports: AtomicU64,
+    pub attacks_started: AtomicU64,
+    pub attacks_ended: AtomicU64,
+    pub attacks_active: AtomicU64,
+    pub targets: AtomicU64,
+    pub nodes_stale: AtomicU64,
+    pub policy_steps: AtomicU64,
+    pub policy_reload_errors: AtomicU64,
+}
+
+/// A handle to the engine task.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Request>,
+    pub metrics: Arc<EngineMetrics>,
+}
+
+impl EngineHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn report(&self, node: &str, report: Report) -> Option<Ack> {
+        self.ask(|reply| Request::Report {
+            node: node.to_string(),
+            report: Box::new(report),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn attacks(&self, active: bool) -> Vec<Attack> {
+        self.ask(|reply| Request::Attacks { active, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn attack(&self, id: u64) -> Option<Attack> {
+        self.ask(|reply| Request::Attack { id, reply })
+            .await
+            .flatten()
+    }
+
+    pub async fn targets(&self, limit: usize) -> Vec<TargetView> {
+        self.ask(|reply| Request::Targets { limit, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn target(&self, addr: IpAddr) -> Option<TargetView> {
+        self.ask(|reply| Request::Target { addr, reply })
+            .await
+            .flatten()
+    }
+
+    pub async fn nodes(&self) -> Vec<Node> {
+        self.ask(|reply| Request::Nodes { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn policies(&self) -> Option<PolicyState> {
+        self.ask(|reply| Request::Policies { reply }).await
+    }
+
+    /// New detection settings and policies, already checked (a configuration reload).
+    pub async fn reconfigure(
+        &self,
+        settings: detect::Settings,
+        policies: Policies,
+        known: policy::Known,
+    ) -> Result<(), String> {
+        self.ask(|reply| Request::Reconfigure {
+            settings,
+            policies: Box::new(policies),
+            known,
+            reply,
+        })
+        .await
+        .ok_or_else(|| "deflect is shutting down".to_string())
+    }
+}
+
+/// A mitigation a policy step made.
+#[derive(Debug, Clone)]
+struct Made {
+    id: u64,
+    kind: Kind,
+    /// The rule's matches (FlowSpec) or the prefix: what identifies it on the wire.
+    matches: String,
+}
+
+/// One attack's way through its policy.
+#[derive(Debug, Clone)]
+struct Escalation {
+    policy: Policy,
+    fired: usize,
+    made: Vec<Made>,
+    last_refresh: u64,
+    ended_at: Option<u64>,
+}
+
+struct Engine {
+    detector: Detector,
+    policies: Policies,
+    policy_error: Option<String>,
+    known: policy::Known,
+    escalations: BTreeMap<u64, Escalation>,
+    mitigations: MitigationHandle,
+    metrics: Arc<EngineMetrics>,
+}
+
+/// How often the timer runs.
+const TICK: Duration = Duration::from_millis(250);
+/// How often the policy directory is looked at.
+const POLICY_POLL: Duration = Duration::from_secs(2);
+
+/// Starts the engine task.
+pub fn start(
+    settings: detect::Settings,
+    policies: Policies,
+    known: policy::Known,
+    mitigations: MitigationHandle,
+) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let metrics = Arc::new(EngineMetrics::default());
+    let engine = Engine {
+        detector: Detector::new(settings, now_ms()),
+        policies,
+        policy_error: None,
+        known,
+        escalations: BTreeMap::new(),
+        mitigations,
+        metrics: metrics.clone(),
+    };
+    let (tx, rx) = mpsc::channel(1024);
+    let task = tokio::spawn(engine.run(rx).instrument(info_span!("engine")));
+    (EngineHandle { tx, metrics }, task)
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_poll = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                req = rx.recv() => {
+                    let Some(req) = req else { return };
+                    self.handle(req).await;
+                }
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    for node in self.detector.check_stale(now) {
+                        warn!(node, "node stopped reporting: stale, its targets are held as they are");
+                        self.mitigations
+                            .record("system", "node.stale", serde_json::json!({"node": node}))
+                            .await;
+                    }
+                    self.timers(now).await;
+                    if last_poll.elapsed() >= POLICY_POLL {
+                        last_poll = tokio::time::Instant::now();
+                        if self.policies.changed() {
+                            self.reload_policies().await;
+                        }
+                    }
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let m = &self.metrics;
+        let c = &self.detector.counters;
+        m.reports.store(c.reports, Ordering::Relaxed);
+        m.attacks_started
+            .store(c.attacks_started, Ordering::Relaxed);
+        m.attacks_ended.store(c.attacks_ended, Ordering::Relaxed);
+        m.attacks_active.store(
+            self.detector.attacks().filter(|a| a.is_active()).count() as u64,
+            Ordering::Relaxed,
+        );
+        m.targets
+            .store(self.detector.target_count() as u64, Ordering::Relaxed);
+        m.nodes_stale.store(
+            self.detector.nodes().iter().filter(|n| n.stale).count() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    async fn reload_policies(&mut self) {
+        let dir = self.policies.dir.clone();
+        match Policies::load(dir.as_deref(), &self.known) {
+            Ok(p) => {
+                info!(policies = p.list.len(), "policies reloaded");
+                self.mitigations
+                    .record(
+                        "config",
+                        "policy.reload",
+                        serde_json::json!({"policies": p.list.iter().map(|p| &p.name).collect::<Vec<_>>()}),
+                    )
+                    .await;
+                self.policies = p;
+                self.policy_error = None;
+            }
+            Err(e) => {
+                warn!("policies not reloaded, the ones in force stay:\n{e}");
+                self.metrics
+                    .policy_reload_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                self.mitigations
+                    .record(
+                        "config",
+                        "policy.reload.refused",
+                        serde_json::json!({"errors": e.to_string()}),
+                    )
+                    .await;
+                self.policy_error = Some(e.to_string());
+                // Do not try the same files again until they change.
+                if let Some(d) = &dir {
+                    self.policies.stamp = policy::listing(d).unwrap_or_default();
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
+        match req {
+            Request::Report {
+                node,
+                report,
+                reply,
+            } => {
+                let now = now_ms();
+                let events = self.detector.ingest(&node, &report, now);
+                let mut started = Vec::new();
+                for e in events {
+                    match e {
+                        Event::Started(id) => {
+                            started.push(id);
+                            self.on_start(id, now).await;
+                        }
+                        Event::Updated(id) => {
+                            if self.escalations.contains_key(&id) {
+                                self.advance(id, now).await;
+                            }
+                        }
+                        Event::Ended(id) => self.on_end(id, now).await,
+                    }
+                }
+                self.metrics.reports.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(Ack {
+                    accepted: true,
+                    started,
+                });
+            }
+            Request::Attacks { active, reply } => {
+                let v = self
+                    .detector
+                    .attacks()
+                    .filter(|a| !active || a.is_active())
+                    .cloned()
+                    .collect();
+                let _ = reply.send(v);
+            }
+            Request::Attack { id, reply } => {
+                let _ = reply.send(self.detector.attack(id).cloned());
+            }
+            Request::Targets { limit, reply } => {
+                let _ = reply.send(self.detector.top_targets(limit));
+            }
+            Request::Target { addr, reply } => {
+                let _ = reply.send(self.detector.target(addr));
+            }
+            Request::Nodes { reply } => {
+                let _ = reply.send(self.detector.nodes().to_vec());
+            }
+            Request::Policies { reply } => {
+                let _ = reply.send(PolicyState {
+                    policies: self.policies.list.clone(),
+                    source: self
+                        .policies
+                        .dir
+                        .as_ref()
+                        .map_or_else(|| "<embedded>".to_string(), |d| d.display().to_string()),
+                    last_error: self.policy_error.clone(),
+                });
+            }
+            Request::Reconfigure {
+                settings,
+                policies,
+                known,
+                reply,
+            } => {
+                self.detector.reconfigure(settings);
+                self.policies = *policies;
+                self.known = known;
+                self.policy_error = None;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn on_start(&mut self, id: u64, now: u64) {
+        let Some(a) = self.detector.attack(id) else {
+            return;
+        };
+        info!(
+            attack = id,
+            target = %a.target,
+            vector = %a.vector,
+            pps = a.pps,
+            "attack started"
+        );
+        let policy = self.policies.find(a).cloned();
+        let detail = serde_json::json!({
+            "attack": id, "target": a.target, "vector": a.vector, "pps": a.pps,
+            "signature": a.signature, "policy": policy.as_ref().map(|p| &p.name),
+        });
+        self.mitigations
+            .record_later("detection", "attack.start", detail);
+        let Some(policy) = policy else {
+            if let Some(a) = self.detector.attack_mut(id) {
+                a.note(now, "no policy matches: nothing announced");
+            }
+            return;
+        };
+        // A new attack on the same target and vector during another's hold-down takes over its
+        // mitigations: nothing is withdrawn and announced again.
+        let (target, vector) = (a.target, a.vector);
+        let mut esc = Escalation {
+            policy: policy.clone(),
+            fired: 0,
+            made: Vec::new(),
+            last_refresh: now,
+            ended_at: None,
+        };
+        let previous: Option<u64> = self
+            .escalations
+            .iter()
+            .find(|(pid, e)| {
+                e.ended_at.is_some()
+                    && self
+                        .detector
+                        .attack(**pid)
+                        .is_some_and(|p| p.target == target && p.vector == vector)
+            })
+            .map(|(pid, _)| *pid);
+        if let Some(pid) = previous {
+            if let Some(old) = self.escalations.remove(&pid) {
+                esc.fired = old.fired;
+                esc.made = old.made;
+                if let Some(p) = self.detector.attack_mut(pid) {
+                    p.note(now, format!("resumed as attack {id}"));
+                }
+            }
+        }
+        if let Some(a) = self.detector.attack_mut(id) {
+            a.policy = Some(policy.name.clone());
+            a.mitigations = esc.made.iter().map(|m| m.id).collect();
+            a.note(now, format!("policy {}", policy.name));
+        }
+        self.escalations.insert(id, esc);
+        self.advance(id, now).await;
+    }
+
+    async fn on_end(&mut self, id: u64, now: u64) {
+        let pps = self.detector.attack(id).map_or(0, |a| a.peak_pps);
+        info!(attack = id, peak_pps = pps, "attack ended");
+        self.mitigations
+            .record(
+                "detection",
+                "attack.end",
+                serde_json::json!({"attack": id, "peak_pps": pps}),
+            )
+            .await;
+        if let Some(e) = self.escalations.get_mut(&id) {
+            e.ended_at = Some(now);
+            let hold = e.policy.withdraw_after;
+            if let Some(a) = self.detector.attack_mut(id) {
+                a.note(
+                    now,
+                    format!("withdrawal in {} s (hold-down)", hold.as_secs()),
+                );
+            }
+        }
+    }
+
+    /// Fires the steps whose time and condition have come.
+    async fn advance(&mut self, id: u64, now: u64) {
+        loop {
+            let Some(e) = self.escalations.get(&id) else {
+                return;
+            };
+            if e.ended_at.is_some() || e.fired >= e.policy.steps.len() {
+                return;
+            }
+            let Some(a) = self.detector.attack(id) else {
+                return;
+            };
+            let step = e.policy.steps[e.fired].clone();
+            if now < a.started_ms + step.after.as_millis() as u64 {
+                return;
+            }
+            if step.if_above_pps.is_some_and(|x| a.pps < x) {
+                return;
+            }
+            let policy = e.policy.clone();
+            let n = e.fired;
+            if let Some(e) = self.escalations.get_mut(&id) {
+                e.fired += 1;
+            }
+            self.fire(id, &policy, n, now).await;
+        }
+    }
+
+    async fn fire(&mut self, id: u64, policy: &Policy, n: usize, now: u64) {
+        let Some(a) = self.detector.attack(id) else {
+            return;
+        };
+        let step = &policy.steps[n];
+        let (req, matches) = match step.announce {
+            Kind::Flowspec => {
+                let rule = policy::flowspec_rule(a.target, &a.signature, &step.parts, &step.action);
+                let matches = rule.split(" then ").next().unwrap_or_default().to_string();
+                (
+                    CreateRequest {
+                        kind: Some(Kind::Flowspec),
+                        rule: Some(rule),
+                        ..CreateRequest::default()
+                    },
+                    matches,
+                )
+            }
+            Kind::Rtbh => {
+                let prefix = match a.target {
+                    IpAddr::V4(x) => format!("{x}/32"),
+                    IpAddr::V6(x) => format!("{x}/128"),
+                };
+                (
+                    CreateRequest {
+                        kind: Some(Kind::Rtbh),
+                        prefix: Some(prefix.clone()),
+                        ..CreateRequest::default()
+                    },
+                    prefix,
+                )
+            }
+        };
+        let req = CreateRequest {
+            ttl: Some(format!("{}s", policy.ttl.as_secs().max(1))),
+            peers: (!step.peers.is_empty()).then(|| step.peers.clone()),
+            reason: Some(format!(
+                "{} on {} ({} pps), policy {} step {}",
+                a.vector,
+                a.target,
+                a.pps,
+                policy.name,
+                n + 1
+            )),
+            ..req
+        };
+        let what = req.rule.clone().or(req.prefix.clone()).unwrap_or_default();
+        self.metrics.policy_steps.fetch_add(1, Ordering::Relaxed);
+        if policy.dry_run {
+            if let Some(a) = self.detector.attack_mut(id) {
+                a.note(
+                    now,
+                    format!("step {} (dry-run): would announce {what}", n + 1),
+                );
+            }
+            return;
+        }
+        let actor = format!("policy:{} attack:{id}", policy.name);
+        // The same match with other actions replaces the one before (a rule is identified by its
+        // match); other rules of the same kind are withdrawn once the new one is in place.
+        let (same, others): (Vec<Made>, Vec<Made>) = self
+            .escalations
+            .get(&id)
+            .map(|e| {
+                e.made
+                    .iter()
+                    .filter(|m| m.kind == step.announce)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|m| m.matches == matches);
+        for m in &same {
+            let _ = self
+                .mitigations
+                .withdraw(m.id, &actor, &format!("replaced by step {}", n + 1))
+                .await;
+        }
+        let made = self.mitigations.create(req, &actor).await;
+        let note = match made {
+            Ok(Created::New(m)) | Ok(Created::Extended(m)) => {
+                for o in &others {
+                    if step.announce == Kind::Flowspec {
+                        let _ = self
+                            .mitigations
+                            .withdraw(o.id, &actor, &format!("replaced by step {}", n + 1))
+                            .await;
+                    }
+                }
+                if let Some(e) = self.escalations.get_mut(&id) {
+                    e.made.retain(|x| {
+                        !(x.kind == step.announce
+                            && (x.matches == matches || step.announce == Kind::Flowspec))
+                    });
+                    e.made.push(Made {
+                        id: m.id,
+                        kind: step.announce,
+                        matches,
+                    });
+                }
+                if let Some(a) = self.detector.attack_mut(id) {
+                    if !a.mitigations.contains(&m.id) {
+                        a.mitigations.push(m.id);
+                    }
+                }
+                format!("step {}: mitigation {} announces {what}", n + 1, m.id)
+            }
+            Err(e) => {
+                warn!(attack = id, "policy step refused: {e}");
+                format!("step {}: refused: {e}", n + 1)
+            }
+        };
+        if let Some(a) = self.detector.attack_mut(id) {
+            a.note(now, note);
+        }
+    }
+
+    /// Steps that wait, lifetimes renewed, withdrawals after hold-down.
+    async fn timers(&mut self, now: u64) {
+        let ids: Vec<u64> = self.escalations.keys().copied().collect();
+        for id in ids {
+            self.advance(id, now).await;
+            let Some(e) = self.escalations.get(&id).cloned() else {
+                continue;
+            };
+            let actor = format!("policy:{} attack:{id}", e.policy.name);
+            match e.ended_at {
+                Some(t) if now >= t + e.policy.withdraw_after.as_millis() as u64 => {
+                    for m in &e.made {
+                        match self
+                            .mitigations
+                            .withdraw(m.id, &actor, &format!("attack {id} over"))
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(err) => warn!(attack = id, mitigation = m.id, "withdrawal: {err}"),
+                        }
+                    }
+                    if let Some(a) = self.detector.attack_mut(id) {
+                        a.note(now, format!("withdrew {} mitigations", e.made.len()));
+                    }
+                    self.escalations.remove(&id);
+                }
+                Some(_) => {}
+                None => {
+                    // Renew lifetimes at a third of the TTL, so a live attack never loses its rule.
+                    let every = (e.policy.ttl.as_millis() as u64 / 3).max(1000);
+                    if now >= e.last_refresh + every && !e.made.is_empty() {
+                        let ttl = format!("{}s", e.policy.ttl.as_secs().max(1));
+                        for m in &e.made {
+                            if let Err(err) = self.mitigations.extend(m.id, &ttl, &actor).await {
+                                warn!(attack = id, mitigation = m.id, "renewal: {err}");
+                            }
+                        }
+                        if let Some(e) = self.escalations.get_mut(&id) {
+                            e.last_refresh = now;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

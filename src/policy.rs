@@ -1,0 +1,725 @@
+//! Policies: YAML files in a directory, one policy per file (named by the file), that turn attacks
+//! into mitigations, step by step.
+//!
+//! ```yaml
+//! description: NTP, DNS, memcached... reflection: drop the amplifier's source port to the victim.
+//! priority: 10            # lower first; the first policy that matches an attack runs it
+//! match:
+//!   vectors: [amplification]
+//!   groups: [customers]   # any group when absent
+//!   min_pps: 0            # attack size, at least
+//! ttl: 10m                # each mitigation's lifetime, renewed while the attack lasts
+//! withdraw_after: 60s     # hold-down after the attack ends
+//! dry_run: false
+//! steps:
+//!   - announce: flowspec
+//!     match: [proto, sport]   # what of the signature the rule matches (dst always)
+//!     action: discard         # or rate-bytes N, rate-packets N
+//!   - after: 60s              # still above 1 Mpps a minute in: blackhole the address
+//!     if_above_pps: 1000000
+//!     announce: rtbh
+//!     peers: [edge1]
+//! ```
+//!
+//! Loading is the same two passes as the configuration, with `file:line:col` errors; a directory
+//! with any error is refused whole, and the policies in force stay.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use deflect_bgp::flowspec::FlowRoute;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::config::{ConfigError, ConfigErrors, Kind, parse_duration};
+use crate::detect::{Attack, Signature, Vector};
+
+/// One policy file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_priority")]
+    priority: i32,
+    #[serde(rename = "match")]
+    matches: MatchFile,
+    #[serde(default = "default_ttl")]
+    ttl: Spanned<String>,
+    #[serde(default = "default_withdraw_after")]
+    withdraw_after: Spanned<String>,
+    #[serde(default)]
+    dry_run: bool,
+    steps: Spanned<Vec<StepFile>>,
+}
+
+fn default_priority() -> i32 {
+    100
+}
+
+fn unknown<T>(v: T) -> Spanned<T> {
+    Spanned::new(
+        v,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_ttl() -> Spanned<String> {
+    unknown("10m".into())
+}
+
+fn default_withdraw_after() -> Spanned<String> {
+    unknown("60s".into())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchFile {
+    vectors: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    min_pps: u64,
+    #[serde(default)]
+    min_bps: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    #[serde(default)]
+    after: Option<Spanned<String>>,
+    #[serde(default)]
+    if_above_pps: Option<u64>,
+    announce: Spanned<Kind>,
+    #[serde(default, rename = "match")]
+    matches: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    action: Option<Spanned<String>>,
+    #[serde(default)]
+    peers: Vec<Spanned<String>>,
+}
+
+/// Parts of a signature a FlowSpec step can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Part {
+    Proto,
+    Sport,
+    Dport,
+    TcpFlags,
+    Fragment,
+    Sources,
+}
+
+impl FromStr for Part {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Part, ()> {
+        Ok(match s {
+            "proto" => Part::Proto,
+            "sport" => Part::Sport,
+            "dport" => Part::Dport,
+            "tcp-flags" => Part::TcpFlags,
+            "fragment" => Part::Fragment,
+            "sources" => Part::Sources,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// A step, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub after: Duration,
+    pub if_above_pps: Option<u64>,
+    pub announce: Kind,
+    /// FlowSpec: signature parts matched besides the destination.
+    pub parts: BTreeSet<Part>,
+    /// FlowSpec: the actions, in rule syntax.
+    pub action: String,
+    pub peers: Vec<String>,
+}
+
+/// A policy, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub name: String,
+    pub file: String,
+    pub description: String,
+    pub priority: i32,
+    /// Empty: every vector.
+    pub vectors: Vec<Vector>,
+    pub groups: Vec<String>,
+    pub min_pps: u64,
+    pub min_bps: u64,
+    pub ttl: Duration,
+    pub withdraw_after: Duration,
+    pub dry_run: bool,
+    pub steps: Vec<Step>,
+}
+
+impl Policy {
+    pub fn matches(&self, a: &Attack) -> bool {
+        (self.vectors.is_empty() || self.vectors.contains(&a.vector))
+            && (self.groups.is_empty() || self.groups.contains(&a.group))
+            && a.peak_pps >= self.min_pps
+            && a.peak_bps >= self.min_bps
+    }
+}
+
+/// The policies in force, in the order they are tried.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Policies {
+    pub list: Vec<Policy>,
+    /// Where they came from, and what the files looked like then (to see changes).
+    #[serde(skip)]
+    pub dir: Option<PathBuf>,
+    #[serde(skip)]
+    pub stamp: Vec<(PathBuf, SystemTime, u64)>,
+}
+
+/// What is needed to check references.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub groups: BTreeSet<String>,
+    pub peers: BTreeSet<String>,
+}
+
+/// The shipped policies, used when the policy directory does not exist.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "amplification.yaml",
+        include_str!("../policies/amplification.yaml"),
+    ),
+    ("syn-flood.yaml", include_str!("../policies/syn-flood.yaml")),
+    ("tcp-flags.yaml", include_str!("../policies/tcp-flags.yaml")),
+    ("ack-flood.yaml", include_str!("../policies/ack-flood.yaml")),
+    (
+        "tcp-connection-flood.yaml",
+        include_str!("../policies/tcp-connection-flood.yaml"),
+    ),
+    ("udp-flood.yaml", include_str!("../policies/udp-flood.yaml")),
+    (
+        "icmp-flood.yaml",
+        include_str!("../policies/icmp-flood.yaml"),
+    ),
+    (
+        "fragment-flood.yaml",
+        include_str!("../policies/fragment-flood.yaml"),
+    ),
+    ("gre-flood.yaml", include_str!("../policies/gre-flood.yaml")),
+    (
+        "volumetric.yaml",
+        include_str!("../policies/volumetric.yaml"),
+    ),
+];
+
+/// Files of a directory that hold policies, sorted, with their modification time and size.
+pub fn listing(dir: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime, u64)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        let yaml = p.extension().is_some_and(|x| x == "yaml" || x == "yml");
+        if !yaml {
+            continue;
+        }
+        let md = e.metadata()?;
+        out.push((p, md.modified()?, md.len()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Policies {
+    /// Loads a directory; `None`, or a directory that does not exist, gives the shipped policies.
+    pub fn load(dir: Option<&Path>, known: &Known) -> Result<Policies, ConfigErrors> {
+        let Some(dir) = dir.filter(|d| d.exists()) else {
+            let files: Vec<(String, String)> = EMBEDDED
+                .iter()
+                .map(|(n, t)| (format!("<embedded>/policies/{n}"), t.to_string()))
+                .collect();
+            return Policies::parse(&files, known);
+        };
+        let io = |e: std::io::Error| {
+            ConfigErrors(vec![ConfigError {
+                file: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the policy directory: {e}"),
+            }])
+        };
+        let stamp = listing(dir).map_err(io)?;
+        let mut files = Vec::new();
+        for (p, _, _) in &stamp {
+            let text = std::fs::read_to_string(p).map_err(io)?;
+            files.push((p.display().to_string(), text));
+        }
+        let mut out = Policies::parse(&files, known)?;
+        out.dir = Some(dir.to_path_buf());
+        out.stamp = stamp;
+        Ok(out)
+    }
+
+    /// True when the directory's files changed since they were loaded.
+    pub fn changed(&self) -> bool {
+        match &self.dir {
+            Some(d) => listing(d).map_or(true, |l| l != self.stamp),
+            None => false,
+        }
+    }
+
+    /// Parses and checks `(file name, text)` pairs, all or nothing.
+    pub fn parse(files: &[(String, String)], known: &Known) -> Result<Policies, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut list = Vec::new();
+        for (file, text) in files {
+            match serde_saphyr::from_str::<PolicyFile>(text) {
+                Ok(p) => {
+                    if let Some(pol) = check(file, p, known, &mut errs) {
+                        list.push(pol);
+                    }
+                }
+                Err(e) => errs.push(crate::config::yaml_error(file, &e)),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        list.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
+        Ok(Policies {
+            list,
+            dir: None,
+            stamp: Vec::new(),
+        })
+    }
+
+    /// The policy that runs an attack.
+    pub fn find(&self, a: &Attack) -> Option<&Policy> {
+        self.list.iter().find(|p| p.matches(a))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Policy> {
+        self.list.iter().find(|p| p.name == name)
+    }
+}
+
+fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) -> Option<Policy> {
+    let before = errs.len();
+    let mut err = |at: &serde_saphyr::Location, message: String| {
+        errs.push(ConfigError {
+            file: file.to_string(),
+            line: at.line(),
+            column: at.column(),
+            message,
+        })
+    };
+    let name = Path::new(file)
+        .file_stem()
+        .map_or_else(|| file.to_string(), |s| s.to_string_lossy().into_owned());
+    let mut vectors = Vec::new();
+    for v in &p.matches.vectors {
+        if v.value == "any" {
+            continue;
+        }
+        match Vector::from_name(&v.value) {
+            Some(x) => vectors.push(x),
+            None => err(
+                &v.referenced,
+                format!(
+                    "unknown vector {:?}; use any, or one of: {}",
+                    v.value,
+                    Vector::ALL.map(|v| v.name()).join(", ")
+                ),
+            ),
+        }
+    }
+    if p.matches.vectors.is_empty() {
+        err(
+            &p.steps.referenced,
+            "match.vectors is empty; name the vectors this policy handles, or `any`".into(),
+        );
+    }
+    for g in &p.matches.groups {
+        if !known.groups.contains(&g.value) {
+            err(
+                &g.referenced,
+                format!(
+                    "no protected group named {:?}; the configuration has: {}",
+                    g.value,
+                    known.groups.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+    let dur =
+        |s: &Spanned<String>, what: &str, err: &mut dyn FnMut(&serde_saphyr::Location, String)| {
+            parse_duration(&s.value).unwrap_or_else(|| {
+                err(
+                    &s.referenced,
+                    format!(
+                        "{what} {:?} is not a duration; write e.g. 30s, 10m or 1h",
+                        s.value
+                    ),
+                );
+                Duration::ZERO
+            })
+        };
+    let ttl = dur(&p.ttl, "ttl", &mut err);
+    if ttl.is_zero() && parse_duration(&p.ttl.value).is_some() {
+        err(
+            &p.ttl.referenced,
+            "ttl must be more than 0s: every mitigation expires".into(),
+        );
+    }
+    let withdraw_after = dur(&p.withdraw_after, "withdraw_after", &mut err);
+    if p.steps.value.is_empty() {
+        err(
+            &p.steps.referenced,
+            "a policy needs at least one step".into(),
+        );
+    }
+    let mut steps = Vec::new();
+    let mut last_after = Duration::ZERO;
+    for s in &p.steps.value {
+        let after = s
+            .after
+            .as_ref()
+            .map_or(Duration::ZERO, |a| dur(a, "after", &mut err));
+        if after < last_after {
+            if let Some(a) = &s.after {
+                err(
+                    &a.referenced,
+                    "steps run in order: this step's `after` is earlier than the step before"
+                        .into(),
+                );
+            }
+        }
+        last_after = after;
+        let mut parts = BTreeSet::new();
+        let mut action = String::new();
+        match s.announce.value {
+            Kind::Flowspec => {
+                match &s.matches {
+                    None => {
+                        parts = [
+                            Part::Proto,
+                            Part::Sport,
+                            Part::Dport,
+                            Part::TcpFlags,
+                            Part::Fragment,
+                        ]
+                        .into_iter()
+                        .collect()
+                    }
+                    Some(list) => {
+                        for m in list {
+                            match m.value.parse::<Part>() {
+                                Ok(x) => {
+                                    parts.insert(x);
+                                }
+                                Err(()) => err(
+                                    &m.referenced,
+                                    format!(
+                                        "unknown match {:?}; use proto, sport, dport, tcp-flags, fragment or sources",
+                                        m.value
+                                    ),
+                                ),
+                            }
+                        }
+                    }
+                }
+                match &s.action {
+                    None => err(
+                        &s.announce.referenced,
+                        "a flowspec step needs an action: discard, rate-bytes N or rate-packets N"
+                            .into(),
+                    ),
+                    Some(a) => {
+                        // The action must read as the actions of a rule.
+                        let probe = format!("dst 192.0.2.1/32 then {}", a.value);
+                        match FlowRoute::from_str(&probe) {
+                            Ok(r) if !r.actions.is_empty() => action = a.value.clone(),
+                            Ok(_) => err(
+                                &a.referenced,
+                                "give an action: discard, rate-bytes N or rate-packets N".into(),
+                            ),
+                            Err(e) => err(&a.referenced, format!("action: {e}")),
+                        }
+                    }
+                }
+            }
+            Kind::Rtbh => {
+                if let Some(a) = &s.action {
+                    err(
+                        &a.referenced,
+                        "an rtbh step takes no action: the route itself discards".into(),
+                    );
+                }
+                if let Some(m) = s.matches.as_ref().and_then(|m| m.first()) {
+                    err(
+                        &m.referenced,
+                        "an rtbh step matches the destination only; remove match".into(),
+                    );
+                }
+            }
+        }
+        for peer in &s.peers {
+            if !known.peers.contains(&peer.value) {
+                err(
+                    &peer.referenced,
+                    format!("no neighbor named {:?}", peer.value),
+                );
+            }
+        }
+        steps.push(Step {
+            after,
+            if_above_pps: s.if_above_pps,
+            announce: s.announce.value,
+            parts,
+            action,
+            peers: s.peers.iter().map(|p| p.value.clone()).collect(),
+        });
+    }
+    if errs.len() > before {
+        return None;
+    }
+    Some(Policy {
+        name,
+        file: file.to_string(),
+        description: p.description,
+        priority: p.priority,
+        vectors,
+        groups: p.matches.groups.iter().map(|g| g.value.clone()).collect(),
+        min_pps: p.matches.min_pps,
+        min_bps: p.matches.min_bps,
+        ttl,
+        withdraw_after,
+        dry_run: p.dry_run,
+        steps,
+    })
+}
+
+fn flag_names(bits: u8) -> String {
+    const NAMES: [&str; 8] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
+    (0..8)
+        .filter(|i| bits & (1 << i) != 0)
+        .map(|i| NAMES[i])
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+fn list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The FlowSpec rule a step announces for an attack on `target` with `sig`.
+pub fn flowspec_rule(
+    target: IpAddr,
+    sig: &Signature,
+    parts: &BTreeSet<Part>,
+    action: &str,
+) -> String {
+    let mut r = match target {
+        IpAddr::V4(a) => format!("dst {a}/32"),
+        IpAddr::V6(a) => format!("dst {a}/128"),
+    };
+    let v6 = target.is_ipv6();
+    let transport = matches!(sig.proto, Some(6 | 17));
+    if parts.contains(&Part::Sources) && !sig.sources.is_empty() {
+        // FlowSpec takes one source prefix: the first, the heaviest.
+        let s = sig.sources[0];
+        if s.is_ipv6() == v6 {
+            r += &match s {
+                IpAddr::V4(a) => format!(" src {a}/32"),
+                IpAddr::V6(a) => format!(" src {a}/128"),
+            };
+        }
+    }
+    // Ports and flags: only on whole TCP or UDP packets (fragments carry no ports).
+    let mut extra = String::new();
+    if transport && !sig.fragment {
+        if parts.contains(&Part::Sport) && !sig.sports.is_empty() {
+            extra += &format!(" sport {}", list(&sig.sports));
+        }
+        if parts.contains(&Part::Dport) && !sig.dports.is_empty() {
+            extra += &format!(" dport {}", list(&sig.dports));
+        }
+        if let (true, Some((set, clear)), Some(6)) =
+            (parts.contains(&Part::TcpFlags), sig.tcp_flags, sig.proto)
+        {
+            let mut f = Vec::new();
+            if set != 0 {
+                f.push(flag_names(set));
+            }
+            if clear != 0 {
+                f.push(format!("!~{}", flag_names(clear)));
+            }
+            if !f.is_empty() {
+                extra += &format!(" tcp-flags {}", f.join("&"));
+            }
+        }
+    }
+    if let Some(p) = sig.proto {
+        // The protocol comes with ports and flags, which mean nothing without it.
+        if parts.contains(&Part::Proto) || !extra.is_empty() {
+            r += &format!(" {} {p}", if v6 { "next-header" } else { "proto" });
+        }
+    }
+    r += &extra;
+    if sig.fragment && parts.contains(&Part::Fragment) {
+        r += " fragment is-frag";
+    }
+    r + " then " + action
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::classify::tcp;
+
+    fn known() -> Known {
+        Known {
+            groups: ["customers".to_string()].into_iter().collect(),
+            peers: ["edge1".to_string()].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_policies_load_and_cover_every_vector() {
+        let mut k = known();
+        k.groups.clear();
+        let p = Policies::load(None, &k).unwrap();
+        for v in Vector::ALL {
+            let a = Attack {
+                id: 1,
+                target: "203.0.113.7".parse().unwrap(),
+                group: "customers".into(),
+                node: "n".into(),
+                vector: v,
+                class: crate::detect::Class::Other,
+                signature: Signature::default(),
+                started_ms: 0,
+                ended_ms: None,
+                pps: 1_000_000,
+                bps: 1_000_000_000,
+                peak_pps: 1_000_000,
+                peak_bps: 1_000_000_000,
+                threshold_pps: 0,
+                baseline_pps: 0,
+                timeline: Vec::new(),
+                mitigations: Vec::new(),
+                policy: None,
+            };
+            assert!(p.find(&a).is_some(), "no shipped policy for {v}");
+        }
+        // And the directory in the repository is the same as what is embedded.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let from_dir = Policies::load(Some(&dir), &k).unwrap();
+        assert_eq!(from_dir.list.len(), p.list.len());
+    }
+
+    #[test]
+    fn errors_point_at_the_word() {
+        let bad = [
+            (
+                "match:\n  vectors: [smurf]\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:2:13: unknown vector \"smurf\"",
+            ),
+            (
+                "match:\n  vectors: [any]\n  groups: [nobody]\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:3:12: no protected group named \"nobody\"",
+            ),
+            (
+                "match:\n  vectors: [any]\nsteps:\n  - announce: flowspec\n    action: explode\n",
+                "p.yaml:5:13: action:",
+            ),
+            (
+                "match:\n  vectors: [any]\nsteps:\n  - announce: rtbh\n    peers: [edge9]\n",
+                "p.yaml:5:13: no neighbor named \"edge9\"",
+            ),
+            (
+                "match:\n  vectors: [any]\nttl: soon\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:3:6: ttl \"soon\" is not a duration",
+            ),
+            (
+                "match:\n  vectors: [any]\nsteps:\n  - announce: rtbh\n    colour: red\n",
+                "p.yaml:5:5: unknown field",
+            ),
+            (
+                "match:\n  vectors: [any]\nsteps:\n  - announce: flowspec\n    action: discard\n    match: [ttl]\n",
+                "p.yaml:6:13: unknown match \"ttl\"",
+            ),
+        ];
+        for (text, want) in bad {
+            let e = Policies::parse(&[("p.yaml".into(), text.into())], &known()).unwrap_err();
+            let got = e.to_string();
+            assert!(got.starts_with(want), "{text}\n got: {got}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn rules_from_signatures() {
+        let all: BTreeSet<Part> = [
+            Part::Proto,
+            Part::Sport,
+            Part::Dport,
+            Part::TcpFlags,
+            Part::Fragment,
+        ]
+        .into_iter()
+        .collect();
+        let amp = Signature {
+            proto: Some(17),
+            sports: vec![123],
+            service: Some("ntp".into()),
+            ..Signature::default()
+        };
+        let t: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            flowspec_rule(t, &amp, &all, "discard"),
+            "dst 203.0.113.7/32 proto 17 sport 123 then discard"
+        );
+        let syn = Signature {
+            proto: Some(6),
+            dports: vec![80, 443],
+            tcp_flags: Some((tcp::SYN, tcp::ACK)),
+            ..Signature::default()
+        };
+        assert_eq!(
+            flowspec_rule(t, &syn, &all, "rate-bytes 125000"),
+            "dst 203.0.113.7/32 proto 6 dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000"
+        );
+        let frag = Signature {
+            proto: Some(17),
+            fragment: true,
+            ..Signature::default()
+        };
+        assert_eq!(
+            flowspec_rule(t, &frag, &all, "discard"),
+            "dst 203.0.113.7/32 proto 17 fragment is-frag then discard"
+        );
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let icmp = Signature {
+            proto: Some(58),
+            ..Signature::default()
+        };
+        assert_eq!(
+            flowspec_rule(v6, &icmp, &all, "discard"),
+            "dst 2001:db8::7/128 next-header 58 then discard"
+        );
+        // Every one of them is a rule deflect accepts.
+        for (tgt, s) in [(t, &amp), (t, &syn), (t, &frag), (v6, &icmp)] {
+            let r = flowspec_rule(tgt, s, &all, "discard");
+            assert!(FlowRoute::from_str(&r).is_ok(), "{r}");
+        }
+    }
+}

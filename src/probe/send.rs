@@ -1,0 +1,495 @@
+//! Delivery of reports to the controller: a bounded backlog shared with the probe's loop, and one
+//! sender thread that posts from it, oldest first, over one keep-alive connection.
+//!
+//! The loop only ever pushes (never blocks on the network): when the backlog is full the oldest
+//! report is dropped and counted. The sender looks at the oldest report, posts it, and removes it
+//! once the controller has answered for it:
+//! - 2xx: delivered;
+//! - 4xx other than 429: the controller will never take this report (bad token, schema): logged as
+//!   an error and dropped;
+//! - no answer, 5xx or 429: kept, and retried after an exponential back-off (250 ms doubling to
+//!   30 s, with jitter); a `Retry-After` in seconds on those answers is honoured (up to 30 s).
+//!
+//! The backlog holds the JSON bodies, serialised once: a few kilobytes each normally, up to about
+//! 200 kB for a report full to every bound. So besides its bound in reports it has one in bytes,
+//! [`MAX_BACKLOG_BYTES`], past which the oldest are dropped too: a flood while the controller is
+//! away cannot grow the probe.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use rand::Rng;
+use tracing::{Span, debug, error, info, warn};
+
+/// First retry delay.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Most bytes of JSON the backlog holds, whatever its bound in reports.
+pub const MAX_BACKLOG_BYTES: usize = 2 << 20;
+/// A request that takes longer than this counts as a failure.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+struct Queued {
+    seq: u64,
+    body: Arc<[u8]>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    items: VecDeque<Queued>,
+    cap: usize,
+    /// Bytes of JSON in `items`.
+    bytes: usize,
+    /// Reports dropped for lack of room since the last successful delivery.
+    dropped: u64,
+    closed: bool,
+}
+
+/// The reports waiting for the controller, at most `cap` of them.
+#[derive(Debug)]
+pub struct Backlog {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Backlog {
+    pub fn new(cap: usize) -> Arc<Backlog> {
+        let cap = cap.max(1);
+        Arc::new(Backlog {
+            queue: Mutex::new(Queue {
+                items: VecDeque::with_capacity(cap.min(64)),
+                cap,
+                bytes: 0,
+                dropped: 0,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue is consistent after every operation; a panicking holder cannot break it.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a report; returns the sequence number of the last report dropped to make room, if
+    /// any (the oldest go, even one being posted: the post may still succeed, and dropping any
+    /// other would lose a report for certain).
+    pub fn push(&self, seq: u64, body: Vec<u8>) -> Option<u64> {
+        let mut q = self.lock();
+        let mut evicted = None;
+        while !q.items.is_empty()
+            && (q.items.len() >= q.cap || q.bytes + body.len() > MAX_BACKLOG_BYTES)
+        {
+            if let Some(r) = q.items.pop_front() {
+                q.bytes -= r.body.len();
+                evicted = Some(r.seq);
+                q.dropped += 1;
+            }
+        }
+        q.bytes += body.len();
+        q.items.push_back(Queued {
+            seq,
+            body: body.into(),
+        });
+        drop(q);
+        self.changed.notify_all();
+        evicted
+    }
+
+    /// Reports waiting.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lets the sender finish: it delivers nothing more and its thread ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The oldest report, waiting for one; `None` once closed.
+    fn oldest(&self) -> Option<Queued> {
+        let mut q = self.lock();
+        loop {
+            if q.closed {
+                return None;
+            }
+            if let Some(r) = q.items.front() {
+                return Some(r.clone());
+            }
+            q = self.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Removes report `seq`, answered by the controller, if it is still the oldest; returns how many
+    /// reports were lost for lack of room since the last call (not counting `seq` itself, if it
+    /// was dropped from the backlog while being posted).
+    fn done(&self, seq: u64) -> u64 {
+        let mut q = self.lock();
+        if q.items.front().is_some_and(|r| r.seq == seq) {
+            if let Some(r) = q.items.pop_front() {
+                q.bytes -= r.body.len();
+            }
+        } else {
+            q.dropped = q.dropped.saturating_sub(1);
+        }
+        std::mem::take(&mut q.dropped)
+    }
+
+    /// Sleeps for `d`, or less if closed; returns whether it was closed.
+    fn pause(&self, d: Duration) -> bool {
+        let q = self.lock();
+        let (q, _) = self
+            .changed
+            .wait_timeout_while(q, d, |q| !q.closed)
+            .unwrap_or_else(PoisonError::into_inner);
+        q.closed
+    }
+}
+
+/// Exponential back-off with jitter: each delay is drawn from [d/2, d], d doubling from
+/// [`BACKOFF_MIN`] up to [`BACKOFF_MAX`].
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The delay before the next attempt.
+    pub fn next(&mut self, rng: &mut impl Rng) -> Duration {
+        let d = BACKOFF_MIN
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(BACKOFF_MAX);
+        self.failures = self.failures.saturating_add(1);
+        d.mul_f64(rng.random_range(0.5..=1.0))
+    }
+}
+
+/// What became of one post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Refused for good: status and the start of the controller's answer.
+    Refused(u16, String),
+    /// Worth retrying: why, and how long the controller asked us to wait.
+    Retry(String, Option<Duration>),
+}
+
+/// Posts reports to `{controller}/api/v1/telemetry`.
+#[derive(Debug)]
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+    authorization: String,
+}
+
+impl Client {
+    pub fn new(controller: &str, token: &str) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .user_agent(concat!("deflect-probe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Client {
+            agent,
+            url: format!("{}/api/v1/telemetry", controller.trim_end_matches('/')),
+            authorization: format!("Bearer {token}"),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn post(&self, body: &[u8]) -> Outcome {
+        let res = self
+            .agent
+            .post(&self.url)
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/json")
+            .send(body);
+        let mut res = match res {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry(e.to_string(), None),
+        };
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(BACKOFF_MAX));
+        // Read the answer (bounded) so the connection can be reused.
+        let text = res
+            .body_mut()
+            .with_config()
+            .limit(4096)
+            .read_to_string()
+            .unwrap_or_default();
+        match status {
+            200..=299 => Outcome::Delivered,
+            429 | 500..=599 => {
+                Outcome::Retry(format!("HTTP {status} {}", snippet(&text)), retry_after)
+            }
+            _ => Outcome::Refused(status, snippet(&text)),
+        }
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let t = text.trim();
+    match t.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &t[..i]),
+        None => t.to_string(),
+    }
+}
+
+/// Starts the sender thread; it ends when the backlog is closed.
+pub fn spawn(
+    backlog: Arc<Backlog>,
+    client: Client,
+    span: Span,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("probe-sender".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _g = span.enter();
+            run(&backlog, &client);
+        })
+}
+
+fn run(backlog: &Backlog, client: &Client) {
+    let mut backoff = Backoff::default();
+    let mut rng = rand::rng();
+    while let Some(r) = backlog.oldest() {
+        match client.post(&r.body) {
+            Outcome::Delivered => {
+                let dropped = backlog.done(r.seq);
+                if backoff.failures() > 0 {
+                    info!(
+                        seq = r.seq,
+                        dropped,
+                        "controller reachable again, sending the backlog ({} waiting)",
+                        backlog.len()
+                    );
+                } else if dropped > 0 {
+                    warn!(dropped, "reports dropped: the backlog was full");
+                }
+                backoff.reset();
+            }
+            Outcome::Refused(status, text) => {
+                error!(
+                    seq = r.seq,
+                    status,
+                    url = client.url(),
+                    "controller refused the report, dropping it: {text}"
+                );
+                backlog.done(r.seq);
+            }
+            Outcome::Retry(why, wait) => {
+                let delay = backoff.next(&mut rng).max(wait.unwrap_or_default());
+                if backoff.failures() == 1 {
+                    warn!(
+                        url = client.url(),
+                        "controller unreachable ({why}); keeping reports (at most the backlog) and retrying"
+                    );
+                } else {
+                    debug!(
+                        attempt = backoff.failures(),
+                        ?delay,
+                        "controller still unreachable: {why}"
+                    );
+                }
+                if backlog.pause(delay) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn backlog_drops_the_oldest_when_full() {
+        let b = Backlog::new(3);
+        for seq in 0..3 {
+            assert_eq!(b.push(seq, vec![seq as u8]), None);
+        }
+        assert_eq!(b.push(3, vec![3]), Some(0));
+        assert_eq!(b.push(4, vec![4]), Some(1));
+        assert_eq!(b.len(), 3);
+        let r = b.oldest().unwrap();
+        assert_eq!(r.seq, 2);
+        assert_eq!(b.done(2), 2, "two dropped");
+        assert_eq!(b.oldest().unwrap().seq, 3);
+        // The report being posted is the oldest: it is the one dropped for room, but once the
+        // controller has it, it does not count as lost, and the next oldest stays.
+        assert_eq!(b.push(6, vec![6]), None);
+        assert_eq!(b.push(7, vec![7]), Some(3));
+        assert_eq!(b.done(3), 0, "delivered, so not lost");
+        assert_eq!(b.oldest().unwrap().seq, 4);
+        assert_eq!(b.len(), 3);
+        b.close();
+        assert!(b.oldest().is_none());
+    }
+
+    #[test]
+    fn backlog_is_bounded_in_bytes_too() {
+        let b = Backlog::new(300);
+        let big = MAX_BACKLOG_BYTES / 4;
+        for seq in 0..10 {
+            b.push(seq, vec![0; big]);
+        }
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.oldest().unwrap().seq, 6);
+        assert_eq!(b.lock().bytes, 4 * big);
+        assert_eq!(b.done(6), 6);
+        assert_eq!(b.lock().bytes, 3 * big);
+        // One report larger than the whole budget is still kept, alone.
+        b.push(10, vec![0; MAX_BACKLOG_BYTES + 1]);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut rng = rand::rng();
+        let mut b = Backoff::default();
+        let mut prev_cap = Duration::ZERO;
+        for i in 0..20 {
+            let cap = BACKOFF_MIN.saturating_mul(1 << i.min(16)).min(BACKOFF_MAX);
+            let d = b.next(&mut rng);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {i}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
+            assert!(cap >= prev_cap);
+            prev_cap = cap;
+        }
+        assert_eq!(prev_cap, BACKOFF_MAX);
+        b.reset();
+        assert!(b.next(&mut rng) <= BACKOFF_MIN);
+    }
+
+    /// A one-connection-at-a-time HTTP server answering each request with the next status of
+    /// `statuses` (then 202), reporting (auth header, body) of each request.
+    fn server(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut statuses = statuses.into_iter();
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { return };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let (mut len, mut auth) = (0, String::new());
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (k, v) = h.split_once(':').unwrap();
+                        match k.to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap(),
+                            "authorization" => auth = v.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let status = statuses.next().unwrap_or(202);
+                    let answer = r#"{"error":"no"}"#;
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    w.write_all(head.as_bytes()).unwrap();
+                    if tx.send((auth, String::from_utf8(body).unwrap())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn post_sends_the_token_and_classifies_answers() {
+        let (url, rx) = server(vec![202, 401, 503, 429, 400]);
+        let c = Client::new(&format!("{url}/"), "s3cret");
+        assert_eq!(c.url(), format!("{url}/api/v1/telemetry"));
+        assert_eq!(c.post(b"{}"), Outcome::Delivered);
+        assert_eq!(rx.recv().unwrap(), ("Bearer s3cret".into(), "{}".into()));
+        assert_eq!(
+            c.post(b"{}"),
+            Outcome::Refused(401, r#"{"error":"no"}"#.into())
+        );
+        assert!(matches!(c.post(b"{}"), Outcome::Retry(why, None) if why.contains("503")));
+        assert!(matches!(c.post(b"{}"), Outcome::Retry(..)));
+        assert!(matches!(c.post(b"{}"), Outcome::Refused(400, _)));
+    }
+
+    #[test]
+    fn sender_retries_5xx_drops_4xx_and_keeps_order() {
+        let (url, rx) = server(vec![503, 403]);
+        let backlog = Backlog::new(10);
+        let h = spawn(backlog.clone(), Client::new(&url, "t"), Span::none()).unwrap();
+        for seq in 0..4u64 {
+            backlog.push(seq, format!("{seq}").into_bytes());
+        }
+        // 0 (503, retried), 0 again (403, dropped), then 1, 2, 3.
+        let got: Vec<String> = (0..5)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap().1)
+            .collect();
+        assert_eq!(got, ["0", "0", "1", "2", "3"]);
+        backlog.close();
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn unreachable_controller_fails_fast() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), "t");
+        assert!(matches!(c.post(b"{}"), Outcome::Retry(..)));
+    }
+}
