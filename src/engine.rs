@@ -671,3 +671,237 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Guardrails;
+    use crate::detect::{Class, Thresholds};
+    use crate::mitigation::{ListFilter, Mitigation};
+    use crate::store::Store;
+    use crate::telemetry::{Flow, Target};
+
+    const VICTIM: &str = "203.0.113.7";
+
+    struct Rig {
+        engine: EngineHandle,
+        set: MitigationHandle,
+        dir: std::path::PathBuf,
+        seq: u64,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn rig(tag: &str, policy: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("deflect-engine-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let protected: BTreeMap<String, Vec<ipnet::IpNet>> = [(
+            "customers".to_string(),
+            vec!["203.0.113.0/24".parse().unwrap()],
+        )]
+        .into();
+        let guardrails = Guardrails {
+            default_ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(3600),
+            max_active: 100,
+            max_new_per_minute: 100,
+            rtbh_min_prefix_v4: 32,
+            rtbh_min_prefix_v6: 128,
+            protected: protected.clone(),
+            never_block: Vec::new(),
+            dry_run: false,
+        };
+        let (set, _) = crate::mitigation::start(store, guardrails, Vec::new(), 65000)
+            .await
+            .unwrap();
+        let mut th = Thresholds {
+            warmup: Duration::ZERO,
+            cooldown: Duration::from_millis(500),
+            ..Thresholds::default()
+        };
+        th.floor_pps[Class::UdpAmp.index()] = 5000.0;
+        let settings = detect::Settings {
+            groups: vec![("customers".into(), protected["customers"].clone(), th)],
+            ..detect::Settings::default()
+        };
+        let known = policy::Known {
+            groups: ["customers".to_string()].into(),
+            peers: Default::default(),
+        };
+        let policies = Policies::parse(&[("p.yaml".into(), policy.into())], &known).unwrap();
+        let (engine, _) = start(settings, policies, known, set.clone());
+        Rig {
+            engine,
+            set,
+            dir,
+            seq: 0,
+        }
+    }
+
+    impl Rig {
+        /// One 100 ms report with `ntp` pps of NTP answers to the victim.
+        async fn report(&mut self, ntp: u64) -> Ack {
+            self.seq += 1;
+            let mut flows = vec![Flow {
+                proto: 6,
+                dport: Some(443),
+                tcp_flags: Some(0x10),
+                pps: 300,
+                bps: 2_400_000,
+                ..Flow::default()
+            }];
+            if ntp > 0 {
+                flows.push(Flow {
+                    proto: 17,
+                    sport: Some(123),
+                    dport: Some(4444),
+                    pps: ntp,
+                    bps: ntp * 3760,
+                    ..Flow::default()
+                });
+            }
+            let r = Report {
+                node: "web1".into(),
+                seq: self.seq,
+                time_ms: 0,
+                interval_ms: 100,
+                one_in: 1,
+                sampled: 0,
+                interfaces: Vec::new(),
+                targets: vec![Target {
+                    dst: VICTIM.parse().unwrap(),
+                    pps: 300 + ntp,
+                    bps: 2_400_000 + ntp * 3760,
+                    flows,
+                    sources: Vec::new(),
+                }],
+            };
+            self.engine.report("web1", r).await.unwrap()
+        }
+
+        /// Reports `ntp` every 100 ms for `ms`.
+        async fn for_ms(&mut self, ms: u64, ntp: u64) {
+            for _ in 0..ms / 100 {
+                self.report(ntp).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        async fn active(&self) -> Vec<Mitigation> {
+            self.set.list(ListFilter::default()).await.unwrap()
+        }
+    }
+
+    const ESCALATE: &str = "\
+match:
+  vectors: [amplification]
+ttl: 10m
+withdraw_after: 1s
+steps:
+  - announce: flowspec
+    match: [proto, sport]
+    action: rate-bytes 125000
+  - after: 1s
+    if_above_pps: 50000
+    announce: flowspec
+    match: [proto, sport]
+    action: discard
+";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_that_waits_replaces_the_rule_before_it_only_above_its_rate() {
+        let mut r = rig("escalate", ESCALATE).await;
+        r.for_ms(300, 0).await;
+        let ack = r.report(20_000).await;
+        assert_eq!(ack.started.len(), 1);
+        let first = r.active().await;
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].rule.as_deref(),
+            Some("dst 203.0.113.7/32 proto udp sport 123 then rate-bytes 125000")
+        );
+        // 1.5 s at 20k pps: under the second step's 50k, nothing changes.
+        r.for_ms(1500, 20_000).await;
+        assert_eq!(r.active().await, first);
+        // It grows: the discard replaces the rate limit (same match: one rule on the wire).
+        r.for_ms(300, 80_000).await;
+        let now = r.active().await;
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert_eq!(
+            now[0].rule.as_deref(),
+            Some("dst 203.0.113.7/32 proto udp sport 123 then discard")
+        );
+        let old = r.set.get(first[0].id).await.unwrap();
+        assert_eq!(old.withdraw_reason.as_deref(), Some("replaced by step 2"));
+        // Over: withdrawn after the cooldown and the hold-down.
+        r.for_ms(2500, 0).await;
+        assert!(r.active().await.is_empty());
+        let a = r.engine.attack(ack.started[0]).await.unwrap();
+        assert!(a.ended_ms.is_some());
+        assert!(
+            a.timeline.iter().any(|m| m.what.starts_with("withdrew 1")),
+            "{a:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dry_run_policy_announces_nothing_and_says_what_it_would_do() {
+        let policy = format!("dry_run: true\n{ESCALATE}");
+        let mut r = rig("dry", &policy).await;
+        r.for_ms(300, 0).await;
+        let ack = r.report(20_000).await;
+        assert!(r.active().await.is_empty());
+        let a = r.engine.attack(ack.started[0]).await.unwrap();
+        assert!(
+            a.timeline
+                .iter()
+                .any(|m| m.what == "step 1 (dry-run): would announce dst 203.0.113.7/32 proto 17 sport 123 then rate-bytes 125000"),
+            "{:#?}",
+            a.timeline
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attack_back_during_the_hold_down_keeps_its_rule() {
+        let policy = ESCALATE.replace("withdraw_after: 1s", "withdraw_after: 3s");
+        let mut r = rig("resume", &policy).await;
+        r.for_ms(300, 0).await;
+        let first = r.report(20_000).await.started[0];
+        let rule = r.active().await;
+        assert_eq!(rule.len(), 1);
+        // Ends (0.5 s cooldown), then comes back within the 3 s hold-down.
+        r.for_ms(1000, 0).await;
+        assert!(r.engine.attack(first).await.unwrap().ended_ms.is_some());
+        let second = r.report(20_000).await.started[0];
+        assert_ne!(first, second);
+        r.for_ms(3500, 20_000).await;
+        assert_eq!(
+            r.active().await,
+            rule,
+            "the same mitigation, never withdrawn"
+        );
+        let a = r.engine.attack(second).await.unwrap();
+        assert_eq!(a.mitigations, vec![rule[0].id]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_attack_keeps_its_rule_alive_past_the_ttl() {
+        let policy = ESCALATE.replace("ttl: 10m", "ttl: 3s");
+        let mut r = rig("ttl", &policy).await;
+        r.for_ms(300, 0).await;
+        r.report(20_000).await;
+        let m = r.active().await;
+        r.for_ms(4500, 20_000).await;
+        let now = r.active().await;
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].id, m[0].id);
+        assert!(now[0].expires_ms > m[0].expires_ms + 1000);
+    }
+}

@@ -1,9 +1,12 @@
 //! deflect: a DDoS-mitigation controller.
 //!
 //! This library holds the daemon's parts; the binary in `main.rs` is a thin command line over it.
-//! Data flows one way: (telemetry, later) → mitigation set → BGP peers, with the store and audit log
-//! beside the mitigation set.
+//! Data flows one way: telemetry → detection → policy → mitigation set → BGP peers, with the store
+//! and audit log beside the mitigation set; manual API calls enter at the mitigation set.
 //! - [`config`]: the YAML configuration, checked in two passes with `file:line:col` errors.
+//! - [`telemetry`]: what probes report; [`detect`]: baselines, attacks, classification;
+//!   [`policy`]: the YAML escalation policies; [`engine`]: the task that owns detection and the
+//!   policies' state, and asks the mitigation set for what the policies decide.
 //! - [`mitigation`]: the mitigation set, one task that owns what is announced, with its guardrails.
 //! - [`store`] and [`audit`]: durable state and the hash-chained audit log.
 //! - [`api`] and [`cli`]: the HTTP API and the command line client.
