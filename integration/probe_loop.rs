@@ -50,6 +50,28 @@ fn api_get(ns: &str, port: u16, path: &str) -> Option<Value> {
     .flatten()
 }
 
+/// GET of bytes on the controller, from inside namespace `ns`.
+fn api_bytes(ns: &str, port: u16, path: &str) -> Option<Vec<u8>> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    in_netns(ns, move || {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        let mut r = agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {READ}"))
+            .call()
+            .map_err(std::io::Error::other)?;
+        r.body_mut()
+            .with_config()
+            .limit(100 << 20)
+            .read_to_vec()
+            .map_err(std::io::Error::other)
+    })
+    .ok()
+}
+
 #[test]
 fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     if let Some(why) = probe_lab::unavailable() {
@@ -170,4 +192,39 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
         "flood → rule in GoBGP in {:.0} ms (probe interval 200 ms)",
         seen_after.as_secs_f64() * 1e3
     );
+
+    // The probe sent raw samples of the flood once the controller asked for them (its answers'
+    // `capture`): the attack's pcap holds them, and tshark reads them back.
+    let id = a["id"].as_u64().unwrap();
+    let pcap = api_bytes(&ns, api_port, &format!("/api/v1/attacks/{id}/pcap")).expect("a capture");
+    let file = lab.dir.join("capture.pcap");
+    std::fs::write(&file, &pcap).unwrap();
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "udp.dstport",
+        ])
+        .output()
+        .expect("tshark (Debian package tshark) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 10, "{} packets captured", lines.len());
+    for l in lines {
+        assert_eq!(l, format!("{A4}\t{B4}\t123\t4444"), "{l}");
+    }
 }

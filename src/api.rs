@@ -23,9 +23,11 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::collector::SharedStats;
 use crate::config::{Scope, Token};
 use crate::engine::EngineHandle;
 use crate::mitigation::{CreateRequest, Created, ListFilter, MitigationHandle, Refusal};
+use crate::pcap::Recorder;
 use crate::peer::PeerHandle;
 use crate::telemetry::Report;
 
@@ -43,10 +45,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/telemetry"),
     ("get", "/api/v1/attacks"),
     ("get", "/api/v1/attacks/{id}"),
+    ("get", "/api/v1/attacks/{id}/pcap"),
+    ("get", "/api/v1/pcaps"),
     ("get", "/api/v1/targets"),
     ("get", "/api/v1/targets/{addr}"),
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/policies"),
+    ("get", "/api/v1/sflow"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),
 ];
@@ -59,6 +64,9 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiState {
     pub mitigations: MitigationHandle,
     pub engine: EngineHandle,
+    pub recorder: Recorder,
+    /// The sFlow collector's counters, when it runs.
+    pub sflow: Option<SharedStats>,
     pub tokens: RwLock<Vec<Token>>,
     pub peers: RwLock<Vec<PeerHandle>>,
     pub started: Instant,
@@ -184,10 +192,13 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/api/v1/telemetry", post(telemetry))
         .route("/api/v1/attacks", get(attacks))
         .route("/api/v1/attacks/{id}", get(attack))
+        .route("/api/v1/attacks/{id}/pcap", get(attack_pcap))
+        .route("/api/v1/pcaps", get(pcaps))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/targets/{addr}", get(target))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/policies", get(policies))
+        .route("/api/v1/sflow", get(sflow))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -412,16 +423,33 @@ async fn telemetry(
             format!("token {:?} may only read", caller.name),
         ));
     }
-    let report: Report = body(b)?;
+    let mut report: Report = body(b)?;
     report
         .validate()
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let ack = s.engine.report(&caller.name, report).await.ok_or_else(|| {
+    // Raw samples go to the captures; they are not detection's business.
+    for p in std::mem::take(&mut report.packets) {
+        let Ok(data) = hex::decode(&p.data) else {
+            continue;
+        };
+        if let Some(info) = crate::probe::packet::parse(&data) {
+            if s.recorder.wants(info.dst) {
+                s.recorder.offer(crate::pcap::Frame {
+                    dst: info.dst,
+                    time: std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.time_ms),
+                    orig_len: p.orig_len,
+                    data: Bytes::from(data),
+                });
+            }
+        }
+    }
+    let mut ack = s.engine.report(&caller.name, report).await.ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "deflect is shutting down".into(),
         )
     })?;
+    ack.capture = s.recorder.watching();
     Ok((StatusCode::ACCEPTED, axum::Json(ack)).into_response())
 }
 
@@ -453,6 +481,42 @@ async fn attack(
         Some(a) => Ok(axum::Json(a)),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("no attack {id}"))),
     }
+}
+
+/// An attack's capture, as a pcap file.
+async fn attack_pcap(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    p: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    caller.must_read()?;
+    let id = id_of(p)?;
+    let data =
+        s.recorder.read(id).await.ok_or_else(|| {
+            ApiError(StatusCode::NOT_FOUND, format!("no capture for attack {id}"))
+        })?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.tcpdump.pcap".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"attack-{id}.pcap\""),
+            ),
+        ],
+        data,
+    )
+        .into_response())
+}
+
+async fn pcaps(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    Ok(axum::Json(s.recorder.list().await))
 }
 
 #[derive(Debug, Deserialize)]
@@ -514,6 +578,24 @@ async fn policies(
             "deflect is shutting down".into(),
         )),
     }
+}
+
+async fn sflow(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    let stats = s
+        .sflow
+        .as_ref()
+        .and_then(|st| st.lock().ok().map(|g| g.clone()))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "the sFlow collector is off; configure sflow: to turn it on".into(),
+            )
+        })?;
+    Ok(axum::Json(stats))
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -625,6 +707,68 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
         "counter",
         e.policy_reload_errors.load(Ordering::Relaxed),
     );
+    let pc = &s.recorder.metrics;
+    counter(
+        "deflect_pcap_frames_written_total",
+        "Sampled packets written to attack captures.",
+        "counter",
+        pc.frames_written.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_pcap_frames_dropped_total",
+        "Sampled packets not captured: the recorder was behind.",
+        "counter",
+        pc.frames_dropped.load(Ordering::Relaxed),
+    );
+    if let Some(st) = s
+        .sflow
+        .as_ref()
+        .and_then(|st| st.lock().ok().map(|g| g.clone()))
+    {
+        counter(
+            "deflect_sflow_untrusted_datagrams_total",
+            "sFlow datagrams from addresses that are not trusted agents.",
+            "counter",
+            st.untrusted,
+        );
+        for (name, help, get) in [
+            (
+                "deflect_sflow_datagrams_total",
+                "sFlow datagrams received per agent.",
+                (|a: &crate::collector::AgentStats| a.datagrams)
+                    as fn(&crate::collector::AgentStats) -> u64,
+            ),
+            (
+                "deflect_sflow_lost_datagrams_total",
+                "sFlow datagrams missing from an agent's sequence.",
+                |a| a.lost,
+            ),
+            (
+                "deflect_sflow_agent_restarts_total",
+                "sFlow agent restarts seen.",
+                |a| a.restarts,
+            ),
+            (
+                "deflect_sflow_decode_errors_total",
+                "sFlow datagrams that did not decode.",
+                |a| a.decode_errors,
+            ),
+            (
+                "deflect_sflow_flow_samples_total",
+                "sFlow flow samples received.",
+                |a| a.flow_samples,
+            ),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for a in &st.agents {
+                out.push_str(&format!(
+                    "{name}{{agent=\"{}\"}} {}\n",
+                    a.name.replace('"', "'"),
+                    get(a)
+                ));
+            }
+        }
+    }
     let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
     out.push_str("# HELP deflect_peer_up Whether the BGP session is established.\n# TYPE deflect_peer_up gauge\n");
     for p in &peers {

@@ -138,6 +138,35 @@ impl Client {
         }
     }
 
+    /// A GET whose answer is bytes (a capture file).
+    fn download(&self, path: &str) -> Result<Vec<u8>, Failure> {
+        let url = format!("{}{}", self.base, path);
+        let mut r = self.agent.get(&url);
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = r
+            .call()
+            .map_err(|e| fail(format!("cannot reach {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let data = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| fail(format!("reading {url}: {e}")))?;
+        if status >= 400 {
+            let v: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
+            let msg = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no details")
+                .to_string();
+            return Err(fail(format!("{status}: {msg}")));
+        }
+        Ok(data)
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
         let url = format!("{}{}", self.base, path);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
@@ -578,6 +607,107 @@ pub fn nodes(a: &ApiArgs) -> ExitCode {
                     n.get("reports")?,
                     n.get("rx_pps")?,
                     n.get("one_in")?
+                ));
+            }
+            Some(rows.join("\n"))
+        });
+        Ok(())
+    })())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PcapCmd {
+    /// Captures on disk, newest first.
+    List,
+    /// Download an attack's capture.
+    Get {
+        /// The attack.
+        id: u64,
+        /// Where to write it (default attack-ID.pcap).
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn pcap(a: &ApiArgs, cmd: PcapCmd) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| match cmd {
+        PcapCmd::List => {
+            let v = c.call("GET", "/api/v1/pcaps", None)?;
+            print(a.json, &v, |v| {
+                let mut rows = vec![format!(
+                    "{:>14} {:<24} {:>12} {:>9} {}",
+                    "ATTACK", "FILE", "BYTES", "PACKETS", "STATE"
+                )];
+                for p in v.as_array()? {
+                    rows.push(format!(
+                        "{:>14} {:<24} {:>12} {:>9} {}",
+                        p.get("attack")?.as_u64()?,
+                        p.get("file")?.as_str()?,
+                        p.get("bytes")?.as_u64()?,
+                        p.get("packets")
+                            .and_then(Value::as_u64)
+                            .map_or_else(|| "-".to_string(), |n| n.to_string()),
+                        if p.get("recording")?.as_bool()? {
+                            "recording"
+                        } else {
+                            "done"
+                        }
+                    ));
+                }
+                Some(rows.join("\n"))
+            });
+            Ok(())
+        }
+        PcapCmd::Get { id, output } => {
+            let data = c.download(&format!("/api/v1/attacks/{id}/pcap"))?;
+            let path = output.unwrap_or_else(|| format!("attack-{id}.pcap").into());
+            std::fs::write(&path, &data)
+                .map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
+            out(&format!("{}: {} bytes", path.display(), data.len()));
+            Ok(())
+        }
+    })())
+}
+
+/// `deflect sflow`: the collector's agents.
+pub fn sflow(a: &ApiArgs) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| {
+        let v = c.call("GET", "/api/v1/sflow", None)?;
+        print(a.json, &v, |v| {
+            let mut rows = vec![format!(
+                "listening on {}; {} datagrams from untrusted addresses",
+                v.get("listen")?.as_str().unwrap_or("-"),
+                v.get("untrusted")?
+            )];
+            rows.push(format!(
+                "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {}",
+                "AGENT",
+                "ADDRESS",
+                "DATAGRAMS",
+                "SAMPLES",
+                "LOST",
+                "RESTARTS",
+                "ERRORS",
+                "1 IN N",
+                "LAST SEEN"
+            ));
+            for x in v.get("agents")?.as_array()? {
+                rows.push(format!(
+                    "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {}",
+                    x.get("name")?.as_str()?,
+                    x.get("address")?.as_str()?,
+                    x.get("datagrams")?,
+                    x.get("flow_samples")?,
+                    x.get("lost")?,
+                    x.get("restarts")?,
+                    x.get("decode_errors")?,
+                    x.get("sampling_rate")?,
+                    match x.get("last_seen_ms")?.as_u64()? {
+                        0 => "never".to_string(),
+                        t => ms_ago(t),
+                    }
                 ));
             }
             Some(rows.join("\n"))

@@ -117,6 +117,11 @@ pub struct Config {
     pub detection: DetectionConfig,
     /// The policy directory (default `policies`); the shipped policies when it does not exist.
     pub policies: Option<PathBuf>,
+    /// Packet captures of attacks.
+    #[serde(default)]
+    pub forensics: ForensicsConfig,
+    /// The sFlow collector.
+    pub sflow: Option<SflowConfig>,
     /// Where this configuration was read from (not in the file).
     #[serde(skip)]
     pub source: String,
@@ -294,6 +299,62 @@ fn default_rtbh_v4() -> Spanned<u8> {
 
 fn default_rtbh_v6() -> Spanned<u8> {
     unknown(128)
+}
+
+/// Forensic captures, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForensicsConfig {
+    /// How long after an attack starts its packets are captured (default 60s).
+    pub pcap_duration: Option<Spanned<String>>,
+    /// Largest capture file, bytes (default 20 MB).
+    pub pcap_max_bytes: Option<u64>,
+    /// Days captures are kept (default 7).
+    pub keep_days: Option<u32>,
+}
+
+/// The sFlow collector, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SflowConfig {
+    /// Where datagrams arrive (default 0.0.0.0:6343).
+    #[serde(default = "default_sflow_listen")]
+    pub listen: SocketAddr,
+    /// How often estimates are handed to detection (default 1s).
+    pub interval: Option<Spanned<String>>,
+    /// Trusted agents, by the source address of their datagrams; others are dropped and counted.
+    #[serde(default)]
+    pub agents: Vec<SflowAgentConfig>,
+}
+
+fn default_sflow_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 6343))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SflowAgentConfig {
+    pub address: Spanned<IpAddr>,
+    /// Defaults to the address.
+    pub name: Option<String>,
+    /// Use this sampling rate instead of the one the agent announces.
+    pub sampling_rate: Option<Spanned<u32>>,
+}
+
+/// One trusted sFlow agent, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SflowAgent {
+    pub address: IpAddr,
+    pub name: String,
+    pub sampling_rate: Option<u32>,
+}
+
+/// The sFlow collector, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sflow {
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    pub agents: Vec<SflowAgent>,
 }
 
 /// Detection settings, as written.
@@ -503,6 +564,8 @@ pub struct Settings {
     pub detection: crate::detect::Settings,
     /// The policy directory; `None`: the shipped policies.
     pub policy_dir: Option<PathBuf>,
+    pub pcap: crate::pcap::Limits,
+    pub sflow: Option<Sflow>,
 }
 
 impl Settings {
@@ -941,6 +1004,68 @@ impl Config {
             }
         }
 
+        // Forensics.
+        let mut pcap = crate::pcap::Limits::default();
+        if let Some(d) = &self.forensics.pcap_duration {
+            match parse_duration(&d.value).filter(|d| !d.is_zero()) {
+                Some(v) => pcap.seconds = v,
+                None => err(
+                    &d.referenced,
+                    format!(
+                        "pcap_duration {:?} is not a duration; write e.g. 60s",
+                        d.value
+                    ),
+                ),
+            }
+        }
+        if let Some(b) = self.forensics.pcap_max_bytes {
+            pcap.max_bytes = b;
+        }
+        if let Some(days) = self.forensics.keep_days {
+            pcap.keep = Duration::from_secs(u64::from(days) * 86_400);
+        }
+
+        // sFlow.
+        let sflow = self.sflow.as_ref().map(|c| {
+            let mut interval = Duration::from_secs(1);
+            if let Some(i) = &c.interval {
+                match parse_duration(&i.value).filter(|d| !d.is_zero()) {
+                    Some(d) => interval = d,
+                    None => err(
+                        &i.referenced,
+                        format!("interval {:?} is not a duration; write e.g. 1s", i.value),
+                    ),
+                }
+            }
+            let mut agents: Vec<SflowAgent> = Vec::new();
+            for a in &c.agents {
+                if agents.iter().any(|x| x.address == a.address.value) {
+                    err(
+                        &a.address.referenced,
+                        format!("agent {} is listed twice", a.address.value),
+                    );
+                }
+                if let Some(r) = &a.sampling_rate {
+                    if r.value == 0 {
+                        err(&r.referenced, "sampling_rate is at least 1".into());
+                    }
+                }
+                agents.push(SflowAgent {
+                    address: a.address.value,
+                    name: a
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| a.address.value.to_string()),
+                    sampling_rate: a.sampling_rate.as_ref().map(|r| r.value.max(1)),
+                });
+            }
+            Sflow {
+                listen: c.listen,
+                interval,
+                agents,
+            }
+        });
+
         if !errs.is_empty() {
             errs.sort_by_key(|e| (e.line, e.column));
             return Err(ConfigErrors(errs));
@@ -968,6 +1093,8 @@ impl Config {
             router_id: self.router_id.value,
             detection,
             policy_dir: Some(self.policies.unwrap_or_else(|| PathBuf::from("policies"))),
+            pcap,
+            sflow,
         })
     }
 }

@@ -27,6 +27,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::Kind;
 use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
 use crate::mitigation::{CreateRequest, Created, MitigationHandle, now_ms};
+use crate::pcap::Recorder;
 use crate::policy::{self, Policies, Policy};
 use crate::telemetry::Report;
 
@@ -36,6 +37,9 @@ pub struct Ack {
     pub accepted: bool,
     /// Attacks started by this report.
     pub started: Vec<u64>,
+    /// Addresses whose sampled packets the controller captures: send them in `packets`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capture: Vec<IpAddr>,
 }
 
 /// The policies in force and the last reload's problem, if any.
@@ -200,6 +204,7 @@ struct Engine {
     known: policy::Known,
     escalations: BTreeMap<u64, Escalation>,
     mitigations: MitigationHandle,
+    recorder: Option<Recorder>,
     metrics: Arc<EngineMetrics>,
 }
 
@@ -214,6 +219,7 @@ pub fn start(
     policies: Policies,
     known: policy::Known,
     mitigations: MitigationHandle,
+    recorder: Option<Recorder>,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let metrics = Arc::new(EngineMetrics::default());
     let engine = Engine {
@@ -223,6 +229,7 @@ pub fn start(
         known,
         escalations: BTreeMap::new(),
         mitigations,
+        recorder,
         metrics: metrics.clone(),
     };
     let (tx, rx) = mpsc::channel(1024);
@@ -345,6 +352,7 @@ impl Engine {
                 let _ = reply.send(Ack {
                     accepted: true,
                     started,
+                    capture: Vec::new(),
                 });
             }
             Request::Attacks { active, reply } => {
@@ -412,6 +420,12 @@ impl Engine {
         });
         self.mitigations
             .record_later("detection", "attack.start", detail);
+        if let Some(r) = &self.recorder {
+            r.start(id, a.target).await;
+        }
+        let Some(a) = self.detector.attack(id) else {
+            return;
+        };
         let Some(policy) = policy else {
             if let Some(a) = self.detector.attack_mut(id) {
                 a.note(now, "no policy matches: nothing announced");
@@ -736,7 +750,7 @@ mod tests {
             peers: Default::default(),
         };
         let policies = Policies::parse(&[("p.yaml".into(), policy.into())], &known).unwrap();
-        let (engine, _) = start(settings, policies, known, set.clone());
+        let (engine, _) = start(settings, policies, known, set.clone(), None);
         Rig {
             engine,
             set,
@@ -782,6 +796,7 @@ mod tests {
                     flows,
                     sources: Vec::new(),
                 }],
+                packets: Vec::new(),
             };
             self.engine.report("web1", r).await.unwrap()
         }

@@ -21,10 +21,13 @@
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod collector;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod exporter;
 pub mod mitigation;
+pub mod pcap;
 pub mod peer;
 pub mod policy;
 pub mod probe;

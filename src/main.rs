@@ -50,6 +50,20 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Send a synthetic flood described as sFlow v5 datagrams (for tests and the lab).
+    SflowFlood(deflect::exporter::FloodArgs),
+    /// The sFlow collector's agents and counters, through the API.
+    Sflow {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Attack captures (pcap), through the API.
+    Pcap {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        cmd: cli::PcapCmd,
+    },
     /// Reporting probes, through the API.
     Nodes {
         #[command(flatten)]
@@ -88,6 +102,9 @@ fn main() -> ExitCode {
         Command::Attacks { api, cmd } => cli::attacks(&api, cmd),
         Command::Targets { api, addr, limit } => cli::targets(&api, addr, limit),
         Command::Nodes { api } => cli::nodes(&api),
+        Command::SflowFlood(args) => deflect::exporter::main(args),
+        Command::Sflow { api } => cli::sflow(&api),
+        Command::Pcap { api, cmd } => cli::pcap(&api, cmd),
         Command::Config { cmd } => cli::config(cmd),
         Command::Probe(args) => probe::main(args),
     }

@@ -25,9 +25,11 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState};
+use crate::collector::Collector;
 use crate::config::{Config, ConfigErrors, Neighbor, Settings};
 use crate::engine::{self, EngineHandle};
 use crate::mitigation::{self, MitigationHandle};
+use crate::pcap;
 use crate::peer::PeerHandle;
 use crate::speaker::Speaker;
 use crate::store::Store;
@@ -138,6 +140,7 @@ pub struct Daemon {
     set_task: tokio::task::JoinHandle<()>,
     pub engine: EngineHandle,
     engine_task: tokio::task::JoinHandle<()>,
+    pub collector: Option<Collector>,
 }
 
 fn pairs(settings: &Settings, handles: &[PeerHandle]) -> Vec<(Neighbor, PeerHandle)> {
@@ -173,15 +176,28 @@ impl Daemon {
         )
         .await
         .map_err(|e| e.to_string())?;
+        let recorder = pcap::start(settings.state_dir.join("pcap"), settings.pcap.clone())
+            .map_err(|e| format!("capture directory: {e}"))?;
         let (engine, engine_task) = engine::start(
             settings.detection.clone(),
             policies,
             settings.known(),
             mitigations.clone(),
+            Some(recorder.clone()),
         );
+        let collector = match &settings.sflow {
+            Some(c) => Some(
+                Collector::start(c, engine.clone(), Some(recorder.clone()))
+                    .await
+                    .map_err(|e| format!("sFlow listen {}: {e}", c.listen))?,
+            ),
+            None => None,
+        };
         let api = Arc::new(ApiState {
+            sflow: collector.as_ref().map(|c| c.stats.clone()),
             mitigations: mitigations.clone(),
             engine: engine.clone(),
+            recorder: recorder.clone(),
             tokens: RwLock::new(settings.tokens.clone()),
             peers: RwLock::new(speaker.peers().to_vec()),
             started: Instant::now(),
@@ -218,6 +234,7 @@ impl Daemon {
             set_task,
             engine,
             engine_task,
+            collector,
         })
     }
 
@@ -262,6 +279,13 @@ impl Daemon {
         }
         if next.state_dir != cur.state_dir {
             refused.push("state_dir changes only at restart");
+        }
+        if next.sflow.as_ref().map(|s| s.listen) != cur.sflow.as_ref().map(|s| s.listen) {
+            refused
+                .push("sflow.listen (and turning the collector on or off) changes only at restart");
+        }
+        if next.sflow.as_ref().map(|s| s.interval) != cur.sflow.as_ref().map(|s| s.interval) {
+            refused.push("sflow.interval changes only at restart");
         }
         if !refused.is_empty() {
             let text = format!("{}: {}", next.source, refused.join("; "));
@@ -315,6 +339,9 @@ impl Daemon {
         self.engine
             .reconfigure(next.detection.clone(), policies, next.known())
             .await?;
+        if let (Some(c), Some(s)) = (&self.collector, &next.sflow) {
+            c.set_agents(s.agents.clone());
+        }
         info!(reset = ?changed, removed = ?removed, "configuration reloaded");
         self.settings = next;
         Ok(())
@@ -326,6 +353,9 @@ impl Daemon {
             let _ = s.send(());
         }
         let _ = self.api_task.await;
+        if let Some(c) = &self.collector {
+            c.stop();
+        }
         self.engine_task.abort();
         self.set_task.abort();
         self.speaker.shutdown(reason).await;

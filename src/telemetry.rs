@@ -21,6 +21,10 @@ pub const MAX_FLOWS: usize = 32;
 pub const MAX_SOURCES: usize = 10;
 /// Most interfaces in one report.
 pub const MAX_INTERFACES: usize = 64;
+/// Most raw sampled packets in one report (sent only for addresses the controller captures).
+pub const MAX_PACKETS: usize = 64;
+/// Most bytes of one raw sampled packet.
+pub const MAX_PACKET_BYTES: usize = 256;
 
 /// One interval on one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +48,21 @@ pub struct Report {
     pub interfaces: Vec<Interface>,
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// Sampled packets to the addresses the controller asked to capture (its answer's `capture`),
+    /// for forensic pcap files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packets: Vec<Packet>,
+}
+
+/// One sampled packet, as captured: the first bytes of its Ethernet frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Packet {
+    pub time_ms: u64,
+    /// Its length on the wire.
+    pub orig_len: u32,
+    /// The captured bytes, in hex.
+    pub data: String,
 }
 
 fn one() -> u32 {
@@ -148,6 +167,10 @@ impl Report {
         };
         bound("interfaces", self.interfaces.len(), MAX_INTERFACES)?;
         bound("targets", self.targets.len(), MAX_TARGETS)?;
+        bound("packets", self.packets.len(), MAX_PACKETS)?;
+        for p in &self.packets {
+            bound("packet bytes", p.data.len() / 2, MAX_PACKET_BYTES)?;
+        }
         for t in &self.targets {
             bound("flows", t.flows.len(), MAX_FLOWS)?;
             bound("sources", t.sources.len(), MAX_SOURCES)?;

@@ -65,6 +65,7 @@ fn report(seq: u64, dst: &str, flows: Vec<Flow>) -> Report {
                 pps: 10,
             }],
         }],
+        packets: Vec::new(),
     }
 }
 

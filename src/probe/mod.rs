@@ -244,7 +244,7 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     }
 
     let backlog = Backlog::new(args.backlog as usize);
-    let client = Client::new(controller, &args.token);
+    let client = Client::new(controller, &args.token).with_capture(sampler.capture.wanted.clone());
     info!(
         interfaces = %names.join(","),
         interval = ?args.interval,
@@ -345,6 +345,7 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
             sampled: samples,
             interfaces,
             targets,
+            packets: std::mem::take(&mut sampler.capture.frames),
         };
         match report
             .validate()

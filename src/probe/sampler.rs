@@ -10,12 +10,17 @@
 //! loop; its queue is the only buffer, bounded by `SO_RCVBUF`. What overflows it is counted by the
 //! kernel (`PACKET_STATISTICS`) and corrects the estimates.
 
+use std::collections::HashSet;
 use std::io::{self, Read};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
 use super::aggregate::Aggregator;
 use super::packet;
+use crate::telemetry::{MAX_PACKET_BYTES, MAX_PACKETS, Packet};
 
 /// Bytes kept of each sampled packet: enough for Ethernet, two VLAN tags, IPv6 with a fragment header
 /// and the start of TCP.
@@ -138,6 +143,15 @@ pub struct Sampler {
     ifindexes: Vec<u32>,
     one_in: u32,
     buf: [u8; 256],
+    /// Addresses the controller captures (from its answers), and the frames kept for them.
+    pub capture: Capture,
+}
+
+/// Raw frames kept for the controller's captures: only to the addresses it asks for, bounded.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub wanted: Arc<Mutex<HashSet<IpAddr>>>,
+    pub frames: Vec<Packet>,
 }
 
 /// Why the sampler could not start.
@@ -170,6 +184,7 @@ impl Sampler {
             ifindexes: Vec::new(),
             one_in: 1,
             buf: [0; 256],
+            capture: Capture::default(),
         };
         s.drain(&mut Aggregator::new(), usize::MAX)?;
         Ok(s)
@@ -197,12 +212,31 @@ impl Sampler {
     /// dropped since the last call; returns how many samples were read and lost.
     pub fn drain(&mut self, agg: &mut Aggregator, budget: usize) -> io::Result<(u64, u64)> {
         let mut read = 0;
+        let wanted = self
+            .capture
+            .wanted
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default();
         while read < budget {
             match (&self.socket).read(&mut self.buf) {
                 Ok(len) => {
                     read += 1;
                     if let Some(info) = packet::parse(&self.buf[..len]) {
                         agg.add(&info, self.one_in);
+                        if !wanted.is_empty()
+                            && wanted.contains(&info.dst)
+                            && self.capture.frames.len() < MAX_PACKETS
+                        {
+                            let n = len.min(MAX_PACKET_BYTES);
+                            self.capture.frames.push(Packet {
+                                time_ms: SystemTime::now()
+                                    .duration_since(UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_millis() as u64),
+                                orig_len: info.wire_len,
+                                data: hex::encode(&self.buf[..n]),
+                            });
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -15,7 +15,8 @@
 //! [`MAX_BACKLOG_BYTES`], past which the oldest are dropped too: a flood while the controller is
 //! away cannot grow the probe.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -198,6 +199,8 @@ pub struct Client {
     agent: ureq::Agent,
     url: String,
     authorization: String,
+    /// Where the controller's answers say which addresses it captures.
+    capture: Option<Arc<Mutex<HashSet<IpAddr>>>>,
 }
 
 impl Client {
@@ -214,7 +217,14 @@ impl Client {
             agent,
             url: format!("{}/api/v1/telemetry", controller.trim_end_matches('/')),
             authorization: format!("Bearer {token}"),
+            capture: None,
         }
+    }
+
+    /// Keeps the addresses the controller captures (its answer's `capture` list) in `set`.
+    pub fn with_capture(mut self, set: Arc<Mutex<HashSet<IpAddr>>>) -> Client {
+        self.capture = Some(set);
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -247,7 +257,24 @@ impl Client {
             .read_to_string()
             .unwrap_or_default();
         match status {
-            200..=299 => Outcome::Delivered,
+            200..=299 => {
+                if let Some(set) = &self.capture {
+                    let wanted: HashSet<IpAddr> = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| {
+                            v.get("capture")?
+                                .as_array()?
+                                .iter()
+                                .map(|a| a.as_str()?.parse().ok())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if let Ok(mut s) = set.lock() {
+                        *s = wanted;
+                    }
+                }
+                Outcome::Delivered
+            }
             429 | 500..=599 => {
                 Outcome::Retry(format!("HTTP {status} {}", snippet(&text)), retry_after)
             }

@@ -1,0 +1,526 @@
+//! The sFlow collector: datagrams from trusted switches and routers become the same per-interval
+//! [`Report`]s a probe sends, so detection and policies do not care where the data came from.
+//!
+//! ```text
+//!  UDP :6343 ──► trusted? ──► deflect_sflow::decode ──► per agent: sequence tracking
+//!                  │ no: dropped, counted                   │ flow samples: raw header → PacketInfo
+//!                  ▼                                         ▼ (the probe's parser), weighted by
+//!               counters                             Aggregator (the probe's)   the sample pool
+//!                                                           │ every interval
+//!                                                           ▼
+//!                                       Report { node: "sflow:NAME" } ──► engine (detection)
+//!                                       frames to captured targets ──► pcap recorder
+//! ```
+//!
+//! Each flow sample stands for the packets its source saw since that source's previous sample:
+//! the difference of their `sample_pool` fields, which counts samples the agent dropped too. When
+//! the pool gives nothing sensible (first sample, a restart, a wrap), the sampling rate does. A
+//! per-agent `sampling_rate` in the configuration overrides both, for agents known to lie.
+//!
+//! Per agent, the datagram sequence numbers tell lost datagrams (a gap) from agent restarts (the
+//! sequence or the uptime going back); both are counted and shown by the API.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use deflect_sflow::{FlowRecord, Sample};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{Sflow, SflowAgent};
+use crate::engine::EngineHandle;
+use crate::pcap::{Frame, Recorder, with_ethernet};
+use crate::probe::aggregate::Aggregator;
+use crate::probe::packet::{self, PacketInfo};
+use crate::telemetry::Report;
+
+/// What the API shows of one agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStats {
+    pub name: String,
+    pub address: IpAddr,
+    /// The agent address inside its datagrams (may differ from the source address).
+    pub agent: Option<IpAddr>,
+    pub datagrams: u64,
+    pub flow_samples: u64,
+    pub counter_samples: u64,
+    /// Datagrams missing from the sequence.
+    pub lost: u64,
+    pub restarts: u64,
+    pub decode_errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub last_seen_ms: u64,
+    /// The sampling rate of the last flow sample (or the configured override).
+    pub sampling_rate: u32,
+}
+
+/// What the API shows of the collector.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CollectorStats {
+    pub listen: Option<SocketAddr>,
+    pub agents: Vec<AgentStats>,
+    /// Datagrams from addresses that are not trusted agents.
+    pub untrusted: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_untrusted: Option<IpAddr>,
+}
+
+/// Shared, read by the API.
+pub type SharedStats = Arc<Mutex<CollectorStats>>;
+
+/// One agent's state.
+struct Agent {
+    config: SflowAgent,
+    stats: AgentStats,
+    last_seq: Option<u32>,
+    last_uptime: u32,
+    /// Last sample pool per (source id type, index).
+    pools: HashMap<(u32, u32), u32>,
+    agg: Aggregator,
+    seq: u64,
+}
+
+/// An agent that sent nothing for this long is silent.
+const AGENT_SILENT: Duration = Duration::from_secs(30);
+
+/// Most sources whose pools are tracked per agent.
+const MAX_SOURCES: usize = 4096;
+
+/// A running collector.
+#[derive(Debug)]
+pub struct Collector {
+    pub local_addr: SocketAddr,
+    pub stats: SharedStats,
+    agents: watch::Sender<Vec<SflowAgent>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    /// Binds and starts the collector.
+    pub async fn start(
+        cfg: &Sflow,
+        engine: EngineHandle,
+        recorder: Option<Recorder>,
+    ) -> std::io::Result<Collector> {
+        let socket = UdpSocket::bind(cfg.listen).await?;
+        // A burst of datagrams must not be dropped by a small socket buffer.
+        let s2 = socket2::SockRef::from(&socket);
+        let _ = s2.set_recv_buffer_size(8 * 1024 * 1024);
+        let local_addr = socket.local_addr()?;
+        let stats: SharedStats = Arc::new(Mutex::new(CollectorStats {
+            listen: Some(local_addr),
+            ..CollectorStats::default()
+        }));
+        let agents = cfg
+            .agents
+            .iter()
+            .map(|a| (a.address, new_agent(a)))
+            .collect();
+        let (agents_tx, agents_rx) = watch::channel(cfg.agents.clone());
+        let run = Run {
+            socket,
+            agents,
+            agents_rx,
+            interval: cfg.interval,
+            engine,
+            recorder,
+            stats: stats.clone(),
+            untrusted: 0,
+            last_untrusted: None,
+        };
+        info!(%local_addr, agents = cfg.agents.len(), "sFlow collector listening");
+        let task = tokio::spawn(run.run().instrument(info_span!("sflow", %local_addr)));
+        Ok(Collector {
+            local_addr,
+            stats,
+            agents: agents_tx,
+            task,
+        })
+    }
+
+    /// New trusted agents (a configuration reload); the others' state is kept.
+    pub fn set_agents(&self, agents: Vec<SflowAgent>) {
+        let _ = self.agents.send(agents);
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+fn new_agent(a: &SflowAgent) -> Agent {
+    Agent {
+        config: a.clone(),
+        stats: AgentStats {
+            name: a.name.clone(),
+            address: a.address,
+            agent: None,
+            datagrams: 0,
+            flow_samples: 0,
+            counter_samples: 0,
+            lost: 0,
+            restarts: 0,
+            decode_errors: 0,
+            last_error: None,
+            last_seen_ms: 0,
+            sampling_rate: a.sampling_rate.unwrap_or(0),
+        },
+        last_seq: None,
+        last_uptime: 0,
+        pools: HashMap::new(),
+        agg: Aggregator::new(),
+        seq: 0,
+    }
+}
+
+impl Agent {
+    /// One datagram from this agent: sequence tracking, and its flow samples into the interval.
+    fn take(&mut self, data: Bytes, recorder: Option<&Recorder>) {
+        self.stats.datagrams += 1;
+        self.stats.last_seen_ms = now_ms();
+        let d = match deflect_sflow::decode(data) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                debug!(agent = %self.config.name, "undecodable datagram: {e}");
+                self.stats.last_error = Some(e.to_string());
+                return;
+            }
+        };
+        self.stats.agent = Some(d.agent);
+        // Sequence: a gap is loss; going back (or the uptime going back) is a restart.
+        match self.last_seq {
+            Some(last) if d.sequence == last.wrapping_add(1) => {}
+            Some(last) if d.sequence > last && d.uptime_ms >= self.last_uptime => {
+                self.stats.lost += u64::from(d.sequence - last - 1);
+            }
+            Some(_) => {
+                self.stats.restarts += 1;
+                self.pools.clear();
+                info!(agent = %self.config.name, sequence = d.sequence, "sFlow agent restarted");
+            }
+            None => {}
+        }
+        self.last_seq = Some(d.sequence);
+        self.last_uptime = d.uptime_ms;
+        let time = SystemTime::now();
+        for s in &d.samples {
+            match s {
+                Sample::Flow(f) => {
+                    self.stats.flow_samples += 1;
+                    let announced = self.config.sampling_rate.unwrap_or(f.sampling_rate).max(1);
+                    self.stats.sampling_rate = announced;
+                    // What this sample stands for: the pool since the source's last sample.
+                    let key = (f.source_id_type, f.source_id_index);
+                    let weight = match (self.config.sampling_rate, self.pools.get(&key)) {
+                        (Some(r), _) => r,
+                        (None, Some(&last)) => {
+                            let d = f.sample_pool.wrapping_sub(last);
+                            if d > 0 && d <= announced.saturating_mul(64) {
+                                d
+                            } else {
+                                announced
+                            }
+                        }
+                        (None, None) => announced,
+                    };
+                    if self.pools.len() < MAX_SOURCES || self.pools.contains_key(&key) {
+                        self.pools.insert(key, f.sample_pool);
+                    }
+                    if let Some((info, frame)) = sampled_packet(&f.records) {
+                        self.agg.add(&info, weight);
+                        if let (Some(r), Some(frame)) = (recorder, frame) {
+                            if r.wants(info.dst) {
+                                r.offer(Frame {
+                                    dst: info.dst,
+                                    time,
+                                    orig_len: info.wire_len,
+                                    data: frame,
+                                });
+                            }
+                        }
+                    }
+                }
+                Sample::Counters(_) => self.stats.counter_samples += 1,
+                Sample::Unknown { .. } => {}
+            }
+        }
+    }
+}
+
+struct Run {
+    socket: UdpSocket,
+    agents: HashMap<IpAddr, Agent>,
+    agents_rx: watch::Receiver<Vec<SflowAgent>>,
+    interval: Duration,
+    engine: EngineHandle,
+    recorder: Option<Recorder>,
+    stats: SharedStats,
+    untrusted: u64,
+    last_untrusted: Option<IpAddr>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Run {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 65536];
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut started = Instant::now();
+        loop {
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.datagram(Bytes::copy_from_slice(&buf[..n]), from.ip()),
+                    Err(e) => warn!("sFlow socket: {e}"),
+                },
+                _ = tick.tick() => {
+                    let elapsed = started.elapsed();
+                    started = Instant::now();
+                    self.flush(elapsed).await;
+                }
+                Ok(()) = self.agents_rx.changed() => {
+                    let next = self.agents_rx.borrow_and_update().clone();
+                    let mut old = std::mem::take(&mut self.agents);
+                    for a in &next {
+                        let mut agent = old.remove(&a.address).unwrap_or_else(|| new_agent(a));
+                        agent.config = a.clone();
+                        agent.stats.name = a.name.clone();
+                        self.agents.insert(a.address, agent);
+                    }
+                    info!(agents = next.len(), "sFlow agents reconfigured");
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, data: Bytes, from: IpAddr) {
+        let from = match from {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(from, IpAddr::V4),
+            v4 => v4,
+        };
+        let Some(agent) = self.agents.get_mut(&from) else {
+            self.untrusted += 1;
+            if self.last_untrusted != Some(from) {
+                warn!(%from, "sFlow datagram from an address that is not a trusted agent: dropped");
+            }
+            self.last_untrusted = Some(from);
+            return;
+        };
+        agent.take(data, self.recorder.as_ref());
+    }
+
+    /// Hands each agent's interval to detection.
+    async fn flush(&mut self, elapsed: Duration) {
+        let interval_ms = (elapsed.as_millis() as u32).clamp(50, 60_000);
+        let mut reports = Vec::new();
+        for agent in self.agents.values_mut() {
+            let agg = std::mem::take(&mut agent.agg);
+            let sampled = agg.samples();
+            // An agent that has sent nothing for a while says nothing: its targets are not
+            // judged on missing data (the engine marks the node stale). A quiet link sends few
+            // flow samples, and counter samples only every 20 to 30 s: that is not silence.
+            if agent.stats.last_seen_ms + (AGENT_SILENT.as_millis() as u64) < now_ms() {
+                continue;
+            }
+            let targets = agg.finish(elapsed);
+            agent.seq += 1;
+            reports.push((
+                format!("sflow:{}", agent.config.name),
+                Report {
+                    node: format!("sflow-{}", sanitize(&agent.config.name)),
+                    seq: agent.seq,
+                    time_ms: now_ms(),
+                    interval_ms,
+                    one_in: agent.stats.sampling_rate.max(1),
+                    sampled,
+                    interfaces: Vec::new(),
+                    targets,
+                    packets: Vec::new(),
+                },
+            ));
+        }
+        for (node, r) in reports {
+            if self.engine.report(&node, r).await.is_none() {
+                return;
+            }
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.agents = self.agents.values().map(|a| a.stats.clone()).collect();
+            s.agents.sort_by(|a, b| a.name.cmp(&b.name));
+            s.untrusted = self.untrusted;
+            s.last_untrusted = self.last_untrusted;
+        }
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(56)
+        .collect()
+}
+
+/// The packet a flow sample describes: from its raw header (parsed like the probe's samples, and
+/// kept as a frame for captures), or else from its sampled IPv4/IPv6 record.
+fn sampled_packet(records: &[FlowRecord]) -> Option<(PacketInfo, Option<Bytes>)> {
+    let mut fallback = None;
+    for r in records {
+        match r {
+            FlowRecord::RawHeader(h) => {
+                let frame: Bytes = match h.protocol {
+                    1 => h.header.clone(),
+                    11 | 12 => Bytes::from(with_ethernet(&h.header)),
+                    _ => continue,
+                };
+                if let Some(mut info) = packet::parse(&frame) {
+                    // The frame's length as the agent saw it, not the captured part.
+                    if h.frame_length > 0 {
+                        info.wire_len = h.frame_length.saturating_sub(h.stripped.min(4));
+                    }
+                    return Some((info, Some(frame)));
+                }
+            }
+            FlowRecord::Ipv4(s) => {
+                fallback = Some(PacketInfo {
+                    src: IpAddr::V4(s.src),
+                    dst: IpAddr::V4(s.dst),
+                    proto: s.protocol as u8,
+                    sport: ports(s.protocol).then_some(s.src_port as u16),
+                    dport: ports(s.protocol).then_some(s.dst_port as u16),
+                    tcp_flags: (s.protocol == 6).then_some(s.tcp_flags as u8),
+                    fragment: false,
+                    wire_len: s.length,
+                });
+            }
+            FlowRecord::Ipv6(s) => {
+                fallback = Some(PacketInfo {
+                    src: IpAddr::V6(s.src),
+                    dst: IpAddr::V6(s.dst),
+                    proto: s.protocol as u8,
+                    sport: ports(s.protocol).then_some(s.src_port as u16),
+                    dport: ports(s.protocol).then_some(s.dst_port as u16),
+                    tcp_flags: (s.protocol == 6).then_some(s.tcp_flags as u8),
+                    fragment: false,
+                    wire_len: s.length,
+                });
+            }
+            _ => {}
+        }
+    }
+    fallback.map(|i| (i, None))
+}
+
+fn ports(proto: u32) -> bool {
+    proto == 6 || proto == 17
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use deflect_sflow::encode::{DatagramBuilder, raw_header};
+    use deflect_sflow::{FlowSample, ethernet_udp_frame};
+
+    use super::*;
+
+    fn agent(rate: Option<u32>) -> Agent {
+        new_agent(&SflowAgent {
+            address: "192.0.2.250".parse().unwrap(),
+            name: "sw1".into(),
+            sampling_rate: rate,
+        })
+    }
+
+    /// A datagram of `n` NTP samples to 203.0.113.9, the pool advancing by `step` per sample.
+    fn datagram(seq: u32, uptime: u32, pool: &mut u32, n: usize, rate: u32, step: u32) -> Bytes {
+        let mut b = DatagramBuilder::new("192.0.2.250".parse().unwrap())
+            .sequence(seq)
+            .uptime_ms(uptime);
+        for _ in 0..n {
+            *pool = pool.wrapping_add(step);
+            let frame = ethernet_udp_frame(
+                "198.51.100.1".parse().unwrap(),
+                "203.0.113.9".parse().unwrap(),
+                123,
+                4444,
+                468,
+            );
+            b = b.flow(FlowSample {
+                expanded: false,
+                sequence: 0,
+                source_id_type: 0,
+                source_id_index: 1,
+                sampling_rate: rate,
+                sample_pool: *pool,
+                drops: 0,
+                input: 1,
+                output: 2,
+                records: vec![FlowRecord::RawHeader(raw_header(&frame))],
+            });
+        }
+        b.encode().freeze()
+    }
+
+    #[test]
+    fn gaps_are_lost_datagrams_and_going_back_is_a_restart() {
+        let mut a = agent(None);
+        let mut pool = 0;
+        for seq in [1, 2, 3, 7, 8] {
+            a.take(datagram(seq, seq * 1000, &mut pool, 1, 100, 100), None);
+        }
+        assert_eq!((a.stats.lost, a.stats.restarts), (3, 0));
+        a.take(datagram(1, 500, &mut pool, 1, 100, 100), None);
+        assert_eq!((a.stats.lost, a.stats.restarts), (3, 1));
+        assert_eq!(a.stats.datagrams, 6);
+        assert_eq!(a.stats.flow_samples, 6);
+        a.take(Bytes::from_static(b"\x00\x00\x00\x05garbage"), None);
+        assert_eq!(a.stats.decode_errors, 1);
+        assert!(a.stats.last_error.is_some());
+    }
+
+    #[test]
+    fn samples_stand_for_the_pool_since_the_last_one() {
+        // 1 in 100 announced, but every other datagram lost on the way: the pool says each sample
+        // that arrived stands for 200 packets.
+        let mut a = agent(None);
+        let mut pool = 0;
+        for seq in 0..100u32 {
+            let d = datagram(seq, seq * 10 + 1, &mut pool, 1, 100, 100);
+            if seq % 2 == 0 {
+                a.take(d, None);
+            }
+        }
+        let t = std::mem::take(&mut a.agg).finish(Duration::from_secs(1));
+        assert_eq!(t.len(), 1);
+        // 50 samples; the first stands for 100 (no pool before it), the others for 200.
+        assert_eq!(t[0].pps, 100 + 49 * 200);
+        assert_eq!(t[0].flows[0].sport, Some(123));
+    }
+
+    #[test]
+    fn a_configured_sampling_rate_overrides_the_agent() {
+        let mut a = agent(Some(1000));
+        let mut pool = 0;
+        a.take(datagram(0, 1, &mut pool, 10, 10, 10), None);
+        let t = std::mem::take(&mut a.agg).finish(Duration::from_secs(1));
+        assert_eq!(t[0].pps, 10_000);
+        assert_eq!(a.stats.sampling_rate, 1000);
+    }
+}
