@@ -165,6 +165,20 @@ mod tests {
     }
 
     #[test]
+    fn udp_over_qinq_gives_the_ports() {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .double_vlan(VlanId::try_new(100).unwrap(), VlanId::try_new(42).unwrap())
+            .ipv4(SRC4, DST4, 64)
+            .udp(123, 4444);
+        let mut frame = Vec::new();
+        b.write(&mut frame, &[0; 100]).unwrap();
+        let info = parse(&frame).unwrap();
+        assert_eq!((info.proto, info.sport, info.dport), (17, Some(123), Some(4444)));
+        // Two tags of 4 bytes each in front of the IPv4 packet.
+        assert_eq!(info.wire_len as usize, 14 + 8 + 20 + 8 + 100);
+    }
+
+    #[test]
     fn ipv6_udp_and_icmpv6() {
         let src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let mut dst = src;
