@@ -604,9 +604,9 @@ pub fn nodes(a: &ApiArgs) -> ExitCode {
                     },
                     ms_ago(n.get("last_report_ms")?.as_u64()?),
                     format!("{}ms", n.get("interval_ms")?),
-                    n.get("reports")?,
-                    n.get("rx_pps")?,
-                    n.get("one_in")?
+                    n.get("reports")?.as_u64()?,
+                    n.get("rx_pps")?.as_u64()?,
+                    n.get("one_in")?.as_u64()?
                 ));
             }
             Some(rows.join("\n"))
@@ -698,12 +698,12 @@ pub fn sflow(a: &ApiArgs) -> ExitCode {
                     "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {}",
                     x.get("name")?.as_str()?,
                     x.get("address")?.as_str()?,
-                    x.get("datagrams")?,
-                    x.get("flow_samples")?,
-                    x.get("lost")?,
-                    x.get("restarts")?,
-                    x.get("decode_errors")?,
-                    x.get("sampling_rate")?,
+                    x.get("datagrams")?.as_u64()?,
+                    x.get("flow_samples")?.as_u64()?,
+                    x.get("lost")?.as_u64()?,
+                    x.get("restarts")?.as_u64()?,
+                    x.get("decode_errors")?.as_u64()?,
+                    x.get("sampling_rate")?.as_u64()?,
                     match x.get("last_seen_ms")?.as_u64()? {
                         0 => "never".to_string(),
                         t => ms_ago(t),

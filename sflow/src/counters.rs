@@ -15,7 +15,10 @@ pub enum CounterRecord {
     Ethernet(EthernetCounters),
     /// A record this crate does not decode, skipped by its length. `format` is the whole wire word
     /// (`enterprise << 12 | format`); `data` its body, padding excluded.
-    Unknown { format: u32, data: Bytes },
+    Unknown {
+        format: u32,
+        data: Bytes,
+    },
 }
 
 impl CounterRecord {

@@ -14,8 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use etherparse::{
-    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header,
-    Icmpv6Type, IpNumber, Ipv4Header, Ipv6Header, TcpHeader, UdpHeader,
+    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type,
+    IpNumber, Ipv4Header, Ipv6Header, TcpHeader, UdpHeader,
 };
 
 use crate::counters::CounterRecord;

@@ -128,7 +128,10 @@ mod tests {
     fn contexts_read_as_positions() {
         assert_eq!(Place::Header.to_string(), "datagram header");
         assert_eq!(Place::Sample(0, None).to_string(), "sample 1");
-        assert_eq!(Place::Sample(1, Some(1)).to_string(), "sample 2 (flow sample)");
+        assert_eq!(
+            Place::Sample(1, Some(1)).to_string(),
+            "sample 2 (flow sample)"
+        );
         assert_eq!(
             Place::Sample(2, Some(formats::join(4300, 7))).to_string(),
             "sample 3 (format 4300:7)"
@@ -139,7 +142,10 @@ mod tests {
             record: 0,
             format: Some(1),
         };
-        assert_eq!(p.to_string(), "sample 2 (flow sample), record 1 (raw packet header)");
+        assert_eq!(
+            p.to_string(),
+            "sample 2 (flow sample), record 1 (raw packet header)"
+        );
         let p = Place::Record {
             sample: 0,
             sample_format: 4,

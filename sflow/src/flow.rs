@@ -22,7 +22,10 @@ pub enum FlowRecord {
     ExtendedGateway(ExtendedGateway),
     /// A record this crate does not decode, skipped by its length. `format` is the whole wire word
     /// (`enterprise << 12 | format`); `data` its body, padding excluded.
-    Unknown { format: u32, data: Bytes },
+    Unknown {
+        format: u32,
+        data: Bytes,
+    },
 }
 
 impl FlowRecord {

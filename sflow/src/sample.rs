@@ -37,7 +37,10 @@ pub enum Sample {
     Counters(CounterSample),
     /// A sample this crate does not decode, skipped by its length. `format` is the whole wire word
     /// (`enterprise << 12 | format`); `data` its body, padding excluded.
-    Unknown { format: u32, data: Bytes },
+    Unknown {
+        format: u32,
+        data: Bytes,
+    },
 }
 
 impl Sample {

@@ -18,16 +18,24 @@ fn parse(frame: &[u8]) -> LaxSlicedPacket<'_> {
 fn udp_over_ipv4_has_every_length_right() {
     for payload in [0usize, 1, 86, 87, 468, 1472, 65507] {
         let f = ethernet_udp_frame(ip("198.51.100.1"), ip("203.0.113.7"), 123, 40000, payload);
-        assert_eq!(f.len(), (14 + 20 + 8 + payload).min(MAX_HEADER_LEN), "payload {payload}");
+        assert_eq!(
+            f.len(),
+            (14 + 20 + 8 + payload).min(MAX_HEADER_LEN),
+            "payload {payload}"
+        );
         let p = parse(&f);
         assert!(matches!(p.link, Some(LinkSlice::Ethernet2(_))));
-        let Some(LaxNetSlice::Ipv4(ipv4)) = &p.net else { panic!("not IPv4") };
+        let Some(LaxNetSlice::Ipv4(ipv4)) = &p.net else {
+            panic!("not IPv4")
+        };
         let h = ipv4.header();
         assert_eq!(usize::from(h.total_len()), 20 + 8 + payload);
         assert_eq!(h.source(), [198, 51, 100, 1]);
         assert_eq!(h.destination(), [203, 0, 113, 7]);
         assert_eq!(h.protocol(), etherparse::IpNumber::UDP);
-        let Some(TransportSlice::Udp(udp)) = &p.transport else { panic!("not UDP") };
+        let Some(TransportSlice::Udp(udp)) = &p.transport else {
+            panic!("not UDP")
+        };
         assert_eq!((udp.source_port(), udp.destination_port()), (123, 40000));
         assert_eq!(usize::from(udp.length()), 8 + payload);
         assert_eq!(&f[0..6], &DST_MAC);
@@ -54,9 +62,13 @@ fn udp_over_ipv6() {
     let f = ethernet_udp_frame(ip("2001:db8::1"), ip("2001:db8::7"), 53, 33333, 1000);
     assert_eq!(f.len(), MAX_HEADER_LEN);
     let p = parse(&f);
-    let Some(LaxNetSlice::Ipv6(ipv6)) = &p.net else { panic!("not IPv6") };
+    let Some(LaxNetSlice::Ipv6(ipv6)) = &p.net else {
+        panic!("not IPv6")
+    };
     assert_eq!(ipv6.header().payload_length(), 8 + 1000);
-    let Some(TransportSlice::Udp(udp)) = &p.transport else { panic!("not UDP") };
+    let Some(TransportSlice::Udp(udp)) = &p.transport else {
+        panic!("not UDP")
+    };
     assert_eq!(udp.length(), 1008);
     assert_eq!(raw_header(&f).frame_length, 14 + 40 + 1008 + 4);
 }
@@ -65,8 +77,13 @@ fn udp_over_ipv6() {
 fn mixed_families_become_ipv6_with_a_mapped_address() {
     let f = ethernet_udp_frame(ip("192.0.2.1"), ip("2001:db8::7"), 1, 2, 0);
     let p = parse(&f);
-    let Some(LaxNetSlice::Ipv6(ipv6)) = &p.net else { panic!("not IPv6") };
-    assert_eq!(ipv6.header().source_addr(), "::ffff:192.0.2.1".parse::<std::net::Ipv6Addr>().unwrap());
+    let Some(LaxNetSlice::Ipv6(ipv6)) = &p.net else {
+        panic!("not IPv6")
+    };
+    assert_eq!(
+        ipv6.header().source_addr(),
+        "::ffff:192.0.2.1".parse::<std::net::Ipv6Addr>().unwrap()
+    );
 }
 
 #[test]
@@ -75,7 +92,9 @@ fn tcp_flags_are_set_bit_for_bit() {
         for (s, d) in [("192.0.2.1", "203.0.113.7"), ("2001:db8::1", "2001:db8::7")] {
             let f = ethernet_tcp_frame(ip(s), ip(d), 40000, 443, flags);
             let p = parse(&f);
-            let Some(TransportSlice::Tcp(tcp)) = &p.transport else { panic!("not TCP") };
+            let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
+                panic!("not TCP")
+            };
             assert_eq!((tcp.source_port(), tcp.destination_port()), (40000, 443));
             let got = u8::from(tcp.fin())
                 | u8::from(tcp.syn()) << 1

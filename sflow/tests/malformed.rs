@@ -5,7 +5,9 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::{every_kind, ip, vector};
-use deflect_sflow::encode::{DatagramBuilder, encode, put_counter_record, put_flow_record, put_sample};
+use deflect_sflow::encode::{
+    DatagramBuilder, encode, put_counter_record, put_flow_record, put_sample,
+};
 use deflect_sflow::{
     CounterRecord, CounterSample, Datagram, DecodeError, ErrorKind, FlowRecord, FlowSample, Sample,
     decode,
@@ -56,16 +58,27 @@ fn truncated_datagram_fails_at_every_offset() {
         }
         assert_eq!(at, bytes.len());
         for cut in 0..bytes.len() {
-            let err = decode(bytes.slice(..cut)).expect_err(&format!("{name}: prefix of {cut} decoded"));
+            let err =
+                decode(bytes.slice(..cut)).expect_err(&format!("{name}: prefix of {cut} decoded"));
             assert!(!err.to_string().is_empty());
             if err.context == "datagram header" {
                 assert!(
-                    matches!(err.kind, ErrorKind::Truncated { .. } | ErrorKind::TooMany { what: "samples", .. }),
+                    matches!(
+                        err.kind,
+                        ErrorKind::Truncated { .. }
+                            | ErrorKind::TooMany {
+                                what: "samples",
+                                ..
+                            }
+                    ),
                     "{name} cut at {cut}: {err}"
                 );
                 continue;
             }
-            let k = bounds.iter().position(|&(s, e)| s <= cut && cut < e).unwrap();
+            let k = bounds
+                .iter()
+                .position(|&(s, e)| s <= cut && cut < e)
+                .unwrap();
             let want = format!("sample {}", k + 1);
             assert!(
                 err.context == want || err.context.starts_with(&format!("{want} (")),
@@ -96,7 +109,10 @@ fn truncated_sample_fails_at_every_offset() {
                 };
                 let err = decode(encode(&broken).freeze())
                     .expect_err(&format!("{name}: sample {i} cut at {cut} decoded"));
-                assert!(err.context.starts_with(&prefix), "{name}, sample {i} cut at {cut}: {err}");
+                assert!(
+                    err.context.starts_with(&prefix),
+                    "{name}, sample {i} cut at {cut}: {err}"
+                );
             }
         }
     }
@@ -161,7 +177,9 @@ fn truncated_record_fails_at_every_offset_and_names_it() {
                     let data = body.slice(..cut);
                     match &mut broken.samples[i] {
                         Sample::Flow(f) => f.records[j] = FlowRecord::Unknown { format, data },
-                        Sample::Counters(c) => c.records[j] = CounterRecord::Unknown { format, data },
+                        Sample::Counters(c) => {
+                            c.records[j] = CounterRecord::Unknown { format, data }
+                        }
                         Sample::Unknown { .. } => unreachable!(),
                     }
                     let err = decode(encode(&broken).freeze())
@@ -170,7 +188,9 @@ fn truncated_record_fails_at_every_offset_and_names_it() {
                     assert!(
                         matches!(
                             err.kind,
-                            ErrorKind::Truncated { .. } | ErrorKind::Length { .. } | ErrorKind::TooMany { .. }
+                            ErrorKind::Truncated { .. }
+                                | ErrorKind::Length { .. }
+                                | ErrorKind::TooMany { .. }
                         ),
                         "{err}"
                     );
@@ -183,7 +203,10 @@ fn truncated_record_fails_at_every_offset_and_names_it() {
 }
 
 fn datagram_with(sample: Sample) -> Bytes {
-    DatagramBuilder::new(ip("192.0.2.1")).sample(sample).encode().freeze()
+    DatagramBuilder::new(ip("192.0.2.1"))
+        .sample(sample)
+        .encode()
+        .freeze()
 }
 
 fn flow_with(records: Vec<FlowRecord>) -> Sample {
@@ -194,7 +217,10 @@ fn flow_with(records: Vec<FlowRecord>) -> Sample {
 }
 
 fn words(w: &[u32]) -> Bytes {
-    w.iter().flat_map(|w| w.to_be_bytes()).collect::<Vec<u8>>().into()
+    w.iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 fn err(bytes: Bytes) -> DecodeError {
@@ -247,55 +273,88 @@ fn malformed_datagrams_give_their_reason_and_place() {
             "4 billion samples",
             words(&[5, 1, 0xc000_0201, 0, 0, 0, u32::MAX]),
             "datagram header",
-            ErrorKind::TooMany { what: "samples", n: u32::MAX },
+            ErrorKind::TooMany {
+                what: "samples",
+                n: u32::MAX,
+            },
         ),
         (
             "2 samples, room for 1",
             words(&[5, 1, 0xc000_0201, 0, 0, 0, 2, 1, 0]),
             "datagram header",
-            ErrorKind::TooMany { what: "samples", n: 2 },
+            ErrorKind::TooMany {
+                what: "samples",
+                n: 2,
+            },
         ),
         (
             "sample length past the end",
             words(&[5, 1, 0xc000_0201, 0, 0, 0, 1, 1, 1000, 0, 0]),
             "sample 1 (flow sample)",
-            ErrorKind::Length { what: "sample", len: 1000 },
+            ErrorKind::Length {
+                what: "sample",
+                len: 1000,
+            },
         ),
         (
             "sample length 2^32-1",
             words(&[5, 1, 0xc000_0201, 0, 0, 0, 1, 1, u32::MAX]),
             "sample 1 (flow sample)",
-            ErrorKind::Length { what: "sample", len: u32::MAX },
+            ErrorKind::Length {
+                what: "sample",
+                len: u32::MAX,
+            },
         ),
         (
             "unpadded unknown sample at the end",
             words(&[5, 1, 0xc000_0201, 0, 0, 0, 1, 77, 3, 0x6162_6300]).slice(..39),
             "sample 1 (format 0:77)",
-            ErrorKind::Length { what: "sample", len: 3 },
+            ErrorKind::Length {
+                what: "sample",
+                len: 3,
+            },
         ),
         (
             "sample header cut",
             words(&[5, 1, 0xc000_0201, 0, 0, 0, 1, 1, 0]).slice(..34),
             "datagram header",
-            ErrorKind::TooMany { what: "samples", n: 1 },
+            ErrorKind::TooMany {
+                what: "samples",
+                n: 1,
+            },
         ),
         (
             "flow sample cut before its record count",
-            datagram_with(Sample::Unknown { format: 1, data: words(&[0; 7]) }),
+            datagram_with(Sample::Unknown {
+                format: 1,
+                data: words(&[0; 7]),
+            }),
             "sample 1 (flow sample)",
             ErrorKind::Truncated { need: 4, have: 0 },
         ),
         (
             "a million flow records",
-            datagram_with(Sample::Unknown { format: 1, data: words(&[0, 0, 0, 0, 0, 0, 0, 1_000_000]) }),
+            datagram_with(Sample::Unknown {
+                format: 1,
+                data: words(&[0, 0, 0, 0, 0, 0, 0, 1_000_000]),
+            }),
             "sample 1 (flow sample)",
-            ErrorKind::TooMany { what: "flow records", n: 1_000_000 },
+            ErrorKind::TooMany {
+                what: "flow records",
+                n: 1_000_000,
+            },
         ),
         (
             "expanded counter sample with too many records",
-            datagram_with(Sample::Unknown { format: 4, data: words(&[0, 0, 0, 2, 9, 0]) }),
+            datagram_with(Sample::Unknown {
+                format: 4,
+                data: words(&[0, 0, 0, 2, 9, 0]),
+            }),
             "sample 1 (expanded counter sample)",
-            ErrorKind::TooMany { what: "counter records", n: 2 },
+            ErrorKind::TooMany {
+                what: "counter records",
+                n: 2,
+            },
         ),
         (
             "record length past its sample",
@@ -304,7 +363,10 @@ fn malformed_datagrams_give_their_reason_and_place() {
                 data: words(&[0, 0, 0, 0, 0, 0, 0, 2, 1001, 16, 1, 2, 3, 4, 3, 32, 0, 0]),
             }),
             "sample 1 (flow sample), record 2 (sampled IPv4)",
-            ErrorKind::Length { what: "record", len: 32 },
+            ErrorKind::Length {
+                what: "record",
+                len: 32,
+            },
         ),
         (
             "sampled IPv4 record too short",
@@ -316,37 +378,65 @@ fn malformed_datagrams_give_their_reason_and_place() {
             "sampled header longer than its record",
             datagram_with(flow_with(vec![unknown_flow(1, &[1, 64, 4, 128, 0, 0])])),
             "sample 1 (flow sample), record 1 (raw packet header)",
-            ErrorKind::Length { what: "sampled header", len: 128 },
+            ErrorKind::Length {
+                what: "sampled header",
+                len: 128,
+            },
         ),
         (
             "sampled header length 2^32-1",
             datagram_with(flow_with(vec![unknown_flow(1, &[1, 64, 4, u32::MAX])])),
             "sample 1 (flow sample), record 1 (raw packet header)",
-            ErrorKind::Length { what: "sampled header", len: u32::MAX },
+            ErrorKind::Length {
+                what: "sampled header",
+                len: u32::MAX,
+            },
         ),
         (
             "extended router next hop type 7",
-            datagram_with(flow_with(vec![switch.clone(), switch.clone(), unknown_flow(1002, &[7, 0, 0, 0])])),
+            datagram_with(flow_with(vec![
+                switch.clone(),
+                switch.clone(),
+                unknown_flow(1002, &[7, 0, 0, 0]),
+            ])),
             "sample 1 (flow sample), record 3 (extended router)",
             ErrorKind::AddressType(7),
         ),
         (
             "extended gateway with 4 billion AS path segments",
-            datagram_with(flow_with(vec![unknown_flow(1003, &[1, 0, 1, 2, 3, u32::MAX, 0, 0])])),
+            datagram_with(flow_with(vec![unknown_flow(
+                1003,
+                &[1, 0, 1, 2, 3, u32::MAX, 0, 0],
+            )])),
             "sample 1 (flow sample), record 1 (extended gateway)",
-            ErrorKind::TooMany { what: "AS path segments", n: u32::MAX },
+            ErrorKind::TooMany {
+                what: "AS path segments",
+                n: u32::MAX,
+            },
         ),
         (
             "extended gateway segment longer than the record",
-            datagram_with(flow_with(vec![unknown_flow(1003, &[1, 0, 1, 2, 3, 1, 2, 3, 64500, 0])])),
+            datagram_with(flow_with(vec![unknown_flow(
+                1003,
+                &[1, 0, 1, 2, 3, 1, 2, 3, 64500, 0],
+            )])),
             "sample 1 (flow sample), record 1 (extended gateway)",
-            ErrorKind::TooMany { what: "AS numbers in a segment", n: 3 },
+            ErrorKind::TooMany {
+                what: "AS numbers in a segment",
+                n: 3,
+            },
         ),
         (
             "extended gateway with too many communities",
-            datagram_with(flow_with(vec![unknown_flow(1003, &[1, 0, 1, 2, 3, 0, 1000, 1, 2])])),
+            datagram_with(flow_with(vec![unknown_flow(
+                1003,
+                &[1, 0, 1, 2, 3, 0, 1000, 1, 2],
+            )])),
             "sample 1 (flow sample), record 1 (extended gateway)",
-            ErrorKind::TooMany { what: "communities", n: 1000 },
+            ErrorKind::TooMany {
+                what: "communities",
+                n: 1000,
+            },
         ),
         (
             "extended gateway without local pref",
@@ -357,7 +447,10 @@ fn malformed_datagrams_give_their_reason_and_place() {
         (
             "generic interface counters cut",
             datagram_with(Sample::Counters(CounterSample {
-                records: vec![CounterRecord::Unknown { format: 1, data: words(&[0; 21]) }],
+                records: vec![CounterRecord::Unknown {
+                    format: 1,
+                    data: words(&[0; 21]),
+                }],
                 ..CounterSample::default()
             })),
             "sample 1 (counter sample), record 1 (generic interface counters)",
@@ -369,7 +462,10 @@ fn malformed_datagrams_give_their_reason_and_place() {
                 .unknown(7, &b"abcd"[..])
                 .counters(CounterSample {
                     expanded: true,
-                    records: vec![CounterRecord::Unknown { format: 2, data: words(&[0; 12]) }],
+                    records: vec![CounterRecord::Unknown {
+                        format: 2,
+                        data: words(&[0; 12]),
+                    }],
                     ..CounterSample::default()
                 })
                 .encode()
@@ -387,7 +483,10 @@ fn malformed_datagrams_give_their_reason_and_place() {
 
 #[test]
 fn error_messages_read_well() {
-    let e = err(datagram_with(flow_with(vec![unknown_flow(1, &[1, 64, 4, 128, 0, 0])])));
+    let e = err(datagram_with(flow_with(vec![unknown_flow(
+        1,
+        &[1, 64, 4, 128, 0, 0],
+    )])));
     assert_eq!(
         e.to_string(),
         "sample 1 (flow sample), record 1 (raw packet header): sampled header length 128 runs past \
@@ -421,7 +520,9 @@ fn known_record_with_extra_octets_keeps_its_fields() {
         unknown_flow(1001, &[1, 2, 3, 4, 0xaaaa, 0xbbbb]),
         unknown_flow(1001, &[5, 6, 7, 8]),
     ]));
-    let Sample::Flow(f) = &decode(d).unwrap().samples[0] else { panic!() };
+    let Sample::Flow(f) = &decode(d).unwrap().samples[0] else {
+        panic!()
+    };
     let vlans: Vec<u32> = f
         .records
         .iter()

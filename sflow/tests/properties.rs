@@ -34,12 +34,30 @@ fn unknown_format(known: &'static [u32]) -> impl Strategy<Value = u32> {
 
 fn flow_record() -> impl Strategy<Value = FlowRecord> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), any::<u32>(), bytes(160)).prop_map(|(protocol, frame_length, stripped, header)| {
-            FlowRecord::RawHeader(RawHeader { protocol, frame_length, stripped, header })
-        }),
-        (any::<u32>(), any::<[u8; 6]>(), any::<[u8; 6]>(), any::<u32>()).prop_map(|(length, src_mac, dst_mac, eth_type)| {
-            FlowRecord::Ethernet(SampledEthernet { length, src_mac, dst_mac, eth_type })
-        }),
+        (any::<u32>(), any::<u32>(), any::<u32>(), bytes(160)).prop_map(
+            |(protocol, frame_length, stripped, header)| {
+                FlowRecord::RawHeader(RawHeader {
+                    protocol,
+                    frame_length,
+                    stripped,
+                    header,
+                })
+            }
+        ),
+        (
+            any::<u32>(),
+            any::<[u8; 6]>(),
+            any::<[u8; 6]>(),
+            any::<u32>()
+        )
+            .prop_map(|(length, src_mac, dst_mac, eth_type)| {
+                FlowRecord::Ethernet(SampledEthernet {
+                    length,
+                    src_mac,
+                    dst_mac,
+                    eth_type,
+                })
+            }),
         (any::<[u32; 6]>(), any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(w, s, d)| {
             FlowRecord::Ipv4(SampledIpv4 {
                 length: w[0],
@@ -71,10 +89,19 @@ fn flow_record() -> impl Strategy<Value = FlowRecord> {
             dst_priority: w[3],
         })),
         (ip(), any::<u32>(), any::<u32>()).prop_map(|(next_hop, src_mask_len, dst_mask_len)| {
-            FlowRecord::ExtendedRouter(ExtendedRouter { next_hop, src_mask_len, dst_mask_len })
+            FlowRecord::ExtendedRouter(ExtendedRouter {
+                next_hop,
+                src_mask_len,
+                dst_mask_len,
+            })
         }),
-        (ip(), any::<[u32; 4]>(), vec(vec(any::<u32>(), 0..6), 0..4), vec(any::<u32>(), 0..6)).prop_map(
-            |(next_hop, w, as_path, communities)| {
+        (
+            ip(),
+            any::<[u32; 4]>(),
+            vec(vec(any::<u32>(), 0..6), 0..4),
+            vec(any::<u32>(), 0..6)
+        )
+            .prop_map(|(next_hop, w, as_path, communities)| {
                 FlowRecord::ExtendedGateway(ExtendedGateway {
                     next_hop,
                     as_: w[0],
@@ -84,8 +111,7 @@ fn flow_record() -> impl Strategy<Value = FlowRecord> {
                     communities,
                     local_pref: w[3],
                 })
-            }
-        ),
+            }),
         (unknown_format(&[1, 2, 3, 4, 1001, 1002, 1003]), bytes(40))
             .prop_map(|(format, data)| FlowRecord::Unknown { format, data }),
     ]
@@ -131,7 +157,8 @@ fn counter_record() -> impl Strategy<Value = CounterRecord> {
             dot3_stats_internal_mac_receive_errors: w[11],
             dot3_stats_symbol_errors: w[12],
         })),
-        (unknown_format(&[1, 2]), bytes(40)).prop_map(|(format, data)| CounterRecord::Unknown { format, data }),
+        (unknown_format(&[1, 2]), bytes(40))
+            .prop_map(|(format, data)| CounterRecord::Unknown { format, data }),
     ]
 }
 
@@ -145,30 +172,35 @@ fn source_id() -> impl Strategy<Value = (bool, u32, u32)> {
 
 fn sample() -> impl Strategy<Value = Sample> {
     prop_oneof![
-        (source_id(), any::<[u32; 6]>(), vec(flow_record(), 0..6)).prop_map(|((expanded, t, i), w, records)| {
-            Sample::Flow(FlowSample {
-                expanded,
-                sequence: w[0],
-                source_id_type: t,
-                source_id_index: i,
-                sampling_rate: w[1],
-                sample_pool: w[2],
-                drops: w[3],
-                input: w[4],
-                output: w[5],
-                records,
-            })
-        }),
-        (source_id(), any::<u32>(), vec(counter_record(), 0..4)).prop_map(|((expanded, t, i), sequence, records)| {
-            Sample::Counters(CounterSample {
-                expanded,
-                sequence,
-                source_id_type: t,
-                source_id_index: i,
-                records,
-            })
-        }),
-        (unknown_format(&[1, 2, 3, 4]), bytes(60)).prop_map(|(format, data)| Sample::Unknown { format, data }),
+        (source_id(), any::<[u32; 6]>(), vec(flow_record(), 0..6)).prop_map(
+            |((expanded, t, i), w, records)| {
+                Sample::Flow(FlowSample {
+                    expanded,
+                    sequence: w[0],
+                    source_id_type: t,
+                    source_id_index: i,
+                    sampling_rate: w[1],
+                    sample_pool: w[2],
+                    drops: w[3],
+                    input: w[4],
+                    output: w[5],
+                    records,
+                })
+            }
+        ),
+        (source_id(), any::<u32>(), vec(counter_record(), 0..4)).prop_map(
+            |((expanded, t, i), sequence, records)| {
+                Sample::Counters(CounterSample {
+                    expanded,
+                    sequence,
+                    source_id_type: t,
+                    source_id_index: i,
+                    records,
+                })
+            }
+        ),
+        (unknown_format(&[1, 2, 3, 4]), bytes(60))
+            .prop_map(|(format, data)| Sample::Unknown { format, data }),
     ]
 }
 

@@ -292,7 +292,9 @@ fn unknown_record_is_skipped_with_its_padding() {
     // In the vector, the unknown flow record ("hello", length 5, 3 octets of padding) is followed by
     // a counter sample: that it decodes shows the padding was skipped.
     let d = decode(vector("every_record.hex")).unwrap();
-    let Sample::Flow(f) = &d.samples[0] else { panic!() };
+    let Sample::Flow(f) = &d.samples[0] else {
+        panic!()
+    };
     assert_eq!(
         f.records.last(),
         Some(&FlowRecord::Unknown {
@@ -326,8 +328,9 @@ fn ipv4_agent_header_byte_for_byte() {
 
 #[test]
 fn unknown_agent_address_type_decodes_as_unspecified() {
-    let bytes = hex::decode("00000005 00000000 00000000 00000001 00000002 00000000".replace(' ', ""))
-        .unwrap();
+    let bytes =
+        hex::decode("00000005 00000000 00000000 00000001 00000002 00000000".replace(' ', ""))
+            .unwrap();
     let d = decode(Bytes::from(bytes)).unwrap();
     assert_eq!(d.agent, ip("0.0.0.0"));
     assert_eq!((d.sub_agent, d.sequence, d.uptime_ms), (0, 1, 2));
@@ -355,7 +358,9 @@ fn expanded_interfaces_fold_into_the_compact_form() {
         bytes.extend_from_slice(&w.to_be_bytes());
     }
     let d = decode(Bytes::from(bytes)).unwrap();
-    let Sample::Flow(f) = &d.samples[0] else { panic!() };
+    let Sample::Flow(f) = &d.samples[0] else {
+        panic!()
+    };
     assert!(f.expanded);
     assert_eq!(f.input, (1 << 30) | 258);
     assert_eq!(f.output, 0x3fff_ffff);
@@ -366,7 +371,9 @@ fn sample_and_record_format_words_are_kept_whole() {
     let d = every_kind();
     let formats: Vec<u32> = d.samples.iter().map(Sample::format).collect();
     assert_eq!(formats, [1, 3, 2, 4, (4413 << 12) | 9]);
-    let Sample::Flow(f) = &d.samples[0] else { panic!() };
+    let Sample::Flow(f) = &d.samples[0] else {
+        panic!()
+    };
     let formats: Vec<u32> = f.records.iter().map(FlowRecord::format).collect();
     assert_eq!(formats, [1, 2, 3, 1001, 1005]);
 }

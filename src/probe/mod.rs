@@ -74,6 +74,15 @@ const IDLE_DRAIN_PERIOD: Duration = Duration::from_millis(100);
 const DRAIN_BUDGET: usize = 8192;
 /// How often, within an interval, the sample rate is checked for a flood that needs a larger `N`.
 const RAISE_CHECK: Duration = Duration::from_millis(50);
+/// A flood that starts within an interval closes it early, so that detection does not wait for
+/// the interval's end: when the packet rate seen since the last check is this many times the
+/// previous interval's...
+const SURGE_FACTOR: f64 = 4.0;
+/// ...and at least this many packets a second.
+const SURGE_MIN_PPS: f64 = 2000.0;
+/// The shortest interval a surge closes (a report every 50 ms at most).
+const SURGE_MIN_INTERVAL: Duration = Duration::from_millis(50);
+
 /// The shortest time at one rate on which to judge it at the end of an interval.
 const MIN_RATE_WINDOW: Duration = Duration::from_millis(200);
 
@@ -264,6 +273,8 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     let mut check = Window::new(start);
     let mut at_rate = Window::new(start);
     let mut nap = DRAIN_PERIOD;
+    // Packets a second in the last interval, for surges.
+    let mut last_pps = f64::INFINITY;
     loop {
         match sampler.drain(&mut agg, DRAIN_BUDGET) {
             Ok((read, lost)) => {
@@ -288,6 +299,19 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
             if now - check.since >= RAISE_CHECK {
                 let rate = check.per_sec(now);
                 let one_in = sampler.one_in();
+                let pps = rate * f64::from(one_in);
+                if pps >= SURGE_MIN_PPS
+                    && pps >= SURGE_FACTOR * last_pps
+                    && now - start >= SURGE_MIN_INTERVAL
+                {
+                    debug!(
+                        pps = pps as u64,
+                        last_pps = last_pps as u64,
+                        "surge: reporting now"
+                    );
+                    deadline = now;
+                    continue;
+                }
                 if rate > 2.0 * sampler::TARGET_MAX {
                     let next = sampler::next_one_in(one_in, rate);
                     if next != one_in {
@@ -334,6 +358,7 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
             );
         }
         let targets = std::mem::take(&mut agg).finish(elapsed);
+        last_pps = targets.iter().map(|t| t.pps as f64).sum::<f64>();
         let report = Report {
             node: node.clone(),
             seq,
@@ -383,7 +408,7 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
         start = end;
         deadline += args.interval;
         if deadline <= end {
-            // Fell behind (suspended, starved): start afresh rather than firing a burst.
+            // Fell behind, or closed early by a surge: the next interval is a whole one.
             deadline = end + args.interval;
         }
     }

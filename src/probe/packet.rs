@@ -173,7 +173,10 @@ mod tests {
         let mut frame = Vec::new();
         b.write(&mut frame, &[0; 100]).unwrap();
         let info = parse(&frame).unwrap();
-        assert_eq!((info.proto, info.sport, info.dport), (17, Some(123), Some(4444)));
+        assert_eq!(
+            (info.proto, info.sport, info.dport),
+            (17, Some(123), Some(4444))
+        );
         // Two tags of 4 bytes each in front of the IPv4 packet.
         assert_eq!(info.wire_len as usize, 14 + 8 + 20 + 8 + 100);
     }

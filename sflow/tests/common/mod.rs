@@ -14,7 +14,9 @@ use deflect_sflow::{
 
 /// A vector from `tests/data`: hex, whitespace ignored, `#` to the end of a line is a comment.
 pub fn vector(name: &str) -> Bytes {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let hex: String = text
         .lines()
@@ -29,7 +31,11 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8]) {
     if got == want {
         return;
     }
-    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
     let from = at.saturating_sub(8) & !3;
     let show = |b: &[u8]| hex::encode(b.get(from..(at + 16).min(b.len())).unwrap_or(&[]));
     panic!(

@@ -1,0 +1,219 @@
+//! End to end on the namespace lab (`integration/lab`): real bounded floods from the attacker's
+//! namespace, `deflect probe` on the victim, deflect with the shipped policies, BIRD and GoBGP in
+//! their own namespaces. Each flood must become the right FlowSpec rule (components and action) in
+//! both routers and leave both when it stops; the CLI announces and withdraws by hand; the sFlow
+//! path works with the synthetic exporter.
+
+#[path = "lab_rig/mod.rs"]
+mod lab_rig;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lab_rig::{Kind, Lab, flood, poll};
+
+/// What each router must show for a flood: (BIRD's route line, BIRD's action), (GoBGP's NLRI text,
+/// GoBGP's action in its JSON: a traffic-rate of 0 is discard).
+fn expected(kind: Kind) -> (&'static str, &'static str, &'static str, &'static str) {
+    match kind {
+        // policies/amplification.yaml: drop UDP from the amplifier's port.
+        Kind::Ntp => (
+            "flow4 { dst 192.0.2.2/32; proto 17; sport 123; }",
+            "(generic, 0x80060000, 0x0)",
+            "[destination: 192.0.2.2/32][protocol: ==udp][source-port: ==123]",
+            "\"rate\":0,",
+        ),
+        // policies/syn-flood.yaml: rate-limit SYN-without-ACK to the port to 1.25 MB/s.
+        Kind::Syn => (
+            "flow4 { dst 192.0.2.2/32; proto 6; dport 80; tcp flags 0x2/0x2 && 0x0/0x10; }",
+            "(generic, 0x80060000, 0x49989680)",
+            "[destination: 192.0.2.2/32][protocol: ==tcp][destination-port: ==80][tcp-flags: =S&!A]",
+            "\"rate\":1250000,",
+        ),
+        // policies/icmp-flood.yaml: rate-limit ICMP to 125 kB/s.
+        Kind::Icmp => (
+            "flow4 { dst 192.0.2.2/32; proto 1; }",
+            "(generic, 0x80060000, 0x47f42400)",
+            "[destination: 192.0.2.2/32][protocol: ==icmp]",
+            "\"rate\":125000,",
+        ),
+    }
+}
+
+fn show(lab: &Lab) -> String {
+    format!(
+        "BIRD: {:#?}\nGoBGP: {:#?}\ndeflect log (tail):\n{}",
+        lab.bird_rules(),
+        lab.gobgp_rules(),
+        lab.log("deflect")
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+/// Waits until both routers hold exactly the rule of `kind`, with its action.
+fn wait_rule(lab: &Lab, kind: Kind, timeout: Duration) -> bool {
+    let (bird, bird_action, gobgp, gobgp_action) = expected(kind);
+    poll(timeout, || {
+        let b = lab.bird_rules();
+        let g = lab.gobgp_rules();
+        let bird_ok = b.len() == 1 && b[0].starts_with(bird) && b[0].contains(bird_action);
+        let gobgp_ok = g.len() == 1 && g[0].0 == gobgp && g[0].1.to_string().contains(gobgp_action);
+        (bird_ok && gobgp_ok).then_some(())
+    })
+    .is_some()
+}
+
+fn wait_empty(lab: &Lab, timeout: Duration) -> bool {
+    poll(timeout, || {
+        (lab.bird_rules().is_empty() && lab.gobgp_rules().is_empty()).then_some(())
+    })
+    .is_some()
+}
+
+#[test]
+fn floods_become_the_right_rules_in_both_routers_and_leave_when_they_stop() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("e2e", &[("LAB_INTERVAL", "1s"), ("LAB_HOLD", "2s")]).unwrap();
+    for kind in [Kind::Ntp, Kind::Syn, Kind::Icmp] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ns, s) = (lab.ns("att"), stop.clone());
+        let sender =
+            std::thread::spawn(move || flood(&ns, kind, 15_000, Duration::from_secs(20), s));
+        let seen = wait_rule(&lab, kind, Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        let (sent, _) = sender.join().unwrap().unwrap();
+        assert!(
+            seen,
+            "{kind:?} ({sent} packets sent): the rule in both routers\n{}",
+            show(&lab)
+        );
+        // Stopped: the attack ends after the cooldown (2 s), the rule leaves after the hold-down
+        // (2 s).
+        assert!(
+            wait_empty(&lab, Duration::from_secs(20)),
+            "{kind:?}: withdrawn from both routers\n{}",
+            show(&lab)
+        );
+    }
+    let attacks = lab.api("/api/v1/attacks?all=true");
+    let vectors: Vec<&str> = attacks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["vector"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        vectors,
+        ["amplification", "syn-flood", "icmp-flood"],
+        "{attacks}"
+    );
+}
+
+#[test]
+fn the_cli_announces_and_withdraws_by_hand() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("cli", &[]).unwrap();
+    let (ok, out) = lab.cli(&["peers"]);
+    assert!(ok && out.matches("Established").count() == 2, "{out}");
+    let (ok, out) = lab.cli(&[
+        "mitigation",
+        "add",
+        "--flow",
+        "dst 192.0.2.2/32 proto udp sport 123 then discard",
+        "--ttl",
+        "5m",
+        "--reason",
+        "lab by hand",
+        "--json",
+    ]);
+    assert!(ok, "{out}");
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        wait_rule(&lab, Kind::Ntp, Duration::from_secs(10)),
+        "{}",
+        show(&lab)
+    );
+    let id = m["id"].to_string();
+    let (ok, out) = lab.cli(&["mitigation", "withdraw", &id, "--reason", "done"]);
+    assert!(ok, "{out}");
+    assert!(wait_empty(&lab, Duration::from_secs(10)), "{}", show(&lab));
+    // RTBH by hand reaches both routers with the BLACKHOLE community and each one's next hop.
+    let (ok, out) = lab.cli(&["mitigation", "add", "--rtbh", "192.0.2.2/32", "--ttl", "1m"]);
+    assert!(ok, "{out}");
+    let bird = poll(Duration::from_secs(10), || {
+        let sock = lab.dir.join("bird.ctl").display().to_string();
+        let out = lab
+            .exec(
+                "bird",
+                &["birdc", "-s", &sock, "show", "route", "192.0.2.2/32", "all"],
+            )
+            .ok()?;
+        out.contains("(65535,666)").then_some(out)
+    });
+    assert!(
+        bird.is_some(),
+        "BIRD has the RTBH route with BLACKHOLE\n{}",
+        show(&lab)
+    );
+}
+
+#[test]
+fn the_sflow_path_with_the_synthetic_exporter() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("sfl", &[("LAB_HOLD", "1s")]).unwrap();
+    // A DNS reflection flood seen by a "switch" on the host side of the controller.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args([
+            "sflow-flood",
+            "--bind",
+            "198.51.100.5",
+            "--to",
+            "198.51.100.6:6343",
+            "--target",
+            "192.0.2.2",
+            "--sport",
+            "53",
+            "--pps",
+            "100000",
+            "--sampling-rate",
+            "256",
+            "--seconds",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attacks = lab.api("/api/v1/attacks?all=true");
+    let a = &attacks[0];
+    assert_eq!(a["vector"], "amplification", "{attacks}\n{}", show(&lab));
+    assert_eq!(a["node"], "sflow:lab-switch");
+    assert_eq!(a["signature"]["service"], "dns");
+    // The rule was announced (it may already be gone: the flood is over).
+    let m = lab.api(&format!("/api/v1/mitigations/{}", a["mitigations"][0]));
+    assert_eq!(
+        m["rule"], "dst 192.0.2.2/32 proto udp sport 53 then discard",
+        "{m}"
+    );
+    assert!(wait_empty(&lab, Duration::from_secs(40)), "{}", show(&lab));
+}
