@@ -217,3 +217,184 @@ fn the_sflow_path_with_the_synthetic_exporter() {
     );
     assert!(wait_empty(&lab, Duration::from_secs(40)), "{}", show(&lab));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Faults in the middle of an attack. Each asserts, and prints its figure.
+
+use std::time::Instant;
+
+use lab_rig::Flood;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_router_restarted_mid_attack_gets_the_rule_back() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("frr", &[("LAB_HOLD", "1s")]).unwrap();
+    let flood = Flood::start(&lab, Kind::Ntp, 15_000, Duration::from_secs(60));
+    assert!(wait_rule(&lab, Kind::Ntp, 10 * SECOND), "{}", show(&lab));
+    lab.restart("gobgpd", "-TERM").unwrap();
+    let up = poll(20 * SECOND, || lab.sessions_up().1.then(Instant::now))
+        .unwrap_or_else(|| panic!("GoBGP's session back\n{}", show(&lab)));
+    let full = poll(10 * SECOND, || lab.gobgp_has_ntp().then(Instant::now))
+        .unwrap_or_else(|| panic!("the rule back in GoBGP\n{}", show(&lab)));
+    eprintln!(
+        "figure: GoBGP restarted mid-attack: Established → full table in {:.0} ms",
+        (full.saturating_duration_since(up)).as_secs_f64() * 1e3
+    );
+    assert!(lab.bird_has_ntp(), "BIRD kept it all along\n{}", show(&lab));
+    flood.stop();
+    assert!(wait_empty(&lab, 20 * SECOND), "{}", show(&lab));
+}
+
+#[test]
+fn deflect_killed_mid_attack_loses_nothing_and_leaks_nothing() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("fkl", &[("LAB_HOLD", "1s")]).unwrap();
+    let flood = Flood::start(&lab, Kind::Ntp, 15_000, Duration::from_secs(90));
+    assert!(wait_rule(&lab, Kind::Ntp, 10 * SECOND), "{}", show(&lab));
+    lab.kill("deflect", "-KILL");
+    let killed = Instant::now();
+    // Graceful restart: both routers keep the rule while deflect is away.
+    for _ in 0..20 {
+        assert!(
+            lab.bird_has_ntp() && lab.gobgp_has_ntp(),
+            "a router dropped the rule {:?} after the kill\n{}",
+            killed.elapsed(),
+            show(&lab)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.start("deflect").unwrap();
+    let up = poll(30 * SECOND, || {
+        (lab.sessions_up() == (true, true)).then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("sessions back\n{}", show(&lab)));
+    // Reconciled: the restored mitigation is re-announced, the stale marks are gone, nothing else.
+    assert!(
+        wait_rule(&lab, Kind::Ntp, 10 * SECOND),
+        "the rule after the restart\n{}",
+        show(&lab)
+    );
+    eprintln!(
+        "figure: deflect SIGKILLed mid-attack: rule kept by both routers throughout; restart → sessions up in {:.0} ms",
+        up.saturating_duration_since(killed).as_secs_f64() * 1e3 - 2000.0
+    );
+    // The flood stops: the rule goes, from both, and nothing is left behind.
+    flood.stop();
+    assert!(wait_empty(&lab, 30 * SECOND), "{}", show(&lab));
+    let active = lab.api("/api/v1/mitigations");
+    assert_eq!(active, serde_json::json!([]), "no mitigation left active");
+}
+
+#[test]
+fn the_controller_unreachable_from_the_probe_for_30_s() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("fun", &[("LAB_HOLD", "1s")]).unwrap();
+    poll(10 * SECOND, || {
+        (lab.api("/api/v1/nodes")[0]["reports"].as_u64() >= Some(2)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the probe reporting
+{}",
+            lab.log("probe")
+        )
+    });
+    let dev = format!("{}vc", lab.id);
+    lab.link("vic", &dev, false);
+    let cut = Instant::now();
+    let stale = poll(10 * SECOND, || {
+        (lab.api("/api/v1/nodes")[0]["stale"] == true).then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("the node marked stale\n{}", show(&lab)));
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let probe = lab.pid("probe").unwrap();
+    let before = rss(probe);
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed()));
+    let during = rss(probe);
+    assert!(
+        std::path::Path::new(&format!("/proc/{probe}")).exists(),
+        "the probe is alive"
+    );
+    lab.link("vic", &dev, true);
+    let back = Instant::now();
+    let fresh = poll(30 * SECOND, || {
+        let n = lab.api("/api/v1/nodes");
+        (n[0]["stale"] == false).then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("the node reporting again\n{}", lab.log("probe")));
+    assert!(
+        lab.log("probe").contains("controller unreachable"),
+        "{}",
+        lab.log("probe")
+    );
+    // Detection works again.
+    let flood = Flood::start(&lab, Kind::Ntp, 15_000, Duration::from_secs(30));
+    assert!(wait_rule(&lab, Kind::Ntp, 10 * SECOND), "{}", show(&lab));
+    flood.stop();
+    eprintln!(
+        "figure: probe cut off for 30 s: stale after {:.1} s; probe RSS {} → {} kB; reporting again {:.1} s after the link is back",
+        stale.saturating_duration_since(cut).as_secs_f64(),
+        before,
+        during,
+        fresh.saturating_duration_since(back).as_secs_f64()
+    );
+    assert!(
+        during < before + 4096,
+        "the backlog stays bounded: {before} → {during} kB"
+    );
+    assert!(wait_empty(&lab, 20 * SECOND), "{}", show(&lab));
+}
+
+#[test]
+fn a_link_flap_to_a_router_loses_nothing() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("ffl", &[]).unwrap();
+    let (ok, out) = lab.cli(&[
+        "mitigation",
+        "add",
+        "--flow",
+        "dst 192.0.2.2/32 proto udp sport 123 then discard",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(ok, "{out}");
+    assert!(wait_rule(&lab, Kind::Ntp, 10 * SECOND), "{}", show(&lab));
+    // The controller's link to GoBGP goes down for 5 s, then back.
+    let dev = format!("{}cg", lab.id);
+    lab.link("ctl", &dev, false);
+    std::thread::sleep(5 * SECOND);
+    lab.link("ctl", &dev, true);
+    let back = Instant::now();
+    let whole = poll(30 * SECOND, || {
+        (lab.sessions_up().1 && lab.gobgp_has_ntp()).then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("GoBGP with the rule after the flap\n{}", show(&lab)));
+    eprintln!(
+        "figure: 5 s link flap to GoBGP: session and rule in place {:.0} ms after the link is back",
+        whole.saturating_duration_since(back).as_secs_f64() * 1e3
+    );
+    assert!(wait_rule(&lab, Kind::Ntp, 10 * SECOND), "{}", show(&lab));
+}

@@ -351,3 +351,176 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
     }
     None
 }
+
+impl Lab {
+    /// Restarts a lab process by name (`gobgpd`, `bird`, `deflect`, `probe`) after killing it with
+    /// `signal`; the command line is the one `integration/lab up` used.
+    pub fn restart(&self, name: &str, signal: &str) -> Result<(), String> {
+        if let Some(pid) = self.pid(name) {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+            // Bounded wait for it to be gone.
+            let _ = poll(Duration::from_secs(5), || {
+                (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+            });
+        }
+        self.start(name)
+    }
+
+    /// Kills a lab process by name, with `signal`.
+    pub fn kill(&self, name: &str, signal: &str) {
+        if let Some(pid) = self.pid(name) {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+            let _ = poll(Duration::from_secs(5), || {
+                (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+            });
+        }
+    }
+
+    /// Starts a lab process by name, as `integration/lab up` does.
+    pub fn start(&self, name: &str) -> Result<(), String> {
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let (ns, args): (&str, Vec<String>) = match name {
+            "gobgpd" => (
+                "gob",
+                vec![
+                    "gobgpd".into(),
+                    "-f".into(),
+                    d("gobgpd.toml"),
+                    "--api-hosts".into(),
+                    "127.0.0.1:50051".into(),
+                ],
+            ),
+            "bird" => (
+                "bird",
+                vec![
+                    "bird".into(),
+                    "-f".into(),
+                    "-c".into(),
+                    d("bird.conf"),
+                    "-s".into(),
+                    d("bird.ctl"),
+                    "-P".into(),
+                    d("bird.pidfile"),
+                ],
+            ),
+            "deflect" => (
+                "ctl",
+                vec![
+                    env!("CARGO_BIN_EXE_deflect").into(),
+                    "run".into(),
+                    "--config".into(),
+                    d("deflect.yaml"),
+                ],
+            ),
+            other => return Err(format!("cannot start {other}")),
+        };
+        let log = File::options()
+            .append(true)
+            .create(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(&args)
+            .env("LAB_TOKEN", self.token())
+            .env(
+                "LAB_NODE_TOKEN",
+                std::fs::read_to_string(self.dir.join("node-token")).unwrap_or_default(),
+            )
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        std::fs::write(self.dir.join(format!("{name}.pid")), child.id().to_string())
+            .map_err(|e| e.to_string())?;
+        // The lab's `down` stops it by the PID file; the handle is not needed.
+        std::mem::forget(child);
+        Ok(())
+    }
+
+    /// Both BGP sessions as the routers see them.
+    pub fn sessions_up(&self) -> (bool, bool) {
+        let sock = self.dir.join("bird.ctl").display().to_string();
+        let bird = self
+            .exec(
+                "bird",
+                &["birdc", "-s", &sock, "show", "protocols", "deflect"],
+            )
+            .is_ok_and(|o| o.contains("Established"));
+        let gobgp = self
+            .exec(
+                "gob",
+                &["gobgp", "-p", "50051", "neighbor", "203.0.113.5", "-j"],
+            )
+            .is_ok_and(|o| o.contains("\"session_state\":6"));
+        (bird, gobgp)
+    }
+
+    /// `ip link set DEV up|down` in a namespace.
+    pub fn link(&self, ns: &str, dev: &str, up: bool) {
+        let _ = Command::new("ip")
+            .args([
+                "-n",
+                &self.ns(ns),
+                "link",
+                "set",
+                dev,
+                if up { "up" } else { "down" },
+            ])
+            .status();
+    }
+}
+
+/// A flood running on its own thread until stopped.
+pub struct Flood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<io::Result<(u64, Instant)>>>,
+}
+
+impl Flood {
+    pub fn start(lab: &Lab, kind: Kind, pps: u64, max: Duration) -> Flood {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ns, s) = (lab.ns("att"), stop.clone());
+        Flood {
+            stop,
+            thread: Some(thread::spawn(move || flood(&ns, kind, pps, max, s))),
+        }
+    }
+
+    /// Stops it: packets sent, and when the first one left.
+    pub fn stop(mut self) -> (u64, Instant) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .and_then(|r| r.ok())
+            .unwrap_or((0, Instant::now()))
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The rule an NTP flood gets, as each router shows it.
+pub const NTP_BIRD: &str = "flow4 { dst 192.0.2.2/32; proto 17; sport 123; }";
+pub const NTP_GOBGP: &str = "[destination: 192.0.2.2/32][protocol: ==udp][source-port: ==123]";
+
+impl Lab {
+    pub fn bird_has_ntp(&self) -> bool {
+        self.bird_rules().iter().any(|r| r.starts_with(NTP_BIRD))
+    }
+
+    pub fn gobgp_has_ntp(&self) -> bool {
+        self.gobgp_rules().iter().any(|(k, _)| k == NTP_GOBGP)
+    }
+}

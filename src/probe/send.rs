@@ -8,7 +8,7 @@
 //! - 4xx other than 429: the controller will never take this report (bad token, schema): logged as
 //!   an error and dropped;
 //! - no answer, 5xx or 429: kept, and retried after an exponential back-off (250 ms doubling to
-//!   30 s, with jitter); a `Retry-After` in seconds on those answers is honoured (up to 30 s).
+//!   4 s, with jitter); a `Retry-After` in seconds on those answers is honoured (up to 4 s).
 //!
 //! The backlog holds the JSON bodies, serialised once: a few kilobytes each normally, up to about
 //! 200 kB for a report full to every bound. So besides its bound in reports it has one in bytes,
@@ -26,8 +26,9 @@ use tracing::{Span, debug, error, info, warn};
 
 /// First retry delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest retry delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest retry delay: short, because a probe that comes back late misses the start of an attack;
+/// one small request every few seconds costs the controller nothing.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// Most bytes of JSON the backlog holds, whatever its bound in reports.
 pub const MAX_BACKLOG_BYTES: usize = 2 << 20;
 /// A request that takes longer than this counts as a failure.
