@@ -83,11 +83,15 @@ else
 fi
 
 # --- 3. the configurations the lab mounts, and the router examples ------------------------------------------
-# deflect: a built binary if there is one (no rebuild of a tree someone may be editing), else cargo run.
+# deflect: the newest built binary if there is one (no rebuild of a tree someone may be editing; set
+# DEFLECT_BIN to choose), else one on PATH, else cargo run.
 deflect=()
-for b in target/release/deflect target/debug/deflect; do
-  if [ -x "$b" ]; then deflect=("$b"); break; fi
-done
+if [ -n "${DEFLECT_BIN:-}" ]; then
+  deflect=("$DEFLECT_BIN")
+else
+  newest="$(ls -t target/release/deflect target/debug/deflect 2>/dev/null | head -n 1 || true)"
+  if [ -n "$newest" ] && [ -x "$newest" ]; then deflect=("$newest"); fi
+fi
 if [ ${#deflect[@]} -eq 0 ]; then
   if command -v deflect >/dev/null; then deflect=(deflect); else deflect=(cargo run -q --locked --); fi
 fi

@@ -21,7 +21,11 @@ pub struct Lab {
     pub dir: PathBuf,
     script: PathBuf,
     env: Vec<(String, String)>,
+    /// Labs share the host side's address (198.51.100.5): one at a time in a process.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Why the lab cannot run here, or `None`.
 pub fn unavailable() -> Option<String> {
@@ -57,11 +61,15 @@ impl Lab {
             ("DEFLECT".into(), env!("CARGO_BIN_EXE_deflect").into()),
         ];
         env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let lab = Lab {
             id: id.into(),
             dir,
             script: root.join("integration/lab"),
             env,
+            _turn: turn,
         };
         // A lab left over by a killed run goes first.
         let _ = lab.run("down");
