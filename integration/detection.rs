@@ -59,7 +59,7 @@ steps:
     action: discard
 ";
 
-fn start(dir: &Path, api_port: u16, router: Option<&Session>) -> Daemon {
+fn start(dir: &Path, api_port: u16, router: Option<&Session>, extra: &str) -> Daemon {
     let neighbors = match router {
         Some(s) => format!(
             "neighbors:\n  - {{ name: gobgp, address: {}, port: {}, remote_as: {}, local_address: {}, connect_retry: 1s }}\n",
@@ -74,7 +74,7 @@ fn start(dir: &Path, api_port: u16, router: Option<&Session>) -> Daemon {
         "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
          api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
          {neighbors}protected:\n  customers: [203.0.113.0/24, 2001:db8:100::/48]\n\
-         detection:\n  stale_after: 2s\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 1s\n    cooldown: 1s\n",
+         detection:\n  stale_after: 2s\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 1s\n    cooldown: 1s\n{extra}",
         dir.join("state").display(),
         policies.display()
     );
@@ -187,7 +187,39 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
     };
     let g = Gobgp::start(s.clone()).unwrap();
     let api_port = free_port("127.0.0.1".parse().unwrap());
-    let d = start(&dir, api_port, Some(&s));
+    // Alerts go to a webhook on loopback: the start and the end of the attack.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let (hook_tx, hook_rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Read, Write};
+        for conn in hook.incoming().take(16) {
+            let Ok(mut c) = conn else { continue };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+            let _ = hook_tx.send(serde_json::from_slice(&body).unwrap_or_default());
+        }
+    });
+    let d = start(
+        &dir,
+        api_port,
+        Some(&s),
+        &format!(
+            "alerts:\n  - {{ name: noc-hook, kind: webhook, url: '{hook_url}', secret: k3y, events: [attack.start, attack.end] }}\n"
+        ),
+    );
     let h = Http::new(api_port);
     wait_for("the session", WAIT, || Ok(g.established()?.then_some(())))
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
@@ -278,6 +310,27 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
         );
     }
 
+    // Both alerts reached the webhook, and the API and the audit log say so.
+    let first = hook_rx.recv_timeout(WAIT).expect("the attack.start alert");
+    assert_eq!(first["event"], "attack.start", "{first}");
+    assert_eq!(first["data"]["attack"]["id"], attack);
+    let last = hook_rx.recv_timeout(WAIT).expect("the attack.end alert");
+    assert_eq!(last["event"], "attack.end", "{last}");
+    let (_, deliveries) = h.get("/api/v1/alerts", Some(READ)).unwrap();
+    assert_eq!(
+        deliveries.as_array().map(|d| d.len()),
+        Some(2),
+        "{deliveries}"
+    );
+    assert!(
+        deliveries
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["outcome"] == "delivered"),
+        "{deliveries}"
+    );
+
     // The audit log has the attack, the announce and the withdraw, by the policy.
     let (_, audit) = h.get("/api/v1/audit?limit=1000", Some(READ)).unwrap();
     let actions: Vec<&str> = audit["entries"]
@@ -322,7 +375,7 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
 fn a_broken_policy_file_is_refused_and_the_policies_in_force_stay() {
     let dir = temp_dir("reload");
     let api_port = free_port("127.0.0.1".parse().unwrap());
-    let d = start(&dir, api_port, None);
+    let d = start(&dir, api_port, None, "");
     let h = Http::new(api_port);
     let (_, p) = h.get("/api/v1/policies", Some(READ)).unwrap();
     assert_eq!(p["policies"].as_array().unwrap().len(), 1, "{p}");
@@ -362,7 +415,7 @@ fn a_broken_policy_file_is_refused_and_the_policies_in_force_stay() {
 fn the_telemetry_endpoint_answers_bad_input() {
     let dir = temp_dir("bad");
     let api_port = free_port("127.0.0.1".parse().unwrap());
-    let _d = start(&dir, api_port, None);
+    let _d = start(&dir, api_port, None, "");
     let h = Http::new(api_port);
     let many: Vec<Value> = (0..65)
         .map(|i| json!({"dst": format!("203.0.113.{i}"), "pps": 1, "bps": 1}))

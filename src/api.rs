@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/policies"),
     ("get", "/api/v1/sflow"),
+    ("get", "/api/v1/alerts"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),
 ];
@@ -65,6 +66,7 @@ pub struct ApiState {
     pub mitigations: MitigationHandle,
     pub engine: EngineHandle,
     pub recorder: Recorder,
+    pub alerts: crate::alert::Alerter,
     /// The sFlow collector's counters, when it runs.
     pub sflow: Option<SharedStats>,
     pub tokens: RwLock<Vec<Token>>,
@@ -199,6 +201,7 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/policies", get(policies))
         .route("/api/v1/sflow", get(sflow))
+        .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -598,6 +601,14 @@ async fn sflow(
     Ok(axum::Json(stats))
 }
 
+async fn alerts(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    Ok(axum::Json(s.alerts.recent()))
+}
+
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
@@ -706,6 +717,25 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
         "Policy directory changes refused.",
         "counter",
         e.policy_reload_errors.load(Ordering::Relaxed),
+    );
+    let al = &s.alerts.metrics;
+    counter(
+        "deflect_alerts_delivered_total",
+        "Alerts delivered.",
+        "counter",
+        al.delivered.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_alerts_failed_total",
+        "Alerts that could not be delivered after every attempt.",
+        "counter",
+        al.failed.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_alerts_dropped_total",
+        "Alerts dropped: the queue was full.",
+        "counter",
+        al.dropped.load(Ordering::Relaxed),
     );
     let pc = &s.recorder.metrics;
     counter(

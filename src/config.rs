@@ -122,6 +122,9 @@ pub struct Config {
     pub forensics: ForensicsConfig,
     /// The sFlow collector.
     pub sflow: Option<SflowConfig>,
+    /// Where alerts go.
+    #[serde(default)]
+    pub alerts: Vec<AlertConfig>,
     /// Where this configuration was read from (not in the file).
     #[serde(skip)]
     pub source: String,
@@ -299,6 +302,29 @@ fn default_rtbh_v4() -> Spanned<u8> {
 
 fn default_rtbh_v6() -> Spanned<u8> {
     unknown(128)
+}
+
+/// One alert sink, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    pub name: Spanned<String>,
+    pub kind: crate::alert::SinkKind,
+    /// The webhook URL (Slack, Discord, webhook), or the API's (PagerDuty, Opsgenie: defaults to
+    /// theirs).
+    pub url: Option<Spanned<String>>,
+    /// Events sent; all when absent.
+    #[serde(default)]
+    pub events: Vec<crate::alert::EventKind>,
+    /// Webhook: HMAC key. PagerDuty: routing key. Opsgenie: API key. `env:NAME` reads it from the
+    /// environment.
+    pub secret: Option<Spanned<String>>,
+    /// Message text with `{{field}}` placeholders.
+    pub template: Option<Spanned<String>>,
+    /// Per attempt (default 5s).
+    pub timeout: Option<Spanned<String>>,
+    /// Attempts in all (default 5).
+    pub attempts: Option<u32>,
 }
 
 /// Forensic captures, as written.
@@ -566,6 +592,7 @@ pub struct Settings {
     pub policy_dir: Option<PathBuf>,
     pub pcap: crate::pcap::Limits,
     pub sflow: Option<Sflow>,
+    pub alerts: Vec<crate::alert::Sink>,
 }
 
 impl Settings {
@@ -1025,6 +1052,89 @@ impl Config {
             pcap.keep = Duration::from_secs(u64::from(days) * 86_400);
         }
 
+        // Alerts.
+        let mut alerts: Vec<crate::alert::Sink> = Vec::new();
+        for a in &self.alerts {
+            use crate::alert::SinkKind;
+            if alerts.iter().any(|x| x.name == a.name.value) {
+                err(
+                    &a.name.referenced,
+                    format!("alert {:?} is defined twice", a.name.value),
+                );
+            }
+            let url = match (&a.url, a.kind) {
+                (Some(u), _) => {
+                    if !u.value.starts_with("http://") && !u.value.starts_with("https://") {
+                        err(
+                            &u.referenced,
+                            "url must start with http:// or https://".into(),
+                        );
+                    }
+                    u.value.clone()
+                }
+                (None, SinkKind::Pagerduty) => "https://events.pagerduty.com/v2/enqueue".into(),
+                (None, SinkKind::Opsgenie) => "https://api.opsgenie.com/v2/alerts".into(),
+                (None, _) => {
+                    err(
+                        &a.name.referenced,
+                        "this alert needs a url (the webhook to post to)".into(),
+                    );
+                    String::new()
+                }
+            };
+            let secret = match &a.secret {
+                Some(s) => match s.value.strip_prefix("env:") {
+                    Some(var) => std::env::var(var).unwrap_or_default(),
+                    None => s.value.clone(),
+                },
+                None => String::new(),
+            };
+            if secret.is_empty() && matches!(a.kind, SinkKind::Pagerduty | SinkKind::Opsgenie) {
+                err(
+                    a.secret.as_ref().map_or(&a.name.referenced, |s| &s.referenced),
+                    "PagerDuty needs its routing key and Opsgenie its API key as secret (env:NAME keeps it out of the file); it is empty".into(),
+                );
+            }
+            if let Some(t) = &a.template {
+                let mut rest = t.value.as_str();
+                while let Some(i) = rest.find("{{") {
+                    let after = &rest[i + 2..];
+                    let Some(j) = after.find("}}") else { break };
+                    let name = after[..j].trim();
+                    if !crate::alert::FIELDS.contains(&name) {
+                        err(
+                            &t.referenced,
+                            format!(
+                                "template field {{{{{name}}}}} is unknown; use {}",
+                                crate::alert::FIELDS.join(", ")
+                            ),
+                        );
+                    }
+                    rest = &after[j + 2..];
+                }
+            }
+            let mut timeout = Duration::from_secs(5);
+            if let Some(t) = &a.timeout {
+                match parse_duration(&t.value).filter(|d| !d.is_zero()) {
+                    Some(d) => timeout = d,
+                    None => err(
+                        &t.referenced,
+                        format!("timeout {:?} is not a duration; write e.g. 5s", t.value),
+                    ),
+                }
+            }
+            alerts.push(crate::alert::Sink {
+                name: a.name.value.clone(),
+                kind: a.kind,
+                url,
+                events: a.events.clone(),
+                secret,
+                template: a.template.as_ref().map(|t| t.value.clone()),
+                timeout,
+                attempts: a.attempts.unwrap_or(5).clamp(1, 20),
+            });
+        }
+
         // sFlow.
         let sflow = self.sflow.as_ref().map(|c| {
             let mut interval = Duration::from_secs(1);
@@ -1095,6 +1205,7 @@ impl Config {
             policy_dir: Some(self.policies.unwrap_or_else(|| PathBuf::from("policies"))),
             pcap,
             sflow,
+            alerts,
         })
     }
 }

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::alert::{Alerter, Event as Alert, EventKind};
 use crate::config::Kind;
 use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
 use crate::mitigation::{CreateRequest, Created, MitigationHandle, now_ms};
@@ -205,6 +206,7 @@ struct Engine {
     escalations: BTreeMap<u64, Escalation>,
     mitigations: MitigationHandle,
     recorder: Option<Recorder>,
+    alerts: Option<Alerter>,
     metrics: Arc<EngineMetrics>,
 }
 
@@ -220,6 +222,7 @@ pub fn start(
     known: policy::Known,
     mitigations: MitigationHandle,
     recorder: Option<Recorder>,
+    alerts: Option<Alerter>,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let metrics = Arc::new(EngineMetrics::default());
     let engine = Engine {
@@ -230,6 +233,7 @@ pub fn start(
         escalations: BTreeMap::new(),
         mitigations,
         recorder,
+        alerts,
         metrics: metrics.clone(),
     };
     let (tx, rx) = mpsc::channel(1024);
@@ -423,6 +427,9 @@ impl Engine {
         if let Some(r) = &self.recorder {
             r.start(id, a.target).await;
         }
+        if let Some(al) = &self.alerts {
+            al.send(Alert::attack(EventKind::AttackStart, a, ""));
+        }
         let Some(a) = self.detector.attack(id) else {
             return;
         };
@@ -473,6 +480,9 @@ impl Engine {
 
     async fn on_end(&mut self, id: u64, now: u64) {
         let pps = self.detector.attack(id).map_or(0, |a| a.peak_pps);
+        if let (Some(al), Some(a)) = (&self.alerts, self.detector.attack(id)) {
+            al.send(Alert::attack(EventKind::AttackEnd, a, ""));
+        }
         info!(attack = id, peak_pps = pps, "attack ended");
         self.mitigations
             .record(
@@ -635,7 +645,11 @@ impl Engine {
             }
         };
         if let Some(a) = self.detector.attack_mut(id) {
-            a.note(now, note);
+            a.note(now, note.clone());
+        }
+        // The first step is the attack's start; the next ones are escalations.
+        if let (Some(al), Some(a), true) = (&self.alerts, self.detector.attack(id), n > 0) {
+            al.send(Alert::attack(EventKind::AttackEscalate, a, &note));
         }
     }
 
@@ -750,7 +764,7 @@ mod tests {
             peers: Default::default(),
         };
         let policies = Policies::parse(&[("p.yaml".into(), policy.into())], &known).unwrap();
-        let (engine, _) = start(settings, policies, known, set.clone(), None);
+        let (engine, _) = start(settings, policies, known, set.clone(), None, None);
         Rig {
             engine,
             set,

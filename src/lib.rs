@@ -18,6 +18,7 @@
 //! - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM,
 //!   packet socket statistics).
 
+pub mod alert;
 pub mod api;
 pub mod audit;
 pub mod cli;

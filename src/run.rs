@@ -24,6 +24,7 @@ use ipnet::IpNet;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use crate::alert::{self, Alerter};
 use crate::api::{self, ApiState};
 use crate::collector::Collector;
 use crate::config::{Config, ConfigErrors, Neighbor, Settings};
@@ -126,6 +127,28 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, ConfigErrors> {
     }
 }
 
+/// Alerts when a peer leaves Established.
+fn watch_peer(p: &PeerHandle, alerts: Alerter) {
+    let mut w = p.watch();
+    let name = p.config().name.clone();
+    tokio::spawn(async move {
+        let mut was_up = w.borrow().state == deflect_bgp::fsm::State::Established;
+        while w.changed().await.is_ok() {
+            let (up, why) = {
+                let s = w.borrow_and_update();
+                (
+                    s.state == deflect_bgp::fsm::State::Established,
+                    s.last_error.clone().unwrap_or_else(|| s.state.to_string()),
+                )
+            };
+            if was_up && !up {
+                alerts.send(alert::Event::peer_down(&name, &why));
+            }
+            was_up = up;
+        }
+    });
+}
+
 /// A running daemon (also used by tests, in-process).
 #[derive(Debug)]
 pub struct Daemon {
@@ -178,12 +201,17 @@ impl Daemon {
         .map_err(|e| e.to_string())?;
         let recorder = pcap::start(settings.state_dir.join("pcap"), settings.pcap.clone())
             .map_err(|e| format!("capture directory: {e}"))?;
+        let alerts = alert::start(settings.alerts.clone(), Some(mitigations.clone()));
+        for p in speaker.peers() {
+            watch_peer(p, alerts.clone());
+        }
         let (engine, engine_task) = engine::start(
             settings.detection.clone(),
             policies,
             settings.known(),
             mitigations.clone(),
             Some(recorder.clone()),
+            Some(alerts.clone()),
         );
         let collector = match &settings.sflow {
             Some(c) => Some(
@@ -198,6 +226,7 @@ impl Daemon {
             mitigations: mitigations.clone(),
             engine: engine.clone(),
             recorder: recorder.clone(),
+            alerts: alerts.clone(),
             tokens: RwLock::new(settings.tokens.clone()),
             peers: RwLock::new(speaker.peers().to_vec()),
             started: Instant::now(),
@@ -330,6 +359,11 @@ impl Daemon {
         }
         if let Ok(mut p) = self.api.peers.write() {
             *p = handles.clone();
+        }
+        for (h, n) in handles.iter().zip(&next.neighbors) {
+            if !keep.contains(&n.peer.name) {
+                watch_peer(h, self.api.alerts.clone());
+            }
         }
         let detail = serde_json::json!({"source": next.source, "reset": changed, "removed": removed, "kept": keep});
         self.mitigations
