@@ -521,6 +521,7 @@ mod tests {
             timeline: Vec::new(),
             mitigations: vec![7],
             policy: Some("amplification".into()),
+            ioc: Default::default(),
         }
     }
 

@@ -125,6 +125,9 @@ pub struct Config {
     /// Where alerts go.
     #[serde(default)]
     pub alerts: Vec<AlertConfig>,
+    /// Indicator lists matched against sampled sources.
+    #[serde(default)]
+    pub ioc: Vec<IocConfig>,
     /// Where this configuration was read from (not in the file).
     #[serde(skip)]
     pub source: String,
@@ -302,6 +305,15 @@ fn default_rtbh_v4() -> Spanned<u8> {
 
 fn default_rtbh_v6() -> Spanned<u8> {
     unknown(128)
+}
+
+/// One indicator list, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IocConfig {
+    pub name: Spanned<String>,
+    /// One address or prefix per line; `#` and `;` start comments (DROP-list format).
+    pub file: PathBuf,
 }
 
 /// One alert sink, as written.
@@ -593,6 +605,8 @@ pub struct Settings {
     pub pcap: crate::pcap::Limits,
     pub sflow: Option<Sflow>,
     pub alerts: Vec<crate::alert::Sink>,
+    /// Indicator lists: (name, file).
+    pub ioc: Vec<(String, PathBuf)>,
 }
 
 impl Settings {
@@ -601,6 +615,7 @@ impl Settings {
         crate::policy::Known {
             groups: self.guardrails.protected.keys().cloned().collect(),
             peers: self.neighbors.iter().map(|n| n.peer.name.clone()).collect(),
+            ioc: self.ioc.iter().map(|(n, _)| n.clone()).collect(),
         }
     }
 
@@ -1135,6 +1150,18 @@ impl Config {
             });
         }
 
+        // Indicator lists.
+        let mut ioc: Vec<(String, PathBuf)> = Vec::new();
+        for l in &self.ioc {
+            if ioc.iter().any(|(n, _)| n == &l.name.value) {
+                err(
+                    &l.name.referenced,
+                    format!("indicator list {:?} is defined twice", l.name.value),
+                );
+            }
+            ioc.push((l.name.value.clone(), l.file.clone()));
+        }
+
         // sFlow.
         let sflow = self.sflow.as_ref().map(|c| {
             let mut interval = Duration::from_secs(1);
@@ -1206,6 +1233,7 @@ impl Config {
             pcap,
             sflow,
             alerts,
+            ioc,
         })
     }
 }

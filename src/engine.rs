@@ -27,6 +27,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::alert::{Alerter, Event as Alert, EventKind};
 use crate::config::Kind;
 use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
+use crate::ioc::Lists;
 use crate::mitigation::{CreateRequest, Created, MitigationHandle, now_ms};
 use crate::pcap::Recorder;
 use crate::policy::{self, Policies, Policy};
@@ -87,6 +88,7 @@ enum Request {
         settings: detect::Settings,
         policies: Box<Policies>,
         known: policy::Known,
+        ioc: Lists,
         reply: Reply<()>,
     },
 }
@@ -167,11 +169,13 @@ impl EngineHandle {
         settings: detect::Settings,
         policies: Policies,
         known: policy::Known,
+        ioc: Lists,
     ) -> Result<(), String> {
         self.ask(|reply| Request::Reconfigure {
             settings,
             policies: Box::new(policies),
             known,
+            ioc,
             reply,
         })
         .await
@@ -207,6 +211,7 @@ struct Engine {
     mitigations: MitigationHandle,
     recorder: Option<Recorder>,
     alerts: Option<Alerter>,
+    ioc: Lists,
     metrics: Arc<EngineMetrics>,
 }
 
@@ -223,6 +228,7 @@ pub fn start(
     mitigations: MitigationHandle,
     recorder: Option<Recorder>,
     alerts: Option<Alerter>,
+    ioc: Lists,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let metrics = Arc::new(EngineMetrics::default());
     let engine = Engine {
@@ -234,6 +240,7 @@ pub fn start(
         mitigations,
         recorder,
         alerts,
+        ioc,
         metrics: metrics.clone(),
     };
     let (tx, rx) = mpsc::channel(1024);
@@ -266,6 +273,7 @@ impl Engine {
                         if self.policies.changed() {
                             self.reload_policies().await;
                         }
+                        self.ioc.refresh();
                     }
                     self.publish();
                 }
@@ -337,6 +345,25 @@ impl Engine {
             } => {
                 let now = now_ms();
                 let events = self.detector.ingest(&node, &report, now);
+                // Sources in indicator lists, before the policies look at the attacks.
+                if !self.ioc.is_empty() {
+                    for e in &events {
+                        let (Event::Started(id) | Event::Updated(id)) = e else {
+                            continue;
+                        };
+                        let Some(a) = self.detector.attack_mut(*id) else {
+                            continue;
+                        };
+                        let Some(t) = report.targets.iter().find(|t| t.dst == a.target) else {
+                            continue;
+                        };
+                        for src in &t.sources {
+                            for list in self.ioc.lookup(src.addr) {
+                                *a.ioc.entry(list.to_string()).or_default() += 1;
+                            }
+                        }
+                    }
+                }
                 let mut started = Vec::new();
                 for e in events {
                     match e {
@@ -395,11 +422,13 @@ impl Engine {
                 settings,
                 policies,
                 known,
+                ioc,
                 reply,
             } => {
                 self.detector.reconfigure(settings);
                 self.policies = *policies;
                 self.known = known;
+                self.ioc = ioc;
                 self.policy_error = None;
                 let _ = reply.send(());
             }
@@ -727,6 +756,10 @@ mod tests {
     }
 
     async fn rig(tag: &str, policy: &str) -> Rig {
+        rig_with(tag, policy, Lists::default()).await
+    }
+
+    async fn rig_with(tag: &str, policy: &str, ioc: Lists) -> Rig {
         let dir = std::env::temp_dir().join(format!("deflect-engine-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(&dir).unwrap();
@@ -762,9 +795,10 @@ mod tests {
         let known = policy::Known {
             groups: ["customers".to_string()].into(),
             peers: Default::default(),
+            ioc: ioc.lists.iter().map(|l| l.name.clone()).collect(),
         };
         let policies = Policies::parse(&[("p.yaml".into(), policy.into())], &known).unwrap();
-        let (engine, _) = start(settings, policies, known, set.clone(), None, None);
+        let (engine, _) = start(settings, policies, known, set.clone(), None, None, ioc);
         Rig {
             engine,
             set,
@@ -776,6 +810,11 @@ mod tests {
     impl Rig {
         /// One 100 ms report with `ntp` pps of NTP answers to the victim.
         async fn report(&mut self, ntp: u64) -> Ack {
+            self.report_from(ntp, "192.0.2.200").await
+        }
+
+        /// The same, the flood coming from `source`.
+        async fn report_from(&mut self, ntp: u64, source: &str) -> Ack {
             self.seq += 1;
             let mut flows = vec![Flow {
                 proto: 6,
@@ -808,7 +847,10 @@ mod tests {
                     pps: 300 + ntp,
                     bps: 2_400_000 + ntp * 3760,
                     flows,
-                    sources: Vec::new(),
+                    sources: vec![crate::telemetry::Source {
+                        addr: source.parse().unwrap(),
+                        pps: ntp,
+                    }],
                 }],
                 packets: Vec::new(),
             };
@@ -932,5 +974,33 @@ steps:
         assert_eq!(now.len(), 1);
         assert_eq!(now[0].id, m[0].id);
         assert!(now[0].expires_ms > m[0].expires_ms + 1000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_policy_can_require_sources_from_an_indicator_list() {
+        let dir = std::env::temp_dir().join(format!("deflect-engine-ioc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mirai.txt");
+        std::fs::write(&file, "# a botnet\n198.51.100.0/24\n").unwrap();
+        let ioc = Lists::load(&[("mirai".to_string(), file)]);
+        let policy = ESCALATE.replace(
+            "  vectors: [amplification]",
+            "  vectors: [amplification]\n  ioc: [mirai]",
+        );
+        let mut r = rig_with("ioc", &policy, ioc).await;
+        r.for_ms(300, 0).await;
+        // From an address in no list: an attack, but the policy does not take it.
+        let first = r.report_from(20_000, "192.0.2.200").await.started[0];
+        assert!(r.active().await.is_empty());
+        let a = r.engine.attack(first).await.unwrap();
+        assert!(a.ioc.is_empty() && a.policy.is_none(), "{a:?}");
+        r.for_ms(1000, 0).await;
+        // From the botnet: the attack shows its hits and the policy runs.
+        let second = r.report_from(20_000, "198.51.100.9").await.started[0];
+        let a = r.engine.attack(second).await.unwrap();
+        assert_eq!(a.ioc.get("mirai"), Some(&1), "{a:?}");
+        assert_eq!(a.policy.as_deref(), Some("p"));
+        assert_eq!(r.active().await.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod detect;
 pub mod engine;
 pub mod exporter;
+pub mod ioc;
 pub mod mitigation;
 pub mod pcap;
 pub mod peer;

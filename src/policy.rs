@@ -86,6 +86,9 @@ struct MatchFile {
     min_pps: u64,
     #[serde(default)]
     min_bps: u64,
+    /// Only attacks whose sources were seen in one of these indicator lists.
+    #[serde(default)]
+    ioc: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +159,8 @@ pub struct Policy {
     pub groups: Vec<String>,
     pub min_pps: u64,
     pub min_bps: u64,
+    /// Indicator lists, one of which the attack's sources must hit; any attack when empty.
+    pub ioc: Vec<String>,
     pub ttl: Duration,
     pub withdraw_after: Duration,
     pub dry_run: bool,
@@ -168,6 +173,7 @@ impl Policy {
             && (self.groups.is_empty() || self.groups.contains(&a.group))
             && a.peak_pps >= self.min_pps
             && a.peak_bps >= self.min_bps
+            && (self.ioc.is_empty() || self.ioc.iter().any(|l| a.ioc.contains_key(l)))
     }
 }
 
@@ -187,6 +193,8 @@ pub struct Policies {
 pub struct Known {
     pub groups: BTreeSet<String>,
     pub peers: BTreeSet<String>,
+    /// Indicator list names.
+    pub ioc: BTreeSet<String>,
 }
 
 /// The shipped policies, used when the policy directory does not exist.
@@ -497,6 +505,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         groups: p.matches.groups.iter().map(|g| g.value.clone()).collect(),
         min_pps: p.matches.min_pps,
         min_bps: p.matches.min_bps,
+        ioc: p.matches.ioc.iter().map(|l| l.value.clone()).collect(),
         ttl,
         withdraw_after,
         dry_run: p.dry_run,
@@ -590,6 +599,7 @@ mod tests {
         Known {
             groups: ["customers".to_string()].into_iter().collect(),
             peers: ["edge1".to_string()].into_iter().collect(),
+            ioc: ["mirai".to_string()].into_iter().collect(),
         }
     }
 
@@ -618,6 +628,7 @@ mod tests {
                 timeline: Vec::new(),
                 mitigations: Vec::new(),
                 policy: None,
+                ioc: Default::default(),
             };
             assert!(p.find(&a).is_some(), "no shipped policy for {v}");
         }

@@ -212,6 +212,7 @@ impl Daemon {
             mitigations.clone(),
             Some(recorder.clone()),
             Some(alerts.clone()),
+            crate::ioc::Lists::load(&settings.ioc),
         );
         let collector = match &settings.sflow {
             Some(c) => Some(
@@ -371,7 +372,12 @@ impl Daemon {
             .await
             .map_err(|e| e.to_string())?;
         self.engine
-            .reconfigure(next.detection.clone(), policies, next.known())
+            .reconfigure(
+                next.detection.clone(),
+                policies,
+                next.known(),
+                crate::ioc::Lists::load(&next.ioc),
+            )
             .await?;
         if let (Some(c), Some(s)) = (&self.collector, &next.sflow) {
             c.set_agents(s.agents.clone());

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 
-use crate::error::ErrorKind;
 use crate::formats::counters as fmt;
 use crate::xdr::Reader;
 
@@ -76,49 +75,59 @@ pub struct EthernetCounters {
     pub dot3_stats_symbol_errors: u32,
 }
 
-/// Decodes the body of one counter record; `r` is bounded to the record.
-pub(crate) fn decode(format: u32, mut r: Reader<'_>) -> Result<CounterRecord, ErrorKind> {
-    let r = &mut r;
-    Ok(match format {
-        fmt::GENERIC_INTERFACE => CounterRecord::Generic(GenericInterface {
-            if_index: r.u32()?,
-            if_type: r.u32()?,
-            if_speed: r.u64()?,
-            if_direction: r.u32()?,
-            if_status: r.u32()?,
-            if_in_octets: r.u64()?,
-            if_in_ucast_pkts: r.u32()?,
-            if_in_multicast_pkts: r.u32()?,
-            if_in_broadcast_pkts: r.u32()?,
-            if_in_discards: r.u32()?,
-            if_in_errors: r.u32()?,
-            if_in_unknown_protos: r.u32()?,
-            if_out_octets: r.u64()?,
-            if_out_ucast_pkts: r.u32()?,
-            if_out_multicast_pkts: r.u32()?,
-            if_out_broadcast_pkts: r.u32()?,
-            if_out_discards: r.u32()?,
-            if_out_errors: r.u32()?,
-            if_promiscuous_mode: r.u32()?,
-        }),
-        fmt::ETHERNET => CounterRecord::Ethernet(EthernetCounters {
-            dot3_stats_alignment_errors: r.u32()?,
-            dot3_stats_fcs_errors: r.u32()?,
-            dot3_stats_single_collision_frames: r.u32()?,
-            dot3_stats_multiple_collision_frames: r.u32()?,
-            dot3_stats_sqe_test_errors: r.u32()?,
-            dot3_stats_deferred_transmissions: r.u32()?,
-            dot3_stats_late_collisions: r.u32()?,
-            dot3_stats_excessive_collisions: r.u32()?,
-            dot3_stats_internal_mac_transmit_errors: r.u32()?,
-            dot3_stats_carrier_sense_errors: r.u32()?,
-            dot3_stats_frame_too_longs: r.u32()?,
-            dot3_stats_internal_mac_receive_errors: r.u32()?,
-            dot3_stats_symbol_errors: r.u32()?,
-        }),
-        _ => CounterRecord::Unknown {
+/// Decodes the body of one counter record into `out`; `r` is bounded to the record. Errors are
+/// left in `r` (and nothing is pushed). Each arm pushes its own variant (see
+/// [`crate::flow`]'s `decode_into`).
+#[inline]
+pub(crate) fn decode_into(format: u32, r: &mut Reader<'_>, out: &mut Vec<CounterRecord>) {
+    match format {
+        fmt::GENERIC_INTERFACE => {
+            if let Some(mut f) = r.block::<88>() {
+                out.push(CounterRecord::Generic(GenericInterface {
+                    if_index: f.u32(),
+                    if_type: f.u32(),
+                    if_speed: f.u64(),
+                    if_direction: f.u32(),
+                    if_status: f.u32(),
+                    if_in_octets: f.u64(),
+                    if_in_ucast_pkts: f.u32(),
+                    if_in_multicast_pkts: f.u32(),
+                    if_in_broadcast_pkts: f.u32(),
+                    if_in_discards: f.u32(),
+                    if_in_errors: f.u32(),
+                    if_in_unknown_protos: f.u32(),
+                    if_out_octets: f.u64(),
+                    if_out_ucast_pkts: f.u32(),
+                    if_out_multicast_pkts: f.u32(),
+                    if_out_broadcast_pkts: f.u32(),
+                    if_out_discards: f.u32(),
+                    if_out_errors: f.u32(),
+                    if_promiscuous_mode: f.u32(),
+                }));
+            }
+        }
+        fmt::ETHERNET => {
+            if let Some(mut f) = r.block::<52>() {
+                out.push(CounterRecord::Ethernet(EthernetCounters {
+                    dot3_stats_alignment_errors: f.u32(),
+                    dot3_stats_fcs_errors: f.u32(),
+                    dot3_stats_single_collision_frames: f.u32(),
+                    dot3_stats_multiple_collision_frames: f.u32(),
+                    dot3_stats_sqe_test_errors: f.u32(),
+                    dot3_stats_deferred_transmissions: f.u32(),
+                    dot3_stats_late_collisions: f.u32(),
+                    dot3_stats_excessive_collisions: f.u32(),
+                    dot3_stats_internal_mac_transmit_errors: f.u32(),
+                    dot3_stats_carrier_sense_errors: f.u32(),
+                    dot3_stats_frame_too_longs: f.u32(),
+                    dot3_stats_internal_mac_receive_errors: f.u32(),
+                    dot3_stats_symbol_errors: f.u32(),
+                }));
+            }
+        }
+        _ => out.push(CounterRecord::Unknown {
             format,
             data: r.rest(),
-        },
-    })
+        }),
+    }
 }

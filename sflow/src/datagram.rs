@@ -45,37 +45,44 @@ const MIN_SAMPLE: usize = 8;
 /// `Unknown`.
 pub fn decode(datagram: Bytes) -> Result<Datagram, DecodeError> {
     let mut r = Reader::new(&datagram);
-    let (header, n) = header(&mut r).map_err(|k| Place::Header.error(k))?;
-    let mut samples = Vec::with_capacity(small(n));
+    let (mut d, n) = header(&mut r);
+    if let Some(k) = r.error() {
+        return Err(Place::Header.error(k));
+    }
     for i in 0..n {
         let index = usize::try_from(i).unwrap_or(usize::MAX);
-        let mut at = Place::Sample(index, None);
-        let format = r.u32().map_err(|k| at.error(k))?;
-        at = Place::Sample(index, Some(format));
-        let body = r
-            .u32()
-            .and_then(|len| r.sub(len, "sample"))
-            .map_err(|k| at.error(k))?;
-        samples.push(sample::decode(index, format, body)?);
+        let Some(mut f) = r.block::<8>() else {
+            return Err(Place::Sample(index, None).error(r.failure()));
+        };
+        let (format, len) = (f.u32(), f.u32());
+        let mut body = r.sub(len, "sample");
+        if let Some(k) = r.error() {
+            return Err(Place::Sample(index, Some(format)).error(k));
+        }
+        sample::decode_into(index, format, &mut body, &mut d.samples)?;
     }
-    Ok(Datagram { samples, ..header })
+    Ok(d)
 }
 
-/// The header fields, and the sample count.
-fn header(r: &mut Reader<'_>) -> Result<(Datagram, u32), ErrorKind> {
-    let version = r.u32()?;
-    if version != formats::VERSION_5 {
-        return Err(ErrorKind::Version(version));
+/// The header fields (with room for the samples), and the sample count.
+fn header(r: &mut Reader<'_>) -> (Datagram, u32) {
+    let version = r.u32();
+    if r.error().is_none() && version != formats::VERSION_5 {
+        r.fail(ErrorKind::Version(version));
     }
-    let agent = r.address(ErrorKind::AgentAddressType)?;
+    let agent = r.address(ErrorKind::AgentAddressType);
+    let (sub_agent, sequence, uptime_ms, n) = match r.block::<16>() {
+        Some(mut f) => (f.u32(), f.u32(), f.u32(), f.u32()),
+        None => (0, 0, 0, 0),
+    };
+    let n = r.fits(n, MIN_SAMPLE, "samples");
     let d = Datagram {
         version,
         agent,
-        sub_agent: r.u32()?,
-        sequence: r.u32()?,
-        uptime_ms: r.u32()?,
-        samples: Vec::new(),
+        sub_agent,
+        sequence,
+        uptime_ms,
+        samples: Vec::with_capacity(small(n)),
     };
-    let n = r.count(MIN_SAMPLE, "samples")?;
-    Ok((d, n))
+    (d, n)
 }

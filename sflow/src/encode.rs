@@ -51,12 +51,12 @@ fn encoded_len_hint(d: &Datagram) -> usize {
         .samples
         .iter()
         .map(|s| match s {
-            Sample::Flow(f) => 64 + f.records.len() * 160,
-            Sample::Counters(c) => 32 + c.records.len() * 100,
-            Sample::Unknown { data, .. } => 12 + data.len(),
+            Sample::Flow(f) => f.records.len().saturating_mul(160).saturating_add(64),
+            Sample::Counters(c) => c.records.len().saturating_mul(100).saturating_add(32),
+            Sample::Unknown { data, .. } => data.len().saturating_add(12),
         })
-        .sum();
-    40 + per_sample
+        .fold(0, usize::saturating_add);
+    per_sample.saturating_add(40).min(1 << 16)
 }
 
 /// Writes one sample: its format word, its length and its body.

@@ -160,92 +160,127 @@ pub struct ExtendedGateway {
     pub local_pref: u32,
 }
 
-/// Decodes the body of one flow record; `r` is bounded to the record.
-pub(crate) fn decode(format: u32, mut r: Reader<'_>) -> Result<FlowRecord, ErrorKind> {
-    let r = &mut r;
-    Ok(match format {
-        fmt::RAW_HEADER => FlowRecord::RawHeader(RawHeader {
-            protocol: r.u32()?,
-            frame_length: r.u32()?,
-            stripped: r.u32()?,
-            header: r.opaque("sampled header")?,
-        }),
-        fmt::ETHERNET => FlowRecord::Ethernet(SampledEthernet {
-            length: r.u32()?,
-            src_mac: r.mac()?,
-            dst_mac: r.mac()?,
-            eth_type: r.u32()?,
-        }),
-        fmt::IPV4 => FlowRecord::Ipv4(SampledIpv4 {
-            length: r.u32()?,
-            protocol: r.u32()?,
-            src: r.ipv4()?,
-            dst: r.ipv4()?,
-            src_port: r.u32()?,
-            dst_port: r.u32()?,
-            tcp_flags: r.u32()?,
-            tos: r.u32()?,
-        }),
-        fmt::IPV6 => FlowRecord::Ipv6(SampledIpv6 {
-            length: r.u32()?,
-            protocol: r.u32()?,
-            src: r.ipv6()?,
-            dst: r.ipv6()?,
-            src_port: r.u32()?,
-            dst_port: r.u32()?,
-            tcp_flags: r.u32()?,
-            priority: r.u32()?,
-        }),
-        fmt::EXTENDED_SWITCH => FlowRecord::ExtendedSwitch(ExtendedSwitch {
-            src_vlan: r.u32()?,
-            src_priority: r.u32()?,
-            dst_vlan: r.u32()?,
-            dst_priority: r.u32()?,
-        }),
-        fmt::EXTENDED_ROUTER => FlowRecord::ExtendedRouter(ExtendedRouter {
-            next_hop: r.address(ErrorKind::AddressType)?,
-            src_mask_len: r.u32()?,
-            dst_mask_len: r.u32()?,
-        }),
-        fmt::EXTENDED_GATEWAY => FlowRecord::ExtendedGateway(gateway(r)?),
-        _ => FlowRecord::Unknown {
+/// Decodes the body of one flow record into `out`; `r` is bounded to the record. Errors are left
+/// in `r` (and nothing, or a placeholder, is pushed). Each arm pushes its own variant, so that the
+/// record is written straight into the vector rather than built on the stack and copied there.
+#[inline]
+pub(crate) fn decode_into(format: u32, r: &mut Reader<'_>, out: &mut Vec<FlowRecord>) {
+    match format {
+        fmt::RAW_HEADER => {
+            if let Some(mut f) = r.block::<16>() {
+                // The header (after the three words, its length the last) first, so that the
+                // words go from registers straight into the record.
+                let header = r.sub(f.last_u32(), "sampled header").rest();
+                out.push(FlowRecord::RawHeader(RawHeader {
+                    protocol: f.u32(),
+                    frame_length: f.u32(),
+                    stripped: f.u32(),
+                    header,
+                }));
+            }
+        }
+        fmt::ETHERNET => {
+            if let Some(mut f) = r.block::<24>() {
+                out.push(FlowRecord::Ethernet(SampledEthernet {
+                    length: f.u32(),
+                    src_mac: f.mac(),
+                    dst_mac: f.mac(),
+                    eth_type: f.u32(),
+                }));
+            }
+        }
+        fmt::IPV4 => {
+            if let Some(mut f) = r.block::<32>() {
+                out.push(FlowRecord::Ipv4(SampledIpv4 {
+                    length: f.u32(),
+                    protocol: f.u32(),
+                    src: f.ipv4(),
+                    dst: f.ipv4(),
+                    src_port: f.u32(),
+                    dst_port: f.u32(),
+                    tcp_flags: f.u32(),
+                    tos: f.u32(),
+                }));
+            }
+        }
+        fmt::IPV6 => {
+            if let Some(mut f) = r.block::<56>() {
+                out.push(FlowRecord::Ipv6(SampledIpv6 {
+                    length: f.u32(),
+                    protocol: f.u32(),
+                    src: f.ipv6(),
+                    dst: f.ipv6(),
+                    src_port: f.u32(),
+                    dst_port: f.u32(),
+                    tcp_flags: f.u32(),
+                    priority: f.u32(),
+                }));
+            }
+        }
+        fmt::EXTENDED_SWITCH => {
+            if let Some(mut f) = r.block::<16>() {
+                out.push(FlowRecord::ExtendedSwitch(ExtendedSwitch {
+                    src_vlan: f.u32(),
+                    src_priority: f.u32(),
+                    dst_vlan: f.u32(),
+                    dst_priority: f.u32(),
+                }));
+            }
+        }
+        fmt::EXTENDED_ROUTER => {
+            let next_hop = r.address(ErrorKind::AddressType);
+            if let Some(mut f) = r.block::<8>() {
+                out.push(FlowRecord::ExtendedRouter(ExtendedRouter {
+                    next_hop,
+                    src_mask_len: f.u32(),
+                    dst_mask_len: f.u32(),
+                }));
+            }
+        }
+        fmt::EXTENDED_GATEWAY => out.push(FlowRecord::ExtendedGateway(gateway(r))),
+        _ => out.push(FlowRecord::Unknown {
             format,
             data: r.rest(),
-        },
-    })
+        }),
+    }
 }
 
-fn gateway(r: &mut Reader<'_>) -> Result<ExtendedGateway, ErrorKind> {
-    let next_hop = r.address(ErrorKind::AddressType)?;
-    let as_ = r.u32()?;
-    let src_as = r.u32()?;
-    let src_peer_as = r.u32()?;
-    // A segment is at least its type and its count.
-    let segments = r.count(8, "AS path segments")?;
+fn gateway(r: &mut Reader<'_>) -> ExtendedGateway {
+    let next_hop = r.address(ErrorKind::AddressType);
+    let (as_, src_as, src_peer_as, segments) = match r.block::<16>() {
+        Some(mut f) => (f.u32(), f.u32(), f.u32(), f.u32()),
+        None => (0, 0, 0, 0),
+    };
+    // A segment is at least its type and its count. A failed count is 0: the loops below do not
+    // run once the reader has failed.
+    let segments = r.fits(segments, 8, "AS path segments");
     let mut as_path = Vec::with_capacity(small(segments));
     for _ in 0..segments {
-        let _segment_type = r.u32()?;
-        let n = r.count(4, "AS numbers in a segment")?;
+        let _segment_type = r.u32();
+        let n = r.count(4, "AS numbers in a segment");
         let mut path = Vec::with_capacity(small(n));
         for _ in 0..n {
-            path.push(r.u32()?);
+            path.push(r.u32());
         }
         as_path.push(path);
+        if r.error().is_some() {
+            break;
+        }
     }
-    let n = r.count(4, "communities")?;
+    let n = r.count(4, "communities");
     let mut communities = Vec::with_capacity(small(n));
     for _ in 0..n {
-        communities.push(r.u32()?);
+        communities.push(r.u32());
     }
-    Ok(ExtendedGateway {
+    ExtendedGateway {
         next_hop,
         as_,
         src_as,
         src_peer_as,
         as_path,
         communities,
-        local_pref: r.u32()?,
-    })
+        local_pref: r.u32(),
+    }
 }
 
 /// A capacity for a count already checked against the bytes left, capped so that a datagram

@@ -25,10 +25,10 @@
 use bytes::Bytes;
 
 use crate::counters::{self, CounterRecord};
-use crate::error::{DecodeError, ErrorKind, Place};
+use crate::error::{DecodeError, Place};
 use crate::flow::{self, FlowRecord, small};
 use crate::formats::sample as fmt;
-use crate::xdr::Reader;
+use crate::xdr::{Fields, Reader};
 
 /// One sample of a datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,115 +108,140 @@ pub fn unfold_interface(interface: u32) -> (u32, u32) {
 /// The smallest record: its format and length words.
 const MIN_RECORD: usize = 8;
 
-/// Decodes the body of sample number `index` (0-based); `r` is bounded to the sample.
-pub(crate) fn decode(index: usize, format: u32, mut r: Reader<'_>) -> Result<Sample, DecodeError> {
+/// Decodes the body of sample number `index` (0-based) into `out`; `r` is bounded to the sample.
+/// The sample is pushed with its header fields first, then its records are decoded in place: no
+/// sample or record is built on the stack and copied.
+#[inline(always)]
+pub(crate) fn decode_into(
+    index: usize,
+    format: u32,
+    r: &mut Reader<'_>,
+    out: &mut Vec<Sample>,
+) -> Result<(), DecodeError> {
     let at = Place::Sample(index, Some(format));
-    let r = &mut r;
     match format {
         fmt::FLOW | fmt::FLOW_EXPANDED => {
             let expanded = format == fmt::FLOW_EXPANDED;
-            let (mut s, n) = flow_header(r, expanded).map_err(|k| at.error(k))?;
-            s.records.reserve_exact(small(n));
-            for i in 0..n {
-                let record = record(r, index, format, i, flow::decode)?;
-                s.records.push(record);
+            let Some(mut f) = (if expanded {
+                r.block::<44>()
+            } else {
+                r.block::<32>()
+            }) else {
+                return Err(at.error(r.failure()));
+            };
+            // The record count (the last word) first: the records' vector is allocated before the
+            // other fields are read, so that they go from registers straight into the sample.
+            let n = r.fits(f.last_u32(), MIN_RECORD, "flow records");
+            if let Some(k) = r.error() {
+                return Err(at.error(k));
             }
-            Ok(Sample::Flow(s))
+            let records = Vec::with_capacity(small(n));
+            let sequence = f.u32();
+            let (source_id_type, source_id_index) = source_id(&mut f, expanded);
+            let sampling_rate = f.u32();
+            let sample_pool = f.u32();
+            let drops = f.u32();
+            let (input, output) = if expanded {
+                let input = fold_interface(f.u32(), f.u32());
+                (input, fold_interface(f.u32(), f.u32()))
+            } else {
+                (f.u32(), f.u32())
+            };
+            out.push(Sample::Flow(FlowSample {
+                expanded,
+                sequence,
+                source_id_type,
+                source_id_index,
+                sampling_rate,
+                sample_pool,
+                drops,
+                input,
+                output,
+                records,
+            }));
+            if let Some(Sample::Flow(s)) = out.last_mut() {
+                decode_records(r, index, format, n, &mut s.records, flow::decode_into)?;
+            }
         }
         fmt::COUNTERS | fmt::COUNTERS_EXPANDED => {
             let expanded = format == fmt::COUNTERS_EXPANDED;
-            let (mut s, n) = counter_header(r, expanded).map_err(|k| at.error(k))?;
-            s.records.reserve_exact(small(n));
-            for i in 0..n {
-                let record = record(r, index, format, i, counters::decode)?;
-                s.records.push(record);
+            let Some(mut f) = (if expanded {
+                r.block::<16>()
+            } else {
+                r.block::<12>()
+            }) else {
+                return Err(at.error(r.failure()));
+            };
+            let n = r.fits(f.last_u32(), MIN_RECORD, "counter records");
+            if let Some(k) = r.error() {
+                return Err(at.error(k));
             }
-            Ok(Sample::Counters(s))
+            let records = Vec::with_capacity(small(n));
+            let sequence = f.u32();
+            let (source_id_type, source_id_index) = source_id(&mut f, expanded);
+            out.push(Sample::Counters(CounterSample {
+                expanded,
+                sequence,
+                source_id_type,
+                source_id_index,
+                records,
+            }));
+            if let Some(Sample::Counters(s)) = out.last_mut() {
+                decode_records(r, index, format, n, &mut s.records, counters::decode_into)?;
+            }
         }
-        _ => Ok(Sample::Unknown {
+        _ => out.push(Sample::Unknown {
             format,
             data: r.rest(),
         }),
     }
+    Ok(())
 }
 
-/// The fields of a flow sample before its records, and the record count.
-fn flow_header(r: &mut Reader<'_>, expanded: bool) -> Result<(FlowSample, u32), ErrorKind> {
-    let sequence = r.u32()?;
-    let (source_id_type, source_id_index) = if expanded {
-        (r.u32()?, r.u32()?)
+/// The compact `sflow_data_source` (type in the top 8 bits, index in the low 24), or the expanded
+/// type and index words.
+#[inline(always)]
+fn source_id(f: &mut Fields<'_>, expanded: bool) -> (u32, u32) {
+    if expanded {
+        (f.u32(), f.u32())
     } else {
-        let id = r.u32()?;
+        let id = f.u32();
         (id >> 24, id & 0x00ff_ffff)
-    };
-    let sampling_rate = r.u32()?;
-    let sample_pool = r.u32()?;
-    let drops = r.u32()?;
-    let (input, output) = if expanded {
-        let input = fold_interface(r.u32()?, r.u32()?);
-        (input, fold_interface(r.u32()?, r.u32()?))
-    } else {
-        (r.u32()?, r.u32()?)
-    };
-    let n = r.count(MIN_RECORD, "flow records")?;
-    let s = FlowSample {
-        expanded,
-        sequence,
-        source_id_type,
-        source_id_index,
-        sampling_rate,
-        sample_pool,
-        drops,
-        input,
-        output,
-        records: Vec::new(),
-    };
-    Ok((s, n))
+    }
 }
 
-fn counter_header(r: &mut Reader<'_>, expanded: bool) -> Result<(CounterSample, u32), ErrorKind> {
-    let sequence = r.u32()?;
-    let (source_id_type, source_id_index) = if expanded {
-        (r.u32()?, r.u32()?)
-    } else {
-        let id = r.u32()?;
-        (id >> 24, id & 0x00ff_ffff)
-    };
-    let n = r.count(MIN_RECORD, "counter records")?;
-    let s = CounterSample {
-        expanded,
-        sequence,
-        source_id_type,
-        source_id_index,
-        records: Vec::new(),
-    };
-    Ok((s, n))
-}
-
-/// Reads record number `i` (0-based) of a sample: its format, its length, then its body with
-/// `decode_body`, errors placed at the record.
-fn record<T>(
+/// Reads the `n` records of a sample into `out`: for each, its format, its length, then its body
+/// with `decode_body`; errors are placed at the record.
+#[inline(always)]
+fn decode_records<T>(
     r: &mut Reader<'_>,
     sample: usize,
     sample_format: u32,
-    i: u32,
-    decode_body: fn(u32, Reader<'_>) -> Result<T, ErrorKind>,
-) -> Result<T, DecodeError> {
-    let mut at = Place::Record {
-        sample,
-        sample_format,
-        record: usize::try_from(i).unwrap_or(usize::MAX),
-        format: None,
-    };
-    let format = r.u32().map_err(|k| at.error(k))?;
-    if let Place::Record { format: f, .. } = &mut at {
-        *f = Some(format);
+    n: u32,
+    out: &mut Vec<T>,
+    decode_body: impl Fn(u32, &mut Reader<'_>, &mut Vec<T>),
+) -> Result<(), DecodeError> {
+    for i in 0..n {
+        let at = |format| Place::Record {
+            sample,
+            sample_format,
+            record: usize::try_from(i).unwrap_or(usize::MAX),
+            format,
+        };
+        let Some(mut f) = r.block::<8>() else {
+            return Err(at(None).error(r.failure()));
+        };
+        let (format, len) = (f.u32(), f.u32());
+        let mut body = r.sub(len, "record");
+        if let Some(k) = r.error() {
+            return Err(at(Some(format)).error(k));
+        }
+        decode_body(format, &mut body, out);
+        if let Some(k) = body.error() {
+            return Err(at(Some(format)).error(k));
+        }
     }
-    let body = r
-        .u32()
-        .and_then(|len| r.sub(len, "record"))
-        .map_err(|k| at.error(k))?;
-    decode_body(format, body).map_err(|k| at.error(k))
+    Ok(())
 }
 
 #[cfg(test)]

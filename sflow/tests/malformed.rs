@@ -330,7 +330,7 @@ fn malformed_datagrams_give_their_reason_and_place() {
                 data: words(&[0; 7]),
             }),
             "sample 1 (flow sample)",
-            ErrorKind::Truncated { need: 4, have: 0 },
+            ErrorKind::Truncated { need: 32, have: 28 },
         ),
         (
             "a million flow records",
@@ -372,7 +372,7 @@ fn malformed_datagrams_give_their_reason_and_place() {
             "sampled IPv4 record too short",
             datagram_with(flow_with(vec![switch.clone(), unknown_flow(3, &[0; 7])])),
             "sample 1 (flow sample), record 2 (sampled IPv4)",
-            ErrorKind::Truncated { need: 4, have: 0 },
+            ErrorKind::Truncated { need: 32, have: 28 },
         ),
         (
             "sampled header longer than its record",
@@ -454,7 +454,7 @@ fn malformed_datagrams_give_their_reason_and_place() {
                 ..CounterSample::default()
             })),
             "sample 1 (counter sample), record 1 (generic interface counters)",
-            ErrorKind::Truncated { need: 4, have: 0 },
+            ErrorKind::Truncated { need: 88, have: 84 },
         ),
         (
             "Ethernet counters cut in the second sample",
@@ -471,7 +471,7 @@ fn malformed_datagrams_give_their_reason_and_place() {
                 .encode()
                 .freeze(),
             "sample 2 (expanded counter sample), record 1 (Ethernet counters)",
-            ErrorKind::Truncated { need: 4, have: 0 },
+            ErrorKind::Truncated { need: 52, have: 48 },
         ),
     ];
     for (what, bytes, context, kind) in cases {

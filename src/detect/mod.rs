@@ -144,6 +144,9 @@ pub struct Attack {
     pub mitigations: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// Sources seen in indicator lists: sightings per list.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ioc: BTreeMap<String, u64>,
 }
 
 impl Attack {
@@ -652,6 +655,7 @@ impl Detector {
                 timeline: Vec::new(),
                 mitigations: Vec::new(),
                 policy: None,
+                ioc: BTreeMap::new(),
             };
             let unit = if class.is_some() { "pps" } else { "bps" };
             a.note(
