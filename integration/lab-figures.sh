@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The lab's figures, as the README reports them (as root; bird2, gobgpd, iproute2 installed):
+#   latency from a flood's first packet to the rule in BIRD and GoBGP, 20 attacks at probe intervals of
+#   1 s and 100 ms (cargo bench --bench lab, release build), and each fault test's figure (the tests
+#   in integration/lab.rs assert; their figures are the lines starting with "figure:").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== latency (release build)"
+cargo bench --locked --bench lab 2>&1 | grep -E "^probe interval|skipped"
+echo "== faults"
+cargo test --locked --test lab -- --nocapture \
+  a_router_restarted_mid_attack deflect_killed_mid_attack the_controller_unreachable a_link_flap 2>&1 |
+  grep -E "^figure:|test result|FAILED|panicked"
