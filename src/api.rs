@@ -53,6 +53,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/policies"),
     ("get", "/api/v1/sflow"),
     ("get", "/api/v1/alerts"),
+    ("get", "/api/v1/ioc"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),
 ];
@@ -202,6 +203,7 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/api/v1/policies", get(policies))
         .route("/api/v1/sflow", get(sflow))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/ioc", get(ioc))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -607,6 +609,14 @@ async fn alerts(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.must_read()?;
     Ok(axum::Json(s.alerts.recent()))
+}
+
+async fn ioc(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    Ok(axum::Json(s.engine.ioc().await))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -84,6 +84,9 @@ enum Request {
     Policies {
         reply: Reply<PolicyState>,
     },
+    Ioc {
+        reply: Reply<Vec<crate::ioc::ListInfo>>,
+    },
     Reconfigure {
         settings: detect::Settings,
         policies: Box<Policies>,
@@ -155,6 +158,12 @@ impl EngineHandle {
 
     pub async fn nodes(&self) -> Vec<Node> {
         self.ask(|reply| Request::Nodes { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn ioc(&self) -> Vec<crate::ioc::ListInfo> {
+        self.ask(|reply| Request::Ioc { reply })
             .await
             .unwrap_or_default()
     }
@@ -406,6 +415,9 @@ impl Engine {
             }
             Request::Nodes { reply } => {
                 let _ = reply.send(self.detector.nodes().to_vec());
+            }
+            Request::Ioc { reply } => {
+                let _ = reply.send(self.ioc.lists.iter().map(|l| l.info()).collect());
             }
             Request::Policies { reply } => {
                 let _ = reply.send(PolicyState {
