@@ -145,6 +145,8 @@ impl Event {
             "peak_pps" => a?.peak_pps.to_string(),
             "policy" => a?.policy.clone().unwrap_or_default(),
             "node" => a?.node.clone(),
+            // Secrets for playbook requests; alert templates refuse them at configuration time.
+            env if env.starts_with("env.") => std::env::var(&env[4..]).ok()?,
             _ => return None,
         })
     }
@@ -464,17 +466,50 @@ fn post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<u16, (Option<u16>, String)> {
+    send("POST", url, headers, Some(body), timeout)
+}
+
+/// One request; Ok(status) for 2xx, else the status (if any) and why.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u16, (Option<u16>, String)> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .user_agent(concat!("deflect/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent();
-    let mut req = agent.post(url);
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    match req.send(body) {
+    let result = match method {
+        "GET" | "DELETE" if body.is_none() => {
+            let mut req = if method == "GET" {
+                agent.get(url)
+            } else {
+                agent.delete(url)
+            };
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = match method {
+                "PUT" => agent.put(url),
+                "PATCH" => agent.patch(url),
+                "GET" => agent.get(url).force_send_body(),
+                "DELETE" => agent.delete(url).force_send_body(),
+                _ => agent.post(url),
+            };
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send(body.unwrap_or_default())
+        }
+    };
+    match result {
         Ok(mut r) => {
             let st = r.status().as_u16();
             let text = r

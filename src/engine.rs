@@ -30,7 +30,7 @@ use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
 use crate::ioc::Lists;
 use crate::mitigation::{CreateRequest, Created, MitigationHandle, now_ms};
 use crate::pcap::Recorder;
-use crate::policy::{self, Policies, Policy};
+use crate::policy::{self, Call, HttpRequest, Policies, Policy};
 use crate::telemetry::Report;
 
 /// What the engine answers to a report.
@@ -207,6 +207,8 @@ struct Escalation {
     policy: Policy,
     fired: usize,
     made: Vec<Made>,
+    /// Playbook calls made, undone on withdrawal.
+    calls: Vec<Call>,
     last_refresh: u64,
     ended_at: Option<u64>,
 }
@@ -487,6 +489,7 @@ impl Engine {
             policy: policy.clone(),
             fired: 0,
             made: Vec::new(),
+            calls: Vec::new(),
             last_refresh: now,
             ended_at: None,
         };
@@ -505,6 +508,7 @@ impl Engine {
             if let Some(old) = self.escalations.remove(&pid) {
                 esc.fired = old.fired;
                 esc.made = old.made;
+                esc.calls = old.calls;
                 if let Some(p) = self.detector.attack_mut(pid) {
                     p.note(now, format!("resumed as attack {id}"));
                 }
@@ -577,7 +581,15 @@ impl Engine {
             return;
         };
         let step = &policy.steps[n];
-        let (req, matches) = match step.announce {
+        if let Some(call) = &step.call {
+            let a = a.clone();
+            self.fire_call(id, &a, policy, n, call, now);
+            return;
+        }
+        let Some(announce) = step.announce else {
+            return;
+        };
+        let (req, matches) = match announce {
             Kind::Flowspec => {
                 let rule = policy::flowspec_rule(a.target, &a.signature, &step.parts, &step.action);
                 let matches = rule.split(" then ").next().unwrap_or_default().to_string();
@@ -638,7 +650,7 @@ impl Engine {
             .map(|e| {
                 e.made
                     .iter()
-                    .filter(|m| m.kind == step.announce)
+                    .filter(|m| m.kind == announce)
                     .cloned()
                     .collect::<Vec<_>>()
             })
@@ -655,7 +667,7 @@ impl Engine {
         let note = match made {
             Ok(Created::New(m)) | Ok(Created::Extended(m)) => {
                 for o in &others {
-                    if step.announce == Kind::Flowspec {
+                    if announce == Kind::Flowspec {
                         let _ = self
                             .mitigations
                             .withdraw(o.id, &actor, &format!("replaced by step {}", n + 1))
@@ -664,12 +676,12 @@ impl Engine {
                 }
                 if let Some(e) = self.escalations.get_mut(&id) {
                     e.made.retain(|x| {
-                        !(x.kind == step.announce
-                            && (x.matches == matches || step.announce == Kind::Flowspec))
+                        !(x.kind == announce
+                            && (x.matches == matches || announce == Kind::Flowspec))
                     });
                     e.made.push(Made {
                         id: m.id,
-                        kind: step.announce,
+                        kind: announce,
                         matches,
                     });
                 }
@@ -694,6 +706,41 @@ impl Engine {
         }
     }
 
+    /// A playbook step: the request goes out on its own task (an external API may be slow; the
+    /// attack does not wait), its outcome goes to the audit log; its undo is kept for withdrawal.
+    fn fire_call(&mut self, id: u64, a: &Attack, policy: &Policy, n: usize, call: &Call, now: u64) {
+        let actor = format!("policy:{} attack:{id}", policy.name);
+        if let Some(at) = self.detector.attack_mut(id) {
+            at.note(
+                now,
+                format!(
+                    "step {}{}: calling {} ({} {})",
+                    n + 1,
+                    if policy.dry_run { " (dry-run)" } else { "" },
+                    call.name,
+                    call.request.method,
+                    call.request.url
+                ),
+            );
+        }
+        if policy.dry_run {
+            return;
+        }
+        if let Some(e) = self.escalations.get_mut(&id) {
+            e.calls.push(call.clone());
+        }
+        playbook(
+            self.mitigations.clone(),
+            actor,
+            "playbook.call",
+            call.name.clone(),
+            call.request.clone(),
+            call.timeout,
+            call.attempts,
+            Alert::attack(EventKind::AttackEscalate, a, ""),
+        );
+    }
+
     /// Steps that wait, lifetimes renewed, withdrawals after hold-down.
     async fn timers(&mut self, now: u64) {
         let ids: Vec<u64> = self.escalations.keys().copied().collect();
@@ -715,8 +762,28 @@ impl Engine {
                             Err(err) => warn!(attack = id, mitigation = m.id, "withdrawal: {err}"),
                         }
                     }
+                    if let Some(a) = self.detector.attack(id) {
+                        for c in &e.calls {
+                            if let Some(undo) = &c.undo {
+                                playbook(
+                                    self.mitigations.clone(),
+                                    actor.clone(),
+                                    "playbook.undo",
+                                    c.name.clone(),
+                                    undo.clone(),
+                                    c.timeout,
+                                    c.attempts,
+                                    Alert::attack(EventKind::AttackEnd, a, ""),
+                                );
+                            }
+                        }
+                    }
                     if let Some(a) = self.detector.attack_mut(id) {
                         a.note(now, format!("withdrew {} mitigations", e.made.len()));
+                        let undone = e.calls.iter().filter(|c| c.undo.is_some()).count();
+                        if undone > 0 {
+                            a.note(now, format!("undoing {undone} playbook calls"));
+                        }
                     }
                     self.escalations.remove(&id);
                 }
@@ -739,6 +806,71 @@ impl Engine {
             }
         }
     }
+}
+
+/// Sends a playbook request (templated for `event`) on its own task, with retries; the outcome
+/// is audited as `action`.
+#[allow(clippy::too_many_arguments)]
+fn playbook(
+    audit: MitigationHandle,
+    actor: String,
+    action: &'static str,
+    name: String,
+    req: HttpRequest,
+    timeout: Duration,
+    attempts: u32,
+    event: Alert,
+) {
+    tokio::spawn(async move {
+        let url = crate::alert::render(&req.url, &event);
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), crate::alert::render(v, &event)))
+            .collect();
+        let body = req.body.as_ref().map(|b| crate::alert::render(b, &event));
+        let mut wait = Duration::from_millis(200);
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            let (m, u, h, b) = (
+                req.method.clone(),
+                url.clone(),
+                headers.clone(),
+                body.clone(),
+            );
+            let r = tokio::task::spawn_blocking(move || {
+                crate::alert::send(&m, &u, &h, b.as_deref().map(str::as_bytes), timeout)
+            })
+            .await
+            .unwrap_or_else(|e| Err((None, e.to_string())));
+            match r {
+                Ok(st) => break Ok(st),
+                Err((Some(st), why)) if (400..500).contains(&st) && st != 429 => {
+                    break Err((Some(st), why));
+                }
+                Err(e) if tries >= attempts => break Err(e),
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        // The request as audited: templated, but header values (credentials) left out.
+        let detail = serde_json::json!({
+            "call": name,
+            "method": req.method,
+            "url": url,
+            "headers": headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            "attempts": tries,
+            "status": match &outcome { Ok(s) => Some(*s), Err((s, _)) => *s },
+            "error": outcome.as_ref().err().map(|(_, e)| e.clone()),
+        });
+        if let Err((_, e)) = &outcome {
+            warn!(call = %name, "playbook {action} failed: {e}");
+        }
+        audit.record_later(&actor, action, detail);
+    });
 }
 
 #[cfg(test)]
@@ -1014,5 +1146,114 @@ steps:
         assert_eq!(a.policy.as_deref(), Some("p"));
         assert_eq!(r.active().await.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A receiver on loopback: (method, path, authorization, body) of each request.
+    fn receiver() -> (
+        u16,
+        std::sync::mpsc::Receiver<(String, String, String, String)>,
+    ) {
+        use std::io::{BufRead, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in l.incoming().take(8) {
+                let Ok(mut c) = conn else { continue };
+                let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                let mut it = first.split_whitespace();
+                let (method, path) = (
+                    it.next().unwrap_or("").to_string(),
+                    it.next().unwrap_or("").to_string(),
+                );
+                let (mut len, mut auth) = (0, String::new());
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = h["authorization:".len()..].trim().to_string();
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                let _ = tx.send((
+                    method,
+                    path,
+                    auth,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+            }
+        });
+        (port, rx)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_playbook_step_calls_an_api_and_undoes_it_on_withdrawal() {
+        let (port, rx) = receiver();
+        // The "secret" comes from PATH, which every process has: setting a variable in a
+        // multi-threaded test is not sound.
+        let policy = format!(
+            "match:\n  vectors: [amplification]\nwithdraw_after: 1s\nsteps:\n  - call:\n      name: scrubber\n      url: 'http://127.0.0.1:{port}/divert/{{{{target}}}}'\n      headers: {{ Authorization: 'Bearer {{{{env.PATH}}}}' }}\n      body: '{{\"prefix\": \"{{{{target}}}}/32\", \"attack\": {{{{attack}}}}}}'\n      undo: {{ url: 'http://127.0.0.1:{port}/divert/{{{{target}}}}' }}\n"
+        );
+        let mut r = rig("playbook", &policy).await;
+        r.for_ms(300, 0).await;
+        let id = r.report(20_000).await.started[0];
+        let (method, path, auth, body) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("POST", "/divert/203.0.113.7")
+        );
+        assert_eq!(auth, format!("Bearer {}", std::env::var("PATH").unwrap()));
+        assert_eq!(
+            body,
+            format!("{{\"prefix\": \"203.0.113.7/32\", \"attack\": {id}}}")
+        );
+        // No mitigation: this policy only calls.
+        assert!(r.active().await.is_empty());
+        // Over: after the cooldown and the hold-down, the undo.
+        r.for_ms(2500, 0).await;
+        let (method, path, _, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("DELETE", "/divert/203.0.113.7")
+        );
+        let a = r.engine.attack(id).await.unwrap();
+        assert!(
+            a.timeline
+                .iter()
+                .any(|m| m.what.starts_with("step 1: calling scrubber")),
+            "{a:?}"
+        );
+        assert!(
+            a.timeline
+                .iter()
+                .any(|m| m.what == "undoing 1 playbook calls"),
+            "{a:?}"
+        );
+        // Both requests are in the audit log, without the credentials.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let audit = r.set.audit(0, 1000).await.unwrap();
+        let calls: Vec<&str> = audit
+            .iter()
+            .map(|e| e.action.as_str())
+            .filter(|a| a.starts_with("playbook"))
+            .collect();
+        assert_eq!(calls, ["playbook.call", "playbook.undo"]);
+        assert!(
+            !serde_json::to_string(&audit)
+                .unwrap()
+                .contains(&std::env::var("PATH").unwrap())
+        );
     }
 }

@@ -98,7 +98,12 @@ struct StepFile {
     after: Option<Spanned<String>>,
     #[serde(default)]
     if_above_pps: Option<u64>,
-    announce: Spanned<Kind>,
+    /// A mitigation to announce...
+    #[serde(default)]
+    announce: Option<Spanned<Kind>>,
+    /// ...or an external API to call (a playbook step).
+    #[serde(default)]
+    call: Option<Spanned<CallFile>>,
     #[serde(default, rename = "match")]
     matches: Option<Vec<Spanned<String>>>,
     #[serde(default)]
@@ -106,6 +111,61 @@ struct StepFile {
     #[serde(default)]
     peers: Vec<Spanned<String>>,
 }
+
+/// A playbook step: an HTTP request to an external API, and the one that undoes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallFile {
+    name: String,
+    #[serde(default)]
+    method: Option<String>,
+    url: Spanned<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    undo: Option<RequestFile>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    attempts: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestFile {
+    #[serde(default)]
+    method: Option<String>,
+    url: Spanned<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// An HTTP request with `{{field}}` and `{{env.NAME}}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A playbook call, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Call {
+    pub name: String,
+    pub request: HttpRequest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<HttpRequest>,
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Parts of a signature a FlowSpec step can match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -139,7 +199,10 @@ impl FromStr for Part {
 pub struct Step {
     pub after: Duration,
     pub if_above_pps: Option<u64>,
-    pub announce: Kind,
+    /// What the step announces; `None` for a call.
+    pub announce: Option<Kind>,
+    /// A playbook call instead of an announcement.
+    pub call: Option<Call>,
     /// FlowSpec: signature parts matched besides the destination.
     pub parts: BTreeSet<Part>,
     /// FlowSpec: the actions, in rule syntax.
@@ -410,8 +473,31 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         last_after = after;
         let mut parts = BTreeSet::new();
         let mut action = String::new();
-        match s.announce.value {
-            Kind::Flowspec => {
+        let mut call = None;
+        let kind = match (&s.announce, &s.call) {
+            (Some(k), None) => Some(k.value),
+            (None, Some(c)) => {
+                call = check_call(&c.value, &c.referenced, &mut err);
+                None
+            }
+            (Some(k), Some(_)) => {
+                err(
+                    &k.referenced,
+                    "a step either announces or calls, not both; split it in two".into(),
+                );
+                None
+            }
+            (None, None) => {
+                err(
+                    &p.steps.referenced,
+                    "every step needs announce: flowspec|rtbh, or call: (an external API)".into(),
+                );
+                None
+            }
+        };
+        match kind {
+            None => {}
+            Some(Kind::Flowspec) => {
                 match &s.matches {
                     None => {
                         parts = [
@@ -443,7 +529,9 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
                 }
                 match &s.action {
                     None => err(
-                        &s.announce.referenced,
+                        s.announce
+                            .as_ref()
+                            .map_or(&p.steps.referenced, |a| &a.referenced),
                         "a flowspec step needs an action: discard, rate-bytes N or rate-packets N"
                             .into(),
                     ),
@@ -461,7 +549,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
                     }
                 }
             }
-            Kind::Rtbh => {
+            Some(Kind::Rtbh) => {
                 if let Some(a) = &s.action {
                     err(
                         &a.referenced,
@@ -487,7 +575,8 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         steps.push(Step {
             after,
             if_above_pps: s.if_above_pps,
-            announce: s.announce.value,
+            announce: kind,
+            call,
             parts,
             action,
             peers: s.peers.iter().map(|p| p.value.clone()).collect(),
@@ -510,6 +599,96 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         withdraw_after,
         dry_run: p.dry_run,
         steps,
+    })
+}
+
+/// Checks a call step.
+fn check_call(
+    c: &CallFile,
+    at: &serde_saphyr::Location,
+    err: &mut dyn FnMut(&serde_saphyr::Location, String),
+) -> Option<Call> {
+    let before_ok = std::cell::Cell::new(true);
+    let request = |method: &Option<String>,
+                   url: &Spanned<String>,
+                   headers: &std::collections::BTreeMap<String, String>,
+                   body: &Option<String>,
+                   default: &str,
+                   err: &mut dyn FnMut(&serde_saphyr::Location, String)| {
+        let method = method
+            .clone()
+            .unwrap_or_else(|| default.to_string())
+            .to_uppercase();
+        if !METHODS.contains(&method.as_str()) {
+            err(
+                at,
+                format!("method {method} is not one of {}", METHODS.join(", ")),
+            );
+            before_ok.set(false);
+        }
+        if !url.value.starts_with("http://") && !url.value.starts_with("https://") {
+            err(
+                &url.referenced,
+                "url must start with http:// or https://".into(),
+            );
+            before_ok.set(false);
+        }
+        for text in std::iter::once(&url.value)
+            .chain(headers.values())
+            .chain(body.iter())
+        {
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find("{{") {
+                let after = &rest[i + 2..];
+                let Some(j) = after.find("}}") else { break };
+                let name = after[..j].trim();
+                if !name.starts_with("env.") && !crate::alert::FIELDS.contains(&name) {
+                    err(
+                        &url.referenced,
+                        format!(
+                            "template field {{{{{name}}}}} is unknown; use env.NAME or {}",
+                            crate::alert::FIELDS.join(", ")
+                        ),
+                    );
+                    before_ok.set(false);
+                }
+                rest = &after[j + 2..];
+            }
+        }
+        HttpRequest {
+            method,
+            url: url.value.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            body: body.clone(),
+        }
+    };
+    let main = request(&c.method, &c.url, &c.headers, &c.body, "POST", err);
+    let undo = c
+        .undo
+        .as_ref()
+        .map(|u| request(&u.method, &u.url, &u.headers, &u.body, "DELETE", err));
+    let mut timeout = Duration::from_secs(10);
+    if let Some(t) = &c.timeout {
+        match parse_duration(&t.value).filter(|d| !d.is_zero()) {
+            Some(d) => timeout = d,
+            None => {
+                err(
+                    &t.referenced,
+                    format!("timeout {:?} is not a duration; write e.g. 10s", t.value),
+                );
+                before_ok.set(false);
+            }
+        }
+    }
+    before_ok.get().then(|| Call {
+        name: c.name.clone(),
+        request: main,
+        undo,
+        timeout,
+        attempts: c.attempts.unwrap_or(3).clamp(1, 10),
     })
 }
 
