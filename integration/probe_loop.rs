@@ -228,3 +228,134 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
         assert_eq!(l, format!("{A4}\t{B4}\t123\t4444"), "{l}");
     }
 }
+
+/// A node-local drop: the policy asks the victim's own probe to drop the flood with nftables.
+#[test]
+fn a_local_drop_is_applied_by_the_probe_with_nftables_and_removed_after() {
+    if let Some(why) = probe_lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let nft_missing = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err();
+    if nft_missing {
+        eprintln!("skipped: nft (Debian package nftables) is missing");
+        return;
+    }
+    let mut lab = Lab::new("local").unwrap();
+    let ns = lab.ns_b.clone();
+    let api_port = 18180;
+    let policies = lab.dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("amplification.yaml"),
+        "match:\n  vectors: [amplification]\nwithdraw_after: 1s\nsteps:\n  - local:\n      match: [proto, sport]\n      action: drop\n",
+    )
+    .unwrap();
+    let config = lab.dir.join("deflect.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\npolicies: {}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+             protected:\n  lab: [192.0.2.0/24]\n\
+             detection:\n  thresholds:\n    floor_pps: {{ udp-amp: 3000 }}\n    warmup: 1s\n    cooldown: 2s\n",
+            lab.dir.join("state").display(),
+            policies.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    lab.spawn_in_b_logged(
+        env!("CARGO_BIN_EXE_deflect"),
+        "run",
+        &["--config", &cfg],
+        "deflect.log",
+    )
+    .unwrap();
+    let controller = format!("http://127.0.0.1:{api_port}");
+    let veth = lab.veth_b.clone();
+    wait_for("the API", Duration::from_secs(20), || {
+        Ok(api_get(&ns, api_port, "/api/v1/health").map(|_| ()))
+    })
+    .unwrap();
+    lab.start_probe(&[
+        "--controller",
+        &controller,
+        "--token",
+        NODE,
+        "--interface",
+        &veth,
+        "--interval",
+        "200ms",
+    ])
+    .unwrap();
+    let log = lab.dir.join("deflect.log");
+    let deflect_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the probe's first reports", Duration::from_secs(10), || {
+        let n = api_get(&ns, api_port, "/api/v1/nodes").unwrap_or_default();
+        Ok((n[0]["reports"].as_u64().unwrap_or(0) >= 10).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
+    let nft = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "nft"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+
+    probe_lab::warm_up(&lab.ns_a, A4.parse().unwrap(), B4.parse().unwrap()).unwrap();
+    let ns_a = lab.ns_a.clone();
+    let flood = std::thread::spawn(move || {
+        probe_lab::send_udp(
+            &ns_a,
+            SocketAddr::new(A4.parse().unwrap(), 123),
+            SocketAddr::new(B4.parse().unwrap(), 4444),
+            100_000,
+            20_000,
+            468,
+            Duration::from_secs(5),
+        )
+    });
+    // The rule in the victim's own nftables, dropping.
+    let rule = "ip daddr 192.0.2.2 udp sport 123 counter packets";
+    wait_for("the local drop in nftables", Duration::from_secs(5), || {
+        Ok(nft(&["list", "table", "inet", "deflect"])
+            .contains(rule)
+            .then_some(()))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}\n{}",
+            nft(&["list", "ruleset"]),
+            deflect_log(),
+            lab.probe_log()
+        )
+    });
+    flood.join().unwrap().unwrap();
+    let table = nft(&["list", "table", "inet", "deflect"]);
+    let dropped: u64 = table
+        .split("packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped > 10_000,
+        "the flood was dropped on the node: {table}"
+    );
+    let attacks = api_get(&ns, api_port, "/api/v1/attacks?all=true").unwrap();
+    let timeline = attacks[0]["timeline"].to_string();
+    assert!(timeline.contains("asked to drop locally"), "{timeline}");
+    assert!(timeline.contains("applied local drop"), "{timeline}");
+    // Over: after the cooldown and the hold-down the table is gone.
+    wait_for("the local drop removed", Duration::from_secs(15), || {
+        Ok((!nft(&["list", "tables"]).contains("deflect")).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", nft(&["list", "ruleset"])));
+    eprintln!("figure: {dropped} flood packets dropped by the node's own nftables");
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
-# Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark) with apt-get when
+# Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark, nftables) with apt-get when
 # missing; run as root (the probe tests make network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ command -v bird >/dev/null || need+=(bird2)
 command -v gobgpd >/dev/null || need+=(gobgpd)
 command -v ip >/dev/null || need+=(iproute2)
 command -v tshark >/dev/null || need+=(tshark)
+command -v nft >/dev/null || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get"
   apt-get update -qq

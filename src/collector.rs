@@ -347,6 +347,8 @@ impl Run {
                     interfaces: Vec::new(),
                     targets,
                     packets: Vec::new(),
+                    applied: Vec::new(),
+                    drop_error: None,
                 },
             ));
         }

@@ -14,7 +14,7 @@
 //! after the policy's hold-down once it ends, marks silent nodes stale, and reloads the policy
 //! directory when its files change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,7 @@ use crate::ioc::Lists;
 use crate::mitigation::{CreateRequest, Created, MitigationHandle, now_ms};
 use crate::pcap::Recorder;
 use crate::policy::{self, Call, HttpRequest, Policies, Policy};
-use crate::telemetry::Report;
+use crate::telemetry::{LocalDrop, Report};
 
 /// What the engine answers to a report.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +42,9 @@ pub struct Ack {
     /// Addresses whose sampled packets the controller captures: send them in `packets`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub capture: Vec<IpAddr>,
+    /// The node-local drops wanted on this node, all of them (none: remove any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<LocalDrop>,
 }
 
 /// The policies in force and the last reload's problem, if any.
@@ -209,6 +212,8 @@ struct Escalation {
     made: Vec<Made>,
     /// Playbook calls made, undone on withdrawal.
     calls: Vec<Call>,
+    /// Node-local drops asked for: (node, drop id).
+    locals: Vec<(String, u64)>,
     last_refresh: u64,
     ended_at: Option<u64>,
 }
@@ -223,6 +228,11 @@ struct Engine {
     recorder: Option<Recorder>,
     alerts: Option<Alerter>,
     ioc: Lists,
+    /// Node-local drops wanted, per node: drop id → (the drop, its attack).
+    local: HashMap<String, BTreeMap<u64, (LocalDrop, u64)>>,
+    /// Drop ids each node said were in force, last time.
+    applied: HashMap<String, Vec<u64>>,
+    next_drop: u64,
     metrics: Arc<EngineMetrics>,
 }
 
@@ -252,6 +262,9 @@ pub fn start(
         recorder,
         alerts,
         ioc,
+        local: HashMap::new(),
+        applied: HashMap::new(),
+        next_drop: now_ms(),
         metrics: metrics.clone(),
     };
     let (tx, rx) = mpsc::channel(1024);
@@ -391,10 +404,17 @@ impl Engine {
                     }
                 }
                 self.metrics.reports.fetch_add(1, Ordering::Relaxed);
+                self.confirm_drops(&node, &report, now).await;
+                let drops = self
+                    .local
+                    .get(&node)
+                    .map(|m| m.values().map(|(d, _)| d.clone()).collect())
+                    .unwrap_or_default();
                 let _ = reply.send(Ack {
                     accepted: true,
                     started,
                     capture: Vec::new(),
+                    drops,
                 });
             }
             Request::Attacks { active, reply } => {
@@ -490,6 +510,7 @@ impl Engine {
             fired: 0,
             made: Vec::new(),
             calls: Vec::new(),
+            locals: Vec::new(),
             last_refresh: now,
             ended_at: None,
         };
@@ -509,6 +530,7 @@ impl Engine {
                 esc.fired = old.fired;
                 esc.made = old.made;
                 esc.calls = old.calls;
+                esc.locals = old.locals;
                 if let Some(p) = self.detector.attack_mut(pid) {
                     p.note(now, format!("resumed as attack {id}"));
                 }
@@ -584,6 +606,11 @@ impl Engine {
         if let Some(call) = &step.call {
             let a = a.clone();
             self.fire_call(id, &a, policy, n, call, now);
+            return;
+        }
+        if let Some(l) = &step.local {
+            let a = a.clone();
+            self.fire_local(id, &a, policy, n, l, now);
             return;
         }
         let Some(announce) = step.announce else {
@@ -741,6 +768,124 @@ impl Engine {
         );
     }
 
+    /// A node-local drop: the attacked node's probe gets it in the answer to its next report.
+    fn fire_local(
+        &mut self,
+        id: u64,
+        a: &Attack,
+        policy: &Policy,
+        n: usize,
+        step: &policy::LocalStep,
+        now: u64,
+    ) {
+        use policy::Part;
+        let sig = &a.signature;
+        let has = |p: Part| step.parts.contains(&p);
+        let drop = LocalDrop {
+            id: self.next_drop,
+            dst: a.target,
+            src: sig.sources.first().copied().filter(|_| has(Part::Sources)),
+            proto: sig.proto.filter(|_| {
+                has(Part::Proto)
+                    || (has(Part::Sport) && !sig.sports.is_empty())
+                    || (has(Part::Dport) && !sig.dports.is_empty())
+                    || (has(Part::TcpFlags) && sig.tcp_flags.is_some())
+            }),
+            sports: if has(Part::Sport) {
+                sig.sports.clone()
+            } else {
+                Vec::new()
+            },
+            dports: if has(Part::Dport) {
+                sig.dports.clone()
+            } else {
+                Vec::new()
+            },
+            tcp_flags: sig.tcp_flags.filter(|_| has(Part::TcpFlags)),
+            fragment: sig.fragment && has(Part::Fragment),
+            rate_bytes: step.rate_bytes,
+        };
+        let nft = drop.nft();
+        let probe = !a.node.starts_with("sflow:");
+        let note = if policy.dry_run {
+            format!(
+                "step {} (dry-run): would drop on node {}: {nft}",
+                n + 1,
+                a.node
+            )
+        } else if !probe {
+            format!(
+                "step {}: no probe on node {} to drop locally",
+                n + 1,
+                a.node
+            )
+        } else {
+            self.next_drop += 1;
+            self.local
+                .entry(a.node.clone())
+                .or_default()
+                .insert(drop.id, (drop.clone(), id));
+            if let Some(e) = self.escalations.get_mut(&id) {
+                e.locals.push((a.node.clone(), drop.id));
+            }
+            self.mitigations.record_later(
+                &format!("policy:{} attack:{id}", policy.name),
+                "local.drop",
+                serde_json::json!({"node": a.node, "drop": drop.id, "nft": nft}),
+            );
+            format!(
+                "step {}: node {} asked to drop locally ({}): {nft}",
+                n + 1,
+                a.node,
+                drop.id
+            )
+        };
+        if let Some(at) = self.detector.attack_mut(id) {
+            at.note(now, note);
+        }
+    }
+
+    /// What a node's report says is in force: confirmations go to the attacks' timelines.
+    async fn confirm_drops(&mut self, node: &str, report: &Report, now: u64) {
+        let before = self.applied.get(node).cloned().unwrap_or_default();
+        if before == report.applied && report.drop_error.is_none() {
+            return;
+        }
+        for d in report.applied.iter().filter(|d| !before.contains(d)) {
+            if let Some((_, attack)) = self.local.get(node).and_then(|m| m.get(d)) {
+                let attack = *attack;
+                if let Some(a) = self.detector.attack_mut(attack) {
+                    a.note(now, format!("node {node} applied local drop {d}"));
+                }
+                self.mitigations.record_later(
+                    node,
+                    "local.applied",
+                    serde_json::json!({"drop": d, "attack": attack}),
+                );
+            }
+        }
+        if let Some(e) = &report.drop_error {
+            let attacks: Vec<u64> = self
+                .local
+                .get(node)
+                .map(|m| m.values().map(|(_, a)| *a).collect())
+                .unwrap_or_default();
+            for attack in attacks {
+                if let Some(a) = self.detector.attack_mut(attack) {
+                    if !a
+                        .timeline
+                        .last()
+                        .is_some_and(|m| m.what.contains(e.as_str()))
+                    {
+                        a.note(now, format!("node {node} could not apply local drops: {e}"));
+                    }
+                }
+            }
+        }
+        self.applied
+            .insert(node.to_string(), report.applied.clone());
+    }
+
     /// Steps that wait, lifetimes renewed, withdrawals after hold-down.
     async fn timers(&mut self, now: u64) {
         let ids: Vec<u64> = self.escalations.keys().copied().collect();
@@ -778,8 +923,21 @@ impl Engine {
                             }
                         }
                     }
+                    for (node, d) in &e.locals {
+                        if let Some(m) = self.local.get_mut(node) {
+                            m.remove(d);
+                        }
+                        self.mitigations.record_later(
+                            &actor,
+                            "local.undrop",
+                            serde_json::json!({"node": node, "drop": d}),
+                        );
+                    }
                     if let Some(a) = self.detector.attack_mut(id) {
                         a.note(now, format!("withdrew {} mitigations", e.made.len()));
+                        if !e.locals.is_empty() {
+                            a.note(now, format!("removing {} local drops", e.locals.len()));
+                        }
                         let undone = e.calls.iter().filter(|c| c.undo.is_some()).count();
                         if undone > 0 {
                             a.note(now, format!("undoing {undone} playbook calls"));
@@ -997,6 +1155,8 @@ mod tests {
                     }],
                 }],
                 packets: Vec::new(),
+                applied: Vec::new(),
+                drop_error: None,
             };
             self.engine.report("web1", r).await.unwrap()
         }

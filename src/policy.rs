@@ -101,15 +101,36 @@ struct StepFile {
     /// A mitigation to announce...
     #[serde(default)]
     announce: Option<Spanned<Kind>>,
-    /// ...or an external API to call (a playbook step).
+    /// ...or an external API to call (a playbook step)...
     #[serde(default)]
     call: Option<Spanned<CallFile>>,
+    /// ...or a drop on the attacked node itself, by its probe (nftables).
+    #[serde(default)]
+    local: Option<Spanned<LocalFile>>,
     #[serde(default, rename = "match")]
     matches: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     action: Option<Spanned<String>>,
     #[serde(default)]
     peers: Vec<Spanned<String>>,
+}
+
+/// A node-local drop step, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalFile {
+    #[serde(default, rename = "match")]
+    matches: Option<Vec<Spanned<String>>>,
+    /// `drop`, or `rate-bytes N`.
+    action: Spanned<String>,
+}
+
+/// A node-local drop step, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalStep {
+    pub parts: BTreeSet<Part>,
+    /// Rate-limit instead of dropping everything.
+    pub rate_bytes: Option<u64>,
 }
 
 /// A playbook step: an HTTP request to an external API, and the one that undoes it.
@@ -203,6 +224,8 @@ pub struct Step {
     pub announce: Option<Kind>,
     /// A playbook call instead of an announcement.
     pub call: Option<Call>,
+    /// A node-local drop instead of an announcement.
+    pub local: Option<LocalStep>,
     /// FlowSpec: signature parts matched besides the destination.
     pub parts: BTreeSet<Part>,
     /// FlowSpec: the actions, in rule syntax.
@@ -474,27 +497,73 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         let mut parts = BTreeSet::new();
         let mut action = String::new();
         let mut call = None;
-        let kind = match (&s.announce, &s.call) {
-            (Some(k), None) => Some(k.value),
-            (None, Some(c)) => {
-                call = check_call(&c.value, &c.referenced, &mut err);
-                None
+        let mut local = None;
+        let kinds = usize::from(s.announce.is_some())
+            + usize::from(s.call.is_some())
+            + usize::from(s.local.is_some());
+        if kinds != 1 {
+            err(
+                s.announce.as_ref().map_or(&p.steps.referenced, |a| &a.referenced),
+                "every step does one thing: announce: flowspec|rtbh, call: (an external API) or local: (a drop on the node); split it".into(),
+            );
+        }
+        if let Some(c) = &s.call {
+            call = check_call(&c.value, &c.referenced, &mut err);
+        }
+        if let Some(l) = &s.local {
+            let mut lparts = BTreeSet::new();
+            match &l.value.matches {
+                None => {
+                    lparts = [
+                        Part::Proto,
+                        Part::Sport,
+                        Part::Dport,
+                        Part::TcpFlags,
+                        Part::Fragment,
+                    ]
+                    .into_iter()
+                    .collect()
+                }
+                Some(list) => {
+                    for m in list {
+                        match m.value.parse::<Part>() {
+                            Ok(x) => {
+                                lparts.insert(x);
+                            }
+                            Err(()) => err(
+                                &m.referenced,
+                                format!(
+                                    "unknown match {:?}; use proto, sport, dport, tcp-flags, fragment or sources",
+                                    m.value
+                                ),
+                            ),
+                        }
+                    }
+                }
             }
-            (Some(k), Some(_)) => {
-                err(
-                    &k.referenced,
-                    "a step either announces or calls, not both; split it in two".into(),
-                );
-                None
+            let a = &l.value.action;
+            let rate_bytes = match a.value.trim() {
+                "drop" => Some(None),
+                other => other
+                    .strip_prefix("rate-bytes ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .filter(|n| *n > 0)
+                    .map(Some),
+            };
+            match rate_bytes {
+                Some(rate_bytes) => {
+                    local = Some(LocalStep {
+                        parts: lparts,
+                        rate_bytes,
+                    })
+                }
+                None => err(
+                    &a.referenced,
+                    "a local action is drop, or rate-bytes N".into(),
+                ),
             }
-            (None, None) => {
-                err(
-                    &p.steps.referenced,
-                    "every step needs announce: flowspec|rtbh, or call: (an external API)".into(),
-                );
-                None
-            }
-        };
+        }
+        let kind = s.announce.as_ref().map(|k| k.value).filter(|_| kinds == 1);
         match kind {
             None => {}
             Some(Kind::Flowspec) => {
@@ -577,6 +646,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
             if_above_pps: s.if_above_pps,
             announce: kind,
             call,
+            local,
             parts,
             action,
             peers: s.peers.iter().map(|p| p.value.clone()).collect(),

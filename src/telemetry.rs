@@ -52,6 +52,82 @@ pub struct Report {
     /// for forensic pcap files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packets: Vec<Packet>,
+    /// The node-local drops in force on this node (ids the controller sent), as applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<u64>,
+    /// Why the last change of node-local drops failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_error: Option<String>,
+}
+
+/// A node-local drop: the controller asks the probe of an attacked node to drop matching traffic
+/// itself (nftables). Structured, not a command: the probe builds the rule, so the controller's
+/// answer can never run anything else on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalDrop {
+    pub id: u64,
+    pub dst: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dports: Vec<u16>,
+    /// (bits set, bits clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<(u8, u8)>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fragment: bool,
+    /// Rate-limit to this many bytes a second instead of dropping everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bytes: Option<u64>,
+}
+
+impl LocalDrop {
+    /// The nftables rule (for `add rule inet deflect input ...`).
+    pub fn nft(&self) -> String {
+        let v6 = self.dst.is_ipv6();
+        let ip = if v6 { "ip6" } else { "ip" };
+        let mut r = format!("{ip} daddr {}", self.dst);
+        if let Some(s) = self.src.filter(|s| s.is_ipv6() == v6) {
+            r += &format!(" {ip} saddr {s}");
+        }
+        if self.fragment {
+            r += if v6 {
+                " exthdr frag frag-off != 0"
+            } else {
+                " ip frag-off & 0x1fff != 0"
+            };
+        }
+        if let Some(p) = self.proto {
+            r += &format!(" meta l4proto {p}");
+            let transport = matches!(p, 6 | 17) && !self.fragment;
+            let set = |ports: &[u16]| {
+                ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if transport && !self.sports.is_empty() {
+                r += &format!(" th sport {{ {} }}", set(&self.sports));
+            }
+            if transport && !self.dports.is_empty() {
+                r += &format!(" th dport {{ {} }}", set(&self.dports));
+            }
+            if let (6, Some((on, off)), false) = (p, self.tcp_flags, self.fragment) {
+                r += &format!(" tcp flags & 0x{:02x} == 0x{on:02x}", on | off);
+            }
+        }
+        match self.rate_bytes {
+            Some(b) => r += &format!(" limit rate over {b} bytes/second counter drop"),
+            None => r += " counter drop",
+        }
+        r + &format!(" comment \"deflect {}\"", self.id)
+    }
 }
 
 /// One sampled packet, as captured: the first bytes of its Ethernet frame.

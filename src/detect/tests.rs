@@ -66,6 +66,8 @@ fn report(seq: u64, dst: &str, flows: Vec<Flow>) -> Report {
             }],
         }],
         packets: Vec::new(),
+        applied: Vec::new(),
+        drop_error: None,
     }
 }
 

@@ -43,6 +43,7 @@
 
 pub mod aggregate;
 pub mod counters;
+pub mod nft;
 pub mod packet;
 pub mod sampler;
 pub mod send;
@@ -253,7 +254,11 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     }
 
     let backlog = Backlog::new(args.backlog as usize);
-    let client = Client::new(controller, &args.token).with_capture(sampler.capture.wanted.clone());
+    let wanted_drops: nft::Wanted = Default::default();
+    let mut applied = nft::Applied::default();
+    let client = Client::new(controller, &args.token)
+        .with_capture(sampler.capture.wanted.clone())
+        .with_drops(wanted_drops.clone());
     info!(
         interfaces = %names.join(","),
         interval = ?args.interval,
@@ -359,6 +364,7 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
         }
         let targets = std::mem::take(&mut agg).finish(elapsed);
         last_pps = targets.iter().map(|t| t.pps as f64).sum::<f64>();
+        applied.sync(&wanted_drops);
         let report = Report {
             node: node.clone(),
             seq,
@@ -371,6 +377,8 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
             interfaces,
             targets,
             packets: std::mem::take(&mut sampler.capture.frames),
+            applied: applied.ids(),
+            drop_error: applied.error.clone(),
         };
         match report
             .validate()

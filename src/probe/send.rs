@@ -202,6 +202,8 @@ pub struct Client {
     authorization: String,
     /// Where the controller's answers say which addresses it captures.
     capture: Option<Arc<Mutex<HashSet<IpAddr>>>>,
+    /// Where they say which node-local drops it wants.
+    drops: Option<super::nft::Wanted>,
 }
 
 impl Client {
@@ -219,7 +221,14 @@ impl Client {
             url: format!("{}/api/v1/telemetry", controller.trim_end_matches('/')),
             authorization: format!("Bearer {token}"),
             capture: None,
+            drops: None,
         }
+    }
+
+    /// Keeps the node-local drops the controller wants (its answer's `drops`) in `wanted`.
+    pub fn with_drops(mut self, wanted: super::nft::Wanted) -> Client {
+        self.drops = Some(wanted);
+        self
     }
 
     /// Keeps the addresses the controller captures (its answer's `capture` list) in `set`.
@@ -259,6 +268,16 @@ impl Client {
             .unwrap_or_default();
         match status {
             200..=299 => {
+                if let Some(w) = &self.drops {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    // No list in the answer is no drop: a restarted controller clears them.
+                    let drops: Vec<crate::telemetry::LocalDrop> =
+                        serde_json::from_value(v.get("drops").cloned().unwrap_or_default())
+                            .unwrap_or_default();
+                    if let Ok(mut w) = w.lock() {
+                        *w = Some(drops);
+                    }
+                }
                 if let Some(set) = &self.capture {
                     let wanted: HashSet<IpAddr> = serde_json::from_str::<serde_json::Value>(&text)
                         .ok()
