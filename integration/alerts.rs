@@ -105,6 +105,7 @@ fn attack() -> Attack {
         timeline: Vec::new(),
         mitigations: vec![7],
         policy: Some("amplification".into()),
+        series: Vec::new(),
         ioc: Default::default(),
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
-# Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark, nftables) with apt-get when
+# Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark, nftables, chromium,
+# iptables) with apt-get when
 # missing; run as root (the probe tests make network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v gobgpd >/dev/null || need+=(gobgpd)
 command -v ip >/dev/null || need+=(iproute2)
 command -v tshark >/dev/null || need+=(tshark)
 command -v nft >/dev/null || need+=(nftables)
+command -v chromium >/dev/null || need+=(chromium)
+command -v iptables >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get"
   apt-get update -qq

@@ -556,6 +556,7 @@ mod tests {
             timeline: Vec::new(),
             mitigations: vec![7],
             policy: Some("amplification".into()),
+            series: Vec::new(),
             ioc: Default::default(),
         }
     }

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/alerts"),
     ("get", "/api/v1/ioc"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/dashboard"),
     ("get", "/metrics"),
 ];
 
@@ -205,6 +206,11 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/ioc", get(ioc))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/dashboard", get(dashboard))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/dashboard") }),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(
@@ -390,6 +396,8 @@ async fn peers(
 struct AuditQuery {
     after: Option<u64>,
     limit: Option<usize>,
+    /// The last `limit` entries instead of those after `after`.
+    last: Option<bool>,
 }
 
 async fn audit(
@@ -400,7 +408,12 @@ async fn audit(
     caller.must_read()?;
     let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let entries = s.mitigations.audit(q.after.unwrap_or(0), limit).await?;
+    let after = if q.last.unwrap_or(false) {
+        u64::MAX
+    } else {
+        q.after.unwrap_or(0)
+    };
+    let entries = s.mitigations.audit(after, limit).await?;
     let next = (entries.len() == limit)
         .then(|| entries.last().map(|e| e.seq))
         .flatten();
@@ -618,6 +631,23 @@ async fn ioc(
     caller.must_read()?;
     Ok(axum::Json(s.engine.ioc().await))
 }
+
+/// The dashboard: one page, built into the binary; it signs in with an API token.
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        DASHBOARD,
+    )
+}
+
+/// The dashboard's page.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)

@@ -14,12 +14,12 @@
 //! | target | not expressible |
 //! |---|---|
 //! | gobgp | rate-packets; `traffic-action terminal` (all flags clear); TCP flag bits above cwr or a flag value of 0 |
-//! | exabgp | an IPv6 rule without a prefix (ExaBGP takes the family from the prefixes) |
+//! | exabgp | an IPv6 rule without a prefix (ExaBGP takes the family from the prefixes); 4-octet AS redirects (ExaBGP 4.2 fails on them) |
 //! | bird | flow-label values above 65535 (BIRD writes at most 2 value octets); a bitmask value of 0; TCP flags above 0xfff; fragment tests other than "all of one flag" / "none of one flag" |
 //! | junos | flow-label; rate-packets; a rate with an AS or not a whole number of bits/s; fragment tests other than one flag; TCP flag bits above cwr |
 //! | iosxr | port; flow-label; rate-packets; redirects; sampling and `traffic-action continue`; TCP flags other than one AND-term of all/none tests; fragment tests other than one flag |
 //! | nftables | redirects; two different rate limits; TCP flag bits above cwr |
-//! | iptables | redirects; TCP flags ece, cwr and above; IPv6 "later fragment" tests; too many alternatives |
+//! | iptables | redirects; TCP flags ece, cwr and above; IPv6 fragment tests that need a non-zero offset; icmp-code without icmp-type; over 16 ICMP type/code pairs; over 8 IPv6 next-header values; over 32 rules |
 //!
 //! All targets refuse non-zero IPv6 prefix offsets except nftables (GoBGP and BIRD 2.0.12 read them
 //! differently, and deflect refuses them by default too).
@@ -38,7 +38,6 @@ use clap::{Args, ValueEnum};
 use deflect_bgp::flowspec::{Action, BitmaskOp, Component, FlowRoute, NumericOp, Prefix};
 use deflect_bgp::iana::Afi;
 use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey};
-use ipnet::IpNet;
 
 use crate::run::show_update;
 
@@ -382,6 +381,15 @@ fn bitmask_matches(ops: &[BitmaskOp], data: u64) -> bool {
         .any(|t| t.iter().all(|o| o.matches(data)))
 }
 
+/// Whether a bitmask component matches every packet: one of its AND-terms tests nothing (only
+/// "all of 0" and "none of 0").
+fn bitmask_always(ops: &[BitmaskOp]) -> bool {
+    bitmask_terms(ops).iter().any(|t| {
+        t.iter()
+            .all(|o| o.value == 0 && matches!(test_of(o), Test::All | Test::None))
+    })
+}
+
 /// Bits of `value` named from `table`, and the bits left without a name.
 fn flag_names<'a>(value: u64, table: &[(u64, &'a str)]) -> (Vec<&'a str>, u64) {
     let mut names = Vec::new();
@@ -442,7 +450,7 @@ impl Frag4 {
 
     /// Values of `frag-off & 0x7fff` (DF, MF, 13-bit offset) in this state.
     fn frag_off(self) -> (u64, u64) {
-        let base = if self.df { 0x4000 } else { 0 } + if self.mf { 0x2000 } else { 0 };
+        let base = (if self.df { 0x4000 } else { 0 }) + (if self.mf { 0x2000 } else { 0 });
         if self.offset_zero {
             (base, base)
         } else {
@@ -484,14 +492,12 @@ impl Frag6 {
     fn bits(self) -> u64 {
         match self {
             Frag6::Missing => 0,
-            Frag6::Header { mf, offset_zero } => {
-                Frag4 {
-                    df: false,
-                    mf,
-                    offset_zero,
-                }
-                .bits()
+            Frag6::Header { mf, offset_zero } => Frag4 {
+                df: false,
+                mf,
+                offset_zero,
             }
+            .bits(),
         }
     }
 }
@@ -564,7 +570,7 @@ fn ext_hex(a: &Action) -> String {
 
 /// A rate as a whole number, when it is one.
 fn whole(rate: f32) -> Option<u64> {
-    (rate.fract() == 0.0 && rate >= 0.0 && rate < 1.8e19).then_some(rate as u64)
+    (rate.fract() == 0.0 && (0.0..1.8e19).contains(&rate)).then_some(rate as u64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -725,7 +731,7 @@ pub fn to_gobgp(route: &FlowRoute) -> Result<String, Unsupported> {
     }
     for a in &route.actions {
         match *a {
-            Action::TrafficRateBytes { asn: 0, rate } if rate == 0.0 => {
+            Action::TrafficRateBytes { asn: 0, rate: 0.0 } => {
                 words.push("discard".into());
             }
             Action::TrafficRateBytes { asn, rate } => {
@@ -828,7 +834,9 @@ pub fn to_exabgp(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
             )
         })
     {
-        gaps.add("an IPv6 rule without dst or src (ExaBGP takes a flow's family from its prefixes)");
+        gaps.add(
+            "an IPv6 rule without dst or src (ExaBGP takes a flow's family from its prefixes)",
+        );
     }
     let mut m = Vec::new();
     for c in comps {
@@ -915,16 +923,16 @@ pub fn to_exabgp(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
     let mut raw: Vec<(String, String)> = Vec::new();
     for a in &route.actions {
         match *a {
-            Action::TrafficRateBytes { asn: 0, rate } if rate == 0.0 => then.push("discard;".into()),
+            Action::TrafficRateBytes { asn: 0, rate: 0.0 } => then.push("discard;".into()),
             Action::TrafficRateBytes { asn: 0, rate }
                 if rate > 0.0 && rate <= 1e12 && whole(rate).is_some() =>
             {
                 then.push(format!("rate-limit {};", whole(rate).unwrap_or_default()));
             }
             Action::RedirectAs2 { asn, value } => then.push(format!("redirect {asn}:{value};")),
-            Action::RedirectAs4 { asn, value } if asn > 0xffff => {
-                then.push(format!("redirect {asn}:{value};"));
-            }
+            Action::RedirectAs4 { .. } => gaps.add(format!(
+                "{a} (ExaBGP 4.2 fails on 4-octet AS redirect communities, as `redirect` or as hex: maximum recursion depth exceeded)"
+            )),
             Action::TrafficMarking { dscp } => then.push(format!("mark {dscp};")),
             // What ExaBGP has no keyword for (or spells ambiguously) goes as the raw community.
             _ => raw.push((a.to_string(), format!("0x{}", ext_hex(a)))),
@@ -1035,9 +1043,8 @@ fn bird_numeric(ops: &[NumericOp]) -> String {
     let mut s = String::new();
     let mut after_ext = false;
     for (i, term) in numeric_terms(ops).iter().enumerate() {
-        let range = term.len() >= 2
-            && numeric_symbol(&term[0]) == ">="
-            && numeric_symbol(&term[1]) == "<=";
+        let range =
+            term.len() >= 2 && numeric_symbol(&term[0]) == ">=" && numeric_symbol(&term[1]) == "<=";
         let first_ext = range || numeric_symbol(&term[0]) == "=";
         if i > 0 {
             s.push_str(if after_ext && first_ext { "," } else { " || " });
@@ -1175,7 +1182,10 @@ fn junos_tcp_flags(ops: &[BitmaskOp], gaps: &mut Gaps) -> String {
         let mut parts = Vec::new();
         for o in term.iter() {
             if o.value > 0xff {
-                gaps.add(format!("tcp-flags value {:#x} (beyond the 8 TCP flags)", o.value));
+                gaps.add(format!(
+                    "tcp-flags value {:#x} (beyond the 8 TCP flags)",
+                    o.value
+                ));
             }
             let bits: Vec<String> = bits_of(o.value).map(name).collect();
             if bits.is_empty() {
@@ -1192,7 +1202,7 @@ fn junos_tcp_flags(ops: &[BitmaskOp], gaps: &mut Gaps) -> String {
             }
         }
         let t = parts.join(" & ");
-        out.push(if many && parts.len() > 1 {
+        out.push(if many && (parts.len() > 1 || t.contains(" & ")) {
             format!("({t})")
         } else {
             t
@@ -1255,6 +1265,8 @@ pub fn to_junos(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
                 };
                 lines.push(m(format!("{kw} {}", p.net)));
             }
+            // A test of no flags matches every packet: nothing to say.
+            Component::TcpFlags(ops) | Component::Fragment(ops) if bitmask_always(ops) => {}
             Component::TcpFlags(ops) => {
                 let e = junos_tcp_flags(ops, &mut gaps);
                 lines.push(m(format!("tcp-flags \"{e}\"")));
@@ -1288,7 +1300,7 @@ pub fn to_junos(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
     let mut then = Vec::new();
     for a in &route.actions {
         match *a {
-            Action::TrafficRateBytes { asn: 0, rate } if rate == 0.0 => then.push("discard".into()),
+            Action::TrafficRateBytes { asn: 0, rate: 0.0 } => then.push("discard".into()),
             Action::TrafficRateBytes { asn: 0, rate } => match whole(rate * 8.0) {
                 Some(bits) => then.push(format!("rate-limit {bits}")),
                 None => gaps.add(format!(
@@ -1296,7 +1308,9 @@ pub fn to_junos(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
                 )),
             },
             Action::TrafficRateBytes { .. } => {
-                gaps.add(format!("{a} (Junos sets no AS in the traffic-rate community)"));
+                gaps.add(format!(
+                    "{a} (Junos sets no AS in the traffic-rate community)"
+                ));
             }
             Action::TrafficRatePackets { .. } => {
                 gaps.add(format!(
@@ -1368,6 +1382,7 @@ pub fn to_iosxr(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
             Component::FlowLabel(_) => {
                 gaps.add("flow-label (IOS-XR flowspec class-maps have no flow-label match)");
             }
+            Component::TcpFlags(ops) | Component::Fragment(ops) if bitmask_always(ops) => {}
             Component::TcpFlags(ops) => {
                 let terms = bitmask_terms(ops);
                 let mut required = 0;
@@ -1395,10 +1410,9 @@ pub fn to_iosxr(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
             }
             Component::Fragment(ops) => {
                 let kws = fragment_keywords(ops, &mut gaps, "iosxr");
-                let kws: Vec<&str> = kws.into_iter().filter(|k| *k != "not-a-fragment").collect();
-                if kws.len() != bitmask_terms(ops).len() {
-                    gaps.add("fragment not-a-fragment (IOS-XR lists fragment types that are set)");
-                } else {
+                if kws.contains(&"not-a-fragment") {
+                    gaps.add("fragment !~is-frag (IOS-XR lists fragment types that are set)");
+                } else if !kws.is_empty() {
                     let _ = writeln!(s, " match fragment-type {}", kws.join(" "));
                 }
             }
@@ -1424,7 +1438,7 @@ pub fn to_iosxr(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
     );
     for a in &route.actions {
         match *a {
-            Action::TrafficRateBytes { asn: 0, rate } if rate == 0.0 => s.push_str("  drop\n"),
+            Action::TrafficRateBytes { asn: 0, rate: 0.0 } => s.push_str("  drop\n"),
             Action::TrafficRateBytes { asn: 0, rate } => match whole(rate * 8.0) {
                 Some(bits) => {
                     let _ = writeln!(s, "  police rate {bits} bps");
@@ -1432,7 +1446,9 @@ pub fn to_iosxr(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
                 None => gaps.add(format!("{a} (IOS-XR polices in whole bits per second)")),
             },
             Action::TrafficRateBytes { .. } => {
-                gaps.add(format!("{a} (IOS-XR sets no AS in the traffic-rate community)"));
+                gaps.add(format!(
+                    "{a} (IOS-XR sets no AS in the traffic-rate community)"
+                ));
             }
             Action::TrafficRatePackets { .. } => gaps.add(format!(
                 "{a} (traffic-rate-packets; IOS-XR flowspec polices in bits per second)"
@@ -1446,7 +1462,9 @@ pub fn to_iosxr(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
             Action::TrafficAction { .. } => gaps.add(format!(
                 "{a} (IOS-XR flowspec policies have no sample or non-terminal action)"
             )),
-            Action::RedirectAs2 { .. } | Action::RedirectIpv4 { .. } | Action::RedirectAs4 { .. } => {
+            Action::RedirectAs2 { .. }
+            | Action::RedirectIpv4 { .. }
+            | Action::RedirectAs4 { .. } => {
                 gaps.add(format!(
                     "{a} (IOS-XR redirects to a VRF by name, `redirect vrf NAME`, not to a route target)"
                 ));
@@ -1506,9 +1524,9 @@ fn host_actions(route: &FlowRoute, gaps: &mut Gaps) -> HostActions {
     let mut h = HostActions::default();
     for a in &route.actions {
         match *a {
-            Action::TrafficRateBytes { rate, .. } if rate == 0.0 => h.discard = true,
+            Action::TrafficRateBytes { rate: 0.0, .. } => h.discard = true,
             Action::TrafficRateBytes { rate, .. } => h.rate_bytes = Some(rate),
-            Action::TrafficRatePackets { rate, .. } if rate == 0.0 => h.discard = true,
+            Action::TrafficRatePackets { rate: 0.0, .. } => h.discard = true,
             Action::TrafficRatePackets { rate, .. } => h.rate_packets = Some(rate),
             Action::TrafficAction { sample, .. } => {
                 h.sample |= sample;
@@ -1516,7 +1534,9 @@ fn host_actions(route: &FlowRoute, gaps: &mut Gaps) -> HostActions {
                     "# {a}: the terminal bit orders FlowSpec rules on a router; a host filter evaluates its own rule order"
                 ));
             }
-            Action::RedirectAs2 { .. } | Action::RedirectIpv4 { .. } | Action::RedirectAs4 { .. } => {
+            Action::RedirectAs2 { .. }
+            | Action::RedirectIpv4 { .. }
+            | Action::RedirectAs4 { .. } => {
                 gaps.add(format!(
                     "{a} (a redirect to a VRF is a router's forwarding decision)"
                 ));
@@ -1537,14 +1557,28 @@ fn host_actions(route: &FlowRoute, gaps: &mut Gaps) -> HostActions {
 // ---------------------------------------------------------------------------------------------
 // nftables
 
-fn nft_set(r: &[(u64, u64)], name: impl Fn(u64) -> String) -> String {
+/// An nft value, range or anonymous set, its numbers spelled by `num`.
+fn nft_set(r: &[(u64, u64)], num: impl Fn(u64) -> String) -> String {
+    nft_items(r, &num, &num)
+}
+
+/// Protocols: single values by name, ranges by number.
+fn nft_proto_set(r: &[(u64, u64)]) -> String {
+    nft_items(r, &nft_protocol, &|v: u64| v.to_string())
+}
+
+fn nft_items(
+    r: &[(u64, u64)],
+    single: &dyn Fn(u64) -> String,
+    bound: &dyn Fn(u64) -> String,
+) -> String {
     let items: Vec<String> = r
         .iter()
         .map(|&(a, b)| {
             if a == b {
-                name(a)
+                single(a)
             } else {
-                format!("{}-{}", name(a), name(b))
+                format!("{}-{}", bound(a), bound(b))
             }
         })
         .collect();
@@ -1594,6 +1628,9 @@ fn nft_tcp_flags(ops: &[BitmaskOp], gaps: &mut Gaps) -> Conj {
             "tcp-flags value {:#x} (nft names the 8 flags fin to cwr)",
             o.value
         ));
+        return Vec::new();
+    }
+    if bitmask_always(ops) {
         return Vec::new();
     }
     let terms = bitmask_terms(ops);
@@ -1663,11 +1700,19 @@ fn nft_fragment(afi: Afi, ops: &[BitmaskOp], gaps: &mut Gaps) -> Vec<Conj> {
             if missing {
                 alts.push(vec!["exthdr frag missing".into()]);
             }
-            alts.extend(frag6_header_alts(&headers, |mf| {
-                format!("frag more-fragments {}", u8::from(mf))
-            }, |zero| {
-                if zero { "frag frag-off 0" } else { "frag frag-off != 0" }.to_string()
-            }, "exthdr frag exists"));
+            alts.extend(frag6_header_alts(
+                &headers,
+                |mf| format!("frag more-fragments {}", u8::from(mf)),
+                |zero| {
+                    if zero {
+                        "frag frag-off 0"
+                    } else {
+                        "frag frag-off != 0"
+                    }
+                    .to_string()
+                },
+                "exthdr frag exists",
+            ));
             if alts.is_empty() {
                 gaps.add("fragment (no IPv6 packet has these fragment bits)");
                 alts.push(vec![]);
@@ -1711,7 +1756,13 @@ fn frag6_header_alts(
 fn ipv6_offset_mask(p: &Prefix) -> (Ipv6Addr, Ipv6Addr) {
     let len = u32::from(p.net.prefix_len());
     let off = u32::from(p.offset);
-    let ones = |n: u32| if n == 0 { 0u128 } else { u128::MAX << (128 - n) };
+    let ones = |n: u32| {
+        if n == 0 {
+            0u128
+        } else {
+            u128::MAX << (128 - n)
+        }
+    };
     let mask = ones(len) & !ones(off);
     let addr = match p.net.addr() {
         std::net::IpAddr::V6(a) => u128::from(a) & mask,
@@ -1729,20 +1780,34 @@ pub fn to_nftables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
     let comps = route.rule.components();
     let mut notes: Vec<String> = Vec::new();
     let mut alts: Vec<Conj> = vec![vec![]];
-    let mut add = |alts: &mut Vec<Conj>, more: Vec<Conj>| *alts = product(alts, &more);
-    if !has(comps, |c| {
-        matches!(
-            c,
-            Component::DestinationPrefix(_) | Component::SourcePrefix(_)
-        )
-    }) {
+    let add = |alts: &mut Vec<Conj>, more: Vec<Conj>| *alts = product(alts, &more);
+    // Addresses first, then the family and protocol, then the rest in type order.
+    let mut any_prefix = false;
+    for c in comps {
+        if let Component::DestinationPrefix(p) | Component::SourcePrefix(p) = c {
+            any_prefix = true;
+            let dir = if matches!(c, Component::DestinationPrefix(_)) {
+                "daddr"
+            } else {
+                "saddr"
+            };
+            let e = if p.offset == 0 {
+                format!("{ip} {dir} {}", p.net)
+            } else {
+                let (addr, mask) = ipv6_offset_mask(p);
+                format!("ip6 {dir} & {mask} == {addr}")
+            };
+            add(&mut alts, vec![vec![e]]);
+        }
+    }
+    if !any_prefix {
         let fam = if afi == Afi::Ipv4 { "ipv4" } else { "ipv6" };
         add(&mut alts, vec![vec![format!("meta nfproto {fam}")]]);
     }
     match protocol_ranges(route) {
         Ok(Some(r)) => add(
             &mut alts,
-            vec![vec![format!("meta l4proto {}", nft_set(&r, nft_protocol))]],
+            vec![vec![format!("meta l4proto {}", nft_proto_set(&r))]],
         ),
         Ok(None) => {}
         Err(e) => gaps.add(e),
@@ -1755,29 +1820,16 @@ pub fn to_nftables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
             )
         };
         let more: Vec<Conj> = match c {
-            Component::DestinationPrefix(p) | Component::SourcePrefix(p) => {
-                let dir = if matches!(c, Component::DestinationPrefix(_)) {
-                    "daddr"
-                } else {
-                    "saddr"
-                };
-                if p.offset == 0 {
-                    vec![vec![format!("{ip} {dir} {}", p.net)]]
-                } else {
-                    let (addr, mask) = ipv6_offset_mask(p);
-                    vec![vec![format!("ip6 {dir} & {mask} == {addr}")]]
-                }
-            }
-            Component::Protocol(_) => continue,
+            Component::DestinationPrefix(_)
+            | Component::SourcePrefix(_)
+            | Component::Protocol(_) => continue,
+            Component::TcpFlags(ops) | Component::Fragment(ops) if bitmask_always(ops) => continue,
             Component::Port(_) => {
                 let s = set(c);
                 notes.push(
                     "# port (source or destination) needs two rules, one per direction".into(),
                 );
-                vec![
-                    vec![format!("th sport {s}")],
-                    vec![format!("th dport {s}")],
-                ]
+                vec![vec![format!("th sport {s}")], vec![format!("th dport {s}")]]
             }
             Component::DestinationPort(_) => vec![vec![format!("th dport {}", set(c))]],
             Component::SourcePort(_) => vec![vec![format!("th sport {}", set(c))]],
@@ -1918,7 +1970,7 @@ fn multiport_chunks(r: &[(u64, u64)]) -> Vec<String> {
 
 /// Matches for ports: `--dport 80`, `--dport 1024:65535`, `-m multiport --dports 80,443`.
 fn ipt_ports(kind: &str, r: &[(u64, u64)]) -> Vec<Conj> {
-    if kind != "" && r.len() == 1 {
+    if !kind.is_empty() && r.len() == 1 {
         let (a, b) = r[0];
         let v = if a == b {
             a.to_string()
@@ -2038,7 +2090,11 @@ fn ipt_length(r: &[(u64, u64)]) -> Vec<Conj> {
 pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
     let mut gaps = Gaps::new("iptables");
     let afi = route.rule.afi();
-    let cmd = if afi == Afi::Ipv4 { "iptables" } else { "ip6tables" };
+    let cmd = if afi == Afi::Ipv4 {
+        "iptables"
+    } else {
+        "ip6tables"
+    };
     let comps = route.rule.components();
     let mut notes: Vec<String> = Vec::new();
     let mut alts: Vec<Conj> = vec![vec![]];
@@ -2054,20 +2110,28 @@ pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
                 | Component::IcmpCode(_)
         )
     });
+    // Addresses first, then the protocol, then the rest in type order.
+    for c in comps {
+        if let Component::DestinationPrefix(p) | Component::SourcePrefix(p) = c {
+            prefix_offset_gap(&mut gaps, c, afi, p);
+            let flag = if matches!(c, Component::DestinationPrefix(_)) {
+                "-d"
+            } else {
+                "-s"
+            };
+            add(&mut alts, vec![vec![format!("{flag} {}", p.net)]]);
+        }
+    }
     match protocol_ranges(route) {
         Ok(Some(r)) => {
             let n = ranges_len(&r);
-            let protos: Vec<Conj> = if let [(0, a), (b, 0xff)] = r.as_slice() {
-                if a + 2 == *b && !needs_named_protocol {
-                    vec![vec![format!("! -p {}", ipt_protocol(a + 1, afi))]]
-                } else {
-                    Vec::new()
-                }
-            } else {
-                Vec::new()
+            // All protocols but one: `! -p N`.
+            let all_but = match r.as_slice() {
+                [(0, a), (b, 0xff)] if a + 2 == *b && !needs_named_protocol => Some(a + 1),
+                _ => None,
             };
-            let protos = if !protos.is_empty() {
-                protos
+            let protos: Vec<Conj> = if let Some(p) = all_but {
+                vec![vec![format!("! -p {}", ipt_protocol(p, afi))]]
             } else if n <= 8 {
                 r.iter()
                     .flat_map(|&(a, b)| a..=b)
@@ -2098,20 +2162,17 @@ pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
         Err(e) => gaps.add(e),
     }
     let numeric = |c: &Component| ranges_of(numeric_ops(c).unwrap_or_default(), field_max(c));
+    // Whether one packet may match several of the rules (OR-ed TCP flag terms).
+    let mut overlap = false;
     let icmp_type = comps.iter().find(|c| matches!(c, Component::IcmpType(_)));
     let icmp_code = comps.iter().find(|c| matches!(c, Component::IcmpCode(_)));
     for c in comps {
         let more: Vec<Conj> = match c {
-            Component::DestinationPrefix(p) | Component::SourcePrefix(p) => {
-                prefix_offset_gap(&mut gaps, c, afi, p);
-                let flag = if matches!(c, Component::DestinationPrefix(_)) {
-                    "-d"
-                } else {
-                    "-s"
-                };
-                vec![vec![format!("{flag} {}", p.net)]]
-            }
-            Component::Protocol(_) | Component::IcmpCode(_) => continue,
+            Component::DestinationPrefix(_)
+            | Component::SourcePrefix(_)
+            | Component::Protocol(_)
+            | Component::IcmpCode(_) => continue,
+            Component::TcpFlags(ops) | Component::Fragment(ops) if bitmask_always(ops) => continue,
             Component::Port(_) => ipt_ports("", &numeric(c)),
             Component::DestinationPort(_) => ipt_ports("d", &numeric(c)),
             Component::SourcePort(_) => ipt_ports("s", &numeric(c)),
@@ -2143,25 +2204,23 @@ pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
                 }
                 out
             }
-            Component::TcpFlags(ops) => ipt_tcp_flags(ops, &mut gaps),
+            Component::TcpFlags(ops) => {
+                overlap |= bitmask_terms(ops).len() > 1;
+                ipt_tcp_flags(ops, &mut gaps)
+            }
             Component::PacketLength(_) => {
                 notes.push("# approximate: the length match sees the packet as this host does (GRO can merge TCP segments into one longer packet)".into());
                 ipt_length(&numeric(c))
             }
             Component::Dscp(_) => {
                 let r = numeric(c);
-                if let [(a, b)] = r.as_slice()
-                    && a == b
-                {
-                    vec![vec![format!("-m dscp --dscp {a}")]]
-                } else {
-                    let shift = if afi == Afi::Ipv4 { 18 } else { 22 };
-                    match u32_values(&r) {
-                        Some(v) => vec![vec![format!("-m u32 --u32 \"0>>{shift}&0x3F={v}\"")]],
-                        None => {
-                            gaps.add("dscp (too many ranges for one u32 test)");
-                            continue;
-                        }
+                let shift = if afi == Afi::Ipv4 { 18 } else { 22 };
+                match (r.as_slice(), u32_values(&r)) {
+                    ([(a, b)], _) if a == b => vec![vec![format!("-m dscp --dscp {a}")]],
+                    (_, Some(v)) => vec![vec![format!("-m u32 --u32 \"0>>{shift}&0x3F={v}\"")]],
+                    (_, None) => {
+                        gaps.add("dscp (too many ranges for one u32 test)");
+                        continue;
                     }
                 }
             }
@@ -2209,9 +2268,7 @@ pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
         notes.push(format!("# approximate: hashlimit is a token bucket and keeps byte rates in coarse steps (iptables -S shows the rate it kept); rules named {limit_name} share one bucket"));
         targets.push((
             "",
-            format!(
-                "-m hashlimit --hashlimit-above {n}b/s --hashlimit-name {limit_name} -j DROP"
-            ),
+            format!("-m hashlimit --hashlimit-above {n}b/s --hashlimit-name {limit_name} -j DROP"),
         ));
         limited = true;
     } else if let Some(r) = h.rate_packets {
@@ -2224,16 +2281,14 @@ pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
         notes.push(format!("# approximate: hashlimit is a token bucket (burst 5); rules named {limit_name} share one bucket"));
         targets.push((
             "",
-            format!(
-                "-m hashlimit --hashlimit-above {n}/sec --hashlimit-name {limit_name} -j DROP"
-            ),
+            format!("-m hashlimit --hashlimit-above {n}/sec --hashlimit-name {limit_name} -j DROP"),
         ));
         limited = true;
     } else {
         notes.push("# no discard or rate action: the rule only counts".into());
         targets.push(("", String::new()));
     }
-    if limited && alts.len() > 1 {
+    if limited && overlap {
         notes.push(format!(
             "# approximate: a packet matching several of the {} rules counts in each",
             alts.len()
@@ -2324,7 +2379,11 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
-    fn check(target: &str, f: impl Fn(&FlowRoute) -> Result<String, Unsupported>, cases: &[(&str, &str)]) {
+    fn check(
+        target: &str,
+        f: impl Fn(&FlowRoute) -> Result<String, Unsupported>,
+        cases: &[(&str, &str)],
+    ) {
         for (rule, want) in cases {
             let got = match f(&route(rule)) {
                 Ok(s) => s,
@@ -2340,28 +2399,32 @@ mod tests {
         let s = to_hex(&r, 65000);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "family: ipv4-flowspec (AFI 1, SAFI 133)");
-        // length 13: dst /32 (01 20 cb007107), proto =17 (03 81 11), sport =123 (06 81 7b)
-        assert_eq!(lines[1], "nlri: 0d0120cb00710703811106817b");
+        // 12 octets: dst /32 (01 20 cb007107), proto =17 (03 81 11), sport =123 (06 81 7b)
+        assert_eq!(lines[1], "nlri: 0c0120cb00710703811106817b");
         assert_eq!(lines[2], "ext-community: 8006000000000000 (discard)");
-        assert!(lines[3].starts_with("update: ffffffffffffffffffffffffffffffff"), "{s}");
-        assert!(lines[3].contains("0d0120cb00710703811106817b"), "{s}");
+        assert!(
+            lines[3].starts_with("update: ffffffffffffffffffffffffffffffff"),
+            "{s}"
+        );
+        assert!(lines[3].contains("0c0120cb00710703811106817b"), "{s}");
         assert!(lines[3].contains("8006000000000000"), "{s}");
         let r = route(
             "dst 2001:db8::1/128 next-header tcp dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000",
         );
         let s = to_hex(&r, 65000);
         assert!(s.contains("family: ipv6-flowspec (AFI 2, SAFI 133)"), "{s}");
-        // dst: 01 80 00 + 16 octets; next-header =6; dport =80, =443 (2 octets); tcp-flags
-        // all-of syn, AND none-of ack.
+        // 33 octets: dst (01 80 00 + 16 octets), next-header =6 (03 81 06), dport =80 =443
+        // (05 01 50 91 01bb), tcp-flags all of syn AND none of ack (09 01 02 c2 10).
         assert!(
             s.contains(
-                "nlri: 1e018000200109b80000000000000000000000000103810605015091 01bb0901025210"
-                    .replace(' ', "")
-                    .as_str()
-            ) || s.contains("nlri: 1f018000200109b8000000000000000000000000000103810605015091 01bb0901c210".replace(' ', "").as_str()),
+                "nlri: 2101800020010db80000000000000000000000010381060501509101bb090102c210"
+            ),
             "{s}"
         );
-        assert!(s.contains("ext-community: 8006000047f42400 (rate-bytes 125000)"), "{s}");
+        assert!(
+            s.contains("ext-community: 8006000047f42400 (rate-bytes 125000)"),
+            "{s}"
+        );
         let r = route("dst 192.0.2.1/32");
         assert!(to_hex(&r, 65000).contains("ext-communities: none"));
     }
@@ -2410,7 +2473,7 @@ mod tests {
                 ),
                 (
                     "dst 198.51.100.6/32 then rate-packets 100 traffic-action terminal",
-                    "not expressible in gobgp: rate-packets 100 (traffic-rate-packets; the gobgp CLI sets only traffic-rate-bytes)\nnot expressible in gobgp: traffic-action terminal (all flags clear; the gobgp CLI's `action` always sets sample or the T bit)\n",
+                    "not expressible in gobgp: rate-packets 100 (traffic-rate-packets; the gobgp CLI sets only traffic-rate-bytes)\nnot expressible in gobgp: traffic-action terminal (all traffic-action flags clear; the gobgp CLI's `action` always sets sample or the T bit)\n",
                 ),
                 (
                     "dst 198.51.100.7/32 proto tcp tcp-flags 0x100",
@@ -2435,12 +2498,16 @@ mod tests {
                     "flow {\n    route r1 {\n        match {\n            destination 192.0.2.0/24;\n            source 198.51.100.0/24;\n            protocol =tcp;\n            destination-port [ >=1024&<=65535 =80 ];\n            tcp-flags [ =syn&!ack fin+rst ];\n            packet-length >=512;\n            dscp =10;\n            fragment =is-fragment&!=first-fragment+last-fragment;\n        }\n        then {\n            rate-limit 125000;\n            mark 10;\n            redirect 65000:100;\n        }\n    }\n}\n",
                 ),
                 (
-                    "dst 2001:db8::1/128 next-header tcp,17 flow-label 5..10,70000 dscp <8 icmp-type 128 then rate-packets 10 traffic-action sample+continue redirect 192.0.2.1:7 redirect-as4 65001:9 rate-bytes 7:100",
-                    "flow {\n    route r1 {\n        match {\n            destination 2001:db8::1/128;\n            next-header [ =tcp =udp ];\n            icmp-type =128;\n            traffic-class <8;\n            flow-label [ >=5&<=10 =70000 ];\n        }\n        then {\n            # rate-packets 10, traffic-action sample+continue, redirect 192.0.2.1:7, redirect-as4 65001:9, rate-bytes 7:100\n            extended-community [ 0x800c000041200000 0x8007000000000003 0x8108c00002010007 0x820800000fe90009 0x8006000742c80000 ];\n        }\n    }\n}\n",
+                    "dst 2001:db8::1/128 next-header tcp,58 flow-label 5..10,70000 dscp <8 icmp-type 128 then rate-packets 10 traffic-action sample+continue redirect 192.0.2.1:7 rate-bytes 7:100",
+                    "flow {\n    route r1 {\n        match {\n            destination 2001:db8::1/128;\n            next-header [ =tcp =58 ];\n            icmp-type =128;\n            traffic-class <8;\n            flow-label [ >=5&<=10 =70000 ];\n        }\n        then {\n            # rate-packets 10, traffic-action sample+continue, redirect 192.0.2.1:7, rate-bytes 7:100\n            extended-community [ 0x800c000041200000 0x8007000000000003 0x8108c00002010007 0x8006000742c80000 ];\n        }\n    }\n}\n",
                 ),
                 (
                     "next-header tcp dport 80",
                     "not expressible in exabgp: an IPv6 rule without dst or src (ExaBGP takes a flow's family from its prefixes)\n",
+                ),
+                (
+                    "dst 192.0.2.1/32 then redirect 4200000000:5 redirect-as4 65001:9",
+                    "not expressible in exabgp: redirect 4200000000:5 (ExaBGP 4.2 fails on 4-octet AS redirect communities, as `redirect` or as hex: maximum recursion depth exceeded)\nnot expressible in exabgp: redirect-as4 65001:9 (ExaBGP 4.2 fails on 4-octet AS redirect communities, as `redirect` or as hex: maximum recursion depth exceeded)\n",
                 ),
             ],
         );
@@ -2457,8 +2524,8 @@ mod tests {
                     "# in a static protocol with a flow4 channel\nroute flow4 { dst 203.0.113.7/32; proto 17; sport 123; } {\n\tbgp_ext_community.add((generic, 0x80060000, 0x0));  # discard\n};\n",
                 ),
                 (
-                    "dst 192.0.2.0/24 src 198.51.100.0/24 proto tcp dport 1024..65535,80,>8000&<9000,9999 tcp-flags syn&!~ack,~fin+rst,!=psh pkt-len >=512 dscp 10..20 icmp-type 8 then rate-bytes 12500",
-                    "# in a static protocol with a flow4 channel\nroute flow4 { dst 192.0.2.0/24; src 198.51.100.0/24; proto 6; dport 1024..65535,80 || > 8000 && < 9000 || 9999; icmp type 8; tcp flags 0x2/0x2 && 0x0/0x10 || !0x0/0x5 || !0x8/0x8; length >= 512; dscp 10..20; } {\n\tbgp_ext_community.add((generic, 0x80060000, 0x46435000));  # rate-bytes 12500\n};\n",
+                    "dst 192.0.2.0/24 src 198.51.100.0/24 proto tcp dport 1024..65535,80,>8000&<9000,9999 tcp-flags syn&!~ack,~fin+rst,!=psh pkt-len >=512 dscp 10..20 then rate-bytes 12500",
+                    "# in a static protocol with a flow4 channel\nroute flow4 { dst 192.0.2.0/24; src 198.51.100.0/24; proto 6; dport 1024..65535,80 || > 8000 && < 9000 || 9999; tcp flags 0x2/0x2 && 0x0/0x10 || !0x0/0x5 || !0x8/0x8; length >= 512; dscp 10..20; } {\n\tbgp_ext_community.add((generic, 0x80060000, 0x46435000));  # rate-bytes 12500\n};\n",
                 ),
                 (
                     "dst 203.0.113.9/32 fragment is-frag&!~last-frag,df dscp !=5&!=6",
@@ -2466,7 +2533,7 @@ mod tests {
                 ),
                 (
                     "dst 2001:db8::1/128 next-header tcp dport 80,443 flow-label 5..10,65535 then redirect-as4 65001:9 traffic-action continue",
-                    "# in a static protocol with a flow6 channel\nroute flow6 { dst 2001:db8::1/128; next header 6; dport 80,443; label 5..10,65535; } {\n\tbgp_ext_community.add((generic, 0x82080000, 0xfe90009));  # redirect-as4 65001:9\n\tbgp_ext_community.add((generic, 0x80070000, 0x1));  # traffic-action continue\n};\n",
+                    "# in a static protocol with a flow6 channel\nroute flow6 { dst 2001:db8::1/128; next header 6; dport 80,443; label 5..10,65535; } {\n\tbgp_ext_community.add((generic, 0x82080000, 0xfde90009));  # redirect-as4 65001:9\n\tbgp_ext_community.add((generic, 0x80070000, 0x1));  # traffic-action continue\n};\n",
                 ),
                 (
                     "dst 2001:db8::1/128 flow-label 70000 fragment ~is-frag+first-frag",
@@ -2524,43 +2591,54 @@ mod tests {
         );
     }
 
-    const NFT_HEAD: &str = "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\n";
-
     #[test]
     fn nftables_rules() {
-        let cases: Vec<(&str, String)> = vec![
-            (
-                "dst 203.0.113.7/32 proto udp sport 123 then discard",
-                format!("{NFT_HEAD}nft 'add rule inet filter input meta l4proto udp ip daddr 203.0.113.7/32 th sport 123 drop'\n"),
-            ),
-            (
-                "dst 2001:db8::1/128 next-header tcp dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000",
-                format!("{NFT_HEAD}nft 'add rule inet filter input meta l4proto tcp ip6 daddr 2001:db8::1/128 th dport {{ 80, 443 }} tcp flags & syn == syn tcp flags & ack == 0 limit rate over 125000 bytes/second drop'\n"),
-            ),
-            (
-                "src 198.51.100.0/24 dport 1024..65535 pkt-len >=512&<1000,<64 dscp !=0 tcp-flags ~fin+rst,syn then rate-packets 1000 mark 8",
-                format!("{NFT_HEAD}# approximate: meta length is the packet as this host sees it (GRO can merge TCP segments into one longer packet)\nnft 'add rule inet filter input meta l4proto tcp ip saddr 198.51.100.0/24 th dport 1024-65535 tcp flags & (fin | syn | rst) {{ fin, syn, fin | syn, rst, fin | rst, syn | rst, fin | syn | rst }} meta length {{ 0-63, 512-999 }} ip dscp 1-63 ip dscp set 8 limit rate over 1000/second drop'\n"),
-            ),
-            (
-                "proto icmp icmp-type 0,8 icmp-code 0 fragment !~is-frag then traffic-action sample+terminal",
-                format!("{NFT_HEAD}# approximate: with conntrack loaded the kernel reassembles fragments before the input hook\n# traffic-action sample+terminal: the terminal bit orders FlowSpec rules on a router; a host filter evaluates its own rule order\n# approximate: sampling becomes logging every matching packet\n# no discard or rate action: the rule only counts\nnft 'add rule inet filter input meta nfproto ipv4 meta l4proto icmp icmp type {{ 0, 8 }} icmp code 0 ip frag-off & 0x7fff {{ 0x0, 0x2000, 0x4000, 0x6000 }} log prefix \"r1: \" counter'\n"),
-            ),
-            (
-                "dst 2001:db8::/32 port 53 fragment !~is-frag flow-label 5..10 then discard",
-                format!("{NFT_HEAD}# port (source or destination) needs two rules, one per direction\n# approximate: with conntrack loaded the kernel reassembles fragments before the input hook\nnft 'add rule inet filter input meta l4proto {{ tcp, udp, sctp }} ip6 daddr 2001:db8::/32 th sport 53 exthdr frag missing ip6 flowlabel 5-10 drop'\nnft 'add rule inet filter input meta l4proto {{ tcp, udp, sctp }} ip6 daddr 2001:db8::/32 th sport 53 frag frag-off 0 ip6 flowlabel 5-10 drop'\nnft 'add rule inet filter input meta l4proto {{ tcp, udp, sctp }} ip6 daddr 2001:db8::/32 th dport 53 exthdr frag missing ip6 flowlabel 5-10 drop'\nnft 'add rule inet filter input meta l4proto {{ tcp, udp, sctp }} ip6 daddr 2001:db8::/32 th dport 53 frag frag-off 0 ip6 flowlabel 5-10 drop'\n"),
-            ),
-            (
-                "dst 203.0.113.7/32 then redirect 65000:1 rate-bytes 10 rate-packets 10",
-                "not expressible in nftables: redirect 65000:1 (a redirect to a VRF is a router's forwarding decision)\nnot expressible in nftables: rate-bytes and rate-packets together (one rule drops over one rate)\n".to_string(),
-            ),
-        ];
-        for (rule, want) in &cases {
-            let got = match to_nftables(&route(rule), "r1") {
-                Ok(s) => s,
-                Err(u) => u.to_string(),
-            };
-            assert_eq!(&got, want, "nftables: {rule}");
-        }
+        check(
+            "nftables",
+            |r| to_nftables(r, "r1"),
+            &[
+                (
+                    "dst 203.0.113.7/32 proto udp sport 123 then discard",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\nnft 'add rule inet filter input ip daddr 203.0.113.7/32 meta l4proto udp th sport 123 drop'\n",
+                ),
+                (
+                    "dst 2001:db8::1/128 next-header tcp dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\nnft 'add rule inet filter input ip6 daddr 2001:db8::1/128 meta l4proto tcp th dport { 80, 443 } tcp flags & syn == syn tcp flags & ack == 0 limit rate over 125000 bytes/second drop'\n",
+                ),
+                (
+                    "src 198.51.100.0/24 dport 1024..65535 pkt-len >=512&<1000,<64 dscp !=0 tcp-flags ~fin+rst,syn then rate-packets 1000 mark 8",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\n# approximate: meta length is the packet as this host sees it (GRO can merge TCP segments into one longer packet)\nnft 'add rule inet filter input ip saddr 198.51.100.0/24 meta l4proto tcp th dport 1024-65535 tcp flags & (fin | syn | rst) { fin, syn, fin | syn, rst, fin | rst, syn | rst, fin | syn | rst } meta length { 0-63, 512-999 } ip dscp 1-63 ip dscp set 8 limit rate over 1000/second drop'\n",
+                ),
+                (
+                    "proto icmp icmp-type 0,8 icmp-code 0 fragment !~is-frag then traffic-action sample+terminal",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\n# approximate: with conntrack loaded the kernel reassembles fragments before the input hook\n# traffic-action sample+terminal: the terminal bit orders FlowSpec rules on a router; a host filter evaluates its own rule order\n# approximate: sampling becomes logging every matching packet\n# no discard or rate action: the rule only counts\nnft 'add rule inet filter input meta nfproto ipv4 meta l4proto icmp icmp type { 0, 8 } icmp code 0 ip frag-off & 0x7fff { 0x0, 0x2000, 0x4000, 0x6000 } log prefix \"r1: \" counter'\n",
+                ),
+                (
+                    "dst 2001:db8::/32 port 53 fragment !~is-frag flow-label 5..10 then discard",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\n# port (source or destination) needs two rules, one per direction\n# approximate: with conntrack loaded the kernel reassembles fragments before the input hook\nnft 'add rule inet filter input ip6 daddr 2001:db8::/32 meta l4proto { tcp, udp, sctp } th sport 53 exthdr frag missing ip6 flowlabel 5-10 drop'\nnft 'add rule inet filter input ip6 daddr 2001:db8::/32 meta l4proto { tcp, udp, sctp } th sport 53 frag frag-off 0 ip6 flowlabel 5-10 drop'\nnft 'add rule inet filter input ip6 daddr 2001:db8::/32 meta l4proto { tcp, udp, sctp } th dport 53 exthdr frag missing ip6 flowlabel 5-10 drop'\nnft 'add rule inet filter input ip6 daddr 2001:db8::/32 meta l4proto { tcp, udp, sctp } th dport 53 frag frag-off 0 ip6 flowlabel 5-10 drop'\n",
+                ),
+                (
+                    "next-header 58 icmp-type 128 fragment first-frag,last-frag&!~is-frag then rate-bytes 100.5",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\n# approximate: with conntrack loaded the kernel reassembles fragments before the input hook\n# approximate: 100.5 bytes/s rounded to 101 (nft limits take whole numbers)\nnft 'add rule inet filter input meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 128 frag frag-off 0 frag more-fragments 1 limit rate over 101 bytes/second drop'\n",
+                ),
+                (
+                    "dst 192.0.2.0/24 tcp-flags !=syn+ack&~fin+ack fragment ~df+last-frag then rate-packets 3 mark 63",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\n# approximate: with conntrack loaded the kernel reassembles fragments before the input hook\nnft 'add rule inet filter input ip daddr 192.0.2.0/24 meta l4proto tcp tcp flags & (syn | ack) != (syn | ack) tcp flags & (fin | ack) != 0 ip frag-off & 0x7fff { 0x1-0x1fff, 0x4000-0x7fff } ip dscp set 63 limit rate over 3/second drop'\n",
+                ),
+                (
+                    "proto !=6&!=17 dscp 10,12..14",
+                    "# in table inet filter, chain input: nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'\n# no discard or rate action: the rule only counts\nnft 'add rule inet filter input meta nfproto ipv4 meta l4proto { 0-5, 7-16, 18-255 } ip dscp { 10, 12-14 } counter'\n",
+                ),
+                (
+                    "dst 203.0.113.7/32 then redirect 65000:1 rate-bytes 10 rate-packets 10",
+                    "not expressible in nftables: redirect 65000:1 (a redirect to a VRF is a router's forwarding decision)\nnot expressible in nftables: rate-bytes and rate-packets together (one rule drops over one rate)\n",
+                ),
+                (
+                    "dst 192.0.2.1/32 tcp-flags 0x100",
+                    "not expressible in nftables: tcp-flags value 0x100 (nft names the 8 flags fin to cwr)\n",
+                ),
+            ],
+        );
     }
 
     #[test]
@@ -2571,15 +2649,15 @@ mod tests {
             &[
                 (
                     "dst 203.0.113.7/32 proto udp sport 123 then discard",
-                    "iptables -A INPUT -p udp -d 203.0.113.7/32 --sport 123 -j DROP\n",
+                    "iptables -A INPUT -d 203.0.113.7/32 -p udp --sport 123 -j DROP\n",
                 ),
                 (
                     "dst 2001:db8::1/128 next-header tcp dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000",
-                    "# approximate: hashlimit is a token bucket and keeps byte rates in coarse steps (iptables -S shows the rate it kept); rules named r1 share one bucket\nip6tables -A INPUT -p tcp -d 2001:db8::1/128 -m multiport --dports 80,443 --tcp-flags SYN,ACK SYN -m hashlimit --hashlimit-above 125000b/s --hashlimit-name r1 -j DROP\n",
+                    "# approximate: hashlimit is a token bucket and keeps byte rates in coarse steps (iptables -S shows the rate it kept); rules named r1 share one bucket\nip6tables -A INPUT -d 2001:db8::1/128 -p tcp -m multiport --dports 80,443 --tcp-flags SYN,ACK SYN -m hashlimit --hashlimit-above 125000b/s --hashlimit-name r1 -j DROP\n",
                 ),
                 (
                     "dst 192.0.2.0/24 port 53 pkt-len !=100 dscp 10..12 fragment first-frag then rate-packets 100 mark 8",
-                    "# approximate: the length match sees the packet as this host does (GRO can merge TCP segments into one longer packet)\n# approximate: with conntrack loaded the kernel reassembles fragments before INPUT\n# approximate: hashlimit is a token bucket (burst 5); rules named r1 share one bucket\n# approximate: a packet matching several of the 3 rules counts in each\niptables -t mangle -A INPUT -p tcp -d 192.0.2.0/24 -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -j DSCP --set-dscp 8\niptables -t mangle -A INPUT -p udp -d 192.0.2.0/24 -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -j DSCP --set-dscp 8\niptables -t mangle -A INPUT -p sctp -d 192.0.2.0/24 -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -j DSCP --set-dscp 8\niptables -A INPUT -p tcp -d 192.0.2.0/24 -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -m hashlimit --hashlimit-above 100/sec --hashlimit-name r1 -j DROP\niptables -A INPUT -p udp -d 192.0.2.0/24 -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -m hashlimit --hashlimit-above 100/sec --hashlimit-name r1 -j DROP\niptables -A INPUT -p sctp -d 192.0.2.0/24 -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -m hashlimit --hashlimit-above 100/sec --hashlimit-name r1 -j DROP\n",
+                    "# approximate: the length match sees the packet as this host does (GRO can merge TCP segments into one longer packet)\n# approximate: with conntrack loaded the kernel reassembles fragments before INPUT\n# approximate: hashlimit is a token bucket (burst 5); rules named r1 share one bucket\niptables -t mangle -A INPUT -d 192.0.2.0/24 -p tcp -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -j DSCP --set-dscp 8\niptables -t mangle -A INPUT -d 192.0.2.0/24 -p udp -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -j DSCP --set-dscp 8\niptables -t mangle -A INPUT -d 192.0.2.0/24 -p sctp -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -j DSCP --set-dscp 8\niptables -A INPUT -d 192.0.2.0/24 -p tcp -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -m hashlimit --hashlimit-above 100/sec --hashlimit-name r1 -j DROP\niptables -A INPUT -d 192.0.2.0/24 -p udp -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -m hashlimit --hashlimit-above 100/sec --hashlimit-name r1 -j DROP\niptables -A INPUT -d 192.0.2.0/24 -p sctp -m multiport --ports 53 -m length ! --length 100 -m u32 --u32 \"0>>18&0x3F=0xa:0xc\" -m u32 --u32 \"4&0x7FFF=0x2000,0x6000\" -m hashlimit --hashlimit-above 100/sec --hashlimit-name r1 -j DROP\n",
                 ),
                 (
                     "proto tcp tcp-flags ~syn+ack,fin",
@@ -2591,15 +2669,35 @@ mod tests {
                 ),
                 (
                     "dst 2001:db8::1/128 icmp-type 128 icmp-code 0 fragment !~is-frag flow-label <100 then discard",
-                    "# approximate: with conntrack loaded the kernel reassembles fragments before INPUT\nip6tables -A INPUT -p ipv6-icmp -d 2001:db8::1/128 --icmpv6-type 128/0 -m ipv6header ! --header ipv6-frag --soft -m u32 --u32 \"0&0xFFFFF=0x0:0x63\" -j DROP\nip6tables -A INPUT -p ipv6-icmp -d 2001:db8::1/128 --icmpv6-type 128/0 -m frag --fragfirst -m u32 --u32 \"0&0xFFFFF=0x0:0x63\" -j DROP\n",
+                    "# approximate: with conntrack loaded the kernel reassembles fragments before INPUT\nip6tables -A INPUT -d 2001:db8::1/128 -p ipv6-icmp --icmpv6-type 128/0 -m ipv6header ! --header ipv6-frag --soft -m u32 --u32 \"0&0xFFFFF=0x0:0x63\" -j DROP\nip6tables -A INPUT -d 2001:db8::1/128 -p ipv6-icmp --icmpv6-type 128/0 -m frag --fragfirst -m u32 --u32 \"0&0xFFFFF=0x0:0x63\" -j DROP\n",
                 ),
                 (
                     "proto !=6 then discard",
                     "iptables -A INPUT ! -p tcp -j DROP\n",
                 ),
                 (
+                    "next-header 58 icmp-type 128 fragment first-frag,last-frag&!~is-frag then rate-bytes 100.5",
+                    "# approximate: with conntrack loaded the kernel reassembles fragments before INPUT\n# approximate: hashlimit is a token bucket and keeps byte rates in coarse steps (iptables -S shows the rate it kept); rules named r1 share one bucket\nip6tables -A INPUT -p ipv6-icmp --icmpv6-type 128 -m frag --fragfirst --fragmore -m hashlimit --hashlimit-above 101b/s --hashlimit-name r1 -j DROP\n",
+                ),
+                (
+                    "dst 192.0.2.0/24 tcp-flags !=syn+ack&~fin+ack fragment ~df+last-frag then rate-packets 3 mark 63 traffic-action sample+continue",
+                    "# approximate: with conntrack loaded the kernel reassembles fragments before INPUT\n# traffic-action sample+continue: the terminal bit orders FlowSpec rules on a router; a host filter evaluates its own rule order\n# approximate: sampling becomes logging every matching packet (NFLOG)\n# approximate: hashlimit is a token bucket (burst 5); rules named r1 share one bucket\niptables -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN FIN -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -j NFLOG --nflog-prefix r1\niptables -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN,ACK ACK -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -j NFLOG --nflog-prefix r1\niptables -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN,ACK FIN,SYN -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -j NFLOG --nflog-prefix r1\niptables -t mangle -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN FIN -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -j DSCP --set-dscp 63\niptables -t mangle -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN,ACK ACK -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -j DSCP --set-dscp 63\niptables -t mangle -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN,ACK FIN,SYN -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -j DSCP --set-dscp 63\niptables -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN FIN -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -m hashlimit --hashlimit-above 3/sec --hashlimit-name r1 -j DROP\niptables -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN,ACK ACK -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -m hashlimit --hashlimit-above 3/sec --hashlimit-name r1 -j DROP\niptables -A INPUT -d 192.0.2.0/24 -p tcp --tcp-flags FIN,SYN,ACK FIN,SYN -m u32 --u32 \"4&0x7FFF=0x1:0x1fff,0x4000:0x7fff\" -m hashlimit --hashlimit-above 3/sec --hashlimit-name r1 -j DROP\n",
+                ),
+                (
+                    "proto !=6&!=17 dscp 10,12..14",
+                    "# no discard or rate action: the rule only counts\niptables -A INPUT -m u32 --u32 \"8>>16&0xFF=0x0:0x5,0x7:0x10,0x12:0xff\" -m u32 --u32 \"0>>18&0x3F=0xa,0xc:0xe\"\n",
+                ),
+                (
+                    "dst 198.51.100.9/32 tcp-flags ~fin+syn,ack then rate-bytes 1000",
+                    "# approximate: hashlimit is a token bucket and keeps byte rates in coarse steps (iptables -S shows the rate it kept); rules named r1 share one bucket\n# approximate: a packet matching several of the 3 rules counts in each\niptables -A INPUT -d 198.51.100.9/32 -p tcp --tcp-flags FIN FIN -m hashlimit --hashlimit-above 1000b/s --hashlimit-name r1 -j DROP\niptables -A INPUT -d 198.51.100.9/32 -p tcp --tcp-flags FIN,SYN SYN -m hashlimit --hashlimit-above 1000b/s --hashlimit-name r1 -j DROP\niptables -A INPUT -d 198.51.100.9/32 -p tcp --tcp-flags ACK ACK -m hashlimit --hashlimit-above 1000b/s --hashlimit-name r1 -j DROP\n",
+                ),
+                (
                     "dst 2001:db8::1/128 tcp-flags ece fragment is-frag then redirect 192.0.2.1:1",
                     "not expressible in iptables: tcp-flags value 0x40 (iptables names FIN SYN RST PSH ACK URG only)\nnot expressible in iptables: fragment is-frag (ip6tables' frag match cannot test for a non-zero fragment offset)\nnot expressible in iptables: redirect 192.0.2.1:1 (a redirect to a VRF is a router's forwarding decision)\n",
+                ),
+                (
+                    "dst 192.0.2.1/32 icmp-code 3 then discard",
+                    "not expressible in iptables: icmp-code without icmp-type (--icmp-type needs the type)\n",
                 ),
             ],
         );
@@ -2633,21 +2731,57 @@ mod tests {
         // Later fragments: offset != 0, any DF/MF.
         assert_eq!(
             frag4_ranges(&ops("is-frag")),
-            vec![(0x0001, 0x1fff), (0x2001, 0x3fff), (0x4001, 0x5fff), (0x6001, 0x7fff)]
+            vec![
+                (0x0001, 0x1fff),
+                (0x2001, 0x3fff),
+                (0x4001, 0x5fff),
+                (0x6001, 0x7fff)
+            ]
         );
         // First fragment: MF set, offset 0.
-        assert_eq!(frag4_ranges(&ops("first-frag")), vec![(0x2000, 0x2000), (0x6000, 0x6000)]);
+        assert_eq!(
+            frag4_ranges(&ops("first-frag")),
+            vec![(0x2000, 0x2000), (0x6000, 0x6000)]
+        );
         // Last fragment: MF clear, offset != 0.
-        assert_eq!(frag4_ranges(&ops("last-frag")), vec![(0x0001, 0x1fff), (0x4001, 0x5fff)]);
+        assert_eq!(
+            frag4_ranges(&ops("last-frag")),
+            vec![(0x0001, 0x1fff), (0x4001, 0x5fff)]
+        );
         assert_eq!(frag4_ranges(&ops("df")), vec![(0x4000, 0x7fff)]);
         assert_eq!(
             frag6_states(&ops("!~is-frag")),
             vec![
                 Frag6::Missing,
-                Frag6::Header { mf: false, offset_zero: true },
-                Frag6::Header { mf: true, offset_zero: true }
+                Frag6::Header {
+                    mf: false,
+                    offset_zero: true
+                },
+                Frag6::Header {
+                    mf: true,
+                    offset_zero: true
+                }
             ]
         );
+    }
+
+    #[test]
+    fn flag_tests_of_nothing_match_everything() {
+        let r = route("dst 192.0.2.1/32 proto tcp tcp-flags 0x0,syn fragment !~0x0 then discard");
+        assert_eq!(
+            to_junos(&r, "r1").unwrap(),
+            "set routing-options flow route r1 match destination 192.0.2.1/32\nset routing-options flow route r1 match protocol 6\nset routing-options flow route r1 then discard\n"
+        );
+        assert!(to_nftables(&r, "r1").unwrap().ends_with(
+            "nft 'add rule inet filter input ip daddr 192.0.2.1/32 meta l4proto tcp drop'\n"
+        ));
+        assert!(
+            to_iptables(&r, "r1")
+                .unwrap()
+                .ends_with("iptables -A INPUT -d 192.0.2.1/32 -p tcp -j DROP\n")
+        );
+        assert!(to_bird(&r).is_err());
+        assert!(!to_iosxr(&r, "r1").unwrap().contains("tcp-flag"));
     }
 
     #[test]
@@ -2660,16 +2794,32 @@ mod tests {
         let r = route("dst 192.0.2.1/32 then discard");
         assert_eq!(default_name(&r), default_name(&r.clone()));
         assert!(default_name(&r).starts_with("deflect-"));
-        assert_ne!(default_name(&r), default_name(&route("dst 192.0.2.2/32 then discard")));
+        assert_ne!(
+            default_name(&r),
+            default_name(&route("dst 192.0.2.2/32 then discard"))
+        );
         let u = Unsupported {
             target: "bird",
             reasons: vec!["a".into(), "b".into()],
         };
-        assert_eq!(u.to_string(), "not expressible in bird: a\nnot expressible in bird: b\n");
+        assert_eq!(
+            u.to_string(),
+            "not expressible in bird: a\nnot expressible in bird: b\n"
+        );
         // Ports with ICMP and no protocol component: no packet has both.
         let r = route("dst 192.0.2.1/32 dport 80 icmp-type 8 then discard");
-        assert!(to_nftables(&r, "x").unwrap_err().to_string().contains("never matches"));
-        assert!(to_iptables(&r, "x").unwrap_err().to_string().contains("never matches"));
+        assert!(
+            to_nftables(&r, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("never matches")
+        );
+        assert!(
+            to_iptables(&r, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("never matches")
+        );
     }
 
     #[test]
@@ -2677,12 +2827,22 @@ mod tests {
         let r = route("dst 203.0.113.7/32 proto udp sport 123 then rate-packets 100");
         let (s, ok) = render(&r, Format::All, "r1", 65000);
         assert!(ok);
-        for t in ["hex", "gobgp", "exabgp", "bird", "junos", "iosxr", "nftables", "iptables"] {
+        for t in [
+            "hex", "gobgp", "exabgp", "bird", "junos", "iosxr", "nftables", "iptables",
+        ] {
             assert!(s.contains(&format!("# --- {t} ---\n")), "{t}: {s}");
         }
-        assert!(s.starts_with("# rule: dst 203.0.113.7/32 proto udp sport 123 then rate-packets 100\n"));
-        assert!(s.contains("not expressible in gobgp: rate-packets 100"), "{s}");
-        assert!(s.contains("extended-community [ 0x800c000042c80000 ];"), "{s}");
+        assert!(
+            s.starts_with("# rule: dst 203.0.113.7/32 proto udp sport 123 then rate-packets 100\n")
+        );
+        assert!(
+            s.contains("not expressible in gobgp: rate-packets 100"),
+            "{s}"
+        );
+        assert!(
+            s.contains("extended-community [ 0x800c000042c80000 ];"),
+            "{s}"
+        );
         let (s, ok) = render(&r, Format::Gobgp, "r1", 65000);
         assert!(!ok);
         assert!(s.starts_with("not expressible in gobgp"));

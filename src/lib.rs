@@ -27,6 +27,7 @@ pub mod config;
 pub mod detect;
 pub mod engine;
 pub mod exporter;
+pub mod flowspec_tool;
 pub mod ioc;
 pub mod mitigation;
 pub mod pcap;

@@ -83,6 +83,9 @@ enum Command {
     },
     /// The node agent: sample this machine's traffic and report it to the controller.
     Probe(ProbeArgs),
+    /// Show a FlowSpec rule as wire bytes and as GoBGP, ExaBGP, BIRD, Junos, IOS-XR, nftables and
+    /// iptables configuration.
+    Flowspec(deflect::flowspec_tool::FlowspecArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,5 +110,6 @@ fn main() -> ExitCode {
         Command::Pcap { api, cmd } => cli::pcap(&api, cmd),
         Command::Config { cmd } => cli::config(cmd),
         Command::Probe(args) => probe::main(args),
+        Command::Flowspec(args) => deflect::flowspec_tool::main(args),
     }
 }

@@ -1093,6 +1093,12 @@ impl MitigationSet {
                 limit,
                 reply,
             } => {
+                // `u64::MAX` asks for the last `limit` entries.
+                let after = if after == u64::MAX {
+                    self.store.audit_last_seq().saturating_sub(limit as u64)
+                } else {
+                    after
+                };
                 let _ = reply.send(
                     self.store
                         .audit_page(after, limit)

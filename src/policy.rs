@@ -877,6 +877,7 @@ mod tests {
                 timeline: Vec::new(),
                 mitigations: Vec::new(),
                 policy: None,
+                series: Vec::new(),
                 ioc: Default::default(),
             };
             assert!(p.find(&a).is_some(), "no shipped policy for {v}");

@@ -249,7 +249,7 @@ impl Daemon {
         info!(%api_addr, peers = settings.neighbors.len(), dry_run = settings.guardrails.dry_run, "deflect is running");
         if settings.tokens.is_empty() {
             warn!(
-                "no API token is set: the API answers only /health, /metrics and /api/v1/openapi.json (set DEFLECT_TOKEN or configure api.tokens)"
+                "no API token is set: the API answers only /health, /metrics, /api/v1/openapi.json and the dashboard's sign-in page (set DEFLECT_TOKEN or configure api.tokens)"
             );
         }
         Ok(Daemon {

@@ -82,6 +82,11 @@ impl Store {
         Ok(s)
     }
 
+    /// The sequence number of the last audit entry (0: none yet).
+    pub fn audit_last_seq(&self) -> u64 {
+        self.audit_head.0
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

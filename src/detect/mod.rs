@@ -115,6 +115,9 @@ pub struct Moment {
     pub what: String,
 }
 
+/// Most points of an attack's rate kept.
+pub const MAX_SERIES: usize = 240;
+
 /// Most moments kept per attack (the first ones and the last ones).
 const MAX_TIMELINE: usize = 64;
 
@@ -144,6 +147,9 @@ pub struct Attack {
     pub mitigations: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// Its class's rate over time: (time_ms, pps), at most [`MAX_SERIES`] points (thinned out
+    /// evenly as it grows).
+    pub series: Vec<(u64, u64)>,
     /// Sources seen in indicator lists: sightings per list.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ioc: BTreeMap<String, u64>,
@@ -163,6 +169,18 @@ impl Attack {
 
     pub fn is_active(&self) -> bool {
         self.ended_ms.is_none()
+    }
+
+    fn sample(&mut self, time_ms: u64, pps: u64) {
+        if self.series.len() >= MAX_SERIES {
+            // Keep every other point: the whole attack stays in view at half the resolution.
+            let mut i = 0;
+            self.series.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+        }
+        self.series.push((time_ms, pps));
     }
 }
 
@@ -655,8 +673,10 @@ impl Detector {
                 timeline: Vec::new(),
                 mitigations: Vec::new(),
                 policy: None,
+                series: Vec::new(),
                 ioc: BTreeMap::new(),
             };
+            a.sample(now, a.pps);
             let unit = if class.is_some() { "pps" } else { "bps" };
             a.note(
                 now,
@@ -690,6 +710,7 @@ impl Detector {
             };
             a.pps = p as u64;
             a.bps = b as u64;
+            a.sample(now, a.pps);
             if a.pps > a.peak_pps {
                 a.peak_pps = a.pps;
             }
