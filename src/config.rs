@@ -1097,13 +1097,21 @@ impl Config {
                     String::new()
                 }
             };
-            let secret = match &a.secret {
+            let (secret, from_env) = match &a.secret {
                 Some(s) => match s.value.strip_prefix("env:") {
-                    Some(var) => std::env::var(var).unwrap_or_default(),
-                    None => s.value.clone(),
+                    Some(var) => (std::env::var(var).unwrap_or_default(), true),
+                    None => (s.value.clone(), false),
                 },
-                None => String::new(),
+                None => (String::new(), false),
             };
+            if secret.is_empty() && from_env {
+                // Like a token from an unset variable: this sink is left out, and said so.
+                tracing::warn!(
+                    alert = %a.name.value,
+                    "alert left out: its secret's environment variable is not set"
+                );
+                continue;
+            }
             if secret.is_empty() && matches!(a.kind, SinkKind::Pagerduty | SinkKind::Opsgenie) {
                 err(
                     a.secret.as_ref().map_or(&a.name.referenced, |s| &s.referenced),

@@ -238,6 +238,29 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_file_is_read_again_and_a_broken_one_keeps_the_last_contents() {
+        let dir = std::env::temp_dir().join(format!("deflect-ioc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("list.txt");
+        std::fs::write(&f, "192.0.2.1\n").unwrap();
+        let mut lists = Lists::load(&[("l".into(), f.clone())]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(lists.lookup(a).collect::<Vec<_>>(), ["l"]);
+        assert_eq!(lists.lookup(b).count(), 0);
+        // A new size is a change, whatever the clock's resolution.
+        std::fs::write(&f, "198.51.100.0/24\n# grown\n").unwrap();
+        lists.refresh();
+        assert_eq!(lists.lookup(a).count(), 0);
+        assert_eq!(lists.lookup(b).collect::<Vec<_>>(), ["l"]);
+        // Gone: the last contents stay.
+        std::fs::remove_file(&f).unwrap();
+        lists.refresh();
+        assert_eq!(lists.lookup(b).collect::<Vec<_>>(), ["l"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn ranges_at_the_edges_of_the_space() {
         let l = List::parse("e", "0.0.0.0/1\n128.0.0.0/1\n::/0\n");
         assert_eq!(l.v4, vec![(0, u32::MAX)]);
