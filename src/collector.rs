@@ -400,28 +400,24 @@ fn sampled_packet(records: &[FlowRecord]) -> Option<(PacketInfo, Option<Bytes>)>
                 }
             }
             FlowRecord::Ipv4(s) => {
-                fallback = Some(PacketInfo {
-                    src: IpAddr::V4(s.src),
-                    dst: IpAddr::V4(s.dst),
-                    proto: s.protocol as u8,
-                    sport: ports(s.protocol).then_some(s.src_port as u16),
-                    dport: ports(s.protocol).then_some(s.dst_port as u16),
-                    tcp_flags: (s.protocol == 6).then_some(s.tcp_flags as u8),
-                    fragment: false,
-                    wire_len: s.length,
-                });
+                fallback = Some(sampled_ip(
+                    IpAddr::V4(s.src),
+                    IpAddr::V4(s.dst),
+                    s.protocol,
+                    (s.src_port, s.dst_port),
+                    s.tcp_flags,
+                    s.length,
+                ));
             }
             FlowRecord::Ipv6(s) => {
-                fallback = Some(PacketInfo {
-                    src: IpAddr::V6(s.src),
-                    dst: IpAddr::V6(s.dst),
-                    proto: s.protocol as u8,
-                    sport: ports(s.protocol).then_some(s.src_port as u16),
-                    dport: ports(s.protocol).then_some(s.dst_port as u16),
-                    tcp_flags: (s.protocol == 6).then_some(s.tcp_flags as u8),
-                    fragment: false,
-                    wire_len: s.length,
-                });
+                fallback = Some(sampled_ip(
+                    IpAddr::V6(s.src),
+                    IpAddr::V6(s.dst),
+                    s.protocol,
+                    (s.src_port, s.dst_port),
+                    s.tcp_flags,
+                    s.length,
+                ));
             }
             _ => {}
         }
@@ -429,8 +425,26 @@ fn sampled_packet(records: &[FlowRecord]) -> Option<(PacketInfo, Option<Bytes>)>
     fallback.map(|i| (i, None))
 }
 
-fn ports(proto: u32) -> bool {
-    proto == 6 || proto == 17
+/// The packet a sampled IPv4 or IPv6 record describes.
+fn sampled_ip(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u32,
+    (sport, dport): (u32, u32),
+    tcp_flags: u32,
+    length: u32,
+) -> PacketInfo {
+    let ports = proto == 6 || proto == 17;
+    PacketInfo {
+        src,
+        dst,
+        proto: proto as u8,
+        sport: ports.then_some(sport as u16),
+        dport: ports.then_some(dport as u16),
+        tcp_flags: (proto == 6).then_some(tcp_flags as u8),
+        fragment: false,
+        wire_len: length,
+    }
 }
 
 #[cfg(test)]

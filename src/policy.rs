@@ -511,36 +511,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
             call = check_call(&c.value, &c.referenced, &mut err);
         }
         if let Some(l) = &s.local {
-            let mut lparts = BTreeSet::new();
-            match &l.value.matches {
-                None => {
-                    lparts = [
-                        Part::Proto,
-                        Part::Sport,
-                        Part::Dport,
-                        Part::TcpFlags,
-                        Part::Fragment,
-                    ]
-                    .into_iter()
-                    .collect()
-                }
-                Some(list) => {
-                    for m in list {
-                        match m.value.parse::<Part>() {
-                            Ok(x) => {
-                                lparts.insert(x);
-                            }
-                            Err(()) => err(
-                                &m.referenced,
-                                format!(
-                                    "unknown match {:?}; use proto, sport, dport, tcp-flags, fragment or sources",
-                                    m.value
-                                ),
-                            ),
-                        }
-                    }
-                }
-            }
+            let lparts = parse_parts(l.value.matches.as_deref(), &mut err);
             let a = &l.value.action;
             let rate_bytes = match a.value.trim() {
                 "drop" => Some(None),
@@ -567,35 +538,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         match kind {
             None => {}
             Some(Kind::Flowspec) => {
-                match &s.matches {
-                    None => {
-                        parts = [
-                            Part::Proto,
-                            Part::Sport,
-                            Part::Dport,
-                            Part::TcpFlags,
-                            Part::Fragment,
-                        ]
-                        .into_iter()
-                        .collect()
-                    }
-                    Some(list) => {
-                        for m in list {
-                            match m.value.parse::<Part>() {
-                                Ok(x) => {
-                                    parts.insert(x);
-                                }
-                                Err(()) => err(
-                                    &m.referenced,
-                                    format!(
-                                        "unknown match {:?}; use proto, sport, dport, tcp-flags, fragment or sources",
-                                        m.value
-                                    ),
-                                ),
-                            }
-                        }
-                    }
-                }
+                parts = parse_parts(s.matches.as_deref(), &mut err);
                 match &s.action {
                     None => err(
                         s.announce
@@ -670,6 +613,40 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         dry_run: p.dry_run,
         steps,
     })
+}
+
+/// The signature parts a step matches on: all of them when the step does not say.
+fn parse_parts(
+    matches: Option<&[Spanned<String>]>,
+    err: &mut dyn FnMut(&serde_saphyr::Location, String),
+) -> BTreeSet<Part> {
+    let Some(list) = matches else {
+        return [
+            Part::Proto,
+            Part::Sport,
+            Part::Dport,
+            Part::TcpFlags,
+            Part::Fragment,
+        ]
+        .into_iter()
+        .collect();
+    };
+    let mut parts = BTreeSet::new();
+    for m in list {
+        match m.value.parse::<Part>() {
+            Ok(x) => {
+                parts.insert(x);
+            }
+            Err(()) => err(
+                &m.referenced,
+                format!(
+                    "unknown match {:?}; use proto, sport, dport, tcp-flags, fragment or sources",
+                    m.value
+                ),
+            ),
+        }
+    }
+    parts
 }
 
 /// Checks a call step.

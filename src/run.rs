@@ -268,36 +268,28 @@ impl Daemon {
         })
     }
 
+    /// Audits a refused reload; returns why.
+    async fn refuse(&self, text: String) -> String {
+        self.mitigations
+            .record(
+                "config",
+                "config.reload.refused",
+                serde_json::json!({"errors": text}),
+            )
+            .await;
+        text
+    }
+
     /// Re-reads the configuration and applies it all, or nothing.
     pub async fn reload(&mut self) -> Result<(), String> {
         let next = match load(self.config_path.as_ref()) {
             Ok(s) => s,
-            Err(e) => {
-                let text = e.to_string();
-                self.mitigations
-                    .record(
-                        "config",
-                        "config.reload.refused",
-                        serde_json::json!({"errors": text}),
-                    )
-                    .await;
-                return Err(text);
-            }
+            Err(e) => return Err(self.refuse(e.to_string()).await),
         };
         // Policies are part of the configuration: checked with it, applied with it.
         let policies = match next.load_policies() {
             Ok(p) => p,
-            Err(e) => {
-                let text = e.to_string();
-                self.mitigations
-                    .record(
-                        "config",
-                        "config.reload.refused",
-                        serde_json::json!({"errors": text}),
-                    )
-                    .await;
-                return Err(text);
-            }
+            Err(e) => return Err(self.refuse(e.to_string()).await),
         };
         let cur = &self.settings;
         let mut refused = Vec::new();
@@ -319,14 +311,7 @@ impl Daemon {
         }
         if !refused.is_empty() {
             let text = format!("{}: {}", next.source, refused.join("; "));
-            self.mitigations
-                .record(
-                    "config",
-                    "config.reload.refused",
-                    serde_json::json!({"errors": text}),
-                )
-                .await;
-            return Err(text);
+            return Err(self.refuse(text).await);
         }
         let keep: BTreeSet<String> = next
             .neighbors
