@@ -326,7 +326,7 @@ struct MitigationSet {
     store: Store,
     guardrails: Guardrails,
     peers: Vec<(Neighbor, PeerHandle)>,
-    /// Every mitigation, active or not, by id (the store's mirror).
+    /// Active mitigations by id (withdrawn ones are in the store only).
     all: BTreeMap<u64, Mitigation>,
     /// Active ones, parsed.
     live: HashMap<u64, Live>,
@@ -611,10 +611,10 @@ impl MitigationSet {
         self.live.clear();
         self.by_key.clear();
         self.expiries.clear();
+        self.next_id = stored.iter().map(|m| m.id + 1).max().unwrap_or(1);
         for m in stored {
             self.insert_stored(m);
         }
-        self.next_id = self.all.keys().next_back().map_or(1, |id| id + 1);
         self.metrics
             .active
             .store(self.live.len() as u64, Ordering::Relaxed);
@@ -650,6 +650,7 @@ impl MitigationSet {
                     self.by_key.insert(live.key.clone(), m.id);
                     self.live.insert(m.id, live);
                     self.expiries.insert((m.expires_ms, m.id));
+                    self.all.insert(m.id, m);
                 }
                 Err(e) => warn!(
                     id = m.id,
@@ -657,7 +658,6 @@ impl MitigationSet {
                 ),
             }
         }
-        self.all.insert(m.id, m);
     }
 
     /// Which peers get `m`, with the attributes each gets.
@@ -872,7 +872,7 @@ impl MitigationSet {
         now: u64,
     ) -> Result<Mitigation, Refusal> {
         let Some(live) = self.live.get(&id).cloned() else {
-            return match self.all.get(&id) {
+            return match self.stored(id) {
                 Some(m) => Err(Refusal::Conflict(format!(
                     "mitigation {id} is not active ({})",
                     m.withdraw_reason.as_deref().unwrap_or("expired")
@@ -904,7 +904,8 @@ impl MitigationSet {
         self.live.remove(&id);
         self.by_key.remove(&live.key);
         self.expiries.remove(&(m.expires_ms, id));
-        self.all.insert(id, m.clone());
+        // Memory holds what is active; the withdrawn one is in the store (with this batch).
+        self.all.remove(&id);
         self.metrics
             .active
             .store(self.live.len() as u64, Ordering::Relaxed);
@@ -914,7 +915,7 @@ impl MitigationSet {
     fn extend(&mut self, id: u64, ttl: &str, actor: &str) -> Result<Mitigation, Refusal> {
         let now = now_ms();
         if !self.live.contains_key(&id) {
-            return Err(if self.all.contains_key(&id) {
+            return Err(if self.stored(id).is_some() {
                 Refusal::Conflict(format!("mitigation {id} is not active"))
             } else {
                 Refusal::NotFound(id)
@@ -939,11 +940,28 @@ impl MitigationSet {
         Ok(m)
     }
 
-    fn list(&self, f: &ListFilter) -> Vec<Mitigation> {
+    /// A mitigation by id: active ones from memory, the others from the store.
+    fn stored(&self, id: u64) -> Option<Mitigation> {
+        match self.all.get(&id) {
+            Some(m) => Some(m.clone()),
+            None => self.store.mitigation(id).ok().flatten(),
+        }
+    }
+
+    fn list(&self, f: &ListFilter) -> Result<Vec<Mitigation>, Refusal> {
         let now = now_ms();
-        self.all
-            .values()
-            .filter(|m| f.all.unwrap_or(false) || m.is_active(now))
+        let every = f.all.unwrap_or(false);
+        // Withdrawn mitigations live in the store only: memory stays the size of what is active.
+        let source: Vec<Mitigation> = if every {
+            self.store
+                .mitigations()
+                .map_err(|e| Refusal::Store(e.to_string()))?
+        } else {
+            self.all.values().cloned().collect()
+        };
+        Ok(source
+            .into_iter()
+            .filter(|m| every || m.is_active(now))
             .filter(|m| f.kind.is_none_or(|k| k == m.kind))
             .filter(|m| f.actor.as_ref().is_none_or(|a| a == &m.actor))
             .filter(|m| {
@@ -951,8 +969,7 @@ impl MitigationSet {
                     .as_ref()
                     .is_none_or(|p| m.peers.is_empty() || m.peers.contains(p))
             })
-            .cloned()
-            .collect()
+            .collect())
     }
 
     /// Withdraws everything whose time has come, in one group.
@@ -1083,10 +1100,10 @@ impl MitigationSet {
                 unreachable!("grouped requests are handled by handle()")
             }
             Request::Get { id, reply } => {
-                let _ = reply.send(self.all.get(&id).cloned().ok_or(Refusal::NotFound(id)));
+                let _ = reply.send(self.stored(id).ok_or(Refusal::NotFound(id)));
             }
             Request::List { filter, reply } => {
-                let _ = reply.send(Ok(self.list(&filter)));
+                let _ = reply.send(self.list(&filter));
             }
             Request::Audit {
                 after,

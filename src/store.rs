@@ -145,6 +145,22 @@ impl Store {
         Ok(out)
     }
 
+    /// One mitigation by id.
+    pub fn mitigation(&self, id: u64) -> Result<Option<Mitigation>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(MITIGATIONS).map_err(db)?;
+        let Some(v) = t.get(id).map_err(db)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                table: "mitigations",
+                key: id,
+                error: e.to_string(),
+            })
+    }
+
     /// Up to `limit` audit entries after sequence number `after`, in order.
     pub fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
