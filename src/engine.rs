@@ -210,8 +210,9 @@ struct Escalation {
     policy: Policy,
     fired: usize,
     made: Vec<Made>,
-    /// Playbook calls made, undone on withdrawal.
-    calls: Vec<Call>,
+    /// Playbook calls made, with the event they were made for: undone on withdrawal, even if the
+    /// attack itself is no longer remembered by then.
+    calls: Vec<(Call, Alert)>,
     /// Node-local drops asked for: (node, drop id).
     locals: Vec<(String, u64)>,
     last_refresh: u64,
@@ -753,8 +754,9 @@ impl Engine {
         if policy.dry_run {
             return;
         }
+        let event = Alert::attack(EventKind::AttackEscalate, a, "");
         if let Some(e) = self.escalations.get_mut(&id) {
-            e.calls.push(call.clone());
+            e.calls.push((call.clone(), event.clone()));
         }
         playbook(
             self.mitigations.clone(),
@@ -764,7 +766,7 @@ impl Engine {
             call.request.clone(),
             call.timeout,
             call.attempts,
-            Alert::attack(EventKind::AttackEscalate, a, ""),
+            event,
         );
     }
 
@@ -907,20 +909,20 @@ impl Engine {
                             Err(err) => warn!(attack = id, mitigation = m.id, "withdrawal: {err}"),
                         }
                     }
-                    if let Some(a) = self.detector.attack(id) {
-                        for c in &e.calls {
-                            if let Some(undo) = &c.undo {
-                                playbook(
-                                    self.mitigations.clone(),
-                                    actor.clone(),
-                                    "playbook.undo",
-                                    c.name.clone(),
-                                    undo.clone(),
-                                    c.timeout,
-                                    c.attempts,
-                                    Alert::attack(EventKind::AttackEnd, a, ""),
-                                );
-                            }
+                    for (c, event) in &e.calls {
+                        if let Some(undo) = &c.undo {
+                            let mut event = event.clone();
+                            event.kind = EventKind::AttackEnd;
+                            playbook(
+                                self.mitigations.clone(),
+                                actor.clone(),
+                                "playbook.undo",
+                                c.name.clone(),
+                                undo.clone(),
+                                c.timeout,
+                                c.attempts,
+                                event,
+                            );
                         }
                     }
                     for (node, d) in &e.locals {
@@ -938,7 +940,7 @@ impl Engine {
                         if !e.locals.is_empty() {
                             a.note(now, format!("removing {} local drops", e.locals.len()));
                         }
-                        let undone = e.calls.iter().filter(|c| c.undo.is_some()).count();
+                        let undone = e.calls.iter().filter(|(c, _)| c.undo.is_some()).count();
                         if undone > 0 {
                             a.note(now, format!("undoing {undone} playbook calls"));
                         }
