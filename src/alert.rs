@@ -168,10 +168,8 @@ pub fn render(template: &str, e: &Event) -> String {
         let after = &rest[i + 2..];
         match after.find("}}") {
             Some(j) => {
-                let name = after[..j].trim();
-                match e.field(name) {
-                    Some(v) => out.push_str(&v),
-                    None => out.push_str(""),
+                if let Some(v) = e.field(after[..j].trim()) {
+                    out.push_str(&v);
                 }
                 rest = &after[j + 2..];
             }

@@ -252,32 +252,6 @@ fn bitmask_terms(ops: &[BitmaskOp]) -> Vec<&[BitmaskOp]> {
     split_terms(ops, |o| o.and)
 }
 
-fn numeric_ops(c: &Component) -> Option<&[NumericOp]> {
-    match c {
-        Component::Protocol(v)
-        | Component::Port(v)
-        | Component::DestinationPort(v)
-        | Component::SourcePort(v)
-        | Component::IcmpType(v)
-        | Component::IcmpCode(v)
-        | Component::PacketLength(v)
-        | Component::Dscp(v)
-        | Component::FlowLabel(v) => Some(v),
-        _ => None,
-    }
-}
-
-/// Largest value of a component's field.
-fn field_max(c: &Component) -> u64 {
-    match c {
-        Component::Protocol(_) | Component::IcmpType(_) | Component::IcmpCode(_) => 0xff,
-        Component::Dscp(_) => 0x3f,
-        Component::Fragment(_) => 0x0f,
-        Component::FlowLabel(_) => 0xf_ffff,
-        _ => 0xffff,
-    }
-}
-
 /// The comparison of a numeric operator, as most tools spell it.
 fn numeric_symbol(o: &NumericOp) -> &'static str {
     match (o.lt, o.gt, o.eq) {
@@ -709,7 +683,7 @@ pub fn to_gobgp(route: &FlowRoute) -> Result<String, Unsupported> {
                     _ => "label",
                 };
                 words.push(kw.into());
-                for term in numeric_terms(numeric_ops(c).unwrap_or_default()) {
+                for term in numeric_terms(c.numeric().unwrap_or_default()) {
                     let parts: Vec<String> = term
                         .iter()
                         .map(|o| {
@@ -899,7 +873,7 @@ pub fn to_exabgp(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
                     _ => "flow-label",
                 };
                 let proto = matches!(c, Component::Protocol(_));
-                let terms: Vec<String> = numeric_terms(numeric_ops(c).unwrap_or_default())
+                let terms: Vec<String> = numeric_terms(c.numeric().unwrap_or_default())
                     .iter()
                     .map(|term| {
                         term.iter()
@@ -1001,7 +975,7 @@ pub fn to_bird(route: &FlowRoute) -> Result<String, Unsupported> {
             Component::TcpFlags(ops) => bird_tcp_flags(ops, &mut gaps),
             Component::Fragment(ops) => bird_fragment(ops, &mut gaps),
             _ => {
-                let ops = numeric_ops(c).unwrap_or_default();
+                let ops = c.numeric().unwrap_or_default();
                 if let Some(o) = ops.iter().find(|o| o.value > 0xffff) {
                     gaps.add(format!(
                         "{} value {} (BIRD 2's config writes at most 2 value octets and would truncate it)",
@@ -1290,7 +1264,7 @@ pub fn to_junos(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
                     Component::PacketLength(_) => "packet-length",
                     _ => "dscp",
                 };
-                let r = ranges_of(numeric_ops(c).unwrap_or_default(), field_max(c));
+                let r = ranges_of(c.numeric().unwrap_or_default(), c.field_max());
                 for v in value_list(&r, "-") {
                     lines.push(m(format!("{kw} {v}")));
                 }
@@ -1426,7 +1400,7 @@ pub fn to_iosxr(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
                     Component::PacketLength(_) => "packet length".into(),
                     _ => "dscp".into(),
                 };
-                let r = ranges_of(numeric_ops(c).unwrap_or_default(), field_max(c));
+                let r = ranges_of(c.numeric().unwrap_or_default(), c.field_max());
                 let _ = writeln!(s, " match {kw} {}", value_list(&r, "-").join(" "));
             }
         }
@@ -1815,7 +1789,7 @@ pub fn to_nftables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
     for c in comps {
         let set = |c: &Component| {
             nft_set(
-                &ranges_of(numeric_ops(c).unwrap_or_default(), field_max(c)),
+                &ranges_of(c.numeric().unwrap_or_default(), c.field_max()),
                 |v| v.to_string(),
             )
         };
@@ -2161,7 +2135,7 @@ pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
         Ok(None) => {}
         Err(e) => gaps.add(e),
     }
-    let numeric = |c: &Component| ranges_of(numeric_ops(c).unwrap_or_default(), field_max(c));
+    let numeric = |c: &Component| ranges_of(c.numeric().unwrap_or_default(), c.field_max());
     // Whether one packet may match several of the rules (OR-ed TCP flag terms).
     let mut overlap = false;
     let icmp_type = comps.iter().find(|c| matches!(c, Component::IcmpType(_)));

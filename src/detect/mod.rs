@@ -522,8 +522,6 @@ impl Detector {
         }
         self.nodes[ni as usize].targets.insert(t.dst);
         let th = self.settings.groups[g].2.clone();
-        let gname = self.settings.groups[g].0.clone();
-        let node_name = self.nodes[ni as usize].name.clone();
 
         // Rates per class.
         let mut pps = [0f64; Class::ALL.len()];
@@ -657,8 +655,9 @@ impl Detector {
             let mut a = Attack {
                 id,
                 target: t.dst,
-                group: gname.clone(),
-                node: node_name.clone(),
+                // Names are copied only when an attack starts, not on every report.
+                group: self.settings.groups[g].0.clone(),
+                node: self.nodes[ni as usize].name.clone(),
                 vector,
                 class: cls,
                 signature,

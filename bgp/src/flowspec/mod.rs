@@ -195,7 +195,7 @@ impl Component {
     }
 
     /// Largest value the field holds, for numeric and bitmask components.
-    fn field_max(&self) -> u64 {
+    pub fn field_max(&self) -> u64 {
         match self {
             Component::Protocol(_) | Component::IcmpType(_) | Component::IcmpCode(_) => 0xff,
             Component::Port(_)
@@ -210,7 +210,8 @@ impl Component {
         }
     }
 
-    fn numeric(&self) -> Option<&[NumericOp]> {
+    /// The operators of a numeric component.
+    pub fn numeric(&self) -> Option<&[NumericOp]> {
         match self {
             Component::Protocol(v)
             | Component::Port(v)
