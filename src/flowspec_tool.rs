@@ -39,7 +39,7 @@ use deflect_bgp::flowspec::{Action, BitmaskOp, Component, FlowRoute, NumericOp, 
 use deflect_bgp::iana::Afi;
 use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey};
 
-use crate::run::show_update;
+use crate::route::show_update;
 
 #[derive(Debug, Clone, Args)]
 pub struct FlowspecArgs {

@@ -34,6 +34,7 @@ pub mod pcap;
 pub mod peer;
 pub mod policy;
 pub mod probe;
+pub mod route;
 pub mod run;
 pub mod speaker;
 pub mod store;

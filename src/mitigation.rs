@@ -569,7 +569,7 @@ impl MitigationSet {
                             self.metrics.withdraws.fetch_add(1, Ordering::Relaxed);
                         }
                         PeerOp::Show(id, key, attrs) => {
-                            for hex in crate::run::show_update(self.local_as, &key, &attrs) {
+                            for hex in crate::route::show_update(self.local_as, &key, &attrs) {
                                 info!(id, "no peers: would send UPDATE {hex}");
                             }
                         }

@@ -13,14 +13,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use clap::Args;
-use deflect_bgp::community::{Community, LargeCommunity};
-use deflect_bgp::flowspec::FlowRoute;
-use deflect_bgp::iana::Family;
-use deflect_bgp::message::CodecCtx;
-use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
-use ipnet::IpNet;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -41,83 +34,6 @@ pub struct RunArgs {
     /// defaults: API on 127.0.0.1:8179, state in ./deflect-state, no peers.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-}
-
-/// Parses a FlowSpec route in deflect's syntax into what the speaker announces.
-pub fn parse_flow(s: &str) -> Result<(RouteKey, RouteAttrs), String> {
-    let route: FlowRoute = s
-        .parse()
-        .map_err(|e: deflect_bgp::flowspec::text::ParseError| e.to_string())?;
-    let attrs = RouteAttrs {
-        ext_communities: route.ext_communities(),
-        ..RouteAttrs::default()
-    };
-    Ok((RouteKey::FlowSpec(route.rule), attrs))
-}
-
-/// Parses `PREFIX next-hop ADDR [community C]... [large-community G:L1:L2]...`; BLACKHOLE when no
-/// community is given.
-pub fn parse_rtbh(s: &str) -> Result<(RouteKey, RouteAttrs), String> {
-    let mut words = s.split_whitespace();
-    let prefix: IpNet = words
-        .next()
-        .ok_or("expected a prefix")?
-        .parse()
-        .map_err(|e| format!("prefix: {e}"))?;
-    if prefix.trunc() != prefix {
-        return Err(format!(
-            "prefix {prefix} has host bits set; did you mean {}?",
-            prefix.trunc()
-        ));
-    }
-    let mut attrs = RouteAttrs::default();
-    while let Some(w) = words.next() {
-        let v = words.next().ok_or_else(|| format!("{w} needs a value"))?;
-        match w {
-            "next-hop" => {
-                attrs.next_hop = Some(v.parse().map_err(|e| format!("next-hop {v}: {e}"))?)
-            }
-            "community" => attrs
-                .communities
-                .push(v.parse::<Community>().map_err(|e| e.to_string())?),
-            "large-community" => attrs
-                .large_communities
-                .push(v.parse::<LargeCommunity>().map_err(|e| e.to_string())?),
-            _ => {
-                return Err(format!(
-                    "unknown word {w:?}: expected next-hop, community or large-community"
-                ));
-            }
-        }
-    }
-    if attrs.communities.is_empty() {
-        attrs.communities.push(Community::BLACKHOLE);
-    }
-    let key = RouteKey::Unicast(prefix);
-    AdjRibOut::check(&key, &attrs).map_err(|e| e.to_string())?;
-    Ok((key, attrs))
-}
-
-/// The UPDATE messages an eBGP peer with every family would get for one route, in hex: what
-/// deflect shows when it has no peers to send to.
-pub fn show_update(local_as: u32, key: &RouteKey, attrs: &RouteAttrs) -> Vec<String> {
-    let mut rib = AdjRibOut::new();
-    if rib.set(key.clone(), Arc::new(attrs.clone())).is_err() {
-        return Vec::new();
-    }
-    rib.session_up(SessionCtx {
-        local_as,
-        ebgp: true,
-        codec: CodecCtx {
-            four_octet_as: true,
-            extended_message: false,
-        },
-        families: [key.family()].into_iter().collect::<BTreeSet<Family>>(),
-        max_flowspec_nlri_len: 239,
-    });
-    let mut out = BytesMut::new();
-    rib.drain(&mut out, 1);
-    vec![hex::encode(&out)]
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Settings, ConfigErrors> {
@@ -443,38 +359,4 @@ pub fn main(args: RunArgs) -> ExitCode {
         daemon.stop("deflect is shutting down").await;
         ExitCode::SUCCESS
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rtbh_routes_default_to_blackhole_and_check_their_next_hop() {
-        let (k, a) = parse_rtbh("192.0.2.9/32 next-hop 192.0.2.66").unwrap();
-        assert_eq!(k, RouteKey::Unicast("192.0.2.9/32".parse().unwrap()));
-        assert_eq!(a.communities, vec![Community::BLACKHOLE]);
-        let (_, a) = parse_rtbh(
-            "2001:db8::9/128 next-hop 2001:db8::66 community 65000:666 large-community 65000:1:2",
-        )
-        .unwrap();
-        assert_eq!(a.communities, vec![Community::new(65000, 666)]);
-        assert_eq!(a.large_communities.len(), 1);
-        assert!(parse_rtbh("192.0.2.9/32").unwrap_err().contains("next hop"));
-        assert!(
-            parse_rtbh("192.0.2.9/24 next-hop 192.0.2.66")
-                .unwrap_err()
-                .contains("host bits")
-        );
-        assert!(parse_rtbh("192.0.2.9/32 next-hop 2001:db8::1").is_err());
-    }
-
-    #[test]
-    fn the_update_shown_without_peers_is_the_one_a_peer_would_get() {
-        let (k, a) = parse_flow("dst 192.0.2.7/32 proto udp sport 123 then discard").unwrap();
-        let hex = show_update(65000, &k, &a);
-        assert_eq!(hex.len(), 1);
-        assert!(hex[0].starts_with("ffffffffffffffffffffffffffffffff"));
-        assert!(hex[0].contains("0120c0000207"), "{}", hex[0]); // dst 192.0.2.7/32
-    }
 }
