@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::community::ExtCommunity;
 use deflect_bgp::flowspec::{Action, Rule, decode_nlri_list};
 use deflect_bgp::iana::{Afi, Family};
-use deflect_bgp::message::{CodecCtx, Message};
+use deflect_bgp::message::Message;
 use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx, pack_announcements};
 
 const RULES: usize = 100_000;

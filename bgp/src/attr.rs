@@ -7,18 +7,19 @@
 //! +---------------+---------------+-------------------------------+
 //! ```
 //!
-//! [`Attributes`] is the typed set deflect reads and writes. Decoding, with RFC 7606 error handling,
-//! lives with the UPDATE in [`crate::update`], since a verdict depends on the whole message.
+//! [`Attributes`] is the typed set deflect reads and writes; the communities it carries are
+//! [`crate::community`] values. Decoding, with RFC 7606 error handling, lives one layer up with the
+//! UPDATE (module `update`), since a verdict depends on the whole message.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::codec::CodecCtx;
 use crate::community::{Community, ExtCommunity, LargeCommunity};
 use crate::flowspec::Rule;
 use crate::iana::{AS_TRANS, Family, attr_flag, attr_type};
-use crate::message::CodecCtx;
 
 /// ORIGIN (RFC 4271 §5.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

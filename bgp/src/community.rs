@@ -1,8 +1,8 @@
 //! Communities: standard (RFC 1997), extended (RFC 4360) and large (RFC 8092).
 //!
-//! Plain values with their text forms; the attributes that carry them are in [`crate::attr`].
-//! FlowSpec actions are extended communities too; their typed view is
-//! [`crate::flowspec::Action`].
+//! Plain values with their text forms, a wire primitive: the path attributes that carry them
+//! (`attr`) and the FlowSpec actions that are extended communities too (`flowspec::action`) build on
+//! this module, never the other way round.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,32 +1,14 @@
-//! The BGP message enum, the negotiated codec context, and whole-message encode and decode.
+//! The BGP message enum and whole-message encode and decode, under a [`CodecCtx`].
 
 use bytes::{BufMut, BytesMut};
 
+use crate::codec::CodecCtx;
 use crate::error::DecodeError;
 use crate::header::{self, HEADER_LEN, HeaderError};
 use crate::iana::message_type;
 use crate::notification::Notification;
 use crate::open::Open;
 use crate::update::Update;
-
-/// What the session negotiated that changes the bytes: passed explicitly, never global.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct CodecCtx {
-    /// RFC 6793: AS numbers in AS_PATH and AGGREGATOR take 4 octets.
-    pub four_octet_as: bool,
-    /// RFC 8654: messages other than OPEN and KEEPALIVE may reach 65535 octets.
-    pub extended_message: bool,
-}
-
-impl CodecCtx {
-    pub fn max_len(&self) -> usize {
-        if self.extended_message {
-            header::MAX_EXTENDED_LEN
-        } else {
-            header::MAX_LEN
-        }
-    }
-}
 
 /// ROUTE-REFRESH (RFC 2918 §3; subtypes of RFC 7313 §3: 0 request, 1 BoRR, 2 EoRR).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,11 +33,11 @@ use bytes::{BufMut, BytesMut};
 use ipnet::IpNet;
 
 use crate::attr::{AsPath, Attributes, Origin};
+use crate::codec::CodecCtx;
 use crate::community::{Community, ExtCommunity, LargeCommunity};
 use crate::flowspec::Rule;
 use crate::header;
 use crate::iana::{Afi, Family, attr_flag, attr_type, message_type};
-use crate::message::CodecCtx;
 
 /// What identifies a route: its NLRI. For FlowSpec that is the rule's encoded bytes, so an announce
 /// and its withdraw always carry the identical NLRI.

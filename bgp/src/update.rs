@@ -25,11 +25,11 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use crate::attr::{
     Aggregator, AsPath, Attributes, MpReach, MpUnreach, NextHop, Nlri, Origin, RawAttribute,
 };
+use crate::codec::CodecCtx;
 use crate::community::{Community, ExtCommunity, LargeCommunity};
-use crate::error::Verdict;
 use crate::flowspec::{FlowSpecError, Rule};
 use crate::iana::{Afi, Family, Safi, attr_flag, attr_type};
-use crate::message::CodecCtx;
+use crate::verdict::Verdict;
 
 /// An UPDATE message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use deflect_bgp::attr::Nlri;
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::community::Community;
 use deflect_bgp::flowspec::{Action, Component, NumericOp, Rule, RuleOptions};
 use deflect_bgp::iana::{Afi, Family};
-use deflect_bgp::message::{CodecCtx, Message};
+use deflect_bgp::message::Message;
 use deflect_bgp::rib::{AdjRibOut, RibError, RouteAttrs, RouteKey, SessionCtx};
 use deflect_bgp::update::Update;
 

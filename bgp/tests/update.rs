@@ -7,14 +7,15 @@ use bytes::{Bytes, BytesMut};
 use deflect_bgp::attr::{
     AsPath, Attributes, MpReach, MpUnreach, NextHop, Nlri, Origin, RawAttribute,
 };
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::community::{Community, LargeCommunity};
-use deflect_bgp::error::Verdict;
 use deflect_bgp::flowspec::{Action, Rule};
 use deflect_bgp::header;
 use deflect_bgp::iana::Family;
-use deflect_bgp::message::{CodecCtx, Message, RouteRefresh};
+use deflect_bgp::message::{Message, RouteRefresh};
 use deflect_bgp::notification::Notification;
 use deflect_bgp::update::{Update, UpdateErrorKind};
+use deflect_bgp::verdict::Verdict;
 use proptest::prelude::*;
 
 const AS4: CodecCtx = CodecCtx {

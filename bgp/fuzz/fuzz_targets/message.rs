@@ -1,8 +1,9 @@
 //! Arbitrary bytes as a byte stream: framing and message decoding never panic.
 #![no_main]
 
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::header;
-use deflect_bgp::message::{CodecCtx, Message};
+use deflect_bgp::message::Message;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! Arbitrary bytes as an UPDATE body under both AS widths: never a panic.
 #![no_main]
 
-use deflect_bgp::message::CodecCtx;
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::update::Update;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,4 +1,4 @@
-//! FlowSpec actions, carried as extended communities (RFC 8955 §7, RFC 8956 §6).
+//! FlowSpec actions, carried as extended communities ([`ExtCommunity`]; RFC 8955 §7, RFC 8956 §6).
 //!
 //! ```text
 //! 0x8006 traffic-rate-bytes    | 2-octet AS | IEEE 754 float, bytes/s (0 = discard) |
