@@ -719,10 +719,13 @@ fn audited_state(tag: &str) -> std::path::PathBuf {
         for i in 1..=4 {
             d.mitigations
                 .create(
-                    deflect::mitigation::CreateRequest {
-                        kind: Some(deflect::config::Kind::Rtbh),
-                        prefix: Some(format!("203.0.113.{i}/32")),
-                        ..Default::default()
+                    deflect::mitigation::Order {
+                        target: deflect::route::Target::Rtbh(
+                            format!("203.0.113.{i}/32").parse().unwrap(),
+                        ),
+                        ttl: None,
+                        peers: Vec::new(),
+                        reason: String::new(),
                     },
                     "noc",
                 )
@@ -754,7 +757,7 @@ fn verify_cli(db: &Path) -> (bool, String) {
 fn audit_verify_detects_an_edited_entry() {
     let db = audited_state("edit");
     assert!(verify_cli(&db).0);
-    let mut store = deflect::store::Store::open(&db).unwrap();
+    let mut store = deflect::mitigation::store::Store::open(&db).unwrap();
     let mut e = store.audit_page(2, 1).unwrap().remove(0);
     e.actor = "mallory".into();
     store.tamper_audit(e.seq, Some(&e)).unwrap();
@@ -769,7 +772,7 @@ fn audit_verify_detects_an_edited_entry() {
 #[test]
 fn audit_verify_detects_a_deleted_entry() {
     let db = audited_state("delete");
-    let mut store = deflect::store::Store::open(&db).unwrap();
+    let mut store = deflect::mitigation::store::Store::open(&db).unwrap();
     store.tamper_audit(2, None).unwrap();
     drop(store);
     let (ok, text) = verify_cli(&db);
@@ -782,7 +785,7 @@ fn audit_verify_detects_a_deleted_entry() {
 #[test]
 fn audit_verify_detects_reordered_entries() {
     let db = audited_state("reorder");
-    let mut store = deflect::store::Store::open(&db).unwrap();
+    let mut store = deflect::mitigation::store::Store::open(&db).unwrap();
     let mut a = store.audit_page(1, 1).unwrap().remove(0);
     let mut b = store.audit_page(2, 1).unwrap().remove(0);
     // Swap their places, renumbered so that the sequence alone looks right.

@@ -22,10 +22,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span, warn};
 
 use crate::detect::Attack;
-use crate::mitigation::{MitigationHandle, now_ms};
+use crate::audit::AuditSink;
+use crate::clock::now_ms;
+use crate::http;
 
 /// Kinds of alert sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -359,22 +363,36 @@ impl Alerter {
     }
 }
 
-/// Starts the alerter with its sinks.
-pub fn start(sinks: Vec<Sink>, audit: Option<MitigationHandle>) -> Alerter {
+/// Starts the alerter with its sinks. Deliveries run on `tasks`; `stop` ends the alerter and cuts
+/// retries short.
+pub fn start(
+    sinks: Vec<Sink>,
+    audit: Option<Arc<dyn AuditSink>>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> Alerter {
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let recent = Arc::new(Mutex::new(VecDeque::new()));
     let metrics = Arc::new(AlertMetrics::default());
     let (r, m) = (recent.clone(), metrics.clone());
-    tokio::spawn(
+    let deliveries = tasks.clone();
+    tasks.spawn(
         async move {
-            while let Some(e) = rx.recv().await {
+            loop {
+                let e = tokio::select! {
+                    e = rx.recv() => match e {
+                        Some(e) => e,
+                        None => break,
+                    },
+                    _ = stop.cancelled() => break,
+                };
                 for s in sinks
                     .iter()
                     .filter(|s| s.events.is_empty() || s.events.contains(&e.kind))
                 {
                     let (s, e, r, m, audit) =
                         (s.clone(), e.clone(), r.clone(), m.clone(), audit.clone());
-                    tokio::spawn(deliver(s, e, r, m, audit));
+                    deliveries.spawn(deliver(s, e, r, m, audit, stop.clone()));
                 }
             }
         }
@@ -387,39 +405,27 @@ pub fn start(sinks: Vec<Sink>, audit: Option<MitigationHandle>) -> Alerter {
     }
 }
 
-/// First retry delay; it doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(10);
-
 async fn deliver(
     s: Sink,
     e: Event,
     recent: Arc<Mutex<VecDeque<Delivery>>>,
     metrics: Arc<AlertMetrics>,
-    audit: Option<MitigationHandle>,
+    audit: Option<Arc<dyn AuditSink>>,
+    stop: CancellationToken,
 ) {
     let (url, headers, body) = request(&s, &e);
-    let mut wait = RETRY_MIN;
-    let mut attempt = 0;
-    let (status, error) = loop {
-        attempt += 1;
-        let (url, headers, body, timeout) = (url.clone(), headers.clone(), body.clone(), s.timeout);
-        let r = tokio::task::spawn_blocking(move || post(&url, &headers, &body, timeout))
-            .await
-            .unwrap_or_else(|e| Err((None, e.to_string())));
-        match r {
-            Ok(st) => break (Some(st), None),
-            // A 4xx other than 429 will never succeed: no retry.
-            Err((Some(st), why)) if (400..500).contains(&st) && st != 429 => {
-                break (Some(st), Some(why));
-            }
-            Err((st, why)) if attempt >= s.attempts.max(1) => break (st, Some(why)),
-            Err(_) => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(RETRY_MAX);
-            }
-        }
+    let req = http::Request {
+        method: "POST".into(),
+        url,
+        headers,
+        body: Some(body),
+        timeout: s.timeout,
     };
+    let http::Outcome {
+        attempts: attempt,
+        status,
+        error,
+    } = http::send_with_retry(&req, s.attempts, &stop).await;
     let ok = error.is_none();
     let d = Delivery {
         time_ms: now_ms(),
@@ -454,78 +460,6 @@ async fn deliver(
             r.pop_front();
         }
         r.push_back(d);
-    }
-}
-
-/// One POST; Ok(status) for 2xx, else the status (if any) and why.
-fn post(
-    url: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<u16, (Option<u16>, String)> {
-    send("POST", url, headers, Some(body), timeout)
-}
-
-/// One request; Ok(status) for 2xx, else the status (if any) and why.
-pub fn send(
-    method: &str,
-    url: &str,
-    headers: &[(String, String)],
-    body: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<u16, (Option<u16>, String)> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .user_agent(concat!("deflect/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent();
-    let result = match method {
-        "GET" | "DELETE" if body.is_none() => {
-            let mut req = if method == "GET" {
-                agent.get(url)
-            } else {
-                agent.delete(url)
-            };
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
-            req.call()
-        }
-        _ => {
-            let mut req = match method {
-                "PUT" => agent.put(url),
-                "PATCH" => agent.patch(url),
-                "GET" => agent.get(url).force_send_body(),
-                "DELETE" => agent.delete(url).force_send_body(),
-                _ => agent.post(url),
-            };
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
-            req.send(body.unwrap_or_default())
-        }
-    };
-    match result {
-        Ok(mut r) => {
-            let st = r.status().as_u16();
-            let text = r
-                .body_mut()
-                .with_config()
-                .limit(4096)
-                .read_to_string()
-                .unwrap_or_default();
-            if (200..300).contains(&st) {
-                Ok(st)
-            } else {
-                Err((
-                    Some(st),
-                    format!("HTTP {st}: {}", text.chars().take(200).collect::<String>()),
-                ))
-            }
-        }
-        Err(e) => Err((None, e.to_string())),
     }
 }
 

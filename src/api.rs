@@ -8,7 +8,7 @@
 //! The OpenAPI document (`openapi.json` beside this file) is served at `/api/v1/openapi.json`; a test
 //! checks that it lists exactly the routes in [`ROUTES`].
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -24,9 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::collector::SharedStats;
-use crate::config::{Scope, Token};
+use crate::diag::parse_duration;
 use crate::engine::EngineHandle;
-use crate::mitigation::{CreateRequest, Created, ListFilter, MitigationHandle, Refusal};
+use crate::mitigation::{Created, ListFilter, MitigationHandle, Order, Refusal};
+use crate::route::{Kind, Target};
 use crate::pcap::Recorder;
 use crate::peer::PeerHandle;
 use crate::telemetry::Report;
@@ -62,6 +63,32 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The OpenAPI 3 document.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// An API token's permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    /// A node probe: may only send telemetry, under the token's name.
+    Node,
+}
+
+/// An API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Who the token is: the actor in the audit log.
+    pub name: String,
+    pub secret: String,
+    pub scope: Scope,
+}
+
+/// The API's own counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
 /// What handlers share. Tokens and peers are swapped on reload.
 #[derive(Debug)]
 pub struct ApiState {
@@ -74,6 +101,7 @@ pub struct ApiState {
     pub tokens: RwLock<Vec<Token>>,
     pub peers: RwLock<Vec<PeerHandle>>,
     pub started: Instant,
+    pub metrics: ApiMetrics,
 }
 
 /// An API error: status and message.
@@ -228,16 +256,10 @@ async fn count(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    s.mitigations
-        .metrics
-        .api_requests
-        .fetch_add(1, Ordering::Relaxed);
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let r = next.run(req).await;
     if r.status().is_client_error() || r.status().is_server_error() {
-        s.mitigations
-            .metrics
-            .api_errors
-            .fetch_add(1, Ordering::Relaxed);
+        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
     }
     r
 }
@@ -267,6 +289,68 @@ async fn list(
     Ok(axum::Json(s.mitigations.list(f).await?))
 }
 
+/// The body of `POST /api/v1/mitigations`, as JSON: text to be parsed into an [`Order`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub kind: Option<Kind>,
+    /// FlowSpec: `MATCHES then ACTIONS`.
+    pub rule: Option<String>,
+    /// RTBH: the prefix.
+    pub prefix: Option<String>,
+    /// `90s`, `10m`, `24h`...; the configured default when absent.
+    pub ttl: Option<String>,
+    pub peers: Option<Vec<String>>,
+    pub reason: Option<String>,
+}
+
+impl CreateRequest {
+    /// The order it asks for, or why it cannot be one (HTTP 400).
+    pub fn order(&self) -> Result<Order, Refusal> {
+        let kind = self
+            .kind
+            .ok_or_else(|| Refusal::Invalid("kind is missing: flowspec or rtbh".into()))?;
+        let text = match (kind, &self.rule, &self.prefix) {
+            (Kind::Flowspec, Some(rule), None) => rule,
+            (Kind::Rtbh, None, Some(prefix)) => prefix,
+            (Kind::Flowspec, None, _) => {
+                return Err(Refusal::Invalid("a flowspec mitigation needs a rule".into()));
+            }
+            (Kind::Flowspec, Some(_), Some(_)) => {
+                return Err(Refusal::Invalid(
+                    "a flowspec mitigation takes a rule, not a prefix".into(),
+                ));
+            }
+            (Kind::Rtbh, _, None) => {
+                return Err(Refusal::Invalid("an rtbh mitigation needs a prefix".into()));
+            }
+            (Kind::Rtbh, Some(_), Some(_)) => {
+                return Err(Refusal::Invalid(
+                    "an rtbh mitigation takes a prefix, not a rule".into(),
+                ));
+            }
+        };
+        let target = Target::parse(kind, text).map_err(Refusal::Invalid)?;
+        Ok(Order {
+            target,
+            ttl: self.ttl.as_deref().map(ttl).transpose()?,
+            peers: self.peers.clone().unwrap_or_default(),
+            reason: self.reason.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// A lifetime as the API takes it.
+fn ttl(text: &str) -> Result<std::time::Duration, Refusal> {
+    parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Refusal::Invalid(format!(
+                "ttl {text:?} is not a duration; write e.g. 90s, 10m or 24h"
+            ))
+        })
+}
+
 async fn create(
     caller: Caller,
     State(s): State<Arc<ApiState>>,
@@ -274,7 +358,14 @@ async fn create(
 ) -> Result<Response, ApiError> {
     caller.must_write()?;
     let req: CreateRequest = body(b)?;
-    Ok(match s.mitigations.create(req, &caller.name).await? {
+    let order = match req.order() {
+        Ok(o) => o,
+        Err(why) => {
+            let what = serde_json::to_value(&req).unwrap_or_default();
+            return Err(s.mitigations.refused(&caller.name, what, why).await.into());
+        }
+    };
+    Ok(match s.mitigations.create(order, &caller.name).await? {
         Created::New(m) => {
             let mut r = (StatusCode::CREATED, axum::Json(&m)).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/mitigations/{}", m.id)) {
@@ -336,9 +427,14 @@ async fn extend(
     caller.must_write()?;
     let id = id_of(p)?;
     let req: ExtendRequest = body(b)?;
-    Ok(axum::Json(
-        s.mitigations.extend(id, &req.ttl, &caller.name).await?,
-    ))
+    let ttl = match ttl(&req.ttl) {
+        Ok(d) => d,
+        Err(why) => {
+            let what = json!({"extend": id, "ttl": req.ttl});
+            return Err(s.mitigations.refused(&caller.name, what, why).await.into());
+        }
+    };
+    Ok(axum::Json(s.mitigations.extend(id, ttl, &caller.name).await?))
 }
 
 /// One peer as the API shows it.
@@ -450,7 +546,7 @@ async fn telemetry(
         let Ok(data) = hex::decode(&p.data) else {
             continue;
         };
-        if let Some(info) = crate::probe::packet::parse(&data) {
+        if let Some(info) = crate::traffic::packet::parse(&data) {
             if s.recorder.wants(info.dst) {
                 s.recorder.offer(crate::pcap::Frame {
                     dst: info.dst,
@@ -707,13 +803,13 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
         "deflect_api_requests_total",
         "API requests.",
         "counter",
-        m.api_requests.load(Ordering::Relaxed),
+        s.metrics.requests.load(Ordering::Relaxed),
     );
     counter(
         "deflect_api_errors_total",
         "API requests answered with an error.",
         "counter",
-        m.api_errors.load(Ordering::Relaxed),
+        s.metrics.errors.load(Ordering::Relaxed),
     );
     let e = &s.engine.metrics;
     counter(

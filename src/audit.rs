@@ -45,6 +45,14 @@ impl AuditDraft {
     }
 }
 
+/// Where audit entries go. The mitigation set implements it: it seals entries in the same
+/// transactions as the changes they describe (one writer for the store). Alerts, playbooks and
+/// anything else that only writes to the log hold this, not the set.
+pub trait AuditSink: Send + Sync + std::fmt::Debug {
+    /// Queues one entry without waiting for it; entries keep the order they were queued in.
+    fn record_later(&self, actor: &str, action: &str, detail: serde_json::Value);
+}
+
 /// The hash that starts the chain.
 pub fn genesis() -> String {
     hex::encode([0u8; 32])

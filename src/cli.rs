@@ -213,7 +213,7 @@ impl Client {
 }
 
 fn time(ms: u64) -> String {
-    let now = crate::mitigation::now_ms();
+    let now = crate::clock::now_ms();
     if ms > now {
         format!("in {}s", (ms - now) / 1000)
     } else {
@@ -395,7 +395,7 @@ pub fn audit(a: &ApiArgs, cmd: AuditCmd) -> ExitCode {
         AuditCmd::Verify {
             state_dir: Some(dir),
         } => {
-            let store = crate::store::Store::open(&dir)
+            let store = crate::mitigation::store::Store::open(&dir)
                 .map_err(|e| fail(format!("{e} (is the daemon still running?)")))?;
             match store.audit_verify().map_err(|e| fail(e.to_string()))? {
                 Ok(n) => {
@@ -457,7 +457,7 @@ pub enum AttackCmd {
 }
 
 fn ms_ago(ms: u64) -> String {
-    let now = crate::mitigation::now_ms();
+    let now = crate::clock::now_ms();
     format!("{}s ago", now.saturating_sub(ms) / 1000)
 }
 

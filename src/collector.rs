@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use deflect_sflow::{FlowRecord, Sample};
@@ -32,12 +32,30 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::{Sflow, SflowAgent};
+use crate::clock::now_ms;
 use crate::engine::EngineHandle;
 use crate::pcap::{Frame, Recorder, with_ethernet};
-use crate::probe::aggregate::Aggregator;
-use crate::probe::packet::{self, PacketInfo};
+use crate::traffic::aggregate::Aggregator;
+use crate::traffic::packet::{self, PacketInfo};
 use crate::telemetry::Report;
+
+/// The collector's settings (the `sflow` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// How often estimates are handed to detection.
+    pub interval: Duration,
+    pub agents: Vec<TrustedAgent>,
+}
+
+/// One trusted sFlow agent, by the source address of its datagrams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedAgent {
+    pub address: IpAddr,
+    pub name: String,
+    /// Used instead of the sampling rate the agent announces.
+    pub sampling_rate: Option<u32>,
+}
 
 /// What the API shows of one agent.
 #[derive(Debug, Clone, Serialize)]
@@ -76,7 +94,7 @@ pub type SharedStats = Arc<Mutex<CollectorStats>>;
 
 /// One agent's state.
 struct Agent {
-    config: SflowAgent,
+    config: TrustedAgent,
     stats: AgentStats,
     last_seq: Option<u32>,
     last_uptime: u32,
@@ -97,14 +115,14 @@ const MAX_SOURCES: usize = 4096;
 pub struct Collector {
     pub local_addr: SocketAddr,
     pub stats: SharedStats,
-    agents: watch::Sender<Vec<SflowAgent>>,
+    agents: watch::Sender<Vec<TrustedAgent>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Collector {
     /// Binds and starts the collector.
     pub async fn start(
-        cfg: &Sflow,
+        cfg: &Settings,
         engine: EngineHandle,
         recorder: Option<Recorder>,
     ) -> std::io::Result<Collector> {
@@ -145,7 +163,7 @@ impl Collector {
     }
 
     /// New trusted agents (a configuration reload); the others' state is kept.
-    pub fn set_agents(&self, agents: Vec<SflowAgent>) {
+    pub fn set_agents(&self, agents: Vec<TrustedAgent>) {
         let _ = self.agents.send(agents);
     }
 
@@ -154,7 +172,7 @@ impl Collector {
     }
 }
 
-fn new_agent(a: &SflowAgent) -> Agent {
+fn new_agent(a: &TrustedAgent) -> Agent {
     Agent {
         config: a.clone(),
         stats: AgentStats {
@@ -257,7 +275,7 @@ impl Agent {
 struct Run {
     socket: UdpSocket,
     agents: HashMap<IpAddr, Agent>,
-    agents_rx: watch::Receiver<Vec<SflowAgent>>,
+    agents_rx: watch::Receiver<Vec<TrustedAgent>>,
     interval: Duration,
     engine: EngineHandle,
     recorder: Option<Recorder>,
@@ -266,11 +284,6 @@ struct Run {
     last_untrusted: Option<IpAddr>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Run {
     async fn run(mut self) {
@@ -457,7 +470,7 @@ mod tests {
     use super::*;
 
     fn agent(rate: Option<u32>) -> Agent {
-        new_agent(&SflowAgent {
+        new_agent(&TrustedAgent {
             address: "192.0.2.250".parse().unwrap(),
             name: "sw1".into(),
             sampling_rate: rate,

@@ -1,42 +1,73 @@
 //! deflect: a DDoS-mitigation controller.
 //!
-//! This library holds the daemon's parts; the binary in `main.rs` is a thin command line over it.
-//! Data flows one way: telemetry → detection → policy → mitigation set → BGP peers, with the store
-//! and audit log beside the mitigation set; manual API calls enter at the mitigation set.
-//! - [`config`]: the YAML configuration, checked in two passes with `file:line:col` errors.
-//! - [`telemetry`]: what probes report; [`detect`]: baselines, attacks, classification;
-//!   [`policy`]: the YAML escalation policies; [`engine`]: the task that owns detection and the
-//!   policies' state, and asks the mitigation set for what the policies decide.
-//! - [`mitigation`]: the mitigation set, one task that owns what is announced, with its guardrails.
-//! - [`store`] and [`audit`]: durable state and the hash-chained audit log.
-//! - [`api`] and [`cli`]: the HTTP API and the command line client.
-//! - [`peer`] and [`speaker`]: the tokio edge around `deflect_bgp`: one task per BGP neighbor
-//!   owning its session state machine and Adj-RIB-Out, with the connection IO in child tasks.
-//! - [`run`]: `deflect run`, wiring it all, with reloads on SIGHUP.
-//! - [`probe`]: `deflect probe`, the node agent: interface counters and sampled packets, reported
-//!   to the controller as [`telemetry`] every interval.
-//! - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM,
-//!   packet socket statistics).
+//! The binary in `main.rs` is a thin command line over this library. Data flows one way:
+//!
+//! ```text
+//!  telemetry ──► detection ──► policy ──► mitigation set ──► BGP peers
+//!  (probe, sFlow)  (detect/)    (engine/,   (mitigation/)     (peer/, speaker)
+//!                               policy)         ▲    └──► store + audit log
+//!                                  manual API ──┘
+//! ```
+//!
+//! Modules sit in four layers. A module imports only from layers below its own, and within a
+//! layer only from modules listed after it; nothing imports a command, and only the commands
+//! import `config` and `api`. (Tests aside.)
+//!
+//! 1. Commands, what `main.rs` runs:
+//!    - [`run`]: `deflect run`, wiring it all, reloads on SIGHUP, orderly shutdown.
+//!    - [`cli`]: the command-line client of the API.
+//!    - [`probe`]: `deflect probe`, the node agent (interface counters, sampled packets).
+//!    - [`tools`]: `deflect flowspec` (one rule for eight dialects) and `deflect sflow-flood`.
+//! 2. Edges, where the outside comes in:
+//!    - [`config`]: the YAML configuration; it builds every owner's settings type.
+//!    - [`api`]: the HTTP API; owns tokens, scopes and its counters; turns JSON bodies into orders.
+//!    - [`collector`]: the sFlow collector; owns its settings.
+//! 3. Domain, deflect's own decisions:
+//!    - [`engine`]: the task that owns detection and every attack's escalation.
+//!    - [`policy`]: the YAML escalation policies, and the FlowSpec rule a step builds.
+//!    - [`alert`]: alerts to chat, paging and webhooks.
+//!    - [`mitigation`]: the mitigation set, its guardrails and its store (with the audit log).
+//!    - [`speaker`] and [`peer`]: the tokio edge around `deflect_bgp`, one task per neighbor.
+//!    - [`detect`]: baselines, attacks, classification (pure).
+//!    - [`pcap`]: forensic captures of attacks.
+//!    - [`ioc`]: indicator lists matched against sampled sources.
+//! 4. Vocabulary, shared by all:
+//!    - [`route`]: what a mitigation announces (FlowSpec rule or RTBH prefix), one parser.
+//!    - [`traffic`]: sampled frames parsed and aggregated into per-destination rates.
+//!    - [`telemetry`]: what probes report.
+//!    - [`audit`]: the hash-chained audit log and the [`audit::AuditSink`] that writes it.
+//!    - [`http`]: outgoing HTTP with the one retry loop (alerts, playbooks).
+//!    - [`diag`]: positioned configuration errors and the one duration syntax.
+//!    - [`clock`]: milliseconds since the epoch.
+//!    - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM,
+//!      packet socket statistics).
 
-pub mod alert;
-pub mod api;
-pub mod audit;
+// 1. Commands.
 pub mod cli;
-pub mod collector;
-pub mod config;
-pub mod detect;
-pub mod engine;
+pub mod probe;
+pub mod run;
 pub mod exporter;
 pub mod flowspec_tool;
+// 2. Edges.
+pub mod api;
+pub mod collector;
+pub mod config;
+// 3. Domain.
+pub mod alert;
+pub mod detect;
+pub mod engine;
 pub mod ioc;
 pub mod mitigation;
 pub mod pcap;
 pub mod peer;
 pub mod policy;
-pub mod probe;
-pub mod route;
-pub mod run;
 pub mod speaker;
-pub mod store;
+// 4. Vocabulary.
+pub mod audit;
+pub mod clock;
+pub mod diag;
+pub mod http;
+pub mod route;
 pub mod sys;
 pub mod telemetry;
+pub mod traffic;

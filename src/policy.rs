@@ -30,12 +30,18 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use deflect_bgp::flowspec::FlowRoute;
-use serde::{Deserialize, Serialize};
+use deflect_bgp::flowspec::text::parse_actions;
+use deflect_bgp::flowspec::{
+    Action, BitmaskOp, Component, FlowRoute, NumericOp, Prefix, Rule, RuleError, fragment,
+};
+use deflect_bgp::iana::Afi;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_saphyr::Spanned;
 
-use crate::config::{ConfigError, ConfigErrors, Kind, parse_duration};
 use crate::detect::{Attack, Signature, Vector};
+use crate::diag::{ConfigError, ConfigErrors, parse_duration, unplaced, yaml_error};
+use crate::route::Kind;
 
 /// One policy file, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,20 +66,12 @@ fn default_priority() -> i32 {
     100
 }
 
-fn unknown<T>(v: T) -> Spanned<T> {
-    Spanned::new(
-        v,
-        serde_saphyr::Location::UNKNOWN,
-        serde_saphyr::Location::UNKNOWN,
-    )
-}
-
 fn default_ttl() -> Spanned<String> {
-    unknown("10m".into())
+    unplaced("10m".into())
 }
 
 fn default_withdraw_after() -> Spanned<String> {
-    unknown("60s".into())
+    unplaced("60s".into())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,8 +226,9 @@ pub struct Step {
     pub local: Option<LocalStep>,
     /// FlowSpec: signature parts matched besides the destination.
     pub parts: BTreeSet<Part>,
-    /// FlowSpec: the actions, in rule syntax.
-    pub action: String,
+    /// FlowSpec: the actions (shown in rule syntax).
+    #[serde(rename = "action", serialize_with = "actions_text")]
+    pub actions: Vec<Action>,
     pub peers: Vec<String>,
 }
 
@@ -378,7 +377,7 @@ impl Policies {
                         list.push(pol);
                     }
                 }
-                Err(e) => errs.push(crate::config::yaml_error(file, &e)),
+                Err(e) => errs.push(yaml_error(file, &e)),
             }
         }
         if !errs.is_empty() {
@@ -495,7 +494,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         }
         last_after = after;
         let mut parts = BTreeSet::new();
-        let mut action = String::new();
+        let mut actions = Vec::new();
         let mut call = None;
         let mut local = None;
         let kinds = usize::from(s.announce.is_some())
@@ -547,18 +546,10 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
                         "a flowspec step needs an action: discard, rate-bytes N or rate-packets N"
                             .into(),
                     ),
-                    Some(a) => {
-                        // The action must read as the actions of a rule.
-                        let probe = format!("dst 192.0.2.1/32 then {}", a.value);
-                        match FlowRoute::from_str(&probe) {
-                            Ok(r) if !r.actions.is_empty() => action = a.value.clone(),
-                            Ok(_) => err(
-                                &a.referenced,
-                                "give an action: discard, rate-bytes N or rate-packets N".into(),
-                            ),
-                            Err(e) => err(&a.referenced, format!("action: {e}")),
-                        }
-                    }
+                    Some(a) => match parse_actions(&a.value) {
+                        Ok(list) => actions = list,
+                        Err(e) => err(&a.referenced, format!("action: {e}")),
+                    },
                 }
             }
             Some(Kind::Rtbh) => {
@@ -591,7 +582,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
             call,
             local,
             parts,
-            action,
+            actions,
             peers: s.peers.iter().map(|p| p.value.clone()).collect(),
         });
     }
@@ -739,81 +730,90 @@ fn check_call(
     })
 }
 
-fn flag_names(bits: u8) -> String {
-    const NAMES: [&str; 8] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
-    (0..8)
-        .filter(|i| bits & (1 << i) != 0)
-        .map(|i| NAMES[i])
-        .collect::<Vec<_>>()
-        .join("+")
+/// Actions in rule syntax, as the API shows a step.
+fn actions_text<S: Serializer>(actions: &[Action], s: S) -> Result<S::Ok, S::Error> {
+    let words: Vec<String> = actions.iter().map(Action::to_string).collect();
+    s.serialize_str(&words.join(" "))
 }
 
-fn list(ports: &[u16]) -> String {
-    ports
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+fn host(addr: IpAddr) -> Prefix {
+    Prefix::from(IpNet::from(addr))
 }
 
-/// The FlowSpec rule a step announces for an attack on `target` with `sig`.
-pub fn flowspec_rule(
+fn ports(list: &[u16]) -> Vec<NumericOp> {
+    list.iter().map(|p| NumericOp::eq(u64::from(*p))).collect()
+}
+
+/// The FlowSpec rule a step announces for an attack on `target` with `sig`: the destination always,
+/// and the parts of the signature the step names.
+pub fn flowspec_route(
     target: IpAddr,
     sig: &Signature,
     parts: &BTreeSet<Part>,
-    action: &str,
-) -> String {
-    let mut r = match target {
-        IpAddr::V4(a) => format!("dst {a}/32"),
-        IpAddr::V6(a) => format!("dst {a}/128"),
-    };
+    actions: &[Action],
+) -> Result<FlowRoute, RuleError> {
     let v6 = target.is_ipv6();
-    let transport = matches!(sig.proto, Some(6 | 17));
-    if parts.contains(&Part::Sources) && !sig.sources.is_empty() {
-        // FlowSpec takes one source prefix: the first, the heaviest.
-        let s = sig.sources[0];
-        if s.is_ipv6() == v6 {
-            r += &match s {
-                IpAddr::V4(a) => format!(" src {a}/32"),
-                IpAddr::V6(a) => format!(" src {a}/128"),
-            };
+    let mut c = vec![Component::DestinationPrefix(host(target))];
+    if parts.contains(&Part::Sources) {
+        // FlowSpec takes one source prefix: the first, the heaviest (of the target's family).
+        if let Some(s) = sig.sources.first().filter(|s| s.is_ipv6() == v6) {
+            c.push(Component::SourcePrefix(host(*s)));
         }
     }
     // Ports and flags: only on whole TCP or UDP packets (fragments carry no ports).
-    let mut extra = String::new();
-    if transport && !sig.fragment {
+    let mut transport = Vec::new();
+    if matches!(sig.proto, Some(6 | 17)) && !sig.fragment {
         if parts.contains(&Part::Sport) && !sig.sports.is_empty() {
-            extra += &format!(" sport {}", list(&sig.sports));
+            transport.push(Component::SourcePort(ports(&sig.sports)));
         }
         if parts.contains(&Part::Dport) && !sig.dports.is_empty() {
-            extra += &format!(" dport {}", list(&sig.dports));
+            transport.push(Component::DestinationPort(ports(&sig.dports)));
         }
         if let (true, Some((set, clear)), Some(6)) =
             (parts.contains(&Part::TcpFlags), sig.tcp_flags, sig.proto)
         {
-            let mut f = Vec::new();
+            let mut ops = Vec::new();
             if set != 0 {
-                f.push(flag_names(set));
+                ops.push(BitmaskOp {
+                    and: false,
+                    not: false,
+                    matched: true,
+                    value: u64::from(set),
+                });
             }
             if clear != 0 {
-                f.push(format!("!~{}", flag_names(clear)));
+                ops.push(BitmaskOp {
+                    and: !ops.is_empty(),
+                    not: true,
+                    matched: false,
+                    value: u64::from(clear),
+                });
             }
-            if !f.is_empty() {
-                extra += &format!(" tcp-flags {}", f.join("&"));
+            if !ops.is_empty() {
+                transport.push(Component::TcpFlags(ops));
             }
         }
     }
     if let Some(p) = sig.proto {
         // The protocol comes with ports and flags, which mean nothing without it.
-        if parts.contains(&Part::Proto) || !extra.is_empty() {
-            r += &format!(" {} {p}", if v6 { "next-header" } else { "proto" });
+        if parts.contains(&Part::Proto) || !transport.is_empty() {
+            c.push(Component::Protocol(vec![NumericOp::eq(u64::from(p))]));
         }
     }
-    r += &extra;
+    c.extend(transport);
     if sig.fragment && parts.contains(&Part::Fragment) {
-        r += " fragment is-frag";
+        c.push(Component::Fragment(vec![BitmaskOp {
+            and: false,
+            not: false,
+            matched: true,
+            value: fragment::IS_FRAGMENT,
+        }]));
     }
-    r + " then " + action
+    let afi = if v6 { Afi::Ipv6 } else { Afi::Ipv4 };
+    Ok(FlowRoute {
+        rule: Rule::new(afi, c)?,
+        actions: actions.to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -915,6 +915,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        let discard = parse_actions("discard").unwrap();
         let amp = Signature {
             proto: Some(17),
             sports: vec![123],
@@ -922,9 +923,17 @@ mod tests {
             ..Signature::default()
         };
         let t: IpAddr = "203.0.113.7".parse().unwrap();
+        let typed = |tgt, sig: &Signature, actions: &str| {
+            flowspec_route(tgt, sig, &all, &parse_actions(actions).unwrap()).unwrap()
+        };
+        let text = |s: &str| FlowRoute::from_str(s).unwrap();
         assert_eq!(
-            flowspec_rule(t, &amp, &all, "discard"),
-            "dst 203.0.113.7/32 proto 17 sport 123 then discard"
+            typed(t, &amp, "discard"),
+            text("dst 203.0.113.7/32 proto 17 sport 123 then discard")
+        );
+        assert_eq!(
+            typed(t, &amp, "discard").to_string(),
+            "dst 203.0.113.7/32 proto udp sport 123 then discard"
         );
         let syn = Signature {
             proto: Some(6),
@@ -933,8 +942,8 @@ mod tests {
             ..Signature::default()
         };
         assert_eq!(
-            flowspec_rule(t, &syn, &all, "rate-bytes 125000"),
-            "dst 203.0.113.7/32 proto 6 dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000"
+            typed(t, &syn, "rate-bytes 125000"),
+            text("dst 203.0.113.7/32 proto 6 dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000")
         );
         let frag = Signature {
             proto: Some(17),
@@ -942,8 +951,8 @@ mod tests {
             ..Signature::default()
         };
         assert_eq!(
-            flowspec_rule(t, &frag, &all, "discard"),
-            "dst 203.0.113.7/32 proto 17 fragment is-frag then discard"
+            typed(t, &frag, "discard"),
+            text("dst 203.0.113.7/32 proto 17 fragment is-frag then discard")
         );
         let v6: IpAddr = "2001:db8::7".parse().unwrap();
         let icmp = Signature {
@@ -951,13 +960,157 @@ mod tests {
             ..Signature::default()
         };
         assert_eq!(
-            flowspec_rule(v6, &icmp, &all, "discard"),
-            "dst 2001:db8::7/128 next-header 58 then discard"
+            typed(v6, &icmp, "discard"),
+            text("dst 2001:db8::7/128 next-header 58 then discard")
         );
-        // Every one of them is a rule deflect accepts.
-        for (tgt, s) in [(t, &amp), (t, &syn), (t, &frag), (v6, &icmp)] {
-            let r = flowspec_rule(tgt, s, &all, "discard");
-            assert!(FlowRoute::from_str(&r).is_ok(), "{r}");
+        // Sources of the other family are left out; the heaviest one of the same is matched.
+        let from = Signature {
+            proto: Some(17),
+            sources: vec!["2001:db8::1".parse().unwrap(), "192.0.2.1".parse().unwrap()],
+            ..Signature::default()
+        };
+        let with_sources: BTreeSet<Part> = [Part::Sources].into_iter().collect();
+        assert_eq!(
+            flowspec_route(t, &from, &with_sources, &discard).unwrap(),
+            text("dst 203.0.113.7/32 then discard")
+        );
+        assert_eq!(
+            flowspec_route(v6, &from, &with_sources, &discard).unwrap(),
+            text("dst 2001:db8::7/128 src 2001:db8::1/128 then discard")
+        );
+    }
+
+    fn flag_names(bits: u8) -> String {
+        const NAMES: [&str; 8] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
+        (0..8)
+            .filter(|i| bits & (1 << i) != 0)
+            .map(|i| NAMES[i])
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    fn list(ports: &[u16]) -> String {
+        ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The rule text policies used to build (and the set parsed back) before rules were built as
+        /// `deflect_bgp` types: the oracle the typed builder must agree with.
+        fn legacy_text(
+        target: IpAddr,
+        sig: &Signature,
+        parts: &BTreeSet<Part>,
+        action: &str,
+    ) -> String {
+        let mut r = match target {
+            IpAddr::V4(a) => format!("dst {a}/32"),
+            IpAddr::V6(a) => format!("dst {a}/128"),
+        };
+        let v6 = target.is_ipv6();
+        let transport = matches!(sig.proto, Some(6 | 17));
+        if parts.contains(&Part::Sources) && !sig.sources.is_empty() {
+            // FlowSpec takes one source prefix: the first, the heaviest.
+            let s = sig.sources[0];
+            if s.is_ipv6() == v6 {
+                r += &match s {
+                    IpAddr::V4(a) => format!(" src {a}/32"),
+                    IpAddr::V6(a) => format!(" src {a}/128"),
+                };
+            }
+        }
+        // Ports and flags: only on whole TCP or UDP packets (fragments carry no ports).
+        let mut extra = String::new();
+        if transport && !sig.fragment {
+            if parts.contains(&Part::Sport) && !sig.sports.is_empty() {
+                extra += &format!(" sport {}", list(&sig.sports));
+            }
+            if parts.contains(&Part::Dport) && !sig.dports.is_empty() {
+                extra += &format!(" dport {}", list(&sig.dports));
+            }
+            if let (true, Some((set, clear)), Some(6)) =
+                (parts.contains(&Part::TcpFlags), sig.tcp_flags, sig.proto)
+            {
+                let mut f = Vec::new();
+                if set != 0 {
+                    f.push(flag_names(set));
+                }
+                if clear != 0 {
+                    f.push(format!("!~{}", flag_names(clear)));
+                }
+                if !f.is_empty() {
+                    extra += &format!(" tcp-flags {}", f.join("&"));
+                }
+            }
+        }
+        if let Some(p) = sig.proto {
+            // The protocol comes with ports and flags, which mean nothing without it.
+            if parts.contains(&Part::Proto) || !extra.is_empty() {
+                r += &format!(" {} {p}", if v6 { "next-header" } else { "proto" });
+            }
+        }
+        r += &extra;
+        if sig.fragment && parts.contains(&Part::Fragment) {
+            r += " fragment is-frag";
+        }
+        r + " then " + action
+    }
+
+
+    fn signature() -> impl proptest::strategy::Strategy<Value = (bool, Signature, BTreeSet<Part>)> {
+        use proptest::prelude::*;
+        let part = prop_oneof![
+            Just(Part::Proto),
+            Just(Part::Sport),
+            Just(Part::Dport),
+            Just(Part::TcpFlags),
+            Just(Part::Fragment),
+            Just(Part::Sources),
+        ];
+        (
+            any::<bool>(),
+            proptest::option::of(prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), any::<u8>()]),
+            proptest::collection::vec(any::<u16>(), 0..4),
+            proptest::collection::vec(any::<u16>(), 0..4),
+            proptest::option::of((any::<u8>(), any::<u8>())),
+            any::<bool>(),
+            proptest::collection::vec(any::<[u8; 4]>(), 0..3),
+            proptest::collection::btree_set(part, 0..6),
+        )
+            .prop_map(|(v6, proto, sports, dports, flags, fragment, sources, parts)| {
+                let sig = Signature {
+                    proto,
+                    sports,
+                    dports,
+                    // Set and clear bits never overlap in a signature.
+                    tcp_flags: flags.map(|(set, clear)| (set, clear & !set)),
+                    fragment,
+                    sources: sources.into_iter().map(IpAddr::from).collect(),
+                    ..Signature::default()
+                };
+                (v6, sig, parts)
+            })
+    }
+
+    proptest::proptest! {
+        /// The typed rule is the one the old rule text denoted, for any signature and parts.
+        #[test]
+        fn typed_rules_match_what_the_rule_text_said((v6, sig, parts) in signature()) {
+            let target: IpAddr = if v6 {
+                "2001:db8::7".parse().unwrap()
+            } else {
+                "203.0.113.7".parse().unwrap()
+            };
+            let discard = parse_actions("discard").unwrap();
+            let typed = flowspec_route(target, &sig, &parts, &discard);
+            let text = FlowRoute::from_str(&legacy_text(target, &sig, &parts, "discard"));
+            match (typed, text) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => proptest::prop_assert!(false, "typed {a:?} but text {b:?}"),
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use deflect_bgp::community::{Community, LargeCommunity};
 use deflect_bgp::flowspec::{Action, FlowRoute, Rule};
 use deflect_bgp::iana::{Afi, Family};
-use deflect_bgp::message::CodecCtx;
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

@@ -15,18 +15,21 @@ use std::time::Instant;
 
 use clap::Args;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::alert::{self, Alerter};
 use crate::api::{self, ApiState};
 use crate::collector::Collector;
-use crate::config::{Config, ConfigErrors, Neighbor, Settings};
+use crate::config::{Config, Settings};
+use crate::diag::ConfigErrors;
 use crate::engine::{self, EngineHandle};
 use crate::mitigation::{self, MitigationHandle};
 use crate::pcap;
-use crate::peer::PeerHandle;
+use crate::mitigation::store::Store;
+use crate::peer::{Neighbor, PeerHandle};
 use crate::speaker::Speaker;
-use crate::store::Store;
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -36,6 +39,9 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 }
 
+/// How long shutdown waits for alert deliveries and playbook calls in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn load(path: Option<&PathBuf>) -> Result<Settings, ConfigErrors> {
     match path {
         Some(p) => Config::load(p),
@@ -43,13 +49,14 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, ConfigErrors> {
     }
 }
 
-/// Alerts when a peer leaves Established.
-fn watch_peer(p: &PeerHandle, alerts: Alerter) {
+/// Alerts when a peer leaves Established (until the peer is gone or deflect stops).
+fn watch_peer(p: &PeerHandle, alerts: Alerter, tasks: &TaskTracker, stop: &CancellationToken) {
     let mut w = p.watch();
     let name = p.config().name.clone();
-    tokio::spawn(async move {
+    let stop = stop.clone();
+    tasks.spawn(async move {
         let mut was_up = w.borrow().state == deflect_bgp::fsm::State::Established;
-        while w.changed().await.is_ok() {
+        while let Some(Ok(())) = stop.run_until_cancelled(w.changed()).await {
             let (up, why) = {
                 let s = w.borrow_and_update();
                 (
@@ -80,6 +87,13 @@ pub struct Daemon {
     pub engine: EngineHandle,
     engine_task: tokio::task::JoinHandle<()>,
     pub collector: Option<Collector>,
+    /// Cancelled first at shutdown: detection, alerts and playbook retries stop.
+    stop: CancellationToken,
+    /// Cancelled last, once nothing else can ask it for anything: the mitigation set.
+    set_stop: CancellationToken,
+    /// Every task spawned on the daemon's behalf that is not one of the above (alert deliveries,
+    /// playbook calls, peer watchers): waited for at shutdown, none detached.
+    tasks: TaskTracker,
 }
 
 fn pairs(settings: &Settings, handles: &[PeerHandle]) -> Vec<(Neighbor, PeerHandle)> {
@@ -107,28 +121,43 @@ impl Daemon {
         let speaker = Speaker::start(peers, &settings.listen)
             .await
             .map_err(|e| format!("BGP listener: {e}"))?;
+        let stop = CancellationToken::new();
+        let set_stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let (mitigations, set_task) = mitigation::start(
             store,
             settings.guardrails.clone(),
             pairs(&settings, speaker.peers()),
             settings.local_as,
+            set_stop.clone(),
         )
         .await
         .map_err(|e| e.to_string())?;
         let recorder = pcap::start(settings.state_dir.join("pcap"), settings.pcap.clone())
             .map_err(|e| format!("capture directory: {e}"))?;
-        let alerts = alert::start(settings.alerts.clone(), Some(mitigations.clone()));
+        let alerts = alert::start(
+            settings.alerts.clone(),
+            Some(mitigations.audit_sink()),
+            &tasks,
+            stop.clone(),
+        );
         for p in speaker.peers() {
-            watch_peer(p, alerts.clone());
+            watch_peer(p, alerts.clone(), &tasks, &stop);
         }
         let (engine, engine_task) = engine::start(
-            settings.detection.clone(),
-            policies,
-            settings.known(),
-            mitigations.clone(),
-            Some(recorder.clone()),
-            Some(alerts.clone()),
-            crate::ioc::Lists::load(&settings.ioc),
+            engine::Setup {
+                settings: settings.detection.clone(),
+                policies,
+                known: settings.known(),
+                ioc: crate::ioc::Lists::load(&settings.ioc),
+            },
+            engine::Outlets {
+                mitigations: mitigations.clone(),
+                recorder: Some(recorder.clone()),
+                alerts: Some(alerts.clone()),
+                tasks: tasks.clone(),
+            },
+            stop.clone(),
         );
         let collector = match &settings.sflow {
             Some(c) => Some(
@@ -147,6 +176,7 @@ impl Daemon {
             tokens: RwLock::new(settings.tokens.clone()),
             peers: RwLock::new(speaker.peers().to_vec()),
             started: Instant::now(),
+            metrics: api::ApiMetrics::default(),
         });
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
@@ -181,6 +211,9 @@ impl Daemon {
             engine,
             engine_task,
             collector,
+            stop,
+            set_stop,
+            tasks,
         })
     }
 
@@ -264,7 +297,7 @@ impl Daemon {
         }
         for (h, n) in handles.iter().zip(&next.neighbors) {
             if !keep.contains(&n.peer.name) {
-                watch_peer(h, self.api.alerts.clone());
+                watch_peer(h, self.api.alerts.clone(), &self.tasks, &self.stop);
             }
         }
         let detail = serde_json::json!({"source": next.source, "reset": changed, "removed": removed, "kept": keep});
@@ -273,12 +306,12 @@ impl Daemon {
             .await
             .map_err(|e| e.to_string())?;
         self.engine
-            .reconfigure(
-                next.detection.clone(),
+            .reconfigure(engine::Setup {
+                settings: next.detection.clone(),
                 policies,
-                next.known(),
-                crate::ioc::Lists::load(&next.ioc),
-            )
+                known: next.known(),
+                ioc: crate::ioc::Lists::load(&next.ioc),
+            })
             .await?;
         if let (Some(c), Some(s)) = (&self.collector, &next.sflow) {
             c.set_agents(s.agents.clone());
@@ -288,7 +321,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Stops: API first (no new writes), then the mitigation set, then every peer with a Cease.
+    /// Stops, in the order data flows: the API and the collector (nothing new comes in), then
+    /// detection and alerts (their tasks finish or give up their retries), then the mitigation set
+    /// (once it has made durable what it was given), then every peer with a Cease.
     pub async fn stop(mut self, reason: &str) {
         if let Some(s) = self.api_stop.take() {
             let _ = s.send(());
@@ -297,8 +332,21 @@ impl Daemon {
         if let Some(c) = &self.collector {
             c.stop();
         }
-        self.engine_task.abort();
-        self.set_task.abort();
+        self.stop.cancel();
+        let _ = self.engine_task.await;
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = self.tasks.len(),
+                "tasks still running after {} s: stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        self.set_stop.cancel();
+        let _ = self.set_task.await;
         self.speaker.shutdown(reason).await;
     }
 }

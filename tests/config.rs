@@ -1,6 +1,7 @@
 //! Configuration files: what is accepted, and every broken file with its exact `file:line:col` message.
 
-use deflect::config::{Config, EMBEDDED, parse_duration};
+use deflect::config::{Config, EMBEDDED};
+use deflect::diag::parse_duration;
 
 fn errors(yaml: &str) -> Vec<String> {
     match Config::parse("deflect.yaml", yaml).and_then(|c| c.check()) {

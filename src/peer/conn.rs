@@ -46,7 +46,7 @@ pub enum ConnEvent {
 }
 
 /// Socket options for a peer's connections.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketOptions {
     /// RFC 2385 key.
     pub md5_password: Option<String>,

@@ -29,10 +29,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use deflect_bgp::community::{Community, LargeCommunity};
 use deflect_bgp::fsm::{self, Event, Fsm, FsmConfig, Output, State, Timer};
 use deflect_bgp::header;
 use deflect_bgp::iana::Family;
-use deflect_bgp::message::{CodecCtx, Message};
+use deflect_bgp::codec::CodecCtx;
+use deflect_bgp::message::Message;
 use deflect_bgp::notification::Notification;
 use deflect_bgp::rib::{AdjRibOut, RibStats, RouteAttrs, RouteKey, SessionCtx};
 use tokio::net::TcpStream;
@@ -42,6 +44,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::conn::{ConnEvent, Connection, SocketOptions, WRITE_QUEUE};
+use crate::route::Kind;
 
 /// Write-queue slots the Adj-RIB-Out leaves free for KEEPALIVE and NOTIFICATION.
 pub const CONTROL_RESERVE: usize = 8;
@@ -55,8 +58,9 @@ pub enum Mode {
     Passive,
 }
 
-/// One neighbor's configuration.
-#[derive(Debug, Clone)]
+/// One neighbor's session configuration. Every field is part of the session: two configurations
+/// that differ in any of them (derived `PartialEq`) mean the session is reset on reload.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     /// For logs and the API; the remote address unless set.
     pub name: String,
@@ -79,6 +83,24 @@ pub struct PeerConfig {
     pub socket: SocketOptions,
     /// RFC 9687 send hold time; by default max(8 minutes, 2 × hold time).
     pub send_hold_time: Option<Duration>,
+}
+
+/// A neighbor as configured: its session, and what the mitigation set sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbor {
+    pub peer: PeerConfig,
+    /// Mitigation kinds it receives.
+    pub receives: BTreeSet<Kind>,
+    pub rtbh: Rtbh,
+}
+
+/// How a neighbor takes RTBH routes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rtbh {
+    pub next_hop_ipv4: Option<IpAddr>,
+    pub next_hop_ipv6: Option<IpAddr>,
+    pub communities: Vec<Community>,
+    pub large_communities: Vec<LargeCommunity>,
 }
 
 impl PeerConfig {

@@ -41,10 +41,8 @@
 //! the socket when `N` changes are counted at the new `N`; `one_in` in a report is the rate in
 //! force at its end.
 
-pub mod aggregate;
 pub mod counters;
 pub mod nft;
-pub mod packet;
 pub mod sampler;
 pub mod send;
 
@@ -56,7 +54,7 @@ use clap::Args;
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::telemetry::{MAX_INTERFACES, Report};
-use aggregate::Aggregator;
+use crate::traffic::aggregate::Aggregator;
 use counters::{Deltas, Link, Netlink};
 use sampler::{Sampler, SamplerError};
 use send::{Backlog, Client};

@@ -128,6 +128,21 @@ pub fn parse_flow_route(s: &str, opts: &RuleOptions) -> Result<FlowRoute, ParseE
     if words.contains(&"then") && actions.is_empty() {
         return err("then", "expected at least one action after `then`");
     }
+    let actions = actions_from_words(actions)?;
+    Ok(FlowRoute { rule, actions })
+}
+
+/// Parses the actions of a rule on their own (what follows `then`), e.g. `rate-bytes 125000` or
+/// `traffic-action sample+terminal discard`.
+pub fn parse_actions(s: &str) -> Result<Vec<Action>, ParseError> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    if words.is_empty() {
+        return err(s, "expected at least one action");
+    }
+    actions_from_words(&words)
+}
+
+fn actions_from_words(actions: &[&str]) -> Result<Vec<Action>, ParseError> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < actions.len() {
@@ -148,7 +163,7 @@ pub fn parse_flow_route(s: &str, opts: &RuleOptions) -> Result<FlowRoute, ParseE
         out.push(parse_action(&chunk.join(" "))?);
         i += n;
     }
-    Ok(FlowRoute { rule, actions: out })
+    Ok(out)
 }
 
 fn rule_from_words(words: &[&str], opts: &RuleOptions) -> Result<Rule, ParseError> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::telemetry::{Flow, MAX_FLOWS, MAX_SOURCES, MAX_TARGETS, Source, Target};
 
-use super::packet::{PROTO_TCP, PacketInfo};
+use crate::traffic::packet::{PROTO_TCP, PacketInfo};
 
 /// Most keys (destinations + flows + sources) tracked in one interval: about 1 MB at worst.
 pub const MAX_ENTRIES: usize = 16 * 1024;

@@ -1,6 +1,6 @@
-//! The mitigation set: the one owner of what deflect announces.
+//! The mitigation set's task: the one owner of what deflect announces.
 //!
-//! Every source (the API and CLI today, policies later) sends requests to one task, which checks
+//! Every source (the API and CLI, and the policies through the engine) sends typed orders to one task, which checks
 //! guardrails, makes each change durable in the store together with its audit entries, and only then
 //! answers and pushes the change to the peers' Adj-RIB-Outs. Expiry withdraws a mitigation by itself.
 //!
@@ -15,302 +15,24 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use deflect_bgp::flowspec::FlowRoute;
 use deflect_bgp::iana::Family;
 use deflect_bgp::rib::{RouteAttrs, RouteKey};
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::audit::{AuditDraft, AuditEntry};
-use crate::config::{Guardrails, Kind, Neighbor, parse_duration};
-use crate::peer::PeerHandle;
-use crate::store::{Store, StoreError};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A mitigation as stored and served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mitigation {
-    pub id: u64,
-    pub kind: Kind,
-    /// FlowSpec: the rule and its actions in deflect's text syntax (canonical form).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// RTBH: the prefix blackholed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<IpNet>,
-    /// Peer names it goes to; empty means every eligible peer.
-    #[serde(default)]
-    pub peers: Vec<String>,
-    pub reason: String,
-    /// API token name, or `policy:NAME attack:ID`.
-    pub actor: String,
-    pub created_ms: u64,
-    pub expires_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub withdrawn_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub withdraw_reason: Option<String>,
-    /// Recorded under the global dry-run switch: never announced.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-impl Mitigation {
-    pub fn is_active(&self, now: u64) -> bool {
-        self.withdrawn_ms.is_none() && self.expires_ms > now
-    }
-}
-
-/// A create request (API body).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRequest {
-    pub kind: Option<Kind>,
-    /// FlowSpec: `MATCHES then ACTIONS`.
-    pub rule: Option<String>,
-    /// RTBH: the prefix.
-    pub prefix: Option<String>,
-    /// `90s`, `10m`, `24h`...; the configured default when absent.
-    pub ttl: Option<String>,
-    pub peers: Option<Vec<String>>,
-    pub reason: Option<String>,
-}
-
-/// Why a request was not carried out. Each maps to one HTTP status in the API.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// Malformed request (HTTP 400).
-    #[error("{0}")]
-    Invalid(String),
-    /// A guardrail said no (HTTP 422).
-    #[error("{0}")]
-    Guardrail(String),
-    #[error("no mitigation {0}")]
-    NotFound(u64),
-    /// HTTP 409.
-    #[error("{0}")]
-    Conflict(String),
-    /// The store failed; nothing was changed (HTTP 503).
-    #[error("{0}")]
-    Store(String),
-}
-
-/// What a create did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Created {
-    New(Mitigation),
-    /// The same rule was active: its lifetime was extended.
-    Extended(Mitigation),
-}
-
-/// Filters for a list.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListFilter {
-    pub kind: Option<Kind>,
-    /// Only active ones (default), or all ever made.
-    pub all: Option<bool>,
-    pub actor: Option<String>,
-    pub peer: Option<String>,
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub created: AtomicU64,
-    pub refused: AtomicU64,
-    pub withdrawn: AtomicU64,
-    pub expired: AtomicU64,
-    pub announces: AtomicU64,
-    pub withdraws: AtomicU64,
-    pub api_requests: AtomicU64,
-    pub api_errors: AtomicU64,
-    pub active: AtomicU64,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
-
-/// Requests to the mitigation set.
-#[derive(Debug)]
-pub enum Request {
-    Create {
-        req: CreateRequest,
-        actor: String,
-        reply: Reply<Created>,
-    },
-    Withdraw {
-        id: u64,
-        actor: String,
-        reason: String,
-        reply: Reply<Mitigation>,
-    },
-    Extend {
-        id: u64,
-        ttl: String,
-        actor: String,
-        reply: Reply<Mitigation>,
-    },
-    Get {
-        id: u64,
-        reply: Reply<Mitigation>,
-    },
-    List {
-        filter: ListFilter,
-        reply: Reply<Vec<Mitigation>>,
-    },
-    Audit {
-        after: u64,
-        limit: usize,
-        reply: Reply<Vec<AuditEntry>>,
-    },
-    AuditVerify {
-        reply: Reply<u64>,
-    },
-    /// An audit entry for something that changed no mitigation (a refused reload...).
-    Record {
-        draft: AuditDraft,
-        reply: Reply<()>,
-    },
-    /// A new configuration: guardrails and the peers with what they receive.
-    Reload {
-        guardrails: Guardrails,
-        peers: Vec<(Neighbor, PeerHandle)>,
-        detail: serde_json::Value,
-        reply: Reply<()>,
-    },
-}
-
-/// A handle to the mitigation set task.
-#[derive(Debug, Clone)]
-pub struct MitigationHandle {
-    tx: mpsc::Sender<Request>,
-    pub metrics: Arc<Metrics>,
-}
-
-impl MitigationHandle {
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Refusal> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(make(tx))
-            .await
-            .map_err(|_| Refusal::Store("deflect is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Refusal::Store("deflect is shutting down".into()))?
-    }
-
-    pub async fn create(&self, req: CreateRequest, actor: &str) -> Result<Created, Refusal> {
-        self.ask(|reply| Request::Create {
-            req,
-            actor: actor.into(),
-            reply,
-        })
-        .await
-    }
-
-    pub async fn withdraw(
-        &self,
-        id: u64,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Mitigation, Refusal> {
-        self.ask(|reply| Request::Withdraw {
-            id,
-            actor: actor.into(),
-            reason: reason.into(),
-            reply,
-        })
-        .await
-    }
-
-    pub async fn extend(&self, id: u64, ttl: &str, actor: &str) -> Result<Mitigation, Refusal> {
-        self.ask(|reply| Request::Extend {
-            id,
-            ttl: ttl.into(),
-            actor: actor.into(),
-            reply,
-        })
-        .await
-    }
-
-    pub async fn get(&self, id: u64) -> Result<Mitigation, Refusal> {
-        self.ask(|reply| Request::Get { id, reply }).await
-    }
-
-    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Mitigation>, Refusal> {
-        self.ask(|reply| Request::List { filter, reply }).await
-    }
-
-    pub async fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, Refusal> {
-        self.ask(|reply| Request::Audit {
-            after,
-            limit,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn audit_verify(&self) -> Result<u64, Refusal> {
-        self.ask(|reply| Request::AuditVerify { reply }).await
-    }
-
-    /// Writes one audit entry; failures are logged (the caller has nothing to undo).
-    pub async fn record(&self, actor: &str, action: &str, detail: serde_json::Value) {
-        let draft = AuditDraft::new(actor, action, detail);
-        if let Err(e) = self.ask(|reply| Request::Record { draft, reply }).await {
-            warn!("audit entry not written: {e}");
-        }
-    }
-
-    /// Queues one audit entry without waiting for it: it joins the next group commit, in order
-    /// with what is sent after it (an attack's start before the mitigation it causes).
-    pub fn record_later(&self, actor: &str, action: &str, detail: serde_json::Value) {
-        let (reply, _) = oneshot::channel();
-        let req = Request::Record {
-            draft: AuditDraft::new(actor, action, detail),
-            reply,
-        };
-        match self.tx.try_send(req) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(req)) => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(req).await;
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                warn!("audit entry not written: deflect is shutting down")
-            }
-        }
-    }
-
-    pub async fn reload(
-        &self,
-        guardrails: Guardrails,
-        peers: Vec<(Neighbor, PeerHandle)>,
-        detail: serde_json::Value,
-    ) -> Result<(), Refusal> {
-        self.ask(|reply| Request::Reload {
-            guardrails,
-            peers,
-            detail,
-            reply,
-        })
-        .await
-    }
-}
+use crate::audit::AuditDraft;
+use crate::clock::now_ms;
+use crate::mitigation::guardrails::Guardrails;
+use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
+use crate::mitigation::record::{Created, ListFilter, Mitigation, Order, Refusal};
+use crate::mitigation::store::{Store, StoreError};
+use crate::peer::{Neighbor, PeerHandle};
+use crate::route::Target;
 
 /// A parsed, active mitigation: what the peers get.
 #[derive(Debug, Clone)]
@@ -319,6 +41,22 @@ struct Live {
     family: Family,
     /// FlowSpec actions as extended communities, shared by every peer.
     flow_attrs: Option<Arc<RouteAttrs>>,
+}
+
+impl Live {
+    fn of(target: &Target) -> Live {
+        Live {
+            key: target.key(),
+            family: target.family(),
+            flow_attrs: match target {
+                Target::Flowspec(r) => Some(Arc::new(RouteAttrs {
+                    ext_communities: r.ext_communities(),
+                    ..RouteAttrs::default()
+                })),
+                Target::Rtbh(_) => None,
+            },
+        }
+    }
 }
 
 /// The task's state.
@@ -379,148 +117,7 @@ enum Deferred {
 /// Most requests in one group commit.
 const MAX_BATCH: usize = 512;
 
-/// Parses what a mitigation announces.
-fn parse_target(
-    kind: Kind,
-    rule: Option<&str>,
-    prefix: Option<&str>,
-) -> Result<(Live, Option<String>, Option<IpNet>), Refusal> {
-    match kind {
-        Kind::Flowspec => {
-            let text =
-                rule.ok_or_else(|| Refusal::Invalid("a flowspec mitigation needs a rule".into()))?;
-            if prefix.is_some() {
-                return Err(Refusal::Invalid(
-                    "a flowspec mitigation takes a rule, not a prefix".into(),
-                ));
-            }
-            let route =
-                FlowRoute::from_str(text).map_err(|e| Refusal::Invalid(format!("rule: {e}")))?;
-            if route.actions.is_empty() {
-                return Err(Refusal::Invalid(
-                    "rule: give an action after `then` (discard, rate-bytes N, ...)".into(),
-                ));
-            }
-            let family = match route.rule.afi() {
-                deflect_bgp::iana::Afi::Ipv4 => Family::Ipv4FlowSpec,
-                deflect_bgp::iana::Afi::Ipv6 => Family::Ipv6FlowSpec,
-            };
-            let attrs = Arc::new(RouteAttrs {
-                ext_communities: route.ext_communities(),
-                ..RouteAttrs::default()
-            });
-            let canonical = route.to_string();
-            Ok((
-                Live {
-                    key: RouteKey::FlowSpec(route.rule),
-                    family,
-                    flow_attrs: Some(attrs),
-                },
-                Some(canonical),
-                None,
-            ))
-        }
-        Kind::Rtbh => {
-            let text = prefix
-                .ok_or_else(|| Refusal::Invalid("an rtbh mitigation needs a prefix".into()))?;
-            if rule.is_some() {
-                return Err(Refusal::Invalid(
-                    "an rtbh mitigation takes a prefix, not a rule".into(),
-                ));
-            }
-            let net: IpNet = text
-                .parse()
-                .map_err(|_| Refusal::Invalid(format!("prefix {text:?} is not ADDRESS/LENGTH")))?;
-            if net.trunc() != net {
-                return Err(Refusal::Invalid(format!(
-                    "prefix {net} has host bits set; did you mean {}?",
-                    net.trunc()
-                )));
-            }
-            let family = if net.addr().is_ipv4() {
-                Family::Ipv4Unicast
-            } else {
-                Family::Ipv6Unicast
-            };
-            Ok((
-                Live {
-                    key: RouteKey::Unicast(net),
-                    family,
-                    flow_attrs: None,
-                },
-                None,
-                Some(net),
-            ))
-        }
-    }
-}
-
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(b) || b.contains(a)
-}
-
 impl MitigationSet {
-    /// The destination of what a mitigation matches.
-    fn destination(live: &Live) -> Option<IpNet> {
-        match &live.key {
-            RouteKey::FlowSpec(r) => r.destination(),
-            RouteKey::Unicast(p) => Some(*p),
-        }
-    }
-
-    /// Guardrails that depend on what is matched.
-    fn check_target(&self, live: &Live) -> Result<(), Refusal> {
-        let g = &self.guardrails;
-        let Some(dst) = Self::destination(live) else {
-            return Err(Refusal::Guardrail(
-                "the rule has no destination; add `dst PREFIX` inside a protected network".into(),
-            ));
-        };
-        if !g.protected.values().flatten().any(|p| p.contains(&dst)) {
-            return Err(Refusal::Guardrail(format!(
-                "{dst} is not inside a protected network"
-            )));
-        }
-        if let Some(nb) = g.never_block.iter().find(|n| overlaps(n, &dst)) {
-            return Err(Refusal::Guardrail(format!(
-                "{dst} overlaps never-block prefix {nb}"
-            )));
-        }
-        if let RouteKey::Unicast(p) = &live.key {
-            let (min, max) = if p.addr().is_ipv4() {
-                (g.rtbh_min_prefix_v4, 32)
-            } else {
-                (g.rtbh_min_prefix_v6, 128)
-            };
-            if p.prefix_len() < min || p.prefix_len() > max {
-                return Err(Refusal::Guardrail(format!(
-                    "RTBH prefix {p} is outside /{min}../{max}"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn ttl(&self, ttl: Option<&str>) -> Result<Duration, Refusal> {
-        let g = &self.guardrails;
-        let d = match ttl {
-            None => g.default_ttl,
-            Some(t) => parse_duration(t).filter(|d| !d.is_zero()).ok_or_else(|| {
-                Refusal::Invalid(format!(
-                    "ttl {t:?} is not a duration; write e.g. 90s, 10m or 24h"
-                ))
-            })?,
-        };
-        if d > g.max_ttl {
-            return Err(Refusal::Guardrail(format!(
-                "ttl {}s is beyond the maximum of {}s",
-                d.as_secs(),
-                g.max_ttl.as_secs()
-            )));
-        }
-        Ok(d)
-    }
-
     /// Adds a change to the group commit under way.
     fn stage(&mut self, changed: &Mitigation, drafts: Vec<AuditDraft>) {
         self.pending.changed.push(changed.clone());
@@ -640,12 +237,9 @@ impl MitigationSet {
     /// Takes a stored mitigation into memory, live if it is not withdrawn.
     fn insert_stored(&mut self, m: Mitigation) {
         if m.withdrawn_ms.is_none() {
-            match parse_target(
-                m.kind,
-                m.rule.as_deref(),
-                m.prefix.map(|p| p.to_string()).as_deref(),
-            ) {
-                Ok((mut live, _, _)) => {
+            match m.target() {
+                Ok(target) => {
+                    let mut live = Live::of(&target);
                     self.intern(&mut live);
                     self.by_key.insert(live.key.clone(), m.id);
                     self.live.insert(m.id, live);
@@ -721,30 +315,32 @@ impl MitigationSet {
         drafts
     }
 
-    fn create(&mut self, req: CreateRequest, actor: &str) -> Result<Created, Refusal> {
+    fn create(&mut self, order: Order, actor: &str) -> Result<Created, Refusal> {
         let now = now_ms();
-        let what = serde_json::to_value(&req).unwrap_or_default();
-        let r = self.try_create(req, actor, now);
+        let r = self.try_create(&order, actor, now);
         if let Err(e) = &r {
-            self.refused(actor, what, e);
+            self.refused(actor, order.describe(), e);
         }
         r
     }
 
-    fn try_create(
-        &mut self,
-        req: CreateRequest,
-        actor: &str,
-        now: u64,
-    ) -> Result<Created, Refusal> {
-        let kind = req
-            .kind
-            .ok_or_else(|| Refusal::Invalid("kind is missing: flowspec or rtbh".into()))?;
-        let (mut live, rule, prefix) =
-            parse_target(kind, req.rule.as_deref(), req.prefix.as_deref())?;
-        let ttl = self.ttl(req.ttl.as_deref())?;
-        self.check_target(&live)?;
-        let peers = req.peers.unwrap_or_default();
+    fn try_create(&mut self, order: &Order, actor: &str, now: u64) -> Result<Created, Refusal> {
+        let target = &order.target;
+        if let Target::Flowspec(r) = target {
+            if r.actions.is_empty() {
+                return Err(Refusal::Invalid(
+                    "rule: give an action after `then` (discard, rate-bytes N, ...)".into(),
+                ));
+            }
+        }
+        let mut live = Live::of(target);
+        let (rule, prefix) = match target {
+            Target::Flowspec(r) => (Some(r.to_string()), None),
+            Target::Rtbh(p) => (None, Some(*p)),
+        };
+        let ttl = self.guardrails.ttl(order.ttl)?;
+        self.guardrails.check_target(target)?;
+        let peers = order.peers.clone();
         for p in &peers {
             if !self.peers.iter().any(|(n, _)| &n.peer.name == p) {
                 return Err(Refusal::Invalid(format!("no peer named {p:?}")));
@@ -792,11 +388,11 @@ impl MitigationSet {
         self.intern(&mut live);
         let m = Mitigation {
             id: self.next_id,
-            kind,
+            kind: target.kind(),
             rule,
             prefix,
             peers,
-            reason: req.reason.unwrap_or_default(),
+            reason: order.reason.clone(),
             actor: actor.to_string(),
             created_ms: now,
             expires_ms: expires,
@@ -912,7 +508,7 @@ impl MitigationSet {
         Ok(m)
     }
 
-    fn extend(&mut self, id: u64, ttl: &str, actor: &str) -> Result<Mitigation, Refusal> {
+    fn extend(&mut self, id: u64, ttl: Duration, actor: &str) -> Result<Mitigation, Refusal> {
         let now = now_ms();
         if !self.live.contains_key(&id) {
             return Err(if self.stored(id).is_some() {
@@ -921,9 +517,10 @@ impl MitigationSet {
                 Refusal::NotFound(id)
             });
         }
-        let d = match self.ttl(Some(ttl)) {
+        let d = match self.guardrails.ttl(Some(ttl)) {
             Ok(d) => d,
             Err(e) => {
+                let ttl = format!("{}s", ttl.as_secs());
                 self.refused(actor, serde_json::json!({"extend": id, "ttl": ttl}), &e);
                 return Err(e);
             }
@@ -1018,11 +615,21 @@ impl MitigationSet {
         Ok(())
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
         loop {
             let next = self.next_expiry();
             let sleep = next.map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
             tokio::select! {
+                _ = stop.cancelled() => {
+                    // What is already queued is carried out and made durable; then the task ends
+                    // and the store holds the state for the next start.
+                    rx.close();
+                    while let Some(req) = rx.recv().await {
+                        self.handle(req).await;
+                    }
+                    self.flush().await;
+                    return;
+                }
                 req = rx.recv() => {
                     let Some(req) = req else { return };
                     self.handle(req).await;
@@ -1046,8 +653,12 @@ impl MitigationSet {
     /// alone first makes the group durable, so it never sees or mixes with undurable state.
     async fn handle(&mut self, req: Request) {
         match req {
-            Request::Create { req, actor, reply } => {
-                let r = self.create(req, &actor);
+            Request::Create {
+                order,
+                actor,
+                reply,
+            } => {
+                let r = self.create(order, &actor);
                 self.pending.replies.push(Deferred::Created(reply, r));
             }
             Request::Withdraw {
@@ -1077,11 +688,20 @@ impl MitigationSet {
                 actor,
                 reply,
             } => {
-                let r = self.extend(id, &ttl, &actor);
+                let r = self.extend(id, ttl, &actor);
                 self.pending.replies.push(Deferred::One(reply, r));
             }
             Request::Record { draft, reply } => {
                 self.pending.drafts.push(draft);
+                self.pending.replies.push(Deferred::Unit(reply));
+            }
+            Request::Refused {
+                actor,
+                what,
+                why,
+                reply,
+            } => {
+                self.refused(&actor, what, &why);
                 self.pending.replies.push(Deferred::Unit(reply));
             }
             other => {
@@ -1096,7 +716,8 @@ impl MitigationSet {
             Request::Create { .. }
             | Request::Withdraw { .. }
             | Request::Extend { .. }
-            | Request::Record { .. } => {
+            | Request::Record { .. }
+            | Request::Refused { .. } => {
                 unreachable!("grouped requests are handled by handle()")
             }
             Request::Get { id, reply } => {
@@ -1149,6 +770,7 @@ pub async fn start(
     guardrails: Guardrails,
     peers: Vec<(Neighbor, PeerHandle)>,
     local_as: u32,
+    stop: CancellationToken,
 ) -> Result<(MitigationHandle, tokio::task::JoinHandle<()>), StoreError> {
     let now = now_ms();
     let stored = store.mitigations()?;
@@ -1211,10 +833,7 @@ pub async fn start(
         .active
         .store(set.live.len() as u64, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(1024);
-    let handle = MitigationHandle {
-        tx,
-        metrics: set.metrics.clone(),
-    };
-    let task = tokio::spawn(set.run(rx));
+    let handle = MitigationHandle::new(tx, set.metrics.clone());
+    let task = tokio::spawn(set.run(rx, stop));
     Ok((handle, task))
 }

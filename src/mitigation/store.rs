@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::audit::{self, AuditDraft, AuditEntry};
-use crate::mitigation::Mitigation;
+use crate::mitigation::record::Mitigation;
 
 const MITIGATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("mitigations");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");

@@ -1,6 +1,6 @@
 //! One sampled frame → the few fields the aggregator keys on.
 //!
-//! Frames come from the packet socket cut to [`super::sampler::SNAP_LEN`] bytes, so lengths are read
+//! Frames come from the packet socket cut to the probe's snap length (`probe::sampler::SNAP_LEN`) or an sFlow header record's, so lengths are read
 //! from the IP header, never from the capture. Parsing is lax (`etherparse::LaxSlicedPacket`): a
 //! truncated datagram still gives its addresses, protocol and, when they were captured, its ports.
 //! Anything that is not IPv4 or IPv6 (ARP, LLDP, garbage) gives `None`. Never panics, whatever the

@@ -1,0 +1,159 @@
+//! `detection`: thresholds for every protected group, per-group overrides, node staleness.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::detect::{self, Class, Thresholds};
+use crate::diag::parse_duration;
+
+/// Detection settings, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// A node silent this long is stale (and at least three of its intervals).
+    pub stale_after: Option<Spanned<String>>,
+    /// Most addresses tracked.
+    pub max_targets: Option<usize>,
+    /// Thresholds for every protected group.
+    #[serde(default)]
+    pub thresholds: ThresholdsConfig,
+    /// Per protected group, what differs from `thresholds`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Spanned<ThresholdsConfig>>,
+}
+
+/// Thresholds, as written; each unset one comes from the level above.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsConfig {
+    /// Static floor per traffic class, packets per second.
+    #[serde(default)]
+    pub floor_pps: BTreeMap<Class, f64>,
+    /// Static floor for all traffic to an address, bits per second.
+    pub floor_bps: Option<f64>,
+    pub ratio: Option<Spanned<f64>>,
+    pub deviations: Option<Spanned<f64>>,
+    pub confirm: Option<Spanned<u32>>,
+    pub end_ratio: Option<Spanned<f64>>,
+    pub cooldown: Option<Spanned<String>>,
+    pub warmup: Option<Spanned<String>>,
+    pub half_life: Option<Spanned<String>>,
+}
+
+impl ThresholdsConfig {
+    /// `base` with what this level sets.
+    fn apply(
+        &self,
+        mut t: Thresholds,
+        err: &mut dyn FnMut(&Location, String),
+    ) -> Thresholds {
+        for (c, v) in &self.floor_pps {
+            t.floor_pps[c.index()] = *v;
+        }
+        if let Some(v) = self.floor_bps {
+            t.floor_bps = v;
+        }
+        if let Some(v) = &self.ratio {
+            if v.value < 1.0 {
+                err(
+                    &v.referenced,
+                    "ratio below 1 would flag ordinary traffic; use 2 to 10".into(),
+                );
+            }
+            t.ratio = v.value;
+        }
+        if let Some(v) = &self.deviations {
+            if v.value < 0.0 {
+                err(&v.referenced, "deviations cannot be negative".into());
+            }
+            t.deviations = v.value;
+        }
+        if let Some(v) = &self.confirm {
+            if v.value == 0 {
+                err(
+                    &v.referenced,
+                    "confirm is at least 1 (the interval the threshold is crossed)".into(),
+                );
+            }
+            t.confirm = v.value.max(1);
+        }
+        if let Some(v) = &self.end_ratio {
+            if !(0.0..=1.0).contains(&v.value) {
+                err(
+                    &v.referenced,
+                    "end_ratio is a share of the threshold, 0 to 1 (0.5: quiet below half)".into(),
+                );
+            }
+            t.end_ratio = v.value;
+        }
+        for (field, what, slot) in [
+            (&self.cooldown, "cooldown", &mut t.cooldown),
+            (&self.warmup, "warmup", &mut t.warmup),
+            (&self.half_life, "half_life", &mut t.half_life),
+        ] {
+            if let Some(v) = field {
+                match parse_duration(&v.value) {
+                    Some(d) => *slot = d,
+                    None => err(
+                        &v.referenced,
+                        format!("{what} {:?} is not a duration; write e.g. 30s, 5m", v.value),
+                    ),
+                }
+            }
+        }
+        if t.half_life.is_zero() {
+            t.half_life = Duration::from_secs(1);
+        }
+        t
+    }
+}
+
+/// Checks detection against the protected groups: `declared` as written (a group may be empty),
+/// `protected` resolved.
+pub(super) fn detection(
+    c: &DetectionConfig,
+    declared: &BTreeMap<String, Vec<Spanned<IpNet>>>,
+    protected: &BTreeMap<String, Vec<IpNet>>,
+    mut err: &mut dyn FnMut(&Location, String),
+) -> detect::Settings {
+        let base = c.thresholds.apply(Thresholds::default(), &mut err);
+        for (g, t) in &c.groups {
+            if !declared.contains_key(g) {
+                err(
+                    &t.referenced,
+                    format!(
+                        "detection.groups: no protected group named {g:?}; add it under protected or remove it"
+                    ),
+                );
+            }
+        }
+        let mut groups = Vec::new();
+        for (g, nets) in protected {
+            let th = match c.groups.get(g) {
+                Some(t) => t.value.apply(base.clone(), &mut err),
+                None => base.clone(),
+            };
+            groups.push((g.clone(), nets.clone(), th));
+        }
+        let mut detection = detect::Settings {
+            groups,
+            ..detect::Settings::default()
+        };
+        if let Some(n) = c.max_targets {
+            detection.max_targets = n;
+        }
+        if let Some(v) = &c.stale_after {
+            match parse_duration(&v.value).filter(|d| !d.is_zero()) {
+                Some(d) => detection.stale_after = d,
+                None => err(
+                    &v.referenced,
+                    format!("stale_after {:?} is not a duration; write e.g. 5s", v.value),
+                ),
+            }
+        }
+    detection
+}

@@ -1,0 +1,170 @@
+//! `limits`, `protected` and `never_block`: the mitigation set's guardrails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::diag::{parse_duration, unplaced};
+use crate::mitigation::guardrails::Guardrails;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_ttl")]
+    pub default_ttl: Spanned<String>,
+    #[serde(default = "max_ttl")]
+    pub max_ttl: Spanned<String>,
+    #[serde(default = "default_max_active")]
+    pub max_active: usize,
+    #[serde(default = "default_max_new")]
+    pub max_new_per_minute: u32,
+    /// Shortest RTBH prefixes allowed (longest is always /32 and /128).
+    #[serde(default = "default_rtbh_v4")]
+    pub rtbh_min_prefix_v4: Spanned<u8>,
+    #[serde(default = "default_rtbh_v6")]
+    pub rtbh_min_prefix_v6: Spanned<u8>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_ttl: default_ttl(),
+            max_ttl: max_ttl(),
+            max_active: default_max_active(),
+            max_new_per_minute: default_max_new(),
+            rtbh_min_prefix_v4: default_rtbh_v4(),
+            rtbh_min_prefix_v6: default_rtbh_v6(),
+        }
+    }
+}
+
+fn default_ttl() -> Spanned<String> {
+    unplaced("10m".into())
+}
+
+fn max_ttl() -> Spanned<String> {
+    unplaced("24h".into())
+}
+
+fn default_max_active() -> usize {
+    10_000
+}
+
+fn default_max_new() -> u32 {
+    600
+}
+
+fn default_rtbh_v4() -> Spanned<u8> {
+    unplaced(32)
+}
+
+fn default_rtbh_v6() -> Spanned<u8> {
+    unplaced(128)
+}
+
+
+/// Checks the limits and the protected and never-block prefixes.
+pub(super) fn guardrails(
+    limits: &Limits,
+    groups: &BTreeMap<String, Vec<Spanned<IpNet>>>,
+    never_block: &[Spanned<IpNet>],
+    dry_run: bool,
+    mut err: &mut dyn FnMut(&Location, String),
+) -> Guardrails {
+        let ttl = |s: &Spanned<String>,
+                   what: &str,
+                   err: &mut dyn FnMut(&Location, String)| {
+            parse_duration(&s.value)
+                .filter(|d| !d.is_zero())
+                .unwrap_or_else(|| {
+                    err(
+                        &s.referenced,
+                        format!(
+                            "{what} {:?} is not a duration; write e.g. 90s, 10m, 24h or 7d",
+                            s.value
+                        ),
+                    );
+                    Duration::from_secs(600)
+                })
+        };
+        let default_ttl = ttl(&limits.default_ttl, "default_ttl", &mut err);
+        let max_ttl_v = ttl(&limits.max_ttl, "max_ttl", &mut err);
+        if default_ttl > max_ttl_v {
+            err(
+                &limits.default_ttl.referenced,
+                "default_ttl is longer than max_ttl; lower it or raise max_ttl".into(),
+            );
+        }
+        for (p, max, what) in [
+            (&limits.rtbh_min_prefix_v4, 32u8, "rtbh_min_prefix_v4"),
+            (&limits.rtbh_min_prefix_v6, 128u8, "rtbh_min_prefix_v6"),
+        ] {
+            if p.value > max {
+                err(
+                    &p.referenced,
+                    format!("{what} {} is beyond /{max}", p.value),
+                );
+            }
+        }
+
+        // Protected groups and the never-block list.
+        let mut protected: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        let mut seen: Vec<(IpNet, String)> = Vec::new();
+        for (group, nets) in groups {
+            for n in nets {
+                if n.value.trunc() != n.value {
+                    err(
+                        &n.referenced,
+                        format!(
+                            "{} has host bits set; did you mean {}?",
+                            n.value,
+                            n.value.trunc()
+                        ),
+                    );
+                }
+                if let Some((other, g)) = seen
+                    .iter()
+                    .find(|(o, _)| o.contains(&n.value) || n.value.contains(o))
+                {
+                    err(
+                        &n.referenced,
+                        format!(
+                            "{} overlaps {other} of group {g:?}; a prefix belongs to one group",
+                            n.value
+                        ),
+                    );
+                }
+                seen.push((n.value, group.clone()));
+                protected
+                    .entry(group.clone())
+                    .or_default()
+                    .push(n.value.trunc());
+            }
+        }
+        for n in never_block {
+            if n.value.trunc() != n.value {
+                err(
+                    &n.referenced,
+                    format!(
+                        "{} has host bits set; did you mean {}?",
+                        n.value,
+                        n.value.trunc()
+                    ),
+                );
+            }
+        }
+    Guardrails {
+        default_ttl,
+        max_ttl: max_ttl_v,
+        max_active: limits.max_active,
+        max_new_per_minute: limits.max_new_per_minute,
+        rtbh_min_prefix_v4: limits.rtbh_min_prefix_v4.value,
+        rtbh_min_prefix_v6: limits.rtbh_min_prefix_v6.value,
+        protected,
+        never_block: never_block.iter().map(|s| s.value.trunc()).collect(),
+        dry_run,
+    }
+}

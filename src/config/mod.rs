@@ -1,0 +1,256 @@
+//! The daemon's configuration: YAML, read in two passes.
+//!
+//! 1. Syntax and shape: `serde-saphyr` with `deny_unknown_fields` everywhere; values that later checks
+//!    refer to keep their YAML position ([`Spanned`]).
+//! 2. Meaning: references, overlaps, families, limits ([`Config::check`]).
+//!
+//! Every error reads `file:line:col: what is wrong and how to fix it`. With no file, deflect runs on
+//! [`Config::embedded`]: API on loopback, state in `./deflect-state`, no peers.
+//!
+//! Each section is checked in a file of its own, which builds the settings type of the module that
+//! owns them: [`limits`] the mitigation set's guardrails, [`neighbors`] the peers', [`api`] the
+//! API's tokens, [`detection`] the detector's, [`outputs`] the recorder's, alerts', indicator lists'
+//! and sFlow collector's. Configuration sits at the top of the edges: it imports those owners, and
+//! nothing but the commands (`run`, `cli`) imports it.
+//!
+//! What this module must not do: open sockets or files other than the one it reads. Applying a
+//! configuration is the daemon's job (`run.rs`), all or nothing.
+
+mod api;
+mod detection;
+mod limits;
+mod neighbors;
+mod outputs;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub use self::api::{ApiConfig, TokenConfig};
+pub use self::detection::{DetectionConfig, ThresholdsConfig};
+pub use self::limits::Limits;
+pub use self::neighbors::{NeighborConfig, RtbhConfig};
+pub use self::outputs::{AlertConfig, ForensicsConfig, IocConfig, SflowAgentConfig, SflowConfig};
+use crate::diag::{ConfigError, ConfigErrors, yaml_error};
+use crate::mitigation::guardrails::Guardrails;
+use crate::peer::Neighbor;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub local_as: Spanned<u32>,
+    pub router_id: Spanned<Ipv4Addr>,
+    /// Addresses to accept BGP connections on.
+    #[serde(default)]
+    pub listen: Vec<Spanned<SocketAddr>>,
+    /// Where the store lives.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Nothing is announced to any peer: mitigations are recorded and shown only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// RFC 4724 restart time advertised to every peer, seconds; 0 disables graceful restart.
+    #[serde(default = "default_graceful_restart")]
+    pub graceful_restart: u16,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub neighbors: Vec<NeighborConfig>,
+    /// Named groups of prefixes deflect may mitigate for.
+    #[serde(default)]
+    pub protected: BTreeMap<String, Vec<Spanned<IpNet>>>,
+    /// Prefixes no mitigation may ever match.
+    #[serde(default)]
+    pub never_block: Vec<Spanned<IpNet>>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Thresholds and the rest of detection.
+    #[serde(default)]
+    pub detection: DetectionConfig,
+    /// The policy directory (default `policies`); the shipped policies when it does not exist.
+    pub policies: Option<PathBuf>,
+    /// Packet captures of attacks.
+    #[serde(default)]
+    pub forensics: ForensicsConfig,
+    /// The sFlow collector.
+    pub sflow: Option<SflowConfig>,
+    /// Where alerts go.
+    #[serde(default)]
+    pub alerts: Vec<AlertConfig>,
+    /// Indicator lists matched against sampled sources.
+    #[serde(default)]
+    pub ioc: Vec<IocConfig>,
+    /// Where this configuration was read from (not in the file).
+    #[serde(skip)]
+    pub source: String,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("deflect-state")
+}
+
+fn default_graceful_restart() -> u16 {
+    120
+}
+
+/// A checked configuration, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: String,
+    pub listen: Vec<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub api_max_body: usize,
+    pub tokens: Vec<crate::api::Token>,
+    pub neighbors: Vec<Neighbor>,
+    pub guardrails: Guardrails,
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub detection: crate::detect::Settings,
+    /// The policy directory; `None`: the shipped policies.
+    pub policy_dir: Option<PathBuf>,
+    pub pcap: crate::pcap::Limits,
+    pub sflow: Option<crate::collector::Settings>,
+    pub alerts: Vec<crate::alert::Sink>,
+    /// Indicator lists: (name, file).
+    pub ioc: Vec<(String, PathBuf)>,
+}
+
+impl Settings {
+    /// What policies may refer to.
+    pub fn known(&self) -> crate::policy::Known {
+        crate::policy::Known {
+            groups: self.guardrails.protected.keys().cloned().collect(),
+            peers: self.neighbors.iter().map(|n| n.peer.name.clone()).collect(),
+            ioc: self.ioc.iter().map(|(n, _)| n.clone()).collect(),
+        }
+    }
+
+    /// Loads the policies this configuration names, checked against it.
+    pub fn load_policies(&self) -> Result<crate::policy::Policies, ConfigErrors> {
+        crate::policy::Policies::load(self.policy_dir.as_deref(), &self.known())
+    }
+}
+
+/// The configuration used when no file is given.
+pub const EMBEDDED: &str = "\
+# deflect's embedded defaults: API on loopback, state in ./deflect-state, no peers.
+local_as: 65000
+router_id: 192.0.2.1
+api:
+  listen: 127.0.0.1:8179
+  tokens:
+    - { name: local, token: 'env:DEFLECT_TOKEN', scope: write }
+protected:
+  documentation: [192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
+";
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(&name, &text)?.check()
+    }
+
+    /// The embedded defaults.
+    pub fn embedded() -> Result<Settings, ConfigErrors> {
+        Config::parse("<embedded>", EMBEDDED)?.check()
+    }
+
+    /// First pass: syntax, shape, unknown fields.
+    pub fn parse(source: &str, text: &str) -> Result<Config, ConfigErrors> {
+        match serde_saphyr::from_str::<Config>(text) {
+            Ok(mut c) => {
+                c.source = source.to_string();
+                Ok(c)
+            }
+            Err(e) => Err(ConfigErrors(vec![yaml_error(source, &e)])),
+        }
+    }
+
+    /// Second pass: meaning. Collects every problem, not just the first, section by section.
+    pub fn check(self) -> Result<Settings, ConfigErrors> {
+        let mut errs = Vec::new();
+        let src = self.source.clone();
+        let mut err = |at: &serde_saphyr::Location, msg: String| {
+            errs.push(ConfigError {
+                file: src.clone(),
+                line: at.line(),
+                column: at.column(),
+                message: msg,
+            });
+        };
+        if self.local_as.value == 0 {
+            err(
+                &self.local_as.referenced,
+                "local_as 0 is reserved; use your AS number".into(),
+            );
+        }
+        if self.router_id.value.is_unspecified() {
+            err(
+                &self.router_id.referenced,
+                "router_id 0.0.0.0 is invalid; use an IPv4 address of this host".into(),
+            );
+        }
+        let guardrails = limits::guardrails(
+            &self.limits,
+            &self.protected,
+            &self.never_block,
+            self.dry_run,
+            &mut err,
+        );
+        let tokens = api::tokens(&self.api, &mut err);
+        let speaker = neighbors::Speaker {
+            local_as: self.local_as.value,
+            router_id: self.router_id.value,
+            graceful_restart: self.graceful_restart,
+            listen: &self.listen,
+        };
+        let neighbors = neighbors::neighbors(&self.neighbors, speaker, &mut err);
+        let detection = detection::detection(
+            &self.detection,
+            &self.protected,
+            &guardrails.protected,
+            &mut err,
+        );
+        let pcap = outputs::forensics(&self.forensics, &mut err);
+        let alerts = outputs::alerts(&self.alerts, &mut err);
+        let ioc = outputs::ioc(&self.ioc, &mut err);
+        let sflow = self.sflow.as_ref().map(|c| outputs::sflow(c, &mut err));
+        if !errs.is_empty() {
+            errs.sort_by_key(|e| (e.line, e.column));
+            return Err(ConfigErrors(errs));
+        }
+        Ok(Settings {
+            source: self.source,
+            listen: self.listen.iter().map(|s| s.value).collect(),
+            state_dir: self.state_dir,
+            api_listen: self.api.listen,
+            api_max_body: self.api.max_body,
+            tokens,
+            neighbors,
+            guardrails,
+            local_as: self.local_as.value,
+            router_id: self.router_id.value,
+            detection,
+            policy_dir: Some(self.policies.unwrap_or_else(|| PathBuf::from("policies"))),
+            pcap,
+            sflow,
+            alerts,
+            ioc,
+        })
+    }
+}

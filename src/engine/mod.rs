@@ -1,0 +1,845 @@
+//! The detection task: telemetry in, attacks and policy steps out, mitigations through the
+//! mitigation set.
+//!
+//! ```text
+//!  POST /api/v1/telemetry ─┐                ┌ Detector (baselines, attacks)        detect/
+//!  sFlow collector ────────┴──► engine task ┼ Escalation per attack (pure)         escalation.rs
+//!                                   │       └ LocalDrops per node                  local.rs
+//!                                   ├──► MitigationHandle::create / withdraw / extend (orders)
+//!                                   ├──► Alerter (try_send)        ├──► playbook calls (tracked tasks)
+//!                                   └──► Recorder (captures)       └──► audit (AuditSink)
+//! ```
+//!
+//! One task owns the detector and every attack's escalation. It answers a report once the
+//! report is judged and any mitigation it caused is durable and handed to the peers, so a
+//! report → UPDATE path has no queue in the middle. A timer runs the steps that wait (`after`,
+//! `if_above_pps`), renews the lifetime of mitigations while their attack lasts, withdraws them
+//! after the policy's hold-down once it ends, marks silent nodes stale, and reloads the policy
+//! directory when its files change. The task stops when the daemon's stop token is cancelled.
+
+mod escalation;
+mod local;
+mod playbook;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use self::escalation::{Escalation, Tick};
+use self::local::LocalDrops;
+use crate::alert::{Alerter, Event as Alert, EventKind};
+use crate::audit::AuditSink;
+use crate::clock::now_ms;
+use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
+use crate::ioc::Lists;
+use crate::mitigation::{Created, MitigationHandle, Refusal};
+use crate::pcap::Recorder;
+use crate::policy::{self, Call, Policies, Policy};
+use crate::telemetry::{LocalDrop, Report};
+
+/// What detection runs on: settings, policies and what they may refer to, indicator lists.
+#[derive(Debug)]
+pub struct Setup {
+    pub settings: detect::Settings,
+    pub policies: Policies,
+    pub known: policy::Known,
+    pub ioc: Lists,
+}
+
+/// Where the engine's decisions go.
+#[derive(Debug)]
+pub struct Outlets {
+    pub mitigations: MitigationHandle,
+    pub recorder: Option<Recorder>,
+    pub alerts: Option<Alerter>,
+    /// Where playbook calls run.
+    pub tasks: TaskTracker,
+}
+
+/// What the engine answers to a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ack {
+    pub accepted: bool,
+    /// Attacks started by this report.
+    pub started: Vec<u64>,
+    /// Addresses whose sampled packets the controller captures: send them in `packets`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capture: Vec<IpAddr>,
+    /// The node-local drops wanted on this node, all of them (none: remove any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<LocalDrop>,
+}
+
+/// The policies in force and the last reload's problem, if any.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyState {
+    pub policies: Vec<Policy>,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+#[derive(Debug)]
+enum Request {
+    Report {
+        node: String,
+        report: Box<Report>,
+        reply: Reply<Ack>,
+    },
+    Attacks {
+        active: bool,
+        reply: Reply<Vec<Attack>>,
+    },
+    Attack {
+        id: u64,
+        reply: Reply<Option<Attack>>,
+    },
+    Targets {
+        limit: usize,
+        reply: Reply<Vec<TargetView>>,
+    },
+    Target {
+        addr: IpAddr,
+        reply: Reply<Option<TargetView>>,
+    },
+    Nodes {
+        reply: Reply<Vec<Node>>,
+    },
+    Policies {
+        reply: Reply<PolicyState>,
+    },
+    Ioc {
+        reply: Reply<Vec<crate::ioc::ListInfo>>,
+    },
+    Reconfigure {
+        setup: Box<Setup>,
+        reply: Reply<()>,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    pub reports: AtomicU64,
+    pub attacks_started: AtomicU64,
+    pub attacks_ended: AtomicU64,
+    pub attacks_active: AtomicU64,
+    pub targets: AtomicU64,
+    pub nodes_stale: AtomicU64,
+    pub policy_steps: AtomicU64,
+    pub policy_reload_errors: AtomicU64,
+}
+
+/// A handle to the engine task.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Request>,
+    pub metrics: Arc<EngineMetrics>,
+}
+
+impl EngineHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn report(&self, node: &str, report: Report) -> Option<Ack> {
+        self.ask(|reply| Request::Report {
+            node: node.to_string(),
+            report: Box::new(report),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn attacks(&self, active: bool) -> Vec<Attack> {
+        self.ask(|reply| Request::Attacks { active, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn attack(&self, id: u64) -> Option<Attack> {
+        self.ask(|reply| Request::Attack { id, reply })
+            .await
+            .flatten()
+    }
+
+    pub async fn targets(&self, limit: usize) -> Vec<TargetView> {
+        self.ask(|reply| Request::Targets { limit, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn target(&self, addr: IpAddr) -> Option<TargetView> {
+        self.ask(|reply| Request::Target { addr, reply })
+            .await
+            .flatten()
+    }
+
+    pub async fn nodes(&self) -> Vec<Node> {
+        self.ask(|reply| Request::Nodes { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn ioc(&self) -> Vec<crate::ioc::ListInfo> {
+        self.ask(|reply| Request::Ioc { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn policies(&self) -> Option<PolicyState> {
+        self.ask(|reply| Request::Policies { reply }).await
+    }
+
+    /// New detection settings and policies, already checked (a configuration reload).
+    pub async fn reconfigure(&self, setup: Setup) -> Result<(), String> {
+        self.ask(|reply| Request::Reconfigure {
+            setup: Box::new(setup),
+            reply,
+        })
+        .await
+        .ok_or_else(|| "deflect is shutting down".to_string())
+    }
+}
+
+struct Engine {
+    detector: Detector,
+    policies: Policies,
+    policy_error: Option<String>,
+    known: policy::Known,
+    escalations: BTreeMap<u64, Escalation>,
+    mitigations: MitigationHandle,
+    audit: Arc<dyn AuditSink>,
+    recorder: Option<Recorder>,
+    alerts: Option<Alerter>,
+    playbooks: playbook::Runner,
+    ioc: Lists,
+    local: LocalDrops,
+    metrics: Arc<EngineMetrics>,
+}
+
+/// How often the timer runs.
+const TICK: Duration = Duration::from_millis(250);
+/// How often the policy directory is looked at.
+const POLICY_POLL: Duration = Duration::from_secs(2);
+
+/// Starts the engine task; it ends when `stop` is cancelled.
+pub fn start(
+    setup: Setup,
+    out: Outlets,
+    stop: CancellationToken,
+) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let metrics = Arc::new(EngineMetrics::default());
+    let audit = out.mitigations.audit_sink();
+    let engine = Engine {
+        detector: Detector::new(setup.settings, now_ms()),
+        policies: setup.policies,
+        policy_error: None,
+        known: setup.known,
+        escalations: BTreeMap::new(),
+        mitigations: out.mitigations,
+        playbooks: playbook::Runner {
+            tasks: out.tasks,
+            stop: stop.clone(),
+            audit: audit.clone(),
+        },
+        audit,
+        recorder: out.recorder,
+        alerts: out.alerts,
+        ioc: setup.ioc,
+        local: LocalDrops::new(now_ms()),
+        metrics: metrics.clone(),
+    };
+    let (tx, rx) = mpsc::channel(1024);
+    let task = tokio::spawn(engine.run(rx, stop).instrument(info_span!("engine")));
+    (EngineHandle { tx, metrics }, task)
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_poll = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                req = rx.recv() => {
+                    let Some(req) = req else { return };
+                    self.handle(req).await;
+                }
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    for node in self.detector.check_stale(now) {
+                        warn!(node, "node stopped reporting: stale, its targets are held as they are");
+                        self.mitigations
+                            .record("system", "node.stale", serde_json::json!({"node": node}))
+                            .await;
+                    }
+                    self.timers(now).await;
+                    if last_poll.elapsed() >= POLICY_POLL {
+                        last_poll = tokio::time::Instant::now();
+                        if self.policies.changed() {
+                            self.reload_policies().await;
+                        }
+                        self.ioc.refresh();
+                    }
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let m = &self.metrics;
+        let c = &self.detector.counters;
+        m.reports.store(c.reports, Ordering::Relaxed);
+        m.attacks_started
+            .store(c.attacks_started, Ordering::Relaxed);
+        m.attacks_ended.store(c.attacks_ended, Ordering::Relaxed);
+        m.attacks_active.store(
+            self.detector.attacks().filter(|a| a.is_active()).count() as u64,
+            Ordering::Relaxed,
+        );
+        m.targets
+            .store(self.detector.target_count() as u64, Ordering::Relaxed);
+        m.nodes_stale.store(
+            self.detector.nodes().iter().filter(|n| n.stale).count() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    async fn reload_policies(&mut self) {
+        let dir = self.policies.dir.clone();
+        match Policies::load(dir.as_deref(), &self.known) {
+            Ok(p) => {
+                info!(policies = p.list.len(), "policies reloaded");
+                self.mitigations
+                    .record(
+                        "config",
+                        "policy.reload",
+                        serde_json::json!({"policies": p.list.iter().map(|p| &p.name).collect::<Vec<_>>()}),
+                    )
+                    .await;
+                self.policies = p;
+                self.policy_error = None;
+            }
+            Err(e) => {
+                warn!("policies not reloaded, the ones in force stay:\n{e}");
+                self.metrics
+                    .policy_reload_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                self.mitigations
+                    .record(
+                        "config",
+                        "policy.reload.refused",
+                        serde_json::json!({"errors": e.to_string()}),
+                    )
+                    .await;
+                self.policy_error = Some(e.to_string());
+                // Do not try the same files again until they change.
+                if let Some(d) = &dir {
+                    self.policies.stamp = policy::listing(d).unwrap_or_default();
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
+        match req {
+            Request::Report {
+                node,
+                report,
+                reply,
+            } => {
+                let now = now_ms();
+                let events = self.detector.ingest(&node, &report, now);
+                self.tag_sources(&events, &report);
+                let mut started = Vec::new();
+                for e in events {
+                    match e {
+                        Event::Started(id) => {
+                            started.push(id);
+                            self.on_start(id, now).await;
+                        }
+                        Event::Updated(id) => {
+                            if self.escalations.contains_key(&id) {
+                                self.advance(id, now).await;
+                            }
+                        }
+                        Event::Ended(id) => self.on_end(id, now).await,
+                    }
+                }
+                self.metrics.reports.fetch_add(1, Ordering::Relaxed);
+                self.confirm_drops(&node, &report, now);
+                let drops = self.local.wanted(&node);
+                let _ = reply.send(Ack {
+                    accepted: true,
+                    started,
+                    capture: Vec::new(),
+                    drops,
+                });
+            }
+            Request::Attacks { active, reply } => {
+                let v = self
+                    .detector
+                    .attacks()
+                    .filter(|a| !active || a.is_active())
+                    .cloned()
+                    .collect();
+                let _ = reply.send(v);
+            }
+            Request::Attack { id, reply } => {
+                let _ = reply.send(self.detector.attack(id).cloned());
+            }
+            Request::Targets { limit, reply } => {
+                let _ = reply.send(self.detector.top_targets(limit));
+            }
+            Request::Target { addr, reply } => {
+                let _ = reply.send(self.detector.target(addr));
+            }
+            Request::Nodes { reply } => {
+                let _ = reply.send(self.detector.nodes().to_vec());
+            }
+            Request::Ioc { reply } => {
+                let _ = reply.send(self.ioc.lists.iter().map(|l| l.info()).collect());
+            }
+            Request::Policies { reply } => {
+                let _ = reply.send(PolicyState {
+                    policies: self.policies.list.clone(),
+                    source: self
+                        .policies
+                        .dir
+                        .as_ref()
+                        .map_or_else(|| "<embedded>".to_string(), |d| d.display().to_string()),
+                    last_error: self.policy_error.clone(),
+                });
+            }
+            Request::Reconfigure { setup, reply } => {
+                let Setup {
+                    settings,
+                    policies,
+                    known,
+                    ioc,
+                } = *setup;
+                self.detector.reconfigure(settings);
+                self.policies = policies;
+                self.known = known;
+                self.ioc = ioc;
+                self.policy_error = None;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Sources in indicator lists, counted on their attacks before the policies look at them.
+    fn tag_sources(&mut self, events: &[Event], report: &Report) {
+        if self.ioc.is_empty() {
+            return;
+        }
+        for e in events {
+            let (Event::Started(id) | Event::Updated(id)) = e else {
+                continue;
+            };
+            let Some(a) = self.detector.attack_mut(*id) else {
+                continue;
+            };
+            let Some(t) = report.targets.iter().find(|t| t.dst == a.target) else {
+                continue;
+            };
+            for src in &t.sources {
+                for list in self.ioc.lookup(src.addr) {
+                    *a.ioc.entry(list.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, id: u64, now: u64, what: impl Into<String>) {
+        if let Some(a) = self.detector.attack_mut(id) {
+            a.note(now, what);
+        }
+    }
+
+    async fn on_start(&mut self, id: u64, now: u64) {
+        let Some(a) = self.detector.attack(id) else {
+            return;
+        };
+        info!(
+            attack = id,
+            target = %a.target,
+            vector = %a.vector,
+            pps = a.pps,
+            "attack started"
+        );
+        let policy = self.policies.find(a).cloned();
+        let detail = serde_json::json!({
+            "attack": id, "target": a.target, "vector": a.vector, "pps": a.pps,
+            "signature": a.signature, "policy": policy.as_ref().map(|p| &p.name),
+        });
+        self.audit.record_later("detection", "attack.start", detail);
+        if let Some(r) = &self.recorder {
+            r.start(id, a.target).await;
+        }
+        if let Some(al) = &self.alerts {
+            al.send(Alert::attack(EventKind::AttackStart, a, ""));
+        }
+        let Some(a) = self.detector.attack(id) else {
+            return;
+        };
+        let Some(policy) = policy else {
+            self.note(id, now, "no policy matches: nothing announced");
+            return;
+        };
+        // A new attack on the same target and vector during another's hold-down takes over its
+        // mitigations: nothing is withdrawn and announced again.
+        let (target, vector) = (a.target, a.vector);
+        let mut esc = Escalation::new(policy.clone(), now);
+        let previous: Option<u64> = self
+            .escalations
+            .iter()
+            .find(|(pid, e)| {
+                e.holds_down()
+                    && self
+                        .detector
+                        .attack(**pid)
+                        .is_some_and(|p| p.target == target && p.vector == vector)
+            })
+            .map(|(pid, _)| *pid);
+        if let Some(old) = previous.and_then(|pid| self.escalations.remove(&pid).map(|e| (pid, e))) {
+            esc.take_over(old.1);
+            self.note(old.0, now, format!("resumed as attack {id}"));
+        }
+        if let Some(a) = self.detector.attack_mut(id) {
+            a.policy = Some(policy.name.clone());
+            a.mitigations = esc.made.iter().map(|m| m.id).collect();
+            a.note(now, format!("policy {}", policy.name));
+        }
+        self.escalations.insert(id, esc);
+        self.advance(id, now).await;
+    }
+
+    async fn on_end(&mut self, id: u64, now: u64) {
+        let pps = self.detector.attack(id).map_or(0, |a| a.peak_pps);
+        if let (Some(al), Some(a)) = (&self.alerts, self.detector.attack(id)) {
+            al.send(Alert::attack(EventKind::AttackEnd, a, ""));
+        }
+        info!(attack = id, peak_pps = pps, "attack ended");
+        self.mitigations
+            .record(
+                "detection",
+                "attack.end",
+                serde_json::json!({"attack": id, "peak_pps": pps}),
+            )
+            .await;
+        if let Some(e) = self.escalations.get_mut(&id) {
+            e.end(now);
+            let hold = e.policy.withdraw_after;
+            self.note(
+                id,
+                now,
+                format!("withdrawal in {} s (hold-down)", hold.as_secs()),
+            );
+        }
+    }
+
+    /// Fires the steps whose time and condition have come.
+    async fn advance(&mut self, id: u64, now: u64) {
+        loop {
+            let Some(a) = self.detector.attack(id) else {
+                return;
+            };
+            let Some(e) = self.escalations.get_mut(&id) else {
+                return;
+            };
+            let Some(n) = e.next_due(a, now) else {
+                return;
+            };
+            let policy = e.policy.clone();
+            self.fire(id, &policy, n, now).await;
+        }
+    }
+
+    async fn fire(&mut self, id: u64, policy: &Policy, n: usize, now: u64) {
+        let Some(a) = self.detector.attack(id).cloned() else {
+            return;
+        };
+        let step = &policy.steps[n];
+        if let Some(call) = &step.call {
+            self.fire_call(id, &a, policy, n, call, now);
+            return;
+        }
+        if let Some(l) = &step.local {
+            self.fire_local(id, &a, policy, n, l, now);
+            return;
+        }
+        let Some(kind) = step.announce else {
+            return;
+        };
+        self.metrics.policy_steps.fetch_add(1, Ordering::Relaxed);
+        let actor = escalation::actor(policy, id);
+        let order = match escalation::announcement(&a, policy, n, kind) {
+            Ok(o) => o,
+            Err(why) => {
+                // A rule the signature cannot make (too long...): refused like any order.
+                let what = serde_json::json!({"kind": kind, "attack": id, "step": n + 1});
+                let e = self
+                    .mitigations
+                    .refused(&actor, what, Refusal::Invalid(why))
+                    .await;
+                warn!(attack = id, "policy step refused: {e}");
+                self.note(id, now, format!("step {}: refused: {e}", n + 1));
+                return;
+            }
+        };
+        let what = order.target.to_string();
+        if policy.dry_run {
+            self.note(
+                id,
+                now,
+                format!("step {} (dry-run): would announce {what}", n + 1),
+            );
+            return;
+        }
+        // The same match with other actions replaces the one before (a rule is identified by its
+        // match); other rules of the same kind are withdrawn once the new one is in place.
+        let key = order.target.key();
+        let (before, after) = self
+            .escalations
+            .get(&id)
+            .map(|e| e.replaced_by(kind, &key))
+            .unwrap_or_default();
+        let replaced = format!("replaced by step {}", n + 1);
+        for m in before {
+            let _ = self.mitigations.withdraw(m, &actor, &replaced).await;
+        }
+        let note = match self.mitigations.create(order, &actor).await {
+            Ok(Created::New(m)) | Ok(Created::Extended(m)) => {
+                for o in after {
+                    let _ = self.mitigations.withdraw(o, &actor, &replaced).await;
+                }
+                if let Some(e) = self.escalations.get_mut(&id) {
+                    e.made(kind, key, m.id);
+                }
+                if let Some(a) = self.detector.attack_mut(id) {
+                    if !a.mitigations.contains(&m.id) {
+                        a.mitigations.push(m.id);
+                    }
+                }
+                format!("step {}: mitigation {} announces {what}", n + 1, m.id)
+            }
+            Err(e) => {
+                warn!(attack = id, "policy step refused: {e}");
+                format!("step {}: refused: {e}", n + 1)
+            }
+        };
+        self.note(id, now, note.clone());
+        // The first step is the attack's start; the next ones are escalations.
+        if let (Some(al), Some(a), true) = (&self.alerts, self.detector.attack(id), n > 0) {
+            al.send(Alert::attack(EventKind::AttackEscalate, a, &note));
+        }
+    }
+
+    /// A playbook step: the request goes out on its own task (an external API may be slow; the
+    /// attack does not wait), its outcome goes to the audit log; its undo is kept for withdrawal.
+    fn fire_call(&mut self, id: u64, a: &Attack, policy: &Policy, n: usize, call: &Call, now: u64) {
+        self.note(
+            id,
+            now,
+            format!(
+                "step {}{}: calling {} ({} {})",
+                n + 1,
+                if policy.dry_run { " (dry-run)" } else { "" },
+                call.name,
+                call.request.method,
+                call.request.url
+            ),
+        );
+        if policy.dry_run {
+            return;
+        }
+        let event = Alert::attack(EventKind::AttackEscalate, a, "");
+        if let Some(e) = self.escalations.get_mut(&id) {
+            e.calls.push((call.clone(), event.clone()));
+        }
+        self.playbooks.spawn(
+            playbook::Call {
+                actor: escalation::actor(policy, id),
+                action: "playbook.call",
+                name: call.name.clone(),
+                request: call.request.clone(),
+                timeout: call.timeout,
+                attempts: call.attempts,
+            },
+            event,
+        );
+    }
+
+    /// A node-local drop: the attacked node's probe gets it in the answer to its next report.
+    fn fire_local(
+        &mut self,
+        id: u64,
+        a: &Attack,
+        policy: &Policy,
+        n: usize,
+        step: &policy::LocalStep,
+        now: u64,
+    ) {
+        let drop: LocalDrop = escalation::local_drop(a, step, self.local.next_id());
+        let nft = drop.nft();
+        let note = if policy.dry_run {
+            format!(
+                "step {} (dry-run): would drop on node {}: {nft}",
+                n + 1,
+                a.node
+            )
+        } else if !escalation::has_probe(&a.node) {
+            format!(
+                "step {}: no probe on node {} to drop locally",
+                n + 1,
+                a.node
+            )
+        } else {
+            let drop_id = drop.id;
+            self.local.add(&a.node, drop, id);
+            if let Some(e) = self.escalations.get_mut(&id) {
+                e.locals.push((a.node.clone(), drop_id));
+            }
+            self.audit.record_later(
+                &escalation::actor(policy, id),
+                "local.drop",
+                serde_json::json!({"node": a.node, "drop": drop_id, "nft": nft}),
+            );
+            format!(
+                "step {}: node {} asked to drop locally ({}): {nft}",
+                n + 1,
+                a.node,
+                drop_id
+            )
+        };
+        self.note(id, now, note);
+    }
+
+    /// What a node's report says is in force: confirmations go to the attacks' timelines.
+    fn confirm_drops(&mut self, node: &str, report: &Report, now: u64) {
+        let c = self
+            .local
+            .confirm(node, &report.applied, report.drop_error.as_deref());
+        for (d, attack) in c.applied {
+            self.note(attack, now, format!("node {node} applied local drop {d}"));
+            self.audit.record_later(
+                node,
+                "local.applied",
+                serde_json::json!({"drop": d, "attack": attack}),
+            );
+        }
+        if let Some(e) = &report.drop_error {
+            for attack in c.failed {
+                if let Some(a) = self.detector.attack_mut(attack) {
+                    if !a
+                        .timeline
+                        .last()
+                        .is_some_and(|m| m.what.contains(e.as_str()))
+                    {
+                        a.note(now, format!("node {node} could not apply local drops: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Steps that wait, lifetimes renewed, withdrawals after hold-down.
+    async fn timers(&mut self, now: u64) {
+        let ids: Vec<u64> = self.escalations.keys().copied().collect();
+        for id in ids {
+            self.advance(id, now).await;
+            let Some(e) = self.escalations.get(&id) else {
+                continue;
+            };
+            let actor = escalation::actor(&e.policy, id);
+            match e.tick(now) {
+                Tick::Wait => {}
+                Tick::Renew(ttl) => {
+                    for m in &e.made {
+                        if let Err(err) = self.mitigations.extend(m.id, ttl, &actor).await {
+                            warn!(attack = id, mitigation = m.id, "renewal: {err}");
+                        }
+                    }
+                    if let Some(e) = self.escalations.get_mut(&id) {
+                        e.renewed(now);
+                    }
+                }
+                Tick::Withdraw => {
+                    if let Some(e) = self.escalations.remove(&id) {
+                        self.withdraw_all(id, e, &actor, now).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// An attack's hold-down is over: its mitigations are withdrawn, its playbook calls undone,
+    /// its node-local drops removed.
+    async fn withdraw_all(&mut self, id: u64, e: Escalation, actor: &str, now: u64) {
+        for m in &e.made {
+            if let Err(err) = self
+                .mitigations
+                .withdraw(m.id, actor, &format!("attack {id} over"))
+                .await
+            {
+                warn!(attack = id, mitigation = m.id, "withdrawal: {err}");
+            }
+        }
+        for (c, event) in &e.calls {
+            if let Some(undo) = &c.undo {
+                let mut event = event.clone();
+                event.kind = EventKind::AttackEnd;
+                self.playbooks.spawn(
+                    playbook::Call {
+                        actor: actor.to_string(),
+                        action: "playbook.undo",
+                        name: c.name.clone(),
+                        request: undo.clone(),
+                        timeout: c.timeout,
+                        attempts: c.attempts,
+                    },
+                    event,
+                );
+            }
+        }
+        for (node, d) in &e.locals {
+            self.local.remove(node, *d);
+            self.audit.record_later(
+                actor,
+                "local.undrop",
+                serde_json::json!({"node": node, "drop": d}),
+            );
+        }
+        self.note(id, now, format!("withdrew {} mitigations", e.made.len()));
+        if !e.locals.is_empty() {
+            self.note(
+                id,
+                now,
+                format!("removing {} local drops", e.locals.len()),
+            );
+        }
+        let undone = e.calls.iter().filter(|(c, _)| c.undo.is_some()).count();
+        if undone > 0 {
+            self.note(id, now, format!("undoing {undone} playbook calls"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

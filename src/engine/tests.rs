@@ -1,0 +1,404 @@
+//! The engine end to end: a real mitigation set and store, reports in, mitigations out.
+use std::time::Duration;
+
+use super::*;
+use crate::detect::{Class, Thresholds};
+use crate::mitigation::guardrails::Guardrails;
+use crate::mitigation::store::Store;
+use crate::mitigation::{ListFilter, Mitigation};
+use crate::telemetry::{Flow, Target};
+
+const VICTIM: &str = "203.0.113.7";
+
+struct Rig {
+    engine: EngineHandle,
+    set: MitigationHandle,
+    dir: std::path::PathBuf,
+    seq: u64,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn rig(tag: &str, policy: &str) -> Rig {
+    rig_with(tag, policy, Lists::default()).await
+}
+
+async fn rig_with(tag: &str, policy: &str, ioc: Lists) -> Rig {
+    let dir = std::env::temp_dir().join(format!("deflect-engine-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(&dir).unwrap();
+    let protected: BTreeMap<String, Vec<ipnet::IpNet>> = [(
+        "customers".to_string(),
+        vec!["203.0.113.0/24".parse().unwrap()],
+    )]
+    .into();
+    let guardrails = Guardrails {
+        default_ttl: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(3600),
+        max_active: 100,
+        max_new_per_minute: 100,
+        rtbh_min_prefix_v4: 32,
+        rtbh_min_prefix_v6: 128,
+        protected: protected.clone(),
+        never_block: Vec::new(),
+        dry_run: false,
+    };
+    let (set, _) = crate::mitigation::start(
+        store,
+        guardrails,
+        Vec::new(),
+        65000,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let mut th = Thresholds {
+        warmup: Duration::ZERO,
+        cooldown: Duration::from_millis(500),
+        ..Thresholds::default()
+    };
+    th.floor_pps[Class::UdpAmp.index()] = 5000.0;
+    let settings = detect::Settings {
+        groups: vec![("customers".into(), protected["customers"].clone(), th)],
+        ..detect::Settings::default()
+    };
+    let known = policy::Known {
+        groups: ["customers".to_string()].into(),
+        peers: Default::default(),
+        ioc: ioc.lists.iter().map(|l| l.name.clone()).collect(),
+    };
+    let policies = Policies::parse(&[("p.yaml".into(), policy.into())], &known).unwrap();
+    let (engine, _) = start(
+        Setup {
+            settings,
+            policies,
+            known,
+            ioc,
+        },
+        Outlets {
+            mitigations: set.clone(),
+            recorder: None,
+            alerts: None,
+            tasks: TaskTracker::new(),
+        },
+        CancellationToken::new(),
+    );
+    Rig {
+        engine,
+        set,
+        dir,
+        seq: 0,
+    }
+}
+
+impl Rig {
+    /// One 100 ms report with `ntp` pps of NTP answers to the victim.
+    async fn report(&mut self, ntp: u64) -> Ack {
+        self.report_from(ntp, "192.0.2.200").await
+    }
+
+    /// The same, the flood coming from `source`.
+    async fn report_from(&mut self, ntp: u64, source: &str) -> Ack {
+        self.seq += 1;
+        let mut flows = vec![Flow {
+            proto: 6,
+            dport: Some(443),
+            tcp_flags: Some(0x10),
+            pps: 300,
+            bps: 2_400_000,
+            ..Flow::default()
+        }];
+        if ntp > 0 {
+            flows.push(Flow {
+                proto: 17,
+                sport: Some(123),
+                dport: Some(4444),
+                pps: ntp,
+                bps: ntp * 3760,
+                ..Flow::default()
+            });
+        }
+        let r = Report {
+            node: "web1".into(),
+            seq: self.seq,
+            time_ms: 0,
+            interval_ms: 100,
+            one_in: 1,
+            sampled: 0,
+            interfaces: Vec::new(),
+            targets: vec![Target {
+                dst: VICTIM.parse().unwrap(),
+                pps: 300 + ntp,
+                bps: 2_400_000 + ntp * 3760,
+                flows,
+                sources: vec![crate::telemetry::Source {
+                    addr: source.parse().unwrap(),
+                    pps: ntp,
+                }],
+            }],
+            packets: Vec::new(),
+            applied: Vec::new(),
+            drop_error: None,
+        };
+        self.engine.report("web1", r).await.unwrap()
+    }
+
+    /// Reports `ntp` every 100 ms for `ms`.
+    async fn for_ms(&mut self, ms: u64, ntp: u64) {
+        for _ in 0..ms / 100 {
+            self.report(ntp).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn active(&self) -> Vec<Mitigation> {
+        self.set.list(ListFilter::default()).await.unwrap()
+    }
+}
+
+const ESCALATE: &str = "\
+match:
+  vectors: [amplification]
+ttl: 10m
+withdraw_after: 1s
+steps:
+  - announce: flowspec
+match: [proto, sport]
+action: rate-bytes 125000
+  - after: 1s
+if_above_pps: 50000
+announce: flowspec
+match: [proto, sport]
+action: discard
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_waits_replaces_the_rule_before_it_only_above_its_rate() {
+    let mut r = rig("escalate", ESCALATE).await;
+    r.for_ms(300, 0).await;
+    let ack = r.report(20_000).await;
+    assert_eq!(ack.started.len(), 1);
+    let first = r.active().await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].rule.as_deref(),
+        Some("dst 203.0.113.7/32 proto udp sport 123 then rate-bytes 125000")
+    );
+    // 1.5 s at 20k pps: under the second step's 50k, nothing changes.
+    r.for_ms(1500, 20_000).await;
+    assert_eq!(r.active().await, first);
+    // It grows: the discard replaces the rate limit (same match: one rule on the wire).
+    r.for_ms(300, 80_000).await;
+    let now = r.active().await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        now[0].rule.as_deref(),
+        Some("dst 203.0.113.7/32 proto udp sport 123 then discard")
+    );
+    let old = r.set.get(first[0].id).await.unwrap();
+    assert_eq!(old.withdraw_reason.as_deref(), Some("replaced by step 2"));
+    // Over: withdrawn after the cooldown and the hold-down.
+    r.for_ms(2500, 0).await;
+    assert!(r.active().await.is_empty());
+    let a = r.engine.attack(ack.started[0]).await.unwrap();
+    assert!(a.ended_ms.is_some());
+    assert!(
+        a.timeline.iter().any(|m| m.what.starts_with("withdrew 1")),
+        "{a:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_policy_announces_nothing_and_says_what_it_would_do() {
+    let policy = format!("dry_run: true\n{ESCALATE}");
+    let mut r = rig("dry", &policy).await;
+    r.for_ms(300, 0).await;
+    let ack = r.report(20_000).await;
+    assert!(r.active().await.is_empty());
+    let a = r.engine.attack(ack.started[0]).await.unwrap();
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what == "step 1 (dry-run): would announce dst 203.0.113.7/32 proto udp sport 123 then rate-bytes 125000"),
+        "{:#?}",
+        a.timeline
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attack_back_during_the_hold_down_keeps_its_rule() {
+    let policy = ESCALATE.replace("withdraw_after: 1s", "withdraw_after: 3s");
+    let mut r = rig("resume", &policy).await;
+    r.for_ms(300, 0).await;
+    let first = r.report(20_000).await.started[0];
+    let rule = r.active().await;
+    assert_eq!(rule.len(), 1);
+    // Ends (0.5 s cooldown), then comes back within the 3 s hold-down.
+    r.for_ms(1000, 0).await;
+    assert!(r.engine.attack(first).await.unwrap().ended_ms.is_some());
+    let second = r.report(20_000).await.started[0];
+    assert_ne!(first, second);
+    r.for_ms(3500, 20_000).await;
+    assert_eq!(
+        r.active().await,
+        rule,
+        "the same mitigation, never withdrawn"
+    );
+    let a = r.engine.attack(second).await.unwrap();
+    assert_eq!(a.mitigations, vec![rule[0].id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_attack_keeps_its_rule_alive_past_the_ttl() {
+    let policy = ESCALATE.replace("ttl: 10m", "ttl: 3s");
+    let mut r = rig("ttl", &policy).await;
+    r.for_ms(300, 0).await;
+    r.report(20_000).await;
+    let m = r.active().await;
+    r.for_ms(4500, 20_000).await;
+    let now = r.active().await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].id, m[0].id);
+    assert!(now[0].expires_ms > m[0].expires_ms + 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_can_require_sources_from_an_indicator_list() {
+    let dir = std::env::temp_dir().join(format!("deflect-engine-ioc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mirai.txt");
+    std::fs::write(&file, "# a botnet\n198.51.100.0/24\n").unwrap();
+    let ioc = Lists::load(&[("mirai".to_string(), file)]);
+    let policy = ESCALATE.replace(
+        "  vectors: [amplification]",
+        "  vectors: [amplification]\n  ioc: [mirai]",
+    );
+    let mut r = rig_with("ioc", &policy, ioc).await;
+    r.for_ms(300, 0).await;
+    // From an address in no list: an attack, but the policy does not take it.
+    let first = r.report_from(20_000, "192.0.2.200").await.started[0];
+    assert!(r.active().await.is_empty());
+    let a = r.engine.attack(first).await.unwrap();
+    assert!(a.ioc.is_empty() && a.policy.is_none(), "{a:?}");
+    r.for_ms(1000, 0).await;
+    // From the botnet: the attack shows its hits and the policy runs.
+    let second = r.report_from(20_000, "198.51.100.9").await.started[0];
+    let a = r.engine.attack(second).await.unwrap();
+    assert_eq!(a.ioc.get("mirai"), Some(&1), "{a:?}");
+    assert_eq!(a.policy.as_deref(), Some("p"));
+    assert_eq!(r.active().await.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A receiver on loopback: (method, path, authorization, body) of each request.
+fn receiver() -> (
+    u16,
+    std::sync::mpsc::Receiver<(String, String, String, String)>,
+) {
+    use std::io::{BufRead, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(8) {
+            let Ok(mut c) = conn else { continue };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            let mut it = first.split_whitespace();
+            let (method, path) = (
+                it.next().unwrap_or("").to_string(),
+                it.next().unwrap_or("").to_string(),
+            );
+            let (mut len, mut auth) = (0, String::new());
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                let lower = h.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization:") {
+                    auth = h["authorization:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            let _ = tx.send((
+                method,
+                path,
+                auth,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playbook_step_calls_an_api_and_undoes_it_on_withdrawal() {
+    let (port, rx) = receiver();
+    // The "secret" comes from PATH, which every process has: setting a variable in a
+    // multi-threaded test is not sound.
+    let policy = format!(
+        "match:\n  vectors: [amplification]\nwithdraw_after: 1s\nsteps:\n  - call:\n      name: scrubber\n      url: 'http://127.0.0.1:{port}/divert/{{{{target}}}}'\n      headers: {{ Authorization: 'Bearer {{{{env.PATH}}}}' }}\n      body: '{{\"prefix\": \"{{{{target}}}}/32\", \"attack\": {{{{attack}}}}}}'\n      undo: {{ url: 'http://127.0.0.1:{port}/divert/{{{{target}}}}' }}\n"
+    );
+    let mut r = rig("playbook", &policy).await;
+    r.for_ms(300, 0).await;
+    let id = r.report(20_000).await.started[0];
+    let (method, path, auth, body) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", "/divert/203.0.113.7")
+    );
+    assert_eq!(auth, format!("Bearer {}", std::env::var("PATH").unwrap()));
+    assert_eq!(
+        body,
+        format!("{{\"prefix\": \"203.0.113.7/32\", \"attack\": {id}}}")
+    );
+    // No mitigation: this policy only calls.
+    assert!(r.active().await.is_empty());
+    // Over: after the cooldown and the hold-down, the undo.
+    r.for_ms(2500, 0).await;
+    let (method, path, _, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("DELETE", "/divert/203.0.113.7")
+    );
+    let a = r.engine.attack(id).await.unwrap();
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what.starts_with("step 1: calling scrubber")),
+        "{a:?}"
+    );
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what == "undoing 1 playbook calls"),
+        "{a:?}"
+    );
+    // Both requests are in the audit log, without the credentials.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = r.set.audit(0, 1000).await.unwrap();
+    let calls: Vec<&str> = audit
+        .iter()
+        .map(|e| e.action.as_str())
+        .filter(|a| a.starts_with("playbook"))
+        .collect();
+    assert_eq!(calls, ["playbook.call", "playbook.undo"]);
+    assert!(
+        !serde_json::to_string(&audit)
+            .unwrap()
+            .contains(&std::env::var("PATH").unwrap())
+    );
+}

@@ -1,0 +1,151 @@
+//! Outgoing HTTP for alerts and playbook calls: one request ([`send`]) and the one retry loop both
+//! use ([`send_with_retry`]): exponential back-off from 200 ms to 10 s, no retry after a 4xx other
+//! than 429 (it will never succeed), and a stop as soon as shutdown is asked for.
+//!
+//! The client is `ureq` (blocking, small, no TLS in this build); each attempt runs on the blocking
+//! pool so callers stay async.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// One request to send, already templated.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub attempts: u32,
+    /// The last HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// Why it failed; `None` when it succeeded (2xx).
+    pub error: Option<String>,
+}
+
+/// First retry delay; it doubles up to [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_millis(200);
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Sends `req` up to `attempts` times (at least once) with back-off; gives up early when `stop`
+/// is cancelled (the outcome then says so).
+pub async fn send_with_retry(req: &Request, attempts: u32, stop: &CancellationToken) -> Outcome {
+    let mut wait = RETRY_MIN;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = {
+            let req = req.clone();
+            tokio::task::spawn_blocking(move || {
+                send(
+                    &req.method,
+                    &req.url,
+                    &req.headers,
+                    req.body.as_deref(),
+                    req.timeout,
+                )
+            })
+            .await
+            .unwrap_or_else(|e| Err((None, e.to_string())))
+        };
+        let (status, why) = match r {
+            Ok(st) => {
+                return Outcome {
+                    attempts: attempt,
+                    status: Some(st),
+                    error: None,
+                };
+            }
+            Err(e) => e,
+        };
+        let fatal = status.is_some_and(|st| (400..500).contains(&st) && st != 429);
+        if fatal || attempt >= attempts.max(1) {
+            return Outcome {
+                attempts: attempt,
+                status,
+                error: Some(why),
+            };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {
+                return Outcome {
+                    attempts: attempt,
+                    status,
+                    error: Some(format!("{why} (not retried: deflect is shutting down)")),
+                };
+            }
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
+}
+
+/// One request; Ok(status) for 2xx, else the status (if any) and why.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u16, (Option<u16>, String)> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("deflect/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent();
+    let result = match method {
+        "GET" | "DELETE" if body.is_none() => {
+            let mut req = if method == "GET" {
+                agent.get(url)
+            } else {
+                agent.delete(url)
+            };
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = match method {
+                "PUT" => agent.put(url),
+                "PATCH" => agent.patch(url),
+                "GET" => agent.get(url).force_send_body(),
+                "DELETE" => agent.delete(url).force_send_body(),
+                _ => agent.post(url),
+            };
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send(body.unwrap_or_default())
+        }
+    };
+    match result {
+        Ok(mut r) => {
+            let st = r.status().as_u16();
+            let text = r
+                .body_mut()
+                .with_config()
+                .limit(4096)
+                .read_to_string()
+                .unwrap_or_default();
+            if (200..300).contains(&st) {
+                Ok(st)
+            } else {
+                Err((
+                    Some(st),
+                    format!("HTTP {st}: {}", text.chars().take(200).collect::<String>()),
+                ))
+            }
+        }
+        Err(e) => Err((None, e.to_string())),
+    }
+}
+

@@ -1,0 +1,245 @@
+//! The mitigation set's handle: the requests its task takes, and the counters it publishes.
+//!
+//! One task owns the set because one writer owns the store: changes and the audit entries that
+//! describe them go in the same transaction. So the handle is two things, and the types say which:
+//! the set's own requests ([`MitigationHandle::create`], `withdraw`, `extend`, reads), and the
+//! audit log's [`AuditSink`], which everything else that audits (alerts, playbooks, detection)
+//! holds without seeing the set.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::audit::{AuditDraft, AuditEntry, AuditSink};
+use crate::mitigation::guardrails::Guardrails;
+use crate::mitigation::record::{Created, ListFilter, Mitigation, Order, Refusal};
+use crate::peer::{Neighbor, PeerHandle};
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub created: AtomicU64,
+    pub refused: AtomicU64,
+    pub withdrawn: AtomicU64,
+    pub expired: AtomicU64,
+    pub announces: AtomicU64,
+    pub withdraws: AtomicU64,
+    pub active: AtomicU64,
+}
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
+
+/// Requests to the mitigation set.
+#[derive(Debug)]
+pub(super) enum Request {
+    Create {
+        order: Order,
+        actor: String,
+        reply: Reply<Created>,
+    },
+    Withdraw {
+        id: u64,
+        actor: String,
+        reason: String,
+        reply: Reply<Mitigation>,
+    },
+    Extend {
+        id: u64,
+        ttl: Duration,
+        actor: String,
+        reply: Reply<Mitigation>,
+    },
+    Get {
+        id: u64,
+        reply: Reply<Mitigation>,
+    },
+    List {
+        filter: ListFilter,
+        reply: Reply<Vec<Mitigation>>,
+    },
+    Audit {
+        after: u64,
+        limit: usize,
+        reply: Reply<Vec<AuditEntry>>,
+    },
+    AuditVerify {
+        reply: Reply<u64>,
+    },
+    /// An audit entry for something that changed no mitigation (a refused reload...).
+    Record {
+        draft: AuditDraft,
+        reply: Reply<()>,
+    },
+    /// A request refused before it could become an order (a malformed API body): counted and
+    /// audited like any refusal.
+    Refused {
+        actor: String,
+        what: serde_json::Value,
+        why: Refusal,
+        reply: Reply<()>,
+    },
+    /// A new configuration: guardrails and the peers with what they receive.
+    Reload {
+        guardrails: Guardrails,
+        peers: Vec<(Neighbor, PeerHandle)>,
+        detail: serde_json::Value,
+        reply: Reply<()>,
+    },
+}
+
+/// A handle to the mitigation set task.
+#[derive(Debug, Clone)]
+pub struct MitigationHandle {
+    tx: mpsc::Sender<Request>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl MitigationHandle {
+    pub(super) fn new(tx: mpsc::Sender<Request>, metrics: Arc<Metrics>) -> MitigationHandle {
+        MitigationHandle { tx, metrics }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| Refusal::Store("deflect is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Refusal::Store("deflect is shutting down".into()))?
+    }
+
+    pub async fn create(&self, order: Order, actor: &str) -> Result<Created, Refusal> {
+        self.ask(|reply| Request::Create {
+            order,
+            actor: actor.into(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn withdraw(
+        &self,
+        id: u64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Mitigation, Refusal> {
+        self.ask(|reply| Request::Withdraw {
+            id,
+            actor: actor.into(),
+            reason: reason.into(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn extend(&self, id: u64, ttl: Duration, actor: &str) -> Result<Mitigation, Refusal> {
+        self.ask(|reply| Request::Extend {
+            id,
+            ttl,
+            actor: actor.into(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: u64) -> Result<Mitigation, Refusal> {
+        self.ask(|reply| Request::Get { id, reply }).await
+    }
+
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Mitigation>, Refusal> {
+        self.ask(|reply| Request::List { filter, reply }).await
+    }
+
+    pub async fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, Refusal> {
+        self.ask(|reply| Request::Audit {
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn audit_verify(&self) -> Result<u64, Refusal> {
+        self.ask(|reply| Request::AuditVerify { reply }).await
+    }
+
+    /// Counts and audits a request refused at an edge, before it became an order; returns the
+    /// refusal for the caller to answer with.
+    pub async fn refused(&self, actor: &str, what: serde_json::Value, why: Refusal) -> Refusal {
+        let r = why.clone();
+        if let Err(e) = self
+            .ask(|reply| Request::Refused {
+                actor: actor.into(),
+                what,
+                why,
+                reply,
+            })
+            .await
+        {
+            warn!("refusal not audited: {e}");
+        }
+        r
+    }
+
+    /// Writes one audit entry and waits until it is durable; failures are logged (the caller has
+    /// nothing to undo).
+    pub async fn record(&self, actor: &str, action: &str, detail: serde_json::Value) {
+        let draft = AuditDraft::new(actor, action, detail);
+        if let Err(e) = self.ask(|reply| Request::Record { draft, reply }).await {
+            warn!("audit entry not written: {e}");
+        }
+    }
+
+    pub async fn reload(
+        &self,
+        guardrails: Guardrails,
+        peers: Vec<(Neighbor, PeerHandle)>,
+        detail: serde_json::Value,
+    ) -> Result<(), Refusal> {
+        self.ask(|reply| Request::Reload {
+            guardrails,
+            peers,
+            detail,
+            reply,
+        })
+        .await
+    }
+
+    /// The audit log, for those that only write to it.
+    pub fn audit_sink(&self) -> Arc<dyn AuditSink> {
+        Arc::new(self.clone())
+    }
+
+    /// Active mitigations, as last published.
+    pub fn active(&self) -> u64 {
+        self.metrics.active.load(Ordering::Relaxed)
+    }
+}
+
+impl AuditSink for MitigationHandle {
+    /// Queues one audit entry without waiting for it: it joins the next group commit, in order
+    /// with what is sent after it (an attack's start before the mitigation it causes).
+    fn record_later(&self, actor: &str, action: &str, detail: serde_json::Value) {
+        let (reply, _) = oneshot::channel();
+        let req = Request::Record {
+            draft: AuditDraft::new(actor, action, detail),
+            reply,
+        };
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(req).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!("audit entry not written: deflect is shutting down")
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What goes in and out of the mitigation set: the typed [`Order`] every source sends, the
+//! [`Mitigation`] record it keeps and serves, and why a request was refused.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::route::{Kind, Target};
+
+/// A mitigation as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mitigation {
+    pub id: u64,
+    pub kind: Kind,
+    /// FlowSpec: the rule and its actions in deflect's text syntax (canonical form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// RTBH: the prefix blackholed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<IpNet>,
+    /// Peer names it goes to; empty means every eligible peer.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    pub reason: String,
+    /// API token name, or `policy:NAME attack:ID`.
+    pub actor: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdraw_reason: Option<String>,
+    /// Recorded under the global dry-run switch: never announced.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl Mitigation {
+    pub fn is_active(&self, now: u64) -> bool {
+        self.withdrawn_ms.is_none() && self.expires_ms > now
+    }
+
+    /// What it announces, read back from its record.
+    pub fn target(&self) -> Result<Target, String> {
+        match (self.kind, &self.rule, &self.prefix) {
+            (Kind::Flowspec, Some(rule), None) => Target::parse(Kind::Flowspec, rule),
+            (Kind::Rtbh, None, Some(p)) => Target::parse(Kind::Rtbh, &p.to_string()),
+            (kind, _, _) => Err(format!(
+                "a {kind} mitigation holds {}",
+                match kind {
+                    Kind::Flowspec => "a rule and nothing else",
+                    Kind::Rtbh => "a prefix and nothing else",
+                }
+            )),
+        }
+    }
+}
+
+/// An order to the mitigation set: what to announce, for how long, to whom, and why. The API
+/// builds one from its JSON body at its edge; a policy builds one from an attack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub target: Target,
+    /// The configured default when `None`.
+    pub ttl: Option<Duration>,
+    /// Peer names; every eligible peer when empty.
+    pub peers: Vec<String>,
+    pub reason: String,
+}
+
+impl Order {
+    /// The order as the audit log records it (a refused one included).
+    pub fn describe(&self) -> serde_json::Value {
+        let (rule, prefix) = match &self.target {
+            Target::Flowspec(r) => (Some(r.to_string()), None),
+            Target::Rtbh(p) => (None, Some(p.to_string())),
+        };
+        serde_json::json!({
+            "kind": self.target.kind(),
+            "rule": rule,
+            "prefix": prefix,
+            "ttl": self.ttl.map(|d| format!("{}s", d.as_secs())),
+            "peers": self.peers,
+            "reason": self.reason,
+        })
+    }
+}
+
+/// Why a request was not carried out. Each maps to one HTTP status in the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Malformed request (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// A guardrail said no (HTTP 422).
+    #[error("{0}")]
+    Guardrail(String),
+    #[error("no mitigation {0}")]
+    NotFound(u64),
+    /// HTTP 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed; nothing was changed (HTTP 503).
+    #[error("{0}")]
+    Store(String),
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(Mitigation),
+    /// The same rule was active: its lifetime was extended.
+    Extended(Mitigation),
+}
+
+/// Filters for a list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilter {
+    pub kind: Option<Kind>,
+    /// Only active ones (default), or all ever made.
+    pub all: Option<bool>,
+    pub actor: Option<String>,
+    pub peer: Option<String>,
+}
