@@ -17,6 +17,8 @@
 //!   to the controller as [`telemetry`] every interval.
 //! - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM,
 //!   packet socket statistics).
+//! - [`tools`]: `deflect flowspec` and `deflect sflow-flood`, commands beside the daemon; nothing in
+//!   the daemon imports them.
 
 pub mod alert;
 pub mod api;
@@ -26,8 +28,6 @@ pub mod collector;
 pub mod config;
 pub mod detect;
 pub mod engine;
-pub mod exporter;
-pub mod flowspec_tool;
 pub mod ioc;
 pub mod mitigation;
 pub mod pcap;
@@ -40,3 +40,4 @@ pub mod speaker;
 pub mod store;
 pub mod sys;
 pub mod telemetry;
+pub mod tools;
