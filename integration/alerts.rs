@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 use deflect::alert::{self, Event, EventKind, Sink, SinkKind};
 use deflect::detect::{Attack, Class, Signature, Vector};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The alerter as the daemon starts it, on tasks of its own.
+fn start_alerts(
+    sinks: Vec<Sink>,
+    audit: Option<std::sync::Arc<dyn deflect::audit::AuditSink>>,
+) -> alert::Alerter {
+    alert::start(sinks, audit, &TaskTracker::new(), CancellationToken::new())
+}
 
 /// One request the receiver got.
 #[derive(Debug)]
@@ -135,7 +145,7 @@ async fn each_service_gets_the_payload_it_expects() {
     let (url, rx) = receiver(vec![]);
     let mut s = sink(SinkKind::Slack, &url, "");
     s.template = Some(":rotating_light: {{vector}} on {{target}}: {{pps}} pps".into());
-    let al = alert::start(vec![s], None);
+    let al = start_alerts(vec![s], None);
     al.send(start.clone());
     let got = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(
@@ -145,7 +155,7 @@ async fn each_service_gets_the_payload_it_expects() {
     assert_eq!(got.header("content-type"), Some("application/json"));
 
     let (url, rx) = receiver(vec![]);
-    let al = alert::start(vec![sink(SinkKind::Discord, &url, "")], None);
+    let al = start_alerts(vec![sink(SinkKind::Discord, &url, "")], None);
     al.send(start.clone());
     let got = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(
@@ -155,7 +165,7 @@ async fn each_service_gets_the_payload_it_expects() {
 
     // PagerDuty Events API v2: trigger with a dedup key, then resolve with the same key.
     let (url, rx) = receiver(vec![]);
-    let al = alert::start(
+    let al = start_alerts(
         vec![sink(
             SinkKind::Pagerduty,
             &format!("{url}/v2/enqueue"),
@@ -192,7 +202,7 @@ async fn each_service_gets_the_payload_it_expects() {
 
     // Opsgenie: create with an alias and the GenieKey header, then close by alias.
     let (url, rx) = receiver(vec![]);
-    let al = alert::start(
+    let al = start_alerts(
         vec![sink(
             SinkKind::Opsgenie,
             &format!("{url}/v2/alerts"),
@@ -218,7 +228,7 @@ async fn each_service_gets_the_payload_it_expects() {
 
     // The webhook: signed with HMAC-SHA256 of the exact body.
     let (url, rx) = receiver(vec![]);
-    let al = alert::start(vec![sink(SinkKind::Webhook, &url, "s3cret")], None);
+    let al = start_alerts(vec![sink(SinkKind::Webhook, &url, "s3cret")], None);
     al.send(Event::peer_down("edge1", "hold timer expired"));
     let got = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(got.body["event"], "peer.down");
@@ -232,7 +242,7 @@ async fn each_service_gets_the_payload_it_expects() {
 async fn failures_are_retried_with_back_off_and_recorded() {
     // 500, 503, then 200: three attempts, delivered.
     let (url, rx) = receiver(vec![(500, Duration::ZERO), (503, Duration::ZERO)]);
-    let al = alert::start(vec![sink(SinkKind::Webhook, &url, "k")], None);
+    let al = start_alerts(vec![sink(SinkKind::Webhook, &url, "k")], None);
     let t = Instant::now();
     al.send(Event::peer_down("edge1", "x"));
     for _ in 0..3 {
@@ -252,7 +262,7 @@ async fn failures_are_retried_with_back_off_and_recorded() {
 
     // A permanent refusal (400) is not retried.
     let (url, rx) = receiver(vec![(400, Duration::ZERO)]);
-    let al = alert::start(vec![sink(SinkKind::Slack, &url, "")], None);
+    let al = start_alerts(vec![sink(SinkKind::Slack, &url, "")], None);
     al.send(Event::peer_down("edge1", "x"));
     rx.recv_timeout(WAIT).unwrap();
     let d = wait_delivery(&al);
@@ -272,7 +282,7 @@ async fn failures_are_retried_with_back_off_and_recorded() {
     let mut s = sink(SinkKind::Discord, &url, "");
     s.timeout = Duration::from_millis(300);
     s.attempts = 2;
-    let al = alert::start(vec![s], None);
+    let al = start_alerts(vec![s], None);
     al.send(Event::peer_down("edge1", "x"));
     let d = wait_delivery(&al);
     assert_eq!(
@@ -286,7 +296,7 @@ async fn an_alert_leaves_within_a_second_and_only_for_its_events() {
     let (url, rx) = receiver(vec![]);
     let mut s = sink(SinkKind::Webhook, &url, "k");
     s.events = vec![EventKind::AttackStart];
-    let al = alert::start(vec![s], None);
+    let al = start_alerts(vec![s], None);
     let a = attack();
     al.send(Event::attack(EventKind::AttackEnd, &a, ""));
     let t = Instant::now();

@@ -24,9 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deflect::flowspec_tool::{to_bird, to_exabgp, to_gobgp, to_iptables, to_nftables};
 use deflect::peer::PeerConfig;
 use deflect::speaker::Speaker;
+use deflect::tools::flowspec::{to_bird, to_exabgp, to_gobgp, to_iptables, to_nftables};
 use deflect_bgp::flowspec::FlowRoute;
 use deflect_bgp::fsm::State;
 use deflect_bgp::iana::Afi;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deflect::peer::{PeerConfig, PeerHandle};
-use deflect::run::{parse_flow, parse_rtbh};
+use deflect::route::{parse_flow, parse_rtbh};
 use deflect::speaker::Speaker;
 use deflect_bgp::fsm::State;
 use deflect_bgp::rib::{RouteAttrs, RouteKey};

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span, warn};
 
-use crate::detect::Attack;
 use crate::audit::AuditSink;
 use crate::clock::now_ms;
+use crate::detect::Attack;
 use crate::http;
 
 /// Kinds of alert sink.

@@ -27,9 +27,9 @@ use crate::collector::SharedStats;
 use crate::diag::parse_duration;
 use crate::engine::EngineHandle;
 use crate::mitigation::{Created, ListFilter, MitigationHandle, Order, Refusal};
-use crate::route::{Kind, Target};
 use crate::pcap::Recorder;
 use crate::peer::PeerHandle;
+use crate::route::{Kind, Target};
 use crate::telemetry::Report;
 
 /// Every route: (method, path). The router and the OpenAPI document both follow this list.
@@ -314,7 +314,9 @@ impl CreateRequest {
             (Kind::Flowspec, Some(rule), None) => rule,
             (Kind::Rtbh, None, Some(prefix)) => prefix,
             (Kind::Flowspec, None, _) => {
-                return Err(Refusal::Invalid("a flowspec mitigation needs a rule".into()));
+                return Err(Refusal::Invalid(
+                    "a flowspec mitigation needs a rule".into(),
+                ));
             }
             (Kind::Flowspec, Some(_), Some(_)) => {
                 return Err(Refusal::Invalid(
@@ -434,7 +436,9 @@ async fn extend(
             return Err(s.mitigations.refused(&caller.name, what, why).await.into());
         }
     };
-    Ok(axum::Json(s.mitigations.extend(id, ttl, &caller.name).await?))
+    Ok(axum::Json(
+        s.mitigations.extend(id, ttl, &caller.name).await?,
+    ))
 }
 
 /// One peer as the API shows it.

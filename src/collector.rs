@@ -35,9 +35,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::clock::now_ms;
 use crate::engine::EngineHandle;
 use crate::pcap::{Frame, Recorder, with_ethernet};
+use crate::telemetry::Report;
 use crate::traffic::aggregate::Aggregator;
 use crate::traffic::packet::{self, PacketInfo};
-use crate::telemetry::Report;
 
 /// The collector's settings (the `sflow` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,7 +283,6 @@ struct Run {
     untrusted: u64,
     last_untrusted: Option<IpAddr>,
 }
-
 
 impl Run {
     async fn run(mut self) {

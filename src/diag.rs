@@ -111,7 +111,15 @@ mod tests {
         assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
         assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
-        for bad in ["", "s", "1.5s", "-1s", "10 m", "1w", "18446744073709551615m"] {
+        for bad in [
+            "",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 m",
+            "1w",
+            "18446744073709551615m",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

@@ -148,4 +148,3 @@ pub fn send(
         Err(e) => Err((None, e.to_string())),
     }
 }
-

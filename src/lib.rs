@@ -46,8 +46,7 @@
 pub mod cli;
 pub mod probe;
 pub mod run;
-pub mod exporter;
-pub mod flowspec_tool;
+pub mod tools;
 // 2. Edges.
 pub mod api;
 pub mod collector;

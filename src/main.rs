@@ -51,7 +51,7 @@ enum Command {
         limit: usize,
     },
     /// Send a synthetic flood described as sFlow v5 datagrams (for tests and the lab).
-    SflowFlood(deflect::exporter::FloodArgs),
+    SflowFlood(deflect::tools::sflow_flood::FloodArgs),
     /// The sFlow collector's agents and counters, through the API.
     Sflow {
         #[command(flatten)]
@@ -85,7 +85,7 @@ enum Command {
     Probe(ProbeArgs),
     /// Show a FlowSpec rule as wire bytes and as GoBGP, ExaBGP, BIRD, Junos, IOS-XR, nftables and
     /// iptables configuration.
-    Flowspec(deflect::flowspec_tool::FlowspecArgs),
+    Flowspec(deflect::tools::flowspec::FlowspecArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,11 +105,11 @@ fn main() -> ExitCode {
         Command::Attacks { api, cmd } => cli::attacks(&api, cmd),
         Command::Targets { api, addr, limit } => cli::targets(&api, addr, limit),
         Command::Nodes { api } => cli::nodes(&api),
-        Command::SflowFlood(args) => deflect::exporter::main(args),
+        Command::SflowFlood(args) => deflect::tools::sflow_flood::main(args),
         Command::Sflow { api } => cli::sflow(&api),
         Command::Pcap { api, cmd } => cli::pcap(&api, cmd),
         Command::Config { cmd } => cli::config(cmd),
         Command::Probe(args) => probe::main(args),
-        Command::Flowspec(args) => deflect::flowspec_tool::main(args),
+        Command::Flowspec(args) => deflect::tools::flowspec::main(args),
     }
 }

@@ -943,7 +943,9 @@ mod tests {
         };
         assert_eq!(
             typed(t, &syn, "rate-bytes 125000"),
-            text("dst 203.0.113.7/32 proto 6 dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000")
+            text(
+                "dst 203.0.113.7/32 proto 6 dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000"
+            )
         );
         let frag = Signature {
             proto: Some(17),
@@ -998,8 +1000,8 @@ mod tests {
     }
 
     /// The rule text policies used to build (and the set parsed back) before rules were built as
-        /// `deflect_bgp` types: the oracle the typed builder must agree with.
-        fn legacy_text(
+    /// `deflect_bgp` types: the oracle the typed builder must agree with.
+    fn legacy_text(
         target: IpAddr,
         sig: &Signature,
         parts: &BTreeSet<Part>,
@@ -1058,7 +1060,6 @@ mod tests {
         r + " then " + action
     }
 
-
     fn signature() -> impl proptest::strategy::Strategy<Value = (bool, Signature, BTreeSet<Part>)> {
         use proptest::prelude::*;
         let part = prop_oneof![
@@ -1071,7 +1072,13 @@ mod tests {
         ];
         (
             any::<bool>(),
-            proptest::option::of(prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), any::<u8>()]),
+            proptest::option::of(prop_oneof![
+                Just(6u8),
+                Just(17u8),
+                Just(1u8),
+                Just(58u8),
+                any::<u8>()
+            ]),
             proptest::collection::vec(any::<u16>(), 0..4),
             proptest::collection::vec(any::<u16>(), 0..4),
             proptest::option::of((any::<u8>(), any::<u8>())),
@@ -1079,19 +1086,21 @@ mod tests {
             proptest::collection::vec(any::<[u8; 4]>(), 0..3),
             proptest::collection::btree_set(part, 0..6),
         )
-            .prop_map(|(v6, proto, sports, dports, flags, fragment, sources, parts)| {
-                let sig = Signature {
-                    proto,
-                    sports,
-                    dports,
-                    // Set and clear bits never overlap in a signature.
-                    tcp_flags: flags.map(|(set, clear)| (set, clear & !set)),
-                    fragment,
-                    sources: sources.into_iter().map(IpAddr::from).collect(),
-                    ..Signature::default()
-                };
-                (v6, sig, parts)
-            })
+            .prop_map(
+                |(v6, proto, sports, dports, flags, fragment, sources, parts)| {
+                    let sig = Signature {
+                        proto,
+                        sports,
+                        dports,
+                        // Set and clear bits never overlap in a signature.
+                        tcp_flags: flags.map(|(set, clear)| (set, clear & !set)),
+                        fragment,
+                        sources: sources.into_iter().map(IpAddr::from).collect(),
+                        ..Signature::default()
+                    };
+                    (v6, sig, parts)
+                },
+            )
     }
 
     proptest::proptest! {

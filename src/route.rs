@@ -11,10 +11,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::community::{Community, LargeCommunity};
 use deflect_bgp::flowspec::{Action, FlowRoute, Rule};
 use deflect_bgp::iana::{Afi, Family};
-use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

@@ -25,9 +25,9 @@ use crate::collector::Collector;
 use crate::config::{Config, Settings};
 use crate::diag::ConfigErrors;
 use crate::engine::{self, EngineHandle};
+use crate::mitigation::store::Store;
 use crate::mitigation::{self, MitigationHandle};
 use crate::pcap;
-use crate::mitigation::store::Store;
 use crate::peer::{Neighbor, PeerHandle};
 use crate::speaker::Speaker;
 

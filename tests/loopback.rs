@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deflect::peer::{Mode, PeerConfig, PeerHandle, PeerStatus};
-use deflect::run::{parse_flow, parse_rtbh};
+use deflect::route::{parse_flow, parse_rtbh};
 use deflect::speaker::Speaker;
 use deflect_bgp::flowspec::text::parse_flow_route;
 use deflect_bgp::flowspec::{FlowRoute, RuleOptions};

@@ -48,40 +48,39 @@ pub struct TokenConfig {
     pub scope: Scope,
 }
 
-
 /// Checks the tokens; one whose secret comes from an unset variable is left out (nobody can use it).
 pub(super) fn tokens(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) -> Vec<Token> {
-        let mut tokens = Vec::new();
-        let mut names = BTreeSet::new();
-        for t in &api.tokens {
-            if !names.insert(t.name.value.clone()) {
-                err(
-                    &t.name.referenced,
-                    format!(
-                        "token name {:?} is used twice; names identify actors in the audit log",
-                        t.name.value
-                    ),
-                );
-            }
-            let secret = match t.token.value.strip_prefix("env:") {
-                Some(var) => std::env::var(var).unwrap_or_default(),
-                None => t.token.value.clone(),
-            };
-            if secret.is_empty() {
-                // A token from an unset variable is left out: nobody can use it.
-                continue;
-            }
-            if secret.len() < 16 {
-                err(
-                    &t.token.referenced,
-                    "token is shorter than 16 characters; use a long random string".into(),
-                );
-            }
-            tokens.push(Token {
-                name: t.name.value.clone(),
-                secret,
-                scope: t.scope,
-            });
+    let mut tokens = Vec::new();
+    let mut names = BTreeSet::new();
+    for t in &api.tokens {
+        if !names.insert(t.name.value.clone()) {
+            err(
+                &t.name.referenced,
+                format!(
+                    "token name {:?} is used twice; names identify actors in the audit log",
+                    t.name.value
+                ),
+            );
         }
+        let secret = match t.token.value.strip_prefix("env:") {
+            Some(var) => std::env::var(var).unwrap_or_default(),
+            None => t.token.value.clone(),
+        };
+        if secret.is_empty() {
+            // A token from an unset variable is left out: nobody can use it.
+            continue;
+        }
+        if secret.len() < 16 {
+            err(
+                &t.token.referenced,
+                "token is shorter than 16 characters; use a long random string".into(),
+            );
+        }
+        tokens.push(Token {
+            name: t.name.value.clone(),
+            secret,
+            scope: t.scope,
+        });
+    }
     tokens
 }

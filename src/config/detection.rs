@@ -46,11 +46,7 @@ pub struct ThresholdsConfig {
 
 impl ThresholdsConfig {
     /// `base` with what this level sets.
-    fn apply(
-        &self,
-        mut t: Thresholds,
-        err: &mut dyn FnMut(&Location, String),
-    ) -> Thresholds {
+    fn apply(&self, mut t: Thresholds, err: &mut dyn FnMut(&Location, String)) -> Thresholds {
         for (c, v) in &self.floor_pps {
             t.floor_pps[c.index()] = *v;
         }
@@ -120,40 +116,40 @@ pub(super) fn detection(
     protected: &BTreeMap<String, Vec<IpNet>>,
     mut err: &mut dyn FnMut(&Location, String),
 ) -> detect::Settings {
-        let base = c.thresholds.apply(Thresholds::default(), &mut err);
-        for (g, t) in &c.groups {
-            if !declared.contains_key(g) {
-                err(
-                    &t.referenced,
-                    format!(
-                        "detection.groups: no protected group named {g:?}; add it under protected or remove it"
-                    ),
-                );
-            }
-        }
-        let mut groups = Vec::new();
-        for (g, nets) in protected {
-            let th = match c.groups.get(g) {
-                Some(t) => t.value.apply(base.clone(), &mut err),
-                None => base.clone(),
-            };
-            groups.push((g.clone(), nets.clone(), th));
-        }
-        let mut detection = detect::Settings {
-            groups,
-            ..detect::Settings::default()
-        };
-        if let Some(n) = c.max_targets {
-            detection.max_targets = n;
-        }
-        if let Some(v) = &c.stale_after {
-            match parse_duration(&v.value).filter(|d| !d.is_zero()) {
-                Some(d) => detection.stale_after = d,
-                None => err(
-                    &v.referenced,
-                    format!("stale_after {:?} is not a duration; write e.g. 5s", v.value),
+    let base = c.thresholds.apply(Thresholds::default(), &mut err);
+    for (g, t) in &c.groups {
+        if !declared.contains_key(g) {
+            err(
+                &t.referenced,
+                format!(
+                    "detection.groups: no protected group named {g:?}; add it under protected or remove it"
                 ),
-            }
+            );
         }
+    }
+    let mut groups = Vec::new();
+    for (g, nets) in protected {
+        let th = match c.groups.get(g) {
+            Some(t) => t.value.apply(base.clone(), &mut err),
+            None => base.clone(),
+        };
+        groups.push((g.clone(), nets.clone(), th));
+    }
+    let mut detection = detect::Settings {
+        groups,
+        ..detect::Settings::default()
+    };
+    if let Some(n) = c.max_targets {
+        detection.max_targets = n;
+    }
+    if let Some(v) = &c.stale_after {
+        match parse_duration(&v.value).filter(|d| !d.is_zero()) {
+            Some(d) => detection.stale_after = d,
+            None => err(
+                &v.referenced,
+                format!("stale_after {:?} is not a duration; write e.g. 5s", v.value),
+            ),
+        }
+    }
     detection
 }

@@ -65,7 +65,6 @@ fn default_rtbh_v6() -> Spanned<u8> {
     unplaced(128)
 }
 
-
 /// Checks the limits and the protected and never-block prefixes.
 pub(super) fn guardrails(
     limits: &Limits,
@@ -74,77 +73,45 @@ pub(super) fn guardrails(
     dry_run: bool,
     mut err: &mut dyn FnMut(&Location, String),
 ) -> Guardrails {
-        let ttl = |s: &Spanned<String>,
-                   what: &str,
-                   err: &mut dyn FnMut(&Location, String)| {
-            parse_duration(&s.value)
-                .filter(|d| !d.is_zero())
-                .unwrap_or_else(|| {
-                    err(
-                        &s.referenced,
-                        format!(
-                            "{what} {:?} is not a duration; write e.g. 90s, 10m, 24h or 7d",
-                            s.value
-                        ),
-                    );
-                    Duration::from_secs(600)
-                })
-        };
-        let default_ttl = ttl(&limits.default_ttl, "default_ttl", &mut err);
-        let max_ttl_v = ttl(&limits.max_ttl, "max_ttl", &mut err);
-        if default_ttl > max_ttl_v {
+    let ttl = |s: &Spanned<String>, what: &str, err: &mut dyn FnMut(&Location, String)| {
+        parse_duration(&s.value)
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| {
+                err(
+                    &s.referenced,
+                    format!(
+                        "{what} {:?} is not a duration; write e.g. 90s, 10m, 24h or 7d",
+                        s.value
+                    ),
+                );
+                Duration::from_secs(600)
+            })
+    };
+    let default_ttl = ttl(&limits.default_ttl, "default_ttl", &mut err);
+    let max_ttl_v = ttl(&limits.max_ttl, "max_ttl", &mut err);
+    if default_ttl > max_ttl_v {
+        err(
+            &limits.default_ttl.referenced,
+            "default_ttl is longer than max_ttl; lower it or raise max_ttl".into(),
+        );
+    }
+    for (p, max, what) in [
+        (&limits.rtbh_min_prefix_v4, 32u8, "rtbh_min_prefix_v4"),
+        (&limits.rtbh_min_prefix_v6, 128u8, "rtbh_min_prefix_v6"),
+    ] {
+        if p.value > max {
             err(
-                &limits.default_ttl.referenced,
-                "default_ttl is longer than max_ttl; lower it or raise max_ttl".into(),
+                &p.referenced,
+                format!("{what} {} is beyond /{max}", p.value),
             );
         }
-        for (p, max, what) in [
-            (&limits.rtbh_min_prefix_v4, 32u8, "rtbh_min_prefix_v4"),
-            (&limits.rtbh_min_prefix_v6, 128u8, "rtbh_min_prefix_v6"),
-        ] {
-            if p.value > max {
-                err(
-                    &p.referenced,
-                    format!("{what} {} is beyond /{max}", p.value),
-                );
-            }
-        }
+    }
 
-        // Protected groups and the never-block list.
-        let mut protected: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
-        let mut seen: Vec<(IpNet, String)> = Vec::new();
-        for (group, nets) in groups {
-            for n in nets {
-                if n.value.trunc() != n.value {
-                    err(
-                        &n.referenced,
-                        format!(
-                            "{} has host bits set; did you mean {}?",
-                            n.value,
-                            n.value.trunc()
-                        ),
-                    );
-                }
-                if let Some((other, g)) = seen
-                    .iter()
-                    .find(|(o, _)| o.contains(&n.value) || n.value.contains(o))
-                {
-                    err(
-                        &n.referenced,
-                        format!(
-                            "{} overlaps {other} of group {g:?}; a prefix belongs to one group",
-                            n.value
-                        ),
-                    );
-                }
-                seen.push((n.value, group.clone()));
-                protected
-                    .entry(group.clone())
-                    .or_default()
-                    .push(n.value.trunc());
-            }
-        }
-        for n in never_block {
+    // Protected groups and the never-block list.
+    let mut protected: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+    let mut seen: Vec<(IpNet, String)> = Vec::new();
+    for (group, nets) in groups {
+        for n in nets {
             if n.value.trunc() != n.value {
                 err(
                     &n.referenced,
@@ -155,7 +122,37 @@ pub(super) fn guardrails(
                     ),
                 );
             }
+            if let Some((other, g)) = seen
+                .iter()
+                .find(|(o, _)| o.contains(&n.value) || n.value.contains(o))
+            {
+                err(
+                    &n.referenced,
+                    format!(
+                        "{} overlaps {other} of group {g:?}; a prefix belongs to one group",
+                        n.value
+                    ),
+                );
+            }
+            seen.push((n.value, group.clone()));
+            protected
+                .entry(group.clone())
+                .or_default()
+                .push(n.value.trunc());
         }
+    }
+    for n in never_block {
+        if n.value.trunc() != n.value {
+            err(
+                &n.referenced,
+                format!(
+                    "{} has host bits set; did you mean {}?",
+                    n.value,
+                    n.value.trunc()
+                ),
+            );
+        }
+    }
     Guardrails {
         default_ttl,
         max_ttl: max_ttl_v,

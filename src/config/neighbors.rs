@@ -68,7 +68,6 @@ pub struct RtbhConfig {
     pub large_communities: Vec<Spanned<String>>,
 }
 
-
 /// What every neighbor shares: the speaker's identity and listening addresses.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Speaker<'a> {
@@ -84,27 +83,27 @@ pub(super) fn neighbors(
     speaker: Speaker<'_>,
     err: &mut dyn FnMut(&Location, String),
 ) -> Vec<Neighbor> {
-        let mut neighbors = Vec::new();
-        let mut addrs = BTreeSet::new();
-        for n in list {
-            let addr = n.address.value;
-            if !addrs.insert((addr, n.port)) {
-                err(
-                    &n.address.referenced,
-                    format!("neighbor {addr} port {} is configured twice", n.port),
-                );
-            }
-            if n.remote_as.value == 0 {
-                err(&n.remote_as.referenced, "remote_as 0 is reserved".into());
-            }
-            if n.hold_time.value == 1 || n.hold_time.value == 2 {
-                err(
-                    &n.hold_time.referenced,
-                    "hold_time is 0 or at least 3 seconds (RFC 4271 §4.2)".into(),
-                );
-            }
-            let receives: BTreeSet<Kind> = n.receives.value.iter().copied().collect();
-            let families: BTreeSet<Family> = match &n.families {
+    let mut neighbors = Vec::new();
+    let mut addrs = BTreeSet::new();
+    for n in list {
+        let addr = n.address.value;
+        if !addrs.insert((addr, n.port)) {
+            err(
+                &n.address.referenced,
+                format!("neighbor {addr} port {} is configured twice", n.port),
+            );
+        }
+        if n.remote_as.value == 0 {
+            err(&n.remote_as.referenced, "remote_as 0 is reserved".into());
+        }
+        if n.hold_time.value == 1 || n.hold_time.value == 2 {
+            err(
+                &n.hold_time.referenced,
+                "hold_time is 0 or at least 3 seconds (RFC 4271 §4.2)".into(),
+            );
+        }
+        let receives: BTreeSet<Kind> = n.receives.value.iter().copied().collect();
+        let families: BTreeSet<Family> = match &n.families {
                 Some(list) => list
                     .iter()
                     .filter_map(|f| {
@@ -123,140 +122,139 @@ pub(super) fn neighbors(
                     })
                     .collect(),
             };
-            if receives.contains(&Kind::Flowspec)
-                && !families
-                    .iter()
-                    .any(|f| matches!(f, Family::Ipv4FlowSpec | Family::Ipv6FlowSpec))
-            {
-                err(&n.receives.referenced, "this neighbor receives flowspec but has no flowspec family; add ipv4-flowspec or ipv6-flowspec".into());
-            }
-            let mut rtbh = Rtbh::default();
-            if receives.contains(&Kind::Rtbh) {
-                match &n.rtbh {
-                    None => err(
-                        &n.address.referenced,
-                        format!(
-                            "neighbor {addr} receives rtbh but has no rtbh section with a next hop"
-                        ),
+        if receives.contains(&Kind::Flowspec)
+            && !families
+                .iter()
+                .any(|f| matches!(f, Family::Ipv4FlowSpec | Family::Ipv6FlowSpec))
+        {
+            err(&n.receives.referenced, "this neighbor receives flowspec but has no flowspec family; add ipv4-flowspec or ipv6-flowspec".into());
+        }
+        let mut rtbh = Rtbh::default();
+        if receives.contains(&Kind::Rtbh) {
+            match &n.rtbh {
+                None => err(
+                    &n.address.referenced,
+                    format!(
+                        "neighbor {addr} receives rtbh but has no rtbh section with a next hop"
                     ),
-                    Some(r) => {
-                        for (nh, v4) in [
-                            (&r.value.next_hop_ipv4, true),
-                            (&r.value.next_hop_ipv6, false),
-                        ] {
-                            if let Some(nh) = nh {
-                                if nh.value.is_ipv4() != v4 {
-                                    err(
-                                        &nh.referenced,
-                                        format!(
-                                            "{} is not an IPv{} address",
-                                            nh.value,
-                                            if v4 { 4 } else { 6 }
-                                        ),
-                                    );
-                                }
+                ),
+                Some(r) => {
+                    for (nh, v4) in [
+                        (&r.value.next_hop_ipv4, true),
+                        (&r.value.next_hop_ipv6, false),
+                    ] {
+                        if let Some(nh) = nh {
+                            if nh.value.is_ipv4() != v4 {
+                                err(
+                                    &nh.referenced,
+                                    format!(
+                                        "{} is not an IPv{} address",
+                                        nh.value,
+                                        if v4 { 4 } else { 6 }
+                                    ),
+                                );
                             }
-                        }
-                        rtbh.next_hop_ipv4 = r.value.next_hop_ipv4.as_ref().map(|s| s.value);
-                        rtbh.next_hop_ipv6 = r.value.next_hop_ipv6.as_ref().map(|s| s.value);
-                        if rtbh.next_hop_ipv4.is_none() && rtbh.next_hop_ipv6.is_none() {
-                            err(&r.referenced, "rtbh needs next_hop_ipv4 or next_hop_ipv6 (the discard next hop the router resolves to a null route)".into());
-                        }
-                        for c in &r.value.communities {
-                            match c.value.parse::<Community>() {
-                                Ok(c) => rtbh.communities.push(c),
-                                Err(e) => err(
-                                    &c.referenced,
-                                    format!("{e}; write ASN:VALUE or blackhole, no-export"),
-                                ),
-                            }
-                        }
-                        if rtbh.communities.is_empty() {
-                            rtbh.communities.push(Community::BLACKHOLE);
-                        }
-                        for c in &r.value.large_communities {
-                            match c.value.parse::<LargeCommunity>() {
-                                Ok(c) => rtbh.large_communities.push(c),
-                                Err(e) => err(&c.referenced, e.to_string()),
-                            }
-                        }
-                        if rtbh.next_hop_ipv4.is_some() && !families.contains(&Family::Ipv4Unicast)
-                            || rtbh.next_hop_ipv6.is_some()
-                                && !families.contains(&Family::Ipv6Unicast)
-                        {
-                            err(&r.referenced, "an rtbh next hop is set for a family this neighbor does not have; add ipv4-unicast / ipv6-unicast to families".into());
                         }
                     }
+                    rtbh.next_hop_ipv4 = r.value.next_hop_ipv4.as_ref().map(|s| s.value);
+                    rtbh.next_hop_ipv6 = r.value.next_hop_ipv6.as_ref().map(|s| s.value);
+                    if rtbh.next_hop_ipv4.is_none() && rtbh.next_hop_ipv6.is_none() {
+                        err(&r.referenced, "rtbh needs next_hop_ipv4 or next_hop_ipv6 (the discard next hop the router resolves to a null route)".into());
+                    }
+                    for c in &r.value.communities {
+                        match c.value.parse::<Community>() {
+                            Ok(c) => rtbh.communities.push(c),
+                            Err(e) => err(
+                                &c.referenced,
+                                format!("{e}; write ASN:VALUE or blackhole, no-export"),
+                            ),
+                        }
+                    }
+                    if rtbh.communities.is_empty() {
+                        rtbh.communities.push(Community::BLACKHOLE);
+                    }
+                    for c in &r.value.large_communities {
+                        match c.value.parse::<LargeCommunity>() {
+                            Ok(c) => rtbh.large_communities.push(c),
+                            Err(e) => err(&c.referenced, e.to_string()),
+                        }
+                    }
+                    if rtbh.next_hop_ipv4.is_some() && !families.contains(&Family::Ipv4Unicast)
+                        || rtbh.next_hop_ipv6.is_some() && !families.contains(&Family::Ipv6Unicast)
+                    {
+                        err(&r.referenced, "an rtbh next hop is set for a family this neighbor does not have; add ipv4-unicast / ipv6-unicast to families".into());
+                    }
                 }
-            } else if let Some(r) = &n.rtbh {
-                err(&r.referenced, "rtbh settings on a neighbor that does not receive rtbh; add rtbh to receives or remove them".into());
             }
-            if n.passive && speaker.listen.is_empty() {
+        } else if let Some(r) = &n.rtbh {
+            err(&r.referenced, "rtbh settings on a neighbor that does not receive rtbh; add rtbh to receives or remove them".into());
+        }
+        if n.passive && speaker.listen.is_empty() {
+            err(
+                &n.address.referenced,
+                "passive neighbor but deflect listens nowhere; add a listen address".into(),
+            );
+        }
+        let mut peer = PeerConfig::new(addr, n.remote_as.value);
+        peer.name = n
+            .name
+            .as_ref()
+            .map_or_else(|| addr.to_string(), |s| s.value.clone());
+        peer.port = n.port;
+        peer.local_as = speaker.local_as;
+        peer.router_id = speaker.router_id;
+        peer.mode = if n.passive {
+            Mode::Passive
+        } else {
+            Mode::Active
+        };
+        peer.hold_time = n.hold_time.value;
+        if let Some(cr) = &n.connect_retry {
+            match parse_duration(&cr.value).filter(|d| !d.is_zero()) {
+                Some(d) => peer.connect_retry = d,
+                None => err(
+                    &cr.referenced,
+                    format!(
+                        "connect_retry {:?} is not a duration; write e.g. 10s",
+                        cr.value
+                    ),
+                ),
+            }
+        }
+        peer.families = families;
+        peer.graceful_restart = (speaker.graceful_restart > 0).then_some(speaker.graceful_restart);
+        peer.max_flowspec_nlri_len = if n.long_flowspec { 4095 } else { 239 };
+        peer.socket = SocketOptions {
+            md5_password: n.md5_password.as_ref().map(|s| s.value.clone()),
+            gtsm: n.gtsm,
+            local_addr: n.local_address,
+        };
+        if let Some(pw) = &n.md5_password {
+            if pw.value.len() > crate::sys::MD5_MAX_KEY_LEN {
                 err(
-                    &n.address.referenced,
-                    "passive neighbor but deflect listens nowhere; add a listen address".into(),
+                    &pw.referenced,
+                    format!(
+                        "md5_password is longer than {} bytes",
+                        crate::sys::MD5_MAX_KEY_LEN
+                    ),
                 );
             }
-            let mut peer = PeerConfig::new(addr, n.remote_as.value);
-            peer.name = n
+        }
+        neighbors.push(Neighbor {
+            peer,
+            receives,
+            rtbh,
+        });
+    }
+    let mut names = BTreeSet::new();
+    for (n, c) in neighbors.iter().zip(list) {
+        if !names.insert(n.peer.name.clone()) {
+            let at = c
                 .name
                 .as_ref()
-                .map_or_else(|| addr.to_string(), |s| s.value.clone());
-            peer.port = n.port;
-            peer.local_as = speaker.local_as;
-            peer.router_id = speaker.router_id;
-            peer.mode = if n.passive {
-                Mode::Passive
-            } else {
-                Mode::Active
-            };
-            peer.hold_time = n.hold_time.value;
-            if let Some(cr) = &n.connect_retry {
-                match parse_duration(&cr.value).filter(|d| !d.is_zero()) {
-                    Some(d) => peer.connect_retry = d,
-                    None => err(
-                        &cr.referenced,
-                        format!(
-                            "connect_retry {:?} is not a duration; write e.g. 10s",
-                            cr.value
-                        ),
-                    ),
-                }
-            }
-            peer.families = families;
-            peer.graceful_restart = (speaker.graceful_restart > 0).then_some(speaker.graceful_restart);
-            peer.max_flowspec_nlri_len = if n.long_flowspec { 4095 } else { 239 };
-            peer.socket = SocketOptions {
-                md5_password: n.md5_password.as_ref().map(|s| s.value.clone()),
-                gtsm: n.gtsm,
-                local_addr: n.local_address,
-            };
-            if let Some(pw) = &n.md5_password {
-                if pw.value.len() > crate::sys::MD5_MAX_KEY_LEN {
-                    err(
-                        &pw.referenced,
-                        format!(
-                            "md5_password is longer than {} bytes",
-                            crate::sys::MD5_MAX_KEY_LEN
-                        ),
-                    );
-                }
-            }
-            neighbors.push(Neighbor {
-                peer,
-                receives,
-                rtbh,
-            });
+                .map_or(&c.address.referenced, |s| &s.referenced);
+            err(at, format!("neighbor name {:?} is used twice", n.peer.name));
         }
-        let mut names = BTreeSet::new();
-        for (n, c) in neighbors.iter().zip(list) {
-            if !names.insert(n.peer.name.clone()) {
-                let at = c
-                    .name
-                    .as_ref()
-                    .map_or(&c.address.referenced, |s| &s.referenced);
-                err(at, format!("neighbor name {:?} is used twice", n.peer.name));
-            }
-        }
+    }
     neighbors
 }

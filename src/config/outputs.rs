@@ -86,175 +86,187 @@ pub struct SflowAgentConfig {
 }
 
 /// Checks the capture limits.
-pub(super) fn forensics(c: &ForensicsConfig, err: &mut dyn FnMut(&Location, String)) -> pcap::Limits {
-        let mut pcap = pcap::Limits::default();
-        if let Some(d) = &c.pcap_duration {
-            match parse_duration(&d.value).filter(|d| !d.is_zero()) {
-                Some(v) => pcap.seconds = v,
-                None => err(
-                    &d.referenced,
-                    format!(
-                        "pcap_duration {:?} is not a duration; write e.g. 60s",
-                        d.value
-                    ),
+pub(super) fn forensics(
+    c: &ForensicsConfig,
+    err: &mut dyn FnMut(&Location, String),
+) -> pcap::Limits {
+    let mut pcap = pcap::Limits::default();
+    if let Some(d) = &c.pcap_duration {
+        match parse_duration(&d.value).filter(|d| !d.is_zero()) {
+            Some(v) => pcap.seconds = v,
+            None => err(
+                &d.referenced,
+                format!(
+                    "pcap_duration {:?} is not a duration; write e.g. 60s",
+                    d.value
                 ),
-            }
+            ),
         }
-        if let Some(b) = c.pcap_max_bytes {
-            pcap.max_bytes = b;
-        }
-        if let Some(days) = c.keep_days {
-            pcap.keep = Duration::from_secs(u64::from(days) * 86_400);
-        }
+    }
+    if let Some(b) = c.pcap_max_bytes {
+        pcap.max_bytes = b;
+    }
+    if let Some(days) = c.keep_days {
+        pcap.keep = Duration::from_secs(u64::from(days) * 86_400);
+    }
     pcap
 }
 
 /// Checks the alert sinks; one whose secret comes from an unset variable is left out, and said so.
-pub(super) fn alerts(list: &[AlertConfig], err: &mut dyn FnMut(&Location, String)) -> Vec<alert::Sink> {
-        let mut alerts: Vec<alert::Sink> = Vec::new();
-        for a in list {
-            use alert::SinkKind;
-            if alerts.iter().any(|x| x.name == a.name.value) {
+pub(super) fn alerts(
+    list: &[AlertConfig],
+    err: &mut dyn FnMut(&Location, String),
+) -> Vec<alert::Sink> {
+    let mut alerts: Vec<alert::Sink> = Vec::new();
+    for a in list {
+        use alert::SinkKind;
+        if alerts.iter().any(|x| x.name == a.name.value) {
+            err(
+                &a.name.referenced,
+                format!("alert {:?} is defined twice", a.name.value),
+            );
+        }
+        let url = match (&a.url, a.kind) {
+            (Some(u), _) => {
+                if !u.value.starts_with("http://") && !u.value.starts_with("https://") {
+                    err(
+                        &u.referenced,
+                        "url must start with http:// or https://".into(),
+                    );
+                }
+                u.value.clone()
+            }
+            (None, SinkKind::Pagerduty) => "https://events.pagerduty.com/v2/enqueue".into(),
+            (None, SinkKind::Opsgenie) => "https://api.opsgenie.com/v2/alerts".into(),
+            (None, _) => {
                 err(
                     &a.name.referenced,
-                    format!("alert {:?} is defined twice", a.name.value),
+                    "this alert needs a url (the webhook to post to)".into(),
                 );
+                String::new()
             }
-            let url = match (&a.url, a.kind) {
-                (Some(u), _) => {
-                    if !u.value.starts_with("http://") && !u.value.starts_with("https://") {
-                        err(
-                            &u.referenced,
-                            "url must start with http:// or https://".into(),
-                        );
-                    }
-                    u.value.clone()
-                }
-                (None, SinkKind::Pagerduty) => "https://events.pagerduty.com/v2/enqueue".into(),
-                (None, SinkKind::Opsgenie) => "https://api.opsgenie.com/v2/alerts".into(),
-                (None, _) => {
-                    err(
-                        &a.name.referenced,
-                        "this alert needs a url (the webhook to post to)".into(),
-                    );
-                    String::new()
-                }
-            };
-            let (secret, from_env) = match &a.secret {
-                Some(s) => match s.value.strip_prefix("env:") {
-                    Some(var) => (std::env::var(var).unwrap_or_default(), true),
-                    None => (s.value.clone(), false),
-                },
-                None => (String::new(), false),
-            };
-            if secret.is_empty() && from_env {
-                // Like a token from an unset variable: this sink is left out, and said so.
-                tracing::warn!(
-                    alert = %a.name.value,
-                    "alert left out: its secret's environment variable is not set"
-                );
-                continue;
-            }
-            if secret.is_empty() && matches!(a.kind, SinkKind::Pagerduty | SinkKind::Opsgenie) {
-                err(
+        };
+        let (secret, from_env) = match &a.secret {
+            Some(s) => match s.value.strip_prefix("env:") {
+                Some(var) => (std::env::var(var).unwrap_or_default(), true),
+                None => (s.value.clone(), false),
+            },
+            None => (String::new(), false),
+        };
+        if secret.is_empty() && from_env {
+            // Like a token from an unset variable: this sink is left out, and said so.
+            tracing::warn!(
+                alert = %a.name.value,
+                "alert left out: its secret's environment variable is not set"
+            );
+            continue;
+        }
+        if secret.is_empty() && matches!(a.kind, SinkKind::Pagerduty | SinkKind::Opsgenie) {
+            err(
                     a.secret.as_ref().map_or(&a.name.referenced, |s| &s.referenced),
                     "PagerDuty needs its routing key and Opsgenie its API key as secret (env:NAME keeps it out of the file); it is empty".into(),
                 );
-            }
-            if let Some(t) = &a.template {
-                let mut rest = t.value.as_str();
-                while let Some(i) = rest.find("{{") {
-                    let after = &rest[i + 2..];
-                    let Some(j) = after.find("}}") else { break };
-                    let name = after[..j].trim();
-                    if !alert::FIELDS.contains(&name) {
-                        err(
-                            &t.referenced,
-                            format!(
-                                "template field {{{{{name}}}}} is unknown; use {}",
-                                alert::FIELDS.join(", ")
-                            ),
-                        );
-                    }
-                    rest = &after[j + 2..];
-                }
-            }
-            let mut timeout = Duration::from_secs(5);
-            if let Some(t) = &a.timeout {
-                match parse_duration(&t.value).filter(|d| !d.is_zero()) {
-                    Some(d) => timeout = d,
-                    None => err(
-                        &t.referenced,
-                        format!("timeout {:?} is not a duration; write e.g. 5s", t.value),
-                    ),
-                }
-            }
-            alerts.push(alert::Sink {
-                name: a.name.value.clone(),
-                kind: a.kind,
-                url,
-                events: a.events.clone(),
-                secret,
-                template: a.template.as_ref().map(|t| t.value.clone()),
-                timeout,
-                attempts: a.attempts.unwrap_or(5).clamp(1, 20),
-            });
         }
+        if let Some(t) = &a.template {
+            let mut rest = t.value.as_str();
+            while let Some(i) = rest.find("{{") {
+                let after = &rest[i + 2..];
+                let Some(j) = after.find("}}") else { break };
+                let name = after[..j].trim();
+                if !alert::FIELDS.contains(&name) {
+                    err(
+                        &t.referenced,
+                        format!(
+                            "template field {{{{{name}}}}} is unknown; use {}",
+                            alert::FIELDS.join(", ")
+                        ),
+                    );
+                }
+                rest = &after[j + 2..];
+            }
+        }
+        let mut timeout = Duration::from_secs(5);
+        if let Some(t) = &a.timeout {
+            match parse_duration(&t.value).filter(|d| !d.is_zero()) {
+                Some(d) => timeout = d,
+                None => err(
+                    &t.referenced,
+                    format!("timeout {:?} is not a duration; write e.g. 5s", t.value),
+                ),
+            }
+        }
+        alerts.push(alert::Sink {
+            name: a.name.value.clone(),
+            kind: a.kind,
+            url,
+            events: a.events.clone(),
+            secret,
+            template: a.template.as_ref().map(|t| t.value.clone()),
+            timeout,
+            attempts: a.attempts.unwrap_or(5).clamp(1, 20),
+        });
+    }
     alerts
 }
 
 /// Checks the indicator lists: (name, file).
-pub(super) fn ioc(list: &[IocConfig], err: &mut dyn FnMut(&Location, String)) -> Vec<(String, PathBuf)> {
-        let mut ioc: Vec<(String, PathBuf)> = Vec::new();
-        for l in list {
-            if ioc.iter().any(|(n, _)| n == &l.name.value) {
-                err(
-                    &l.name.referenced,
-                    format!("indicator list {:?} is defined twice", l.name.value),
-                );
-            }
-            ioc.push((l.name.value.clone(), l.file.clone()));
+pub(super) fn ioc(
+    list: &[IocConfig],
+    err: &mut dyn FnMut(&Location, String),
+) -> Vec<(String, PathBuf)> {
+    let mut ioc: Vec<(String, PathBuf)> = Vec::new();
+    for l in list {
+        if ioc.iter().any(|(n, _)| n == &l.name.value) {
+            err(
+                &l.name.referenced,
+                format!("indicator list {:?} is defined twice", l.name.value),
+            );
         }
+        ioc.push((l.name.value.clone(), l.file.clone()));
+    }
     ioc
 }
 
 /// Checks the sFlow collector's settings.
-pub(super) fn sflow(c: &SflowConfig, err: &mut dyn FnMut(&Location, String)) -> collector::Settings {
-            let mut interval = Duration::from_secs(1);
-            if let Some(i) = &c.interval {
-                match parse_duration(&i.value).filter(|d| !d.is_zero()) {
-                    Some(d) => interval = d,
-                    None => err(
-                        &i.referenced,
-                        format!("interval {:?} is not a duration; write e.g. 1s", i.value),
-                    ),
-                }
+pub(super) fn sflow(
+    c: &SflowConfig,
+    err: &mut dyn FnMut(&Location, String),
+) -> collector::Settings {
+    let mut interval = Duration::from_secs(1);
+    if let Some(i) = &c.interval {
+        match parse_duration(&i.value).filter(|d| !d.is_zero()) {
+            Some(d) => interval = d,
+            None => err(
+                &i.referenced,
+                format!("interval {:?} is not a duration; write e.g. 1s", i.value),
+            ),
+        }
+    }
+    let mut agents: Vec<collector::TrustedAgent> = Vec::new();
+    for a in &c.agents {
+        if agents.iter().any(|x| x.address == a.address.value) {
+            err(
+                &a.address.referenced,
+                format!("agent {} is listed twice", a.address.value),
+            );
+        }
+        if let Some(r) = &a.sampling_rate {
+            if r.value == 0 {
+                err(&r.referenced, "sampling_rate is at least 1".into());
             }
-            let mut agents: Vec<collector::TrustedAgent> = Vec::new();
-            for a in &c.agents {
-                if agents.iter().any(|x| x.address == a.address.value) {
-                    err(
-                        &a.address.referenced,
-                        format!("agent {} is listed twice", a.address.value),
-                    );
-                }
-                if let Some(r) = &a.sampling_rate {
-                    if r.value == 0 {
-                        err(&r.referenced, "sampling_rate is at least 1".into());
-                    }
-                }
-                agents.push(collector::TrustedAgent {
-                    address: a.address.value,
-                    name: a
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| a.address.value.to_string()),
-                    sampling_rate: a.sampling_rate.as_ref().map(|r| r.value.max(1)),
-                });
-            }
-            collector::Settings {
-                listen: c.listen,
-                interval,
-                agents,
-            }
+        }
+        agents.push(collector::TrustedAgent {
+            address: a.address.value,
+            name: a
+                .name
+                .clone()
+                .unwrap_or_else(|| a.address.value.to_string()),
+            sampling_rate: a.sampling_rate.as_ref().map(|r| r.value.max(1)),
+        });
+    }
+    collector::Settings {
+        listen: c.listen,
+        interval,
+        agents,
+    }
 }

@@ -197,11 +197,7 @@ pub fn local_drop(a: &Attack, step: &LocalStep, id: u64) -> LocalDrop {
     LocalDrop {
         id,
         dst: a.target,
-        src: sig
-            .sources
-            .first()
-            .copied()
-            .filter(|_| has(Part::Sources)),
+        src: sig.sources.first().copied().filter(|_| has(Part::Sources)),
         proto: sig.proto.filter(|_| {
             has(Part::Proto)
                 || (has(Part::Sport) && !sig.sports.is_empty())
@@ -298,7 +294,11 @@ steps:
     fn steps_fire_in_order_once_their_time_and_rate_have_come() {
         let mut e = Escalation::new(policy(TWO_STEPS), 10_000);
         assert_eq!(e.next_due(&attack(80_000), 10_000), Some(0));
-        assert_eq!(e.next_due(&attack(80_000), 10_000), None, "the next one waits");
+        assert_eq!(
+            e.next_due(&attack(80_000), 10_000),
+            None,
+            "the next one waits"
+        );
         assert_eq!(e.next_due(&attack(20_000), 25_000), None, "under its rate");
         assert_eq!(e.next_due(&attack(80_000), 25_000), Some(1));
         assert_eq!(e.next_due(&attack(80_000), 99_000), None, "no step left");
@@ -307,11 +307,7 @@ steps:
     #[test]
     fn an_ended_attack_fires_nothing_and_is_withdrawn_after_its_hold_down() {
         let mut e = Escalation::new(policy(TWO_STEPS), 10_000);
-        e.made(
-            Kind::Flowspec,
-            host_key("203.0.113.7".parse().unwrap()),
-            1,
-        );
+        e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 1);
         e.end(12_000);
         assert_eq!(e.next_due(&attack(80_000), 12_000), None);
         assert_eq!(e.tick(16_999), Tick::Wait);
@@ -342,7 +338,10 @@ steps:
         );
         e.made(Kind::Flowspec, first.key(), 1);
         // The same match with other actions: withdrawn before.
-        assert_eq!(e.replaced_by(Kind::Flowspec, &first.key()), (vec![1], vec![]));
+        assert_eq!(
+            e.replaced_by(Kind::Flowspec, &first.key()),
+            (vec![1], vec![])
+        );
         // Another match: withdrawn after.
         let wider = Target::parse(Kind::Flowspec, "dst 203.0.113.7/32 then discard")
             .unwrap()
@@ -353,7 +352,10 @@ steps:
         // RTBH keeps the rules.
         e.made(Kind::Rtbh, host_key(a.target), 3);
         assert_eq!(e.made.len(), 2);
-        assert_eq!(e.replaced_by(Kind::Rtbh, &host_key(a.target)), (vec![3], vec![]));
+        assert_eq!(
+            e.replaced_by(Kind::Rtbh, &host_key(a.target)),
+            (vec![3], vec![])
+        );
     }
 
     #[test]

@@ -517,7 +517,8 @@ impl Engine {
                         .is_some_and(|p| p.target == target && p.vector == vector)
             })
             .map(|(pid, _)| *pid);
-        if let Some(old) = previous.and_then(|pid| self.escalations.remove(&pid).map(|e| (pid, e))) {
+        if let Some(old) = previous.and_then(|pid| self.escalations.remove(&pid).map(|e| (pid, e)))
+        {
             esc.take_over(old.1);
             self.note(old.0, now, format!("resumed as attack {id}"));
         }
@@ -828,11 +829,7 @@ impl Engine {
         }
         self.note(id, now, format!("withdrew {} mitigations", e.made.len()));
         if !e.locals.is_empty() {
-            self.note(
-                id,
-                now,
-                format!("removing {} local drops", e.locals.len()),
-            );
+            self.note(id, now, format!("removing {} local drops", e.locals.len()));
         }
         let undone = e.calls.iter().filter(|(c, _)| c.undo.is_some()).count();
         if undone > 0 {

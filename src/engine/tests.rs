@@ -330,9 +330,8 @@ fn receiver() -> (
             }
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
-            let _ = c.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             let _ = tx.send((
                 method,
                 path,

@@ -6,8 +6,8 @@
 //! audit log's [`AuditSink`], which everything else that audits (alerts, playbooks, detection)
 //! holds without seeing the set.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};

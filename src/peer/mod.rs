@@ -29,11 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::community::{Community, LargeCommunity};
 use deflect_bgp::fsm::{self, Event, Fsm, FsmConfig, Output, State, Timer};
 use deflect_bgp::header;
 use deflect_bgp::iana::Family;
-use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::message::Message;
 use deflect_bgp::notification::Notification;
 use deflect_bgp::rib::{AdjRibOut, RibStats, RouteAttrs, RouteKey, SessionCtx};

@@ -18,9 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
+use crate::telemetry::{MAX_PACKET_BYTES, MAX_PACKETS, Packet};
 use crate::traffic::aggregate::Aggregator;
 use crate::traffic::packet;
-use crate::telemetry::{MAX_PACKET_BYTES, MAX_PACKETS, Packet};
 
 /// Bytes kept of each sampled packet: enough for Ethernet, two VLAN tags, IPv6 with a fragment header
 /// and the start of TCP.
