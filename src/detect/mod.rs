@@ -3,7 +3,7 @@
 //! quiet cooldown.
 //!
 //! The [`Detector`] is pure: reports and the time go in, [`Event`]s come out. It is owned by the
-//! detection task ([`crate::engine`]), which feeds it telemetry and hands its events to the
+//! detection task (the engine), which feeds it telemetry and hands its events to the
 //! policies.
 //!
 //! - A target is an address inside a protected group, measured by the node that reports it. Its
