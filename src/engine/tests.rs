@@ -167,13 +167,13 @@ ttl: 10m
 withdraw_after: 1s
 steps:
   - announce: flowspec
-match: [proto, sport]
-action: rate-bytes 125000
+    match: [proto, sport]
+    action: rate-bytes 125000
   - after: 1s
-if_above_pps: 50000
-announce: flowspec
-match: [proto, sport]
-action: discard
+    if_above_pps: 50000
+    announce: flowspec
+    match: [proto, sport]
+    action: discard
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,12 +221,12 @@ async fn a_dry_run_policy_announces_nothing_and_says_what_it_would_do() {
     assert!(r.active().await.is_empty());
     let a = r.engine.attack(ack.started[0]).await.unwrap();
     assert!(
-        a.timeline
-            .iter()
-            .any(|m| m.what == "step 1 (dry-run): would announce dst 203.0.113.7/32 proto udp sport 123 then rate-bytes 125000"),
-        "{:#?}",
-        a.timeline
-    );
+            a.timeline
+                .iter()
+                .any(|m| m.what == "step 1 (dry-run): would announce dst 203.0.113.7/32 proto udp sport 123 then rate-bytes 125000"),
+            "{:#?}",
+            a.timeline
+        );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
