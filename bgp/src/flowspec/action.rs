@@ -15,10 +15,9 @@
 //! the evaluation of the traffic filter stops when this rule is applied." So `terminal: true` (stop
 //! after this rule) is the T bit *clear*, and `terminal: false` (continue) sets it.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::Rule;
+use super::rule::Rule;
 use crate::community::ExtCommunity;
 
 /// One FlowSpec action.
@@ -150,20 +149,6 @@ impl Action {
     }
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&super::text::format_action(self))
-    }
-}
-
-impl std::str::FromStr for Action {
-    type Err = super::text::ParseError;
-
-    fn from_str(s: &str) -> Result<Action, Self::Err> {
-        super::text::parse_action(s)
-    }
-}
-
 /// A rule with its actions: what deflect announces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowRoute {
@@ -174,26 +159,5 @@ pub struct FlowRoute {
 impl FlowRoute {
     pub fn ext_communities(&self) -> Vec<ExtCommunity> {
         self.actions.iter().map(Action::to_ext_community).collect()
-    }
-}
-
-impl fmt::Display for FlowRoute {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.rule)?;
-        if !self.actions.is_empty() {
-            f.write_str(" then")?;
-            for a in &self.actions {
-                write!(f, " {a}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for FlowRoute {
-    type Err = super::text::ParseError;
-
-    fn from_str(s: &str) -> Result<FlowRoute, Self::Err> {
-        super::text::parse_flow_route(s, &super::RuleOptions::default())
     }
 }

@@ -37,14 +37,16 @@
 //!   `redirect-as4 ASN:V` (4-octet type even for a small ASN);
 //! - `mark DSCP` (traffic-marking, 0..=63).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
+use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use super::{
-    Action, BitmaskOp, Component, FlowRoute, NumericOp, Prefix, Rule, RuleError, RuleOptions,
-    component_type,
+use super::action::{Action, FlowRoute};
+use super::rule::{
+    BitmaskOp, Component, FRAGMENT_FLAGS, NumericOp, PROTOCOLS, Prefix, Rule, RuleError,
+    RuleOptions, TCP_FLAGS, component_type, format_bitmask_term, format_numeric_term, terms_of,
 };
 use crate::iana::Afi;
 
@@ -63,33 +65,6 @@ fn err<T>(word: &str, reason: impl Into<String>) -> Result<T, ParseError> {
         reason: reason.into(),
     })
 }
-
-const PROTOCOLS: [(&str, u64); 8] = [
-    ("icmp", 1),
-    ("tcp", 6),
-    ("udp", 17),
-    ("gre", 47),
-    ("esp", 50),
-    ("ah", 51),
-    ("icmpv6", 58),
-    ("sctp", 132),
-];
-const TCP_FLAGS: [(&str, u64); 8] = [
-    ("fin", 0x01),
-    ("syn", 0x02),
-    ("rst", 0x04),
-    ("psh", 0x08),
-    ("ack", 0x10),
-    ("urg", 0x20),
-    ("ece", 0x40),
-    ("cwr", 0x80),
-];
-const FRAGMENT_FLAGS: [(&str, u64); 4] = [
-    ("df", 0x01),
-    ("is-frag", 0x02),
-    ("first-frag", 0x04),
-    ("last-frag", 0x08),
-];
 
 fn type_of_keyword(kw: &str) -> Option<u8> {
     use component_type::*;
@@ -477,7 +452,7 @@ pub fn format_rule(rule: &Rule) -> String {
                 }
             }
             Component::TcpFlags(ops) | Component::Fragment(ops) => {
-                let terms: Vec<String> = super::terms_of(ops)
+                let terms: Vec<String> = terms_of(ops)
                     .iter()
                     .map(|t| format_bitmask_term(c, t))
                     .collect();
@@ -485,7 +460,7 @@ pub fn format_rule(rule: &Rule) -> String {
             }
             _ => {
                 if let Some(ops) = c.numeric() {
-                    let terms: Vec<String> = super::terms_of(ops)
+                    let terms: Vec<String> = terms_of(ops)
                         .iter()
                         .map(|t| format_numeric_term(c, rule.afi(), t))
                         .collect();
@@ -495,77 +470,6 @@ pub fn format_rule(rule: &Rule) -> String {
         }
     }
     s
-}
-
-/// One AND-term of a numeric component.
-pub(super) fn format_numeric_term(c: &Component, _afi: Afi, term: &[NumericOp]) -> String {
-    let is_proto = matches!(c, Component::Protocol(_));
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < term.len() {
-        let o = term[i];
-        // `>=a&<=b` prints as `a..b`.
-        if let Some(n) = term.get(i + 1) {
-            if (o.gt && o.eq && !o.lt) && (n.lt && n.eq && !n.gt) && o.value <= n.value {
-                parts.push(format!("{}..{}", o.value, n.value));
-                i += 2;
-                continue;
-            }
-        }
-        let v = o.value;
-        parts.push(match (o.lt, o.gt, o.eq) {
-            (false, false, true) if is_proto => match PROTOCOLS.iter().find(|(_, p)| *p == v) {
-                Some((n, _)) => (*n).to_string(),
-                None => v.to_string(),
-            },
-            (false, false, true) => v.to_string(),
-            (true, true, false) => format!("!={v}"),
-            (false, true, true) => format!(">={v}"),
-            (true, false, true) => format!("<={v}"),
-            (false, true, false) => format!(">{v}"),
-            (true, false, false) => format!("<{v}"),
-            // Refused by validation, so never printed for a rule; spelled so that it cannot parse.
-            (false, false, false) | (true, true, true) => format!("invalid-operator{v}"),
-        });
-        i += 1;
-    }
-    parts.join("&")
-}
-
-/// One AND-term of a bitmask component.
-pub(super) fn format_bitmask_term(c: &Component, term: &[BitmaskOp]) -> String {
-    let names: &[(&str, u64)] = if matches!(c, Component::TcpFlags(_)) {
-        &TCP_FLAGS
-    } else {
-        &FRAGMENT_FLAGS
-    };
-    term.iter()
-        .map(|o| {
-            let prefix = match (o.not, o.matched) {
-                (false, true) => "",
-                (true, true) => "!=",
-                (false, false) => "~",
-                (true, false) => "!~",
-            };
-            format!("{prefix}{}", flags_text(o.value, names))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn flags_text(value: u64, names: &[(&str, u64)]) -> String {
-    let mut parts = Vec::new();
-    let mut rest = value;
-    for (n, bit) in names {
-        if value & bit != 0 {
-            parts.push((*n).to_string());
-            rest &= !bit;
-        }
-    }
-    if rest != 0 || parts.is_empty() {
-        parts.push(format!("{rest:#x}"));
-    }
-    parts.join("+")
 }
 
 /// The text form of an action.
@@ -596,5 +500,57 @@ fn rate_text(asn: u16, rate: f32) -> String {
         format!("{rate}")
     } else {
         format!("{asn}:{rate}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `Display` and `FromStr`: the text syntax as the standard traits, for rules, actions and routes.
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_rule(self))
+    }
+}
+
+impl FromStr for Rule {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Rule, Self::Err> {
+        parse_rule(s, &RuleOptions::default())
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_action(self))
+    }
+}
+
+impl FromStr for Action {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Action, Self::Err> {
+        parse_action(s)
+    }
+}
+
+impl fmt::Display for FlowRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.rule)?;
+        if !self.actions.is_empty() {
+            f.write_str(" then")?;
+            for a in &self.actions {
+                write!(f, " {a}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for FlowRoute {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<FlowRoute, Self::Err> {
+        parse_flow_route(s, &RuleOptions::default())
     }
 }
