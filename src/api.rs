@@ -958,3 +958,106 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(v: serde_json::Value) -> Result<Order, Refusal> {
+        serde_json::from_value::<CreateRequest>(v).unwrap().order()
+    }
+
+    #[test]
+    fn a_body_becomes_a_typed_order_at_the_edge() {
+        let o = order(json!({
+            "kind": "flowspec",
+            "rule": "dst 203.0.113.9/32 proto 17 sport 123 then discard",
+            "ttl": "90s",
+            "peers": ["edge1"],
+            "reason": "ntp",
+        }))
+        .unwrap();
+        assert_eq!(
+            o.target.to_string(),
+            "dst 203.0.113.9/32 proto udp sport 123 then discard"
+        );
+        assert_eq!(o.ttl, Some(std::time::Duration::from_secs(90)));
+        assert_eq!(
+            (o.peers, o.reason.as_str()),
+            (vec!["edge1".to_string()], "ntp")
+        );
+        let o = order(json!({"kind": "rtbh", "prefix": "2001:db8::9/128"})).unwrap();
+        assert_eq!(o.target, Target::host("2001:db8::9".parse().unwrap()));
+        assert_eq!(o.ttl, None, "the configured default");
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_an_order_says_why() {
+        for (body, why) in [
+            (json!({"prefix": "203.0.113.9/32"}), "kind is missing"),
+            (json!({"kind": "flowspec"}), "needs a rule"),
+            (json!({"kind": "rtbh"}), "needs a prefix"),
+            (
+                json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 then discard", "prefix": "203.0.113.9/32"}),
+                "not a prefix",
+            ),
+            (
+                json!({"kind": "rtbh", "rule": "dst 203.0.113.9/32 then discard", "prefix": "203.0.113.9/32"}),
+                "not a rule",
+            ),
+            (
+                json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32"}),
+                "give an action",
+            ),
+            (
+                json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 dport 70000 then discard"}),
+                "beyond 65535",
+            ),
+            (
+                json!({"kind": "rtbh", "prefix": "203.0.113.9/24"}),
+                "host bits",
+            ),
+            (
+                json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "soon"}),
+                "not a duration",
+            ),
+            (
+                json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "0s"}),
+                "not a duration",
+            ),
+        ] {
+            match order(body.clone()) {
+                Err(Refusal::Invalid(e)) => assert!(e.contains(why), "{body}: {e}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the strings, a body gives an order of the kind it asked for, or a 400; never a
+        /// panic.
+        #[test]
+        fn any_body_gives_an_order_of_its_kind_or_a_refusal(
+            kind in proptest::option::of(proptest::bool::ANY),
+            rule in proptest::option::of("(dst|src|proto|sport|dport|then|discard|rate-bytes|[0-9./:, ]){0,12}"),
+            prefix in proptest::option::of("[0-9a-f.:/]{0,20}"),
+            ttl in proptest::option::of("[0-9]{0,5}(ms|s|m|h|d|x)?"),
+        ) {
+            let req = CreateRequest {
+                kind: kind.map(|f| if f { Kind::Flowspec } else { Kind::Rtbh }),
+                rule,
+                prefix,
+                ttl,
+                peers: None,
+                reason: None,
+            };
+            match req.order() {
+                Ok(o) => {
+                    proptest::prop_assert_eq!(Some(o.target.kind()), req.kind);
+                    proptest::prop_assert!(o.ttl.is_none_or(|d| !d.is_zero()));
+                }
+                Err(e) => proptest::prop_assert!(matches!(e, Refusal::Invalid(_))),
+            }
+        }
+    }
+}

@@ -81,6 +81,27 @@ pub fn unplaced<T>(v: T) -> serde_saphyr::Spanned<T> {
     )
 }
 
+/// A positive duration written in a file, or an error at its position that shows how to write one
+/// (`example`, e.g. `10s`).
+pub fn positive_duration(
+    v: &serde_saphyr::Spanned<String>,
+    what: &str,
+    example: &str,
+    err: &mut dyn FnMut(&serde_saphyr::Location, String),
+) -> Option<Duration> {
+    let d = parse_duration(&v.value).filter(|d| !d.is_zero());
+    if d.is_none() {
+        err(
+            &v.referenced,
+            format!(
+                "{what} {:?} is not a duration; write e.g. {example}",
+                v.value
+            ),
+        );
+    }
+    d
+}
+
 /// `250ms`, `90s`, `10m`, `24h`, `7d`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();

@@ -148,3 +148,90 @@ pub fn send(
         Err(e) => Err((None, e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A server on loopback answering each connection with the next status of `statuses`, and
+    /// telling how many requests it got.
+    fn server(statuses: &'static [u16]) -> (String, mpsc::Receiver<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for (conn, st) in l.incoming().zip(statuses) {
+                let Ok(mut c) = conn else { continue };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {st} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = tx.send(());
+            }
+        });
+        (url, rx)
+    }
+
+    fn post(url: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("x-test".into(), "1".into())],
+            body: Some(b"{}".to_vec()),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_is_retried_until_it_succeeds() {
+        let (url, got) = server(&[503, 429, 200]);
+        let out = send_with_retry(&post(&url), 5, &CancellationToken::new()).await;
+        assert_eq!(
+            out,
+            Outcome {
+                attempts: 3,
+                status: Some(200),
+                error: None
+            }
+        );
+        assert_eq!(got.try_iter().count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_client_error_is_not_retried_and_attempts_are_bounded() {
+        let (url, _) = server(&[400]);
+        let out = send_with_retry(&post(&url), 5, &CancellationToken::new()).await;
+        assert_eq!((out.attempts, out.status), (1, Some(400)));
+        assert!(out.error.unwrap().contains("HTTP 400"));
+        let (url, _) = server(&[500, 500, 500]);
+        let out = send_with_retry(&post(&url), 2, &CancellationToken::new()).await;
+        assert_eq!((out.attempts, out.status), (2, Some(500)));
+    }
+
+    #[tokio::test]
+    async fn shutdown_cuts_the_retries_short() {
+        let (url, _) = server(&[500, 500, 500, 500, 500]);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let out = send_with_retry(&post(&url), 5, &stop).await;
+        assert_eq!(out.attempts, 1);
+        assert!(out.error.unwrap().contains("shutting down"));
+    }
+}

@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_saphyr::Spanned;
 
 use crate::detect::{Attack, Signature, Vector};
-use crate::diag::{ConfigError, ConfigErrors, parse_duration, unplaced, yaml_error};
+use crate::diag::{
+    ConfigError, ConfigErrors, parse_duration, positive_duration, unplaced, yaml_error,
+};
 use crate::route::Kind;
 
 /// One policy file, as written.
@@ -710,15 +712,9 @@ fn check_call(
         .map(|u| request(&u.method, &u.url, &u.headers, &u.body, "DELETE", err));
     let mut timeout = Duration::from_secs(10);
     if let Some(t) = &c.timeout {
-        match parse_duration(&t.value).filter(|d| !d.is_zero()) {
+        match positive_duration(t, "timeout", "10s", err) {
             Some(d) => timeout = d,
-            None => {
-                err(
-                    &t.referenced,
-                    format!("timeout {:?} is not a duration; write e.g. 10s", t.value),
-                );
-                before_ok.set(false);
-            }
+            None => before_ok.set(false),
         }
     }
     before_ok.get().then(|| Call {

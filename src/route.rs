@@ -59,10 +59,21 @@ impl Target {
 
     /// A FlowSpec target, refused without an action.
     pub fn flowspec(route: FlowRoute) -> Result<Target, String> {
-        if route.actions.is_empty() {
-            return Err("rule: give an action after `then` (discard, rate-bytes N, ...)".into());
+        let t = Target::Flowspec(route);
+        t.check()?;
+        Ok(t)
+    }
+
+    /// What every target must be, however it was built: a rule with an action, a prefix without
+    /// host bits. The mitigation set checks it on every order.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Target::Flowspec(r) if r.actions.is_empty() => {
+                Err("rule: give an action after `then` (discard, rate-bytes N, ...)".into())
+            }
+            Target::Flowspec(_) => Ok(()),
+            Target::Rtbh(p) => no_host_bits(p).map_err(|e| format!("prefix {e}")),
         }
-        Ok(Target::Flowspec(route))
     }
 
     /// The RTBH route for one address: its /32 or /128.
@@ -130,18 +141,25 @@ impl fmt::Display for Target {
     }
 }
 
-/// Parses `ADDRESS/LENGTH`, refusing host bits (the one check every path uses).
+/// The one host-bits check: a prefix with bits set past its length is refused, with the prefix
+/// that was probably meant.
+pub fn no_host_bits(net: &IpNet) -> Result<(), String> {
+    if net.trunc() == *net {
+        return Ok(());
+    }
+    Err(format!(
+        "{net} has host bits set; did you mean {}?",
+        net.trunc()
+    ))
+}
+
+/// Parses `ADDRESS/LENGTH`, refusing host bits.
 pub fn exact_prefix(text: &str) -> Result<IpNet, String> {
     let net: IpNet = text
         .trim()
         .parse()
         .map_err(|_| format!("prefix {text:?} is not ADDRESS/LENGTH"))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "prefix {net} has host bits set; did you mean {}?",
-            net.trunc()
-        ));
-    }
+    no_host_bits(&net).map_err(|e| format!("prefix {e}"))?;
     Ok(net)
 }
 
@@ -274,5 +292,9 @@ mod tests {
                 .unwrap_err()
                 .contains("give an action")
         );
+        // Built by hand, not parsed: the same checks.
+        let net: IpNet = "203.0.113.7/24".parse().unwrap();
+        assert!(Target::Rtbh(net).check().unwrap_err().contains("host bits"));
+        assert!(Target::Rtbh(net.trunc()).check().is_ok());
     }
 }

@@ -1,4 +1,5 @@
-//! Telemetry: what a node probe (or, later, the sFlow collector) tells the controller each interval.
+//! Telemetry: what a node probe (or the sFlow collector, for what its agents sample) tells the
+//! controller each interval.
 //!
 //! A [`Report`] covers one interval on one node: the NIC counters of its interfaces (deltas over the
 //! interval) and, from packet sampling, the inbound traffic broken down per destination address into

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::detect::{self, Class, Thresholds};
-use crate::diag::parse_duration;
+use crate::diag::{parse_duration, positive_duration};
 
 /// Detection settings, as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -143,12 +143,8 @@ pub(super) fn detection(
         detection.max_targets = n;
     }
     if let Some(v) = &c.stale_after {
-        match parse_duration(&v.value).filter(|d| !d.is_zero()) {
-            Some(d) => detection.stale_after = d,
-            None => err(
-                &v.referenced,
-                format!("stale_after {:?} is not a duration; write e.g. 5s", v.value),
-            ),
+        if let Some(d) = positive_duration(v, "stale_after", "5s", err) {
+            detection.stale_after = d;
         }
     }
     detection

@@ -7,8 +7,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::diag::{parse_duration, unplaced};
+use crate::diag::{positive_duration, unplaced};
 use crate::mitigation::guardrails::Guardrails;
+use crate::route::no_host_bits;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,18 +75,7 @@ pub(super) fn guardrails(
     mut err: &mut dyn FnMut(&Location, String),
 ) -> Guardrails {
     let ttl = |s: &Spanned<String>, what: &str, err: &mut dyn FnMut(&Location, String)| {
-        parse_duration(&s.value)
-            .filter(|d| !d.is_zero())
-            .unwrap_or_else(|| {
-                err(
-                    &s.referenced,
-                    format!(
-                        "{what} {:?} is not a duration; write e.g. 90s, 10m, 24h or 7d",
-                        s.value
-                    ),
-                );
-                Duration::from_secs(600)
-            })
+        positive_duration(s, what, "90s, 10m, 24h or 7d", err).unwrap_or(Duration::from_secs(600))
     };
     let default_ttl = ttl(&limits.default_ttl, "default_ttl", &mut err);
     let max_ttl_v = ttl(&limits.max_ttl, "max_ttl", &mut err);
@@ -112,15 +102,8 @@ pub(super) fn guardrails(
     let mut seen: Vec<(IpNet, String)> = Vec::new();
     for (group, nets) in groups {
         for n in nets {
-            if n.value.trunc() != n.value {
-                err(
-                    &n.referenced,
-                    format!(
-                        "{} has host bits set; did you mean {}?",
-                        n.value,
-                        n.value.trunc()
-                    ),
-                );
+            if let Err(e) = no_host_bits(&n.value) {
+                err(&n.referenced, e);
             }
             if let Some((other, g)) = seen
                 .iter()
@@ -142,15 +125,8 @@ pub(super) fn guardrails(
         }
     }
     for n in never_block {
-        if n.value.trunc() != n.value {
-            err(
-                &n.referenced,
-                format!(
-                    "{} has host bits set; did you mean {}?",
-                    n.value,
-                    n.value.trunc()
-                ),
-            );
+        if let Err(e) = no_host_bits(&n.value) {
+            err(&n.referenced, e);
         }
     }
     Guardrails {

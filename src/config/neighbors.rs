@@ -8,7 +8,7 @@ use deflect_bgp::iana::Family;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::diag::{parse_duration, unplaced};
+use crate::diag::{positive_duration, unplaced};
 use crate::peer::conn::SocketOptions;
 use crate::peer::{Mode, Neighbor, PeerConfig, Rtbh};
 use crate::route::Kind;
@@ -210,15 +210,8 @@ pub(super) fn neighbors(
         };
         peer.hold_time = n.hold_time.value;
         if let Some(cr) = &n.connect_retry {
-            match parse_duration(&cr.value).filter(|d| !d.is_zero()) {
-                Some(d) => peer.connect_retry = d,
-                None => err(
-                    &cr.referenced,
-                    format!(
-                        "connect_retry {:?} is not a duration; write e.g. 10s",
-                        cr.value
-                    ),
-                ),
+            if let Some(d) = positive_duration(cr, "connect_retry", "10s", err) {
+                peer.connect_retry = d;
             }
         }
         peer.families = families;

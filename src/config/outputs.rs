@@ -10,7 +10,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::alert;
 use crate::collector;
-use crate::diag::parse_duration;
+use crate::diag::positive_duration;
 use crate::pcap;
 
 /// Forensic captures, as written.
@@ -92,15 +92,8 @@ pub(super) fn forensics(
 ) -> pcap::Limits {
     let mut pcap = pcap::Limits::default();
     if let Some(d) = &c.pcap_duration {
-        match parse_duration(&d.value).filter(|d| !d.is_zero()) {
-            Some(v) => pcap.seconds = v,
-            None => err(
-                &d.referenced,
-                format!(
-                    "pcap_duration {:?} is not a duration; write e.g. 60s",
-                    d.value
-                ),
-            ),
+        if let Some(v) = positive_duration(d, "pcap_duration", "60s", err) {
+            pcap.seconds = v;
         }
     }
     if let Some(b) = c.pcap_max_bytes {
@@ -187,12 +180,8 @@ pub(super) fn alerts(
         }
         let mut timeout = Duration::from_secs(5);
         if let Some(t) = &a.timeout {
-            match parse_duration(&t.value).filter(|d| !d.is_zero()) {
-                Some(d) => timeout = d,
-                None => err(
-                    &t.referenced,
-                    format!("timeout {:?} is not a duration; write e.g. 5s", t.value),
-                ),
+            if let Some(d) = positive_duration(t, "timeout", "5s", err) {
+                timeout = d;
             }
         }
         alerts.push(alert::Sink {
@@ -234,12 +223,8 @@ pub(super) fn sflow(
 ) -> collector::Settings {
     let mut interval = Duration::from_secs(1);
     if let Some(i) = &c.interval {
-        match parse_duration(&i.value).filter(|d| !d.is_zero()) {
-            Some(d) => interval = d,
-            None => err(
-                &i.referenced,
-                format!("interval {:?} is not a duration; write e.g. 1s", i.value),
-            ),
+        if let Some(d) = positive_duration(i, "interval", "1s", err) {
+            interval = d;
         }
     }
     let mut agents: Vec<collector::TrustedAgent> = Vec::new();

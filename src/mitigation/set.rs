@@ -326,13 +326,7 @@ impl MitigationSet {
 
     fn try_create(&mut self, order: &Order, actor: &str, now: u64) -> Result<Created, Refusal> {
         let target = &order.target;
-        if let Target::Flowspec(r) = target {
-            if r.actions.is_empty() {
-                return Err(Refusal::Invalid(
-                    "rule: give an action after `then` (discard, rate-bytes N, ...)".into(),
-                ));
-            }
-        }
+        target.check().map_err(Refusal::Invalid)?;
         let mut live = Live::of(target);
         let (rule, prefix) = match target {
             Target::Flowspec(r) => (Some(r.to_string()), None),

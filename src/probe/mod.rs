@@ -126,20 +126,17 @@ pub struct ProbeArgs {
     pub backlog: u32,
 }
 
-/// Parses an interval: a whole number of `ms` or `s` (or `m`), between 100ms and 60s.
+/// Parses an interval: a whole number with its unit (`ms`, `s` or `m`), between 100ms and 60s.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}`: expected a number and a unit, like 1s or 250ms"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("`{s}`: the unit must be ms, s or m")),
-    };
+    if !s.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "`{s}`: expected a number and a unit, like 1s or 250ms"
+        ));
+    }
+    let d = crate::diag::parse_duration(s).ok_or_else(|| {
+        format!("`{s}`: expected a number and a unit (ms, s or m), like 1s or 250ms")
+    })?;
     if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&d) {
         return Err(format!("`{s}`: the interval must be between 100ms and 60s"));
     }
