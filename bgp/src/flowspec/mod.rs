@@ -24,19 +24,23 @@
 //! - GoBGP and BIRD read IPv6 prefix offsets differently: non-zero offsets are refused by default.
 //!
 //! Layout, bottom up; each file imports only from the ones listed before it:
-//! - `rule`: the rule types, their validation, and their NLRI encoding and decoding, re-exported
-//!   here;
+//! - `component`: the match components, their operators, type codes and flag bits;
+//! - `words`: protocol and flag names, and operator terms in words (what errors print);
+//! - `rule`: the validated rule, its validation, and its NLRI encoding and decoding (these three
+//!   are re-exported here);
 //! - [`action`]: the actions, as extended communities, and [`FlowRoute`], a rule with its actions;
 //! - [`text`]: the text syntax, and the `Display`/`FromStr` impls of [`Rule`], [`Action`] and
 //!   [`FlowRoute`] that speak it.
 
 pub mod action;
+mod component;
 mod rule;
 pub mod text;
+mod words;
 
 pub use self::action::{Action, FlowRoute};
+pub use self::component::{BitmaskOp, Component, NumericOp, Prefix, component_type, fragment};
 pub use self::rule::{
-    BitmaskOp, Component, DEFAULT_MAX_NLRI_LEN, FlowSpecError, MAX_NLRI_LEN, NumericOp, Prefix,
-    Rule, RuleError, RuleInner, RuleOptions, component_type, decode_nlri_list, fragment,
-    split_rule,
+    DEFAULT_MAX_NLRI_LEN, FlowSpecError, MAX_NLRI_LEN, Rule, RuleError, RuleInner, RuleOptions,
+    decode_nlri_list, split_rule,
 };

@@ -44,9 +44,10 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use super::action::{Action, FlowRoute};
-use super::rule::{
-    BitmaskOp, Component, FRAGMENT_FLAGS, NumericOp, PROTOCOLS, Prefix, Rule, RuleError,
-    RuleOptions, TCP_FLAGS, component_type, format_bitmask_term, format_numeric_term, terms_of,
+use super::component::{BitmaskOp, Component, NumericOp, Prefix, component_type};
+use super::rule::{Rule, RuleError, RuleOptions, terms_of};
+use super::words::{
+    FRAGMENT_FLAGS, PROTOCOLS, TCP_FLAGS, format_bitmask_term, format_numeric_term,
 };
 use crate::iana::Afi;
 
