@@ -149,32 +149,44 @@ pub fn send(
     }
 }
 
+/// A receiver for tests of what deflect sends.
 #[cfg(test)]
-mod tests {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
-    use std::sync::mpsc;
-
-    use super::*;
-
-    /// A server on loopback answering each connection with the next status of `statuses`, and
-    /// telling how many requests it got.
-    fn server(statuses: &'static [u16]) -> (String, mpsc::Receiver<()>) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        let (tx, rx) = mpsc::channel();
+pub(crate) mod testing {
+    /// A receiver on loopback answering its connections with `statuses`, one each, in order: it
+    /// tells the (method, path, authorization, body) of each request.
+    pub fn receiver(
+        statuses: &'static [u16],
+    ) -> (
+        u16,
+        std::sync::mpsc::Receiver<(String, String, String, String)>,
+    ) {
+        use std::io::{BufRead, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for (conn, st) in l.incoming().zip(statuses) {
                 let Ok(mut c) = conn else { continue };
-                let mut r = BufReader::new(c.try_clone().unwrap());
-                let mut len = 0;
+                let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                let mut it = first.split_whitespace();
+                let (method, path) = (
+                    it.next().unwrap_or("").to_string(),
+                    it.next().unwrap_or("").to_string(),
+                );
+                let (mut len, mut auth) = (0, String::new());
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).is_err() || h.trim().is_empty() {
                         break;
                     }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = h["authorization:".len()..].trim().to_string();
                     }
                 }
                 let mut body = vec![0; len];
@@ -183,10 +195,30 @@ mod tests {
                     c,
                     "HTTP/1.1 {st} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                 );
-                let _ = tx.send(());
+                let _ = tx.send((
+                    method,
+                    path,
+                    auth,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
             }
         });
-        (url, rx)
+        (port, rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(
+        statuses: &'static [u16],
+    ) -> (
+        String,
+        std::sync::mpsc::Receiver<(String, String, String, String)>,
+    ) {
+        let (port, rx) = testing::receiver(statuses);
+        (format!("http://127.0.0.1:{port}/hook"), rx)
     }
 
     fn post(url: &str) -> Request {
@@ -211,7 +243,13 @@ mod tests {
                 error: None
             }
         );
-        assert_eq!(got.try_iter().count(), 3);
+        for _ in 0..3 {
+            let (method, path, _, body) = got.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(
+                (method.as_str(), path.as_str(), body.as_str()),
+                ("POST", "/hook", "{}")
+            );
+        }
     }
 
     #[tokio::test]

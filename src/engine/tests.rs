@@ -294,58 +294,9 @@ async fn a_policy_can_require_sources_from_an_indicator_list() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A receiver on loopback: (method, path, authorization, body) of each request.
-fn receiver() -> (
-    u16,
-    std::sync::mpsc::Receiver<(String, String, String, String)>,
-) {
-    use std::io::{BufRead, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in l.incoming().take(8) {
-            let Ok(mut c) = conn else { continue };
-            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = r.read_line(&mut first);
-            let mut it = first.split_whitespace();
-            let (method, path) = (
-                it.next().unwrap_or("").to_string(),
-                it.next().unwrap_or("").to_string(),
-            );
-            let (mut len, mut auth) = (0, String::new());
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                let lower = h.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization:") {
-                    auth = h["authorization:".len()..].trim().to_string();
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let _ =
-                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = tx.send((
-                method,
-                path,
-                auth,
-                String::from_utf8_lossy(&body).into_owned(),
-            ));
-        }
-    });
-    (port, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_playbook_step_calls_an_api_and_undoes_it_on_withdrawal() {
-    let (port, rx) = receiver();
+    let (port, rx) = crate::http::testing::receiver(&[200; 8]);
     // The "secret" comes from PATH, which every process has: setting a variable in a
     // multi-threaded test is not sound.
     let policy = format!(
