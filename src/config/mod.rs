@@ -8,8 +8,8 @@
 //! [`Config::embedded`]: API on loopback, state in `./deflect-state`, no peers.
 //!
 //! Each section is checked in a file of its own, which builds the settings type of the module that
-//! owns them: [`limits`] the mitigation set's guardrails, [`neighbors`] the peers', [`api`] the
-//! API's tokens, [`detection`] the detector's, [`outputs`] the recorder's, alerts', indicator lists'
+//! owns them: `limits` the mitigation set's guardrails, `neighbors` the peers', `api` the
+//! API's tokens, `detection` the detector's, `outputs` the recorder's, alerts', indicator lists'
 //! and sFlow collector's. Configuration sits at the top of the edges: it imports those owners, and
 //! nothing but the commands (`run`, `cli`) imports it.
 //!

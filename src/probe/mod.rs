@@ -26,8 +26,8 @@
 //! - The probe's own thread owns the socket, the aggregation and the interval clock; it never waits
 //!   on the network. The sender thread owns the HTTP connection ([`send`]). They share only the
 //!   backlog, bounded in reports, oldest dropped first. No tokio: two threads suffice.
-//! - Pure parts, unit-tested without a kernel: frame parsing ([`packet`]), aggregation and the
-//!   report's bounds ([`aggregate`]), counter deltas ([`counters`]), the BPF program and the rate
+//! - Pure parts, unit-tested without a kernel: frame parsing ([`crate::traffic::packet`]), aggregation
+//!   and the report's bounds ([`crate::traffic::aggregate`], shared with the sFlow collector), counter deltas ([`counters`]), the BPF program and the rate
 //!   adaptation ([`sampler`]), back-off and backlog ([`send`]). `integration/probe.rs` runs the
 //!   binary against real traffic between network namespaces; `benches/probe.rs` measures it.
 //! - Needs `CAP_NET_RAW` (the packet socket), nothing else; no `unsafe` here (the one socket option
