@@ -24,6 +24,8 @@ use bytes::Bytes;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 /// Capture limits.
@@ -184,8 +186,14 @@ struct Task {
     metrics: Arc<PcapMetrics>,
 }
 
-/// Starts the recorder, writing under `dir`.
-pub fn start(dir: PathBuf, limits: Limits) -> std::io::Result<Recorder> {
+/// Starts the recorder, writing under `dir`, on a task of `tasks`; when `stop` is cancelled it
+/// closes the captures under way and ends.
+pub fn start(
+    dir: PathBuf,
+    limits: Limits,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> std::io::Result<Recorder> {
     std::fs::create_dir_all(&dir)?;
     let (tx, rx) = mpsc::channel(4096);
     let watch = Arc::new(RwLock::new(HashSet::new()));
@@ -197,7 +205,7 @@ pub fn start(dir: PathBuf, limits: Limits) -> std::io::Result<Recorder> {
         watch: watch.clone(),
         metrics: metrics.clone(),
     };
-    tokio::spawn(task.run(rx).instrument(info_span!("pcap")));
+    tasks.spawn(task.run(rx, stop).instrument(info_span!("pcap")));
     Ok(Recorder {
         tx,
         watch,
@@ -211,12 +219,13 @@ const FILE_HEADER: u64 = 24;
 const RECORD_HEADER: u64 = 16;
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, stop: CancellationToken) {
         self.expire_old();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_retention = Instant::now();
         loop {
             tokio::select! {
+                _ = stop.cancelled() => break,
                 msg = rx.recv() => match msg {
                     None => break,
                     Some(m) => self.handle(m),
@@ -429,7 +438,13 @@ mod tests {
             max_bytes: FILE_HEADER + 3 * (RECORD_HEADER + 60),
             keep: Duration::from_secs(3600),
         };
-        let r = start(dir.clone(), limits).unwrap();
+        let r = start(
+            dir.clone(),
+            limits,
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        )
+        .unwrap();
         let victim: IpAddr = "203.0.113.7".parse().unwrap();
         assert!(!r.wants(victim));
         r.start(9, victim).await;

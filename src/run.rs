@@ -133,8 +133,13 @@ impl Daemon {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let recorder = pcap::start(settings.state_dir.join("pcap"), settings.pcap.clone())
-            .map_err(|e| format!("capture directory: {e}"))?;
+        let recorder = pcap::start(
+            settings.state_dir.join("pcap"),
+            settings.pcap.clone(),
+            &tasks,
+            stop.clone(),
+        )
+        .map_err(|e| format!("capture directory: {e}"))?;
         let alerts = alert::start(
             settings.alerts.clone(),
             Some(mitigations.audit_sink()),
