@@ -718,17 +718,15 @@ fn audited_state(tag: &str) -> std::path::PathBuf {
         let d = Daemon::start(settings, None).await.unwrap();
         for i in 1..=4 {
             d.mitigations
-                .create(
-                    deflect::mitigation::Order {
-                        target: deflect::route::Target::Rtbh(
-                            format!("203.0.113.{i}/32").parse().unwrap(),
-                        ),
-                        ttl: None,
-                        peers: Vec::new(),
-                        reason: String::new(),
-                    },
-                    "noc",
-                )
+                .create(deflect::mitigation::Order {
+                    target: deflect::route::Target::Rtbh(
+                        format!("203.0.113.{i}/32").parse().unwrap(),
+                    ),
+                    ttl: None,
+                    peers: Vec::new(),
+                    reason: String::new(),
+                    actor: "noc".into(),
+                })
                 .await
                 .unwrap();
         }

@@ -305,8 +305,8 @@ pub struct CreateRequest {
 }
 
 impl CreateRequest {
-    /// The order it asks for, or why it cannot be one (HTTP 400).
-    pub fn order(&self) -> Result<Order, Refusal> {
+    /// The order it asks for on behalf of `actor`, or why it cannot be one (HTTP 400).
+    pub fn order(&self, actor: &str) -> Result<Order, Refusal> {
         let kind = self
             .kind
             .ok_or_else(|| Refusal::Invalid("kind is missing: flowspec or rtbh".into()))?;
@@ -338,6 +338,7 @@ impl CreateRequest {
             ttl: self.ttl.as_deref().map(ttl).transpose()?,
             peers: self.peers.clone().unwrap_or_default(),
             reason: self.reason.clone().unwrap_or_default(),
+            actor: actor.to_string(),
         })
     }
 }
@@ -360,14 +361,14 @@ async fn create(
 ) -> Result<Response, ApiError> {
     caller.must_write()?;
     let req: CreateRequest = body(b)?;
-    let order = match req.order() {
+    let order = match req.order(&caller.name) {
         Ok(o) => o,
         Err(why) => {
             let what = serde_json::to_value(&req).unwrap_or_default();
             return Err(s.mitigations.refused(&caller.name, what, why).await.into());
         }
     };
-    Ok(match s.mitigations.create(order, &caller.name).await? {
+    Ok(match s.mitigations.create(order).await? {
         Created::New(m) => {
             let mut r = (StatusCode::CREATED, axum::Json(&m)).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/mitigations/{}", m.id)) {
@@ -964,7 +965,9 @@ mod tests {
     use super::*;
 
     fn order(v: serde_json::Value) -> Result<Order, Refusal> {
-        serde_json::from_value::<CreateRequest>(v).unwrap().order()
+        serde_json::from_value::<CreateRequest>(v)
+            .unwrap()
+            .order("noc")
     }
 
     #[test]
@@ -986,6 +989,7 @@ mod tests {
             (o.peers, o.reason.as_str()),
             (vec!["edge1".to_string()], "ntp")
         );
+        assert_eq!(o.actor, "noc");
         let o = order(json!({"kind": "rtbh", "prefix": "2001:db8::9/128"})).unwrap();
         assert_eq!(o.target, Target::host("2001:db8::9".parse().unwrap()));
         assert_eq!(o.ttl, None, "the configured default");
@@ -1051,7 +1055,7 @@ mod tests {
                 peers: None,
                 reason: None,
             };
-            match req.order() {
+            match req.order("noc") {
                 Ok(o) => {
                     proptest::prop_assert_eq!(Some(o.target.kind()), req.kind);
                     proptest::prop_assert!(o.ttl.is_none_or(|d| !d.is_zero()));

@@ -187,6 +187,7 @@ pub fn announcement(a: &Attack, policy: &Policy, n: usize, kind: Kind) -> Result
             policy.name,
             n + 1
         ),
+        actor: actor(policy, a.id),
     })
 }
 
@@ -368,5 +369,6 @@ steps:
             o.reason,
             "amplification on 203.0.113.7 (80000 pps), policy p step 2"
         );
+        assert_eq!(o.actor, "policy:p attack:7");
     }
 }

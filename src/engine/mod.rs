@@ -625,7 +625,7 @@ impl Engine {
         for m in before {
             let _ = self.mitigations.withdraw(m, &actor, &replaced).await;
         }
-        let note = match self.mitigations.create(order, &actor).await {
+        let note = match self.mitigations.create(order).await {
             Ok(Created::New(m)) | Ok(Created::Extended(m)) => {
                 for o in after {
                     let _ = self.mitigations.withdraw(o, &actor, &replaced).await;

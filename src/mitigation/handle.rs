@@ -37,7 +37,6 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
 pub(super) enum Request {
     Create {
         order: Order,
-        actor: String,
         reply: Reply<Created>,
     },
     Withdraw {
@@ -112,13 +111,8 @@ impl MitigationHandle {
             .map_err(|_| Refusal::Store("deflect is shutting down".into()))?
     }
 
-    pub async fn create(&self, order: Order, actor: &str) -> Result<Created, Refusal> {
-        self.ask(|reply| Request::Create {
-            order,
-            actor: actor.into(),
-            reply,
-        })
-        .await
+    pub async fn create(&self, order: Order) -> Result<Created, Refusal> {
+        self.ask(|reply| Request::Create { order, reply }).await
     }
 
     pub async fn withdraw(

@@ -57,8 +57,8 @@ impl Mitigation {
     }
 }
 
-/// An order to the mitigation set: what to announce, for how long, to whom, and why. The API
-/// builds one from its JSON body at its edge; a policy builds one from an attack.
+/// An order to the mitigation set: what to announce, for how long, to whom, why, and who asks.
+/// The API builds one from its JSON body at its edge; a policy builds one from an attack.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Order {
     pub target: Target,
@@ -67,6 +67,8 @@ pub struct Order {
     /// Peer names; every eligible peer when empty.
     pub peers: Vec<String>,
     pub reason: String,
+    /// Who asks: an API token's name, or `policy:NAME attack:ID`. The audit log's actor.
+    pub actor: String,
 }
 
 impl Order {

@@ -315,16 +315,17 @@ impl MitigationSet {
         drafts
     }
 
-    fn create(&mut self, order: Order, actor: &str) -> Result<Created, Refusal> {
+    fn create(&mut self, order: Order) -> Result<Created, Refusal> {
         let now = now_ms();
-        let r = self.try_create(&order, actor, now);
+        let r = self.try_create(&order, now);
         if let Err(e) = &r {
-            self.refused(actor, order.describe(), e);
+            self.refused(&order.actor, order.describe(), e);
         }
         r
     }
 
-    fn try_create(&mut self, order: &Order, actor: &str, now: u64) -> Result<Created, Refusal> {
+    fn try_create(&mut self, order: &Order, now: u64) -> Result<Created, Refusal> {
+        let actor = order.actor.as_str();
         let target = &order.target;
         target.check().map_err(Refusal::Invalid)?;
         let mut live = Live::of(target);
@@ -647,12 +648,8 @@ impl MitigationSet {
     /// alone first makes the group durable, so it never sees or mixes with undurable state.
     async fn handle(&mut self, req: Request) {
         match req {
-            Request::Create {
-                order,
-                actor,
-                reply,
-            } => {
-                let r = self.create(order, &actor);
+            Request::Create { order, reply } => {
+                let r = self.create(order);
                 self.pending.replies.push(Deferred::Created(reply, r));
             }
             Request::Withdraw {
