@@ -478,16 +478,29 @@ mod tests {
 
     /// A datagram of `n` NTP samples to 203.0.113.9, the pool advancing by `step` per sample.
     fn datagram(seq: u32, uptime: u32, pool: &mut u32, n: usize, rate: u32, step: u32) -> Bytes {
+        ntp_to(seq, uptime, pool, n, rate, step, |_| 4444)
+    }
+
+    /// The same, the destination port of the i-th sample `dport(i)`.
+    fn ntp_to(
+        seq: u32,
+        uptime: u32,
+        pool: &mut u32,
+        n: usize,
+        rate: u32,
+        step: u32,
+        dport: impl Fn(usize) -> u16,
+    ) -> Bytes {
         let mut b = DatagramBuilder::new("192.0.2.250".parse().unwrap())
             .sequence(seq)
             .uptime_ms(uptime);
-        for _ in 0..n {
+        for i in 0..n {
             *pool = pool.wrapping_add(step);
             let frame = ethernet_udp_frame(
                 "198.51.100.1".parse().unwrap(),
                 "203.0.113.9".parse().unwrap(),
                 123,
-                4444,
+                dport(i),
                 468,
             );
             b = b.flow(FlowSample {
@@ -550,5 +563,28 @@ mod tests {
         let t = std::mem::take(&mut a.agg).finish(Duration::from_secs(1));
         assert_eq!(t[0].pps, 10_000);
         assert_eq!(a.stats.sampling_rate, 1000);
+    }
+
+    #[test]
+    fn a_reflection_to_spread_ports_reaches_detection_as_one_class() {
+        // What a switch samples of NTP answers to the ports spoofed requests came from.
+        let mut a = agent(None);
+        let mut pool = 0;
+        for seq in 0..100u32 {
+            let d = ntp_to(seq, seq * 10 + 1, &mut pool, 8, 1000, 1000, |i| {
+                1024 + (seq as u16) * 8 + i as u16
+            });
+            a.take(d, None);
+        }
+        let t = std::mem::take(&mut a.agg).finish(Duration::from_secs(1));
+        let flows = &t[0].flows;
+        assert!(flows.len() <= crate::telemetry::MAX_FLOWS);
+        assert!(
+            flows.iter().all(
+                |f| crate::traffic::class::Class::of(f) == crate::traffic::class::Class::UdpAmp
+            ),
+            "{flows:?}"
+        );
+        assert_eq!(flows.iter().map(|f| f.pps).sum::<u64>(), t[0].pps);
     }
 }

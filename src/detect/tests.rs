@@ -441,3 +441,118 @@ fn memory_per_target_is_bounded() {
     let per = std::mem::size_of::<TargetState>() + std::mem::size_of::<IpAddr>() * 2 + 16;
     assert!(per <= 1024, "{per} bytes per target");
 }
+
+/// One interval of sampled packets as the probe and the sFlow collector aggregate them, with the
+/// normal traffic beside, as a report.
+fn sampled(seq: u64, packets: &[crate::traffic::packet::PacketInfo]) -> Report {
+    let mut agg = crate::traffic::aggregate::Aggregator::new();
+    for p in packets {
+        agg.add(p, 1);
+    }
+    let mut r = report(seq, VICTIM, normal());
+    let t = agg.finish(Duration::from_secs(1));
+    let mut target = t.into_iter().next().unwrap();
+    target.flows.extend(normal());
+    target.pps += normal().iter().map(|f| f.pps).sum::<u64>();
+    r.targets = vec![target];
+    r
+}
+
+fn packet(
+    src: u32,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    flags: Option<u8>,
+) -> crate::traffic::packet::PacketInfo {
+    crate::traffic::packet::PacketInfo {
+        src: IpAddr::V4(src.into()),
+        dst: VICTIM.parse().unwrap(),
+        proto,
+        sport: Some(sport),
+        dport: Some(dport),
+        tcp_flags: flags,
+        fragment: false,
+        wire_len: 468,
+    }
+}
+
+#[test]
+fn spread_ports_and_many_sources_are_one_attack_with_the_precise_signature() {
+    // (what, packets, vector, source ports, destination ports)
+    let reflection: Vec<_> = (0..20_000u32)
+        .map(|i| {
+            packet(
+                0xc633_6400 + i % 500,
+                17,
+                123,
+                1024 + (i % 4000) as u16,
+                None,
+            )
+        })
+        .collect();
+    let syn: Vec<_> = (0..20_000u32)
+        .map(|i| packet(0xc633_6400 + i, 6, (i % 1024) as u16, 80, Some(tcp::SYN)))
+        .collect();
+    let random_syn: Vec<_> = (0..20_000u32)
+        .map(|i| {
+            packet(
+                0xc633_6400 + i,
+                6,
+                40_000,
+                (i % 60_000) as u16,
+                Some(tcp::SYN),
+            )
+        })
+        .collect();
+    let cases = [
+        (
+            "reflection to spread ports",
+            reflection,
+            Vector::Amplification,
+            vec![123],
+            vec![],
+        ),
+        (
+            "SYN from spread ports",
+            syn,
+            Vector::SynFlood,
+            vec![],
+            vec![80],
+        ),
+        (
+            "SYN to random ports",
+            random_syn,
+            Vector::SynFlood,
+            vec![],
+            vec![],
+        ),
+    ];
+    for (what, packets, vector, sports, dports) in cases {
+        let (mut d, now) = warmed();
+        let ev = d.ingest("web1", &sampled(100, &packets), now + 1000);
+        let ids = started(&ev);
+        assert_eq!(
+            ids.len(),
+            1,
+            "{what}: one attack, not one per folded class: {ev:?}"
+        );
+        let a = d.attack(ids[0]).unwrap();
+        assert_eq!(a.vector, vector, "{what}");
+        let normal: u64 = normal()
+            .iter()
+            .filter(|f| Class::of(f) == a.class)
+            .map(|f| f.pps)
+            .sum();
+        assert_eq!(
+            a.pps,
+            packets.len() as u64 + normal,
+            "{what}: the whole flood, nothing folded away"
+        );
+        assert_eq!(
+            (a.signature.sports.clone(), a.signature.dports.clone()),
+            (sports, dports),
+            "{what}"
+        );
+    }
+}

@@ -6,9 +6,16 @@
 //! client's ephemeral port would make every packet a class of its own). Each sample counts for the
 //! packets it stands for (the sampling rate it was taken at, which may change within an interval).
 //! [`Aggregator::finish`] turns the counts into rates and cuts them to the report's bounds: the
-//! top [`MAX_TARGETS`] destinations, per destination the top flows with the rest folded into one
-//! class per protocol (no ports, no flags) so that all of `MAX_FLOWS` still adds up, and the top
-//! [`MAX_SOURCES`] sources.
+//! top [`MAX_TARGETS`] destinations, per destination the top flows with the rest folded so that
+//! all of `MAX_FLOWS` still adds up, and the top [`MAX_SOURCES`] sources.
+//!
+//! Folding never crosses a traffic [`Class`]: flows are only merged with flows of the same class,
+//! so every class's rate in a report is whole, and detection judges the same totals whatever was
+//! cut. The fold is as fine as the bound allows, tried in this order for as many top flows kept as
+//! possible: without the destination port (a reflection to spread ports keeps its source port),
+//! without the source port (a SYN flood from spread ports keeps its destination port), by class
+//! with what defines it (protocol, TCP flags, an amplifier's port, fragments), and last one flow
+//! per class, named after its largest member.
 //!
 //! Memory is bounded whatever the traffic (a flood from random sources and ports): at most
 //! [`MAX_ENTRIES`] distinct keys (destinations, flows and sources together) are tracked per
@@ -21,32 +28,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::telemetry::{Flow, MAX_FLOWS, MAX_SOURCES, MAX_TARGETS, Source, Target};
-
+use crate::traffic::class::{Class, amplifier};
 use crate::traffic::packet::{PROTO_TCP, PacketInfo};
 
 /// Most keys (destinations + flows + sources) tracked in one interval: about 1 MB at worst.
 pub const MAX_ENTRIES: usize = 16 * 1024;
 
-/// Source ports above 1023 that are kept in flow keys: UDP services abused as amplifiers.
-pub const AMPLIFICATION_PORTS: &[u16] = &[
-    1434,  // MS SQL resolution
-    1900,  // SSDP
-    3283,  // Apple Remote Desktop
-    3478,  // STUN
-    3702,  // WS-Discovery
-    5353,  // mDNS
-    5683,  // CoAP
-    10001, // Ubiquiti discovery
-    11211, // memcached
-    27015, // Steam / Source engine
-    32414, // Plex
-    33848, // Jenkins discovery
-    37810, // DVR DHCPDiscover
-];
-
-/// Whether a source port identifies a service (and so belongs in a flow key).
+/// Whether a source port identifies a service (and so belongs in a flow key): a privileged port,
+/// or a UDP service abused as an amplifier.
 pub fn meaningful_sport(port: u16) -> bool {
-    port < 1024 || AMPLIFICATION_PORTS.contains(&port)
+    port < 1024 || amplifier(port).is_some()
 }
 
 /// A flow class, as reported.
@@ -74,16 +65,44 @@ impl FlowKey {
         }
     }
 
-    /// The class that flows which did not make the cut are folded into.
-    fn folded(proto: u8) -> FlowKey {
-        FlowKey {
-            proto,
-            sport: None,
-            dport: None,
-            tcp_flags: None,
-            fragment: false,
+    fn class(&self) -> Class {
+        Class::of_parts(self.proto, self.sport, self.tcp_flags, self.fragment)
+    }
+
+    /// What a flow that did not make the cut is folded into, at `level`; always of its class.
+    fn folded(&self, level: Fold) -> FlowKey {
+        match level {
+            Fold::NoDport => FlowKey {
+                dport: None,
+                ..*self
+            },
+            Fold::NoSport => FlowKey {
+                sport: self.class_sport(),
+                ..*self
+            },
+            Fold::Class => FlowKey {
+                sport: self.class_sport(),
+                dport: None,
+                ..*self
+            },
         }
     }
+
+    /// The source port where it decides the class (a UDP amplifier's), else none.
+    fn class_sport(&self) -> Option<u16> {
+        self.sport
+            .filter(|&p| self.proto == PROTO_UDP && !self.fragment && amplifier(p).is_some())
+    }
+}
+
+const PROTO_UDP: u8 = 17;
+
+/// How far flows that did not make the cut are folded, finest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    NoDport,
+    NoSport,
+    Class,
 }
 
 /// Estimated packets and bytes: each sample counts for the sampling rate it was taken at.
@@ -110,8 +129,9 @@ impl Count {
 struct TargetAcc {
     total: Count,
     flows: HashMap<FlowKey, Count>,
-    /// Packets whose flow could not be tracked (entry budget spent), per protocol.
-    untracked_flows: HashMap<u8, Count>,
+    /// Packets whose flow could not be tracked (entry budget spent), folded by class (at most a
+    /// few hundred keys: TCP flag combinations, amplifier ports, protocols).
+    untracked_flows: HashMap<FlowKey, Count>,
     sources: HashMap<IpAddr, u64>,
 }
 
@@ -166,7 +186,7 @@ impl Aggregator {
             }
             None => target
                 .untracked_flows
-                .entry(p.proto)
+                .entry(key.folded(Fold::Class))
                 .or_default()
                 .add(weight, bytes),
         }
@@ -255,45 +275,75 @@ impl Aggregator {
     }
 }
 
-/// At most [`MAX_FLOWS`] flow classes, largest first: the top ones as they are, the rest folded into
-/// one class per protocol (merged with an identical top class if there is one). With more than
-/// `MAX_FLOWS` protocols in the rest, the smallest protocols are left out of the breakdown (they
-/// still count in the target's totals).
+/// At most [`MAX_FLOWS`] flows, largest first: as many top flows as they are as the bound allows,
+/// the rest folded within their class (see the module documentation). Every class keeps its whole
+/// count.
 fn top_flows(
     flows: HashMap<FlowKey, Count>,
-    untracked: HashMap<u8, Count>,
+    untracked: HashMap<FlowKey, Count>,
 ) -> Vec<(FlowKey, Count)> {
     let mut all: Vec<(FlowKey, Count)> = flows.into_iter().collect();
-    let by_size = |a: &(FlowKey, Count), b: &(FlowKey, Count)| {
-        b.1.packets
-            .cmp(&a.1.packets)
-            .then(b.1.bytes.cmp(&a.1.bytes))
-            .then_with(|| key_order(&a.0).cmp(&key_order(&b.0)))
-    };
     all.sort_unstable_by(by_size);
     if all.len() <= MAX_FLOWS && untracked.is_empty() {
         return all;
     }
-    // Keep as many top classes as leave room for the folded ones.
-    let mut keep = all.len().min(MAX_FLOWS);
-    let result = loop {
-        let mut out: HashMap<FlowKey, Count> = all[..keep].iter().copied().collect();
-        for (proto, c) in all[keep..]
-            .iter()
-            .map(|(k, c)| (k.proto, *c))
-            .chain(untracked.iter().map(|(&p, &c)| (p, c)))
-        {
-            out.entry(FlowKey::folded(proto)).or_default().merge(c);
+    let untracked: Vec<(FlowKey, Count)> = untracked.into_iter().collect();
+    for keep in (0..=all.len().min(MAX_FLOWS)).rev() {
+        let (top, rest) = all.split_at(keep);
+        // The finer folds, the one that leaves fewest flows when both fit (it dropped the field
+        // that was spread).
+        let fine = [Fold::NoDport, Fold::NoSport, Fold::Class]
+            .into_iter()
+            .map(|level| fold(top, rest, &untracked, |k| k.folded(level)))
+            .filter(|out| out.len() <= MAX_FLOWS)
+            .min_by_key(|out| out.len());
+        if let Some(out) = fine {
+            return sorted(out);
         }
-        if out.len() <= MAX_FLOWS || keep == 0 {
-            break out;
+        // One flow per class, named after the class's largest folded flow: at most ten.
+        if keep + Class::ALL.len() <= MAX_FLOWS {
+            let mut largest: HashMap<Class, (FlowKey, u64)> = HashMap::new();
+            for (k, c) in rest.iter().chain(&untracked) {
+                let k = k.folded(Fold::Class);
+                let e = largest.entry(k.class()).or_insert((k, 0));
+                if c.packets > e.1 || (c.packets == e.1 && key_order(&k) < key_order(&e.0)) {
+                    *e = (k, c.packets);
+                }
+            }
+            let out = fold(top, rest, &untracked, |k| largest[&k.class()].0);
+            return sorted(out);
         }
-        keep -= 1;
-    };
-    let mut result: Vec<(FlowKey, Count)> = result.into_iter().collect();
-    result.sort_unstable_by(by_size);
-    result.truncate(MAX_FLOWS);
-    result
+    }
+    // Unreachable: keep 0 leaves at most one flow per class.
+    sorted(fold(&[], &all, &untracked, |k| k.folded(Fold::Class)))
+}
+
+/// `top` as they are, and `rest` and `untracked` merged into what `to` makes of their keys.
+fn fold(
+    top: &[(FlowKey, Count)],
+    rest: &[(FlowKey, Count)],
+    untracked: &[(FlowKey, Count)],
+    to: impl Fn(&FlowKey) -> FlowKey,
+) -> HashMap<FlowKey, Count> {
+    let mut out: HashMap<FlowKey, Count> = top.iter().copied().collect();
+    for (k, c) in rest.iter().chain(untracked) {
+        out.entry(to(k)).or_default().merge(*c);
+    }
+    out
+}
+
+fn sorted(flows: HashMap<FlowKey, Count>) -> Vec<(FlowKey, Count)> {
+    let mut v: Vec<(FlowKey, Count)> = flows.into_iter().collect();
+    v.sort_unstable_by(by_size);
+    v
+}
+
+/// Largest first; ties in a fixed order.
+fn by_size(a: &(FlowKey, Count), b: &(FlowKey, Count)) -> std::cmp::Ordering {
+    b.1.packets
+        .cmp(&a.1.packets)
+        .then(b.1.bytes.cmp(&a.1.bytes))
+        .then_with(|| key_order(&a.0).cmp(&key_order(&b.0)))
 }
 
 /// A total order on flow keys, for deterministic output among equal counts.
@@ -437,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn many_flows_fold_into_one_class_per_protocol_within_the_bound() {
+    fn many_flows_fold_within_their_class_and_within_the_bound() {
         let mut agg = Aggregator::new();
         // 100 UDP destination ports (port p sent p+1 times, so the order is known) and 40 TCP ports.
         for port in 0..100u16 {
@@ -472,7 +522,7 @@ mod tests {
             .collect();
         assert_eq!(kept[..3], [(99, 100), (98, 99), (97, 98)]);
         assert_eq!(flows[0].dport, None, "the folded UDP rest leads: {flows:?}");
-        // Folded classes: one per protocol, no ports, no flags.
+        // Folded: no destination port, the amplifier's source port kept (it decides the class).
         let folded: Vec<u8> = flows
             .iter()
             .filter(|f| f.dport.is_none())
@@ -531,5 +581,138 @@ mod tests {
     #[test]
     fn nothing_sampled_gives_no_targets() {
         assert!(Aggregator::new().finish(Duration::from_secs(1)).is_empty());
+    }
+
+    /// Packets per class, as the flows of a report say.
+    fn by_class(flows: &[Flow]) -> HashMap<Class, u64> {
+        let mut m = HashMap::new();
+        for f in flows {
+            *m.entry(Class::of(f)).or_default() += f.pps;
+        }
+        m
+    }
+
+    #[test]
+    fn a_reflection_to_spread_ports_stays_one_class_with_its_source_port() {
+        // NTP answers to 2,000 destination ports (what spoofed requests from random ports give),
+        // beside a web server's ACKs: the report's bound is 32 flows.
+        let mut agg = Aggregator::new();
+        for i in 0..2000u16 {
+            for _ in 0..3 {
+                agg.add(
+                    &pkt("198.51.100.1", "192.0.2.2", 17, Some(123), Some(1024 + i)),
+                    16,
+                );
+            }
+        }
+        let mut ack = pkt("198.51.100.7", "192.0.2.2", 6, Some(51000), Some(443));
+        ack.tcp_flags = Some(0x10);
+        for _ in 0..500 {
+            agg.add(&ack, 16);
+        }
+        let t = agg.finish(Duration::from_secs(1));
+        let flows = &t[0].flows;
+        assert!(flows.len() <= MAX_FLOWS);
+        let classes = by_class(flows);
+        assert_eq!(classes[&Class::UdpAmp], 2000 * 3 * 16, "{flows:?}");
+        assert_eq!(classes[&Class::TcpAck], 500 * 16);
+        assert_eq!(
+            classes.get(&Class::Udp),
+            None,
+            "no NTP counted as plain UDP"
+        );
+        // The fold keeps the source port: the bulk reads `udp sport 123`, any destination port.
+        let bulk = &flows[0];
+        assert_eq!(
+            (bulk.proto, bulk.sport, bulk.dport),
+            (17, Some(123), None),
+            "{flows:?}"
+        );
+        assert!(flows.iter().all(|f| f.proto != 17 || f.sport == Some(123)));
+    }
+
+    #[test]
+    fn a_syn_flood_from_spread_ports_keeps_its_destination_port_and_flags() {
+        let mut agg = Aggregator::new();
+        for sport in 1..1000u16 {
+            let mut syn = pkt("198.51.100.1", "192.0.2.2", 6, Some(sport), Some(80));
+            syn.tcp_flags = Some(0x02);
+            agg.add(&syn, 1);
+            agg.add(&syn, 1);
+        }
+        let t = agg.finish(Duration::from_secs(1));
+        let flows = &t[0].flows;
+        assert_eq!(by_class(flows), HashMap::from([(Class::TcpSyn, 999 * 2)]));
+        assert!(
+            flows
+                .iter()
+                .all(|f| f.dport == Some(80) && f.tcp_flags == Some(0x02)),
+            "{flows:?}"
+        );
+    }
+
+    #[test]
+    fn flows_past_the_entry_budget_still_count_in_their_class() {
+        let mut agg = Aggregator::new();
+        // Spend the budget on a reflection to spread ports from spread sources...
+        for i in 0..MAX_ENTRIES as u32 {
+            let mut p = pkt("198.51.100.1", "192.0.2.2", 17, Some(389), Some(i as u16));
+            p.src = IpAddr::V4((0x0a00_0000 + i).into());
+            agg.add(&p, 1);
+        }
+        // ...then a SYN flood and more reflection on keys never seen: untracked, not unclassified.
+        for i in 0..300u16 {
+            let mut syn = pkt("198.51.100.2", "192.0.2.2", 6, Some(i % 1000), Some(i));
+            syn.tcp_flags = Some(0x02);
+            agg.add(&syn, 1);
+            agg.add(
+                &pkt("198.51.100.3", "192.0.2.2", 17, Some(1900), Some(60000 - i)),
+                1,
+            );
+        }
+        let t = agg.finish(Duration::from_secs(1));
+        let classes = by_class(&t[0].flows);
+        assert_eq!(classes[&Class::TcpSyn], 300);
+        assert!(classes[&Class::UdpAmp] >= MAX_ENTRIES as u64 / 2 + 300);
+        assert_eq!(classes.values().sum::<u64>(), t[0].pps);
+        assert_eq!(
+            classes.get(&Class::TcpAck),
+            None,
+            "no SYN counted as established"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the traffic and the bound, every class's rate in a report is whole.
+        #[test]
+        fn every_class_keeps_its_whole_rate(
+            packets in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![1u8, 6, 17, 47, 58, 132]),
+                    proptest::option::of(proptest::prop_oneof![0u16..1100, proptest::sample::select(vec![123u16, 53, 389, 1900, 11211, 40000])]),
+                    proptest::option::of(0u16..3000),
+                    proptest::option::of(proptest::prelude::any::<u8>()),
+                    proptest::prelude::any::<bool>(),
+                    1u32..64,
+                ),
+                1..2000,
+            )
+        ) {
+            let mut agg = Aggregator::new();
+            let mut want: HashMap<Class, u64> = HashMap::new();
+            for (proto, sport, dport, flags, frag, one_in) in packets {
+                let mut p = pkt("198.51.100.1", "192.0.2.2", proto, sport, dport);
+                p.tcp_flags = flags;
+                p.fragment = frag;
+                agg.add(&p, one_in);
+                let k = FlowKey::of(&p);
+                *want.entry(k.class()).or_default() += u64::from(one_in);
+            }
+            let t = agg.finish(Duration::from_secs(1));
+            proptest::prop_assert!(t[0].flows.len() <= MAX_FLOWS);
+            proptest::prop_assert_eq!(by_class(&t[0].flows), want);
+        }
     }
 }
