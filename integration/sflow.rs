@@ -68,6 +68,12 @@ fn flood(sflow_port: u16, bind: &str, seconds: &str) -> std::process::Output {
             "203.0.113.9",
             "--sport",
             "123",
+            // Answers to the ports spoofed requests came from: thousands of destination ports,
+            // far more flows than a report holds.
+            "--dport",
+            "1024",
+            "--dport-spread",
+            "4000",
             "--pps",
             "200000",
             "--sampling-rate",
@@ -177,8 +183,15 @@ fn an_sflow_flood_becomes_a_rule_a_capture_and_leaves() {
         String::from_utf8_lossy(&out.stderr)
     );
     let attacks = get_json(api_port, "/api/v1/attacks?all=true");
+    assert_eq!(
+        attacks.as_array().map(Vec::len),
+        Some(1),
+        "one attack, not a udp-flood beside it: {attacks}"
+    );
     let a = &attacks[0];
     assert_eq!(a["vector"], "amplification", "{attacks}");
+    assert_eq!(a["signature"]["sports"], serde_json::json!([123]), "{a}");
+    assert!(a["signature"].get("dports").is_none(), "{a}");
     assert_eq!(a["node"], "sflow:sw1");
     let peak = a["peak_pps"].as_u64().unwrap();
     assert!(

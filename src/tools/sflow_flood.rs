@@ -52,6 +52,10 @@ pub struct FloodArgs {
     pub sport: u16,
     #[arg(long, default_value_t = 4444)]
     pub dport: u16,
+    /// Spread the destination port over this many ports from `--dport` (a reflection answers the
+    /// ports its spoofed requests came from; 1: one port).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub dport_spread: u16,
     /// Bytes of UDP payload per packet.
     #[arg(long, default_value_t = 468)]
     pub payload: usize,
@@ -120,11 +124,12 @@ pub fn flood(a: &FloodArgs) -> std::io::Result<Sent> {
                     a.source,
                     (sent.samples % u64::from(a.sources.max(1))) as u32,
                 );
+                let dport = a
+                    .dport
+                    .wrapping_add((sent.samples % u64::from(a.dport_spread)) as u16);
                 let frame = match a.kind {
-                    FloodKind::Udp => {
-                        ethernet_udp_frame(src, a.target, a.sport, a.dport, a.payload)
-                    }
-                    FloodKind::Syn => ethernet_tcp_frame(src, a.target, 40000, a.dport, 0x02),
+                    FloodKind::Udp => ethernet_udp_frame(src, a.target, a.sport, dport, a.payload),
+                    FloodKind::Syn => ethernet_tcp_frame(src, a.target, 40000, dport, 0x02),
                     FloodKind::Icmp => ethernet_icmp_frame(src, a.target),
                 };
                 pool = pool.wrapping_add(rate);
