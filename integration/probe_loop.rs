@@ -144,14 +144,17 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
 
-    // The flood: UDP from port 123 at 20k packets a second, for at most 6 seconds.
+    // The flood: UDP from port 123 at 20k packets a second, for at most 6 seconds, to 4,000
+    // destination ports (as a reflection's answers go to its spoofed requests' ports): far more
+    // flows than a report holds.
     probe_lab::warm_up(&lab.ns_a, A4.parse().unwrap(), B4.parse().unwrap()).unwrap();
     let ns_a = lab.ns_a.clone();
     let flood = std::thread::spawn(move || {
-        probe_lab::send_udp(
+        probe_lab::send_udp_spread(
             &ns_a,
             SocketAddr::new(A4.parse().unwrap(), 123),
             SocketAddr::new(B4.parse().unwrap(), 4444),
+            4000,
             120_000,
             20_000,
             468,
@@ -173,10 +176,16 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     let (sent, secs) = flood.join().unwrap().unwrap();
     assert!(sent > 50_000, "the flood was sent ({sent} in {secs:.1} s)");
     let attacks = api_get(&ns, api_port, "/api/v1/attacks?all=true").unwrap();
+    assert_eq!(
+        attacks.as_array().map(Vec::len),
+        Some(1),
+        "one attack, not a udp-flood beside it: {attacks}"
+    );
     let a = &attacks[0];
     assert_eq!(a["vector"], "amplification", "{attacks}");
     assert_eq!(a["target"], B4);
-    assert_eq!(a["signature"]["sports"][0], 123);
+    assert_eq!(a["signature"]["sports"], serde_json::json!([123]), "{a}");
+    assert!(a["signature"].get("dports").is_none(), "{a}");
     let peak = a["peak_pps"].as_u64().unwrap();
     assert!(
         (10_000..=40_000).contains(&peak),
@@ -225,7 +234,10 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 10, "{} packets captured", lines.len());
     for l in lines {
-        assert_eq!(l, format!("{A4}\t{B4}\t123\t4444"), "{l}");
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(f[..3], [A4, B4, "123"], "{l}");
+        let port: u16 = f[3].parse().unwrap();
+        assert!((4444..4444 + 4000).contains(&port), "{l}");
     }
 }
 

@@ -395,6 +395,22 @@ pub fn send_udp(
     len: usize,
     max_time: Duration,
 ) -> io::Result<(u64, f64)> {
+    send_udp_spread(ns, from, to, 1, count, pps, len, max_time)
+}
+
+/// The same, to `spread` destination ports from `to`'s, in turn: how a reflection looks (answers
+/// go to whatever ports the spoofed requests came from).
+#[allow(clippy::too_many_arguments)]
+pub fn send_udp_spread(
+    ns: &str,
+    from: SocketAddr,
+    to: SocketAddr,
+    spread: u16,
+    count: u64,
+    pps: u64,
+    len: usize,
+    max_time: Duration,
+) -> io::Result<(u64, f64)> {
     in_netns(ns, move || {
         let sock = UdpSocket::bind(from)?;
         let payload = vec![0x5a; len];
@@ -404,7 +420,10 @@ pub fn send_udp(
             // Catch up to the schedule, one millisecond at a time.
             let due = ((start.elapsed().as_secs_f64() * pps as f64) as u64 + 1).min(count);
             while sent < due {
-                match sock.send_to(&payload, to) {
+                let port = to
+                    .port()
+                    .wrapping_add((sent % u64::from(spread.max(1))) as u16);
+                match sock.send_to(&payload, SocketAddr::new(to.ip(), port)) {
                     Ok(_) => sent += 1,
                     // A full queue (ENOBUFS) or a neighbour not yet resolved: try again later.
                     Err(_) => break,
