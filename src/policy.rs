@@ -8,7 +8,7 @@
 //!   vectors: [amplification]
 //!   groups: [customers]   # any group when absent
 //!   min_pps: 0            # attack size, at least
-//! ttl: 10m                # each mitigation's lifetime, renewed while the attack lasts
+//! ttl: 10m                # each mitigation's lifetime, renewed while the attack lasts and is seen
 //! withdraw_after: 60s     # hold-down after the attack ends
 //! dry_run: false
 //! steps:

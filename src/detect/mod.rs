@@ -337,6 +337,23 @@ impl Detector {
         &self.nodes
     }
 
+    /// Whether an attack's target is still seen: the node that reports it now (whichever that
+    /// is) is not stale. An attack on a target nobody sees any more is held, on no evidence.
+    pub fn is_seen(&self, a: &Attack) -> bool {
+        self.targets
+            .get(&a.target)
+            .and_then(|t| self.nodes.get(t.node as usize))
+            .is_some_and(|n| !n.stale)
+    }
+
+    /// The name of the node that reports an attack's target now.
+    pub fn seen_by(&self, a: &Attack) -> Option<&str> {
+        self.targets
+            .get(&a.target)
+            .and_then(|t| self.nodes.get(t.node as usize))
+            .map(|n| n.name.as_str())
+    }
+
     pub fn target_count(&self) -> usize {
         self.targets.len()
     }

@@ -352,11 +352,14 @@ fn a_stale_node_freezes_its_targets() {
         now,
     );
     let id = started(&ev)[0];
-    // The node goes silent for a minute: the attack holds, it is not ended on missing data.
+    assert!(d.is_seen(d.attack(id).unwrap()));
+    // The node goes silent for a minute: the attack holds, it is not ended on missing data, but
+    // nothing sees it any more.
     now += 60_000;
     assert_eq!(d.check_stale(now), vec!["web1".to_string()]);
     assert!(d.nodes()[0].stale);
     assert!(d.attack(id).unwrap().is_active());
+    assert!(!d.is_seen(d.attack(id).unwrap()));
     assert!(
         d.attack(id)
             .unwrap()
@@ -555,4 +558,23 @@ fn spread_ports_and_many_sources_are_one_attack_with_the_precise_signature() {
             "{what}"
         );
     }
+}
+
+#[test]
+fn an_attack_is_seen_while_any_node_that_reports_its_address_is_fresh() {
+    let (mut d, mut now) = warmed();
+    now += 1000;
+    let flood = with(flow(1, None, None, None, 9_000));
+    let id = started(&d.ingest("web1", &report(100, VICTIM, flood.clone()), now))[0];
+    // Another node now reports the address (it moved, or both see it); the first goes silent.
+    for i in 0..10 {
+        now += 1000;
+        d.ingest("web2", &report(i, VICTIM, flood.clone()), now);
+    }
+    assert_eq!(d.check_stale(now), vec!["web1".to_string()]);
+    let a = d.attack(id).unwrap();
+    assert_eq!((d.is_seen(a), d.seen_by(a)), (true, Some("web2")));
+    now += 60_000;
+    assert_eq!(d.check_stale(now), vec!["web2".to_string()]);
+    assert!(!d.is_seen(d.attack(id).unwrap()));
 }

@@ -9,7 +9,14 @@
 //!   attack starts ──► Escalation::new (or take_over: same target and vector in hold-down)
 //!   every report and tick ──► next_due ──► announcement / local_drop / a call   (step fired)
 //!   attack ends ──► end ──► tick: Renew every ttl/3 while it lasts, Withdraw after withdraw_after
+//!   no evidence (its node stale) ──► no renewal, no step; tick: Starved once the lifetime granted
+//!                                    runs out: withdrawn, and the steps start over on evidence
 //! ```
+//!
+//! Evidence: a mitigation lives on what deflect sees. While nothing sees the attacked address (its
+//! node stopped reporting, and no other node or agent reports it), the attack is held but its
+//! mitigations are not renewed and no further step fires: a node that dies or lies and goes
+//! silent cannot keep a rule in the routers for ever.
 
 use std::time::Duration;
 
@@ -40,7 +47,14 @@ pub enum Tick {
     Renew(Duration),
     /// The hold-down after the attack's end is over: withdraw and undo everything.
     Withdraw,
+    /// The attack has had no evidence for the lifetime its mitigations were given: withdraw them
+    /// (the attack itself is held), and start the steps over when it is seen again.
+    Starved,
 }
+
+/// How long before its mitigations would expire a starved escalation withdraws them itself, so
+/// that the record says why (the engine's timer runs every 250 ms).
+const STARVE_MARGIN_MS: u64 = 1000;
 
 /// One attack's escalation.
 #[derive(Debug, Clone)]
@@ -85,9 +99,10 @@ impl Escalation {
         self.ended_at.is_some()
     }
 
-    /// The next step whose time and rate condition have come, marked fired.
-    pub fn next_due(&mut self, a: &Attack, now: u64) -> Option<usize> {
-        if self.ended_at.is_some() {
+    /// The next step whose time and rate condition have come, marked fired. Nothing fires on no
+    /// evidence (`seen` false).
+    pub fn next_due(&mut self, a: &Attack, now: u64, seen: bool) -> Option<usize> {
+        if self.ended_at.is_some() || !seen {
             return None;
         }
         let step = self.policy.steps.get(self.fired)?;
@@ -106,11 +121,21 @@ impl Escalation {
         self.ended_at = Some(now);
     }
 
-    /// What the timer does now.
-    pub fn tick(&self, now: u64) -> Tick {
+    /// What the timer does now; `seen`: whether the attack still has evidence.
+    pub fn tick(&self, now: u64, seen: bool) -> Tick {
         match self.ended_at {
             Some(t) if now >= t + self.policy.withdraw_after.as_millis() as u64 => Tick::Withdraw,
             Some(_) => Tick::Wait,
+            None if !seen => {
+                // The lifetime granted at the last renewal runs out: withdrawn on record, a
+                // moment before the set would expire them on its own.
+                let granted = self.last_refresh + self.ttl().as_millis() as u64;
+                if !self.made.is_empty() && now + STARVE_MARGIN_MS >= granted {
+                    Tick::Starved
+                } else {
+                    Tick::Wait
+                }
+            }
             None => {
                 // Renew at a third of the TTL, so a live attack never loses its rule.
                 let every = (self.policy.ttl.as_millis() as u64 / 3).max(1000);
@@ -126,6 +151,15 @@ impl Escalation {
     /// Lifetimes were renewed at `now`.
     pub fn renewed(&mut self, now: u64) {
         self.last_refresh = now;
+    }
+
+    /// Its mitigations were withdrawn for want of evidence: nothing is made any more, and the
+    /// steps start over once the attack is seen again. Playbook calls and node-local drops stay
+    /// until the attack ends (they are undone then).
+    pub fn starved(&mut self, now: u64) -> Vec<Made> {
+        self.fired = 0;
+        self.last_refresh = now;
+        std::mem::take(&mut self.made)
     }
 
     /// Each mitigation's lifetime, whole seconds (at least one).
@@ -294,15 +328,23 @@ steps:
     #[test]
     fn steps_fire_in_order_once_their_time_and_rate_have_come() {
         let mut e = Escalation::new(policy(TWO_STEPS), 10_000);
-        assert_eq!(e.next_due(&attack(80_000), 10_000), Some(0));
+        assert_eq!(e.next_due(&attack(80_000), 10_000, true), Some(0));
         assert_eq!(
-            e.next_due(&attack(80_000), 10_000),
+            e.next_due(&attack(80_000), 10_000, true),
             None,
             "the next one waits"
         );
-        assert_eq!(e.next_due(&attack(20_000), 25_000), None, "under its rate");
-        assert_eq!(e.next_due(&attack(80_000), 25_000), Some(1));
-        assert_eq!(e.next_due(&attack(80_000), 99_000), None, "no step left");
+        assert_eq!(
+            e.next_due(&attack(20_000), 25_000, true),
+            None,
+            "under its rate"
+        );
+        assert_eq!(e.next_due(&attack(80_000), 25_000, true), Some(1));
+        assert_eq!(
+            e.next_due(&attack(80_000), 99_000, true),
+            None,
+            "no step left"
+        );
     }
 
     #[test]
@@ -310,20 +352,24 @@ steps:
         let mut e = Escalation::new(policy(TWO_STEPS), 10_000);
         e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 1);
         e.end(12_000);
-        assert_eq!(e.next_due(&attack(80_000), 12_000), None);
-        assert_eq!(e.tick(16_999), Tick::Wait);
-        assert_eq!(e.tick(17_000), Tick::Withdraw);
+        assert_eq!(e.next_due(&attack(80_000), 12_000, true), None);
+        assert_eq!(e.tick(16_999, true), Tick::Wait);
+        assert_eq!(e.tick(17_000, true), Tick::Withdraw);
     }
 
     #[test]
     fn lifetimes_are_renewed_every_third_of_the_ttl_while_something_is_made() {
         let mut e = Escalation::new(policy(TWO_STEPS), 0);
-        assert_eq!(e.tick(20_000), Tick::Wait, "nothing made, nothing to renew");
+        assert_eq!(
+            e.tick(20_000, true),
+            Tick::Wait,
+            "nothing made, nothing to renew"
+        );
         e.made(Kind::Rtbh, host_key("203.0.113.7".parse().unwrap()), 1);
-        assert_eq!(e.tick(9_999), Tick::Wait);
-        assert_eq!(e.tick(10_000), Tick::Renew(Duration::from_secs(30)));
+        assert_eq!(e.tick(9_999, true), Tick::Wait);
+        assert_eq!(e.tick(10_000, true), Tick::Renew(Duration::from_secs(30)));
         e.renewed(10_000);
-        assert_eq!(e.tick(19_999), Tick::Wait);
+        assert_eq!(e.tick(19_999, true), Tick::Wait);
     }
 
     #[test]
@@ -370,5 +416,38 @@ steps:
             "amplification on 203.0.113.7 (80000 pps), policy p step 2"
         );
         assert_eq!(o.actor, "policy:p attack:7");
+    }
+
+    #[test]
+    fn without_evidence_nothing_is_renewed_and_the_rules_go_when_their_lifetime_does() {
+        let mut e = Escalation::new(policy(TWO_STEPS), 0);
+        let a = attack(80_000);
+        assert_eq!(
+            e.next_due(&a, 10_000, false),
+            None,
+            "no step on no evidence"
+        );
+        assert_eq!(e.next_due(&a, 10_000, true), Some(0));
+        e.made(Kind::Rtbh, host_key(a.target), 1);
+        e.renewed(10_000);
+        // The node goes silent: a third of the TTL passes, nothing is renewed.
+        assert_eq!(e.tick(20_000, false), Tick::Wait);
+        assert_eq!(
+            e.next_due(&a, 25_000, false),
+            None,
+            "nor does the next step fire"
+        );
+        // The 30 s granted at the last renewal run out: withdrawn, a moment before the set would.
+        assert_eq!(e.tick(38_999, false), Tick::Wait);
+        assert_eq!(e.tick(39_000, false), Tick::Starved);
+        let gone = e.starved(39_000);
+        assert_eq!(gone.iter().map(|m| m.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            e.tick(99_000, false),
+            Tick::Wait,
+            "nothing left to withdraw"
+        );
+        // Seen again, still going: the steps start over.
+        assert_eq!(e.next_due(&a, 99_000, true), Some(0));
     }
 }

@@ -561,10 +561,11 @@ impl Engine {
             let Some(a) = self.detector.attack(id) else {
                 return;
             };
+            let seen = self.detector.is_seen(a);
             let Some(e) = self.escalations.get_mut(&id) else {
                 return;
             };
-            let Some(n) = e.next_due(a, now) else {
+            let Some(n) = e.next_due(a, now, seen) else {
                 return;
             };
             let policy = e.policy.clone();
@@ -765,11 +766,15 @@ impl Engine {
         let ids: Vec<u64> = self.escalations.keys().copied().collect();
         for id in ids {
             self.advance(id, now).await;
+            let seen = self
+                .detector
+                .attack(id)
+                .is_some_and(|a| self.detector.is_seen(a));
             let Some(e) = self.escalations.get(&id) else {
                 continue;
             };
             let actor = escalation::actor(&e.policy, id);
-            match e.tick(now) {
+            match e.tick(now, seen) {
                 Tick::Wait => {}
                 Tick::Renew(ttl) => {
                     for m in &e.made {
@@ -786,8 +791,44 @@ impl Engine {
                         self.withdraw_all(id, e, &actor, now).await;
                     }
                 }
+                Tick::Starved => self.starve(id, &actor, now).await,
             }
         }
+    }
+
+    /// Nothing has seen the attack for the lifetime its mitigations were given: they are withdrawn
+    /// on record; the attack is held, and its steps start over if it is seen again.
+    async fn starve(&mut self, id: u64, actor: &str, now: u64) {
+        let node = self
+            .detector
+            .attack(id)
+            .and_then(|a| self.detector.seen_by(a))
+            .unwrap_or("no node")
+            .to_string();
+        let Some(e) = self.escalations.get_mut(&id) else {
+            return;
+        };
+        let gone = e.starved(now);
+        let reason = format!("no evidence: node {node} stale, attack {id} unseen");
+        for m in &gone {
+            if let Err(err) = self.mitigations.withdraw(m.id, actor, &reason).await {
+                warn!(attack = id, mitigation = m.id, "withdrawal: {err}");
+            }
+        }
+        warn!(
+            attack = id,
+            node,
+            withdrawn = gone.len(),
+            "{reason}: mitigations withdrawn"
+        );
+        self.note(
+            id,
+            now,
+            format!(
+                "withdrew {} mitigations: {reason}; the steps start over if it is seen again",
+                gone.len()
+            ),
+        );
     }
 
     /// An attack's hold-down is over: its mitigations are withdrawn, its playbook calls undone,

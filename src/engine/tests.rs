@@ -352,3 +352,42 @@ async fn a_playbook_step_calls_an_api_and_undoes_it_on_withdrawal() {
             .contains(&std::env::var("PATH").unwrap())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gone_silent_keeps_no_rule_beyond_its_lifetime_and_it_returns_with_the_node() {
+    let policy = ESCALATE.replace("ttl: 10m", "ttl: 3s");
+    let mut r = rig("stale", &policy).await;
+    r.for_ms(300, 0).await;
+    let id = r.report(20_000).await.started[0];
+    r.for_ms(1000, 20_000).await;
+    let first = r.active().await;
+    assert_eq!(first.len(), 1);
+    // The node dies mid-attack: stale after 5 s, and the rule goes once the 3 s it was last
+    // given run out, on record, not renewed for ever.
+    let start = std::time::Instant::now();
+    let gone = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let m = r.set.get(first[0].id).await.unwrap();
+        if m.withdrawn_ms.is_some() {
+            break m;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "still announced: {m:?}"
+        );
+    };
+    assert!(
+        gone.withdraw_reason
+            .as_deref()
+            .is_some_and(|w| w.contains("no evidence: node web1 stale")),
+        "{gone:?}"
+    );
+    let a = r.engine.attack(id).await.unwrap();
+    assert!(a.is_active(), "the attack itself is held: {a:?}");
+    // The node is back and the flood goes on: the policy starts over at once.
+    r.report(20_000).await;
+    let now = r.active().await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0].id, first[0].id);
+    assert_eq!(now[0].rule, first[0].rule);
+}
