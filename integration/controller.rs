@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use deflect::config::Config;
 use deflect::run::Daemon;
-use routers::{Gobgp, Session, free_port, wait_for};
+use routers::{Gobgp, Session, free_port, gobgp_attr, wait_for};
 use serde_json::{Value, json};
 
 const WRITE: &str = "write-token-0123456789";
@@ -85,11 +85,13 @@ impl Http {
                 }
                 r.call()
             }
-            _ => {
-                let mut r = self
-                    .agent
-                    .post(&url)
-                    .header("Content-Type", "application/json");
+            method => {
+                let r = if method == "PATCH" {
+                    self.agent.patch(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                let mut r = r.header("Content-Type", "application/json");
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }
@@ -182,6 +184,69 @@ async fn a_mitigation_made_over_http_reaches_gobgp_leaves_it_expires_and_survive
     .unwrap();
     assert_eq!((st, again["id"].as_u64()), (200, Some(id)), "{again}");
     assert!(again["expires_ms"].as_u64() > m["expires_ms"].as_u64());
+
+    // New actions, the same rule: changed in place in GoBGP (the same NLRI, now a rate limit),
+    // never withdrawn in between; audited. A rule with no action, or an RTBH route, is refused.
+    let (st, changed) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).req(
+            "PATCH",
+            &format!("/api/v1/mitigations/{id}"),
+            Some(WRITE),
+            Some(&json!({"actions": "rate-bytes 12500", "reason": "let some through"}).to_string()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!((st, changed["id"].as_u64()), (200, Some(id)), "{changed}");
+    assert_eq!(
+        changed["rule"],
+        "dst 203.0.113.7/32 proto udp sport 123 then rate-bytes 12500"
+    );
+    let g2 = g.clone();
+    tokio::task::spawn_blocking(move || {
+        let rate = json!([{"as": 0, "rate": 12500, "subtype": 6, "type": 128}]);
+        let mut last = Vec::new();
+        wait_for("the new action in GoBGP", WAIT, || {
+            last = g2.rib("ipv4-flowspec")?;
+            Ok(last
+                .iter()
+                .any(|(k, attrs)| {
+                    k == GOBGP_RULE && gobgp_attr(attrs, 16).is_some_and(|c| c["value"] == rate)
+                })
+                .then_some(()))
+        })
+        .unwrap_or_else(|e| panic!("{e}: {last:?}"));
+    })
+    .await
+    .unwrap();
+    let (st, bad) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).req(
+            "PATCH",
+            &format!("/api/v1/mitigations/{id}"),
+            Some(WRITE),
+            Some(&json!({"actions": "explode"}).to_string()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(st, 400, "{bad}");
+    let (_, page) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).req("GET", "/api/v1/audit?limit=1000", Some(READ), None)
+    })
+    .await
+    .unwrap();
+    let mine: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"]["id"] == id)
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert!(mine.contains(&"mitigation.amend"), "{mine:?}");
+    assert!(
+        !mine.contains(&"withdraw"),
+        "never withdrawn in between: {mine:?}"
+    );
 
     // Delete: gone from GoBGP.
     let (st, w) = tokio::task::spawn_blocking(move || {
@@ -676,6 +741,22 @@ fn the_cli_adds_lists_shows_and_withdraws_and_reports_refusals() {
     assert!(
         !ok && err.contains("422") && err.contains("not inside a protected network"),
         "{err}"
+    );
+    // New actions in place: the same mitigation, the same match.
+    let (ok, out, err) = cli(
+        api_port,
+        WRITE,
+        &[
+            "mitigation",
+            "amend",
+            &id.to_string(),
+            "--actions",
+            "rate-bytes 125000",
+        ],
+    );
+    assert!(
+        ok && out.contains("dst 203.0.113.7/32 proto udp sport 123 then rate-bytes 125000"),
+        "{out}{err}"
     );
     // The read token cannot withdraw; the write token can.
     let (ok, _, err) = cli(api_port, READ, &["mitigation", "withdraw", &id.to_string()]);

@@ -20,13 +20,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use deflect_bgp::flowspec::text::parse_actions;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::collector::SharedStats;
 use crate::diag::parse_duration;
 use crate::engine::EngineHandle;
-use crate::mitigation::{Created, ListFilter, MitigationHandle, Order, Refusal};
+use crate::mitigation::{Amend, Created, ListFilter, MitigationHandle, Order, Refusal};
 use crate::pcap::Recorder;
 use crate::peer::PeerHandle;
 use crate::route::{Kind, Target};
@@ -38,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/mitigations"),
     ("post", "/api/v1/mitigations"),
     ("get", "/api/v1/mitigations/{id}"),
+    ("patch", "/api/v1/mitigations/{id}"),
     ("delete", "/api/v1/mitigations/{id}"),
     ("post", "/api/v1/mitigations/{id}/extend"),
     ("get", "/api/v1/peers"),
@@ -216,7 +218,10 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/mitigations", get(list).post(create))
-        .route("/api/v1/mitigations/{id}", get(show).delete(withdraw))
+        .route(
+            "/api/v1/mitigations/{id}",
+            get(show).patch(amend).delete(withdraw),
+        )
         .route("/api/v1/mitigations/{id}/extend", post(extend))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/audit", get(audit))
@@ -440,6 +445,52 @@ async fn extend(
     Ok(axum::Json(
         s.mitigations.extend(id, ttl, &caller.name).await?,
     ))
+}
+
+/// The body of `PATCH /api/v1/mitigations/{id}`: new actions for a FlowSpec mitigation.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmendRequest {
+    /// In rule syntax: `discard`, `rate-bytes 125000`...
+    pub actions: String,
+    pub ttl: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl AmendRequest {
+    /// The change it asks for on behalf of `actor`, or why it cannot be one (HTTP 400).
+    pub fn amend(&self, actor: &str) -> Result<Amend, Refusal> {
+        let actions =
+            parse_actions(&self.actions).map_err(|e| Refusal::Invalid(format!("actions: {e}")))?;
+        Ok(Amend {
+            actions,
+            ttl: self.ttl.as_deref().map(ttl).transpose()?,
+            reason: self
+                .reason
+                .clone()
+                .unwrap_or_else(|| "changed by hand".into()),
+            actor: actor.to_string(),
+        })
+    }
+}
+
+async fn amend(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    p: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_write()?;
+    let id = id_of(p)?;
+    let req: AmendRequest = body(b)?;
+    let change = match req.amend(&caller.name) {
+        Ok(a) => a,
+        Err(why) => {
+            let what = json!({"amend": id, "actions": req.actions});
+            return Err(s.mitigations.refused(&caller.name, what, why).await.into());
+        }
+    };
+    Ok(axum::Json(s.mitigations.amend(id, change).await?))
 }
 
 /// One peer as the API shows it.
@@ -1037,6 +1088,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_amend_body_gives_new_actions_or_says_why_not() {
+        let a = AmendRequest {
+            actions: "rate-bytes 125000 traffic-action sample+terminal".into(),
+            ttl: Some("10m".into()),
+            reason: None,
+        }
+        .amend("noc")
+        .unwrap();
+        assert_eq!(a.actions.len(), 2);
+        assert_eq!(a.ttl, Some(std::time::Duration::from_secs(600)));
+        assert_eq!(
+            (a.actor.as_str(), a.reason.as_str()),
+            ("noc", "changed by hand")
+        );
+        for (actions, ttl, why) in [
+            ("", None, "actions:"),
+            ("explode", None, "actions:"),
+            ("rate-bytes", None, "actions:"),
+            ("discard", Some("soon"), "not a duration"),
+        ] {
+            let r = AmendRequest {
+                actions: actions.into(),
+                ttl: ttl.map(Into::into),
+                reason: None,
+            }
+            .amend("noc");
+            match r {
+                Err(Refusal::Invalid(e)) => assert!(e.contains(why), "{actions}: {e}"),
+                other => panic!("{actions}: {other:?}"),
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Whatever the strings, a body gives an order of the kind it asked for, or a 400; never a
         /// panic.
@@ -1060,6 +1145,18 @@ mod tests {
                     proptest::prop_assert_eq!(Some(o.target.kind()), req.kind);
                     proptest::prop_assert!(o.ttl.is_none_or(|d| !d.is_zero()));
                 }
+                Err(e) => proptest::prop_assert!(matches!(e, Refusal::Invalid(_))),
+            }
+        }
+
+        /// Whatever the words, an amend body gives at least one action, or a 400.
+        #[test]
+        fn any_amend_body_gives_actions_or_a_refusal(
+            actions in "(discard|rate-bytes|rate-packets|traffic-action|redirect|mark|terminal|sample|[0-9.:+ -]){0,8}",
+        ) {
+            let req = AmendRequest { actions, ttl: None, reason: None };
+            match req.amend("noc") {
+                Ok(a) => proptest::prop_assert!(!a.actions.is_empty()),
                 Err(e) => proptest::prop_assert!(matches!(e, Refusal::Invalid(_))),
             }
         }

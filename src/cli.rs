@@ -73,6 +73,16 @@ pub enum MitigationCmd {
         #[arg(long)]
         ttl: String,
     },
+    /// Change a FlowSpec mitigation's actions in place (one UPDATE, no gap): 'discard',
+    /// 'rate-bytes 125000'...
+    Amend {
+        id: u64,
+        /// The new actions, in rule syntax.
+        #[arg(long)]
+        actions: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,8 +195,12 @@ impl Client {
                 }
                 r.call()
             }
-            (_, body) => {
-                let mut r = self.agent.post(&url);
+            (method, body) => {
+                let mut r = if method == "PATCH" {
+                    self.agent.patch(&url)
+                } else {
+                    self.agent.post(&url)
+                };
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }
@@ -316,6 +330,18 @@ pub fn mitigation(a: &ApiArgs, cmd: MitigationCmd) -> ExitCode {
                     &format!("/api/v1/mitigations/{id}/extend"),
                     Some(json!({"ttl": ttl})),
                 )?;
+                print(a.json, &v, as_one);
+            }
+            MitigationCmd::Amend {
+                id,
+                actions,
+                reason,
+            } => {
+                let mut body = json!({"actions": actions});
+                if let Some(r) = reason {
+                    body["reason"] = json!(r);
+                }
+                let v = c.call("PATCH", &format!("/api/v1/mitigations/{id}"), Some(body))?;
                 print(a.json, &v, as_one);
             }
         }

@@ -371,3 +371,33 @@ fn routes_with_bad_next_hops_are_refused() {
         Err(RibError::FlowSpecNextHop)
     );
 }
+
+#[test]
+fn new_actions_for_an_advertised_rule_go_in_one_update_without_a_withdrawal() {
+    let mut rib = AdjRibOut::new();
+    let c = ctx(true, false);
+    rib.session_up(c.clone());
+    let rate = Arc::new(RouteAttrs {
+        ext_communities: vec![
+            Action::TrafficRateBytes {
+                asn: 0,
+                rate: 12_500.0,
+            }
+            .to_ext_community(),
+        ],
+        ..RouteAttrs::default()
+    });
+    rib.set(flow(7), rate).unwrap();
+    drain_all(&mut rib, &c.codec);
+    // The escalation: the same match, now discarded.
+    assert!(rib.set(flow(7), discard()).unwrap());
+    let (updates, ann, wd, _) = drain_all(&mut rib, &c.codec);
+    assert_eq!(updates.len(), 1, "one UPDATE: {updates:?}");
+    assert!(wd.is_empty(), "nothing withdrawn in between");
+    assert_eq!(ann.len(), 1);
+    assert_eq!(
+        updates[0].attributes.ext_communities,
+        vec![Action::DISCARD.to_ext_community()]
+    );
+    assert_eq!(rib.advertised().get(&flow(7)), Some(&discard()));
+}

@@ -40,9 +40,10 @@ use crate::audit::AuditSink;
 use crate::clock::now_ms;
 use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
 use crate::ioc::Lists;
-use crate::mitigation::{Created, MitigationHandle, Refusal};
+use crate::mitigation::{Amend, Created, MitigationHandle, Refusal};
 use crate::pcap::Recorder;
 use crate::policy::{self, Call, Policies, Policy};
+use crate::route::Kind;
 use crate::telemetry::{LocalDrop, Report};
 
 /// What detection runs on: settings, policies and what they may refer to, indicator lists.
@@ -623,10 +624,31 @@ impl Engine {
             .map(|e| e.replaced_by(kind, &key))
             .unwrap_or_default();
         let replaced = format!("replaced by step {}", n + 1);
+        // The same match with new actions: changed in place, one UPDATE, no gap in the filter.
+        let mut made = None;
         for m in before {
+            if made.is_none() && kind == Kind::Flowspec {
+                let amend = Amend {
+                    actions: order.target.actions().to_vec(),
+                    ttl: order.ttl,
+                    reason: format!("step {}: {}", n + 1, order.reason),
+                    actor: actor.clone(),
+                };
+                match self.mitigations.amend(m, amend).await {
+                    Ok(m) => {
+                        made = Some(Ok(Created::Extended(m)));
+                        continue;
+                    }
+                    Err(e) => warn!(attack = id, mitigation = m, "not changed in place: {e}"),
+                }
+            }
             let _ = self.mitigations.withdraw(m, &actor, &replaced).await;
         }
-        let note = match self.mitigations.create(order).await {
+        let made = match made {
+            Some(m) => m,
+            None => self.mitigations.create(order).await,
+        };
+        let note = match made {
             Ok(Created::New(m)) | Ok(Created::Extended(m)) => {
                 for o in after {
                     let _ = self.mitigations.withdraw(o, &actor, &replaced).await;

@@ -177,7 +177,7 @@ steps:
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_that_waits_replaces_the_rule_before_it_only_above_its_rate() {
+async fn a_step_that_waits_changes_the_rule_in_place_only_above_its_rate() {
     let mut r = rig("escalate", ESCALATE).await;
     r.for_ms(300, 0).await;
     let ack = r.report(20_000).await;
@@ -191,16 +191,25 @@ async fn a_step_that_waits_replaces_the_rule_before_it_only_above_its_rate() {
     // 1.5 s at 20k pps: under the second step's 50k, nothing changes.
     r.for_ms(1500, 20_000).await;
     assert_eq!(r.active().await, first);
-    // It grows: the discard replaces the rate limit (same match: one rule on the wire).
+    // It grows: the discard replaces the rate limit in place (same match: the same rule on the
+    // wire, its actions changed by one UPDATE, never withdrawn in between).
     r.for_ms(300, 80_000).await;
     let now = r.active().await;
     assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].id, first[0].id);
     assert_eq!(
         now[0].rule.as_deref(),
         Some("dst 203.0.113.7/32 proto udp sport 123 then discard")
     );
-    let old = r.set.get(first[0].id).await.unwrap();
-    assert_eq!(old.withdraw_reason.as_deref(), Some("replaced by step 2"));
+    let audit = r.set.audit(0, 1000).await.unwrap();
+    let mine = |e: &&crate::audit::AuditEntry| e.detail["id"] == first[0].id;
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(mine)
+        .map(|e| e.action.as_str())
+        .filter(|a| a.starts_with("mitigation.") && *a != "mitigation.extend")
+        .collect();
+    assert_eq!(actions, ["mitigation.create", "mitigation.amend"]);
     // Over: withdrawn after the cooldown and the hold-down.
     r.for_ms(2500, 0).await;
     assert!(r.active().await.is_empty());

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use crate::audit::{AuditDraft, AuditEntry, AuditSink};
 use crate::mitigation::guardrails::Guardrails;
-use crate::mitigation::record::{Created, ListFilter, Mitigation, Order, Refusal};
+use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
 use crate::peer::{Neighbor, PeerHandle};
 
 /// Counters for `/metrics`.
@@ -49,6 +49,11 @@ pub(super) enum Request {
         id: u64,
         ttl: Duration,
         actor: String,
+        reply: Reply<Mitigation>,
+    },
+    Amend {
+        id: u64,
+        amend: Amend,
         reply: Reply<Mitigation>,
     },
     Get {
@@ -138,6 +143,13 @@ impl MitigationHandle {
             reply,
         })
         .await
+    }
+
+    /// Changes an active FlowSpec mitigation's actions in place: the same rule, so the peers get
+    /// one UPDATE with the same NLRI and the new actions (an implicit withdraw), never a
+    /// withdrawal and an announcement with a gap between them.
+    pub async fn amend(&self, id: u64, amend: Amend) -> Result<Mitigation, Refusal> {
+        self.ask(|reply| Request::Amend { id, amend, reply }).await
     }
 
     pub async fn get(&self, id: u64) -> Result<Mitigation, Refusal> {

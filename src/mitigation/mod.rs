@@ -21,5 +21,5 @@ mod set;
 pub mod store;
 
 pub use self::handle::{Metrics, MitigationHandle};
-pub use self::record::{Created, ListFilter, Mitigation, Order, Refusal};
+pub use self::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
 pub use self::set::start;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use deflect_bgp::flowspec::Action;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +88,16 @@ impl Order {
             "reason": self.reason,
         })
     }
+}
+
+/// New actions for an active FlowSpec mitigation (its match stays: it is the rule's identity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Amend {
+    pub actions: Vec<Action>,
+    /// A new lifetime from now, if longer than what is left (the policy's, on escalation).
+    pub ttl: Option<Duration>,
+    pub reason: String,
+    pub actor: String,
 }
 
 /// Why a request was not carried out. Each maps to one HTTP status in the API.

@@ -29,7 +29,7 @@ use crate::audit::AuditDraft;
 use crate::clock::now_ms;
 use crate::mitigation::guardrails::Guardrails;
 use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
-use crate::mitigation::record::{Created, ListFilter, Mitigation, Order, Refusal};
+use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
 use crate::mitigation::store::{Store, StoreError};
 use crate::peer::{Neighbor, PeerHandle};
 use crate::route::Target;
@@ -532,6 +532,92 @@ impl MitigationSet {
         Ok(m)
     }
 
+    fn amend(&mut self, id: u64, a: Amend) -> Result<Mitigation, Refusal> {
+        let now = now_ms();
+        let what = serde_json::json!({
+            "amend": id,
+            "actions": a.actions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "reason": a.reason,
+        });
+        let r = self.try_amend(id, &a, now);
+        if let Err(e) = &r {
+            if !matches!(e, Refusal::NotFound(_)) {
+                self.refused(&a.actor, what, e);
+            }
+        }
+        r
+    }
+
+    fn try_amend(&mut self, id: u64, a: &Amend, now: u64) -> Result<Mitigation, Refusal> {
+        let Some(live) = self.live.get(&id).cloned() else {
+            return Err(if self.stored(id).is_some() {
+                Refusal::Conflict(format!("mitigation {id} is not active"))
+            } else {
+                Refusal::NotFound(id)
+            });
+        };
+        let mut m = self.all[&id].clone();
+        let Ok(Target::Flowspec(route)) = m.target() else {
+            return Err(Refusal::Invalid(format!(
+                "mitigation {id} is {}: only a FlowSpec rule has actions to change",
+                m.kind
+            )));
+        };
+        let target = Target::Flowspec(deflect_bgp::flowspec::FlowRoute {
+            rule: route.rule,
+            actions: a.actions.clone(),
+        });
+        target.check().map_err(Refusal::Invalid)?;
+        let expires = match a.ttl {
+            Some(t) => m
+                .expires_ms
+                .max(now + self.guardrails.ttl(Some(t))?.as_millis() as u64),
+            None => m.expires_ms,
+        };
+        let from = m.rule.clone();
+        m.rule = Some(target.to_string());
+        self.set_expiry(&mut m, expires);
+        let mut drafts = vec![AuditDraft::new(
+            &a.actor,
+            "mitigation.amend",
+            serde_json::json!({"id": id, "from": from, "to": m.rule, "reason": a.reason, "expires_ms": m.expires_ms}),
+        )];
+        if from == m.rule {
+            self.stage(&m, drafts);
+            self.all.insert(id, m.clone());
+            return Ok(m);
+        }
+        // The same NLRI with the new actions: the Adj-RIB-Out sends it as one UPDATE.
+        let mut new = Live::of(&target);
+        self.intern(&mut new);
+        debug_assert_eq!(new.key, live.key);
+        let targets = self.targets(&m, &new);
+        drafts.extend(targets.iter().map(|(i, _)| {
+            AuditDraft::new(
+                &a.actor,
+                "announce",
+                serde_json::json!({"id": id, "peer": self.peers[*i].0.peer.name}),
+            )
+        }));
+        self.stage(&m, drafts);
+        for (i, attrs) in targets {
+            self.pending
+                .ops
+                .push(PeerOp::Set(i, new.key.clone(), attrs));
+        }
+        if self.peers.is_empty() {
+            if let Some(attrs) = &new.flow_attrs {
+                self.pending
+                    .ops
+                    .push(PeerOp::Show(id, new.key.clone(), (**attrs).clone()));
+            }
+        }
+        info!(id, actor = %a.actor, rule = ?m.rule, "mitigation amended");
+        self.live.insert(id, new);
+        self.all.insert(id, m.clone());
+        Ok(m)
+    }
+
     /// A mitigation by id: active ones from memory, the others from the store.
     fn stored(&self, id: u64) -> Option<Mitigation> {
         match self.all.get(&id) {
@@ -682,6 +768,10 @@ impl MitigationSet {
                 let r = self.extend(id, ttl, &actor);
                 self.pending.replies.push(Deferred::One(reply, r));
             }
+            Request::Amend { id, amend, reply } => {
+                let r = self.amend(id, amend);
+                self.pending.replies.push(Deferred::One(reply, r));
+            }
             Request::Record { draft, reply } => {
                 self.pending.drafts.push(draft);
                 self.pending.replies.push(Deferred::Unit(reply));
@@ -707,6 +797,7 @@ impl MitigationSet {
             Request::Create { .. }
             | Request::Withdraw { .. }
             | Request::Extend { .. }
+            | Request::Amend { .. }
             | Request::Record { .. }
             | Request::Refused { .. } => {
                 unreachable!("grouped requests are handled by handle()")
