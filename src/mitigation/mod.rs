@@ -23,3 +23,6 @@ pub mod store;
 pub use self::handle::{Metrics, MitigationHandle};
 pub use self::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
 pub use self::set::start;
+
+#[cfg(test)]
+mod tests;

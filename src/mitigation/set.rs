@@ -684,6 +684,25 @@ impl MitigationSet {
         self.guardrails = guardrails;
         self.peers = peers;
         self.rebuild_rtbh_attrs();
+        // What the new guardrails forbid (a never-block prefix added, a protected group removed)
+        // is withdrawn on record.
+        let now = now_ms();
+        let forbidden: Vec<(u64, Refusal)> = self
+            .all
+            .values()
+            .filter_map(|m| {
+                let t = m.target().ok()?;
+                self.guardrails.check_target(&t).err().map(|e| (m.id, e))
+            })
+            .collect();
+        for (id, why) in forbidden {
+            let reason = format!("refused on reload: {why}");
+            warn!(id, "{reason}");
+            if self.withdraw(id, "config", &reason, now).is_ok() {
+                self.metrics.withdrawn.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.flush().await;
         // Peer handles may be new: give every peer the whole active set (idempotent for the others).
         let ids: Vec<u64> = self.live.keys().copied().collect();
         for id in ids {
@@ -875,15 +894,34 @@ pub async fn start(
     };
     set.rebuild_rtbh_attrs();
     let mut expired = Vec::new();
+    let mut refused = 0;
     let mut drafts = Vec::new();
     for mut m in stored {
-        if m.withdrawn_ms.is_none() && m.expires_ms <= now {
+        // What was active is checked again before it is announced: its lifetime, that it reads,
+        // and the guardrails in force now (the configuration may have changed while deflect was
+        // down). What fails is withdrawn on record, never announced.
+        let why = if m.withdrawn_ms.is_some() {
+            None
+        } else if m.expires_ms <= now {
+            Some("expired while deflect was down".to_string())
+        } else {
+            match m.target() {
+                Err(e) => Some(format!("refused on restore: the record does not read: {e}")),
+                Ok(t) => set
+                    .guardrails
+                    .check_target(&t)
+                    .err()
+                    .map(|e| format!("refused on restore: {e}")),
+            }
+        };
+        if let Some(why) = why {
+            refused += usize::from(!why.starts_with("expired"));
             m.withdrawn_ms = Some(now);
-            m.withdraw_reason = Some("expired while deflect was down".into());
+            m.withdraw_reason = Some(why.clone());
             drafts.push(AuditDraft::new(
                 "system",
                 "mitigation.withdraw",
-                serde_json::json!({"id": m.id, "reason": "expired while deflect was down"}),
+                serde_json::json!({"id": m.id, "reason": why}),
             ));
             expired.push(m.clone());
         }
@@ -893,7 +931,11 @@ pub async fn start(
     drafts.push(AuditDraft::new(
         "system",
         "restore",
-        serde_json::json!({"active": set.live.len(), "expired": expired.len()}),
+        serde_json::json!({
+            "active": set.live.len(),
+            "expired": expired.len() - refused,
+            "refused": refused,
+        }),
     ));
     set.store.commit(&refs, drafts, now)?;
     let ids: Vec<u64> = set.live.keys().copied().collect();
@@ -908,7 +950,8 @@ pub async fn start(
     }
     info!(
         active = set.live.len(),
-        expired = expired.len(),
+        expired = expired.len() - refused,
+        refused,
         "mitigations restored"
     );
     set.metrics

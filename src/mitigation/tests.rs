@@ -1,0 +1,161 @@
+//! The mitigation set over a real store: what it restores, and what the guardrails in force let
+//! it keep.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+
+use crate::mitigation::guardrails::Guardrails;
+use crate::mitigation::store::Store;
+use crate::mitigation::{ListFilter, MitigationHandle, Order, start};
+use crate::route::{Kind, Target};
+
+fn dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("deflect-set-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn guardrails(protected: &[&str], never_block: &[&str]) -> Guardrails {
+    let nets = |v: &[&str]| v.iter().map(|p| p.parse().unwrap()).collect::<Vec<IpNet>>();
+    Guardrails {
+        default_ttl: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(3600),
+        max_active: 100,
+        max_new_per_minute: 100,
+        rtbh_min_prefix_v4: 32,
+        rtbh_min_prefix_v6: 128,
+        protected: BTreeMap::from([("customers".to_string(), nets(protected))]),
+        never_block: nets(never_block),
+        dry_run: false,
+    }
+}
+
+async fn open(
+    d: &std::path::Path,
+    g: Guardrails,
+) -> (
+    MitigationHandle,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let stop = CancellationToken::new();
+    let (h, task) = start(Store::open(d).unwrap(), g, Vec::new(), 65000, stop.clone())
+        .await
+        .unwrap();
+    (h, stop, task)
+}
+
+fn order(kind: Kind, text: &str) -> Order {
+    Order {
+        target: Target::parse(kind, text).unwrap(),
+        ttl: None,
+        peers: Vec::new(),
+        reason: "test".into(),
+        actor: "noc".into(),
+    }
+}
+
+async fn active(h: &MitigationHandle) -> Vec<u64> {
+    h.list(ListFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn what_the_guardrails_in_force_forbid_is_withdrawn_on_record_at_restore() {
+    let d = dir("restore");
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24", "198.51.100.0/24"], &[])).await;
+    h.create(order(
+        Kind::Flowspec,
+        "dst 203.0.113.7/32 proto udp sport 123 then discard",
+    ))
+    .await
+    .unwrap();
+    h.create(order(Kind::Rtbh, "198.51.100.9/32"))
+        .await
+        .unwrap();
+    assert_eq!(active(&h).await.len(), 2);
+    stop.cancel();
+    task.await.unwrap();
+    drop(h);
+    // Restarted with 198.51.100.0/24 no longer protected and 203.0.113.0/28 never to be blocked.
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &["203.0.113.0/28"])).await;
+    assert!(active(&h).await.is_empty());
+    let all = h
+        .list(ListFilter {
+            all: Some(true),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = all
+        .iter()
+        .filter_map(|m| m.withdraw_reason.as_deref())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{all:?}");
+    assert!(
+        reasons.iter().all(|r| r.starts_with("refused on restore:")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("never-block")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("not inside a protected network")),
+        "{reasons:?}"
+    );
+    let audit = h.audit(0, 1000).await.unwrap();
+    let restore = audit.iter().rev().find(|e| e.action == "restore").unwrap();
+    assert_eq!(restore.detail["refused"], 2, "{restore:?}");
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test]
+async fn a_reload_withdraws_what_its_guardrails_now_forbid_and_keeps_the_rest() {
+    let d = dir("reload");
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
+    let keep = h
+        .create(order(Kind::Rtbh, "203.0.113.200/32"))
+        .await
+        .unwrap();
+    let drop_it = h
+        .create(order(
+            Kind::Flowspec,
+            "dst 203.0.113.7/32 proto udp sport 123 then discard",
+        ))
+        .await
+        .unwrap();
+    let id = |c: crate::mitigation::Created| match c {
+        crate::mitigation::Created::New(m) | crate::mitigation::Created::Extended(m) => m.id,
+    };
+    let (keep, drop_it) = (id(keep), id(drop_it));
+    h.reload(
+        guardrails(&["203.0.113.0/24"], &["203.0.113.0/29"]),
+        Vec::new(),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(active(&h).await, vec![keep]);
+    let m = h.get(drop_it).await.unwrap();
+    assert!(
+        m.withdraw_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("refused on reload:") && r.contains("never-block")),
+        "{m:?}"
+    );
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
