@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use deflect_bgp::flowspec::action::check_actions;
 use deflect_bgp::flowspec::text::parse_actions;
 use deflect_bgp::flowspec::{
     Action, BitmaskOp, Component, FlowRoute, NumericOp, Prefix, Rule, RuleError, fragment,
@@ -549,7 +550,10 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
                             .into(),
                     ),
                     Some(a) => match parse_actions(&a.value) {
-                        Ok(list) => actions = list,
+                        Ok(list) => match check_actions(&list) {
+                            Ok(()) => actions = list,
+                            Err((x, why)) => err(&a.referenced, format!("action: {x} {why}")),
+                        },
                         Err(e) => err(&a.referenced, format!("action: {e}")),
                     },
                 }

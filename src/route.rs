@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use deflect_bgp::codec::CodecCtx;
 use deflect_bgp::community::{Community, LargeCommunity};
+use deflect_bgp::flowspec::action::check_actions;
 use deflect_bgp::flowspec::{Action, FlowRoute, Rule};
 use deflect_bgp::iana::{Afi, Family};
 use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
@@ -71,7 +72,9 @@ impl Target {
             Target::Flowspec(r) if r.actions.is_empty() => {
                 Err("rule: give an action after `then` (discard, rate-bytes N, ...)".into())
             }
-            Target::Flowspec(_) => Ok(()),
+            Target::Flowspec(r) => {
+                check_actions(&r.actions).map_err(|(a, why)| format!("rule: {a} {why}"))
+            }
             Target::Rtbh(p) => no_host_bits(p).map_err(|e| format!("prefix {e}")),
         }
     }
@@ -292,6 +295,13 @@ mod tests {
                 .unwrap_err()
                 .contains("give an action")
         );
+        // Two traffic rates on one route conflict (RFC 8955 §7): not announced.
+        let e = Target::parse(
+            Kind::Flowspec,
+            "dst 192.0.2.1/32 then discard rate-bytes 100",
+        )
+        .unwrap_err();
+        assert!(e.contains("conflicts with discard"), "{e}");
         // Built by hand, not parsed: the same checks.
         let net: IpNet = "203.0.113.7/24".parse().unwrap();
         assert!(Target::Rtbh(net).check().unwrap_err().contains("host bits"));

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use deflect_bgp::community::ExtCommunity;
-use deflect_bgp::flowspec::text::parse_rule;
+use deflect_bgp::flowspec::text::{parse_actions, parse_rule};
 use deflect_bgp::flowspec::{
     Action, BitmaskOp, Component, FlowRoute, FlowSpecError, NumericOp, Prefix, Rule, RuleError,
     RuleOptions, decode_nlri_list, split_rule,
@@ -360,6 +360,52 @@ fn parse_errors_name_the_word_and_the_fix() {
         .parse::<FlowRoute>()
         .unwrap_err();
     assert!(e.to_string().contains("unknown action"), "{e}");
+}
+
+#[test]
+fn conflicting_actions_are_told_and_ipv6_words_refused_in_ipv4_rules() {
+    use deflect_bgp::flowspec::action::check_actions;
+    for (text, word, why) in [
+        (
+            "discard rate-bytes 100",
+            "rate-bytes 100",
+            "conflicts with discard",
+        ),
+        ("discard discard", "discard", "twice"),
+        (
+            "rate-bytes 100 rate-packets 5",
+            "rate-packets 5",
+            "one traffic rate",
+        ),
+        ("mark 10 mark 12", "mark 12", "one mark"),
+        (
+            "redirect 65000:1 redirect 65000:1",
+            "redirect 65000:1",
+            "twice",
+        ),
+    ] {
+        let actions = parse_actions(text).unwrap();
+        let (a, e) = check_actions(&actions).unwrap_err();
+        assert_eq!(a.to_string(), word, "{text}");
+        assert!(e.contains(why), "{text}: {e}");
+    }
+    // One of each kind is fine, and redirects of different kinds may go together.
+    let ok = parse_actions("rate-bytes 100 traffic-action sample+terminal mark 10 redirect 65000:1 redirect 192.0.2.9:1")
+        .unwrap();
+    assert_eq!(check_actions(&ok), Ok(()));
+    let e = "dst 192.0.2.1/32 next-header 6 then discard"
+        .parse::<FlowRoute>()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("\"next-header\": ") && e.contains("proto"),
+        "{e}"
+    );
+    assert!(
+        "dst 2001:db8::1/128 next-header 6 then discard"
+            .parse::<FlowRoute>()
+            .is_ok()
+    );
 }
 
 #[test]

@@ -39,6 +39,44 @@ pub enum Action {
     TrafficMarking { dscp: u8 },
 }
 
+impl Action {
+    /// The RFC 8955 §7 actions a route carries one of: a traffic rate (bytes or packets: two rates
+    /// on one route conflict), a traffic-action, a marking. Redirects of different kinds may go
+    /// together.
+    fn slot(&self) -> Option<&'static str> {
+        match self {
+            Action::TrafficRateBytes { .. } | Action::TrafficRatePackets { .. } => {
+                Some("traffic rate")
+            }
+            Action::TrafficAction { .. } => Some("traffic-action"),
+            Action::TrafficMarking { .. } => Some("mark"),
+            Action::RedirectAs2 { .. }
+            | Action::RedirectIpv4 { .. }
+            | Action::RedirectAs4 { .. } => None,
+        }
+    }
+}
+
+/// Checks that actions can go on one route together: at most one traffic rate (`discard` is one,
+/// so is `rate-packets`), one traffic-action and one mark, and no action twice. Returns the action
+/// that conflicts with an earlier one, and why.
+pub fn check_actions(actions: &[Action]) -> Result<(), (Action, String)> {
+    for (i, a) in actions.iter().enumerate() {
+        for b in &actions[..i] {
+            if a == b {
+                return Err((*a, "is given twice".into()));
+            }
+            if let Some(slot) = a.slot().filter(|s| b.slot() == Some(s)) {
+                return Err((
+                    *a,
+                    format!("conflicts with {b}: a route carries one {slot} (RFC 8955 §7)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Extended-community kinds (type high << 8 | sub-type).
 pub mod kind {
     pub const TRAFFIC_RATE_BYTES: u16 = 0x8006;

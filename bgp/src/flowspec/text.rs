@@ -167,6 +167,12 @@ fn rule_from_words(words: &[&str], opts: &RuleOptions) -> Result<Rule, ParseErro
                 .then_some(Afi::Ipv6)
         })
         .unwrap_or(Afi::Ipv4);
+    if afi == Afi::Ipv4 && words.contains(&"next-header") {
+        return err(
+            "next-header",
+            "an IPv4 rule matches the protocol with `proto` (next-header is IPv6's)",
+        );
+    }
 
     let mut components = Vec::new();
     let mut i = 0;
