@@ -184,6 +184,21 @@ async fn a_mitigation_made_over_http_reaches_gobgp_leaves_it_expires_and_survive
     .unwrap();
     assert_eq!((st, again["id"].as_u64()), (200, Some(id)), "{again}");
     assert!(again["expires_ms"].as_u64() > m["expires_ms"].as_u64());
+    // The same rule for other peers is not the same mitigation extended: refused, not silently
+    // kept with the old peers.
+    let (st, other) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).create(json!({"kind": "flowspec", "rule": RULE, "peers": ["gobgp"]}))
+    })
+    .await
+    .unwrap();
+    assert_eq!(st, 409, "{other}");
+    assert!(
+        other["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("other peers"),
+        "{other}"
+    );
 
     // New actions, the same rule: changed in place in GoBGP (the same NLRI, now a rate limit),
     // never withdrawn in between; audited. A rule with no action, or an RTBH route, is refused.
@@ -385,6 +400,8 @@ async fn bad_requests_get_their_status_and_a_json_error() {
             ("TTL not a duration", "POST", Some(WRITE), Some(json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "soon"}).to_string()), 400, "not a duration"),
             ("unknown peer", "POST", Some(WRITE), Some(json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "peers": ["nope"]}).to_string()), 400, "no peer named"),
             ("no kind", "POST", Some(WRITE), Some(json!({"prefix": "203.0.113.9/32"}).to_string()), 400, "kind is missing"),
+            ("a JSON array", "POST", Some(WRITE), Some(json!(["rtbh", null, "203.0.113.9/32"]).to_string()), 400, "expected a JSON object"),
+            ("two traffic rates", "POST", Some(WRITE), Some(json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 then discard rate-bytes 100"}).to_string()), 400, "conflicts with discard"),
         ];
         for (what, method, token, body, status, text) in cases {
             let path = if method == "DELETE" { "/api/v1/mitigations/1" } else { "/api/v1/mitigations" };
@@ -393,6 +410,10 @@ async fn bad_requests_get_their_status_and_a_json_error() {
             let err = v["error"].as_str().unwrap_or_else(|| panic!("{what}: no JSON error in {v}"));
             assert!(err.contains(text), "{what}: {err:?} does not say {text:?}");
         }
+        // Telemetry comes from node tokens only: an operator's write token is not a node.
+        let (st, v) = h.req("POST", "/api/v1/telemetry", Some(WRITE), Some("{}"));
+        assert_eq!(st, 403, "{v}");
+        assert!(v["error"].as_str().unwrap_or("").contains("not a node token"), "{v}");
         let (st, v) = h.req("GET", "/api/v1/mitigations/999", Some(READ), None);
         assert_eq!((st, v["error"].as_str()), (404, Some("no mitigation 999")));
         let (st, _) = h.req("GET", "/api/v1/mitigations/x", Some(READ), None);
@@ -846,6 +867,14 @@ fn audit_verify_detects_an_edited_entry() {
         !ok && text.contains("entry 3: its content does not match its hash (edited)"),
         "{text}"
     );
+}
+
+#[test]
+fn audit_verify_of_a_directory_without_a_store_fails_and_creates_nothing() {
+    let dir = temp_dir("nostore").join("nowhere");
+    let (ok, text) = verify_cli(&dir);
+    assert!(!ok && text.contains("no state store at"), "{text}");
+    assert!(!dir.exists(), "nothing created");
 }
 
 #[test]

@@ -170,9 +170,15 @@ impl Caller {
     }
 }
 
-/// Constant-time comparison of two secrets.
+/// Comparison of two secrets in time that tells nothing of either: their SHA-256 digests (of
+/// equal length whatever the secrets) compared without an early exit.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {
@@ -207,9 +213,16 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
     }
 }
 
-/// A JSON body: size-limited by the router, unknown fields refused by the type.
+/// A JSON body: size-limited by the router, an object (serde would take a struct from an array,
+/// field by position), unknown fields refused by the type.
 fn body<T: for<'de> Deserialize<'de>>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let b = b.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+    if b.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "request body: expected a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(&b)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
@@ -587,11 +600,24 @@ async fn telemetry(
     State(s): State<Arc<ApiState>>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if caller.scope == Scope::Read {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!("token {:?} may only read", caller.name),
-        ));
+    match caller.scope {
+        Scope::Node => {}
+        Scope::Read => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("token {:?} may only read", caller.name),
+            ));
+        }
+        // A node speaks for itself under its own token; an operator's token is not a node.
+        Scope::Write => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "token {:?} is not a node token: reports come from probes with scope node",
+                    caller.name
+                ),
+            ));
+        }
     }
     let mut report: Report = body(b)?;
     report
@@ -1086,6 +1112,24 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal_whatever_their_lengths() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdeg"));
+        assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdef0"));
+        assert!(!same_secret(b"", b"0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        let array = Ok(Bytes::from_static(br#"["rtbh", null, "203.0.113.9/32"]"#));
+        let e = body::<CreateRequest>(array).unwrap_err();
+        assert_eq!(e.0, StatusCode::BAD_REQUEST);
+        assert!(e.1.contains("expected a JSON object"), "{}", e.1);
+        let object = Ok(Bytes::from_static(br#" {"kind": "rtbh"}"#));
+        assert!(body::<CreateRequest>(object).is_ok());
     }
 
     #[test]

@@ -421,8 +421,13 @@ pub fn audit(a: &ApiArgs, cmd: AuditCmd) -> ExitCode {
         AuditCmd::Verify {
             state_dir: Some(dir),
         } => {
-            let store = crate::mitigation::store::Store::open(&dir)
-                .map_err(|e| fail(format!("{e} (is the daemon still running?)")))?;
+            let store = match crate::mitigation::store::Store::open_existing(&dir) {
+                Ok(s) => s,
+                Err(e @ crate::mitigation::store::StoreError::Missing(_)) => {
+                    return Err(fail(e.to_string()));
+                }
+                Err(e) => return Err(fail(format!("{e} (is the daemon still running?)"))),
+            };
             match store.audit_verify().map_err(|e| fail(e.to_string()))? {
                 Ok(n) => {
                     out(&format!("audit log verifies: {n} entries"));

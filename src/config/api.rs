@@ -67,7 +67,11 @@ pub(super) fn tokens(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) ->
             None => t.token.value.clone(),
         };
         if secret.is_empty() {
-            // A token from an unset variable is left out: nobody can use it.
+            // A token from an unset variable is left out: nobody can use it. Said so.
+            tracing::warn!(
+                token = %t.name.value,
+                "API token left out: its value is empty (is its environment variable set?)"
+            );
             continue;
         }
         if secret.len() < 16 {

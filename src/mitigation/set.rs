@@ -348,8 +348,21 @@ impl MitigationSet {
             let mut m = self.all[&id].clone();
             if m.rule != rule {
                 return Err(Refusal::Conflict(format!(
-                    "mitigation {id} matches the same traffic with other actions ({}); withdraw it first",
+                    "mitigation {id} matches the same traffic with other actions ({}); change them in place (PATCH) or withdraw it first",
                     m.rule.as_deref().unwrap_or_default()
+                )));
+            }
+            let (mut have, mut want) = (m.peers.clone(), peers.clone());
+            have.sort();
+            want.sort();
+            if have != want {
+                return Err(Refusal::Conflict(format!(
+                    "mitigation {id} is the same rule for other peers ({}); withdraw it first",
+                    if m.peers.is_empty() {
+                        "every eligible peer".to_string()
+                    } else {
+                        m.peers.join(", ")
+                    }
                 )));
             }
             let d = AuditDraft::new(
@@ -875,6 +888,14 @@ pub async fn start(
 ) -> Result<(MitigationHandle, tokio::task::JoinHandle<()>), StoreError> {
     let now = now_ms();
     let stored = store.mitigations()?;
+    // The rate guardrail's window goes on across a restart: what was made in the last minute
+    // still counts.
+    let mut recent: Vec<u64> = stored
+        .iter()
+        .map(|m| m.created_ms)
+        .filter(|t| t + 60_000 > now)
+        .collect();
+    recent.sort_unstable();
     let mut set = MitigationSet {
         next_id: stored.iter().map(|m| m.id + 1).max().unwrap_or(1),
         store,
@@ -883,7 +904,7 @@ pub async fn start(
         all: BTreeMap::new(),
         live: HashMap::new(),
         by_key: HashMap::new(),
-        recent: VecDeque::new(),
+        recent: recent.into(),
         metrics: Arc::new(Metrics::default()),
         rtbh_attrs: HashMap::new(),
         local_as,

@@ -28,6 +28,8 @@ pub enum StoreError {
     },
     #[error("state store: {0}")]
     Db(#[from] Box<redb::Error>),
+    #[error("no state store at {0} (is this deflect's state_dir?)")]
+    Missing(PathBuf),
     #[error("state store holds an unreadable record {key} in {table}: {error}")]
     Corrupt {
         table: &'static str,
@@ -80,6 +82,16 @@ impl Store {
             s.audit_head = (last.seq, last.hash);
         }
         Ok(s)
+    }
+
+    /// Opens the store in `dir` only if there is one: for tools that read a daemon's state, which
+    /// must not create an empty store where there was none and report on it.
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("deflect.redb");
+        if !path.is_file() {
+            return Err(StoreError::Missing(path));
+        }
+        Store::open(dir)
     }
 
     /// The sequence number of the last audit entry (0: none yet).

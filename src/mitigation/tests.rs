@@ -159,3 +159,30 @@ async fn a_reload_withdraws_what_its_guardrails_now_forbid_and_keeps_the_rest() 
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[tokio::test]
+async fn the_rate_guardrail_counts_what_was_made_before_a_restart() {
+    let d = dir("rate");
+    let mut g = guardrails(&["203.0.113.0/24"], &[]);
+    g.max_new_per_minute = 2;
+    let (h, stop, task) = open(&d, g.clone()).await;
+    for p in ["203.0.113.1/32", "203.0.113.2/32"] {
+        h.create(order(Kind::Rtbh, p)).await.unwrap();
+    }
+    stop.cancel();
+    task.await.unwrap();
+    drop(h);
+    let (h, stop, task) = open(&d, g).await;
+    let e = h
+        .create(order(Kind::Rtbh, "203.0.113.3/32"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("2 mitigations were created in the last minute"),
+        "{e}"
+    );
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
