@@ -351,6 +351,7 @@ impl CreateRequest {
             }
         };
         let target = Target::parse(kind, text).map_err(Refusal::Invalid)?;
+        reason_within_bounds(self.reason.as_deref())?;
         Ok(Order {
             target,
             ttl: self.ttl.as_deref().map(ttl).transpose()?,
@@ -358,6 +359,19 @@ impl CreateRequest {
             reason: self.reason.clone().unwrap_or_default(),
             actor: actor.to_string(),
         })
+    }
+}
+
+/// Longest reason a mitigation keeps (it is stored with it, and audited).
+const MAX_REASON: usize = 1024;
+
+fn reason_within_bounds(reason: Option<&str>) -> Result<(), Refusal> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON => Err(Refusal::Invalid(format!(
+            "reason is {} bytes long; at most {MAX_REASON}",
+            r.len()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -427,6 +441,7 @@ async fn withdraw(
     caller.must_write()?;
     let id = id_of(p)?;
     let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    reason_within_bounds(q.reason.as_deref())?;
     let reason = q.reason.unwrap_or_else(|| "withdrawn by hand".into());
     Ok(axum::Json(
         s.mitigations.withdraw(id, &caller.name, &reason).await?,
@@ -475,6 +490,7 @@ impl AmendRequest {
     pub fn amend(&self, actor: &str) -> Result<Amend, Refusal> {
         let actions =
             parse_actions(&self.actions).map_err(|e| Refusal::Invalid(format!("actions: {e}")))?;
+        reason_within_bounds(self.reason.as_deref())?;
         Ok(Amend {
             actions,
             ttl: self.ttl.as_deref().map(ttl).transpose()?,
@@ -858,6 +874,12 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
         m.refused.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_mitigations_refusals_unaudited_total",
+        "Refusals past the audit log's per-actor limit of 60 a minute: counted, not recorded.",
+        "counter",
+        m.refused_unaudited.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_mitigations_withdrawn_total",
         "Mitigations withdrawn by hand.",
         "counter",
@@ -1105,6 +1127,10 @@ mod tests {
             (
                 json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "0s"}),
                 "not a duration",
+            ),
+            (
+                json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "reason": "r".repeat(1025)}),
+                "at most 1024",
             ),
         ] {
             match order(body.clone()) {

@@ -23,6 +23,8 @@ use crate::peer::{Neighbor, PeerHandle};
 pub struct Metrics {
     pub created: AtomicU64,
     pub refused: AtomicU64,
+    /// Refusals counted but not audited (past the per-actor limit).
+    pub refused_unaudited: AtomicU64,
     pub withdrawn: AtomicU64,
     pub expired: AtomicU64,
     pub announces: AtomicU64,

@@ -86,6 +86,8 @@ struct MitigationSet {
     retry_at: u64,
     /// FlowSpec attributes by value: thousands of rules share a handful of action sets.
     flow_attrs: HashSet<Arc<RouteAttrs>>,
+    /// Refusals audited this minute, per actor.
+    refusals: RefusalWindow,
 }
 
 /// A group commit: changes accepted in memory, one durable transaction for all of them, and only then
@@ -117,6 +119,56 @@ enum Deferred {
 /// Most requests in one group commit.
 const MAX_BATCH: usize = 512;
 
+/// Refusals audited per actor and minute (the rest are counted): refused requests cannot grow the
+/// store without bound.
+const REFUSALS_AUDITED: u32 = 60;
+/// Actors tracked per minute for that limit; more share one count.
+const REFUSAL_ACTORS: usize = 1024;
+/// Longest text of a refused request kept in the audit log.
+const REFUSED_TEXT_MAX: usize = 256;
+
+/// Refusals per actor in the current minute.
+#[derive(Debug, Default)]
+struct RefusalWindow {
+    window_ms: u64,
+    per_actor: HashMap<String, u32>,
+}
+
+impl RefusalWindow {
+    /// Counts one refusal by `actor` at `now`; returns its number in the minute.
+    fn count(&mut self, actor: &str, now: u64) -> u32 {
+        if now >= self.window_ms + 60_000 {
+            self.window_ms = now;
+            self.per_actor.clear();
+        }
+        let key = if self.per_actor.len() < REFUSAL_ACTORS || self.per_actor.contains_key(actor) {
+            actor
+        } else {
+            "(others)"
+        };
+        let n = self.per_actor.entry(key.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+/// A request as audited: strings past [`REFUSED_TEXT_MAX`] bytes cut, saying how much was cut.
+fn shorten(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.len() > REFUSED_TEXT_MAX => {
+            let mut end = REFUSED_TEXT_MAX;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            Value::String(format!("{}… (+{} bytes)", &s[..end], s.len() - end))
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(shorten).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, shorten(v))).collect()),
+        other => other,
+    }
+}
+
 impl MitigationSet {
     /// Adds a change to the group commit under way.
     fn stage(&mut self, changed: &Mitigation, drafts: Vec<AuditDraft>) {
@@ -135,14 +187,38 @@ impl MitigationSet {
             })
     }
 
-    /// Records a refusal in the audit log (with the group: a refusal changes nothing else).
+    /// Records a refusal in the audit log (with the group: a refusal changes nothing else), its
+    /// request's long texts cut short, and at most [`REFUSALS_AUDITED`] a minute per actor: past
+    /// that, refusals are counted, and the log says once that it stops recording them.
     fn refused(&mut self, actor: &str, what: serde_json::Value, why: &Refusal) {
         self.metrics.refused.fetch_add(1, Ordering::Relaxed);
-        self.pending.drafts.push(AuditDraft::new(
-            actor,
-            "mitigation.refused",
-            serde_json::json!({"request": what, "reason": why.to_string()}),
-        ));
+        let now = now_ms();
+        match self.refusals.count(actor, now) {
+            n if n <= REFUSALS_AUDITED => self.pending.drafts.push(AuditDraft::new(
+                actor,
+                "mitigation.refused",
+                serde_json::json!({"request": shorten(what), "reason": why.to_string()}),
+            )),
+            n => {
+                self.metrics
+                    .refused_unaudited
+                    .fetch_add(1, Ordering::Relaxed);
+                if n == REFUSALS_AUDITED + 1 {
+                    warn!(
+                        actor,
+                        "more than {REFUSALS_AUDITED} refusals in a minute: counted, not audited"
+                    );
+                    self.pending.drafts.push(AuditDraft::new(
+                        actor,
+                        "mitigation.refused.suppressed",
+                        serde_json::json!({
+                            "audited_per_minute": REFUSALS_AUDITED,
+                            "until_ms": self.refusals.window_ms + 60_000,
+                        }),
+                    ));
+                }
+            }
+        }
     }
 
     /// Makes the group durable, then tells the peers and answers the callers.
@@ -912,6 +988,7 @@ pub async fn start(
         pending: Pending::default(),
         retry_at: 0,
         flow_attrs: HashSet::new(),
+        refusals: RefusalWindow::default(),
     };
     set.rebuild_rtbh_attrs();
     let mut expired = Vec::new();

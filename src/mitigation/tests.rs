@@ -186,3 +186,46 @@ async fn the_rate_guardrail_counts_what_was_made_before_a_restart() {
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[tokio::test]
+async fn refusals_are_audited_within_a_bound_and_their_long_texts_cut() {
+    let d = dir("refusals");
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
+    let mut outside = order(Kind::Rtbh, "198.51.100.9/32");
+    outside.reason = "x".repeat(5000);
+    for _ in 0..100 {
+        h.create(outside.clone()).await.unwrap_err();
+    }
+    // Another actor has a budget of its own.
+    let mut other = outside.clone();
+    other.actor = "policy:p attack:1".into();
+    h.create(other).await.unwrap_err();
+    let audit = h.audit(0, 10_000).await.unwrap();
+    let count = |actor: &str, action: &str| {
+        audit
+            .iter()
+            .filter(|e| e.actor == actor && e.action == action)
+            .count()
+    };
+    assert_eq!(count("noc", "mitigation.refused"), 60);
+    assert_eq!(count("noc", "mitigation.refused.suppressed"), 1);
+    assert_eq!(count("policy:p attack:1", "mitigation.refused"), 1);
+    let m = &h.metrics;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        (m.refused.load(Relaxed), m.refused_unaudited.load(Relaxed)),
+        (101, 40)
+    );
+    let first = audit
+        .iter()
+        .find(|e| e.action == "mitigation.refused")
+        .unwrap();
+    let reason = first.detail["request"]["reason"].as_str().unwrap();
+    assert!(
+        reason.len() < 300 && reason.ends_with("(+4744 bytes)"),
+        "{reason}"
+    );
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
