@@ -813,6 +813,12 @@ impl Engine {
                         self.withdraw_all(id, e, &actor, now).await;
                     }
                 }
+                Tick::Starved if self.detector.attack(id).is_none() => {
+                    // The attack itself is forgotten: nothing can bring it back; undo it all.
+                    if let Some(e) = self.escalations.remove(&id) {
+                        self.withdraw_all(id, e, &actor, now).await;
+                    }
+                }
                 Tick::Starved => self.starve(id, &actor, now).await,
             }
         }
