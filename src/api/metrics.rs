@@ -1,0 +1,222 @@
+//! `/metrics`: Prometheus text from every part's counters.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::state::ApiState;
+
+pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    let m = &s.mitigations.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    counter(
+        "deflect_mitigations_active",
+        "Mitigations active now.",
+        "gauge",
+        m.active.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_created_total",
+        "Mitigations created.",
+        "counter",
+        m.created.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_refused_total",
+        "Requests refused by a guardrail or as invalid.",
+        "counter",
+        m.refused.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_refusals_unaudited_total",
+        "Refusals past the audit log's per-actor limit of 60 a minute: counted, not recorded.",
+        "counter",
+        m.refused_unaudited.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_withdrawn_total",
+        "Mitigations withdrawn by hand.",
+        "counter",
+        m.withdrawn.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_mitigations_expired_total",
+        "Mitigations withdrawn at expiry.",
+        "counter",
+        m.expired.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_announces_total",
+        "Routes given to peers.",
+        "counter",
+        m.announces.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_withdraws_total",
+        "Routes taken from peers.",
+        "counter",
+        m.withdraws.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_requests_total",
+        "API requests.",
+        "counter",
+        s.metrics.requests.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_errors_total",
+        "API requests answered with an error.",
+        "counter",
+        s.metrics.errors.load(Ordering::Relaxed),
+    );
+    let e = &s.engine.metrics;
+    counter(
+        "deflect_telemetry_reports_total",
+        "Probe reports judged.",
+        "counter",
+        e.reports.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_attacks_started_total",
+        "Attacks detected.",
+        "counter",
+        e.attacks_started.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_attacks_active",
+        "Attacks under way.",
+        "gauge",
+        e.attacks_active.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_targets",
+        "Protected addresses with learned baselines.",
+        "gauge",
+        e.targets.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_nodes_stale",
+        "Nodes that stopped reporting.",
+        "gauge",
+        e.nodes_stale.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_policy_steps_total",
+        "Policy steps fired.",
+        "counter",
+        e.policy_steps.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_policy_reload_errors_total",
+        "Policy directory changes refused.",
+        "counter",
+        e.policy_reload_errors.load(Ordering::Relaxed),
+    );
+    let al = &s.alerts.metrics;
+    counter(
+        "deflect_alerts_delivered_total",
+        "Alerts delivered.",
+        "counter",
+        al.delivered.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_alerts_failed_total",
+        "Alerts that could not be delivered after every attempt.",
+        "counter",
+        al.failed.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_alerts_dropped_total",
+        "Alerts dropped: the queue was full.",
+        "counter",
+        al.dropped.load(Ordering::Relaxed),
+    );
+    let pc = &s.recorder.metrics;
+    counter(
+        "deflect_pcap_frames_written_total",
+        "Sampled packets written to attack captures.",
+        "counter",
+        pc.frames_written.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_pcap_frames_dropped_total",
+        "Sampled packets not captured: the recorder was behind.",
+        "counter",
+        pc.frames_dropped.load(Ordering::Relaxed),
+    );
+    if let Some(st) = s
+        .sflow
+        .as_ref()
+        .and_then(|st| st.lock().ok().map(|g| g.clone()))
+    {
+        counter(
+            "deflect_sflow_untrusted_datagrams_total",
+            "sFlow datagrams from addresses that are not trusted agents.",
+            "counter",
+            st.untrusted,
+        );
+        for (name, help, get) in [
+            (
+                "deflect_sflow_datagrams_total",
+                "sFlow datagrams received per agent.",
+                (|a: &crate::collector::AgentStats| a.datagrams)
+                    as fn(&crate::collector::AgentStats) -> u64,
+            ),
+            (
+                "deflect_sflow_lost_datagrams_total",
+                "sFlow datagrams missing from an agent's sequence.",
+                |a| a.lost,
+            ),
+            (
+                "deflect_sflow_agent_restarts_total",
+                "sFlow agent restarts seen.",
+                |a| a.restarts,
+            ),
+            (
+                "deflect_sflow_decode_errors_total",
+                "sFlow datagrams that did not decode.",
+                |a| a.decode_errors,
+            ),
+            (
+                "deflect_sflow_flow_samples_total",
+                "sFlow flow samples received.",
+                |a| a.flow_samples,
+            ),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for a in &st.agents {
+                out.push_str(&format!(
+                    "{name}{{agent=\"{}\"}} {}\n",
+                    a.name.replace('"', "'"),
+                    get(a)
+                ));
+            }
+        }
+    }
+    let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
+    out.push_str("# HELP deflect_peer_up Whether the BGP session is established.\n# TYPE deflect_peer_up gauge\n");
+    for p in &peers {
+        let up = u8::from(p.status().state == deflect_bgp::fsm::State::Established);
+        out.push_str(&format!(
+            "deflect_peer_up{{peer=\"{}\"}} {up}\n",
+            p.config().name.replace('"', "'")
+        ));
+    }
+    out.push_str("# HELP deflect_peer_routes Routes advertised to the peer.\n# TYPE deflect_peer_routes gauge\n");
+    for p in &peers {
+        out.push_str(&format!(
+            "deflect_peer_routes{{peer=\"{}\"}} {}\n",
+            p.config().name.replace('"', "'"),
+            p.status().advertised
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,72 @@
+//! What the handlers share, and how a request's bearer token becomes its [`Caller`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::auth::{Caller, Token, same_secret};
+use super::error::ApiError;
+use crate::collector::SharedStats;
+use crate::engine::EngineHandle;
+use crate::mitigation::MitigationHandle;
+use crate::pcap::Recorder;
+use crate::peer::PeerHandle;
+
+/// The API's own counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What handlers share. Tokens and peers are swapped on reload.
+#[derive(Debug)]
+pub struct ApiState {
+    pub mitigations: MitigationHandle,
+    pub engine: EngineHandle,
+    pub recorder: Recorder,
+    pub alerts: crate::alert::Alerter,
+    /// The sFlow collector's counters, when it runs.
+    pub sflow: Option<SharedStats>,
+    pub tokens: RwLock<Vec<Token>>,
+    pub peers: RwLock<Vec<PeerHandle>>,
+    pub started: Instant,
+    pub metrics: ApiMetrics,
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Caller, ApiError> {
+        let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer TOKEN"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("Authorization must be `Bearer TOKEN`"))?;
+        let tokens = state
+            .tokens
+            .read()
+            .map_err(|_| unauthorized("token table unavailable"))?;
+        tokens
+            .iter()
+            .find(|t| same_secret(t.secret.as_bytes(), token.as_bytes()))
+            .map(|t| Caller {
+                name: t.name.clone(),
+                scope: t.scope,
+            })
+            .ok_or_else(|| unauthorized("unknown token"))
+    }
+}

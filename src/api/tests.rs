@@ -1,0 +1,174 @@
+//! The API's bodies at the edge, and its secret comparison.
+use super::auth::same_secret;
+use super::*;
+use crate::mitigation::{Order, Refusal};
+use crate::route::{Kind, Target};
+
+fn order(v: serde_json::Value) -> Result<Order, Refusal> {
+    serde_json::from_value::<CreateRequest>(v)
+        .unwrap()
+        .order("noc")
+}
+
+#[test]
+fn a_body_becomes_a_typed_order_at_the_edge() {
+    let o = order(json!({
+        "kind": "flowspec",
+        "rule": "dst 203.0.113.9/32 proto 17 sport 123 then discard",
+        "ttl": "90s",
+        "peers": ["edge1"],
+        "reason": "ntp",
+    }))
+    .unwrap();
+    assert_eq!(
+        o.target.to_string(),
+        "dst 203.0.113.9/32 proto udp sport 123 then discard"
+    );
+    assert_eq!(o.ttl, Some(std::time::Duration::from_secs(90)));
+    assert_eq!(
+        (o.peers, o.reason.as_str()),
+        (vec!["edge1".to_string()], "ntp")
+    );
+    assert_eq!(o.actor, "noc");
+    let o = order(json!({"kind": "rtbh", "prefix": "2001:db8::9/128"})).unwrap();
+    assert_eq!(o.target, Target::host("2001:db8::9".parse().unwrap()));
+    assert_eq!(o.ttl, None, "the configured default");
+}
+
+#[test]
+fn a_body_that_cannot_be_an_order_says_why() {
+    for (body, why) in [
+        (json!({"prefix": "203.0.113.9/32"}), "kind is missing"),
+        (json!({"kind": "flowspec"}), "needs a rule"),
+        (json!({"kind": "rtbh"}), "needs a prefix"),
+        (
+            json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 then discard", "prefix": "203.0.113.9/32"}),
+            "not a prefix",
+        ),
+        (
+            json!({"kind": "rtbh", "rule": "dst 203.0.113.9/32 then discard", "prefix": "203.0.113.9/32"}),
+            "not a rule",
+        ),
+        (
+            json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32"}),
+            "give an action",
+        ),
+        (
+            json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 dport 70000 then discard"}),
+            "beyond 65535",
+        ),
+        (
+            json!({"kind": "rtbh", "prefix": "203.0.113.9/24"}),
+            "host bits",
+        ),
+        (
+            json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "soon"}),
+            "not a duration",
+        ),
+        (
+            json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "ttl": "0s"}),
+            "not a duration",
+        ),
+        (
+            json!({"kind": "rtbh", "prefix": "203.0.113.9/32", "reason": "r".repeat(1025)}),
+            "at most 1024",
+        ),
+    ] {
+        match order(body.clone()) {
+            Err(Refusal::Invalid(e)) => assert!(e.contains(why), "{body}: {e}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn secrets_compare_equal_only_when_equal_whatever_their_lengths() {
+    assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+    assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdeg"));
+    assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdef0"));
+    assert!(!same_secret(b"", b"0123456789abcdef"));
+}
+
+#[test]
+fn a_body_must_be_a_json_object() {
+    let array = Ok(Bytes::from_static(br#"["rtbh", null, "203.0.113.9/32"]"#));
+    let e = body::<CreateRequest>(array).unwrap_err();
+    assert_eq!(e.0, StatusCode::BAD_REQUEST);
+    assert!(e.1.contains("expected a JSON object"), "{}", e.1);
+    let object = Ok(Bytes::from_static(br#" {"kind": "rtbh"}"#));
+    assert!(body::<CreateRequest>(object).is_ok());
+}
+
+#[test]
+fn an_amend_body_gives_new_actions_or_says_why_not() {
+    let a = AmendRequest {
+        actions: "rate-bytes 125000 traffic-action sample+terminal".into(),
+        ttl: Some("10m".into()),
+        reason: None,
+    }
+    .amend("noc")
+    .unwrap();
+    assert_eq!(a.actions.len(), 2);
+    assert_eq!(a.ttl, Some(std::time::Duration::from_secs(600)));
+    assert_eq!(
+        (a.actor.as_str(), a.reason.as_str()),
+        ("noc", "changed by hand")
+    );
+    for (actions, ttl, why) in [
+        ("", None, "actions:"),
+        ("explode", None, "actions:"),
+        ("rate-bytes", None, "actions:"),
+        ("discard", Some("soon"), "not a duration"),
+    ] {
+        let r = AmendRequest {
+            actions: actions.into(),
+            ttl: ttl.map(Into::into),
+            reason: None,
+        }
+        .amend("noc");
+        match r {
+            Err(Refusal::Invalid(e)) => assert!(e.contains(why), "{actions}: {e}"),
+            other => panic!("{actions}: {other:?}"),
+        }
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the strings, a body gives an order of the kind it asked for, or a 400; never a
+    /// panic.
+    #[test]
+    fn any_body_gives_an_order_of_its_kind_or_a_refusal(
+        kind in proptest::option::of(proptest::bool::ANY),
+        rule in proptest::option::of("(dst|src|proto|sport|dport|then|discard|rate-bytes|[0-9./:, ]){0,12}"),
+        prefix in proptest::option::of("[0-9a-f.:/]{0,20}"),
+        ttl in proptest::option::of("[0-9]{0,5}(ms|s|m|h|d|x)?"),
+    ) {
+        let req = CreateRequest {
+            kind: kind.map(|f| if f { Kind::Flowspec } else { Kind::Rtbh }),
+            rule,
+            prefix,
+            ttl,
+            peers: None,
+            reason: None,
+        };
+        match req.order("noc") {
+            Ok(o) => {
+                proptest::prop_assert_eq!(Some(o.target.kind()), req.kind);
+                proptest::prop_assert!(o.ttl.is_none_or(|d| !d.is_zero()));
+            }
+            Err(e) => proptest::prop_assert!(matches!(e, Refusal::Invalid(_))),
+        }
+    }
+
+    /// Whatever the words, an amend body gives at least one action, or a 400.
+    #[test]
+    fn any_amend_body_gives_actions_or_a_refusal(
+        actions in "(discard|rate-bytes|rate-packets|traffic-action|redirect|mark|terminal|sample|[0-9.:+ -]){0,8}",
+    ) {
+        let req = AmendRequest { actions, ttl: None, reason: None };
+        match req.amend("noc") {
+            Ok(a) => proptest::prop_assert!(!a.actions.is_empty()),
+            Err(e) => proptest::prop_assert!(matches!(e, Refusal::Invalid(_))),
+        }
+    }
+}
