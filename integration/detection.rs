@@ -13,6 +13,8 @@ use routers::{Gobgp, Session, free_port, wait_for};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-token-0123456789";
+/// A node that serves 203.0.113.0/25 only.
+const NODE2: &str = "node2-token-0123456789";
 const READ: &str = "read-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 const VICTIM: &str = "203.0.113.7";
@@ -72,7 +74,7 @@ fn start(dir: &Path, api_port: u16, router: Option<&Session>, extra: &str) -> Da
     std::fs::write(policies.join("amplification.yaml"), POLICY).unwrap();
     let yaml = format!(
         "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
-         api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+         api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node }}\n    - {{ name: web2, token: {NODE2}, scope: node, serves: [203.0.113.0/25] }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
          {neighbors}protected:\n  customers: [203.0.113.0/24, 2001:db8:100::/48]\n\
          detection:\n  stale_after: 2s\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 1s\n    cooldown: 1s\n{extra}",
         dir.join("state").display(),
@@ -459,5 +461,50 @@ fn the_telemetry_endpoint_answers_bad_input() {
     // A node token reads nothing.
     let (st, v) = h.get("/api/v1/attacks", Some(NODE)).unwrap();
     assert_eq!(st, 403, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_node_reports_only_on_the_addresses_it_serves() {
+    let dir = temp_dir("serves");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let _d = start(&dir, api_port, None, "");
+    let h = Http::new(api_port);
+    // web2 serves 203.0.113.0/25: a flood it reports on .200 is dropped and counted, nothing starts.
+    for seq in 0..10 {
+        let body = report(seq, 0).replace("\"web1\"", "\"web2\"");
+        let (st, v) = h.post("/api/v1/telemetry", NODE2, &body);
+        assert_eq!(st, 202, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flood = report(10, 50_000)
+        .replace("\"web1\"", "\"web2\"")
+        .replace(VICTIM, "203.0.113.200");
+    for _ in 0..3 {
+        let (st, v) = h.post("/api/v1/telemetry", NODE2, &flood);
+        assert_eq!(st, 202, "{v}");
+    }
+    let (_, attacks) = h.get("/api/v1/attacks?all=true", Some(READ)).unwrap();
+    assert_eq!(
+        attacks,
+        json!([]),
+        "nothing from an address web2 does not serve"
+    );
+    let (_, m) = h.get("/metrics", None).unwrap();
+    let text = m.as_str().unwrap_or_default();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("deflect_telemetry_targets_refused_total ") && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
+    // Its own addresses, from the same node: the flood is an attack.
+    let (st, v) = h.post(
+        "/api/v1/telemetry",
+        NODE2,
+        &report(20, 50_000).replace("\"web1\"", "\"web2\""),
+    );
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v["started"].as_array().map(Vec::len), Some(1), "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -49,6 +49,15 @@ fn broken_files_say_where_and_what() {
             "router_id: 192.0.2.10\n",
             "deflect.yaml:1:1: missing field `local_as`; add it",
         ),
+        // `serves` bounds a node; on an operator's token it means nothing.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\napi:\n  tokens:\n    - { name: noc, token: 0123456789abcdef, scope: write, serves: [192.0.2.0/24] }\n",
+            "deflect.yaml:5:67: serves bounds what a node reports; only a node token has it",
+        ),
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\napi:\n  tokens:\n    - { name: web1, token: 0123456789abcdef, scope: node, serves: [192.0.2.7/24] }\n",
+            "deflect.yaml:5:68: 192.0.2.7/24 has host bits set; did you mean 192.0.2.0/24?",
+        ),
         // A neighbor that receives rtbh without a next hop (a dangling requirement).
         (
             "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    receives: [rtbh]\n",

@@ -1,6 +1,10 @@
 //! Who may do what: tokens, their scopes, and the caller a request authenticates as.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use axum::http::StatusCode;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -22,6 +26,8 @@ pub struct Token {
     pub name: String,
     pub secret: String,
     pub scope: Scope,
+    /// A node token: the addresses it may report on (`None`: any).
+    pub serves: Option<Arc<[IpNet]>>,
 }
 
 /// The authenticated caller.
@@ -29,9 +35,18 @@ pub struct Token {
 pub struct Caller {
     pub name: String,
     pub scope: Scope,
+    /// A node: the addresses it may report on (`None`: any).
+    pub serves: Option<Arc<[IpNet]>>,
 }
 
 impl Caller {
+    /// Whether this caller may speak for `addr`.
+    pub fn serves(&self, addr: IpAddr) -> bool {
+        self.serves
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(&addr)))
+    }
+
     pub(super) fn must_write(&self) -> Result<(), ApiError> {
         match self.scope {
             Scope::Write => Ok(()),

@@ -36,6 +36,12 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         m.refused.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_telemetry_targets_refused_total",
+        "Addresses in reports that their node may not report on (its token's serves): dropped.",
+        "counter",
+        s.metrics.telemetry_refused_targets.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_mitigations_refusals_unaudited_total",
         "Refusals past the audit log's per-actor limit of 60 a minute: counted, not recorded.",
         "counter",

@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::warn;
 
 mod auth;
 mod bodies;
@@ -387,13 +388,27 @@ async fn telemetry(
     report
         .validate()
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    // A node speaks only for the addresses it serves: the rest is dropped and counted.
+    let before = report.targets.len();
+    report.targets.retain(|t| caller.serves(t.dst));
+    let refused = before - report.targets.len();
+    if refused > 0 {
+        s.metrics
+            .telemetry_refused_targets
+            .fetch_add(refused as u64, Ordering::Relaxed);
+        warn!(
+            node = %caller.name,
+            refused,
+            "report on addresses this node does not serve: dropped"
+        );
+    }
     // Raw samples go to the captures; they are not detection's business.
     for p in std::mem::take(&mut report.packets) {
         let Ok(data) = hex::decode(&p.data) else {
             continue;
         };
         if let Some(info) = crate::traffic::packet::parse(&data) {
-            if s.recorder.wants(info.dst) {
+            if caller.serves(info.dst) && s.recorder.wants(info.dst) {
                 s.recorder.offer(crate::pcap::Frame {
                     dst: info.dst,
                     time: std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.time_ms),

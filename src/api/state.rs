@@ -22,6 +22,8 @@ use crate::peer::PeerHandle;
 pub struct ApiMetrics {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
+    /// Addresses in reports that their node may not report on (dropped).
+    pub telemetry_refused_targets: AtomicU64,
 }
 
 /// What handlers share. Tokens and peers are swapped on reload.
@@ -66,6 +68,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .map(|t| Caller {
                 name: t.name.clone(),
                 scope: t.scope,
+                serves: t.serves.clone(),
             })
             .ok_or_else(|| unauthorized("unknown token"))
     }

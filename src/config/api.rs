@@ -3,10 +3,12 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::api::{Scope, Token};
+use crate::route::no_host_bits;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +48,9 @@ pub struct TokenConfig {
     /// The secret itself, or `env:NAME` to read it from the environment.
     pub token: Spanned<String>,
     pub scope: Scope,
+    /// A node token: the prefixes it may report on; reports on other addresses are dropped and
+    /// counted. Without it, a node may report on any protected address.
+    pub serves: Option<Spanned<Vec<Spanned<IpNet>>>>,
 }
 
 /// Checks the tokens; one whose secret comes from an unset variable is left out (nobody can use it).
@@ -80,10 +85,36 @@ pub(super) fn tokens(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) ->
                 "token is shorter than 16 characters; use a long random string".into(),
             );
         }
+        let serves = match (&t.serves, t.scope) {
+            (Some(s), Scope::Node) => {
+                for n in &s.value {
+                    if let Err(e) = no_host_bits(&n.value) {
+                        err(&n.referenced, e);
+                    }
+                }
+                Some(s.value.iter().map(|n| n.value.trunc()).collect())
+            }
+            (Some(s), _) => {
+                err(
+                    &s.referenced,
+                    "serves bounds what a node reports; only a node token has it".into(),
+                );
+                None
+            }
+            (None, Scope::Node) => {
+                tracing::warn!(
+                    token = %t.name.value,
+                    "node token without serves: it may report on any protected address"
+                );
+                None
+            }
+            (None, _) => None,
+        };
         tokens.push(Token {
             name: t.name.value.clone(),
             secret,
             scope: t.scope,
+            serves,
         });
     }
     tokens
