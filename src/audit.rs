@@ -116,27 +116,56 @@ pub enum AuditError {
 
 /// Checks a whole log, in the order it is stored. Returns the number of entries.
 pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u64, AuditError> {
-    let mut prev = genesis();
-    let mut n = 0u64;
-    for (i, e) in entries.into_iter().enumerate() {
-        let expected = n + 1;
+    let mut v = Verifier::default();
+    for e in entries {
+        v.push(e)?;
+    }
+    Ok(v.entries())
+}
+
+/// Checks a log one entry at a time, in the order it is stored: constant memory, whatever its
+/// length.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    prev: String,
+    n: u64,
+}
+
+impl Default for Verifier {
+    fn default() -> Verifier {
+        Verifier {
+            prev: genesis(),
+            n: 0,
+        }
+    }
+}
+
+impl Verifier {
+    /// The next entry.
+    pub fn push(&mut self, e: &AuditEntry) -> Result<(), AuditError> {
+        let expected = self.n + 1;
         if e.seq != expected {
             return Err(AuditError::Sequence {
-                position: i,
+                position: self.n as usize,
                 seq: e.seq,
                 expected,
             });
         }
-        if e.prev != prev {
+        if e.prev != self.prev {
             return Err(AuditError::Broken { seq: e.seq });
         }
         if digest(&e.prev, e.seq, e.time_ms, &e.actor, &e.action, &e.detail) != e.hash {
             return Err(AuditError::Edited { seq: e.seq });
         }
-        prev = e.hash.clone();
-        n = expected;
+        self.prev.clone_from(&e.hash);
+        self.n = expected;
+        Ok(())
     }
-    Ok(n)
+
+    /// Entries that verified so far.
+    pub fn entries(&self) -> u64 {
+        self.n
+    }
 }
 
 #[cfg(test)]

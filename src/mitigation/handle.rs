@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::warn;
 
 use crate::audit::{AuditDraft, AuditEntry, AuditSink};
 use crate::mitigation::guardrails::Guardrails;
 use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
+use crate::mitigation::store::AuditReader;
 use crate::peer::{Neighbor, PeerHandle};
 
 /// Counters for `/metrics`.
@@ -71,9 +72,6 @@ pub(super) enum Request {
         limit: usize,
         reply: Reply<Vec<AuditEntry>>,
     },
-    AuditVerify {
-        reply: Reply<u64>,
-    },
     /// An audit entry for something that changed no mitigation (a refused reload...).
     Record {
         draft: AuditDraft,
@@ -101,11 +99,23 @@ pub(super) enum Request {
 pub struct MitigationHandle {
     tx: mpsc::Sender<Request>,
     pub metrics: Arc<Metrics>,
+    /// The audit log's reader: verification runs beside the set, one at a time.
+    reader: AuditReader,
+    verifying: Arc<Semaphore>,
 }
 
 impl MitigationHandle {
-    pub(super) fn new(tx: mpsc::Sender<Request>, metrics: Arc<Metrics>) -> MitigationHandle {
-        MitigationHandle { tx, metrics }
+    pub(super) fn new(
+        tx: mpsc::Sender<Request>,
+        metrics: Arc<Metrics>,
+        reader: AuditReader,
+    ) -> MitigationHandle {
+        MitigationHandle {
+            tx,
+            metrics,
+            reader,
+            verifying: Arc::new(Semaphore::new(1)),
+        }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Refusal> {
@@ -171,8 +181,21 @@ impl MitigationHandle {
         .await
     }
 
+    /// Verifies the whole audit chain on a blocking thread, beside the set: a long log holds up
+    /// no change. One verification at a time; others wait their turn.
     pub async fn audit_verify(&self) -> Result<u64, Refusal> {
-        self.ask(|reply| Request::AuditVerify { reply }).await
+        let _turn = self
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| Refusal::Store("deflect is shutting down".into()))?;
+        let reader = self.reader.clone();
+        match tokio::task::spawn_blocking(move || reader.verify()).await {
+            Ok(Ok(Ok(n))) => Ok(n),
+            Ok(Ok(Err(e))) => Err(Refusal::Conflict(format!("audit log does not verify: {e}"))),
+            Ok(Err(e)) => Err(Refusal::Store(e.to_string())),
+            Err(e) => Err(Refusal::Store(format!("audit verification: {e}"))),
+        }
     }
 
     /// Counts and audits a request refused at an edge, before it became an order; returns the

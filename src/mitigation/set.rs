@@ -933,14 +933,6 @@ impl MitigationSet {
                         .map_err(|e| Refusal::Store(e.to_string())),
                 );
             }
-            Request::AuditVerify { reply } => {
-                let r = match self.store.audit_verify() {
-                    Ok(Ok(n)) => Ok(n),
-                    Ok(Err(e)) => Err(Refusal::Conflict(format!("audit log does not verify: {e}"))),
-                    Err(e) => Err(Refusal::Store(e.to_string())),
-                };
-                let _ = reply.send(r);
-            }
             Request::Reload {
                 guardrails,
                 peers,
@@ -1056,7 +1048,7 @@ pub async fn start(
         .active
         .store(set.live.len() as u64, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(1024);
-    let handle = MitigationHandle::new(tx, set.metrics.clone());
+    let handle = MitigationHandle::new(tx, set.metrics.clone(), set.store.audit_reader());
     let task = tokio::spawn(set.run(rx, stop));
     Ok((handle, task))
 }

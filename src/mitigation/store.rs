@@ -9,6 +9,7 @@
 //! is the only writer; it calls [`Store::commit`] before it acknowledges anything.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -17,6 +18,28 @@ use crate::mitigation::record::Mitigation;
 
 const MITIGATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("mitigations");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// Reads the audit log beside the writer (a snapshot at the time of each call).
+#[derive(Debug, Clone)]
+pub struct AuditReader {
+    db: Arc<Database>,
+}
+
+impl AuditReader {
+    /// Verifies the whole chain, one entry at a time: memory stays constant however long it is.
+    pub fn verify(&self) -> Result<Result<u64, audit::AuditError>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(AUDIT).map_err(db)?;
+        let mut v = audit::Verifier::default();
+        for row in t.iter().map_err(db)? {
+            let (k, val) = row.map_err(db)?;
+            if let Err(e) = v.push(&parse_entry(k.value(), val.value())?) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(v.entries()))
+    }
+}
 
 /// Store failures: deflect refuses the change rather than acknowledge it.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +71,7 @@ const CACHE_BYTES: usize = 1024 * 1024;
 /// The open database.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     /// The last audit entry's (seq, hash): where the next one chains from.
     audit_head: (u64, String),
@@ -74,7 +97,7 @@ impl Store {
         w.open_table(AUDIT).map_err(db)?;
         w.commit().map_err(db)?;
         let mut s = Store {
-            db: database,
+            db: Arc::new(database),
             path,
             audit_head: (0, audit::genesis()),
         };
@@ -194,10 +217,17 @@ impl Store {
         }
     }
 
-    /// Verifies the whole audit chain as stored.
+    /// Verifies the whole audit chain as stored (see [`AuditReader::verify`]).
     pub fn audit_verify(&self) -> Result<Result<u64, audit::AuditError>, StoreError> {
-        let all = self.audit_page(0, usize::MAX)?;
-        Ok(audit::verify(&all))
+        self.audit_reader().verify()
+    }
+
+    /// A reader of the audit log for other threads: redb's read transactions run beside the
+    /// writer, so a long read never holds up the mitigation set.
+    pub fn audit_reader(&self) -> AuditReader {
+        AuditReader {
+            db: self.db.clone(),
+        }
     }
 
     /// Rewrites one raw audit row: only for tests that tamper with the log on purpose.

@@ -229,3 +229,26 @@ async fn refusals_are_audited_within_a_bound_and_their_long_texts_cut() {
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_verifies_beside_the_writer() {
+    let d = dir("verify");
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
+    // Verifications and changes at once: each answers, none waits for the other to finish.
+    let mut checks = Vec::new();
+    for i in 0..20u8 {
+        let h2 = h.clone();
+        checks.push(tokio::spawn(async move { h2.audit_verify().await }));
+        h.create(order(Kind::Rtbh, &format!("203.0.113.{}/32", i + 1)))
+            .await
+            .unwrap();
+    }
+    for c in checks {
+        assert!(c.await.unwrap().is_ok());
+    }
+    let n = h.audit_verify().await.unwrap();
+    assert_eq!(n, h.audit(0, 10_000).await.unwrap().len() as u64);
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
