@@ -31,22 +31,8 @@ async fn rig_with(tag: &str, policy: &str, ioc: Lists) -> Rig {
     let dir = std::env::temp_dir().join(format!("deflect-engine-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Store::open(&dir).unwrap();
-    let protected: BTreeMap<String, Vec<ipnet::IpNet>> = [(
-        "customers".to_string(),
-        vec!["203.0.113.0/24".parse().unwrap()],
-    )]
-    .into();
-    let guardrails = Guardrails {
-        default_ttl: Duration::from_secs(600),
-        max_ttl: Duration::from_secs(3600),
-        max_active: 100,
-        max_new_per_minute: 100,
-        rtbh_min_prefix_v4: 32,
-        rtbh_min_prefix_v6: 128,
-        protected: protected.clone(),
-        never_block: Vec::new(),
-        dry_run: false,
-    };
+    let guardrails = Guardrails::for_tests(&["203.0.113.0/24"], &[]);
+    let protected = guardrails.protected.clone();
     let (set, _) = crate::mitigation::start(
         store,
         guardrails,

@@ -29,6 +29,24 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 }
 
 impl Guardrails {
+    /// Guardrails for tests: one group `customers` of `protected` prefixes, `never_block`, ten
+    /// minutes by default and an hour at most, 100 active and 100 a minute.
+    #[cfg(test)]
+    pub(crate) fn for_tests(protected: &[&str], never_block: &[&str]) -> Guardrails {
+        let nets = |v: &[&str]| v.iter().map(|p| p.parse().unwrap()).collect::<Vec<IpNet>>();
+        Guardrails {
+            default_ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(3600),
+            max_active: 100,
+            max_new_per_minute: 100,
+            rtbh_min_prefix_v4: 32,
+            rtbh_min_prefix_v6: 128,
+            protected: BTreeMap::from([("customers".to_string(), nets(protected))]),
+            never_block: nets(never_block),
+            dry_run: false,
+        }
+    }
+
     /// Guardrails that depend on what is matched.
     pub fn check_target(&self, target: &Target) -> Result<(), Refusal> {
         let Some(dst) = target.destination() else {

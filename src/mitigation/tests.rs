@@ -1,10 +1,6 @@
 //! The mitigation set over a real store: what it restores, and what the guardrails in force let
 //! it keep.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
 use crate::mitigation::guardrails::Guardrails;
@@ -19,18 +15,7 @@ fn dir(tag: &str) -> std::path::PathBuf {
 }
 
 fn guardrails(protected: &[&str], never_block: &[&str]) -> Guardrails {
-    let nets = |v: &[&str]| v.iter().map(|p| p.parse().unwrap()).collect::<Vec<IpNet>>();
-    Guardrails {
-        default_ttl: Duration::from_secs(600),
-        max_ttl: Duration::from_secs(3600),
-        max_active: 100,
-        max_new_per_minute: 100,
-        rtbh_min_prefix_v4: 32,
-        rtbh_min_prefix_v6: 128,
-        protected: BTreeMap::from([("customers".to_string(), nets(protected))]),
-        never_block: nets(never_block),
-        dry_run: false,
-    }
+    Guardrails::for_tests(protected, never_block)
 }
 
 async fn open(
