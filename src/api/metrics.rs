@@ -109,6 +109,24 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         e.targets.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_targets_over_limit_total",
+        "New addresses not tracked: the table is full (detection.max_targets).",
+        "counter",
+        e.targets_over_limit.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_targets_over_node_limit_total",
+        "New addresses not tracked: their node reached detection.max_targets_per_node.",
+        "counter",
+        e.targets_over_node_limit.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_targets_evicted_total",
+        "Addresses forgotten after detection.target_idle without a report.",
+        "counter",
+        e.targets_evicted.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_nodes_stale",
         "Nodes that stopped reporting.",
         "gauge",

@@ -18,6 +18,10 @@ pub struct DetectionConfig {
     pub stale_after: Option<Spanned<String>>,
     /// Most addresses tracked.
     pub max_targets: Option<usize>,
+    /// Most addresses one node's reports may add (default 10,000).
+    pub max_targets_per_node: Option<usize>,
+    /// An address nothing has reported for this long, under no attack, is forgotten (default 10m).
+    pub target_idle: Option<Spanned<String>>,
     /// Thresholds for every protected group.
     #[serde(default)]
     pub thresholds: ThresholdsConfig,
@@ -139,6 +143,14 @@ pub(super) fn detection(
         groups,
         ..detect::Settings::default()
     };
+    if let Some(n) = c.max_targets_per_node {
+        detection.max_targets_per_node = n;
+    }
+    if let Some(v) = &c.target_idle {
+        if let Some(d) = positive_duration(v, "target_idle", "10m", err) {
+            detection.target_idle = d;
+        }
+    }
     if let Some(n) = c.max_targets {
         detection.max_targets = n;
     }

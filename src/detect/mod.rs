@@ -96,6 +96,11 @@ pub struct Settings {
     pub stale_after: Duration,
     /// Most targets tracked; beyond, new addresses are counted and ignored.
     pub max_targets: usize,
+    /// Most targets one node's reports may add: one node cannot fill the table for everyone.
+    pub max_targets_per_node: usize,
+    /// A target nothing has reported for this long, and under no attack, is forgotten (its
+    /// baselines with it).
+    pub target_idle: Duration,
 }
 
 impl Default for Settings {
@@ -104,9 +109,14 @@ impl Default for Settings {
             groups: Vec::new(),
             stale_after: Duration::from_secs(5),
             max_targets: 100_000,
+            max_targets_per_node: 10_000,
+            target_idle: Duration::from_secs(600),
         }
     }
 }
+
+/// How often idle targets are looked for.
+const SWEEP_MS: u64 = 10_000;
 
 /// One point in an attack's life.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -273,6 +283,10 @@ pub struct Counters {
     pub reports: u64,
     pub targets_unprotected: u64,
     pub targets_over_limit: u64,
+    /// New addresses refused because their node reached its own limit.
+    pub targets_over_node_limit: u64,
+    /// Targets forgotten after `target_idle` without a report.
+    pub targets_evicted: u64,
     pub attacks_started: u64,
     pub attacks_ended: u64,
 }
@@ -287,6 +301,8 @@ pub struct Detector {
     attacks: BTreeMap<u64, Attack>,
     next_attack: u64,
     pub counters: Counters,
+    /// When idle targets were last looked for.
+    last_sweep: u64,
 }
 
 /// Ended attacks kept for the API.
@@ -304,6 +320,7 @@ impl Detector {
             attacks: BTreeMap::new(),
             next_attack: first_id.max(1),
             counters: Counters::default(),
+            last_sweep: 0,
         }
     }
 
@@ -449,7 +466,35 @@ impl Detector {
                 }
             }
         }
+        if now >= self.last_sweep + SWEEP_MS {
+            self.last_sweep = now;
+            self.evict_idle(now);
+        }
         out
+    }
+
+    /// Forgets the targets nothing has reported for `target_idle` and that are under no attack.
+    fn evict_idle(&mut self, now: u64) {
+        let idle = self.settings.target_idle.as_millis() as u64;
+        let gone: Vec<(IpAddr, u32)> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| t.last_ms + idle <= now)
+            .filter(|(_, t)| {
+                t.classes
+                    .iter()
+                    .chain(std::iter::once(&t.total))
+                    .all(|c| c.attack.is_none())
+            })
+            .map(|(a, t)| (*a, t.node))
+            .collect();
+        for (addr, node) in gone {
+            self.targets.remove(&addr);
+            if let Some(n) = self.nodes.get_mut(node as usize) {
+                n.targets.remove(&addr);
+            }
+            self.counters.targets_evicted += 1;
+        }
     }
 
     /// Takes one report from `node` (the token's name) at `now`; returns what changed.
@@ -520,6 +565,10 @@ impl Detector {
             return;
         };
         if !self.targets.contains_key(&t.dst) {
+            if self.nodes[ni as usize].targets.len() >= self.settings.max_targets_per_node {
+                self.counters.targets_over_node_limit += 1;
+                return;
+            }
             if self.targets.len() >= self.settings.max_targets {
                 self.counters.targets_over_limit += 1;
                 return;

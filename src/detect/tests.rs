@@ -29,6 +29,8 @@ fn settings() -> Settings {
         )],
         stale_after: Duration::from_secs(3),
         max_targets: 1000,
+        max_targets_per_node: 1000,
+        target_idle: Duration::from_secs(600),
     }
 }
 
@@ -418,6 +420,69 @@ fn unprotected_addresses_and_the_target_limit_are_counted_not_tracked() {
     }
     assert_eq!(d.target_count(), 2);
     assert!(d.counters.targets_over_limit >= 1);
+}
+
+#[test]
+fn one_node_cannot_fill_the_table_for_everyone_and_idle_addresses_are_forgotten() {
+    let mut s = settings();
+    s.max_targets_per_node = 3;
+    s.target_idle = Duration::from_secs(60);
+    let mut d = Detector::new(s, 1);
+    let mut now = 1_000_000;
+    // A node that reports invented addresses: three tracked, the rest refused and counted.
+    for i in 0..10u64 {
+        now += 1000;
+        d.ingest(
+            "liar",
+            &report(i, &format!("203.0.113.{}", 100 + i), normal()),
+            now,
+        );
+    }
+    assert_eq!(d.target_count(), 3);
+    assert_eq!(d.counters.targets_over_node_limit, 7);
+    // Another node still gets its own addresses in, and a flood on them is seen.
+    now += 1000;
+    d.ingest("web1", &report(0, VICTIM, normal()), now);
+    assert_eq!(d.target_count(), 4);
+    // The liar goes silent: a minute later its addresses are forgotten; the one seen stays.
+    for i in 1..=70u64 {
+        now += 1000;
+        d.ingest("web1", &report(i, VICTIM, normal()), now);
+        d.check_stale(now);
+    }
+    assert_eq!(d.target_count(), 1);
+    assert_eq!(d.counters.targets_evicted, 3);
+    assert!(d.target(VICTIM.parse().unwrap()).is_some());
+    // Room again for the node's real addresses.
+    now += 1000;
+    d.ingest("liar", &report(99, "203.0.113.9", normal()), now);
+    assert_eq!(d.target_count(), 2);
+}
+
+#[test]
+fn an_address_under_attack_is_never_forgotten() {
+    let mut s = settings();
+    s.target_idle = Duration::from_secs(60);
+    let mut d = Detector::new(s, 1);
+    let mut now = 1_000_000;
+    for seq in 0..90 {
+        now += 1000;
+        d.ingest("web1", &report(seq, VICTIM, normal()), now);
+    }
+    now += 1000;
+    let ev = d.ingest(
+        "web1",
+        &report(100, VICTIM, with(flow(1, None, None, None, 9_000))),
+        now,
+    );
+    assert_eq!(started(&ev).len(), 1);
+    // The node dies mid-attack: ten minutes on, the address and its attack are still there.
+    for _ in 0..600 {
+        now += 1000;
+        d.check_stale(now);
+    }
+    assert_eq!(d.target_count(), 1);
+    assert_eq!(d.counters.targets_evicted, 0);
 }
 
 #[test]

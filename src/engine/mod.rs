@@ -136,6 +136,11 @@ pub struct EngineMetrics {
     pub attacks_ended: AtomicU64,
     pub attacks_active: AtomicU64,
     pub targets: AtomicU64,
+    /// New addresses refused: the table full, or their node at its own limit.
+    pub targets_over_limit: AtomicU64,
+    pub targets_over_node_limit: AtomicU64,
+    /// Addresses forgotten after their idle time.
+    pub targets_evicted: AtomicU64,
     pub nodes_stale: AtomicU64,
     pub policy_steps: AtomicU64,
     pub policy_reload_errors: AtomicU64,
@@ -315,6 +320,12 @@ impl Engine {
         );
         m.targets
             .store(self.detector.target_count() as u64, Ordering::Relaxed);
+        m.targets_over_limit
+            .store(c.targets_over_limit, Ordering::Relaxed);
+        m.targets_over_node_limit
+            .store(c.targets_over_node_limit, Ordering::Relaxed);
+        m.targets_evicted
+            .store(c.targets_evicted, Ordering::Relaxed);
         m.nodes_stale.store(
             self.detector.nodes().iter().filter(|n| n.stale).count() as u64,
             Ordering::Relaxed,
