@@ -375,6 +375,49 @@ impl MitigationSet {
         }
     }
 
+    /// Stages `m` with `drafts`, an `announce` draft per peer that gets `live`, and the peer
+    /// operations that follow the commit. With no peers, the UPDATE that would be sent is shown:
+    /// an RTBH route's next hop is each peer's own, so a documentation address stands in for it.
+    fn stage_announce(
+        &mut self,
+        m: &Mitigation,
+        live: &Live,
+        actor: &str,
+        mut drafts: Vec<AuditDraft>,
+    ) {
+        let targets = self.targets(m, live);
+        drafts.extend(targets.iter().map(|(i, _)| {
+            AuditDraft::new(
+                actor,
+                "announce",
+                serde_json::json!({"id": m.id, "peer": self.peers[*i].0.peer.name}),
+            )
+        }));
+        self.stage(m, drafts);
+        for (i, attrs) in targets {
+            self.pending
+                .ops
+                .push(PeerOp::Set(i, live.key.clone(), attrs));
+        }
+        if self.peers.is_empty() {
+            let attrs = match (&live.flow_attrs, &live.key) {
+                (Some(a), _) => (**a).clone(),
+                (None, key) => RouteAttrs {
+                    next_hop: Some(if key.family() == Family::Ipv4Unicast {
+                        IpAddr::from([192, 0, 2, 1])
+                    } else {
+                        IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])
+                    }),
+                    communities: vec![deflect_bgp::community::Community::BLACKHOLE],
+                    ..RouteAttrs::default()
+                },
+            };
+            self.pending
+                .ops
+                .push(PeerOp::Show(m.id, live.key.clone(), attrs));
+        }
+    }
+
     /// Pushes an announcement to its peers; returns the audit drafts (one per peer).
     async fn announce(&self, m: &Mitigation, live: &Live, actor: &str) -> Vec<AuditDraft> {
         let mut drafts = Vec::new();
@@ -484,45 +527,13 @@ impl MitigationSet {
             withdraw_reason: None,
             dry_run: self.guardrails.dry_run,
         };
-        let mut drafts = vec![AuditDraft::new(
+        let drafts = vec![AuditDraft::new(
             actor,
             "mitigation.create",
             serde_json::to_value(&m).unwrap_or_default(),
         )];
         // Durable first, then announced: a crash in between restores and announces it at start.
-        let targets = self.targets(&m, &live);
-        drafts.extend(targets.iter().map(|(i, _)| {
-            AuditDraft::new(
-                actor,
-                "announce",
-                serde_json::json!({"id": m.id, "peer": self.peers[*i].0.peer.name}),
-            )
-        }));
-        self.stage(&m, drafts);
-        for (i, attrs) in targets {
-            self.pending
-                .ops
-                .push(PeerOp::Set(i, live.key.clone(), attrs));
-        }
-        if self.peers.is_empty() {
-            // No peer to send to: show what would be sent. An RTBH route's next hop is each
-            // peer's own; a documentation address stands in for it here.
-            let attrs = match (&live.flow_attrs, &live.key) {
-                (Some(a), _) => (**a).clone(),
-                (None, key) => RouteAttrs {
-                    next_hop: Some(if key.family() == Family::Ipv4Unicast {
-                        IpAddr::from([192, 0, 2, 1])
-                    } else {
-                        IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])
-                    }),
-                    communities: vec![deflect_bgp::community::Community::BLACKHOLE],
-                    ..RouteAttrs::default()
-                },
-            };
-            self.pending
-                .ops
-                .push(PeerOp::Show(m.id, live.key.clone(), attrs));
-        }
+        self.stage_announce(&m, &live, actor, drafts);
         info!(id = m.id, actor, kind = ?m.kind, rule = ?m.rule, prefix = ?m.prefix, "mitigation created");
         self.next_id += 1;
         self.recent.push_back(now);
@@ -595,11 +606,7 @@ impl MitigationSet {
     fn extend(&mut self, id: u64, ttl: Duration, actor: &str) -> Result<Mitigation, Refusal> {
         let now = now_ms();
         if !self.live.contains_key(&id) {
-            return Err(if self.stored(id).is_some() {
-                Refusal::Conflict(format!("mitigation {id} is not active"))
-            } else {
-                Refusal::NotFound(id)
-            });
+            return Err(self.inactive(id));
         }
         let d = match self.guardrails.ttl(Some(ttl)) {
             Ok(d) => d,
@@ -638,13 +645,9 @@ impl MitigationSet {
     }
 
     fn try_amend(&mut self, id: u64, a: &Amend, now: u64) -> Result<Mitigation, Refusal> {
-        let Some(live) = self.live.get(&id).cloned() else {
-            return Err(if self.stored(id).is_some() {
-                Refusal::Conflict(format!("mitigation {id} is not active"))
-            } else {
-                Refusal::NotFound(id)
-            });
-        };
+        if !self.live.contains_key(&id) {
+            return Err(self.inactive(id));
+        }
         let mut m = self.all[&id].clone();
         let Ok(Target::Flowspec(route)) = m.target() else {
             return Err(Refusal::Invalid(format!(
@@ -666,7 +669,7 @@ impl MitigationSet {
         let from = m.rule.clone();
         m.rule = Some(target.to_string());
         self.set_expiry(&mut m, expires);
-        let mut drafts = vec![AuditDraft::new(
+        let drafts = vec![AuditDraft::new(
             &a.actor,
             "mitigation.amend",
             serde_json::json!({"id": id, "from": from, "to": m.rule, "reason": a.reason, "expires_ms": m.expires_ms}),
@@ -679,32 +682,19 @@ impl MitigationSet {
         // The same NLRI with the new actions: the Adj-RIB-Out sends it as one UPDATE.
         let mut new = Live::of(&target);
         self.intern(&mut new);
-        debug_assert_eq!(new.key, live.key);
-        let targets = self.targets(&m, &new);
-        drafts.extend(targets.iter().map(|(i, _)| {
-            AuditDraft::new(
-                &a.actor,
-                "announce",
-                serde_json::json!({"id": id, "peer": self.peers[*i].0.peer.name}),
-            )
-        }));
-        self.stage(&m, drafts);
-        for (i, attrs) in targets {
-            self.pending
-                .ops
-                .push(PeerOp::Set(i, new.key.clone(), attrs));
-        }
-        if self.peers.is_empty() {
-            if let Some(attrs) = &new.flow_attrs {
-                self.pending
-                    .ops
-                    .push(PeerOp::Show(id, new.key.clone(), (**attrs).clone()));
-            }
-        }
+        self.stage_announce(&m, &new, &a.actor, drafts);
         info!(id, actor = %a.actor, rule = ?m.rule, "mitigation amended");
         self.live.insert(id, new);
         self.all.insert(id, m.clone());
         Ok(m)
+    }
+
+    /// Why a change to mitigation `id`, which is not active, is refused.
+    fn inactive(&self, id: u64) -> Refusal {
+        match self.stored(id) {
+            Some(_) => Refusal::Conflict(format!("mitigation {id} is not active")),
+            None => Refusal::NotFound(id),
+        }
     }
 
     /// A mitigation by id: active ones from memory, the others from the store.
