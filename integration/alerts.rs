@@ -117,6 +117,7 @@ fn attack() -> Attack {
         policy: Some("amplification".into()),
         series: Vec::new(),
         ioc: Default::default(),
+        cap: None,
     }
 }
 

@@ -48,13 +48,15 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// A policy for the test: NTP amplification discarded at once, withdrawn 1 s after the end.
+/// A policy for the test: NTP amplification discarded at once, withdrawn 1 s after the quiet,
+/// over (the end alert) 2 s later if it has not come back.
 const POLICY: &str = "\
 description: test amplification policy
 match:
   vectors: [amplification]
 ttl: 10m
 withdraw_after: 1s
+recurrence: { probation: 2s }
 steps:
   - announce: flowspec
     match: [proto, sport]
@@ -292,7 +294,11 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
     let (_, m) = h
         .get(&format!("/api/v1/mitigations/{mitigation}"), Some(READ))
         .unwrap();
-    assert_eq!(m["withdraw_reason"], format!("attack {attack} over"), "{m}");
+    assert_eq!(
+        m["withdraw_reason"],
+        format!("attack {attack} quiet for its hold-down of 1 s"),
+        "{m}"
+    );
     let timeline: Vec<String> = a["timeline"]
         .as_array()
         .unwrap()

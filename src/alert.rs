@@ -490,6 +490,7 @@ mod tests {
             policy: Some("amplification".into()),
             series: Vec::new(),
             ioc: Default::default(),
+            cap: None,
         }
     }
 

@@ -9,7 +9,11 @@
 //!   groups: [customers]   # any group when absent
 //!   min_pps: 0            # attack size, at least
 //! ttl: 10m                # each mitigation's lifetime, renewed while the attack lasts and is seen
-//! withdraw_after: 60s     # hold-down after the attack ends
+//! withdraw_after: 60s     # hold-down after the attack goes quiet
+//! recurrence:             # the attack comes back: it is the same attack, and the rule returns
+//!   probation: 15m        # a return this long after the withdrawal still counts as one
+//!   growth: 4             # each return multiplies the hold-down...
+//!   max_withdraw_after: 1h  # ...up to this
 //! dry_run: false
 //! steps:
 //!   - announce: flowspec
@@ -61,9 +65,51 @@ struct PolicyFile {
     #[serde(default = "default_withdraw_after")]
     withdraw_after: Spanned<String>,
     #[serde(default)]
+    recurrence: Option<RecurrenceFile>,
+    #[serde(default)]
     dry_run: bool,
     steps: Spanned<Vec<StepFile>>,
 }
+
+/// What a policy does when its attack comes back, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecurrenceFile {
+    #[serde(default)]
+    probation: Option<Spanned<String>>,
+    #[serde(default)]
+    growth: Option<Spanned<u32>>,
+    #[serde(default)]
+    max_withdraw_after: Option<Spanned<String>>,
+}
+
+/// What a policy does when its attack comes back after it went quiet: during the hold-down (the
+/// rule still in place) or within `probation` after the withdrawal, it is the same attack; its
+/// rules return at once, and the next hold-down is `growth` times longer, up to
+/// `max_withdraw_after`. Quiet under deflect's own rule is no proof that a flood ended: the
+/// hold-down is how long deflect waits before it looks again, and each return shows it looked
+/// too soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Recurrence {
+    pub probation: Duration,
+    pub growth: u32,
+    pub max_withdraw_after: Duration,
+}
+
+impl Default for Recurrence {
+    fn default() -> Recurrence {
+        Recurrence {
+            probation: Duration::from_secs(15 * 60),
+            growth: 4,
+            max_withdraw_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Most a hold-down may grow to: a rule that must come down one day.
+const MAX_HOLD_DOWN: Duration = Duration::from_secs(24 * 3600);
+/// Most a hold-down may grow at each return.
+const MAX_GROWTH: u32 = 16;
 
 fn default_priority() -> i32 {
     100
@@ -251,6 +297,7 @@ pub struct Policy {
     pub ioc: Vec<String>,
     pub ttl: Duration,
     pub withdraw_after: Duration,
+    pub recurrence: Recurrence,
     pub dry_run: bool,
     pub steps: Vec<Step>,
 }
@@ -473,6 +520,43 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         );
     }
     let withdraw_after = dur(&p.withdraw_after, "withdraw_after", &mut err);
+    let mut recurrence = Recurrence::default();
+    if let Some(r) = &p.recurrence {
+        if let Some(d) = &r.probation {
+            recurrence.probation = dur(d, "recurrence.probation", &mut err);
+        }
+        if let Some(g) = &r.growth {
+            if (1..=MAX_GROWTH).contains(&g.value) {
+                recurrence.growth = g.value;
+            } else {
+                err(
+                    &g.referenced,
+                    format!(
+                        "recurrence.growth must be 1 (the hold-down never grows) to {MAX_GROWTH}"
+                    ),
+                );
+            }
+        }
+        if let Some(d) = &r.max_withdraw_after {
+            let m = dur(d, "recurrence.max_withdraw_after", &mut err);
+            if m > MAX_HOLD_DOWN {
+                err(
+                    &d.referenced,
+                    format!(
+                        "recurrence.max_withdraw_after is at most {}h: every rule comes down one day",
+                        MAX_HOLD_DOWN.as_secs() / 3600
+                    ),
+                );
+            } else if m < withdraw_after && parse_duration(&d.value).is_some() {
+                err(
+                    &d.referenced,
+                    "recurrence.max_withdraw_after is shorter than withdraw_after; make it as long or longer".into(),
+                );
+            }
+            recurrence.max_withdraw_after = m;
+        }
+    }
+    recurrence.max_withdraw_after = recurrence.max_withdraw_after.max(withdraw_after);
     if p.steps.value.is_empty() {
         err(
             &p.steps.referenced,
@@ -607,6 +691,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         ioc: p.matches.ioc.iter().map(|l| l.value.clone()).collect(),
         ttl,
         withdraw_after,
+        recurrence,
         dry_run: p.dry_run,
         steps,
     })
@@ -856,6 +941,7 @@ mod tests {
                 policy: None,
                 series: Vec::new(),
                 ioc: Default::default(),
+                cap: None,
             };
             assert!(p.find(&a).is_some(), "no shipped policy for {v}");
         }
@@ -863,6 +949,35 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let from_dir = Policies::load(Some(&dir), &k).unwrap();
         assert_eq!(from_dir.list.len(), p.list.len());
+    }
+
+    #[test]
+    fn recurrence_has_defaults_and_may_be_set() {
+        let p = |t: &str| {
+            Policies::parse(&[("p.yaml".into(), t.into())], &known())
+                .unwrap()
+                .list
+                .remove(0)
+        };
+        let base = "match:\n  vectors: [any]\nsteps:\n  - announce: rtbh\n";
+        assert_eq!(p(base).recurrence, Recurrence::default());
+        let set = p(&format!(
+            "{base}recurrence:\n  probation: 1m\n  growth: 2\n  max_withdraw_after: 10m\n"
+        ));
+        assert_eq!(
+            set.recurrence,
+            Recurrence {
+                probation: Duration::from_secs(60),
+                growth: 2,
+                max_withdraw_after: Duration::from_secs(600),
+            }
+        );
+        // A long first hold-down raises the default maximum with it.
+        let long = p(&format!("{base}withdraw_after: 2h\n"));
+        assert_eq!(
+            long.recurrence.max_withdraw_after,
+            Duration::from_secs(7200)
+        );
     }
 
     #[test]
@@ -895,6 +1010,26 @@ mod tests {
             (
                 "match:\n  vectors: [any]\nsteps:\n  - announce: flowspec\n    action: discard\n    match: [ttl]\n",
                 "p.yaml:6:13: unknown match \"ttl\"",
+            ),
+            (
+                "match:\n  vectors: [any]\nrecurrence:\n  growth: 0\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:4:11: recurrence.growth must be 1",
+            ),
+            (
+                "match:\n  vectors: [any]\nrecurrence:\n  max_withdraw_after: 48h\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:4:23: recurrence.max_withdraw_after is at most 24h",
+            ),
+            (
+                "match:\n  vectors: [any]\nwithdraw_after: 10m\nrecurrence:\n  max_withdraw_after: 1m\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:5:23: recurrence.max_withdraw_after is shorter than withdraw_after",
+            ),
+            (
+                "match:\n  vectors: [any]\nrecurrence:\n  probation: never\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:4:14: recurrence.probation \"never\" is not a duration",
+            ),
+            (
+                "match:\n  vectors: [any]\nrecurrence:\n  backoff: 2\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:4:3: unknown field",
             ),
         ];
         for (text, want) in bad {

@@ -103,6 +103,18 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         e.attacks_active.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_attacks_returned_total",
+        "Attacks that came back during their hold-down or probation (reopened, not counted again as detected).",
+        "counter",
+        e.attacks_returned.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_attacks_over_total",
+        "Attacks over: no return within their policy's probation after the withdrawal.",
+        "counter",
+        e.attacks_closed.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_targets",
         "Protected addresses with learned baselines.",
         "gauge",

@@ -13,7 +13,12 @@
 //!   live at different scales. Baselines do not learn from traffic above their threshold.
 //! - An attack starts after `confirm` intervals above (1: the same interval), and ends when its
 //!   class stays below `end_ratio` of the threshold for `cooldown`. Between the two it holds:
-//!   hysteresis, so it never flaps.
+//!   hysteresis, so it never flaps. Its end time is when the quiet began, declared a cooldown
+//!   later.
+//! - What deflect's own mitigation does to the traffic is told back by the engine: a class under
+//!   a rate-limit rule whose traffic presses at the cap is not quiet ([`Attack::cap`]); a class
+//!   whose attack may come back is watched, and starts again on its first interval above
+//!   ([`Detector::watch`]); an attack that comes back is reopened ([`Detector::reopen`]).
 //! - A node that stops reporting is stale after `stale_after`: its targets are frozen, neither
 //!   started nor ended on missing data; the quiet time restarts when it is back.
 
@@ -163,6 +168,34 @@ pub struct Attack {
     /// Sources seen in indicator lists: sightings per list.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ioc: BTreeMap<String, u64>,
+    /// A rate-limit rule in force for it: traffic still pressing at this cap is the attack going
+    /// on, not its end (set by the engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Cap>,
+}
+
+/// The rate a rate-limit mitigation lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cap {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps: Option<u64>,
+}
+
+/// The share of a cap at which traffic counts as pressing on it. Traffic through a limiter never
+/// exceeds the cap, so the attack's own threshold says nothing there; what the victim's legitimate
+/// traffic in the same class adds is usually far below half of a cap chosen for a flood.
+const PRESSURE_SHARE: f64 = 0.5;
+
+impl Cap {
+    fn pressed(&self, pps: f64, bps: f64) -> bool {
+        self.pps
+            .is_some_and(|c| c > 0 && pps >= PRESSURE_SHARE * c as f64)
+            || self
+                .bps
+                .is_some_and(|c| c > 0 && bps >= PRESSURE_SHARE * c as f64)
+    }
 }
 
 impl Attack {
@@ -213,6 +246,8 @@ struct ClassState {
     attack: Option<NonZeroU64>,
     /// Since when it has been quiet (attacks only).
     quiet_since: Option<NonZeroU64>,
+    /// An attack here may come back (its policy watches for it): one interval above starts it.
+    watched: bool,
 }
 
 impl ClassState {
@@ -289,6 +324,8 @@ pub struct Counters {
     pub targets_evicted: u64,
     pub attacks_started: u64,
     pub attacks_ended: u64,
+    /// Attacks that came back and were reopened (not counted as started again).
+    pub attacks_reopened: u64,
 }
 
 /// The detector.
@@ -361,6 +398,77 @@ impl Detector {
             .get(&a.target)
             .and_then(|t| self.nodes.get(t.node as usize))
             .is_some_and(|n| !n.stale)
+    }
+
+    /// Watches (or stops watching) a target's class for the return of an attack: while watched,
+    /// one interval above the threshold starts it, whatever `confirm` says. For an attack whose
+    /// rule was withdrawn, a second interval of flood is a second interval let through.
+    pub fn watch(&mut self, target: IpAddr, class: Class, vector: Vector, on: bool) {
+        if let Some(t) = self.targets.get_mut(&target) {
+            let cs = if vector == Vector::Volumetric {
+                &mut t.total
+            } else {
+                &mut t.classes[class.index()]
+            };
+            cs.watched = on;
+        }
+    }
+
+    /// Folds `new`, an attack that has just started, into `old`, an ended one on the same target
+    /// and vector: `old` is active again with `new`'s figures, and `new` is forgotten. The
+    /// attack's timeline says how long it was away. False (and nothing changed) when `old` is no
+    /// longer remembered, is still active, or is not the same target and vector.
+    pub fn reopen(&mut self, new: u64, old: u64, now: u64) -> bool {
+        let fits = match (self.attacks.get(&new), self.attacks.get(&old)) {
+            (Some(n), Some(o)) => {
+                n.is_active() && !o.is_active() && n.target == o.target && n.vector == o.vector
+            }
+            _ => false,
+        };
+        if !fits {
+            return false;
+        }
+        let Some(n) = self.attacks.remove(&new) else {
+            return false;
+        };
+        if let Some(t) = self.targets.get_mut(&n.target) {
+            for cs in t.classes.iter_mut().chain(std::iter::once(&mut t.total)) {
+                if cs.attack() == Some(new) {
+                    cs.set_attack(Some(old));
+                }
+            }
+        }
+        let Some(o) = self.attacks.get_mut(&old) else {
+            return false;
+        };
+        let away = now.saturating_sub(o.ended_ms.unwrap_or(now));
+        o.ended_ms = None;
+        o.pps = n.pps;
+        o.bps = n.bps;
+        o.peak_pps = o.peak_pps.max(n.pps);
+        o.peak_bps = o.peak_bps.max(n.bps);
+        o.node = n.node;
+        o.threshold_pps = n.threshold_pps;
+        for s in n.signature.sources {
+            if o.signature.sources.len() < 5 && !o.signature.sources.contains(&s) {
+                o.signature.sources.push(s);
+            }
+        }
+        for (list, n) in n.ioc {
+            *o.ioc.entry(list).or_default() += n;
+        }
+        o.sample(now, n.pps);
+        o.note(
+            now,
+            format!(
+                "returned {} s after it went quiet, at {} pps",
+                away / 1000,
+                n.pps
+            ),
+        );
+        self.counters.attacks_started = self.counters.attacks_started.saturating_sub(1);
+        self.counters.attacks_reopened += 1;
+        true
     }
 
     /// The name of the node that reports an attack's target now.
@@ -612,14 +720,15 @@ impl Detector {
         let half = th.half_life.as_millis() as u64;
         let cooldown = th.cooldown.as_millis() as u64;
         let mut starts: Vec<(Option<Class>, f64, f64, f64)> = Vec::new();
-        let mut updates: Vec<(u64, f64, f64, bool)> = Vec::new();
+        // (attack, pps, bps, quiet since: its end once the cooldown has passed)
+        let mut updates: Vec<(u64, f64, f64, Option<u64>)> = Vec::new();
         let mut anomalous_class = false;
 
         let judge = |cs: &mut ClassState,
                      x: f64,
                      floor: f64,
                      starts_here: &mut bool,
-                     quiet_now: &mut bool| {
+                     quiet_now: &mut Option<u64>| {
             let thr = cs.baseline.threshold(floor, th.ratio, th.deviations, warm);
             if was_stale {
                 cs.quiet_since = None;
@@ -627,7 +736,8 @@ impl Detector {
             if x >= thr {
                 cs.above = cs.above.saturating_add(1);
                 cs.quiet_since = None;
-                if cs.attack.is_none() && cs.above as u32 >= th.confirm.max(1) {
+                let confirm = if cs.watched { 1 } else { th.confirm.max(1) };
+                if cs.attack.is_none() && cs.above as u32 >= confirm {
                     *starts_here = true;
                 }
             } else {
@@ -643,15 +753,19 @@ impl Detector {
             }
             *quiet_now = cs
                 .quiet_since
-                .is_some_and(|q| now.saturating_sub(q.get()) >= cooldown);
+                .map(NonZeroU64::get)
+                .filter(|q| now.saturating_sub(*q) >= cooldown);
             thr
         };
 
         for c in Class::ALL {
             let i = c.index();
             let cs = &mut state.classes[i];
-            let (mut start, mut quiet) = (false, false);
+            let (mut start, mut quiet) = (false, None);
             let thr = judge(cs, pps[i], th.floor_pps[i], &mut start, &mut quiet);
+            if let Some(id) = cs.attack() {
+                hold_at_cap(cs, &mut quiet, self.attacks.get(&id), pps[i], bps[i]);
+            }
             if start || cs.attack.is_some() {
                 anomalous_class = true;
             }
@@ -659,7 +773,7 @@ impl Detector {
                 starts.push((Some(c), pps[i], bps[i], thr));
             } else if let Some(id) = cs.attack() {
                 updates.push((id, pps[i], bps[i], quiet));
-                if quiet {
+                if quiet.is_some() {
                     cs.attack = None;
                     cs.quiet_since = None;
                 }
@@ -668,16 +782,19 @@ impl Detector {
         // All traffic, in bits per second: a flood no class explains.
         {
             let cs = &mut state.total;
-            let (mut start, mut quiet) = (false, false);
+            let (mut start, mut quiet) = (false, None);
             let x = t.bps as f64;
             let thr = judge(cs, x, th.floor_bps, &mut start, &mut quiet);
+            if let Some(id) = cs.attack() {
+                hold_at_cap(cs, &mut quiet, self.attacks.get(&id), t.pps as f64, x);
+            }
             if start && !anomalous_class {
                 starts.push((None, t.pps as f64, x, thr));
             } else if start {
                 cs.above = 0;
             } else if let Some(id) = cs.attack() {
                 updates.push((id, t.pps as f64, x, quiet));
-                if quiet {
+                if quiet.is_some() {
                     cs.attack = None;
                     cs.quiet_since = None;
                 }
@@ -740,6 +857,7 @@ impl Detector {
                 policy: None,
                 series: Vec::new(),
                 ioc: BTreeMap::new(),
+                cap: None,
             };
             a.sample(now, a.pps);
             let unit = if class.is_some() { "pps" } else { "bps" };
@@ -758,13 +876,14 @@ impl Detector {
         }
         // Attacks go on, or end.
         let mut ended_any = false;
-        let mut merged: Vec<(u64, f64, f64, bool)> = Vec::new();
+        let mut merged: Vec<(u64, f64, f64, Option<u64>)> = Vec::new();
         for (id, p, b, quiet) in updates {
             match merged.iter_mut().find(|m| m.0 == id) {
                 Some(m) => {
                     m.1 += p;
                     m.2 += b;
-                    m.3 &= quiet;
+                    // Quiet when every class of it is, since the last one went quiet.
+                    m.3 = m.3.zip(quiet).map(|(x, y)| x.max(y));
                 }
                 None => merged.push((id, p, b, quiet)),
             }
@@ -788,8 +907,8 @@ impl Detector {
                     a.signature.sources.push(s);
                 }
             }
-            if quiet {
-                a.ended_ms = Some(now);
+            if let Some(since) = quiet {
+                a.ended_ms = Some(since);
                 a.note(
                     now,
                     format!(
@@ -824,6 +943,24 @@ impl Detector {
                 self.attacks.remove(&id);
             }
         }
+    }
+}
+
+/// A class whose attack is under a rate-limit rule is not quiet while its traffic presses at the
+/// cap: the limiter, not the end of the flood, is what keeps it under the threshold.
+fn hold_at_cap(
+    cs: &mut ClassState,
+    quiet: &mut Option<u64>,
+    attack: Option<&Attack>,
+    pps: f64,
+    bps: f64,
+) {
+    if attack
+        .and_then(|a| a.cap)
+        .is_some_and(|c| c.pressed(pps, bps))
+    {
+        cs.quiet_since = None;
+        *quiet = None;
     }
 }
 

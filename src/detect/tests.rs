@@ -643,3 +643,117 @@ fn an_attack_is_seen_while_any_node_that_reports_its_address_is_fresh() {
     assert_eq!(d.check_stale(now), vec!["web2".to_string()]);
     assert!(!d.is_seen(d.attack(id).unwrap()));
 }
+
+/// An NTP reflection flood on top of normal traffic.
+fn ntp_flood(pps: u64) -> Vec<Flow> {
+    let mut f = normal();
+    f.push(flow(17, Some(123), Some(4444), None, pps));
+    f
+}
+
+#[test]
+fn an_attack_ends_when_its_quiet_began_and_reopens_as_itself() {
+    let (mut d, mut now) = warmed();
+    now += 1000;
+    let id = started(&d.ingest("web1", &report(100, VICTIM, ntp_flood(50_000)), now))[0];
+    now += 1000;
+    let quiet_from = now;
+    let mut ended = false;
+    for i in 0..12 {
+        let ev = d.ingest("web1", &report(101 + i, VICTIM, normal()), now);
+        ended |= ev.contains(&Event::Ended(id));
+        now += 1000;
+    }
+    assert!(ended);
+    assert_eq!(
+        d.attack(id).unwrap().ended_ms,
+        Some(quiet_from),
+        "the end is when the quiet began, not the cooldown later"
+    );
+    // It comes back: a new start, which the engine folds into the first.
+    let ev = d.ingest("web1", &report(200, VICTIM, ntp_flood(60_000)), now);
+    let new = started(&ev)[0];
+    assert_ne!(new, id);
+    assert!(d.reopen(new, id, now));
+    assert!(d.attack(new).is_none());
+    let a = d.attack(id).unwrap();
+    assert!(a.is_active());
+    assert_eq!(
+        (a.pps, a.peak_pps),
+        (60_010, 60_010),
+        "with the DNS answers of normal()"
+    );
+    assert!(
+        a.timeline
+            .last()
+            .unwrap()
+            .what
+            .starts_with("returned 12 s after")
+    );
+    assert_eq!(
+        (d.counters.attacks_started, d.counters.attacks_reopened),
+        (1, 1)
+    );
+    // The class now carries the first attack: its updates and its end are the first's.
+    now += 1000;
+    let ev = d.ingest("web1", &report(201, VICTIM, ntp_flood(60_000)), now);
+    assert_eq!(ev, [Event::Updated(id)]);
+    // Not twice, not an active one, not another target's.
+    assert!(!d.reopen(new, id, now));
+    assert!(!d.reopen(id, id, now));
+}
+
+#[test]
+fn a_watched_class_starts_on_its_first_interval_above_whatever_confirm_says() {
+    let mut s = settings();
+    s.groups[0].2.confirm = 3;
+    let mut d = Detector::new(s, 1);
+    let mut now = 1_000_000;
+    for seq in 0..90 {
+        now += 1000;
+        d.ingest("web1", &report(seq, VICTIM, normal()), now);
+    }
+    now += 1000;
+    assert!(
+        d.ingest("web1", &report(100, VICTIM, ntp_flood(50_000)), now)
+            .is_empty(),
+        "confirm 3"
+    );
+    now += 1000;
+    d.ingest("web1", &report(101, VICTIM, normal()), now);
+    d.watch(
+        VICTIM.parse().unwrap(),
+        Class::UdpAmp,
+        Vector::Amplification,
+        true,
+    );
+    now += 1000;
+    let ev = d.ingest("web1", &report(102, VICTIM, ntp_flood(50_000)), now);
+    assert_eq!(started(&ev).len(), 1, "watched: one interval");
+}
+
+#[test]
+fn traffic_pressing_at_a_rate_limit_is_not_the_end_of_the_attack() {
+    let (mut d, mut now) = warmed();
+    now += 1000;
+    let id = started(&d.ingest("web1", &report(100, VICTIM, ntp_flood(50_000)), now))[0];
+    // A rate-limit of 2 Mb/s: 400 pps of 500 bytes (1.6 Mb/s) press at it.
+    d.attack_mut(id).unwrap().cap = Some(Cap {
+        pps: None,
+        bps: Some(2_000_000),
+    });
+    for i in 0..30 {
+        now += 1000;
+        let ev = d.ingest("web1", &report(101 + i, VICTIM, ntp_flood(400)), now);
+        assert_eq!(ev, [Event::Updated(id)], "second {i}");
+    }
+    // Well under half the cap: quiet, and over after the cooldown.
+    let mut ended = false;
+    for i in 0..12 {
+        now += 1000;
+        ended |= d
+            .ingest("web1", &report(200 + i, VICTIM, ntp_flood(100)), now)
+            .contains(&Event::Ended(id));
+    }
+    assert!(ended);
+}

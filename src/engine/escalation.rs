@@ -6,24 +6,36 @@
 //! what was made ([`Escalation::made`]).
 //!
 //! ```text
-//!   attack starts ──► Escalation::new (or take_over: same target and vector in hold-down)
+//!   attack starts ──► Escalation::new
 //!   every report and tick ──► next_due ──► announcement / local_drop / a call   (step fired)
-//!   attack ends ──► end ──► tick: Renew every ttl/3 while it lasts, Withdraw after withdraw_after
+//!   active: tick ──► Renew every ttl/3 while it lasts and is seen
+//!   attack goes quiet ──► end ──► hold-down ──tick: Withdraw after `hold`──► probation
+//!   probation ──tick: Close after `recurrence.probation`──► gone (the attack is over)
+//!   comes back in hold-down or probation ──► come_back: the same attack, `hold` × growth;
+//!                  after a withdrawal the steps fired before fire again at once
 //!   no evidence (its node stale) ──► no renewal, no step; tick: Starved once the lifetime granted
 //!                                    runs out: withdrawn, and the steps start over on evidence
 //! ```
+//!
+//! Quiet is no proof: once deflect's rule is enforced, the flood it matches disappears from any
+//! telemetry behind the edge. The hold-down is how long deflect trusts its own rule before it
+//! withdraws it to look; a flood that comes back shows it looked too soon, so the next look
+//! waits longer. A rate-limit rule lets the attack through at its cap, and traffic pressing at
+//! the cap keeps the attack going (`detect::Cap`).
 //!
 //! Evidence: a mitigation lives on what deflect sees. While nothing sees the attacked address (its
 //! node stopped reporting, and no other node or agent reports it), the attack is held but its
 //! mitigations are not renewed and no further step fires: a node that dies or lies and goes
 //! silent cannot keep a rule in the routers for ever.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use deflect_bgp::rib::RouteKey;
+use serde::{Deserialize, Serialize};
 
 use crate::alert::Event as Alert;
-use crate::detect::Attack;
+use crate::detect::{Attack, Cap, Class, Vector};
 use crate::mitigation::Order;
 use crate::policy::{self, Call, LocalStep, Part, Policy};
 use crate::route::{Kind, Target};
@@ -45,8 +57,11 @@ pub enum Tick {
     Wait,
     /// The attack lasts: renew every mitigation's lifetime to this.
     Renew(Duration),
-    /// The hold-down after the attack's end is over: withdraw and undo everything.
+    /// The hold-down after the attack went quiet is over: withdraw and undo everything, and
+    /// watch for its return.
     Withdraw,
+    /// The probation after the withdrawal is over: the attack is over.
+    Close,
     /// The attack has had no evidence for the lifetime its mitigations were given: withdraw them
     /// (the attack itself is held), and start the steps over when it is seen again.
     Starved,
@@ -60,8 +75,18 @@ const STARVE_MARGIN_MS: u64 = 1000;
 #[derive(Debug, Clone)]
 pub struct Escalation {
     pub policy: Policy,
+    /// What it answers: the attack it watches for when it comes back.
+    pub target: IpAddr,
+    pub vector: Vector,
+    pub class: Class,
     /// Steps fired so far.
     pub fired: usize,
+    /// Steps fired before the last withdrawal: when the attack comes back they fire again at
+    /// once; the steps after them count their `after` from `since`.
+    pub reached: usize,
+    /// When the steps' `after` counts from: the attack's start, or its last return after a
+    /// withdrawal.
+    pub since: u64,
     pub made: Vec<Made>,
     /// Playbook calls made, with the event they were made for: undone on withdrawal, even if the
     /// attack itself is no longer remembered by then.
@@ -69,44 +94,161 @@ pub struct Escalation {
     /// Node-local drops asked for: (node, drop id).
     pub locals: Vec<(String, u64)>,
     pub last_refresh: u64,
+    /// When the attack went quiet: the hold-down runs from then.
     pub ended_at: Option<u64>,
+    /// When its mitigations were withdrawn after the hold-down: on probation since.
+    pub withdrawn_at: Option<u64>,
+    /// The hold-down in force: `withdraw_after`, grown by each return.
+    pub hold: Duration,
+    /// Times the attack came back.
+    pub returns: u32,
+    /// Its end was told when it went quiet (nothing it made could hide the flood); otherwise it
+    /// is told when the escalation closes.
+    pub end_told: bool,
+}
+
+/// What is kept in the store of an escalation that waits for its attack's return, so that a
+/// restart neither forgets that the attack came back nor resets its hold-down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub attack: u64,
+    pub target: IpAddr,
+    pub vector: Vector,
+    pub class: Class,
+    pub policy: String,
+    pub hold_ms: u64,
+    pub returns: u32,
+    pub reached: usize,
+    /// Remembered until then: the end of the probation (or of the hold-down and probation both,
+    /// while the rules are still in place).
+    pub until_ms: u64,
+}
+
+impl Memory {
+    /// The store's key: one memory per target and vector.
+    pub fn key(&self) -> String {
+        memory_key(self.target, self.vector)
+    }
+}
+
+pub fn memory_key(target: IpAddr, vector: Vector) -> String {
+    format!("{target} {vector}")
 }
 
 impl Escalation {
-    pub fn new(policy: Policy, now: u64) -> Escalation {
+    pub fn new(policy: Policy, a: &Attack, now: u64) -> Escalation {
         Escalation {
-            policy,
+            target: a.target,
+            vector: a.vector,
+            class: a.class,
             fired: 0,
+            reached: 0,
+            since: a.started_ms,
             made: Vec::new(),
             calls: Vec::new(),
             locals: Vec::new(),
             last_refresh: now,
             ended_at: None,
+            withdrawn_at: None,
+            hold: policy.withdraw_after,
+            returns: 0,
+            end_told: false,
+            policy,
         }
     }
 
-    /// Takes over what an earlier attack on the same target and vector made during its hold-down:
-    /// nothing is withdrawn and announced again, and the steps go on where they were.
-    pub fn take_over(&mut self, old: Escalation) {
-        self.fired = old.fired;
-        self.made = old.made;
-        self.calls = old.calls;
-        self.locals = old.locals;
+    /// An escalation remembered from before a restart, on probation until the memory's end.
+    pub fn remembered(policy: Policy, m: &Memory) -> Escalation {
+        let probation = policy.recurrence.probation.as_millis() as u64;
+        let withdrawn = m.until_ms.saturating_sub(probation);
+        Escalation {
+            target: m.target,
+            vector: m.vector,
+            class: m.class,
+            fired: 0,
+            reached: m.reached.min(policy.steps.len()),
+            since: withdrawn,
+            made: Vec::new(),
+            calls: Vec::new(),
+            locals: Vec::new(),
+            last_refresh: withdrawn,
+            ended_at: None,
+            withdrawn_at: Some(withdrawn),
+            hold: Duration::from_millis(m.hold_ms)
+                .clamp(policy.withdraw_after, policy.recurrence.max_withdraw_after),
+            returns: m.returns,
+            end_told: false,
+            policy,
+        }
     }
 
-    /// Whether it is in its hold-down: a new attack on the same target and vector takes it over.
-    pub fn holds_down(&self) -> bool {
-        self.ended_at.is_some()
+    /// What to keep in the store so that a restart does not forget it: how long its hold-down
+    /// has grown and how often the attack came back (`None`: nothing worth keeping, an attack
+    /// that never went quiet and never came back).
+    pub fn memory(&self, attack: u64, now: u64) -> Option<Memory> {
+        let probation = self.policy.recurrence.probation.as_millis() as u64;
+        let hold = self.hold.as_millis() as u64;
+        let until = match (self.ended_at, self.withdrawn_at) {
+            (_, Some(w)) => w + probation,
+            (Some(t), None) => t + hold + probation,
+            // Active after a return: its rules live at most their TTL if deflect stops now.
+            (None, None) if self.returns > 0 => {
+                now + self.ttl().as_millis() as u64 + hold + probation
+            }
+            (None, None) => return None,
+        };
+        Some(Memory {
+            attack,
+            target: self.target,
+            vector: self.vector,
+            class: self.class,
+            policy: self.policy.name.clone(),
+            hold_ms: self.hold.as_millis() as u64,
+            returns: self.returns,
+            reached: self.reached.max(self.fired),
+            until_ms: until,
+        })
+    }
+
+    /// Whether it waits for its attack to come back: in its hold-down or on probation.
+    pub fn awaits_return(&self) -> bool {
+        self.ended_at.is_some() || self.withdrawn_at.is_some()
+    }
+
+    /// Whether its mitigations were withdrawn and it is on probation.
+    pub fn on_probation(&self) -> bool {
+        self.withdrawn_at.is_some()
+    }
+
+    /// The attack came back at `now`: it goes on, and the next hold-down is longer. In the
+    /// hold-down the rules are still in place and stay; after a withdrawal the steps fired
+    /// before fire again at once.
+    pub fn come_back(&mut self, now: u64) {
+        let r = &self.policy.recurrence;
+        self.returns += 1;
+        self.hold = self
+            .hold
+            .saturating_mul(r.growth)
+            .min(r.max_withdraw_after)
+            .max(self.policy.withdraw_after);
+        if self.withdrawn_at.take().is_some() {
+            self.since = now;
+            self.last_refresh = now;
+        }
+        self.ended_at = None;
+        self.end_told = false;
     }
 
     /// The next step whose time and rate condition have come, marked fired. Nothing fires on no
     /// evidence (`seen` false).
     pub fn next_due(&mut self, a: &Attack, now: u64, seen: bool) -> Option<usize> {
-        if self.ended_at.is_some() || !seen {
+        if self.awaits_return() || !seen {
             return None;
         }
         let step = self.policy.steps.get(self.fired)?;
-        if now < a.started_ms + step.after.as_millis() as u64 {
+        // Steps reached before a withdrawal come back at once: the attack already earned them.
+        let again = self.fired < self.reached;
+        if !again && now < self.since + step.after.as_millis() as u64 {
             return None;
         }
         if step.if_above_pps.is_some_and(|x| a.pps < x) {
@@ -116,15 +258,42 @@ impl Escalation {
         Some(self.fired - 1)
     }
 
-    /// The attack ended at `now`: the hold-down starts.
-    pub fn end(&mut self, now: u64) {
-        self.ended_at = Some(now);
+    /// The attack went quiet at `at`: the hold-down runs from then.
+    pub fn end(&mut self, at: u64) {
+        self.ended_at = Some(at);
+        self.end_told = !self.hides();
+    }
+
+    /// Whether something it made may hide the flood from deflect's telemetry: a rule at the edge,
+    /// or a call (a diversion to a scrubbing service). Node-local drops do not: the probe sees
+    /// packets before its own filter.
+    pub fn hides(&self) -> bool {
+        !self.made.is_empty() || !self.calls.is_empty()
+    }
+
+    /// Its mitigations were withdrawn at `now` after the hold-down (playbook calls undone,
+    /// node-local drops removed): on probation.
+    pub fn withdrawn(&mut self, now: u64) {
+        self.reached = self.reached.max(self.fired);
+        self.fired = 0;
+        self.made.clear();
+        self.calls.clear();
+        self.locals.clear();
+        self.ended_at = None;
+        self.withdrawn_at = Some(now);
     }
 
     /// What the timer does now; `seen`: whether the attack still has evidence.
     pub fn tick(&self, now: u64, seen: bool) -> Tick {
+        if let Some(w) = self.withdrawn_at {
+            return if now >= w + self.policy.recurrence.probation.as_millis() as u64 {
+                Tick::Close
+            } else {
+                Tick::Wait
+            };
+        }
         match self.ended_at {
-            Some(t) if now >= t + self.policy.withdraw_after.as_millis() as u64 => Tick::Withdraw,
+            Some(t) if now >= t + self.hold.as_millis() as u64 => Tick::Withdraw,
             Some(_) => Tick::Wait,
             None if !seen => {
                 // The lifetime granted at the last renewal runs out: withdrawn on record, a
@@ -157,6 +326,7 @@ impl Escalation {
     /// steps start over once the attack is seen again. Playbook calls and node-local drops stay
     /// until the attack ends (they are undone then).
     pub fn starved(&mut self, now: u64) -> Vec<Made> {
+        self.reached = self.reached.max(self.fired);
         self.fired = 0;
         self.last_refresh = now;
         std::mem::take(&mut self.made)
@@ -255,6 +425,23 @@ pub fn local_drop(a: &Attack, step: &LocalStep, id: u64) -> LocalDrop {
     }
 }
 
+/// The rate a FlowSpec rule with these actions lets through, if it is a rate-limit (a rate of 0
+/// discards: nothing passes, nothing can press on it).
+pub fn cap_of(actions: &[deflect_bgp::flowspec::Action]) -> Option<Cap> {
+    use deflect_bgp::flowspec::Action;
+    actions.iter().find_map(|a| match *a {
+        Action::TrafficRateBytes { rate, .. } if rate > 0.0 => Some(Cap {
+            pps: None,
+            bps: Some((f64::from(rate) * 8.0) as u64),
+        }),
+        Action::TrafficRatePackets { rate, .. } if rate > 0.0 => Some(Cap {
+            pps: Some(f64::from(rate) as u64),
+            bps: None,
+        }),
+        _ => None,
+    })
+}
+
 /// Whether node-local drops can reach `node`: only a probe reads the answers to its reports.
 pub fn has_probe(node: &str) -> bool {
     !node.starts_with("sflow:")
@@ -308,6 +495,7 @@ mod tests {
             policy: None,
             series: Vec::new(),
             ioc: Default::default(),
+            cap: None,
         }
     }
 
@@ -327,7 +515,7 @@ steps:
 
     #[test]
     fn steps_fire_in_order_once_their_time_and_rate_have_come() {
-        let mut e = Escalation::new(policy(TWO_STEPS), 10_000);
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
         assert_eq!(e.next_due(&attack(80_000), 10_000, true), Some(0));
         assert_eq!(
             e.next_due(&attack(80_000), 10_000, true),
@@ -349,7 +537,7 @@ steps:
 
     #[test]
     fn an_ended_attack_fires_nothing_and_is_withdrawn_after_its_hold_down() {
-        let mut e = Escalation::new(policy(TWO_STEPS), 10_000);
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
         e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 1);
         e.end(12_000);
         assert_eq!(e.next_due(&attack(80_000), 12_000, true), None);
@@ -359,7 +547,7 @@ steps:
 
     #[test]
     fn lifetimes_are_renewed_every_third_of_the_ttl_while_something_is_made() {
-        let mut e = Escalation::new(policy(TWO_STEPS), 0);
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 0);
         assert_eq!(
             e.tick(20_000, true),
             Tick::Wait,
@@ -374,7 +562,7 @@ steps:
 
     #[test]
     fn a_new_rule_replaces_the_same_match_first_and_other_rules_after() {
-        let mut e = Escalation::new(policy(TWO_STEPS), 0);
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 0);
         let a = attack(80_000);
         let first = announcement(&a, &e.policy, 0, Kind::Flowspec)
             .unwrap()
@@ -419,8 +607,140 @@ steps:
     }
 
     #[test]
+    fn quiet_starts_the_hold_down_then_a_withdrawal_then_probation_then_the_end() {
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
+        assert_eq!(e.next_due(&attack(80_000), 10_000, true), Some(0));
+        e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 1);
+        assert!(e.hides());
+        e.end(20_000);
+        assert!(e.awaits_return() && !e.on_probation());
+        assert!(
+            !e.end_told,
+            "a rule in place may hide the flood: the end waits"
+        );
+        assert_eq!(e.tick(24_999, true), Tick::Wait);
+        assert_eq!(e.tick(25_000, true), Tick::Withdraw, "5 s from the quiet");
+        e.withdrawn(25_000);
+        assert!(e.made.is_empty() && e.on_probation());
+        assert_eq!(e.reached, 1);
+        let probation = e.policy.recurrence.probation.as_millis() as u64;
+        assert_eq!(e.tick(25_000 + probation - 1, false), Tick::Wait);
+        assert_eq!(e.tick(25_000 + probation, false), Tick::Close);
+    }
+
+    #[test]
+    fn a_return_after_the_withdrawal_fires_the_steps_reached_at_once_and_grows_the_hold_down() {
+        let text = TWO_STEPS.replace(
+            "withdraw_after: 5s\n",
+            "withdraw_after: 5s\nrecurrence: { growth: 4, max_withdraw_after: 60s }\n",
+        );
+        let mut e = Escalation::new(policy(&text), &attack(80_000), 10_000);
+        let a = attack(80_000);
+        assert_eq!(e.next_due(&a, 10_000, true), Some(0));
+        assert_eq!(e.next_due(&a, 20_000, true), Some(1), "10 s in, above 50k");
+        e.end(30_000);
+        assert_eq!(
+            e.next_due(&a, 31_000, true),
+            None,
+            "nothing fires while quiet"
+        );
+        e.withdrawn(35_000);
+        // It comes back: both steps at once, not 10 s apart.
+        e.come_back(36_000);
+        assert_eq!((e.returns, e.hold), (1, Duration::from_secs(20)));
+        assert!(!e.awaits_return());
+        assert_eq!(e.next_due(&a, 36_000, true), Some(0));
+        assert_eq!(e.next_due(&a, 36_000, true), Some(1));
+        // Quiet again: withdrawn 20 s after the quiet now; the next return caps at 60 s.
+        e.end(40_000);
+        assert_eq!(e.tick(59_999, true), Tick::Wait);
+        assert_eq!(e.tick(60_000, true), Tick::Withdraw);
+        e.come_back(45_000);
+        assert_eq!(
+            e.hold,
+            Duration::from_secs(60),
+            "80 s capped at max_withdraw_after"
+        );
+        assert!(
+            e.made.is_empty() && e.fired == 2,
+            "in the hold-down nothing is withdrawn or fired again"
+        );
+    }
+
+    #[test]
+    fn steps_past_those_reached_count_their_time_from_the_return() {
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
+        let a = attack(80_000);
+        assert_eq!(e.next_due(&a, 10_000, true), Some(0));
+        e.end(12_000);
+        e.withdrawn(17_000);
+        e.come_back(100_000);
+        assert_eq!(
+            e.next_due(&a, 100_000, true),
+            Some(0),
+            "reached before: at once"
+        );
+        assert_eq!(e.next_due(&a, 100_000, true), None, "step 2 waits its 10 s");
+        assert_eq!(e.next_due(&a, 110_000, true), Some(1));
+    }
+
+    #[test]
+    fn memory_survives_a_restart_with_its_hold_down_and_its_returns() {
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
+        assert_eq!(
+            e.memory(7, 10_000),
+            None,
+            "an active first attack has nothing to keep"
+        );
+        assert_eq!(e.next_due(&attack(80_000), 10_000, true), Some(0));
+        e.end(20_000);
+        e.withdrawn(25_000);
+        e.come_back(26_000);
+        e.end(27_000);
+        let m = e.memory(7, 27_000).unwrap();
+        assert_eq!(m.key(), "203.0.113.7 amplification");
+        assert_eq!((m.returns, m.hold_ms, m.reached), (1, 20_000, 1));
+        let probation = e.policy.recurrence.probation.as_millis() as u64;
+        assert_eq!(m.until_ms, 27_000 + 20_000 + probation);
+        let json = serde_json::to_vec(&m).unwrap();
+        let back: Memory = serde_json::from_slice(&json).unwrap();
+        let r = Escalation::remembered(e.policy.clone(), &back);
+        assert!(r.on_probation());
+        assert_eq!((r.hold, r.returns, r.reached), (e.hold, 1, 1));
+        // A hold-down out of the policy's bounds (a store edited by hand) is brought back in.
+        let wild = Memory {
+            hold_ms: u64::MAX,
+            ..back
+        };
+        let r = Escalation::remembered(e.policy.clone(), &wild);
+        assert_eq!(r.hold, r.policy.recurrence.max_withdraw_after);
+    }
+
+    #[test]
+    fn the_cap_of_a_rule_is_its_rate_limit_and_a_discard_has_none() {
+        let t = |s: &str| Target::parse(Kind::Flowspec, s).unwrap();
+        let bytes = t("dst 203.0.113.7/32 then rate-bytes 125000");
+        assert_eq!(
+            cap_of(bytes.actions()),
+            Some(Cap {
+                pps: None,
+                bps: Some(1_000_000)
+            })
+        );
+        let packets = t("dst 203.0.113.7/32 then rate-packets 5000");
+        assert_eq!(
+            cap_of(packets.actions()),
+            Some(Cap {
+                pps: Some(5000),
+                bps: None
+            })
+        );
+        assert_eq!(cap_of(t("dst 203.0.113.7/32 then discard").actions()), None);
+    }
+
+    #[test]
     fn without_evidence_nothing_is_renewed_and_the_rules_go_when_their_lifetime_does() {
-        let mut e = Escalation::new(policy(TWO_STEPS), 0);
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 0);
         let a = attack(80_000);
         assert_eq!(
             e.next_due(&a, 10_000, false),

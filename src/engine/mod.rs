@@ -14,8 +14,16 @@
 //! report is judged and any mitigation it caused is durable and handed to the peers, so a
 //! report → UPDATE path has no queue in the middle. A timer runs the steps that wait (`after`,
 //! `if_above_pps`), renews the lifetime of mitigations while their attack lasts, withdraws them
-//! after the policy's hold-down once it ends, marks silent nodes stale, and reloads the policy
-//! directory when its files change. The task stops when the daemon's stop token is cancelled.
+//! after the policy's hold-down once it goes quiet, closes the attack when it has not come back
+//! within the probation, marks silent nodes stale, and reloads the policy directory when its
+//! files change. The task stops when the daemon's stop token is cancelled.
+//!
+//! One flood is one attack, however often deflect's own rule hides it: an attack that comes back
+//! during its hold-down or probation is reopened (the detector folds the new start into it), its
+//! rules return at once and its next hold-down grows (see `escalation.rs`). Alerts follow the
+//! attack: one start, escalations and returns, and one end, sent when it is over (closed) if a
+//! mitigation could have hidden it, else when it goes quiet. What an escalation must not forget
+//! across a restart (its hold-down, its returns) is kept in the store.
 
 mod escalation;
 mod local;
@@ -33,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use self::escalation::{Escalation, Tick};
+use self::escalation::{Escalation, Memory, Tick, memory_key};
 use self::local::LocalDrops;
 use crate::alert::{Alerter, Event as Alert, EventKind};
 use crate::audit::AuditSink;
@@ -142,6 +150,10 @@ pub struct EngineMetrics {
     /// Addresses forgotten after their idle time.
     pub targets_evicted: AtomicU64,
     pub nodes_stale: AtomicU64,
+    /// Attacks that came back during their hold-down or probation (reopened, not new).
+    pub attacks_returned: AtomicU64,
+    /// Attacks over: closed after their probation.
+    pub attacks_closed: AtomicU64,
     pub policy_steps: AtomicU64,
     pub policy_reload_errors: AtomicU64,
 }
@@ -275,6 +287,7 @@ pub fn start(
 
 impl Engine {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
+        self.restore_memories(now_ms()).await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_poll = tokio::time::Instant::now();
@@ -304,6 +317,69 @@ impl Engine {
                     self.publish();
                 }
             }
+        }
+    }
+
+    /// Escalations that waited for their attack's return when deflect stopped wait again, with
+    /// the hold-down they had grown to. Memories that are over, unreadable or of a policy no
+    /// longer loaded are forgotten.
+    async fn restore_memories(&mut self, now: u64) {
+        let stored = match self.mitigations.memories().await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("attacks awaiting their return not restored: {e}");
+                return;
+            }
+        };
+        let mut restored = 0;
+        for (key, bytes) in stored {
+            let m = match serde_json::from_slice::<Memory>(&bytes) {
+                Ok(m) if m.key() == key => m,
+                Ok(_) | Err(_) => {
+                    warn!(
+                        key,
+                        "unreadable memory of an attack in the store: forgotten"
+                    );
+                    self.forget(key).await;
+                    continue;
+                }
+            };
+            let policy = self.policies.list.iter().find(|p| p.name == m.policy);
+            match policy {
+                Some(p) if m.until_ms > now && !self.escalations.contains_key(&m.attack) => {
+                    self.escalations
+                        .insert(m.attack, Escalation::remembered(p.clone(), &m));
+                    restored += 1;
+                }
+                _ => self.forget(key).await,
+            }
+        }
+        if restored > 0 {
+            info!(
+                attacks = restored,
+                "attacks on probation restored: their return is the same attack"
+            );
+        }
+    }
+
+    /// Keeps what the escalation of `id` must not forget across a restart (or forgets it, once
+    /// it has nothing to wait for).
+    async fn remember(&mut self, id: u64, now: u64) {
+        let Some(e) = self.escalations.get(&id) else {
+            return;
+        };
+        let (key, value) = match e.memory(id, now) {
+            Some(m) => (m.key(), serde_json::to_vec(&m).ok()),
+            None => (memory_key(e.target, e.vector), None),
+        };
+        if let Err(err) = self.mitigations.remember(key, value).await {
+            warn!(attack = id, "memory of the attack not kept: {err}");
+        }
+    }
+
+    async fn forget(&mut self, key: String) {
+        if let Err(e) = self.mitigations.remember(key, None).await {
+            warn!("memory of an attack not removed: {e}");
         }
     }
 
@@ -382,8 +458,7 @@ impl Engine {
                 for e in events {
                     match e {
                         Event::Started(id) => {
-                            started.push(id);
-                            self.on_start(id, now).await;
+                            started.push(self.on_start(id, now).await);
                         }
                         Event::Updated(id) => {
                             if self.escalations.contains_key(&id) {
@@ -484,10 +559,22 @@ impl Engine {
         }
     }
 
-    async fn on_start(&mut self, id: u64, now: u64) {
+    /// An attack started: its policy's escalation begins, or, when an escalation of the same
+    /// target and vector waits for its return, it is that attack coming back. Returns the
+    /// attack's id (the earlier one when it is reopened).
+    async fn on_start(&mut self, id: u64, now: u64) -> u64 {
         let Some(a) = self.detector.attack(id) else {
-            return;
+            return id;
         };
+        let (target, vector) = (a.target, a.vector);
+        let waiting = self
+            .escalations
+            .iter()
+            .find(|(_, e)| e.awaits_return() && e.target == target && e.vector == vector)
+            .map(|(pid, _)| *pid);
+        if let Some(old) = waiting {
+            return self.on_return(id, old, now).await;
+        }
         info!(
             attack = id,
             target = %a.target,
@@ -508,47 +595,94 @@ impl Engine {
             al.send(Alert::attack(EventKind::AttackStart, a, ""));
         }
         let Some(a) = self.detector.attack(id) else {
-            return;
+            return id;
         };
         let Some(policy) = policy else {
             self.note(id, now, "no policy matches: nothing announced");
-            return;
+            return id;
         };
-        // A new attack on the same target and vector during another's hold-down takes over its
-        // mitigations: nothing is withdrawn and announced again.
-        let (target, vector) = (a.target, a.vector);
-        let mut esc = Escalation::new(policy.clone(), now);
-        let previous: Option<u64> = self
-            .escalations
-            .iter()
-            .find(|(pid, e)| {
-                e.holds_down()
-                    && self
-                        .detector
-                        .attack(**pid)
-                        .is_some_and(|p| p.target == target && p.vector == vector)
-            })
-            .map(|(pid, _)| *pid);
-        if let Some(old) = previous.and_then(|pid| self.escalations.remove(&pid).map(|e| (pid, e)))
-        {
-            esc.take_over(old.1);
-            self.note(old.0, now, format!("resumed as attack {id}"));
-        }
+        let esc = Escalation::new(policy.clone(), a, now);
         if let Some(a) = self.detector.attack_mut(id) {
             a.policy = Some(policy.name.clone());
-            a.mitigations = esc.made.iter().map(|m| m.id).collect();
             a.note(now, format!("policy {}", policy.name));
         }
         self.escalations.insert(id, esc);
         self.advance(id, now).await;
+        id
     }
 
-    async fn on_end(&mut self, id: u64, now: u64) {
-        let pps = self.detector.attack(id).map_or(0, |a| a.peak_pps);
-        if let (Some(al), Some(a)) = (&self.alerts, self.detector.attack(id)) {
-            al.send(Alert::attack(EventKind::AttackEnd, a, ""));
+    /// Attack `new` is attack `old` coming back during its hold-down (its rules still in place)
+    /// or its probation (withdrawn): one attack. The detector folds `new` into `old` when it
+    /// still remembers `old` (not after a restart); the rules return at once and the next
+    /// hold-down is longer.
+    async fn on_return(&mut self, new: u64, old: u64, now: u64) -> u64 {
+        let id = if self.detector.reopen(new, old, now) {
+            old
+        } else {
+            new
+        };
+        let Some(mut e) = self.escalations.remove(&old) else {
+            return id;
+        };
+        let withdrawn = e.on_probation();
+        let before = e.hold;
+        e.come_back(now);
+        self.metrics
+            .attacks_returned
+            .fetch_add(1, Ordering::Relaxed);
+        let what = format!(
+            "came back {}: {}; next hold-down {} s (was {} s), return {}",
+            if withdrawn {
+                "after its rules were withdrawn"
+            } else {
+                "during its hold-down"
+            },
+            if withdrawn {
+                "the steps reached before fire again at once"
+            } else {
+                "its rules stay"
+            },
+            e.hold.as_secs(),
+            before.as_secs(),
+            e.returns
+        );
+        info!(attack = id, "{what}");
+        if let Some(a) = self.detector.attack_mut(id) {
+            if id != old {
+                a.note(
+                    now,
+                    format!("the return of attack {old} (before a restart)"),
+                );
+            }
+            a.policy = Some(e.policy.name.clone());
+            a.note(now, what.clone());
         }
-        info!(attack = id, peak_pps = pps, "attack ended");
+        self.audit.record_later(
+            "detection",
+            "attack.return",
+            serde_json::json!({
+                "attack": id, "returns": e.returns, "withdrawn": withdrawn,
+                "hold_down_s": e.hold.as_secs(),
+            }),
+        );
+        if let (Some(al), Some(a)) = (&self.alerts, self.detector.attack(id)) {
+            al.send(Alert::attack(EventKind::AttackEscalate, a, &what));
+        }
+        self.escalations.insert(id, e);
+        self.remember(id, now).await;
+        self.advance(id, now).await;
+        id
+    }
+
+    /// The attack went quiet: its hold-down starts, counted from when the quiet began. The end
+    /// is told (alert) now if nothing deflect did can have hidden the flood; else once it is
+    /// over, after its probation.
+    async fn on_end(&mut self, id: u64, now: u64) {
+        let (pps, quiet_at) = self
+            .detector
+            .attack(id)
+            .map_or((0, now), |a| (a.peak_pps, a.ended_ms.unwrap_or(now)));
+        info!(attack = id, peak_pps = pps, "attack went quiet");
         self.mitigations
             .record(
                 "detection",
@@ -556,14 +690,27 @@ impl Engine {
                 serde_json::json!({"attack": id, "peak_pps": pps}),
             )
             .await;
+        let mut told = true;
         if let Some(e) = self.escalations.get_mut(&id) {
-            e.end(now);
-            let hold = e.policy.withdraw_after;
+            e.end(quiet_at);
+            told = e.end_told;
+            let (hold, probation) = (e.hold, e.policy.recurrence.probation);
+            self.detector.watch(e.target, e.class, e.vector, true);
             self.note(
                 id,
                 now,
-                format!("withdrawal in {} s (hold-down)", hold.as_secs()),
+                format!(
+                    "withdrawal in {} s (hold-down from the quiet); a return within {} s after it is the same attack",
+                    (quiet_at + hold.as_millis() as u64).saturating_sub(now) / 1000,
+                    probation.as_secs()
+                ),
             );
+            self.remember(id, now).await;
+        }
+        if told {
+            if let (Some(al), Some(a)) = (&self.alerts, self.detector.attack(id)) {
+                al.send(Alert::attack(EventKind::AttackEnd, a, ""));
+            }
         }
     }
 
@@ -618,6 +765,7 @@ impl Engine {
             }
         };
         let what = order.target.to_string();
+        let cap = escalation::cap_of(order.target.actions());
         if policy.dry_run {
             self.note(
                 id,
@@ -664,13 +812,18 @@ impl Engine {
                 for o in after {
                     let _ = self.mitigations.withdraw(o, &actor, &replaced).await;
                 }
+                let mut blackholed = kind == Kind::Rtbh;
                 if let Some(e) = self.escalations.get_mut(&id) {
                     e.made(kind, key, m.id);
+                    blackholed |= e.made.iter().any(|m| m.kind == Kind::Rtbh);
                 }
                 if let Some(a) = self.detector.attack_mut(id) {
                     if !a.mitigations.contains(&m.id) {
                         a.mitigations.push(m.id);
                     }
+                    // Under a rate-limit the attack's traffic still shows, up to the cap; under
+                    // a discard or a blackhole nothing does.
+                    a.cap = if blackholed { None } else { cap };
                 }
                 format!("step {}: mitigation {} announces {what}", n + 1, m.id)
             }
@@ -819,15 +972,14 @@ impl Engine {
                         e.renewed(now);
                     }
                 }
-                Tick::Withdraw => {
-                    if let Some(e) = self.escalations.remove(&id) {
-                        self.withdraw_all(id, e, &actor, now).await;
-                    }
-                }
+                Tick::Withdraw => self.hold_down_over(id, &actor, now).await,
+                Tick::Close => self.close(id, now).await,
                 Tick::Starved if self.detector.attack(id).is_none() => {
                     // The attack itself is forgotten: nothing can bring it back; undo it all.
-                    if let Some(e) = self.escalations.remove(&id) {
-                        self.withdraw_all(id, e, &actor, now).await;
+                    if let Some(mut e) = self.escalations.remove(&id) {
+                        self.undo(id, &mut e, &actor, &format!("attack {id} over"), now)
+                            .await;
+                        self.forget(memory_key(e.target, e.vector)).await;
                     }
                 }
                 Tick::Starved => self.starve(id, &actor, now).await,
@@ -870,15 +1022,72 @@ impl Engine {
         );
     }
 
-    /// An attack's hold-down is over: its mitigations are withdrawn, its playbook calls undone,
-    /// its node-local drops removed.
-    async fn withdraw_all(&mut self, id: u64, e: Escalation, actor: &str, now: u64) {
+    /// The hold-down after the attack went quiet is over: its mitigations are withdrawn (to
+    /// look: while they were in place, quiet proved nothing), and the attack is on probation:
+    /// a return is the same attack, its rules back at once. With no probation it is over.
+    async fn hold_down_over(&mut self, id: u64, actor: &str, now: u64) {
+        let Some(mut e) = self.escalations.remove(&id) else {
+            return;
+        };
+        let reason = format!(
+            "attack {id} quiet for its hold-down of {} s",
+            e.hold.as_secs()
+        );
+        self.undo(id, &mut e, actor, &reason, now).await;
+        e.withdrawn(now);
+        let probation = e.policy.recurrence.probation;
+        self.escalations.insert(id, e);
+        if probation.is_zero() {
+            self.close(id, now).await;
+            return;
+        }
+        self.note(
+            id,
+            now,
+            format!(
+                "on probation for {} s: a return is the same attack",
+                probation.as_secs()
+            ),
+        );
+        self.remember(id, now).await;
+    }
+
+    /// The probation is over with no return: the attack is over, its end told if it was not
+    /// when it went quiet, and nothing about it is kept.
+    async fn close(&mut self, id: u64, now: u64) {
+        let Some(e) = self.escalations.remove(&id) else {
+            return;
+        };
+        self.detector.watch(e.target, e.class, e.vector, false);
+        self.forget(memory_key(e.target, e.vector)).await;
+        self.metrics.attacks_closed.fetch_add(1, Ordering::Relaxed);
+        self.audit.record_later(
+            "detection",
+            "attack.over",
+            serde_json::json!({"attack": id, "returns": e.returns}),
+        );
+        self.note(
+            id,
+            now,
+            format!(
+                "over: no return within {} s of the withdrawal ({} returns)",
+                e.policy.recurrence.probation.as_secs(),
+                e.returns
+            ),
+        );
+        info!(attack = id, returns = e.returns, "attack over");
+        if !e.end_told {
+            if let (Some(al), Some(a)) = (&self.alerts, self.detector.attack(id)) {
+                al.send(Alert::attack(EventKind::AttackEnd, a, ""));
+            }
+        }
+    }
+
+    /// Withdraws what an escalation made, undoes its playbook calls and removes its node-local
+    /// drops.
+    async fn undo(&mut self, id: u64, e: &mut Escalation, actor: &str, reason: &str, now: u64) {
         for m in &e.made {
-            if let Err(err) = self
-                .mitigations
-                .withdraw(m.id, actor, &format!("attack {id} over"))
-                .await
-            {
+            if let Err(err) = self.mitigations.withdraw(m.id, actor, reason).await {
                 warn!(attack = id, mitigation = m.id, "withdrawal: {err}");
             }
         }
@@ -914,6 +1123,9 @@ impl Engine {
         let undone = e.calls.iter().filter(|(c, _)| c.undo.is_some()).count();
         if undone > 0 {
             self.note(id, now, format!("undoing {undone} playbook calls"));
+        }
+        if let Some(a) = self.detector.attack_mut(id) {
+            a.cap = None;
         }
     }
 }

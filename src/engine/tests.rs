@@ -15,11 +15,18 @@ struct Rig {
     set: MitigationHandle,
     dir: std::path::PathBuf,
     seq: u64,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether the directory goes with the rig (not when it is restarted).
+    keep: bool,
 }
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.stop.cancel();
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -30,18 +37,19 @@ async fn rig(tag: &str, policy: &str) -> Rig {
 async fn rig_with(tag: &str, policy: &str, ioc: Lists) -> Rig {
     let dir = std::env::temp_dir().join(format!("deflect-engine-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    rig_in(dir, policy, ioc).await
+}
+
+/// A rig over the store in `dir`, as it is.
+async fn rig_in(dir: std::path::PathBuf, policy: &str, ioc: Lists) -> Rig {
+    let stop = CancellationToken::new();
     let store = Store::open(&dir).unwrap();
     let guardrails = Guardrails::for_tests(&["203.0.113.0/24"], &[]);
     let protected = guardrails.protected.clone();
-    let (set, _) = crate::mitigation::start(
-        store,
-        guardrails,
-        Vec::new(),
-        65000,
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let (set, set_task) =
+        crate::mitigation::start(store, guardrails, Vec::new(), 65000, stop.clone())
+            .await
+            .unwrap();
     let mut th = Thresholds {
         warmup: Duration::ZERO,
         cooldown: Duration::from_millis(500),
@@ -58,7 +66,7 @@ async fn rig_with(tag: &str, policy: &str, ioc: Lists) -> Rig {
         ioc: ioc.lists.iter().map(|l| l.name.clone()).collect(),
     };
     let policies = Policies::parse(&[("p.yaml".into(), policy.into())], &known).unwrap();
-    let (engine, _) = start(
+    let (engine, engine_task) = start(
         Setup {
             settings,
             policies,
@@ -71,13 +79,16 @@ async fn rig_with(tag: &str, policy: &str, ioc: Lists) -> Rig {
             alerts: None,
             tasks: TaskTracker::new(),
         },
-        CancellationToken::new(),
+        stop.clone(),
     );
     Rig {
         engine,
         set,
         dir,
         seq: 0,
+        stop,
+        tasks: vec![set_task, engine_task],
+        keep: false,
     }
 }
 
@@ -143,6 +154,40 @@ impl Rig {
 
     async fn active(&self) -> Vec<Mitigation> {
         self.set.list(ListFilter::default()).await.unwrap()
+    }
+
+    /// Stops everything and starts again over the same store.
+    async fn restart(mut self, policy: &str) -> Rig {
+        self.stop.cancel();
+        for t in std::mem::take(&mut self.tasks) {
+            t.await.unwrap();
+        }
+        // The store closes with the last handle to it.
+        self.keep = true;
+        let (dir, seq) = (self.dir.clone(), self.seq);
+        drop(self);
+        let mut r = rig_in(dir, policy, Lists::default()).await;
+        r.seq = seq;
+        r
+    }
+
+    /// An enforced flood: the flood reaches the node until a rule is in place, then nothing of
+    /// it does (the edge drops it), for `ms`. Returns how many reports carried the flood.
+    async fn enforced_for_ms(&mut self, ms: u64, ntp: u64) -> u32 {
+        let mut through = 0;
+        for _ in 0..ms / 100 {
+            let enforced = !self.active().await.is_empty();
+            if !enforced {
+                through += 1;
+            }
+            self.report(if enforced { 0 } else { ntp }).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        through
+    }
+
+    async fn attacks(&self) -> Vec<Attack> {
+        self.engine.attacks(false).await
     }
 }
 
@@ -225,7 +270,7 @@ async fn a_dry_run_policy_announces_nothing_and_says_what_it_would_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attack_back_during_the_hold_down_keeps_its_rule() {
+async fn an_attack_back_during_the_hold_down_is_the_same_attack_and_keeps_its_rule() {
     let policy = ESCALATE.replace("withdraw_after: 1s", "withdraw_after: 3s");
     let mut r = rig("resume", &policy).await;
     r.for_ms(300, 0).await;
@@ -235,16 +280,170 @@ async fn an_attack_back_during_the_hold_down_keeps_its_rule() {
     // Ends (0.5 s cooldown), then comes back within the 3 s hold-down.
     r.for_ms(1000, 0).await;
     assert!(r.engine.attack(first).await.unwrap().ended_ms.is_some());
-    let second = r.report(20_000).await.started[0];
-    assert_ne!(first, second);
+    let again = r.report(20_000).await.started;
+    assert_eq!(again, [first], "reopened, not a new attack");
     r.for_ms(3500, 20_000).await;
     assert_eq!(
         r.active().await,
         rule,
         "the same mitigation, never withdrawn"
     );
-    let a = r.engine.attack(second).await.unwrap();
+    let a = r.engine.attack(first).await.unwrap();
+    assert!(a.is_active());
     assert_eq!(a.mitigations, vec![rule[0].id]);
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what.starts_with("came back during its hold-down")),
+        "{:#?}",
+        a.timeline
+    );
+    assert_eq!(r.attacks().await.len(), 1);
+}
+
+const ENFORCED: &str = "\
+match:
+  vectors: [amplification]
+ttl: 10m
+withdraw_after: 1s
+recurrence: { probation: 3s, growth: 3, max_withdraw_after: 10s }
+steps:
+  - announce: flowspec
+    match: [proto, sport]
+    action: discard
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enforced_flood_stays_one_attack_its_rule_returns_at_once_and_its_hold_down_grows() {
+    let mut r = rig("enforced", ENFORCED).await;
+    r.for_ms(300, 0).await;
+    // 9 s of a flood the edge drops while the rule is in place: quiet 0.5 s after the rule is
+    // the end, 1 s later the withdrawal, the flood is back the next report.
+    let through = r.enforced_for_ms(9000, 20_000).await;
+    let attacks = r.attacks().await;
+    assert_eq!(attacks.len(), 1, "one flood, one attack: {attacks:#?}");
+    let a = &attacks[0];
+    // Withdrawals: after 1 s of quiet, then 3 s, then 9 s: two in 9 s, each let one report of
+    // the flood through before the rule was back (the first report started it).
+    let withdrawn: Vec<&str> = a
+        .timeline
+        .iter()
+        .map(|m| m.what.as_str())
+        .filter(|w| w.starts_with("withdrew"))
+        .collect();
+    assert_eq!(withdrawn.len(), 2, "{:#?}", a.timeline);
+    assert_eq!(through, 3, "{:#?}", a.timeline);
+    let returns: Vec<&str> = a
+        .timeline
+        .iter()
+        .map(|m| m.what.as_str())
+        .filter(|w| w.starts_with("came back after its rules were withdrawn"))
+        .collect();
+    assert_eq!(returns.len(), 2, "{:#?}", a.timeline);
+    assert!(
+        returns[0].contains("next hold-down 3 s (was 1 s)"),
+        "{returns:?}"
+    );
+    assert!(
+        returns[1].contains("next hold-down 9 s (was 3 s)"),
+        "{returns:?}"
+    );
+    // Every rule is the same rule; each return made it again at once (no confirm interval).
+    let all = r
+        .set
+        .list(ListFilter {
+            all: Some(true),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(all.iter().all(|m| m.rule == all[0].rule));
+    // The audit log: one start, two returns.
+    let audit = r.set.audit(0, 1000).await.unwrap();
+    let count = |what: &str| audit.iter().filter(|e| e.action == what).count();
+    assert_eq!((count("attack.start"), count("attack.return")), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attack_not_back_within_its_probation_is_over_and_the_next_one_is_new() {
+    let mut r = rig("probation", ENFORCED).await;
+    r.for_ms(300, 0).await;
+    let first = r.report(20_000).await.started[0];
+    // Quiet: withdrawn 1 s after the quiet, over 3 s after that.
+    r.for_ms(5500, 0).await;
+    assert!(r.active().await.is_empty());
+    let a = r.engine.attack(first).await.unwrap();
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what.starts_with("over: no return")),
+        "{:#?}",
+        a.timeline
+    );
+    let audit = r.set.audit(0, 1000).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "attack.over").count(),
+        1
+    );
+    // A flood now is another attack, with the policy's first hold-down.
+    let second = r.report(20_000).await.started[0];
+    assert_ne!(second, first);
+    assert_eq!(r.active().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_flood_pressing_at_the_cap_goes_on() {
+    // 125 kB/s is 1 Mb/s: 200 pps of 470-byte answers (752 kb/s) press at it, under the
+    // detection threshold (5k pps) but not the end of the attack.
+    let mut r = rig("cap", ESCALATE).await;
+    r.for_ms(300, 0).await;
+    let id = r.report(20_000).await.started[0];
+    let rule = r.active().await;
+    assert_eq!(rule.len(), 1);
+    assert!(r.engine.attack(id).await.unwrap().cap.is_some());
+    r.for_ms(3000, 200).await;
+    let a = r.engine.attack(id).await.unwrap();
+    assert!(a.is_active(), "{:#?}", a.timeline);
+    assert_eq!(r.active().await, rule);
+    // Far under the cap: the attack ends and its rule goes after the hold-down.
+    r.for_ms(2500, 10).await;
+    assert!(!r.engine.attack(id).await.unwrap().is_active());
+    assert!(r.active().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_forget_an_attack_on_probation_nor_its_hold_down() {
+    let policy = ENFORCED.replace("probation: 3s", "probation: 60s");
+    let mut r = rig("memory", &policy).await;
+    r.for_ms(300, 0).await;
+    // A return: hold-down 3 s; then quiet and withdrawn, on probation.
+    r.enforced_for_ms(3000, 20_000).await;
+    r.for_ms(5000, 0).await;
+    assert!(r.active().await.is_empty());
+    let before = r.attacks().await;
+    assert_eq!(before.len(), 1);
+    let mut r = r.restart(&policy).await;
+    r.for_ms(300, 0).await;
+    // The flood comes back after the restart: the rule at once, and the hold-down it had grown
+    // to grows on (3 s × 3).
+    let id = r.report(20_000).await.started[0];
+    assert_eq!(r.active().await.len(), 1);
+    let a = r.engine.attack(id).await.unwrap();
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what == format!("the return of attack {} (before a restart)", before[0].id)),
+        "{:#?}",
+        a.timeline
+    );
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what.contains("next hold-down 9 s (was 3 s), return 2")),
+        "{:#?}",
+        a.timeline
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,17 @@ pub(super) enum Request {
         why: Refusal,
         reply: Reply<()>,
     },
+    /// Another task's state kept in the store beside the mitigations (the engine's memory of
+    /// attacks that may come back), by key; `None` removes it.
+    Remember {
+        key: String,
+        value: Option<Vec<u8>>,
+        reply: Reply<()>,
+    },
+    /// Everything kept with `Remember`.
+    Memories {
+        reply: Reply<Vec<(String, Vec<u8>)>>,
+    },
     /// A new configuration: guardrails and the peers with what they receive.
     Reload {
         guardrails: Guardrails,
@@ -238,6 +249,17 @@ impl MitigationHandle {
             reply,
         })
         .await
+    }
+
+    /// Keeps `value` under `key` in the store (`None`: forgets it), durable when this returns.
+    pub async fn remember(&self, key: String, value: Option<Vec<u8>>) -> Result<(), Refusal> {
+        self.ask(|reply| Request::Remember { key, value, reply })
+            .await
+    }
+
+    /// Everything kept with [`MitigationHandle::remember`].
+    pub async fn memories(&self) -> Result<Vec<(String, Vec<u8>)>, Refusal> {
+        self.ask(|reply| Request::Memories { reply }).await
     }
 
     /// The audit log, for those that only write to it.

@@ -96,6 +96,7 @@ struct MitigationSet {
 #[derive(Default)]
 struct Pending {
     changed: Vec<Mitigation>,
+    memos: Vec<(String, Option<Vec<u8>>)>,
     drafts: Vec<AuditDraft>,
     ops: Vec<PeerOp>,
     replies: Vec<Deferred>,
@@ -179,7 +180,7 @@ impl MitigationSet {
     /// Writes a change of its own, outside any group (reloads, records).
     fn commit_now(&mut self, drafts: Vec<AuditDraft>, now: u64) -> Result<(), Refusal> {
         self.store
-            .commit(&[], drafts, now)
+            .commit(&[], &[], drafts, now)
             .map(|_| ())
             .map_err(|e| {
                 warn!("store write failed: {e}");
@@ -224,12 +225,13 @@ impl MitigationSet {
     /// Makes the group durable, then tells the peers and answers the callers.
     async fn flush(&mut self) {
         let p = std::mem::take(&mut self.pending);
-        if p.changed.is_empty() && p.drafts.is_empty() && p.replies.is_empty() {
+        if p.changed.is_empty() && p.memos.is_empty() && p.drafts.is_empty() && p.replies.is_empty()
+        {
             return;
         }
         let now = now_ms();
         let refs: Vec<&Mitigation> = p.changed.iter().collect();
-        match self.store.commit(&refs, p.drafts, now) {
+        match self.store.commit(&refs, &p.memos, p.drafts, now) {
             Ok(_) => {
                 for op in p.ops {
                     match op {
@@ -883,6 +885,10 @@ impl MitigationSet {
                 self.refused(&actor, what, &why);
                 self.pending.replies.push(Deferred::Unit(reply));
             }
+            Request::Remember { key, value, reply } => {
+                self.pending.memos.push((key, value));
+                self.pending.replies.push(Deferred::Unit(reply));
+            }
             other => {
                 self.flush().await;
                 self.handle_alone(other).await;
@@ -897,8 +903,16 @@ impl MitigationSet {
             | Request::Extend { .. }
             | Request::Amend { .. }
             | Request::Record { .. }
-            | Request::Refused { .. } => {
+            | Request::Refused { .. }
+            | Request::Remember { .. } => {
                 unreachable!("grouped requests are handled by handle()")
+            }
+            Request::Memories { reply } => {
+                let _ = reply.send(
+                    self.store
+                        .memories()
+                        .map_err(|e| Refusal::Store(e.to_string())),
+                );
             }
             Request::Get { id, reply } => {
                 let _ = reply.send(self.stored(id).ok_or(Refusal::NotFound(id)));
@@ -1017,7 +1031,7 @@ pub async fn start(
             "refused": refused,
         }),
     ));
-    set.store.commit(&refs, drafts, now)?;
+    set.store.commit(&refs, &[], drafts, now)?;
     let ids: Vec<u64> = set.live.keys().copied().collect();
     let mut announce_drafts = Vec::new();
     for id in ids {
@@ -1026,7 +1040,7 @@ pub async fn start(
         announce_drafts.extend(set.announce(&m, &live, "system").await);
     }
     if !announce_drafts.is_empty() {
-        set.store.commit(&[], announce_drafts, now)?;
+        set.store.commit(&[], &[], announce_drafts, now)?;
     }
     info!(
         active = set.live.len(),

@@ -18,6 +18,14 @@ use crate::mitigation::record::Mitigation;
 
 const MITIGATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("mitigations");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Other tasks' state kept beside the mitigations (opaque to the store), by key.
+const MEMORY: TableDefinition<&str, &[u8]> = TableDefinition::new("memory");
+
+/// Most memories read back at start: a store that holds more was not written by deflect.
+pub const MAX_MEMORIES: usize = 100_000;
+
+/// Changes to the memory table in one commit: (key, value or `None` to remove).
+pub type Memos = [(String, Option<Vec<u8>>)];
 
 /// Reads the audit log beside the writer (a snapshot at the time of each call).
 #[derive(Debug, Clone)]
@@ -95,6 +103,7 @@ impl Store {
         let w = database.begin_write().map_err(db_err)?;
         w.open_table(MITIGATIONS).map_err(db)?;
         w.open_table(AUDIT).map_err(db)?;
+        w.open_table(MEMORY).map_err(db)?;
         w.commit().map_err(db)?;
         let mut s = Store {
             db: Arc::new(database),
@@ -126,11 +135,12 @@ impl Store {
         &self.path
     }
 
-    /// Writes `mitigations` (inserted or replaced by id) and seals `drafts` into the audit log, in one
-    /// durable transaction. Returns the sealed entries.
+    /// Writes `mitigations` (inserted or replaced by id) and `memos`, and seals `drafts` into the
+    /// audit log, in one durable transaction. Returns the sealed entries.
     pub fn commit(
         &mut self,
         mitigations: &[&Mitigation],
+        memos: &Memos,
         drafts: Vec<AuditDraft>,
         time_ms: u64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
@@ -146,6 +156,14 @@ impl Store {
                     error: e.to_string(),
                 })?;
                 t.insert(m.id, json.as_slice()).map_err(db)?;
+            }
+            let mut mem = w.open_table(MEMORY).map_err(db)?;
+            for (k, v) in memos {
+                match v {
+                    Some(v) => mem.insert(k.as_str(), v.as_slice()).map(drop),
+                    None => mem.remove(k.as_str()).map(drop),
+                }
+                .map_err(db)?;
             }
             let mut a = w.open_table(AUDIT).map_err(db)?;
             for d in drafts {
@@ -176,6 +194,18 @@ impl Store {
                     error: e.to_string(),
                 })?;
             out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// The memory table, at most [`MAX_MEMORIES`] entries.
+    pub fn memories(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(MEMORY).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)?.take(MAX_MEMORIES) {
+            let (k, v) = row.map_err(db)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
     }
