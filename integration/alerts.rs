@@ -118,6 +118,7 @@ fn attack() -> Attack {
         series: Vec::new(),
         ioc: Default::default(),
         cap: None,
+        quiet_upstream: false,
     }
 }
 

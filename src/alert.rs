@@ -491,6 +491,7 @@ mod tests {
             series: Vec::new(),
             ioc: Default::default(),
             cap: None,
+            quiet_upstream: false,
         }
     }
 

@@ -55,6 +55,15 @@ pub struct TrustedAgent {
     pub name: String,
     /// Used instead of the sampling rate the agent announces.
     pub sampling_rate: Option<u32>,
+    /// It samples before the edge's filters.
+    pub pre_filter: bool,
+}
+
+impl TrustedAgent {
+    /// The node its reports come from, for detection.
+    pub fn node(&self) -> String {
+        format!("sflow:{}", self.name)
+    }
 }
 
 /// What the API shows of one agent.
@@ -348,7 +357,7 @@ impl Run {
             let targets = agg.finish(elapsed);
             agent.seq += 1;
             reports.push((
-                format!("sflow:{}", agent.config.name),
+                agent.config.node(),
                 Report {
                     node: format!("sflow-{}", sanitize(&agent.config.name)),
                     seq: agent.seq,
@@ -473,6 +482,7 @@ mod tests {
             address: "192.0.2.250".parse().unwrap(),
             name: "sw1".into(),
             sampling_rate: rate,
+            pre_filter: false,
         })
     }
 

@@ -942,6 +942,7 @@ mod tests {
                 series: Vec::new(),
                 ioc: Default::default(),
                 cap: None,
+                quiet_upstream: false,
             };
             assert!(p.find(&a).is_some(), "no shipped policy for {v}");
         }

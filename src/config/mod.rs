@@ -230,6 +230,13 @@ impl Config {
         let alerts = outputs::alerts(&self.alerts, &mut err);
         let ioc = outputs::ioc(&self.ioc, &mut err);
         let sflow = self.sflow.as_ref().map(|c| outputs::sflow(c, &mut err));
+        let mut detection = detection;
+        detection.upstream = sflow
+            .iter()
+            .flat_map(|s| &s.agents)
+            .filter(|a| a.pre_filter)
+            .map(|a| a.node())
+            .collect();
         if !errs.is_empty() {
             errs.sort_by_key(|e| (e.line, e.column));
             return Err(ConfigErrors(errs));
@@ -252,5 +259,23 @@ impl Config {
             alerts,
             ioc,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_before_the_filters_are_upstream_nodes_for_detection() {
+        let text = format!(
+            "{EMBEDDED}sflow:\n  agents:\n    - {{ address: 192.0.2.50, name: sw1 }}\n    - {{ address: 192.0.2.52, name: transit, pre_filter: true }}\n"
+        );
+        let s = Config::parse("c.yaml", &text).unwrap().check().unwrap();
+        assert_eq!(s.detection.upstream, ["sflow:transit"]);
+        let example =
+            Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deflect.yaml"))
+                .unwrap();
+        assert_eq!(example.detection.upstream, ["sflow:transit-in"]);
     }
 }

@@ -83,6 +83,10 @@ pub struct SflowAgentConfig {
     pub name: Option<String>,
     /// Use this sampling rate instead of the one the agent announces.
     pub sampling_rate: Option<Spanned<u32>>,
+    /// The agent samples traffic before the edge's filters (on the routers' upstream ports): what
+    /// it sees is not hidden by deflect's own rules, so it can tell when an attack really ended.
+    #[serde(default)]
+    pub pre_filter: bool,
 }
 
 /// Checks the capture limits.
@@ -247,6 +251,7 @@ pub(super) fn sflow(
                 .clone()
                 .unwrap_or_else(|| a.address.value.to_string()),
             sampling_rate: a.sampling_rate.as_ref().map(|r| r.value.max(1)),
+            pre_filter: a.pre_filter,
         });
     }
     collector::Settings {

@@ -106,6 +106,9 @@ pub struct Settings {
     /// A target nothing has reported for this long, and under no attack, is forgotten (its
     /// baselines with it).
     pub target_idle: Duration,
+    /// Nodes that see traffic before the edge's filters (sFlow agents marked `pre_filter`): a
+    /// quiet they see is not deflect's own rule at work.
+    pub upstream: Vec<String>,
 }
 
 impl Default for Settings {
@@ -116,6 +119,7 @@ impl Default for Settings {
             max_targets: 100_000,
             max_targets_per_node: 10_000,
             target_idle: Duration::from_secs(600),
+            upstream: Vec::new(),
         }
     }
 }
@@ -172,6 +176,9 @@ pub struct Attack {
     /// on, not its end (set by the engine).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cap: Option<Cap>,
+    /// Its quiet was seen before the edge's filters too: the flood ended, not hidden by a rule.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub quiet_upstream: bool,
 }
 
 /// The rate a rate-limit mitigation lets through.
@@ -269,6 +276,8 @@ struct TargetState {
     /// All traffic, bits per second (volumetric).
     total: ClassState,
     last_ms: u64,
+    /// When a node upstream of the edge's filters last reported it (0: never).
+    upstream_ms: u64,
     pps: u32,
     bps: u64,
 }
@@ -286,6 +295,9 @@ pub struct Node {
     pub rx_pps: u64,
     pub rx_bps: u64,
     pub one_in: u32,
+    /// It sees traffic before the edge's filters.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub upstream: bool,
     #[serde(skip)]
     targets: HashSet<IpAddr>,
 }
@@ -364,6 +376,9 @@ impl Detector {
     /// New thresholds and groups; learned baselines are kept for addresses still protected.
     pub fn reconfigure(&mut self, settings: Settings) {
         self.settings = settings;
+        for n in &mut self.nodes {
+            n.upstream = self.settings.upstream.contains(&n.name);
+        }
         let groups = &self.settings.groups;
         self.targets
             .retain(|addr, t| match group_of(groups, *addr) {
@@ -443,6 +458,7 @@ impl Detector {
         };
         let away = now.saturating_sub(o.ended_ms.unwrap_or(now));
         o.ended_ms = None;
+        o.quiet_upstream = false;
         o.pps = n.pps;
         o.bps = n.bps;
         o.peak_pps = o.peak_pps.max(n.pps);
@@ -547,6 +563,7 @@ impl Detector {
             rx_pps: 0,
             rx_bps: 0,
             one_in: 1,
+            upstream: self.settings.upstream.iter().any(|u| u == name),
             targets: HashSet::new(),
         });
         self.node_index.insert(name.to_string(), i);
@@ -689,6 +706,7 @@ impl Detector {
                     classes: Default::default(),
                     total: ClassState::default(),
                     last_ms: now,
+                    upstream_ms: 0,
                     pps: 0,
                     bps: 0,
                 },
@@ -713,6 +731,10 @@ impl Detector {
             state.node = ni;
         }
         state.last_ms = now;
+        if self.nodes[ni as usize].upstream {
+            state.upstream_ms = now;
+        }
+        let upstream_ms = state.upstream_ms;
         state.pps = t.pps.min(u32::MAX as u64) as u32;
         state.bps = t.bps;
 
@@ -858,6 +880,7 @@ impl Detector {
                 series: Vec::new(),
                 ioc: BTreeMap::new(),
                 cap: None,
+                quiet_upstream: false,
             };
             a.sample(now, a.pps);
             let unit = if class.is_some() { "pps" } else { "bps" };
@@ -909,6 +932,9 @@ impl Detector {
             }
             if let Some(since) = quiet {
                 a.ended_ms = Some(since);
+                // A node upstream of the filters reported it during the quiet, and saw quiet
+                // too (a report above would have ended the quiet).
+                a.quiet_upstream = upstream_ms >= since;
                 a.note(
                     now,
                     format!(

@@ -31,6 +31,7 @@ fn settings() -> Settings {
         max_targets: 1000,
         max_targets_per_node: 1000,
         target_idle: Duration::from_secs(600),
+        upstream: vec!["sflow:edge".into()],
     }
 }
 
@@ -756,4 +757,58 @@ fn traffic_pressing_at_a_rate_limit_is_not_the_end_of_the_attack() {
             .contains(&Event::Ended(id));
     }
     assert!(ended);
+}
+
+#[test]
+fn behind_an_enforcing_edge_only_a_node_upstream_of_the_filters_can_see_the_end() {
+    let (mut d, mut now) = warmed();
+    now += 1000;
+    let id = started(&d.ingest("web1", &report(100, VICTIM, ntp_flood(50_000)), now))[0];
+    // The rule is enforced: the probe behind the edge sees quiet, the switch before the edge
+    // still sees the flood; interleaved for 30 s, the attack goes on.
+    for i in 0..30 {
+        now += 500;
+        let mut r = report(200 + i, VICTIM, ntp_flood(50_000));
+        r.node = "sflow:edge".into();
+        let ev = d.ingest("sflow:edge", &r, now);
+        assert!(!ev.contains(&Event::Ended(id)), "second {i}: {ev:?}");
+        now += 500;
+        let ev = d.ingest("web1", &report(101 + i, VICTIM, normal()), now);
+        assert!(!ev.contains(&Event::Ended(id)), "second {i}: {ev:?}");
+    }
+    assert!(
+        d.nodes()
+            .iter()
+            .any(|n| n.name == "sflow:edge" && n.upstream)
+    );
+    // The flood ends: quiet both sides, and the end is known to be real.
+    let mut ended = false;
+    for i in 0..12 {
+        now += 500;
+        let mut r = report(300 + i, VICTIM, normal());
+        r.node = "sflow:edge".into();
+        ended |= d.ingest("sflow:edge", &r, now).contains(&Event::Ended(id));
+        now += 500;
+        ended |= d
+            .ingest("web1", &report(400 + i, VICTIM, normal()), now)
+            .contains(&Event::Ended(id));
+    }
+    assert!(ended);
+    assert!(d.attack(id).unwrap().quiet_upstream);
+}
+
+#[test]
+fn a_quiet_seen_only_behind_the_filters_is_not_known_to_be_real() {
+    let (mut d, mut now) = warmed();
+    now += 1000;
+    let id = started(&d.ingest("web1", &report(100, VICTIM, ntp_flood(50_000)), now))[0];
+    let mut ended = false;
+    for i in 0..12 {
+        now += 1000;
+        ended |= d
+            .ingest("web1", &report(101 + i, VICTIM, normal()), now)
+            .contains(&Event::Ended(id));
+    }
+    assert!(ended);
+    assert!(!d.attack(id).unwrap().quiet_upstream);
 }

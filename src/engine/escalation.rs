@@ -105,6 +105,9 @@ pub struct Escalation {
     /// Its end was told when it went quiet (nothing it made could hide the flood); otherwise it
     /// is told when the escalation closes.
     pub end_told: bool,
+    /// Its last quiet was seen before the edge's filters: the flood really ended, and the
+    /// policy's first hold-down is enough.
+    pub quiet_upstream: bool,
 }
 
 /// What is kept in the store of an escalation that waits for its attack's return, so that a
@@ -153,6 +156,7 @@ impl Escalation {
             hold: policy.withdraw_after,
             returns: 0,
             end_told: false,
+            quiet_upstream: false,
             policy,
         }
     }
@@ -178,6 +182,7 @@ impl Escalation {
                 .clamp(policy.withdraw_after, policy.recurrence.max_withdraw_after),
             returns: m.returns,
             end_told: false,
+            quiet_upstream: false,
             policy,
         }
     }
@@ -237,6 +242,7 @@ impl Escalation {
         }
         self.ended_at = None;
         self.end_told = false;
+        self.quiet_upstream = false;
     }
 
     /// The next step whose time and rate condition have come, marked fired. Nothing fires on no
@@ -258,10 +264,22 @@ impl Escalation {
         Some(self.fired - 1)
     }
 
-    /// The attack went quiet at `at`: the hold-down runs from then.
-    pub fn end(&mut self, at: u64) {
+    /// The attack went quiet at `at`: the hold-down runs from then. `upstream`: the quiet was
+    /// seen before the edge's filters too, so no rule of deflect's hid the flood.
+    pub fn end(&mut self, at: u64, upstream: bool) {
         self.ended_at = Some(at);
-        self.end_told = !self.hides();
+        self.quiet_upstream = upstream;
+        self.end_told = upstream || !self.hides();
+    }
+
+    /// The hold-down of this quiet: the grown one, unless the quiet was seen upstream of the
+    /// filters (then there is nothing to doubt).
+    pub fn this_hold(&self) -> Duration {
+        if self.quiet_upstream {
+            self.policy.withdraw_after
+        } else {
+            self.hold
+        }
     }
 
     /// Whether something it made may hide the flood from deflect's telemetry: a rule at the edge,
@@ -293,7 +311,7 @@ impl Escalation {
             };
         }
         match self.ended_at {
-            Some(t) if now >= t + self.hold.as_millis() as u64 => Tick::Withdraw,
+            Some(t) if now >= t + self.this_hold().as_millis() as u64 => Tick::Withdraw,
             Some(_) => Tick::Wait,
             None if !seen => {
                 // The lifetime granted at the last renewal runs out: withdrawn on record, a
@@ -496,6 +514,7 @@ mod tests {
             series: Vec::new(),
             ioc: Default::default(),
             cap: None,
+            quiet_upstream: false,
         }
     }
 
@@ -539,7 +558,7 @@ steps:
     fn an_ended_attack_fires_nothing_and_is_withdrawn_after_its_hold_down() {
         let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
         e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 1);
-        e.end(12_000);
+        e.end(12_000, false);
         assert_eq!(e.next_due(&attack(80_000), 12_000, true), None);
         assert_eq!(e.tick(16_999, true), Tick::Wait);
         assert_eq!(e.tick(17_000, true), Tick::Withdraw);
@@ -612,7 +631,7 @@ steps:
         assert_eq!(e.next_due(&attack(80_000), 10_000, true), Some(0));
         e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 1);
         assert!(e.hides());
-        e.end(20_000);
+        e.end(20_000, false);
         assert!(e.awaits_return() && !e.on_probation());
         assert!(
             !e.end_told,
@@ -638,7 +657,7 @@ steps:
         let a = attack(80_000);
         assert_eq!(e.next_due(&a, 10_000, true), Some(0));
         assert_eq!(e.next_due(&a, 20_000, true), Some(1), "10 s in, above 50k");
-        e.end(30_000);
+        e.end(30_000, false);
         assert_eq!(
             e.next_due(&a, 31_000, true),
             None,
@@ -652,7 +671,7 @@ steps:
         assert_eq!(e.next_due(&a, 36_000, true), Some(0));
         assert_eq!(e.next_due(&a, 36_000, true), Some(1));
         // Quiet again: withdrawn 20 s after the quiet now; the next return caps at 60 s.
-        e.end(40_000);
+        e.end(40_000, false);
         assert_eq!(e.tick(59_999, true), Tick::Wait);
         assert_eq!(e.tick(60_000, true), Tick::Withdraw);
         e.come_back(45_000);
@@ -668,11 +687,33 @@ steps:
     }
 
     #[test]
+    fn a_quiet_seen_upstream_of_the_filters_is_believed_at_once() {
+        let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
+        assert_eq!(e.next_due(&attack(80_000), 10_000, true), Some(0));
+        e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 1);
+        e.end(20_000, false);
+        e.withdrawn(25_000);
+        e.come_back(26_000);
+        assert_eq!(e.hold, Duration::from_secs(20));
+        e.made(Kind::Flowspec, host_key("203.0.113.7".parse().unwrap()), 2);
+        // This time a switch before the edge saw the quiet too: the first hold-down, and the
+        // end is told now.
+        e.end(30_000, true);
+        assert!(e.end_told);
+        assert_eq!(e.tick(35_000, true), Tick::Withdraw);
+        assert_eq!(
+            e.hold,
+            Duration::from_secs(20),
+            "the back-off is kept for the next time"
+        );
+    }
+
+    #[test]
     fn steps_past_those_reached_count_their_time_from_the_return() {
         let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 10_000);
         let a = attack(80_000);
         assert_eq!(e.next_due(&a, 10_000, true), Some(0));
-        e.end(12_000);
+        e.end(12_000, false);
         e.withdrawn(17_000);
         e.come_back(100_000);
         assert_eq!(
@@ -693,10 +734,10 @@ steps:
             "an active first attack has nothing to keep"
         );
         assert_eq!(e.next_due(&attack(80_000), 10_000, true), Some(0));
-        e.end(20_000);
+        e.end(20_000, false);
         e.withdrawn(25_000);
         e.come_back(26_000);
-        e.end(27_000);
+        e.end(27_000, false);
         let m = e.memory(7, 27_000).unwrap();
         assert_eq!(m.key(), "203.0.113.7 amplification");
         assert_eq!((m.returns, m.hold_ms, m.reached), (1, 20_000, 1));

@@ -678,10 +678,9 @@ impl Engine {
     /// is told (alert) now if nothing deflect did can have hidden the flood; else once it is
     /// over, after its probation.
     async fn on_end(&mut self, id: u64, now: u64) {
-        let (pps, quiet_at) = self
-            .detector
-            .attack(id)
-            .map_or((0, now), |a| (a.peak_pps, a.ended_ms.unwrap_or(now)));
+        let (pps, quiet_at, upstream) = self.detector.attack(id).map_or((0, now, false), |a| {
+            (a.peak_pps, a.ended_ms.unwrap_or(now), a.quiet_upstream)
+        });
         info!(attack = id, peak_pps = pps, "attack went quiet");
         self.mitigations
             .record(
@@ -692,16 +691,17 @@ impl Engine {
             .await;
         let mut told = true;
         if let Some(e) = self.escalations.get_mut(&id) {
-            e.end(quiet_at);
+            e.end(quiet_at, upstream);
             told = e.end_told;
-            let (hold, probation) = (e.hold, e.policy.recurrence.probation);
+            let (hold, probation) = (e.this_hold(), e.policy.recurrence.probation);
             self.detector.watch(e.target, e.class, e.vector, true);
             self.note(
                 id,
                 now,
                 format!(
-                    "withdrawal in {} s (hold-down from the quiet); a return within {} s after it is the same attack",
+                    "withdrawal in {} s (hold-down from the quiet{}); a return within {} s after it is the same attack",
                     (quiet_at + hold.as_millis() as u64).saturating_sub(now) / 1000,
+                    if upstream { ", seen upstream of the filters" } else { "" },
                     probation.as_secs()
                 ),
             );
@@ -979,6 +979,7 @@ impl Engine {
                     if let Some(mut e) = self.escalations.remove(&id) {
                         self.undo(id, &mut e, &actor, &format!("attack {id} over"), now)
                             .await;
+                        self.detector.watch(e.target, e.class, e.vector, false);
                         self.forget(memory_key(e.target, e.vector)).await;
                     }
                 }
@@ -1031,7 +1032,7 @@ impl Engine {
         };
         let reason = format!(
             "attack {id} quiet for its hold-down of {} s",
-            e.hold.as_secs()
+            e.this_hold().as_secs()
         );
         self.undo(id, &mut e, actor, &reason, now).await;
         e.withdrawn(now);

@@ -58,6 +58,7 @@ async fn rig_in(dir: std::path::PathBuf, policy: &str, ioc: Lists) -> Rig {
     th.floor_pps[Class::UdpAmp.index()] = 5000.0;
     let settings = detect::Settings {
         groups: vec![("customers".into(), protected["customers"].clone(), th)],
+        upstream: vec!["sflow:transit".into()],
         ..detect::Settings::default()
     };
     let known = policy::Known {
@@ -100,6 +101,11 @@ impl Rig {
 
     /// The same, the flood coming from `source`.
     async fn report_from(&mut self, ntp: u64, source: &str) -> Ack {
+        self.report_as("web1", ntp, source).await
+    }
+
+    /// The same, from node `node`.
+    async fn report_as(&mut self, node: &str, ntp: u64, source: &str) -> Ack {
         self.seq += 1;
         let mut flows = vec![Flow {
             proto: 6,
@@ -141,7 +147,7 @@ impl Rig {
             applied: Vec::new(),
             drop_error: None,
         };
-        self.engine.report("web1", r).await.unwrap()
+        self.engine.report(node, r).await.unwrap()
     }
 
     /// Reports `ntp` every 100 ms for `ms`.
@@ -584,4 +590,39 @@ async fn a_node_gone_silent_keeps_no_rule_beyond_its_lifetime_and_it_returns_wit
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now[0].id, first[0].id);
     assert_eq!(now[0].rule, first[0].rule);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_before_the_filters_keeps_the_attack_on_and_then_sees_its_real_end() {
+    let mut r = rig("upstream", ENFORCED).await;
+    r.for_ms(300, 0).await;
+    let id = r.report(20_000).await.started[0];
+    // Enforced: the probe sees nothing, the transit switch still sees the flood, for 4 s
+    // (well past the cooldown and the hold-down).
+    for _ in 0..20 {
+        r.report_as("sflow:transit", 20_000, "192.0.2.200").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.report(0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = r.engine.attack(id).await.unwrap();
+    assert!(a.is_active(), "{:#?}", a.timeline);
+    assert_eq!(r.active().await.len(), 1);
+    // Over on both sides: quiet seen upstream, withdrawn after the first hold-down.
+    for _ in 0..12 {
+        r.report_as("sflow:transit", 0, "192.0.2.200").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.report(0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = r.engine.attack(id).await.unwrap();
+    assert!(a.quiet_upstream, "{a:?}");
+    assert!(r.active().await.is_empty(), "{:#?}", a.timeline);
+    assert!(
+        a.timeline
+            .iter()
+            .any(|m| m.what.contains("seen upstream of the filters")),
+        "{:#?}",
+        a.timeline
+    );
 }
