@@ -904,3 +904,118 @@ fn audit_verify_detects_reordered_entries() {
     let (ok, text) = verify_cli(&db);
     assert!(!ok && text.contains("does NOT verify"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// slow and idle clients
+
+/// Reads from `s` until the server closes it; how long that took, or `None` if it did not within
+/// `bound` (whatever arrived before the close is returned too).
+fn closed_within(s: &mut std::net::TcpStream, bound: Duration) -> Option<(Duration, String)> {
+    use std::io::Read;
+    let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < bound {
+        match s.read(&mut buf) {
+            Ok(0) => return Some((t.elapsed(), String::from_utf8_lossy(&got).into_owned())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Some((t.elapsed(), String::from_utf8_lossy(&got).into_owned())),
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slow_and_too_many_connections_cannot_hold_the_api() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let state = temp_dir("slow");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let text = config_yaml(&state, api_port, None, "").replace(
+        "  max_body: 4096\n",
+        "  max_body: 4096\n  max_connections: 8\n  header_timeout: 1s\n  request_timeout: 2s\n",
+    );
+    let settings = Config::parse("test.yaml", &text).unwrap().check().unwrap();
+    let daemon = Daemon::start(settings, None).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let addr = format!("127.0.0.1:{api_port}");
+        let h = Http::new(api_port);
+        // A connection that sends nothing, and one that sends half a header: both cut after
+        // the header timeout (1 s), not held for ever.
+        let mut idle = TcpStream::connect(&addr).unwrap();
+        let mut half = TcpStream::connect(&addr).unwrap();
+        half.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .unwrap();
+        for (what, s) in [("idle", &mut idle), ("half a header", &mut half)] {
+            let (took, _) = closed_within(s, Duration::from_secs(5))
+                .unwrap_or_else(|| panic!("{what}: still open after 5 s"));
+            assert!(took < Duration::from_secs(3), "{what}: closed after {took:?}");
+        }
+        // A kept-alive connection idle after its request goes the same way.
+        let mut kept = TcpStream::connect(&addr).unwrap();
+        kept.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (_, answer) = closed_within(&mut kept, Duration::from_secs(5))
+            .expect("a kept-alive idle connection is closed");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // A body sent slowly: the request is cut after 2 s with a JSON 503.
+        let mut slow = TcpStream::connect(&addr).unwrap();
+        slow.write_all(
+            format!(
+                "POST /api/v1/mitigations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\""
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let (took, answer) = closed_within(&mut slow, Duration::from_secs(6))
+            .expect("a slow body is cut");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("api.request_timeout"), "{answer}");
+        assert!(took >= Duration::from_millis(1500), "{took:?}");
+        // Past max_connections (8), connections are closed as they come; the process keeps
+        // its descriptors and answers again once the idle ones are cut.
+        let held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = TcpStream::connect(&addr).unwrap();
+        extra
+            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok();
+        let (took, answer) = closed_within(&mut extra, Duration::from_secs(2))
+            .expect("the ninth connection is closed at once");
+        assert!(answer.is_empty() && took < Duration::from_secs(1), "{took:?} {answer}");
+        wait_for("the API answering again", Duration::from_secs(5), || {
+            let up = h
+                .agent
+                .get(format!("{}/api/v1/health", h.base))
+                .call()
+                .is_ok_and(|r| r.status() == 200);
+            Ok(up.then_some(()))
+        })
+        .unwrap();
+        drop(held);
+        // A new client: the last one's kept-alive connection may have been cut as idle.
+        let h = Http::new(api_port);
+        let text = h
+            .agent
+            .get(format!("{}/metrics", h.base))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        let refused = text
+            .lines()
+            .find_map(|l| l.strip_prefix("deflect_api_connections_refused_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(refused.is_some_and(|n| n >= 1), "{text}");
+    })
+    .await
+    .unwrap();
+    daemon.stop("test").await;
+    let _ = std::fs::remove_dir_all(&state);
+}

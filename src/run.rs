@@ -14,7 +14,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use clap::Args;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -81,7 +80,7 @@ pub struct Daemon {
     pub api: Arc<ApiState>,
     pub api_addr: SocketAddr,
     config_path: Option<PathBuf>,
-    api_stop: Option<oneshot::Sender<()>>,
+    api_stop: CancellationToken,
     api_task: tokio::task::JoinHandle<()>,
     set_task: tokio::task::JoinHandle<()>,
     pub engine: EngineHandle,
@@ -182,21 +181,21 @@ impl Daemon {
             peers: RwLock::new(speaker.peers().to_vec()),
             started: Instant::now(),
             metrics: api::ApiMetrics::default(),
+            server: Arc::default(),
         });
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
             .map_err(|e| format!("API listen {}: {e}", settings.api_listen))?;
         let api_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let app = api::router(api.clone(), settings.api_max_body);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let api_task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = serve.await {
-                error!("API server: {e}");
-            }
-        });
+        let api_stop = CancellationToken::new();
+        let api_task = tokio::spawn(api::serve(
+            listener,
+            app,
+            settings.api_limits,
+            api.server.clone(),
+            api_stop.clone(),
+        ));
         info!(%api_addr, peers = settings.neighbors.len(), dry_run = settings.guardrails.dry_run, "deflect is running");
         if settings.tokens.is_empty() {
             warn!(
@@ -210,7 +209,7 @@ impl Daemon {
             api,
             api_addr,
             config_path,
-            api_stop: Some(stop_tx),
+            api_stop,
             api_task,
             set_task,
             engine,
@@ -252,6 +251,11 @@ impl Daemon {
         }
         if next.api_listen != cur.api_listen {
             refused.push("api.listen changes only at restart");
+        }
+        if next.api_limits != cur.api_limits {
+            refused.push(
+                "api.max_connections, header_timeout and request_timeout change only at restart",
+            );
         }
         if next.state_dir != cur.state_dir {
             refused.push("state_dir changes only at restart");
@@ -329,10 +333,8 @@ impl Daemon {
     /// Stops, in the order data flows: the API and the collector (nothing new comes in), then
     /// detection and alerts (their tasks finish or give up their retries), then the mitigation set
     /// (once it has made durable what it was given), then every peer with a Cease.
-    pub async fn stop(mut self, reason: &str) {
-        if let Some(s) = self.api_stop.take() {
-            let _ = s.send(());
-        }
+    pub async fn stop(self, reason: &str) {
+        self.api_stop.cancel();
         let _ = self.api_task.await;
         if let Some(c) = &self.collector {
             c.stop();

@@ -35,6 +35,31 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         "counter",
         m.refused.load(Ordering::Relaxed),
     );
+    let srv = &s.server;
+    counter(
+        "deflect_api_connections_total",
+        "API connections accepted.",
+        "counter",
+        srv.connections.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_connections_open",
+        "API connections open now.",
+        "gauge",
+        srv.connections_open.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_connections_refused_total",
+        "API connections closed at once: api.max_connections were open.",
+        "counter",
+        srv.connections_refused.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_connection_errors_total",
+        "API connections ended by an error: a header timeout, a malformed request, a reset.",
+        "counter",
+        srv.connection_errors.load(Ordering::Relaxed),
+    );
     counter(
         "deflect_telemetry_targets_refused_total",
         "Addresses in reports that their node may not report on (its token's serves): dropped.",

@@ -31,6 +31,7 @@ mod auth;
 mod bodies;
 mod error;
 mod metrics;
+mod serve;
 mod state;
 
 pub use self::auth::{Caller, Scope, Token};
@@ -38,6 +39,7 @@ pub use self::bodies::{AmendRequest, CreateRequest, ExtendRequest};
 use self::bodies::{reason_within_bounds, ttl};
 pub use self::error::ApiError;
 use self::metrics::metrics;
+pub use self::serve::{Limits, ServerMetrics, serve};
 pub use self::state::{ApiMetrics, ApiState};
 use crate::mitigation::{Created, ListFilter};
 use crate::peer::PeerHandle;

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub peers: RwLock<Vec<PeerHandle>>,
     pub started: Instant,
     pub metrics: ApiMetrics,
+    /// The HTTP server's counters (connections).
+    pub server: std::sync::Arc<super::ServerMetrics>,
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {

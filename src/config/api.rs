@@ -1,4 +1,4 @@
-//! `api`: where the API listens, its body limit and its tokens.
+//! `api`: where the API listens, its limits and its tokens.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -7,7 +7,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::api::{Scope, Token};
+use crate::api::{Limits, Scope, Token};
+use crate::diag::positive_duration;
 use crate::route::no_host_bits;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -20,6 +21,15 @@ pub struct ApiConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_body_limit")]
     pub max_body: usize,
+    /// Connections open at once; more are closed as they come.
+    #[serde(default)]
+    pub max_connections: Option<Spanned<usize>>,
+    /// A request's headers (and an idle connection's next request) must arrive within this.
+    #[serde(default)]
+    pub header_timeout: Option<Spanned<String>>,
+    /// A request must be done within this, its body read included.
+    #[serde(default)]
+    pub request_timeout: Option<Spanned<String>>,
 }
 
 impl Default for ApiConfig {
@@ -28,8 +38,36 @@ impl Default for ApiConfig {
             listen: default_api_listen(),
             tokens: Vec::new(),
             max_body: default_body_limit(),
+            max_connections: None,
+            header_timeout: None,
+            request_timeout: None,
         }
     }
+}
+
+/// Checks the server's limits.
+pub(super) fn limits(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) -> Limits {
+    let mut l = Limits::default();
+    if let Some(n) = &api.max_connections {
+        if n.value == 0 {
+            err(
+                &n.referenced,
+                "max_connections is at least 1 (the default is 1024)".into(),
+            );
+        }
+        l.max_connections = n.value.max(1);
+    }
+    if let Some(d) = &api.header_timeout {
+        if let Some(d) = positive_duration(d, "header_timeout", "10s", err) {
+            l.header_timeout = d;
+        }
+    }
+    if let Some(d) = &api.request_timeout {
+        if let Some(d) = positive_duration(d, "request_timeout", "30s", err) {
+            l.request_timeout = d;
+        }
+    }
+    l
 }
 
 fn default_api_listen() -> SocketAddr {

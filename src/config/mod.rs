@@ -106,6 +106,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub api_max_body: usize,
+    pub api_limits: crate::api::Limits,
     pub tokens: Vec<crate::api::Token>,
     pub neighbors: Vec<Neighbor>,
     pub guardrails: Guardrails,
@@ -213,6 +214,7 @@ impl Config {
             &mut err,
         );
         let tokens = api::tokens(&self.api, &mut err);
+        let api_limits = api::limits(&self.api, &mut err);
         let speaker = neighbors::Speaker {
             local_as: self.local_as.value,
             router_id: self.router_id.value,
@@ -247,6 +249,7 @@ impl Config {
             state_dir: self.state_dir,
             api_listen: self.api.listen,
             api_max_body: self.api.max_body,
+            api_limits,
             tokens,
             neighbors,
             guardrails,
@@ -265,6 +268,37 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_limits_are_checked_where_they_are_written() {
+        let text = EMBEDDED.replace(
+            "  listen: 127.0.0.1:8179\n",
+            "  listen: 127.0.0.1:8179\n  max_connections: 0\n  header_timeout: soon\n",
+        );
+        let e = Config::parse("c.yaml", &text)
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml:6:20: max_connections is at least 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("c.yaml:7:19: header_timeout \"soon\" is not a duration"),
+            "{e}"
+        );
+        let ok = EMBEDDED.replace(
+            "  listen: 127.0.0.1:8179\n",
+            "  listen: 127.0.0.1:8179\n  request_timeout: 5s\n",
+        );
+        let s = Config::parse("c.yaml", &ok).unwrap().check().unwrap();
+        assert_eq!(
+            s.api_limits.request_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(s.api_limits.max_connections, 1024);
+    }
 
     #[test]
     fn agents_before_the_filters_are_upstream_nodes_for_detection() {
