@@ -713,7 +713,7 @@ pub fn sflow(a: &ApiArgs) -> ExitCode {
                 v.get("untrusted")?
             )];
             rows.push(format!(
-                "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {}",
+                "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {}",
                 "AGENT",
                 "ADDRESS",
                 "DATAGRAMS",
@@ -721,12 +721,13 @@ pub fn sflow(a: &ApiArgs) -> ExitCode {
                 "LOST",
                 "RESTARTS",
                 "ERRORS",
+                "REFUSED",
                 "1 IN N",
                 "LAST SEEN"
             ));
             for x in v.get("agents")?.as_array()? {
                 rows.push(format!(
-                    "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {}",
+                    "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {}",
                     x.get("name")?.as_str()?,
                     x.get("address")?.as_str()?,
                     x.get("datagrams")?.as_u64()?,
@@ -734,6 +735,8 @@ pub fn sflow(a: &ApiArgs) -> ExitCode {
                     x.get("lost")?.as_u64()?,
                     x.get("restarts")?.as_u64()?,
                     x.get("decode_errors")?.as_u64()?,
+                    // Samples at an unbelievable rate, and intervals beyond the links.
+                    x.get("samples_refused")?.as_u64()? + x.get("intervals_refused")?.as_u64()?,
                     x.get("sampling_rate")?.as_u64()?,
                     match x.get("last_seen_ms")?.as_u64()? {
                         0 => "never".to_string(),

@@ -17,6 +17,12 @@
 //! the pool gives nothing sensible (first sample, a restart, a wrap), the sampling rate does. A
 //! per-agent `sampling_rate` in the configuration overrides both, for agents known to lie.
 //!
+//! Trust by source address is weak (a spoofed datagram passes), so what one agent can claim is
+//! bounded: a sample announcing a sparser rate than the agent's `max_sampling_rate` is dropped
+//! and counted (one sample at 1:4294967295 would be a 4 Gpps flood), and an interval whose
+//! estimate is beyond the agent's `max_pps` (a 100 GbE link at line rate by default) is refused
+//! whole and counted: no switch port carries it.
+//!
 //! Per agent, the datagram sequence numbers tell lost datagrams (a gap) from agent restarts (the
 //! sequence or the uptime going back); both are counted and shown by the API.
 
@@ -57,7 +63,17 @@ pub struct TrustedAgent {
     pub sampling_rate: Option<u32>,
     /// It samples before the edge's filters.
     pub pre_filter: bool,
+    /// Sparsest sampling rate believed (1 in this many); samples announcing more are dropped.
+    pub max_sampling_rate: u32,
+    /// Most packets per second its links can carry: an interval estimated above is refused.
+    pub max_pps: u64,
 }
+
+/// The default `max_sampling_rate`: the sparsest rate switch vendors recommend for 100 GbE and
+/// faster links is around 1:16384 to 1:65536.
+pub const DEFAULT_MAX_SAMPLING_RATE: u32 = 65_536;
+/// The default `max_pps`: one 100 GbE link at line rate (64-byte frames).
+pub const DEFAULT_MAX_PPS: u64 = 150_000_000;
 
 impl TrustedAgent {
     /// The node its reports come from, for detection.
@@ -85,6 +101,10 @@ pub struct AgentStats {
     pub last_seen_ms: u64,
     /// The sampling rate of the last flow sample (or the configured override).
     pub sampling_rate: u32,
+    /// Flow samples dropped: their sampling rate was above `max_sampling_rate`.
+    pub samples_refused: u64,
+    /// Intervals refused: their estimate was above `max_pps`.
+    pub intervals_refused: u64,
 }
 
 /// What the API shows of the collector.
@@ -197,6 +217,8 @@ fn new_agent(a: &TrustedAgent) -> Agent {
             last_error: None,
             last_seen_ms: 0,
             sampling_rate: a.sampling_rate.unwrap_or(0),
+            samples_refused: 0,
+            intervals_refused: 0,
         },
         last_seq: None,
         last_uptime: 0,
@@ -207,6 +229,31 @@ fn new_agent(a: &TrustedAgent) -> Agent {
 }
 
 impl Agent {
+    /// The interval's estimates, or `None` if they are beyond what the agent's links carry.
+    fn interval(
+        &mut self,
+        agg: Aggregator,
+        elapsed: Duration,
+    ) -> Option<Vec<crate::telemetry::Target>> {
+        let targets = agg.finish(elapsed);
+        let total: u64 = targets.iter().map(|t| t.pps).fold(0, u64::saturating_add);
+        if total > self.config.max_pps {
+            self.stats.intervals_refused += 1;
+            warn!(
+                agent = %self.config.name,
+                pps = total,
+                max = self.config.max_pps,
+                "sFlow interval estimated above max_pps: refused (a lying or spoofed agent, or max_pps too low)"
+            );
+            self.stats.last_error = Some(format!(
+                "interval estimated at {total} pps, above max_pps {}: refused",
+                self.config.max_pps
+            ));
+            return None;
+        }
+        Some(targets)
+    }
+
     /// One datagram from this agent: sequence tracking, and its flow samples into the interval.
     fn take(&mut self, data: Bytes, recorder: Option<&Recorder>) {
         self.stats.datagrams += 1;
@@ -241,6 +288,25 @@ impl Agent {
             match s {
                 Sample::Flow(f) => {
                     self.stats.flow_samples += 1;
+                    if self.config.sampling_rate.is_none()
+                        && f.sampling_rate > self.config.max_sampling_rate
+                    {
+                        self.stats.samples_refused += 1;
+                        if self.stats.samples_refused.is_power_of_two() {
+                            warn!(
+                                agent = %self.config.name,
+                                rate = f.sampling_rate,
+                                max = self.config.max_sampling_rate,
+                                refused = self.stats.samples_refused,
+                                "sFlow samples announcing a rate above max_sampling_rate: dropped"
+                            );
+                        }
+                        self.stats.last_error = Some(format!(
+                            "sampling rate 1:{} above max_sampling_rate 1:{}: sample dropped",
+                            f.sampling_rate, self.config.max_sampling_rate
+                        ));
+                        continue;
+                    }
                     let announced = self.config.sampling_rate.unwrap_or(f.sampling_rate).max(1);
                     self.stats.sampling_rate = announced;
                     // What this sample stands for: the pool since the source's last sample.
@@ -354,7 +420,9 @@ impl Run {
             if agent.stats.last_seen_ms + (AGENT_SILENT.as_millis() as u64) < now_ms() {
                 continue;
             }
-            let targets = agg.finish(elapsed);
+            let Some(targets) = agent.interval(agg, elapsed) else {
+                continue;
+            };
             agent.seq += 1;
             reports.push((
                 agent.config.node(),
@@ -483,6 +551,8 @@ mod tests {
             name: "sw1".into(),
             sampling_rate: rate,
             pre_filter: false,
+            max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
+            max_pps: DEFAULT_MAX_PPS,
         })
     }
 
@@ -563,6 +633,56 @@ mod tests {
         // 50 samples; the first stands for 100 (no pool before it), the others for 200.
         assert_eq!(t[0].pps, 100 + 49 * 200);
         assert_eq!(t[0].flows[0].sport, Some(123));
+    }
+
+    #[test]
+    fn a_sample_announcing_an_absurd_rate_is_dropped_not_believed() {
+        let mut a = agent(None);
+        let mut pool = 0;
+        a.take(datagram(0, 1, &mut pool, 3, u32::MAX, 1), None);
+        a.take(datagram(1, 2, &mut pool, 2, 1000, 1000), None);
+        assert_eq!((a.stats.flow_samples, a.stats.samples_refused), (5, 3));
+        let t = {
+            let agg = std::mem::take(&mut a.agg);
+            a.interval(agg, Duration::from_secs(1))
+        }
+        .unwrap();
+        assert_eq!(t[0].pps, 2000, "only the believable samples");
+        // An operator who knows better says so: the override is believed.
+        let mut b = agent(Some(100_000));
+        b.take(datagram(0, 1, &mut pool, 1, u32::MAX, 1), None);
+        assert_eq!(b.stats.samples_refused, 0);
+    }
+
+    #[test]
+    fn an_interval_beyond_what_the_links_carry_is_refused() {
+        let mut a = agent(None);
+        a.config.max_pps = 50_000;
+        let mut pool = 0;
+        a.take(datagram(0, 1, &mut pool, 40, 1000, 1000), None);
+        assert!(
+            {
+                let agg = std::mem::take(&mut a.agg);
+                a.interval(agg, Duration::from_secs(1))
+            }
+            .is_some()
+        );
+        a.take(datagram(1, 2, &mut pool, 60, 1000, 1000), None);
+        assert!(
+            {
+                let agg = std::mem::take(&mut a.agg);
+                a.interval(agg, Duration::from_secs(1))
+            }
+            .is_none()
+        );
+        assert_eq!(a.stats.intervals_refused, 1);
+        assert!(
+            a.stats
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("above max_pps")
+        );
     }
 
     #[test]

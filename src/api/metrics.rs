@@ -251,6 +251,16 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
                 "sFlow flow samples received.",
                 |a| a.flow_samples,
             ),
+            (
+                "deflect_sflow_samples_refused_total",
+                "sFlow flow samples dropped: their sampling rate was above the agent's max_sampling_rate.",
+                |a| a.samples_refused,
+            ),
+            (
+                "deflect_sflow_intervals_refused_total",
+                "sFlow intervals refused: estimated above the agent's max_pps.",
+                |a| a.intervals_refused,
+            ),
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
             for a in &st.agents {

@@ -87,6 +87,10 @@ pub struct SflowAgentConfig {
     /// it sees is not hidden by deflect's own rules, so it can tell when an attack really ended.
     #[serde(default)]
     pub pre_filter: bool,
+    /// Sparsest sampling rate believed; samples announcing more are dropped and counted.
+    pub max_sampling_rate: Option<Spanned<u32>>,
+    /// Most packets per second the agent's links carry; an interval estimated above is refused.
+    pub max_pps: Option<Spanned<u64>>,
 }
 
 /// Checks the capture limits.
@@ -244,6 +248,16 @@ pub(super) fn sflow(
                 err(&r.referenced, "sampling_rate is at least 1".into());
             }
         }
+        if let Some(r) = &a.max_sampling_rate {
+            if r.value == 0 {
+                err(&r.referenced, "max_sampling_rate is at least 1".into());
+            }
+        }
+        if let Some(r) = &a.max_pps {
+            if r.value == 0 {
+                err(&r.referenced, "max_pps is at least 1".into());
+            }
+        }
         agents.push(collector::TrustedAgent {
             address: a.address.value,
             name: a
@@ -252,6 +266,14 @@ pub(super) fn sflow(
                 .unwrap_or_else(|| a.address.value.to_string()),
             sampling_rate: a.sampling_rate.as_ref().map(|r| r.value.max(1)),
             pre_filter: a.pre_filter,
+            max_sampling_rate: a
+                .max_sampling_rate
+                .as_ref()
+                .map_or(collector::DEFAULT_MAX_SAMPLING_RATE, |r| r.value.max(1)),
+            max_pps: a
+                .max_pps
+                .as_ref()
+                .map_or(collector::DEFAULT_MAX_PPS, |r| r.value.max(1)),
         });
     }
     collector::Settings {
