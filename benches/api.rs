@@ -70,7 +70,7 @@ fn main() {
         let received = router.peers()[0].watch();
 
         let yaml = format!(
-            "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\napi:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: bench, token: {TOKEN}, scope: write }}\n\
+            "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\napi:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: bench, token: {TOKEN}, scope: write, rate: 1000000 }}\n\
              neighbors:\n  - {{ name: router, address: 127.0.71.1, port: {router_port}, remote_as: 65001, local_address: 127.0.71.2, connect_retry: 1s }}\n\
              protected:\n  bench: [10.0.0.0/8]\nlimits:\n  max_active: 200000\n  max_new_per_minute: 10000000\n  default_ttl: 1h\n",
             state.display()

@@ -97,7 +97,7 @@ fn main() {
         let received = router.peers()[0].watch();
 
         let tokens: String = (0..NODES)
-            .map(|n| format!("    - {{ name: n{n}, token: {}, scope: node }}\n", token(n)))
+            .map(|n| format!("    - {{ name: n{n}, token: {}, scope: node, rate: 1000000 }}\n", token(n)))
             .collect();
         let yaml = format!(
             "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\npolicies: {}\napi:\n  listen: 127.0.0.1:{api_port}\n  max_body: 1000000\n  tokens:\n{tokens}\

@@ -998,8 +998,67 @@ async fn idle_slow_and_too_many_connections_cannot_hold_the_api() {
         })
         .unwrap();
         drop(held);
-        // A new client: the last one's kept-alive connection may have been cut as idle.
+        // New clients: a kept-alive connection may have been cut as idle, and the held ones
+        // leave their slots one by one (each after its lingering close).
+        let text = wait_for("/metrics", Duration::from_secs(5), || {
+            let h = Http::new(api_port);
+            Ok(h.agent
+                .get(format!("{}/metrics", h.base))
+                .call()
+                .ok()
+                .and_then(|r| r.into_body().read_to_string().ok()))
+        })
+        .unwrap();
+        let refused = text
+            .lines()
+            .find_map(|l| l.strip_prefix("deflect_api_connections_refused_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(refused.is_some_and(|n| n >= 1), "{text}");
+    })
+    .await
+    .unwrap();
+    daemon.stop("test").await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_past_its_rate_gets_429_and_others_do_not() {
+    let state = temp_dir("rate");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let text = config_yaml(&state, api_port, None, "").replace(
+        &format!("{{ name: viewer, token: {READ}, scope: read }}"),
+        &format!("{{ name: viewer, token: {READ}, scope: read, rate: 5 }}"),
+    );
+    let settings = Config::parse("test.yaml", &text).unwrap().check().unwrap();
+    let daemon = Daemon::start(settings, None).await.unwrap();
+    tokio::task::spawn_blocking(move || {
         let h = Http::new(api_port);
+        // A burst of twice the rate, then 429 with a JSON error that says when to retry.
+        let statuses: Vec<u16> = (0..15)
+            .map(|_| h.req("GET", "/api/v1/mitigations", Some(READ), None).0)
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            10,
+            "{statuses:?}"
+        );
+        let (st, v) = h.req("GET", "/api/v1/mitigations", Some(READ), None);
+        assert_eq!(st, 429, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("over its 5 requests a second"),
+            "{v}"
+        );
+        // The operator's token has its own budget.
+        assert_eq!(
+            h.req("GET", "/api/v1/mitigations", Some(WRITE), None).0,
+            200
+        );
+        // A second later, the viewer may read again.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(h.req("GET", "/api/v1/mitigations", Some(READ), None).0, 200);
         let text = h
             .agent
             .get(format!("{}/metrics", h.base))
@@ -1008,11 +1067,7 @@ async fn idle_slow_and_too_many_connections_cannot_hold_the_api() {
             .into_body()
             .read_to_string()
             .unwrap();
-        let refused = text
-            .lines()
-            .find_map(|l| l.strip_prefix("deflect_api_connections_refused_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        assert!(refused.is_some_and(|n| n >= 1), "{text}");
+        assert!(text.contains("deflect_api_rate_limited_total 6"), "{text}");
     })
     .await
     .unwrap();

@@ -182,6 +182,7 @@ impl Daemon {
             started: Instant::now(),
             metrics: api::ApiMetrics::default(),
             server: Arc::default(),
+            limits: api::RateLimits::default(),
         });
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
@@ -301,6 +302,8 @@ impl Daemon {
         if let Ok(mut t) = self.api.tokens.write() {
             *t = next.tokens.clone();
         }
+        let names: Vec<&str> = next.tokens.iter().map(|t| t.name.as_str()).collect();
+        self.api.limits.keep(&names);
         if let Ok(mut p) = self.api.peers.write() {
             *p = handles.clone();
         }

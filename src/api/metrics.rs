@@ -35,6 +35,12 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         "counter",
         m.refused.load(Ordering::Relaxed),
     );
+    counter(
+        "deflect_api_rate_limited_total",
+        "API requests refused with 429: their token's requests a second were spent.",
+        "counter",
+        s.metrics.rate_limited.load(Ordering::Relaxed),
+    );
     let srv = &s.server;
     counter(
         "deflect_api_connections_total",

@@ -34,7 +34,7 @@ mod metrics;
 mod serve;
 mod state;
 
-pub use self::auth::{Caller, Scope, Token};
+pub use self::auth::{Caller, RateLimits, Scope, Token};
 pub use self::bodies::{AmendRequest, CreateRequest, ExtendRequest};
 use self::bodies::{reason_within_bounds, ttl};
 pub use self::error::ApiError;

@@ -1,6 +1,6 @@
 //! What the handlers share, and how a request's bearer token becomes its [`Caller`].
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -24,6 +24,8 @@ pub struct ApiMetrics {
     pub errors: AtomicU64,
     /// Addresses in reports that their node may not report on (dropped).
     pub telemetry_refused_targets: AtomicU64,
+    /// Requests refused: their token's rate was spent.
+    pub rate_limited: AtomicU64,
 }
 
 /// What handlers share. Tokens and peers are swapped on reload.
@@ -39,6 +41,8 @@ pub struct ApiState {
     pub peers: RwLock<Vec<PeerHandle>>,
     pub started: Instant,
     pub metrics: ApiMetrics,
+    /// Per-token request budgets.
+    pub limits: super::auth::RateLimits,
     /// The HTTP server's counters (connections).
     pub server: std::sync::Arc<super::ServerMetrics>,
 }
@@ -64,14 +68,24 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .tokens
             .read()
             .map_err(|_| unauthorized("token table unavailable"))?;
-        tokens
+        let t = tokens
             .iter()
             .find(|t| same_secret(t.secret.as_bytes(), token.as_bytes()))
-            .map(|t| Caller {
-                name: t.name.clone(),
-                scope: t.scope,
-                serves: t.serves.clone(),
-            })
-            .ok_or_else(|| unauthorized("unknown token"))
+            .ok_or_else(|| unauthorized("unknown token"))?;
+        if let Err(wait) = state.limits.take(&t.name, t.rate, Instant::now()) {
+            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "token {:?} is over its {} requests a second; retry in {wait} s",
+                    t.name, t.rate
+                ),
+            ));
+        }
+        Ok(Caller {
+            name: t.name.clone(),
+            scope: t.scope,
+            serves: t.serves.clone(),
+        })
     }
 }

@@ -89,6 +89,8 @@ pub struct TokenConfig {
     /// A node token: the prefixes it may report on; reports on other addresses are dropped and
     /// counted. Without it, a node may report on any protected address.
     pub serves: Option<Spanned<Vec<Spanned<IpNet>>>>,
+    /// Requests per second it may make (bursts of twice that); by scope when absent.
+    pub rate: Option<Spanned<u32>>,
 }
 
 /// Checks the tokens; one whose secret comes from an unset variable is left out (nobody can use it).
@@ -148,11 +150,24 @@ pub(super) fn tokens(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) ->
             }
             (None, _) => None,
         };
+        let rate = match &t.rate {
+            Some(r) if r.value == 0 => {
+                err(
+                    &r.referenced,
+                    "rate is at least 1 request a second; remove the token to refuse it everything"
+                        .into(),
+                );
+                1
+            }
+            Some(r) => r.value,
+            None => t.scope.default_rate(),
+        };
         tokens.push(Token {
             name: t.name.value.clone(),
             secret,
             scope: t.scope,
             serves,
+            rate,
         });
     }
     tokens
