@@ -1074,3 +1074,188 @@ async fn a_token_past_its_rate_gets_429_and_others_do_not() {
     daemon.stop("test").await;
     let _ = std::fs::remove_dir_all(&state);
 }
+
+// ---------------------------------------------------------------------------------------------
+// a damaged store
+
+fn deflect_cmd(args: &[&str], dir: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `deflect run` on the state directory `db` (the daemon's config otherwise as the tests'):
+/// its exit status and output, if it stopped within 10 s (else it is killed: it started).
+fn run_on(db: &Path, tag: &str) -> (Option<i32>, String) {
+    let dir = temp_dir(tag);
+    let config = dir.join("deflect.yaml");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    std::fs::write(&config, config_yaml(db, api_port, None, "")).unwrap();
+    let log = dir.join("log");
+    let mut child = spawn_daemon(&config, &log);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// Flips one bit at `at` in every place `needle` is found in the store file (redb keeps an
+/// earlier copy of a page beside the live one).
+fn flip_in_file(db: &Path, needle: &[u8], at: usize) {
+    let path = db.join("deflect.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let places: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!places.is_empty(), "the record in the file");
+    for p in places {
+        bytes[p + at] ^= 0x01;
+    }
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn a_changed_record_is_refused_on_restore_then_checked_repaired_and_named_in_the_log() {
+    let db = audited_state("flip");
+    // 203.0.113.3 becomes 203.0.113.2 in one stored record: valid JSON, a valid prefix, inside
+    // the protected network. Only the checksum can tell.
+    // (The audit entries name it too, in another field order.)
+    let record = b"\"kind\":\"rtbh\",\"prefix\":\"203.0.113.3/32\"";
+    flip_in_file(&db, record, record.len() - 5);
+    let (code, log) = run_on(&db, "flip-run");
+    assert!(code.is_some_and(|c| c != 0 && c != 101), "{code:?} {log}");
+    assert!(
+        log.contains("checksum mismatch") && log.contains("deflect store check"),
+        "{log}"
+    );
+    let (code, text) = deflect_cmd(&["store", "check"], &db);
+    assert_eq!(code, Some(4), "{text}");
+    assert!(
+        text.contains("damaged: mitigation 3: checksum mismatch"),
+        "{text}"
+    );
+    // Export keeps what is readable; repair rewrites the store without the damaged record.
+    let (code, text) = deflect_cmd(&["store", "export"], &db);
+    assert_eq!(code, Some(0), "{text}");
+    let export: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(export["mitigations"].as_array().map(Vec::len), Some(3));
+    let (code, text) = deflect_cmd(&["store", "repair"], &db);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("3 mitigations"), "{text}");
+    let (code, text) = deflect_cmd(&["store", "check"], &db);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(verify_cli(&db).0);
+    let kept = std::fs::read_dir(&db)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("deflect.redb.damaged-")
+        });
+    assert!(kept, "the damaged file is kept");
+    let store = deflect::mitigation::store::Store::open(&db).unwrap();
+    let all = store.audit_page(0, 1000).unwrap();
+    let repair = all
+        .iter()
+        .find(|e| e.action == "store.repair")
+        .expect("store.repair");
+    assert!(
+        repair.detail["lost"][0]
+            .as_str()
+            .unwrap()
+            .contains("mitigation 3"),
+        "{repair:?}"
+    );
+    drop(store);
+    // The repaired store runs.
+    let (code, log) = run_on(&db, "flip-run2");
+    assert_eq!(code, None, "deflect ran: {log}");
+    // And an export imports into a new directory, the log still verifying.
+    let fresh = temp_dir("import").join("db");
+    let file = temp_dir("import-file").join("export.json");
+    std::fs::write(&file, text_of(&["store", "export"], &db)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(["store", "import", "--state-dir"])
+        .arg(&fresh)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(verify_cli(&fresh).0);
+    let (_, text) = deflect_cmd(&["store", "check"], &fresh);
+    assert!(text.contains("mitigations: 3 readable"), "{text}");
+}
+
+fn text_of(args: &[&str], dir: &Path) -> String {
+    deflect_cmd(args, dir).1
+}
+
+#[test]
+fn damage_anywhere_in_the_file_never_panics_a_command_or_the_daemon() {
+    let db = audited_state("damage");
+    let pristine = std::fs::read(db.join("deflect.redb")).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // A zeroed page, then rounds of 100 random flips: 2,000 in all.
+    for round in 0..21 {
+        let mut bytes = pristine.clone();
+        if round == 0 {
+            let page = 4096 * (1 + (bytes.len() / 4096) / 2);
+            let end = (page + 4096).min(bytes.len());
+            bytes[page.min(end)..end].fill(0);
+        } else {
+            for _ in 0..100 {
+                let i = (next() as usize) % bytes.len();
+                bytes[i] ^= 1 << (next() % 8);
+            }
+        }
+        std::fs::write(db.join("deflect.redb"), &bytes).unwrap();
+        for cmd in [&["store", "check"][..], &["audit", "verify"][..]] {
+            let (code, text) = deflect_cmd(cmd, &db);
+            assert!(
+                matches!(code, Some(0 | 1 | 4)),
+                "round {round}: deflect {cmd:?} exited {code:?}: {text}"
+            );
+        }
+        if round % 5 == 0 {
+            let (code, log) = run_on(&db, &format!("damage-run{round}"));
+            assert!(
+                code.is_none() || code.is_some_and(|c| c != 101),
+                "round {round}: deflect run exited {code:?}: {log}"
+            );
+        }
+    }
+}

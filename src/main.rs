@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// A stopped daemon's state store: check, export, repair, import.
+    Store {
+        #[command(subcommand)]
+        cmd: deflect::tools::store::StoreCmd,
+    },
     /// Configuration files.
     Config {
         #[command(subcommand)]
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
         Command::Sflow { api } => cli::sflow(&api),
         Command::Pcap { api, cmd } => cli::pcap(&api, cmd),
         Command::Config { cmd } => cli::config(cmd),
+        Command::Store { cmd } => deflect::tools::store::main(cmd),
         Command::Probe(args) => probe::main(args),
         Command::Flowspec(args) => deflect::tools::flowspec::main(args),
     }

@@ -1,6 +1,8 @@
-//! The commands beside the daemon: `deflect flowspec` ([`flowspec`]) and `deflect sflow-flood`
-//! ([`sflow_flood`]). They are run by hand, in the lab and by the tests; nothing in the daemon
-//! imports them. They use only the vocabulary module [`crate::route`] and the protocol crates.
+//! The commands beside the daemon: `deflect flowspec` ([`flowspec`]), `deflect sflow-flood`
+//! ([`sflow_flood`]) and `deflect store` ([`store`]). They are run by hand, in the lab and by the
+//! tests; nothing in the daemon imports them. They use the vocabulary modules, the protocol
+//! crates, and (`store`) the mitigation store.
 
 pub mod flowspec;
 pub mod sflow_flood;
+pub mod store;
