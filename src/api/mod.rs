@@ -35,8 +35,8 @@ mod serve;
 mod state;
 
 pub use self::auth::{Caller, RateLimits, Scope, Token};
-pub use self::bodies::{AmendRequest, CreateRequest, ExtendRequest};
-use self::bodies::{reason_within_bounds, ttl};
+use self::bodies::reason_within_bounds;
+pub use self::bodies::{AmendRequest, CreateRequest, ExtendRequest, ttl};
 pub use self::error::ApiError;
 use self::metrics::metrics;
 pub use self::serve::{Limits, ServerMetrics, serve};

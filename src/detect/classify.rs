@@ -136,7 +136,7 @@ fn dominant_ports(
             return Vec::new();
         }
         out.push(p);
-        sum += n;
+        sum = sum.saturating_add(n);
         if sum as f64 >= share * total as f64 {
             out.sort_unstable();
             return out;
@@ -149,14 +149,20 @@ fn dominant_ports(
 /// floods to one service port from the same sources are a connection flood.
 pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, Signature) {
     let mine: Vec<&Flow> = flows.iter().filter(|f| Class::of(f) == class).collect();
-    let total: u64 = mine.iter().map(|f| f.pps).sum();
+    // Reports are untrusted: rates near u64::MAX must not overflow (saturating throughout).
+    let total: u64 = mine.iter().map(|f| f.pps).fold(0, u64::saturating_add);
     let mut sports: HashMap<Option<u16>, u64> = HashMap::new();
     let mut dports: HashMap<Option<u16>, u64> = HashMap::new();
     let mut protos: HashMap<u8, u64> = HashMap::new();
     for f in &mine {
-        *sports.entry(f.sport).or_default() += f.pps;
-        *dports.entry(f.dport).or_default() += f.pps;
-        *protos.entry(f.proto).or_default() += f.pps;
+        for n in [
+            sports.entry(f.sport).or_default(),
+            dports.entry(f.dport).or_default(),
+        ] {
+            *n = n.saturating_add(f.pps);
+        }
+        let n = protos.entry(f.proto).or_default();
+        *n = n.saturating_add(f.pps);
     }
     let proto = protos
         .iter()
@@ -182,8 +188,8 @@ pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, S
                     .iter()
                     .filter(|f| Class::of(f) == Class::TcpAck && f.dport == Some(port))
                     .map(|f| f.pps)
-                    .sum();
-                if acks * 2 >= total {
+                    .fold(0, u64::saturating_add);
+                if acks.saturating_mul(2) >= total {
                     vector = Vector::TcpConnectionFlood;
                     sig.tcp_flags = None;
                 }
@@ -201,7 +207,8 @@ pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, S
             // The most common flag byte names it.
             let mut by_flags: HashMap<u8, u64> = HashMap::new();
             for f in &mine {
-                *by_flags.entry(f.tcp_flags.unwrap_or(0)).or_default() += f.pps;
+                let n = by_flags.entry(f.tcp_flags.unwrap_or(0)).or_default();
+                *n = n.saturating_add(f.pps);
             }
             if let Some((fl, n)) = by_flags.iter().max_by_key(|(fl, n)| (**n, **fl)) {
                 if *n as f64 >= 0.8 * total as f64 && *fl != 0 {

@@ -471,7 +471,8 @@ impl Detector {
             }
         }
         for (list, n) in n.ioc {
-            *o.ioc.entry(list).or_default() += n;
+            let c = o.ioc.entry(list).or_default();
+            *c = c.saturating_add(n);
         }
         o.sample(now, n.pps);
         o.note(
@@ -637,10 +638,14 @@ impl Detector {
             n.reports += 1;
             n.one_in = r.one_in;
             let secs = r.interval_ms as f64 / 1000.0;
-            n.rx_pps =
-                (r.interfaces.iter().map(|i| i.rx_packets).sum::<u64>() as f64 / secs) as u64;
+            n.rx_pps = (r
+                .interfaces
+                .iter()
+                .map(|i| i.rx_packets as f64)
+                .sum::<f64>()
+                / secs) as u64;
             n.rx_bps =
-                (r.interfaces.iter().map(|i| i.rx_bytes).sum::<u64>() as f64 * 8.0 / secs) as u64;
+                (r.interfaces.iter().map(|i| i.rx_bytes as f64).sum::<f64>() * 8.0 / secs) as u64;
         }
         let dt = r.interval_ms as u64;
         let mut events = Vec::new();

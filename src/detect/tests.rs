@@ -812,3 +812,132 @@ fn a_quiet_seen_only_behind_the_filters_is_not_known_to_be_real() {
     assert!(ended);
     assert!(!d.attack(id).unwrap().quiet_upstream);
 }
+
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn addr() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            (0u8..4).prop_map(|i| format!("203.0.113.{i}").parse().unwrap()),
+            any::<u32>().prop_map(|v| IpAddr::from(std::net::Ipv4Addr::from(v))),
+            any::<u128>().prop_map(|v| IpAddr::from(std::net::Ipv6Addr::from(v))),
+            Just("2001:db8:100::7".parse().unwrap()),
+        ]
+    }
+
+    fn rate() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..100_000, Just(u64::MAX), any::<u64>()]
+    }
+
+    fn flow() -> impl Strategy<Value = Flow> {
+        (
+            any::<u8>(),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u8>()),
+            any::<bool>(),
+            rate(),
+            rate(),
+        )
+            .prop_map(
+                |(proto, sport, dport, tcp_flags, fragment, pps, bps)| Flow {
+                    proto,
+                    sport,
+                    dport,
+                    tcp_flags,
+                    fragment,
+                    pps,
+                    bps,
+                },
+            )
+    }
+
+    fn target() -> impl Strategy<Value = Target> {
+        (
+            addr(),
+            rate(),
+            rate(),
+            proptest::collection::vec(flow(), 0..6),
+            proptest::collection::vec((addr(), rate()), 0..4),
+        )
+            .prop_map(|(dst, pps, bps, flows, sources)| Target {
+                dst,
+                pps,
+                bps,
+                flows,
+                sources: sources
+                    .into_iter()
+                    .map(|(addr, pps)| Source { addr, pps })
+                    .collect(),
+            })
+    }
+
+    fn hostile_report() -> impl Strategy<Value = (String, Report, u64)> {
+        (
+            prop_oneof![
+                Just("web1".to_string()),
+                Just("sflow:edge".to_string()),
+                "[a-z]{1,3}"
+            ],
+            50u32..=60_000,
+            1u32..=u32::MAX,
+            proptest::collection::vec(target(), 0..5),
+            0u64..5_000,
+        )
+            .prop_map(|(node, interval_ms, one_in, targets, step)| {
+                let r = Report {
+                    // The name in the body (the API checks it); the token's name is `node`.
+                    node: "probe".into(),
+                    seq: 0,
+                    time_ms: 0,
+                    interval_ms,
+                    one_in,
+                    sampled: 0,
+                    interfaces: Vec::new(),
+                    targets,
+                    packets: Vec::new(),
+                    applied: Vec::new(),
+                    drop_error: None,
+                };
+                (node, r, step)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever a node reports within the bounds the API checks (rates up to u64::MAX,
+        /// unprotected and duplicate addresses, any protocol, ports and flags), the detector
+        /// never panics, never tracks more than its limits, and every attack it reports is on
+        /// a protected address and has a sane timeline.
+        #[test]
+        fn hostile_reports_never_panic_and_stay_within_the_limits(
+            reports in proptest::collection::vec(hostile_report(), 1..40),
+        ) {
+            let mut s = settings();
+            s.max_targets = 8;
+            s.max_targets_per_node = 4;
+            let mut d = Detector::new(s, 1);
+            let mut now = 1_000_000u64;
+            for (node, r, step) in &reports {
+                prop_assert!(r.validate().is_ok());
+                now += step;
+                d.ingest(node, r, now);
+                let _ = d.check_stale(now);
+                prop_assert!(d.target_count() <= 8);
+            }
+            for a in d.attacks() {
+                prop_assert!(
+                    a.target.to_string().starts_with("203.0.113.")
+                        || a.target.to_string().starts_with("2001:db8:100:"),
+                    "{a:?}"
+                );
+                prop_assert!(a.peak_pps >= a.pps || a.ended_ms.is_some());
+                prop_assert!(a.ended_ms.is_none_or(|e| e >= a.started_ms));
+            }
+            let _ = d.top_targets(10);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Arbitrary bytes as a probe's report: whatever passes the API's checks goes through detection
+//! (twice, a second apart, from two nodes) without a panic, and the table stays within its limits.
+#![no_main]
+
+use std::time::Duration;
+
+use deflect::detect::{Detector, Settings, Thresholds};
+use deflect::telemetry::Report;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(report) = serde_json::from_slice::<Report>(data) else {
+        return;
+    };
+    if report.validate().is_err() {
+        return;
+    }
+    let th = Thresholds {
+        warmup: Duration::ZERO,
+        ..Thresholds::default()
+    };
+    let mut d = Detector::new(
+        Settings {
+            groups: vec![(
+                "all".into(),
+                vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+                th,
+            )],
+            max_targets: 64,
+            max_targets_per_node: 32,
+            upstream: vec!["sflow:edge".into()],
+            ..Settings::default()
+        },
+        1,
+    );
+    let mut now = 1_000_000;
+    for node in ["web1", "sflow:edge", "web1"] {
+        d.ingest(node, &report, now);
+        now += 1000;
+        let _ = d.check_stale(now);
+        assert!(d.target_count() <= 64);
+    }
+    let _ = d.top_targets(10);
+});
