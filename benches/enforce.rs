@@ -51,16 +51,19 @@ fn enforcing(lab: &Lab) -> bool {
     Edge::BOTH.iter().any(|&e| !lab.enforced(e).is_empty())
 }
 
-/// Waits (bounded) until neither router holds a rule; how long it took.
+/// Waits (bounded) until neither router holds a rule; how long it took. Then (bounded) until
+/// neither enforcer does, so that the next flood starts from nothing.
 fn until_withdrawn(lab: &Lab, bound: Duration) -> Option<Duration> {
     let t = Instant::now();
-    poll(bound, || {
+    let gone = poll(bound, || {
         let empty = routers_empty(lab);
         if !empty {
             thread::sleep(Duration::from_millis(200));
         }
         empty.then(|| t.elapsed())
-    })
+    });
+    let _ = poll(5 * SECOND, || (!enforcing(lab)).then_some(()));
+    gone
 }
 
 /// Attacks on the victim by `vector` that started at or after `since_ms`.
@@ -229,12 +232,16 @@ fn rtbh_step(lab: &Lab) {
     let id = serde_json::from_str::<serde_json::Value>(&out).unwrap_or_default()["id"].to_string();
     let added = Instant::now();
     eprintln!("rtbh step (192.0.2.2/32 by hand), answered before: {before:?}");
-    for e in Edge::BOTH {
-        let placed = poll(10 * SECOND, || {
-            lab.blackholes(e)
-                .contains("blackhole 192.0.2.2")
-                .then(|| added.elapsed())
-        });
+    let mut placed = [None; 2];
+    poll(10 * SECOND, || {
+        for (i, &e) in Edge::BOTH.iter().enumerate() {
+            if placed[i].is_none() && lab.blackholes(e).contains("blackhole 192.0.2.2") {
+                placed[i] = Some(added.elapsed());
+            }
+        }
+        placed.iter().all(Option::is_some).then_some(())
+    });
+    for (e, placed) in Edge::BOTH.into_iter().zip(placed) {
         let answered = (0..10).filter(|_| ping(e)).count();
         eprintln!(
             "  {e:?}: blackhole at the edge after {}; during: {answered} of 10 pings answered",
@@ -266,7 +273,6 @@ fn probe_killed(lab: &Lab) {
         return;
     }
     lab.kill("probe", "-KILL");
-    let killed = Instant::now();
     let gone = until_withdrawn(lab, AMPLIFICATION_TTL + 60 * SECOND);
     drop(running);
     eprintln!(
@@ -274,7 +280,6 @@ fn probe_killed(lab: &Lab) {
         secs(gone),
         AMPLIFICATION_TTL.as_secs()
     );
-    let _ = killed;
 }
 
 fn main() {

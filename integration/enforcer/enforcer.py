@@ -39,6 +39,10 @@ fragment", a route that expands into more than 16 rules. It does not: apply redi
 traffic-marking, honour the traffic-action T bit (every rule is terminal), validate routes
 (RFC 8955 §6; the router already did), or read other tables than those above.
 
+When the router's CLI does not answer (the daemon restarting), the last view stays programmed and
+the failure is logged once. On SIGTERM, SIGINT or --max-runtime, the table and the blackhole
+routes are removed.
+
 Output: one line per change, `TIME added|removed|skipped: why ROUTE`, on stdout.
   --dump      print the ruleset (and blackhole routes as comments) for the current view and exit.
   --selftest  run the unit tests beside this file (test_enforcer.py) and exit.
