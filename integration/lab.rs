@@ -242,7 +242,8 @@ fn a_router_restarted_mid_attack_gets_the_rule_back() {
         eprintln!("skipped: {why}");
         return;
     }
-    // Unenforced: BIRD's enforcer would drop the flood and the attack would end before GoBGP is back.
+    // Unenforced: with BIRD's enforcer dropping the flood, the attack can end (cooldown 2 s, hold
+    // 1 s) before GoBGP is back, and this test is about GoBGP getting a live attack's rule back.
     let lab = Lab::up("frr", &[("LAB_HOLD", "1s"), ("LAB_ENFORCE", "0")]).unwrap();
     let flood = Flood::start(&lab, Kind::Ntp, 15_000, Duration::from_secs(60));
     assert!(wait_rule(&lab, Kind::Ntp, 10 * SECOND), "{}", show(&lab));
@@ -266,7 +267,10 @@ fn deflect_killed_mid_attack_loses_nothing_and_leaks_nothing() {
         eprintln!("skipped: {why}");
         return;
     }
-    // Unenforced: the attack must still be on when deflect comes back, to be re-announced.
+    // Unenforced: the flood must stay visible across the restart. Enforced, the probe sees nothing
+    // once deflect is back, the attack did not survive the restart (GET /attacks is empty), so
+    // nothing ends the restored mitigation: it stays until its ttl (10 min), still in both routers
+    // 30 s after the flood stopped.
     let lab = Lab::up("fkl", &[("LAB_HOLD", "1s"), ("LAB_ENFORCE", "0")]).unwrap();
     let flood = Flood::start(&lab, Kind::Ntp, 15_000, Duration::from_secs(90));
     assert!(wait_rule(&lab, Kind::Ntp, 10 * SECOND), "{}", show(&lab));
