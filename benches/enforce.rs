@@ -182,8 +182,9 @@ fn sustained(lab: &Lab, kind: Kind, vector: &str, pps_per_edge: u64, length: Dur
 fn pulse_wave(lab: &Lab, length: Duration) {
     let since = now_ms();
     let cycles = (length.as_secs_f64() / 60.0).ceil().max(1.0) as u32;
-    let mut gaps = Vec::new();
+    let (mut gaps, mut met) = (Vec::new(), 0);
     for _ in 0..cycles {
+        met += u32::from(enforcing(lab));
         let on = floods(lab, Kind::Ntp, 8_000, 20 * SECOND);
         thread::sleep(20 * SECOND);
         drop(on);
@@ -191,24 +192,34 @@ fn pulse_wave(lab: &Lab, length: Duration) {
         thread::sleep(40 * SECOND);
         gaps.push((gap, now_ms()));
     }
+    let last_pulse_end = gaps.last().map_or(0, |g| g.0);
     let withdrawn = until_withdrawn(lab, WITHDRAW_BOUND);
     let attacks = attacks_since(lab, "amplification", since);
     let mitigations = policy_mitigations_since(lab, since);
-    let between = mitigations
+    let withdrawals: Vec<u64> = mitigations
         .iter()
         .filter_map(|m| m["withdrawn_ms"].as_u64())
-        .filter(|w| gaps.iter().any(|(a, b)| (a..b).contains(&w)))
+        .collect();
+    let between = withdrawals
+        .iter()
+        .filter(|w| gaps.iter().any(|(a, b)| (a..b).contains(w)))
         .count();
     eprintln!("pulse wave (NTP, 20 s on at 16000 pps over 2 edges, 40 s off), {cycles} pulses");
     eprintln!("  attacks recorded for the victim: {}", attacks.len());
     eprintln!(
-        "  policy mitigations: {} made; {between} withdrawn between pulses",
+        "  policy mitigations: {} made; {between} withdrawn between pulses; {met} pulses met a rule still in place",
         mitigations.len()
     );
-    eprintln!(
-        "  last pulse's end → rule gone from both routers: {}",
-        secs(withdrawn.map(|d| d + 40 * SECOND))
-    );
+    match (withdrawn, withdrawals.iter().max()) {
+        (Some(_), Some(&w)) => eprintln!(
+            "  last withdrawal {:+.1} s from the last pulse's end",
+            (w as f64 - last_pulse_end as f64) / 1e3
+        ),
+        _ => eprintln!(
+            "  the rule was still in a router {} s after the last pulse",
+            40 + WITHDRAW_BOUND.as_secs()
+        ),
+    }
 }
 
 fn rtbh_step(lab: &Lab) {
