@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark, nftables,
-# chromium, iptables) with apt-get when missing; run as root (the probe and lab tests make network
-# namespaces).
+# chromium, iptables, python3 for the lab's enforcer) with apt-get when missing; run as root (the
+# probe and lab tests make network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,7 @@ command -v tshark >/dev/null || need+=(tshark)
 command -v nft >/dev/null || need+=(nftables)
 command -v chromium >/dev/null || need+=(chromium)
 command -v iptables >/dev/null || need+=(iptables)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get"
   apt-get update -qq

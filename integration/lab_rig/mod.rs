@@ -1,19 +1,60 @@
 //! The namespace lab (`integration/lab`) driven from Rust: bring it up and down, send bounded
-//! floods from the attacker's namespace, read what each router holds. Shared by
-//! `integration/lab.rs` (the end-to-end and fault tests) and `benches/lab.rs` (the figures).
+//! floods from the attacker's namespace through either edge router, read what each router holds,
+//! what each router's enforcer programmed and what reached the victim. Shared by
+//! `integration/lab.rs` (the end-to-end and fault tests), `integration/enforce.rs` (the routers in
+//! the path), `benches/lab.rs` and `benches/enforce.rs` (the figures).
 
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 
 pub const VICTIM: &str = "192.0.2.2";
-pub const ATTACKER: &str = "192.0.2.1";
+/// The attacker's address behind BIRD's edge (its default route).
+pub const ATTACKER: &str = "203.0.113.9";
+
+/// The edge router a flood or a ping goes through (`integration/lab` routes the attacker's two
+/// source addresses through one each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    Bird,
+    Gobgp,
+}
+
+impl Edge {
+    pub const BOTH: [Edge; 2] = [Edge::Bird, Edge::Gobgp];
+
+    /// The attacker's source address that routes through this edge.
+    pub fn source(self) -> Ipv4Addr {
+        match self {
+            Edge::Bird => Ipv4Addr::new(203, 0, 113, 9),
+            Edge::Gobgp => Ipv4Addr::new(203, 0, 113, 13),
+        }
+    }
+
+    /// The router's namespace suffix.
+    pub fn ns(self) -> &'static str {
+        match self {
+            Edge::Bird => "bird",
+            Edge::Gobgp => "gob",
+        }
+    }
+
+    /// As in the lab's file names (`enforcer-NAME.log`) and the victim's counters (`from_NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Edge::Bird => "bird",
+            Edge::Gobgp => "gobgp",
+        }
+    }
+}
 
 /// A lab, down on drop.
 pub struct Lab {
@@ -38,7 +79,7 @@ pub fn unavailable() -> Option<String> {
     if !root {
         return Some("not root (network namespaces need it)".into());
     }
-    for c in ["ip", "bird", "gobgpd", "curl"] {
+    for c in ["ip", "bird", "gobgpd", "curl", "nft", "python3"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {c}")])
             .output()
@@ -248,6 +289,8 @@ pub enum Kind {
     Syn,
     /// ICMP echo requests.
     Icmp,
+    /// UDP from one ephemeral port to port 4444 (a plain UDP flood, no amplifier's port).
+    Udp,
 }
 
 fn checksum(data: &[u8]) -> u16 {
@@ -261,37 +304,42 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Sends a flood from the attacker's namespace at `pps` until `stop` says so or `max` passes
-/// (both bounds hold). Returns (packets sent, when the first one left).
+/// Sends a flood from the attacker's namespace through BIRD's edge at `pps` until `stop` says so or
+/// `max` passes (both bounds hold). Returns (packets sent, when the first one left).
 pub fn flood(
     ns: &str,
     kind: Kind,
     pps: u64,
     max: Duration,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<(u64, Instant)> {
+    flood_via(ns, Edge::Bird, kind, pps, max, stop, Arc::default())
+}
+
+/// [`flood`] through `edge`, counting what it sent in `sent` as it goes.
+pub fn flood_via(
+    ns: &str,
+    edge: Edge,
+    kind: Kind,
+    pps: u64,
+    max: Duration,
+    stop: Arc<AtomicBool>,
+    sent_so_far: Arc<AtomicU64>,
 ) -> io::Result<(u64, Instant)> {
     in_netns(ns, move || {
-        let src: Ipv4Addr = ATTACKER.parse().map_err(io::Error::other)?;
+        let src = edge.source();
         let dst: Ipv4Addr = VICTIM.parse().map_err(io::Error::other)?;
+        let raw = |p| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(p));
         let (udp, raw) = match kind {
             Kind::Ntp => (Some(UdpSocket::bind((src, 123))?), None),
-            Kind::Syn => (
-                None,
-                Some(socket2::Socket::new(
-                    socket2::Domain::IPV4,
-                    socket2::Type::RAW,
-                    Some(socket2::Protocol::TCP),
-                )?),
-            ),
-            Kind::Icmp => (
-                None,
-                Some(socket2::Socket::new(
-                    socket2::Domain::IPV4,
-                    socket2::Type::RAW,
-                    Some(socket2::Protocol::ICMPV4),
-                )?),
-            ),
+            Kind::Udp => (Some(UdpSocket::bind((src, 0))?), None),
+            Kind::Syn => (None, Some(raw(socket2::Protocol::TCP)?)),
+            Kind::Icmp => (None, Some(raw(socket2::Protocol::ICMPV4)?)),
         };
+        // The source address picks the edge (source routing in the attacker's namespace).
+        if let Some(r) = &raw {
+            r.bind(&SocketAddr::from((src, 0)).into())?;
+        }
         let to = SocketAddr::from((dst, 4444));
         let payload = vec![0x5au8; 468];
         let packet = |n: u64| -> Vec<u8> {
@@ -314,22 +362,14 @@ pub fn flood(
                     h[16..18].copy_from_slice(&c.to_be_bytes());
                     h
                 }
-                Kind::Icmp => {
-                    let mut h = vec![0u8; 64];
-                    h[0] = 8;
-                    h[4..6].copy_from_slice(&1u16.to_be_bytes());
-                    h[6..8].copy_from_slice(&(n as u16).to_be_bytes());
-                    let c = checksum(&h);
-                    h[2..4].copy_from_slice(&c.to_be_bytes());
-                    h
-                }
-                Kind::Ntp => Vec::new(),
+                Kind::Icmp => echo_request(n as u16, 64),
+                Kind::Ntp | Kind::Udp => Vec::new(),
             }
         };
         let start = Instant::now();
         let mut sent = 0u64;
         let dst_sa: socket2::SockAddr = SocketAddr::from((dst, 0)).into();
-        while start.elapsed() < max && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while start.elapsed() < max && !stop.load(Ordering::Relaxed) {
             let due = (start.elapsed().as_secs_f64() * pps as f64) as u64 + 1;
             while sent < due {
                 let ok = match (&udp, &raw) {
@@ -342,10 +382,22 @@ pub fn flood(
                 }
                 sent += 1;
             }
+            sent_so_far.store(sent, Ordering::Relaxed);
             thread::sleep(Duration::from_micros(500));
         }
         Ok((sent, start))
     })
+}
+
+/// An ICMP echo request with identifier 1, sequence `seq` and `len` bytes in all.
+fn echo_request(seq: u16, len: usize) -> Vec<u8> {
+    let mut h = vec![0u8; len];
+    h[0] = 8;
+    h[4..6].copy_from_slice(&1u16.to_be_bytes());
+    h[6..8].copy_from_slice(&seq.to_be_bytes());
+    let c = checksum(&h);
+    h[2..4].copy_from_slice(&c.to_be_bytes());
+    h
 }
 
 /// Polls `f` every 10 ms until it gives `Some`, for at most `timeout`.
@@ -485,23 +537,38 @@ impl Lab {
 
 /// A flood running on its own thread until stopped.
 pub struct Flood {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
     thread: Option<thread::JoinHandle<io::Result<(u64, Instant)>>>,
 }
 
 impl Flood {
+    /// Through BIRD's edge.
     pub fn start(lab: &Lab, kind: Kind, pps: u64, max: Duration) -> Flood {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (ns, s) = (lab.ns("att"), stop.clone());
+        Flood::via(lab, Edge::Bird, kind, pps, max)
+    }
+
+    pub fn via(lab: &Lab, edge: Edge, kind: Kind, pps: u64, max: Duration) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (ns, s, n) = (lab.ns("att"), stop.clone(), sent.clone());
         Flood {
             stop,
-            thread: Some(thread::spawn(move || flood(&ns, kind, pps, max, s))),
+            sent,
+            thread: Some(thread::spawn(move || {
+                flood_via(&ns, edge, kind, pps, max, s, n)
+            })),
         }
+    }
+
+    /// Packets sent so far (updated every half millisecond or so).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Stops it: packets sent, and when the first one left.
     pub fn stop(mut self) -> (u64, Instant) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()
             .and_then(|t| t.join().ok())
@@ -512,10 +579,121 @@ impl Flood {
 
 impl Drop for Flood {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// What the router's enforcer programmed: (rule comment, packets its counter saw), in rule order.
+/// The comment names the route in the router's own words (see `integration/enforcer`).
+pub type Enforced = Vec<(String, u64)>;
+
+impl Lab {
+    pub fn enforced(&self, edge: Edge) -> Enforced {
+        let out = self
+            .exec(
+                edge.ns(),
+                &["nft", "-j", "list", "table", "inet", "deflect_enforcer"],
+            )
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let mut rules = Vec::new();
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            let rule = &item["rule"];
+            let Some(comment) = rule["comment"].as_str() else {
+                continue;
+            };
+            let packets = rule["expr"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|e| e["counter"]["packets"].as_u64())
+                .unwrap_or(0);
+            rules.push((comment.to_string(), packets));
+        }
+        rules
+    }
+
+    /// Packets the enforcer at `edge` counted on the rules for `route` (its name as the router
+    /// prints it; a route may be several rules).
+    pub fn enforced_packets(&self, edge: Edge, route: &str) -> Option<u64> {
+        let rules: Vec<u64> = self
+            .enforced(edge)
+            .into_iter()
+            .filter(|(c, _)| c.starts_with(route))
+            .map(|(_, p)| p)
+            .collect();
+        (!rules.is_empty()).then(|| rules.iter().sum())
+    }
+
+    /// The blackhole routes the enforcer at `edge` installed.
+    pub fn blackholes(&self, edge: Edge) -> String {
+        self.exec(edge.ns(), &["ip", "route", "show", "proto", "199"])
+            .unwrap_or_default()
+    }
+
+    /// Packets (from the attacker, any kind) that reached the victim through `edge`.
+    pub fn victim_packets(&self, edge: Edge) -> u64 {
+        let name = format!("from_{}", edge.name());
+        let out = self
+            .exec(
+                "vic",
+                &["nft", "-j", "list", "counter", "inet", "lab_victim", &name],
+            )
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|i| i["counter"]["packets"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// One ICMP echo from the attacker to the victim through `edge`: did the reply come within
+    /// `timeout`?
+    pub fn ping(&self, edge: Edge, timeout: Duration) -> bool {
+        static SEQ: AtomicU64 = AtomicU64::new(1);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed) as u16;
+        in_netns(&self.ns("att"), move || {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::ICMPV4),
+            )?;
+            s.bind(&SocketAddr::from((edge.source(), 0)).into())?;
+            let to: Ipv4Addr = VICTIM.parse().map_err(io::Error::other)?;
+            s.send_to(&echo_request(seq, 64), &SocketAddr::from((to, 0)).into())?;
+            let deadline = Instant::now() + timeout;
+            let mut buf = [0u8; 1500];
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                let Ok(n) = io::Read::read(&mut &s, &mut buf) else {
+                    return Ok(false);
+                };
+                let b = &buf[..n];
+                if n < 20 {
+                    continue;
+                }
+                let ihl = usize::from(b[0] & 0x0f) * 4;
+                let reply = b.get(ihl..ihl + 8).is_some_and(|icmp| {
+                    icmp[0] == 0
+                        && icmp[4..6] == 1u16.to_be_bytes()
+                        && icmp[6..8] == seq.to_be_bytes()
+                }) && b[12..16] == to.octets();
+                if reply {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .unwrap_or(false)
+    }
+
+    pub fn enforcer_log(&self, edge: Edge) -> String {
+        self.log(&format!("enforcer-{}", edge.name()))
     }
 }
 
