@@ -306,3 +306,82 @@ fn a_rate_limit_the_routers_hold_keeps_the_flood_at_its_cap_even_with_deflect_ki
         }
     }
 }
+
+#[test]
+fn a_flood_the_edge_hides_stays_one_attack_its_rule_back_at_once_and_held_longer_each_time() {
+    if let Some(why) = lab_rig::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // Hold-down 2 s, cooldown 2 s, probe every second; the shipped recurrence (probation 15 m,
+    // growth 4). 25 s of flood through the BIRD edge: the rule hides it within a second, so deflect
+    // sees quiet, withdraws after 2 s of it to look, sees the flood again and puts the rule back,
+    // then holds 8 s, then 32 s.
+    let lab = Lab::up("one", &[("LAB_HOLD", "2s")]).unwrap();
+    let edge = Edge::Bird;
+    let flood = Flood::via(&lab, edge, Kind::Ntp, 15_000, 60 * SECOND);
+    poll(15 * SECOND, || router_has_ntp(&lab, edge).then_some(()))
+        .unwrap_or_else(|| panic!("the rule in the router\n{}", show(&lab)));
+    let (s1, v1) = (flood.sent(), lab.victim_packets(edge));
+    // A measuring window, not a wait for a condition.
+    thread::sleep(25 * SECOND);
+    let (s2, v2) = (flood.sent(), lab.victim_packets(edge));
+    flood.stop();
+    let attacks = lab.api("/api/v1/attacks?all=true");
+    let ours: Vec<&serde_json::Value> = attacks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["vector"] == "amplification")
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "one flood, one attack: {attacks:#}\n{}",
+        show(&lab)
+    );
+    let timeline: Vec<&str> = ours[0]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["what"].as_str())
+        .collect();
+    let returns = timeline
+        .iter()
+        .filter(|w| w.starts_with("came back after its rules were withdrawn"))
+        .count();
+    let made = lab
+        .api("/api/v1/mitigations?all=true")
+        .as_array()
+        .map_or(0, |m| {
+            m.iter()
+                .filter(|m| {
+                    m["actor"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("policy:amplification"))
+                })
+                .count()
+        });
+    let (sent, reached) = (s2 - s1, v2 - v1);
+    eprintln!(
+        "figure: 25 s enforced NTP flood: 1 attack, {returns} returns, {made} announcements, {reached} of {sent} packets reached the victim ({:.2}%)",
+        reached as f64 * 100.0 / sent.max(1) as f64
+    );
+    assert!(
+        (1..=2).contains(&returns),
+        "withdrawn to look, back at once, held longer: {timeline:#?}"
+    );
+    assert_eq!(made, returns + 1, "{timeline:#?}");
+    assert!(
+        timeline
+            .iter()
+            .any(|w| w.contains("next hold-down 8 s (was 2 s)")),
+        "{timeline:#?}"
+    );
+    // Each return lets at most about a probe interval of flood through (15k packets a second).
+    assert!(
+        reached <= 15_000 * 2 * returns as u64,
+        "{reached} of {sent} reached the victim with {returns} returns\n{}",
+        show(&lab)
+    );
+}
