@@ -117,6 +117,12 @@ impl Http {
     }
 }
 
+/// A refusal with this status whose JSON error says `why`.
+fn refused(status: u16, body: &Value, want: u16, why: &str) {
+    assert_eq!(status, want, "{body}");
+    assert!(body["error"].as_str().unwrap_or("").contains(why), "{body}");
+}
+
 fn gobgp_flow_rules(g: &Gobgp) -> Vec<String> {
     g.rib("ipv4-flowspec")
         .map(|v| v.into_iter().map(|(k, _)| k).collect())
@@ -191,14 +197,15 @@ async fn a_mitigation_made_over_http_reaches_gobgp_leaves_it_expires_and_survive
     })
     .await
     .unwrap();
-    assert_eq!(st, 409, "{other}");
-    assert!(
-        other["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("other peers"),
-        "{other}"
-    );
+    refused(st, &other, 409, "other peers");
+    // An IPv6 blackhole no neighbor can take (GoBGP here has only an IPv4 next hop for RTBH):
+    // refused, saying why, rather than reported active and sent nowhere.
+    let (st, v6) = tokio::task::spawn_blocking(move || {
+        Http::new(api_port).create(json!({"kind": "rtbh", "prefix": "2001:db8:100::9/128"}))
+    })
+    .await
+    .unwrap();
+    refused(st, &v6, 422, "rtbh.next_hop_ipv6");
 
     // New actions, the same rule: changed in place in GoBGP (the same NLRI, now a rate limit),
     // never withdrawn in between; audited. A rule with no action, or an RTBH route, is refused.
@@ -412,8 +419,7 @@ async fn bad_requests_get_their_status_and_a_json_error() {
         }
         // Telemetry comes from node tokens only: an operator's write token is not a node.
         let (st, v) = h.req("POST", "/api/v1/telemetry", Some(WRITE), Some("{}"));
-        assert_eq!(st, 403, "{v}");
-        assert!(v["error"].as_str().unwrap_or("").contains("not a node token"), "{v}");
+        refused(st, &v, 403, "not a node token");
         let (st, v) = h.req("GET", "/api/v1/mitigations/999", Some(READ), None);
         assert_eq!((st, v["error"].as_str()), (404, Some("no mitigation 999")));
         let (st, _) = h.req("GET", "/api/v1/mitigations/x", Some(READ), None);
@@ -1043,14 +1049,7 @@ async fn a_token_past_its_rate_gets_429_and_others_do_not() {
             "{statuses:?}"
         );
         let (st, v) = h.req("GET", "/api/v1/mitigations", Some(READ), None);
-        assert_eq!(st, 429, "{v}");
-        assert!(
-            v["error"]
-                .as_str()
-                .unwrap()
-                .contains("over its 5 requests a second"),
-            "{v}"
-        );
+        refused(st, &v, 429, "over its 5 requests a second");
         // The operator's token has its own budget.
         assert_eq!(
             h.req("GET", "/api/v1/mitigations", Some(WRITE), None).0,

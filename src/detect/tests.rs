@@ -86,7 +86,12 @@ fn normal() -> Vec<Flow> {
 
 /// A detector that has learned a minute and a half of normal traffic; returns it and the clock.
 fn warmed() -> (Detector, u64) {
-    let mut d = Detector::new(settings(), 1);
+    warmed_with(settings())
+}
+
+/// A detector with these settings, its baselines learned on 90 s of normal traffic.
+fn warmed_with(s: Settings) -> (Detector, u64) {
+    let mut d = Detector::new(s, 1);
     let mut now = 1_000_000;
     for seq in 0..90 {
         now += 1000;
@@ -291,12 +296,7 @@ fn the_baseline_scales_the_threshold_a_busy_server_is_not_flagged() {
 fn confirm_waits_for_n_intervals() {
     let mut s = settings();
     s.groups[0].2.confirm = 3;
-    let mut d = Detector::new(s, 1);
-    let mut now = 0;
-    for seq in 0..90 {
-        now += 1000;
-        d.ingest("web1", &report(seq, VICTIM, normal()), now);
-    }
+    let (mut d, mut now) = warmed_with(s);
     let flood = with(flow(17, Some(123), None, None, 50_000));
     for i in 0..2 {
         now += 1000;
@@ -708,12 +708,7 @@ fn an_attack_ends_when_its_quiet_began_and_reopens_as_itself() {
 fn a_watched_class_starts_on_its_first_interval_above_whatever_confirm_says() {
     let mut s = settings();
     s.groups[0].2.confirm = 3;
-    let mut d = Detector::new(s, 1);
-    let mut now = 1_000_000;
-    for seq in 0..90 {
-        now += 1000;
-        d.ingest("web1", &report(seq, VICTIM, normal()), now);
-    }
+    let (mut d, mut now) = warmed_with(s);
     now += 1000;
     assert!(
         d.ingest("web1", &report(100, VICTIM, ntp_flood(50_000)), now)

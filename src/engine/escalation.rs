@@ -125,6 +125,11 @@ pub struct Memory {
     /// Remembered until then: the end of the probation (or of the hold-down and probation both,
     /// while the rules are still in place).
     pub until_ms: u64,
+    /// Its mitigations in place when it was written: after a restart the escalation takes back
+    /// those still active, so they leave after a hold-down rather than at the end of their
+    /// lifetime (nothing would see a flood their own enforcement hides).
+    #[serde(default)]
+    pub made: Vec<u64>,
 }
 
 impl Memory {
@@ -161,11 +166,13 @@ impl Escalation {
         }
     }
 
-    /// An escalation remembered from before a restart, on probation until the memory's end.
-    pub fn remembered(policy: Policy, m: &Memory) -> Escalation {
+    /// An escalation remembered from before a restart: on probation until the memory's end, or,
+    /// if some of its mitigations are still in place (`adopted`), in a hold-down from `now` with
+    /// them: withdrawn after it unless the attack is seen again.
+    pub fn remembered(policy: Policy, m: &Memory, adopted: Vec<Made>, now: u64) -> Escalation {
         let probation = policy.recurrence.probation.as_millis() as u64;
         let withdrawn = m.until_ms.saturating_sub(probation);
-        Escalation {
+        let mut e = Escalation {
             target: m.target,
             vector: m.vector,
             class: m.class,
@@ -184,7 +191,15 @@ impl Escalation {
             end_told: false,
             quiet_upstream: false,
             policy,
+        };
+        if !adopted.is_empty() {
+            e.made = adopted;
+            e.fired = e.reached;
+            e.withdrawn_at = None;
+            e.ended_at = Some(now);
+            e.last_refresh = now;
         }
+        e
     }
 
     /// What to keep in the store so that a restart does not forget it: how long its hold-down
@@ -196,8 +211,9 @@ impl Escalation {
         let until = match (self.ended_at, self.withdrawn_at) {
             (_, Some(w)) => w + probation,
             (Some(t), None) => t + hold + probation,
-            // Active after a return: its rules live at most their TTL if deflect stops now.
-            (None, None) if self.returns > 0 => {
+            // Active, its rules in place (or after a return): they live at most their TTL if
+            // deflect stops now.
+            (None, None) if self.returns > 0 || !self.made.is_empty() => {
                 now + self.ttl().as_millis() as u64 + hold + probation
             }
             (None, None) => return None,
@@ -212,6 +228,7 @@ impl Escalation {
             returns: self.returns,
             reached: self.reached.max(self.fired),
             until_ms: until,
+            made: self.made.iter().map(|m| m.id).collect(),
         })
     }
 

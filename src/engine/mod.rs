@@ -48,7 +48,7 @@ use crate::audit::AuditSink;
 use crate::clock::now_ms;
 use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
 use crate::ioc::Lists;
-use crate::mitigation::{Amend, Created, MitigationHandle, Refusal};
+use crate::mitigation::{Amend, Created, ListFilter, MitigationHandle, Refusal};
 use crate::pcap::Recorder;
 use crate::policy::{self, Call, Policies, Policy};
 use crate::route::Kind;
@@ -331,6 +331,12 @@ impl Engine {
                 return;
             }
         };
+        // Mitigations still in place, for the escalations to take back.
+        let active = self
+            .mitigations
+            .list(ListFilter::default())
+            .await
+            .unwrap_or_default();
         let mut restored = 0;
         for (key, bytes) in stored {
             let m = match serde_json::from_slice::<Memory>(&bytes) {
@@ -347,8 +353,22 @@ impl Engine {
             let policy = self.policies.list.iter().find(|p| p.name == m.policy);
             match policy {
                 Some(p) if m.until_ms > now && !self.escalations.contains_key(&m.attack) => {
-                    self.escalations
-                        .insert(m.attack, Escalation::remembered(p.clone(), &m));
+                    let adopted: Vec<escalation::Made> = active
+                        .iter()
+                        .filter(|x| m.made.contains(&x.id))
+                        .filter_map(|x| {
+                            let t = x.target().ok()?;
+                            Some(escalation::Made {
+                                id: x.id,
+                                kind: t.kind(),
+                                key: t.key(),
+                            })
+                        })
+                        .collect();
+                    self.escalations.insert(
+                        m.attack,
+                        Escalation::remembered(p.clone(), &m, adopted, now),
+                    );
                     restored += 1;
                 }
                 _ => self.forget(key).await,
@@ -357,7 +377,7 @@ impl Engine {
         if restored > 0 {
             info!(
                 attacks = restored,
-                "attacks on probation restored: their return is the same attack"
+                "attacks restored: their return is the same attack; rules still in place leave after a hold-down unless it is seen"
             );
         }
     }
@@ -825,6 +845,9 @@ impl Engine {
                     // a discard or a blackhole nothing does.
                     a.cap = if blackholed { None } else { cap };
                 }
+                // What is in place is kept in the store: after a restart, these leave after a
+                // hold-down, not at the end of their lifetime.
+                self.remember(id, now).await;
                 format!("step {}: mitigation {} announces {what}", n + 1, m.id)
             }
             Err(e) => {
@@ -971,6 +994,7 @@ impl Engine {
                     if let Some(e) = self.escalations.get_mut(&id) {
                         e.renewed(now);
                     }
+                    self.remember(id, now).await;
                 }
                 Tick::Withdraw => self.hold_down_over(id, &actor, now).await,
                 Tick::Close => self.close(id, now).await,

@@ -626,3 +626,34 @@ async fn an_agent_before_the_filters_keeps_the_attack_on_and_then_sees_its_real_
         a.timeline
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_rule_that_hides_its_flood_leaves_after_a_hold_down_not_its_lifetime() {
+    // ttl 10 m: without the escalation taking its rule back, the rule would stay 10 minutes
+    // after a restart, with nothing to see the flood it hides.
+    let mut r = rig("adopt", ENFORCED).await;
+    r.for_ms(300, 0).await;
+    r.report(20_000).await;
+    let rule = r.active().await;
+    assert_eq!(rule.len(), 1);
+    let mut r = r.restart(ENFORCED).await;
+    // Enforced: nothing of the flood reaches the node. The rule leaves after the hold-down (1 s)
+    // from the restart.
+    r.for_ms(2500, 0).await;
+    assert!(
+        r.active().await.is_empty(),
+        "still announced after the hold-down"
+    );
+    let m = r.set.get(rule[0].id).await.unwrap();
+    assert!(
+        m.withdraw_reason
+            .as_deref()
+            .is_some_and(|w| w.contains("hold-down")),
+        "{m:?}"
+    );
+    // The flood is still there: it comes back at once, the same rule again.
+    r.report(20_000).await;
+    let again = r.active().await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].rule, rule[0].rule);
+}

@@ -32,7 +32,7 @@ use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
 use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
 use crate::mitigation::store::{Store, StoreError};
 use crate::peer::{Neighbor, PeerHandle};
-use crate::route::Target;
+use crate::route::{Kind, Target};
 
 /// A parsed, active mitigation: what the peers get.
 #[derive(Debug, Clone)]
@@ -337,12 +337,24 @@ impl MitigationSet {
         if m.dry_run || self.guardrails.dry_run {
             return Vec::new();
         }
+        self.receivers(m.kind, &m.peers, live)
+    }
+
+    /// The peers (among `names`, or all when empty) that take a route of `kind` in `live`'s
+    /// family, with its attributes for each: an RTBH route needs the peer's next hop for its
+    /// family.
+    fn receivers(
+        &self,
+        kind: Kind,
+        names: &[String],
+        live: &Live,
+    ) -> Vec<(usize, Arc<RouteAttrs>)> {
         let mut out = Vec::new();
         for (i, (n, _)) in self.peers.iter().enumerate() {
-            if !m.peers.is_empty() && !m.peers.contains(&n.peer.name) {
+            if !names.is_empty() && !names.contains(&n.peer.name) {
                 continue;
             }
-            if !n.receives.contains(&m.kind) || !n.peer.families.contains(&live.family) {
+            if !n.receives.contains(&kind) || !n.peer.families.contains(&live.family) {
                 continue;
             }
             let attrs = match &live.flow_attrs {
@@ -461,6 +473,31 @@ impl MitigationSet {
             if !self.peers.iter().any(|(n, _)| &n.peer.name == p) {
                 return Err(Refusal::Invalid(format!("no peer named {p:?}")));
             }
+        }
+        // With neighbors configured, a mitigation none of them can take would be reported active
+        // and reach no router: refused, saying why. (Without neighbors, announcements are shown.)
+        if !self.peers.is_empty() && self.receivers(target.kind(), &peers, &live).is_empty() {
+            let why = match target {
+                Target::Rtbh(p) => format!(
+                    "no neighbor takes an RTBH route for {p}: one must receive rtbh, the {} unicast family, and have rtbh.next_hop_{}",
+                    if p.addr().is_ipv4() { "IPv4" } else { "IPv6" },
+                    if p.addr().is_ipv4() { "ipv4" } else { "ipv6" }
+                ),
+                Target::Flowspec(_) => format!(
+                    "no neighbor{} receives {} FlowSpec",
+                    if peers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" among {}", peers.join(", "))
+                    },
+                    if live.family == Family::Ipv4FlowSpec {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    }
+                ),
+            };
+            return Err(Refusal::Guardrail(why));
         }
         let expires = now + ttl.as_millis() as u64;
 
