@@ -334,16 +334,24 @@ enforcer_rule_gone() { ! x "$1" nft list table inet deflect_enforcer 2>/dev/null
 flood_count=3000000
 flood_seconds=240
 flood_args=(-n -q --udp -s 123 -k -p 4444 -d 400 -i u20 -c "$flood_count" 192.0.2.10)
+rx_before="$(victim_rx)"
 x -d attacker sh -c 'echo $$ >/tmp/flood.pid; exec timeout "$0" hping3 "$@"' "$flood_seconds" "${flood_args[@]}"
 flooding=1
 flood_started=$SECONDS
 say "flood: hping3 ${flood_args[*]} (timeout $flood_seconds s), via bird"
 
-rise="$(rx_rise 2)"
-[ "$rise" -gt 1000 ] || die "the flood does not reach the victim through bird: $rise packets in 2 s"
-ok "the flood reaches the victim through bird: $((rise / 2)) packets a second"
+# Through bird: the victim's edge interface counts the flood (from before it began: detection can be
+# quick enough to stop it within two seconds). Its rate: the attacker's own interface, which a drop in a
+# router does not hide.
+flood_reached() { [ $(($(victim_rx) - rx_before)) -gt 1000 ]; }
+poll 10 "the flood reaching the victim through bird" flood_reached
+attacker_tx() { x attacker cat /sys/class/net/eth0/statistics/tx_packets | tr -d '\r'; }
+a="$(attacker_tx)"
+sleep 1
+rate=$(($(attacker_tx) - a))
+ok "the flood reaches the victim through bird; the attacker sends $rate packets a second"
 # deflect.yaml's udp-amp floor is 5 000 packets a second.
-[ "$rise" -gt 12000 ] || say "note  that is little above the lab's detection floor (5 000 a second): a slow machine?"
+[ "$rate" -gt 7500 ] || say "note  that is little above the lab's detection floor (5 000 a second): a slow machine?"
 
 poll 120 "the rule in BIRD's ft4" bird_has_rule
 ok "BIRD, $((SECONDS - flood_started)) s into the flood: $(x bird birdc show route table ft4 all | grep -F "$bird_rule")"
