@@ -30,12 +30,17 @@
 # - The routers' images carry the enforcer (integration/enforcer/enforcer.py) beside the daemon.
 # Always tears down, also on failure or Ctrl-C: `docker-compose down -v`, the daemon by its PID, the
 # network namespace, the temporary directory. Prints each check; on failure, the logs that explain it, and
-# exits non-zero. Takes about 6 minutes, most of it the policy's hold-down before the withdrawal.
+# exits non-zero. Takes about 10 minutes on two cores: 5 to 6 building the images (the vfs storage
+# driver copies every layer whole; debootstrap adds one more without target/docker-base.tar), 2 the
+# policy's hold-down before the withdrawal, 1 the teardown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 
 started=$SECONDS
+# The script's own stdout and stderr, for the teardown: a trap runs with the redirections of the command
+# it interrupted (a build's log, /dev/null in a poll).
+exec 3>&1 4>&2
 say() { printf '%4ss  %s\n' "$((SECONDS - started))" "$*"; }
 passed=0
 ok() {
@@ -132,6 +137,7 @@ teardown() {
   status=$?
   set +e
   trap - EXIT INT TERM
+  exec 1>&3 2>&4
   stop_flood
   if [ "$status" != 0 ] && [ "$lab_up" = 1 ]; then
     echo "---- docker-compose ps" >&2
@@ -184,8 +190,15 @@ stop_flood() {
   flooding=0
 }
 trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'say "interrupted (SIGINT)" >&4; exit 130' INT
+trap 'say "interrupted (SIGTERM)" >&4; exit 143' TERM
+
+# interruptible COMMAND...: runs COMMAND and waits for it in a way a signal interrupts (bash runs a trap
+# only once a foreground command ends, and a build takes minutes); the teardown then stops it.
+interruptible() {
+  "$@" &
+  wait "$!"
+}
 
 # start_daemon [nsenter --net=NETNS]: dockerd with this run's directories; no bridge, no firewall, no
 # forwarding of its own; in a mount namespace of its own (the host's mounts, /sys/fs/cgroup included,
@@ -219,7 +232,7 @@ if [ ! -s "$base" ]; then
   fi
   mirror="${mirror:-http://deb.debian.org/debian}"
   say "base image: debootstrap --variant=minbase bookworm from $mirror (cached in $base)"
-  if ! debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1; then
+  if ! interruptible debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1; then
     tail -n 30 "$work/debootstrap.log" >&2
     die "debootstrap failed"
   fi
@@ -234,7 +247,7 @@ ok "base image debian:bookworm-slim from $base"
 build() { # build TAG CONTEXT [docker build options]
   local tag=$1 ctx=$2
   shift 2
-  if ! "$docker" build --network host -q -t "$tag" "$@" "$ctx" >"$work/build-$tag.log" 2>&1; then
+  if ! interruptible "$docker" build --network host -q -t "$tag" "$@" "$ctx" >"$work/build-$tag.log" 2>&1; then
     tail -n 40 "$work/build-$tag.log" >&2
     die "docker build $tag"
   fi
@@ -269,7 +282,7 @@ say "dockerd (run phase: network namespace $netns)"
 start_daemon nsenter --net="/run/netns/$netns"
 
 lab_up=1
-"${compose[@]}" up -d --no-build >"$work/up.log" 2>&1 || {
+interruptible "${compose[@]}" up -d --no-build >"$work/up.log" 2>&1 || {
   cat "$work/up.log" >&2
   die "docker-compose up -d --no-build"
 }
