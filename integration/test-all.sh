@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark, nftables,
-# chromium, iptables, python3 for the lab's enforcer) with apt-get when missing; run as root (the
-# probe and lab tests make network namespaces).
+# chromium, iptables, python3 for the lab's enforcer; the Docker lab installs docker.io, debootstrap and
+# docker-compose itself) with apt-get when missing; run as root (the probe and lab tests make network
+# namespaces, the Docker lab runs a Docker daemon of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +33,6 @@ CARGO_TARGET_DIR=target cargo check --manifest-path fuzz/Cargo.toml --bins --qui
 # The Docker lab, validated without an engine (docker-compose config, referenced files, router configs).
 ./integration/check-compose.sh
 cargo test --workspace --locked
+# The Docker lab for real: its walk-through as a test on a Docker engine of its own, with the debug binary
+# the tests above just built (see the script's header).
+./integration/docker-lab.sh
