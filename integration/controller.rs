@@ -714,8 +714,12 @@ fn sighup_applies_a_good_file_all_at_once_and_a_bad_one_not_at_all() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(names, ["a", "b", "c"]);
-    let (st, _) = h.create(json!({"kind": "rtbh", "prefix": "203.0.113.9/32"}));
+    let (st, _) =
+        h.create(json!({"kind": "flowspec", "rule": "dst 203.0.113.9/32 proto udp then discard"}));
     assert_eq!(st, 201);
+    // None of them takes RTBH: refused, not reported active and sent nowhere.
+    let (st, v) = h.create(json!({"kind": "rtbh", "prefix": "203.0.113.9/32"}));
+    refused(st, &v, 422, "no neighbor takes an RTBH route");
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

@@ -395,14 +395,21 @@ async fn telemetry(
     report.targets.retain(|t| caller.serves(t.dst));
     let refused = before - report.targets.len();
     if refused > 0 {
-        s.metrics
+        let total = s
+            .metrics
             .telemetry_refused_targets
-            .fetch_add(refused as u64, Ordering::Relaxed);
-        warn!(
-            node = %caller.name,
-            refused,
-            "report on addresses this node does not serve: dropped"
-        );
+            .fetch_add(refused as u64, Ordering::Relaxed)
+            + refused as u64;
+        // A probe that also sees its management address says so every interval: logged when the
+        // count crosses a power of two, counted always.
+        if (total - refused as u64).leading_zeros() != total.leading_zeros() {
+            warn!(
+                node = %caller.name,
+                refused,
+                total,
+                "report on addresses this node does not serve: dropped (deflect_telemetry_targets_refused_total)"
+            );
+        }
     }
     // Raw samples go to the captures; they are not detection's business.
     for p in std::mem::take(&mut report.packets) {

@@ -762,7 +762,7 @@ steps:
         assert_eq!(m.until_ms, 27_000 + 20_000 + probation);
         let json = serde_json::to_vec(&m).unwrap();
         let back: Memory = serde_json::from_slice(&json).unwrap();
-        let r = Escalation::remembered(e.policy.clone(), &back);
+        let r = Escalation::remembered(e.policy.clone(), &back, Vec::new(), 30_000);
         assert!(r.on_probation());
         assert_eq!((r.hold, r.returns, r.reached), (e.hold, 1, 1));
         // A hold-down out of the policy's bounds (a store edited by hand) is brought back in.
@@ -770,7 +770,7 @@ steps:
             hold_ms: u64::MAX,
             ..back
         };
-        let r = Escalation::remembered(e.policy.clone(), &wild);
+        let r = Escalation::remembered(e.policy.clone(), &wild, Vec::new(), 30_000);
         assert_eq!(r.hold, r.policy.recurrence.max_withdraw_after);
     }
 
