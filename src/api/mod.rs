@@ -167,7 +167,7 @@ async fn list(
     q: Result<Query<ListFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.must_read()?;
-    let Query(f) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let f = query_of(q)?;
     Ok(axum::Json(s.mitigations.list(f).await?))
 }
 
@@ -195,6 +195,14 @@ async fn create(
         }
         Created::Extended(m) => (StatusCode::OK, axum::Json(m)).into_response(),
     })
+}
+
+/// A query string, or a 400 saying what is wrong with it.
+fn query_of<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
 fn id_of(p: Result<Path<u64>, axum::extract::rejection::PathRejection>) -> Result<u64, ApiError> {
@@ -225,7 +233,7 @@ async fn withdraw(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.must_write()?;
     let id = id_of(p)?;
-    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = query_of(q)?;
     reason_within_bounds(q.reason.as_deref())?;
     let reason = q.reason.unwrap_or_else(|| "withdrawn by hand".into());
     Ok(axum::Json(
@@ -338,7 +346,7 @@ async fn audit(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.must_read()?;
-    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = query_of(q)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let after = if q.last.unwrap_or(false) {
         u64::MAX
@@ -450,7 +458,7 @@ async fn attacks(
     q: Result<Query<AttacksQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.must_read()?;
-    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = query_of(q)?;
     Ok(axum::Json(s.engine.attacks(!q.all.unwrap_or(false)).await))
 }
 
@@ -515,7 +523,7 @@ async fn targets(
     q: Result<Query<TargetsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.must_read()?;
-    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = query_of(q)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(axum::Json(s.engine.targets(limit).await))
 }

@@ -331,6 +331,9 @@ impl Engine {
                 return;
             }
         };
+        if stored.is_empty() {
+            return;
+        }
         // Mitigations still in place, for the escalations to take back.
         let active = self
             .mitigations
