@@ -164,11 +164,7 @@ impl Collector {
             listen: Some(local_addr),
             ..CollectorStats::default()
         }));
-        let agents = cfg
-            .agents
-            .iter()
-            .map(|a| (a.address, new_agent(a)))
-            .collect();
+        let agents = Agents::new(&cfg.agents);
         let (agents_tx, agents_rx) = watch::channel(cfg.agents.clone());
         let run = Run {
             socket,
@@ -178,8 +174,6 @@ impl Collector {
             engine,
             recorder,
             stats: stats.clone(),
-            untrusted: 0,
-            last_untrusted: None,
         };
         info!(%local_addr, agents = cfg.agents.len(), "sFlow collector listening");
         let task = tokio::spawn(run.run().instrument(info_span!("sflow", %local_addr)));
@@ -255,9 +249,9 @@ impl Agent {
     }
 
     /// One datagram from this agent: sequence tracking, and its flow samples into the interval.
-    fn take(&mut self, data: Bytes, recorder: Option<&Recorder>) {
+    fn take(&mut self, data: Bytes, now_ms: u64, recorder: Option<&Recorder>) {
         self.stats.datagrams += 1;
-        self.stats.last_seen_ms = now_ms();
+        self.stats.last_seen_ms = now_ms;
         let d = match deflect_sflow::decode(data) {
             Ok(d) => d,
             Err(e) => {
@@ -283,7 +277,7 @@ impl Agent {
         }
         self.last_seq = Some(d.sequence);
         self.last_uptime = d.uptime_ms;
-        let time = SystemTime::now();
+        let time = SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms);
         for s in &d.samples {
             match s {
                 Sample::Flow(f) => {
@@ -347,16 +341,147 @@ impl Agent {
     }
 }
 
+/// The agents' state, fed datagrams and asked for each interval's reports at the times its
+/// caller gives: the collector's task on the wall clock, `deflect replay` on a capture's.
+#[derive(Default)]
+pub struct Agents {
+    agents: HashMap<IpAddr, Agent>,
+    /// Datagrams from addresses that are not agents, and the last of them.
+    untrusted: u64,
+    last_untrusted: Option<IpAddr>,
+    /// Every address is an agent (with the default bounds, named by its address) unless
+    /// configured: a capture replayed offline, whose switches the configuration may not list.
+    adopt: bool,
+}
+
+impl std::fmt::Debug for Agents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agents")
+            .field("agents", &self.agents.len())
+            .field("untrusted", &self.untrusted)
+            .field("adopt", &self.adopt)
+            .finish()
+    }
+}
+
+impl Agents {
+    /// The trusted agents.
+    pub fn new(trusted: &[TrustedAgent]) -> Agents {
+        Agents {
+            agents: trusted.iter().map(|a| (a.address, new_agent(a))).collect(),
+            ..Agents::default()
+        }
+    }
+
+    /// The trusted agents, and any other address as an agent of its own (for replays).
+    pub fn adopting(trusted: &[TrustedAgent]) -> Agents {
+        Agents {
+            adopt: true,
+            ..Agents::new(trusted)
+        }
+    }
+
+    /// New trusted agents; the others' state is kept.
+    fn reconfigure(&mut self, next: &[TrustedAgent]) {
+        let mut old = std::mem::take(&mut self.agents);
+        for a in next {
+            let mut agent = old.remove(&a.address).unwrap_or_else(|| new_agent(a));
+            agent.config = a.clone();
+            agent.stats.name = a.name.clone();
+            self.agents.insert(a.address, agent);
+        }
+    }
+
+    /// One datagram from `from`, received at `now_ms`.
+    pub fn datagram(
+        &mut self,
+        data: Bytes,
+        from: IpAddr,
+        now_ms: u64,
+        recorder: Option<&Recorder>,
+    ) {
+        let from = match from {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(from, IpAddr::V4),
+            v4 => v4,
+        };
+        if self.adopt && !self.agents.contains_key(&from) {
+            let a = TrustedAgent {
+                address: from,
+                name: from.to_string(),
+                sampling_rate: None,
+                pre_filter: false,
+                max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
+                max_pps: DEFAULT_MAX_PPS,
+            };
+            self.agents.insert(from, new_agent(&a));
+        }
+        let Some(agent) = self.agents.get_mut(&from) else {
+            self.untrusted += 1;
+            if self.last_untrusted != Some(from) {
+                warn!(%from, "sFlow datagram from an address that is not a trusted agent: dropped");
+            }
+            self.last_untrusted = Some(from);
+            return;
+        };
+        agent.take(data, now_ms, recorder);
+    }
+
+    /// Each agent's interval that ends at `now_ms`, `elapsed` long, as a report with the node
+    /// it comes from.
+    pub fn flush(&mut self, elapsed: Duration, now_ms: u64) -> Vec<(String, Report)> {
+        let interval_ms = (elapsed.as_millis() as u32).clamp(50, 60_000);
+        let mut reports = Vec::new();
+        for agent in self.agents.values_mut() {
+            let agg = std::mem::take(&mut agent.agg);
+            let sampled = agg.samples();
+            // An agent that has sent nothing for a while says nothing: its targets are not
+            // judged on missing data (the engine marks the node stale). A quiet link sends few
+            // flow samples, and counter samples only every 20 to 30 s: that is not silence.
+            if agent.stats.last_seen_ms + (AGENT_SILENT.as_millis() as u64) < now_ms {
+                continue;
+            }
+            let Some(targets) = agent.interval(agg, elapsed) else {
+                continue;
+            };
+            agent.seq += 1;
+            reports.push((
+                agent.config.node(),
+                Report {
+                    node: format!("sflow-{}", sanitize(&agent.config.name)),
+                    seq: agent.seq,
+                    time_ms: now_ms,
+                    interval_ms,
+                    one_in: agent.stats.sampling_rate.max(1),
+                    sampled,
+                    interfaces: Vec::new(),
+                    targets,
+                    packets: Vec::new(),
+                    applied: Vec::new(),
+                    drop_error: None,
+                },
+            ));
+        }
+        reports.sort_by(|a, b| a.0.cmp(&b.0));
+        reports
+    }
+
+    /// What the API shows.
+    fn publish(&self, stats: &mut CollectorStats) {
+        stats.agents = self.agents.values().map(|a| a.stats.clone()).collect();
+        stats.agents.sort_by(|a, b| a.name.cmp(&b.name));
+        stats.untrusted = self.untrusted;
+        stats.last_untrusted = self.last_untrusted;
+    }
+}
+
 struct Run {
     socket: UdpSocket,
-    agents: HashMap<IpAddr, Agent>,
+    agents: Agents,
     agents_rx: watch::Receiver<Vec<TrustedAgent>>,
     interval: Duration,
     engine: EngineHandle,
     recorder: Option<Recorder>,
     stats: SharedStats,
-    untrusted: u64,
-    last_untrusted: Option<IpAddr>,
 }
 
 impl Run {
@@ -378,13 +503,7 @@ impl Run {
                 }
                 Ok(()) = self.agents_rx.changed() => {
                     let next = self.agents_rx.borrow_and_update().clone();
-                    let mut old = std::mem::take(&mut self.agents);
-                    for a in &next {
-                        let mut agent = old.remove(&a.address).unwrap_or_else(|| new_agent(a));
-                        agent.config = a.clone();
-                        agent.stats.name = a.name.clone();
-                        self.agents.insert(a.address, agent);
-                    }
+                    self.agents.reconfigure(&next);
                     info!(agents = next.len(), "sFlow agents reconfigured");
                 }
             }
@@ -392,65 +511,19 @@ impl Run {
     }
 
     fn datagram(&mut self, data: Bytes, from: IpAddr) {
-        let from = match from {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(from, IpAddr::V4),
-            v4 => v4,
-        };
-        let Some(agent) = self.agents.get_mut(&from) else {
-            self.untrusted += 1;
-            if self.last_untrusted != Some(from) {
-                warn!(%from, "sFlow datagram from an address that is not a trusted agent: dropped");
-            }
-            self.last_untrusted = Some(from);
-            return;
-        };
-        agent.take(data, self.recorder.as_ref());
+        self.agents
+            .datagram(data, from, now_ms(), self.recorder.as_ref());
     }
 
     /// Hands each agent's interval to detection.
     async fn flush(&mut self, elapsed: Duration) {
-        let interval_ms = (elapsed.as_millis() as u32).clamp(50, 60_000);
-        let mut reports = Vec::new();
-        for agent in self.agents.values_mut() {
-            let agg = std::mem::take(&mut agent.agg);
-            let sampled = agg.samples();
-            // An agent that has sent nothing for a while says nothing: its targets are not
-            // judged on missing data (the engine marks the node stale). A quiet link sends few
-            // flow samples, and counter samples only every 20 to 30 s: that is not silence.
-            if agent.stats.last_seen_ms + (AGENT_SILENT.as_millis() as u64) < now_ms() {
-                continue;
-            }
-            let Some(targets) = agent.interval(agg, elapsed) else {
-                continue;
-            };
-            agent.seq += 1;
-            reports.push((
-                agent.config.node(),
-                Report {
-                    node: format!("sflow-{}", sanitize(&agent.config.name)),
-                    seq: agent.seq,
-                    time_ms: now_ms(),
-                    interval_ms,
-                    one_in: agent.stats.sampling_rate.max(1),
-                    sampled,
-                    interfaces: Vec::new(),
-                    targets,
-                    packets: Vec::new(),
-                    applied: Vec::new(),
-                    drop_error: None,
-                },
-            ));
-        }
-        for (node, r) in reports {
+        for (node, r) in self.agents.flush(elapsed, now_ms()) {
             if self.engine.report(&node, r).await.is_none() {
                 return;
             }
         }
         if let Ok(mut s) = self.stats.lock() {
-            s.agents = self.agents.values().map(|a| a.stats.clone()).collect();
-            s.agents.sort_by(|a, b| a.name.cmp(&b.name));
-            s.untrusted = self.untrusted;
-            s.last_untrusted = self.last_untrusted;
+            self.agents.publish(&mut s);
         }
     }
 }
@@ -604,14 +677,14 @@ mod tests {
         let mut a = agent(None);
         let mut pool = 0;
         for seq in [1, 2, 3, 7, 8] {
-            a.take(datagram(seq, seq * 1000, &mut pool, 1, 100, 100), None);
+            a.take(datagram(seq, seq * 1000, &mut pool, 1, 100, 100), 0, None);
         }
         assert_eq!((a.stats.lost, a.stats.restarts), (3, 0));
-        a.take(datagram(1, 500, &mut pool, 1, 100, 100), None);
+        a.take(datagram(1, 500, &mut pool, 1, 100, 100), 0, None);
         assert_eq!((a.stats.lost, a.stats.restarts), (3, 1));
         assert_eq!(a.stats.datagrams, 6);
         assert_eq!(a.stats.flow_samples, 6);
-        a.take(Bytes::from_static(b"\x00\x00\x00\x05garbage"), None);
+        a.take(Bytes::from_static(b"\x00\x00\x00\x05garbage"), 0, None);
         assert_eq!(a.stats.decode_errors, 1);
         assert!(a.stats.last_error.is_some());
     }
@@ -625,7 +698,7 @@ mod tests {
         for seq in 0..100u32 {
             let d = datagram(seq, seq * 10 + 1, &mut pool, 1, 100, 100);
             if seq % 2 == 0 {
-                a.take(d, None);
+                a.take(d, 0, None);
             }
         }
         let t = std::mem::take(&mut a.agg).finish(Duration::from_secs(1));
@@ -639,8 +712,8 @@ mod tests {
     fn a_sample_announcing_an_absurd_rate_is_dropped_not_believed() {
         let mut a = agent(None);
         let mut pool = 0;
-        a.take(datagram(0, 1, &mut pool, 3, u32::MAX, 1), None);
-        a.take(datagram(1, 2, &mut pool, 2, 1000, 1000), None);
+        a.take(datagram(0, 1, &mut pool, 3, u32::MAX, 1), 0, None);
+        a.take(datagram(1, 2, &mut pool, 2, 1000, 1000), 0, None);
         assert_eq!((a.stats.flow_samples, a.stats.samples_refused), (5, 3));
         let t = {
             let agg = std::mem::take(&mut a.agg);
@@ -650,7 +723,7 @@ mod tests {
         assert_eq!(t[0].pps, 2000, "only the believable samples");
         // An operator who knows better says so: the override is believed.
         let mut b = agent(Some(100_000));
-        b.take(datagram(0, 1, &mut pool, 1, u32::MAX, 1), None);
+        b.take(datagram(0, 1, &mut pool, 1, u32::MAX, 1), 0, None);
         assert_eq!(b.stats.samples_refused, 0);
     }
 
@@ -659,7 +732,7 @@ mod tests {
         let mut a = agent(None);
         a.config.max_pps = 50_000;
         let mut pool = 0;
-        a.take(datagram(0, 1, &mut pool, 40, 1000, 1000), None);
+        a.take(datagram(0, 1, &mut pool, 40, 1000, 1000), 0, None);
         assert!(
             {
                 let agg = std::mem::take(&mut a.agg);
@@ -667,7 +740,7 @@ mod tests {
             }
             .is_some()
         );
-        a.take(datagram(1, 2, &mut pool, 60, 1000, 1000), None);
+        a.take(datagram(1, 2, &mut pool, 60, 1000, 1000), 0, None);
         assert!(
             {
                 let agg = std::mem::take(&mut a.agg);
@@ -689,7 +762,7 @@ mod tests {
     fn a_configured_sampling_rate_overrides_the_agent() {
         let mut a = agent(Some(1000));
         let mut pool = 0;
-        a.take(datagram(0, 1, &mut pool, 10, 10, 10), None);
+        a.take(datagram(0, 1, &mut pool, 10, 10, 10), 0, None);
         let t = std::mem::take(&mut a.agg).finish(Duration::from_secs(1));
         assert_eq!(t[0].pps, 10_000);
         assert_eq!(a.stats.sampling_rate, 1000);
@@ -704,7 +777,7 @@ mod tests {
             let d = ntp_to(seq, seq * 10 + 1, &mut pool, 8, 1000, 1000, |i| {
                 1024 + (seq as u16) * 8 + i as u16
             });
-            a.take(d, None);
+            a.take(d, 0, None);
         }
         let t = std::mem::take(&mut a.agg).finish(Duration::from_secs(1));
         let flows = &t[0].flows;

@@ -50,6 +50,9 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Run detection and the policies over recorded traffic (pcap, pcapng, probe reports) and
+    /// print the attacks and mitigations deflect would make; nothing is announced.
+    Replay(deflect::tools::replay::ReplayArgs),
     /// Send a synthetic flood described as sFlow v5 datagrams (for tests and the lab).
     SflowFlood(deflect::tools::sflow_flood::FloodArgs),
     /// The sFlow collector's agents and counters, through the API.
@@ -95,10 +98,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A replay prints its findings; the engine's own log of them is noise unless asked for.
+    let level = match cli.command {
+        Command::Replay(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -110,6 +118,7 @@ fn main() -> ExitCode {
         Command::Attacks { api, cmd } => cli::attacks(&api, cmd),
         Command::Targets { api, addr, limit } => cli::targets(&api, addr, limit),
         Command::Nodes { api } => cli::nodes(&api),
+        Command::Replay(args) => deflect::tools::replay::main(args),
         Command::SflowFlood(args) => deflect::tools::sflow_flood::main(args),
         Command::Sflow { api } => cli::sflow(&api),
         Command::Pcap { api, cmd } => cli::pcap(&api, cmd),

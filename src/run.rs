@@ -128,6 +128,7 @@ impl Daemon {
             settings.guardrails.clone(),
             pairs(&settings, speaker.peers()),
             settings.local_as,
+            crate::clock::Clock::wall(),
             set_stop.clone(),
         )
         .await

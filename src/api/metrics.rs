@@ -140,6 +140,12 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         e.attacks_returned.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_flash_crowds_total",
+        "Intervals whose SYNs above the threshold were a flash crowd (handshakes completed, no source standing out): no attack.",
+        "counter",
+        e.flash_crowds.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_attacks_over_total",
         "Attacks over: no return within their policy's probation after the withdrawal.",
         "counter",

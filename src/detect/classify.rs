@@ -145,6 +145,29 @@ fn dominant_ports(
     Vec::new()
 }
 
+/// The share of a target's traffic its five top sources must carry for completed handshakes to be
+/// a connection flood (a few hosts opening connections without end) rather than a flash crowd.
+pub const CONNECTION_FLOOD_SHARE: f64 = 0.2;
+
+/// Whether SYNs whose handshakes complete (a connection flood by [`signature`]) are a flash crowd:
+/// many clients each opening a few connections, no source standing out in the `total_pps` to the
+/// target. That is a service being popular, not an attack: no flow-level rule tells the crowd
+/// from itself. (A botnet that completes handshakes from thousands of addresses looks the same
+/// at this layer; it is for the service's own defences, at layer 7.)
+///
+/// Without sources in the report nothing can be judged: not a crowd.
+pub fn flash_crowd(sources: &[Source], total_pps: u64) -> bool {
+    if sources.is_empty() {
+        return false;
+    }
+    let top: u64 = sources
+        .iter()
+        .take(5)
+        .map(|s| s.pps)
+        .fold(0, u64::saturating_add);
+    total_pps > 0 && (top as f64) < CONNECTION_FLOOD_SHARE * total_pps as f64
+}
+
 /// The signature of `class` in these flows (all to one target), and the vector, refined: SYN and ACK
 /// floods to one service port from the same sources are a connection flood.
 pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, Signature) {
@@ -347,6 +370,25 @@ mod tests {
         assert_eq!(v, Vector::TcpConnectionFlood);
         assert_eq!(s.dports, vec![443]);
         assert_eq!(s.tcp_flags, None);
+    }
+
+    #[test]
+    fn completed_handshakes_from_a_crowd_are_a_flash_crowd_from_a_few_hosts_a_flood() {
+        let src = |i: u8, pps| Source {
+            addr: std::net::IpAddr::from([198, 18, 0, i]),
+            pps,
+        };
+        // 22,000 pps to the target: five hosts with 1,000 each (sampled crowd members) are 23%.
+        let few: Vec<Source> = (1..=5).map(|i| src(i, 1000)).collect();
+        assert!(!flash_crowd(&few, 22_000));
+        // The same five at 4,000 pps each among 110,000 pps: 18%, a crowd.
+        let crowd: Vec<Source> = (1..=8).map(|i| src(i, 4000)).collect();
+        assert!(flash_crowd(&crowd, 110_000));
+        assert!(
+            !flash_crowd(&[], 110_000),
+            "no source named: nothing to judge by"
+        );
+        assert!(!flash_crowd(&few, 0));
     }
 
     #[test]

@@ -338,6 +338,9 @@ pub struct Counters {
     pub attacks_ended: u64,
     /// Attacks that came back and were reopened (not counted as started again).
     pub attacks_reopened: u64,
+    /// Intervals whose SYNs above the threshold were a flash crowd (handshakes completed, no
+    /// source standing out): no attack.
+    pub flash_crowds: u64,
 }
 
 /// The detector.
@@ -830,10 +833,24 @@ impl Detector {
 
         // Attacks begin. A connection flood is SYNs and ACKs together: one attack for both
         // classes (SYN comes first in class order).
+        // A flash crowd (handshakes completed, no source standing out) is no attack, in its SYNs
+        // nor in the ACKs of its handshakes; both are judged again at the next interval.
         let mut connection_flood = None;
+        let mut crowd = false;
         for (class, p, b, thr) in starts {
             if class == Some(Class::TcpAck) && connection_flood.is_some() {
                 state.classes[Class::TcpAck.index()].set_attack(connection_flood);
+                continue;
+            }
+            if class == Some(Class::TcpSyn) {
+                let (v, _) = classify::signature(Class::TcpSyn, &t.flows, &t.sources);
+                crowd = v == Vector::TcpConnectionFlood && classify::flash_crowd(&t.sources, t.pps);
+                if crowd {
+                    self.counters.flash_crowds += 1;
+                }
+            }
+            if crowd && matches!(class, Some(Class::TcpSyn | Class::TcpAck)) {
+                state.classes[class.map_or(0, Class::index)].above = 0;
                 continue;
             }
             let id = self.next_attack;

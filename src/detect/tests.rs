@@ -63,9 +63,11 @@ fn report(seq: u64, dst: &str, flows: Vec<Flow>) -> Report {
             pps,
             bps,
             flows,
+            // One host sends half of it: connection floods here come from few sources (see
+            // `a_flash_crowd_is_no_attack` for the many).
             sources: vec![Source {
                 addr: "198.51.100.9".parse().unwrap(),
-                pps: 10,
+                pps: pps / 2,
             }],
         }],
         packets: Vec::new(),
@@ -935,4 +937,36 @@ mod hostile {
             let _ = d.top_targets(10);
         }
     }
+}
+
+#[test]
+fn a_flash_crowd_is_no_attack_and_a_few_hosts_completing_handshakes_are() {
+    let flows = || {
+        vec![
+            flow(6, None, Some(443), Some(tcp::SYN), 30_000),
+            flow(6, None, Some(443), Some(tcp::ACK), 60_000),
+        ]
+    };
+    // Many clients: the sampled top sources carry 1,000 pps each of 90,000.
+    let crowd = |seq| {
+        let mut r = report(seq, VICTIM, flows());
+        r.targets[0].sources = (1..=20u8)
+            .map(|i| Source {
+                addr: std::net::IpAddr::from([198, 18, 1, i]),
+                pps: 1000,
+            })
+            .collect();
+        r
+    };
+    let (mut d, now) = warmed();
+    for i in 0..5 {
+        let ev = d.ingest("web1", &crowd(100 + i), now + 1000 * (i + 1));
+        assert!(started(&ev).is_empty(), "interval {i}: {ev:?}");
+    }
+    assert_eq!(d.counters.flash_crowds, 5);
+    // The same rates from one host sending half of them: a connection flood.
+    let ev = d.ingest("web1", &report(200, VICTIM, flows()), now + 7000);
+    let ids = started(&ev);
+    assert_eq!(ids.len(), 1, "{ev:?}");
+    assert_eq!(d.attack(ids[0]).unwrap().vector, Vector::TcpConnectionFlood);
 }

@@ -28,6 +28,7 @@
 mod escalation;
 mod local;
 mod playbook;
+mod replay;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -43,9 +44,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use self::escalation::{Escalation, Memory, Tick, memory_key};
 use self::local::LocalDrops;
+pub use self::replay::Replay;
 use crate::alert::{Alerter, Event as Alert, EventKind};
 use crate::audit::AuditSink;
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
 use crate::ioc::Lists;
 use crate::mitigation::{Amend, Created, ListFilter, MitigationHandle, Refusal};
@@ -152,6 +154,8 @@ pub struct EngineMetrics {
     pub nodes_stale: AtomicU64,
     /// Attacks that came back during their hold-down or probation (reopened, not new).
     pub attacks_returned: AtomicU64,
+    /// Intervals judged a flash crowd, not an attack.
+    pub flash_crowds: AtomicU64,
     /// Attacks over: closed after their probation.
     pub attacks_closed: AtomicU64,
     pub policy_steps: AtomicU64,
@@ -246,6 +250,8 @@ struct Engine {
     ioc: Lists,
     local: LocalDrops,
     metrics: Arc<EngineMetrics>,
+    /// The wall clock, or a replay's.
+    clock: Clock,
 }
 
 /// How often the timer runs.
@@ -259,35 +265,42 @@ pub fn start(
     out: Outlets,
     stop: CancellationToken,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
-    let metrics = Arc::new(EngineMetrics::default());
-    let audit = out.mitigations.audit_sink();
-    let engine = Engine {
-        detector: Detector::new(setup.settings, now_ms()),
-        policies: setup.policies,
-        policy_error: None,
-        known: setup.known,
-        escalations: BTreeMap::new(),
-        mitigations: out.mitigations,
-        playbooks: playbook::Runner {
-            tasks: out.tasks,
-            stop: stop.clone(),
-            audit: audit.clone(),
-        },
-        audit,
-        recorder: out.recorder,
-        alerts: out.alerts,
-        ioc: setup.ioc,
-        local: LocalDrops::new(now_ms()),
-        metrics: metrics.clone(),
-    };
+    let engine = Engine::new(setup, out, Clock::wall(), stop.clone());
+    let metrics = engine.metrics.clone();
     let (tx, rx) = mpsc::channel(1024);
     let task = tokio::spawn(engine.run(rx, stop).instrument(info_span!("engine")));
     (EngineHandle { tx, metrics }, task)
 }
 
 impl Engine {
+    fn new(setup: Setup, out: Outlets, clock: Clock, stop: CancellationToken) -> Engine {
+        let now = clock.now_ms();
+        let audit = out.mitigations.audit_sink();
+        Engine {
+            detector: Detector::new(setup.settings, now),
+            policies: setup.policies,
+            policy_error: None,
+            known: setup.known,
+            escalations: BTreeMap::new(),
+            mitigations: out.mitigations,
+            playbooks: playbook::Runner {
+                tasks: out.tasks,
+                stop,
+                audit: audit.clone(),
+                dry_run: clock.is_manual(),
+            },
+            audit,
+            recorder: out.recorder,
+            alerts: out.alerts,
+            ioc: setup.ioc,
+            local: LocalDrops::new(now),
+            metrics: Arc::new(EngineMetrics::default()),
+            clock,
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
-        self.restore_memories(now_ms()).await;
+        self.restore_memories(self.clock.now_ms()).await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_poll = tokio::time::Instant::now();
@@ -299,14 +312,7 @@ impl Engine {
                     self.handle(req).await;
                 }
                 _ = tick.tick() => {
-                    let now = now_ms();
-                    for node in self.detector.check_stale(now) {
-                        warn!(node, "node stopped reporting: stale, its targets are held as they are");
-                        self.mitigations
-                            .record("system", "node.stale", serde_json::json!({"node": node}))
-                            .await;
-                    }
-                    self.timers(now).await;
+                    self.tick(self.clock.now_ms()).await;
                     if last_poll.elapsed() >= POLICY_POLL {
                         last_poll = tokio::time::Instant::now();
                         if self.policies.changed() {
@@ -318,6 +324,20 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// What the timer does: silent nodes marked stale, then the escalations' timers.
+    async fn tick(&mut self, now: u64) {
+        for node in self.detector.check_stale(now) {
+            warn!(
+                node,
+                "node stopped reporting: stale, its targets are held as they are"
+            );
+            self.mitigations
+                .record("system", "node.stale", serde_json::json!({"node": node}))
+                .await;
+        }
+        self.timers(now).await;
     }
 
     /// Escalations that waited for their attack's return when deflect stopped wait again, with
@@ -425,6 +445,7 @@ impl Engine {
             .store(c.targets_over_node_limit, Ordering::Relaxed);
         m.targets_evicted
             .store(c.targets_evicted, Ordering::Relaxed);
+        m.flash_crowds.store(c.flash_crowds, Ordering::Relaxed);
         m.nodes_stale.store(
             self.detector.nodes().iter().filter(|n| n.stale).count() as u64,
             Ordering::Relaxed,
@@ -474,32 +495,8 @@ impl Engine {
                 report,
                 reply,
             } => {
-                let now = now_ms();
-                let events = self.detector.ingest(&node, &report, now);
-                self.tag_sources(&events, &report);
-                let mut started = Vec::new();
-                for e in events {
-                    match e {
-                        Event::Started(id) => {
-                            started.push(self.on_start(id, now).await);
-                        }
-                        Event::Updated(id) => {
-                            if self.escalations.contains_key(&id) {
-                                self.advance(id, now).await;
-                            }
-                        }
-                        Event::Ended(id) => self.on_end(id, now).await,
-                    }
-                }
-                self.metrics.reports.fetch_add(1, Ordering::Relaxed);
-                self.confirm_drops(&node, &report, now);
-                let drops = self.local.wanted(&node);
-                let _ = reply.send(Ack {
-                    accepted: true,
-                    started,
-                    capture: Vec::new(),
-                    drops,
-                });
+                let ack = self.on_report(&node, &report).await;
+                let _ = reply.send(ack);
             }
             Request::Attacks { active, reply } => {
                 let v = self
@@ -550,6 +547,35 @@ impl Engine {
                 self.policy_error = None;
                 let _ = reply.send(());
             }
+        }
+    }
+
+    /// One report judged: attacks started, advanced or ended, the policies' steps fired.
+    async fn on_report(&mut self, node: &str, report: &Report) -> Ack {
+        let now = self.clock.now_ms();
+        let events = self.detector.ingest(node, report, now);
+        self.tag_sources(&events, report);
+        let mut started = Vec::new();
+        for e in events {
+            match e {
+                Event::Started(id) => {
+                    started.push(self.on_start(id, now).await);
+                }
+                Event::Updated(id) => {
+                    if self.escalations.contains_key(&id) {
+                        self.advance(id, now).await;
+                    }
+                }
+                Event::Ended(id) => self.on_end(id, now).await,
+            }
+        }
+        self.metrics.reports.fetch_add(1, Ordering::Relaxed);
+        self.confirm_drops(node, report, now);
+        Ack {
+            accepted: true,
+            started,
+            capture: Vec::new(),
+            drops: self.local.wanted(node),
         }
     }
 

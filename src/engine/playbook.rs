@@ -23,6 +23,8 @@ pub struct Runner {
     pub tasks: TaskTracker,
     pub stop: CancellationToken,
     pub audit: Arc<dyn AuditSink>,
+    /// Calls are audited as they would be made, and not sent (`deflect replay`).
+    pub dry_run: bool,
 }
 
 /// One call to make.
@@ -41,6 +43,14 @@ pub struct Call {
 impl Runner {
     /// Sends `call` templated for `event`, with retries, on its own tracked task.
     pub fn spawn(&self, call: Call, event: Event) {
+        if self.dry_run {
+            let url = alert::render(&call.request.url, &event);
+            let detail = serde_json::json!({
+                "call": call.name, "method": call.request.method, "url": url, "dry_run": true,
+            });
+            self.audit.record_later(&call.actor, call.action, detail);
+            return;
+        }
         let (stop, audit) = (self.stop.clone(), self.audit.clone());
         self.tasks.spawn(async move {
             let req = &call.request;

@@ -46,10 +46,16 @@ async fn rig_in(dir: std::path::PathBuf, policy: &str, ioc: Lists) -> Rig {
     let store = Store::open(&dir).unwrap();
     let guardrails = Guardrails::for_tests(&["203.0.113.0/24"], &[]);
     let protected = guardrails.protected.clone();
-    let (set, set_task) =
-        crate::mitigation::start(store, guardrails, Vec::new(), 65000, stop.clone())
-            .await
-            .unwrap();
+    let (set, set_task) = crate::mitigation::start(
+        store,
+        guardrails,
+        Vec::new(),
+        65000,
+        crate::clock::Clock::wall(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     let mut th = Thresholds {
         warmup: Duration::ZERO,
         cooldown: Duration::from_millis(500),

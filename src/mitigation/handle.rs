@@ -92,6 +92,11 @@ pub(super) enum Request {
         value: Option<Vec<u8>>,
         reply: Reply<()>,
     },
+    /// Withdraws what has expired by the set's clock (a manual clock's driver asks; the wall
+    /// clock's set has a timer of its own).
+    Expire {
+        reply: Reply<()>,
+    },
     /// Everything kept with `Remember`.
     Memories {
         reply: Reply<Vec<(String, Vec<u8>)>>,
@@ -255,6 +260,11 @@ impl MitigationHandle {
     pub async fn remember(&self, key: String, value: Option<Vec<u8>>) -> Result<(), Refusal> {
         self.ask(|reply| Request::Remember { key, value, reply })
             .await
+    }
+
+    /// Withdraws what has expired by the set's clock, when that clock is moved by hand.
+    pub async fn expire_due(&self) -> Result<(), Refusal> {
+        self.ask(|reply| Request::Expire { reply }).await
     }
 
     /// Everything kept with [`MitigationHandle::remember`].

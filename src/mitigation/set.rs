@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::audit::AuditDraft;
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::mitigation::guardrails::Guardrails;
 use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
 use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
@@ -88,6 +88,8 @@ struct MitigationSet {
     flow_attrs: HashSet<Arc<RouteAttrs>>,
     /// Refusals audited this minute, per actor.
     refusals: RefusalWindow,
+    /// Where the set reads the time: the wall's, or a replay's.
+    clock: Clock,
 }
 
 /// A group commit: changes accepted in memory, one durable transaction for all of them, and only then
@@ -193,7 +195,7 @@ impl MitigationSet {
     /// that, refusals are counted, and the log says once that it stops recording them.
     fn refused(&mut self, actor: &str, what: serde_json::Value, why: &Refusal) {
         self.metrics.refused.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         match self.refusals.count(actor, now) {
             n if n <= REFUSALS_AUDITED => self.pending.drafts.push(AuditDraft::new(
                 actor,
@@ -229,7 +231,7 @@ impl MitigationSet {
         {
             return;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let refs: Vec<&Mitigation> = p.changed.iter().collect();
         match self.store.commit(&refs, &p.memos, p.drafts, now) {
             Ok(_) => {
@@ -449,7 +451,7 @@ impl MitigationSet {
     }
 
     fn create(&mut self, order: Order) -> Result<Created, Refusal> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let r = self.try_create(&order, now);
         if let Err(e) = &r {
             self.refused(&order.actor, order.describe(), e);
@@ -643,7 +645,7 @@ impl MitigationSet {
     }
 
     fn extend(&mut self, id: u64, ttl: Duration, actor: &str) -> Result<Mitigation, Refusal> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if !self.live.contains_key(&id) {
             return Err(self.inactive(id));
         }
@@ -668,7 +670,7 @@ impl MitigationSet {
     }
 
     fn amend(&mut self, id: u64, a: Amend) -> Result<Mitigation, Refusal> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let what = serde_json::json!({
             "amend": id,
             "actions": a.actions.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -745,7 +747,7 @@ impl MitigationSet {
     }
 
     fn list(&self, f: &ListFilter) -> Result<Vec<Mitigation>, Refusal> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let every = f.all.unwrap_or(false);
         // Withdrawn mitigations live in the store only: memory stays the size of what is active.
         let source: Vec<Mitigation> = if every {
@@ -770,7 +772,7 @@ impl MitigationSet {
 
     /// Withdraws everything whose time has come, in one group.
     async fn expire(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let due: Vec<u64> = self
             .expiries
             .iter()
@@ -797,14 +799,14 @@ impl MitigationSet {
     ) -> Result<(), Refusal> {
         self.commit_now(
             vec![AuditDraft::new("config", "config.reload", detail)],
-            now_ms(),
+            self.clock.now_ms(),
         )?;
         self.guardrails = guardrails;
         self.peers = peers;
         self.rebuild_rtbh_attrs();
         // What the new guardrails forbid (a never-block prefix added, a protected group removed)
         // is withdrawn on record.
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let forbidden: Vec<(u64, Refusal)> = self
             .all
             .values()
@@ -836,7 +838,10 @@ impl MitigationSet {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
         loop {
             let next = self.next_expiry();
-            let sleep = next.map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
+            // A manual clock's driver asks for expiries itself (`Request::Expire`).
+            let sleep = next
+                .filter(|_| !self.clock.is_manual())
+                .map(|t| Duration::from_millis(t.saturating_sub(self.clock.now_ms())));
             tokio::select! {
                 _ = stop.cancelled() => {
                     // What is already queued is carried out and made durable; then the task ends
@@ -881,7 +886,7 @@ impl MitigationSet {
                 reason,
                 reply,
             } => {
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let r = self.withdraw(id, &actor, &reason, now);
                 match &r {
                     Ok(_) => {
@@ -944,6 +949,10 @@ impl MitigationSet {
             | Request::Remember { .. } => {
                 unreachable!("grouped requests are handled by handle()")
             }
+            Request::Expire { reply } => {
+                self.expire().await;
+                let _ = reply.send(Ok(()));
+            }
             Request::Memories { reply } => {
                 let _ = reply.send(
                     self.store
@@ -993,9 +1002,10 @@ pub async fn start(
     guardrails: Guardrails,
     peers: Vec<(Neighbor, PeerHandle)>,
     local_as: u32,
+    clock: Clock,
     stop: CancellationToken,
 ) -> Result<(MitigationHandle, tokio::task::JoinHandle<()>), StoreError> {
-    let now = now_ms();
+    let now = clock.now_ms();
     let stored = store.mitigations()?;
     // The rate guardrail's window goes on across a restart: what was made in the last minute
     // still counts.
@@ -1022,6 +1032,7 @@ pub async fn start(
         retry_at: 0,
         flow_attrs: HashSet::new(),
         refusals: RefusalWindow::default(),
+        clock,
     };
     set.rebuild_rtbh_attrs();
     let mut expired = Vec::new();

@@ -27,9 +27,16 @@ async fn open(
     tokio::task::JoinHandle<()>,
 ) {
     let stop = CancellationToken::new();
-    let (h, task) = start(Store::open(d).unwrap(), g, Vec::new(), 65000, stop.clone())
-        .await
-        .unwrap();
+    let (h, task) = start(
+        Store::open(d).unwrap(),
+        g,
+        Vec::new(),
+        65000,
+        crate::clock::Clock::wall(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     (h, stop, task)
 }
 

@@ -1,0 +1,413 @@
+//! Recordings → the reports detection would have received, each with its node and arrival time.
+//!
+//! Three kinds of file, told apart by their first bytes:
+//! - a capture (pcap, either byte order and resolution, or pcapng as tshark and tcpdump write):
+//!   UDP datagrams to the sFlow port are an agent's datagrams and go through the collector's own
+//!   per-agent state ([`Agents`]); every other frame is traffic as a probe samples it and goes
+//!   through the probe's aggregator, one in `one_in` of the packets it stands for. Ethernet,
+//!   Linux cooked (v1 and v2) and raw IP link types are read.
+//! - JSON lines of reports, as the probe sends them (`deflect probe --record FILE` writes them):
+//!   each is checked as the telemetry API checks it.
+//!
+//! Intervals are cut on the recording's own timeline, from its first packet, every interval
+//! including the quiet ones (a probe reports every interval). A last interval shorter than half of
+//! one is left out: its rates would be a guess. Nothing in a file can make the reader panic or
+//! grow without bound beyond the reports themselves; what does not read is counted and named.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etherparse::{SlicedPacket, TransportSlice};
+use pcap_file::DataLink;
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::PcapNgReader;
+use pcap_file::pcapng::blocks::Block;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use serde::Serialize;
+
+use crate::collector::Agents;
+use crate::pcap::with_ethernet;
+use crate::telemetry::Report;
+use crate::traffic::aggregate::Aggregator;
+use crate::traffic::packet;
+
+/// How captures are read.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The probe's interval, for captures of traffic.
+    pub interval: Duration,
+    /// The sampling rate the capture's frames were taken at (1: every packet).
+    pub one_in: u32,
+    /// The node that captured the traffic (not sFlow).
+    pub node: String,
+    /// UDP destination port of sFlow datagrams.
+    pub sflow_port: u16,
+    /// Most errors kept per file (the rest counted).
+    pub max_errors: usize,
+}
+
+/// One report as detection gets it.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub at_ms: u64,
+    pub node: String,
+    pub report: Report,
+}
+
+/// What a file held.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileInfo {
+    pub file: String,
+    pub format: &'static str,
+    /// Frames read from a capture.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub frames: u64,
+    /// Frames taken as traffic, and as sFlow datagrams.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub traffic: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sflow_datagrams: u64,
+    /// Frames with no IP packet, of an unknown link type, or unreadable lines.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+    pub reports: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl FileInfo {
+    fn error(&mut self, max: usize, e: String) {
+        self.skipped += 1;
+        if self.errors.len() < max {
+            self.errors.push(e);
+        }
+    }
+}
+
+/// Reads one file.
+pub fn read(path: &Path, opts: &Options) -> Result<(Vec<Timed>, FileInfo), String> {
+    let name = path.display().to_string();
+    let mut file = File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut file, &mut magic).map_err(|e| format!("{name}: {e}"))?;
+    let file = File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut info = FileInfo {
+        file: name.clone(),
+        ..FileInfo::default()
+    };
+    let out = match (n, magic) {
+        (4, [0xa1, 0xb2, 0xc3, 0xd4] | [0xd4, 0xc3, 0xb2, 0xa1])
+        | (4, [0xa1, 0xb2, 0x3c, 0x4d] | [0x4d, 0x3c, 0xb2, 0xa1]) => {
+            info.format = "pcap";
+            let r = PcapReader::new(BufReader::new(file)).map_err(|e| format!("{name}: {e}"))?;
+            captured(Capture::Pcap(r), opts, &mut info)
+        }
+        (4, [0x0a, 0x0d, 0x0d, 0x0a]) => {
+            info.format = "pcapng";
+            let r = PcapNgReader::new(BufReader::new(file)).map_err(|e| format!("{name}: {e}"))?;
+            captured(Capture::PcapNg(r), opts, &mut info)
+        }
+        _ => {
+            info.format = "reports";
+            reports(BufReader::new(file), opts, &mut info)
+        }
+    };
+    info.reports = out.len() as u64;
+    Ok((out, info))
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// JSON lines of reports.
+fn reports(r: impl BufRead, opts: &Options, info: &mut FileInfo) -> Vec<Timed> {
+    let mut out = Vec::new();
+    for (i, line) in r.lines().enumerate() {
+        let place = format!("{}:{}", info.file, i + 1);
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                info.error(opts.max_errors, format!("{place}: {e}"));
+                break;
+            }
+        };
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let report: Report = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                info.error(opts.max_errors, format!("{place}: not a report: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = report.validate() {
+            info.error(opts.max_errors, format!("{place}: refused: {e}"));
+            continue;
+        }
+        out.push(Timed {
+            at_ms: report.time_ms,
+            node: report.node.clone(),
+            report,
+        });
+    }
+    out
+}
+
+/// A capture file of either format.
+enum Capture<R: Read> {
+    Pcap(PcapReader<R>),
+    PcapNg(PcapNgReader<R>),
+}
+
+/// One captured frame.
+struct Frame {
+    time_ms: u64,
+    link: DataLink,
+    data: Vec<u8>,
+}
+
+impl<R: Read> Capture<R> {
+    /// The next frame; `Some(Err)` for a block that does not read (the reader stops after it).
+    fn next(&mut self) -> Option<Result<Frame, String>> {
+        match self {
+            Capture::Pcap(r) => {
+                let link = r.header().datalink;
+                // The reader scales the fraction by the file's resolution (micro or nano).
+                let p = match r.next_packet()? {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                Some(Ok(Frame {
+                    time_ms: p.timestamp.as_millis() as u64,
+                    link,
+                    data: p.data.into_owned(),
+                }))
+            }
+            Capture::PcapNg(r) => loop {
+                let block = match r.next_block()? {
+                    Ok(b) => b.into_owned(),
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                match block {
+                    Block::EnhancedPacket(p) => {
+                        let Some(idb) = r.packet_interface(&p) else {
+                            return Some(Err(format!(
+                                "packet of interface {} that was never described",
+                                p.interface_id
+                            )));
+                        };
+                        // The reader hands the raw count as nanoseconds; the interface says
+                        // what a unit is (microseconds unless told).
+                        let ticks = p.timestamp.as_nanos();
+                        let mut resol = 6u8;
+                        let mut offset = 0u64;
+                        for o in &idb.options {
+                            match o {
+                                InterfaceDescriptionOption::IfTsResol(v) => resol = *v,
+                                InterfaceDescriptionOption::IfTsOffset(v) => offset = *v,
+                                _ => {}
+                            }
+                        }
+                        let ms =
+                            ticks_to_ms(ticks, resol).saturating_add(offset.saturating_mul(1000));
+                        return Some(Ok(Frame {
+                            time_ms: ms,
+                            link: idb.linktype,
+                            data: p.data.into_owned(),
+                        }));
+                    }
+                    Block::SimplePacket(_) => {
+                        return Some(Err(
+                            "simple packet blocks carry no time: not replayable".to_string()
+                        ));
+                    }
+                    _ => continue,
+                }
+            },
+        }
+    }
+}
+
+/// A pcapng timestamp in units of `resol` (RFC draft: the high bit says a power of two, else of
+/// ten) to milliseconds.
+fn ticks_to_ms(ticks: u128, resol: u8) -> u64 {
+    let ms = if resol & 0x80 != 0 {
+        let shift = u32::from(resol & 0x7f);
+        if shift >= 127 {
+            0
+        } else {
+            ticks.saturating_mul(1000) >> shift
+        }
+    } else {
+        match resol {
+            0..=3 => ticks.saturating_mul(10u128.pow(3 - u32::from(resol))),
+            r => ticks / 10u128.pow(u32::from(r.min(38)) - 3),
+        }
+    };
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// The frame as Ethernet, whatever its link type; `None` for link types not read.
+fn ethernet(link: DataLink, data: &[u8]) -> Option<Vec<u8>> {
+    match link {
+        DataLink::ETHERNET => Some(data.to_vec()),
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(with_ethernet(data)),
+        // Linux cooked v1: 16 bytes, the protocol in the last two.
+        DataLink::LINUX_SLL => data.get(16..).map(with_ethernet),
+        // Linux cooked v2: 20 bytes, the protocol in the first two.
+        DataLink::LINUX_SLL2 => data.get(20..).map(with_ethernet),
+        _ => None,
+    }
+}
+
+/// An sFlow datagram in this frame: its UDP payload and the agent it comes from.
+fn sflow(frame: &[u8], port: u16) -> Option<(IpAddr, Bytes)> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(TransportSlice::Udp(udp)) = &p.transport else {
+        return None;
+    };
+    if udp.destination_port() != port {
+        return None;
+    }
+    let from = match p.net.as_ref()? {
+        etherparse::NetSlice::Ipv4(ip) => IpAddr::V4(ip.header().source_addr()),
+        etherparse::NetSlice::Ipv6(ip) => IpAddr::V6(ip.header().source_addr()),
+        _ => return None,
+    };
+    Some((from, Bytes::copy_from_slice(udp.payload())))
+}
+
+/// The probe's and the collector's intervals over a capture.
+fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -> Vec<Timed> {
+    let step = opts.interval.as_millis().max(1) as u64;
+    let mut out = Vec::new();
+    let mut agg = Aggregator::new();
+    let mut agents = Agents::adopting(&[]);
+    let mut seq = 0;
+    // The current interval: [end - step, end).
+    let mut end: Option<u64> = None;
+    let mut last = 0;
+    let mut traffic_seen = false;
+    let mut flush =
+        |agg: &mut Aggregator, agents: &mut Agents, at: u64, elapsed: u64, traffic: bool| {
+            let elapsed = Duration::from_millis(elapsed);
+            if traffic {
+                let a = std::mem::take(agg);
+                let sampled = a.samples();
+                seq += 1;
+                out.push(Timed {
+                    at_ms: at,
+                    node: opts.node.clone(),
+                    report: Report {
+                        node: opts.node.clone(),
+                        seq,
+                        time_ms: at,
+                        interval_ms: elapsed.as_millis() as u32,
+                        one_in: opts.one_in,
+                        sampled,
+                        interfaces: Vec::new(),
+                        targets: a.finish(elapsed),
+                        packets: Vec::new(),
+                        applied: Vec::new(),
+                        drop_error: None,
+                    },
+                });
+            }
+            for (node, report) in agents.flush(elapsed, at) {
+                out.push(Timed {
+                    at_ms: at,
+                    node,
+                    report,
+                });
+            }
+        };
+    while let Some(f) = cap.next() {
+        let f = match f {
+            Ok(f) => f,
+            Err(e) => {
+                info.error(opts.max_errors, format!("{}: {e}", info.file));
+                break;
+            }
+        };
+        info.frames += 1;
+        // Time goes forward only: a frame stamped earlier counts in the current interval.
+        let t = f.time_ms.max(last);
+        last = t;
+        let e = *end.get_or_insert(t + step);
+        let mut e = e;
+        while t >= e {
+            flush(&mut agg, &mut agents, e, step, traffic_seen);
+            e += step;
+        }
+        end = Some(e);
+        let Some(frame) = ethernet(f.link, &f.data) else {
+            info.error(
+                opts.max_errors,
+                format!(
+                    "{}: frame {}: link type {:?} not read",
+                    info.file, info.frames, f.link
+                ),
+            );
+            continue;
+        };
+        if let Some((from, payload)) = sflow(&frame, opts.sflow_port) {
+            info.sflow_datagrams += 1;
+            agents.datagram(payload, from, t, None);
+            continue;
+        }
+        match packet::parse(&frame) {
+            Some(p) => {
+                info.traffic += 1;
+                traffic_seen = true;
+                agg.add(&p, opts.one_in);
+            }
+            None => info.skipped += 1,
+        }
+    }
+    if let Some(e) = end {
+        let partial = last + 1 - (e - step);
+        if partial * 2 >= step {
+            flush(
+                &mut agg,
+                &mut agents,
+                e - step + partial,
+                partial,
+                traffic_seen,
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcapng_ticks_follow_the_interface_resolution() {
+        assert_eq!(ticks_to_ms(1_500_000, 6), 1_500);
+        assert_eq!(ticks_to_ms(1_500_000_000, 9), 1_500);
+        assert_eq!(ticks_to_ms(3, 0), 3_000);
+        assert_eq!(ticks_to_ms(1 << 20, 0x80 | 10), 1_024_000);
+        assert_eq!(ticks_to_ms(u128::MAX, 0), u64::MAX);
+        assert_eq!(ticks_to_ms(5, 0xff), 0);
+        assert_eq!(ticks_to_ms(5, 99), 0);
+    }
+}
