@@ -127,6 +127,8 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
 
     let controller = format!("http://127.0.0.1:{api_port}");
     let veth = lab.veth_b.clone();
+    let recording = lab.dir.join("reports.jsonl");
+    let record = recording.display().to_string();
     lab.start_probe(&[
         "--controller",
         &controller,
@@ -136,6 +138,8 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
         &veth,
         "--interval",
         "200ms",
+        "--record",
+        &record,
     ])
     .unwrap();
     wait_for("the probe's first reports", Duration::from_secs(10), || {
@@ -200,6 +204,34 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     eprintln!(
         "flood → rule in GoBGP in {:.0} ms (probe interval 200 ms)",
         seen_after.as_secs_f64() * 1e3
+    );
+
+    // The probe's own recording of its reports, replayed with the same configuration: the same
+    // attack and the same rule, on the recording's timeline, and nothing announced.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(["replay", "--json", "--config", &cfg, &record])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ra = replayed["attacks"].as_array().unwrap();
+    assert_eq!(ra.len(), 1, "{}", replayed["attacks"]);
+    assert_eq!(ra[0]["vector"], "amplification");
+    assert_eq!(ra[0]["target"], B4);
+    assert_eq!(ra[0]["signature"]["sports"], serde_json::json!([123]));
+    let rm = replayed["mitigations"].as_array().unwrap();
+    assert_eq!(rm.len(), 1, "{}", replayed["mitigations"]);
+    assert_eq!(
+        rm[0]["rule"],
+        "dst 192.0.2.2/32 proto udp sport 123 then discard"
+    );
+    assert!(
+        rm[0]["withdrawn_ms"].is_u64(),
+        "withdrawn in the replay too"
     );
 
     // The probe sent raw samples of the flood once the controller asked for them (its answers'

@@ -170,6 +170,24 @@ fn an_sflow_flood_becomes_a_rule_a_capture_and_leaves() {
             .map(|v| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
             .unwrap_or_default()
     };
+    // The datagrams are captured as an operator would (dumpcap, tshark's capturer: pcapng), to be
+    // replayed below.
+    let capture = dir.join("sflow.pcapng");
+    let mut dumpcap = Command::new("dumpcap")
+        .args([
+            "-q",
+            "-i",
+            "lo",
+            "-f",
+            &format!("udp dst port {sflow_port}"),
+            "-w",
+        ])
+        .arg(&capture)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dumpcap (Debian package tshark) runs");
+    std::thread::sleep(Duration::from_millis(1500));
     let exporter = std::thread::spawn(move || flood(sflow_port, "127.0.0.1", "4"));
     let want = "[destination: 203.0.113.9/32][protocol: ==udp][source-port: ==123]";
     wait_for("the rule in GoBGP", WAIT, || {
@@ -182,6 +200,11 @@ fn an_sflow_flood_becomes_a_rule_a_capture_and_leaves() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &dumpcap.id().to_string()])
+        .status();
+    let _ = dumpcap.wait();
     let attacks = get_json(api_port, "/api/v1/attacks?all=true");
     assert_eq!(
         attacks.as_array().map(Vec::len),
@@ -210,6 +233,47 @@ fn an_sflow_flood_becomes_a_rule_a_capture_and_leaves() {
         Ok(rules().is_empty().then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", deflect_log()));
+
+    // The captured datagrams, replayed with the same configuration: the same attack from the
+    // same agent, and the same rule, withdrawn after the flood.
+    let out = Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args([
+            "replay",
+            "--json",
+            "--sflow-port",
+            &sflow_port.to_string(),
+            "--config",
+        ])
+        .arg(dir.join("deflect.yaml"))
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        replayed["files"][0]["sflow_datagrams"]
+            .as_u64()
+            .unwrap_or(0)
+            > 100,
+        "{}",
+        replayed["files"]
+    );
+    let ra = replayed["attacks"].as_array().unwrap();
+    assert_eq!(ra.len(), 1, "{}", replayed["attacks"]);
+    assert_eq!(ra[0]["vector"], "amplification");
+    assert_eq!(ra[0]["node"], "sflow:sw1", "the configured agent's name");
+    assert_eq!(ra[0]["signature"]["sports"], serde_json::json!([123]));
+    let rm = replayed["mitigations"].as_array().unwrap();
+    assert_eq!(rm.len(), 1, "{}", replayed["mitigations"]);
+    assert_eq!(
+        rm[0]["rule"],
+        "dst 203.0.113.9/32 proto udp sport 123 then discard"
+    );
+    assert!(rm[0]["withdrawn_ms"].is_u64());
 
     // The capture: listed, downloaded, and tshark sees the flood's packets in it.
     let id = a["id"].as_u64().unwrap();

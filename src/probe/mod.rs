@@ -124,6 +124,10 @@ pub struct ProbeArgs {
     /// dropped beyond.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub backlog: u32,
+    /// Also append every report to this file, one JSON line each, for `deflect replay`
+    /// (a report is a few kB: about 10 MB an hour at 1s; rotate it as any log).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// Parses an interval: a whole number with its unit (`ms`, `s` or `m`), between 100ms and 60s.
@@ -158,6 +162,8 @@ pub enum ProbeError {
     Hostname(std::io::Error),
     #[error("--controller {0:?}: expected http://HOST[:PORT] (this build has no TLS)")]
     Controller(String),
+    #[error("--record {0}: {1}")]
+    Record(String, std::io::Error),
     #[error("rtnetlink: {0}")]
     Netlink(std::io::Error),
     #[error("cannot start the sender thread: {0}")]
@@ -249,6 +255,16 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     }
 
     let backlog = Backlog::new(args.backlog as usize);
+    let mut record = match &args.record {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| ProbeError::Record(p.display().to_string(), e))?,
+        ),
+        None => None,
+    };
     let wanted_drops: nft::Wanted = Default::default();
     let mut applied = nft::Applied::default();
     let client = Client::new(controller, &args.token)
@@ -381,6 +397,13 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
             .and_then(|()| serde_json::to_vec(&report).map_err(|e| e.to_string()))
         {
             Ok(body) => {
+                if let Some(f) = record.as_mut() {
+                    use std::io::Write;
+                    if let Err(e) = f.write_all(&body).and_then(|()| f.write_all(b"\n")) {
+                        warn!("recording stopped: {e}");
+                        record = None;
+                    }
+                }
                 if let Some(dropped) = backlog.push(seq, body) {
                     debug!(dropped, "backlog full: dropped the oldest report");
                 }

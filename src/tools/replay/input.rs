@@ -48,6 +48,9 @@ pub struct Options {
     pub sflow_port: u16,
     /// Most errors kept per file (the rest counted).
     pub max_errors: usize,
+    /// The configuration's sFlow agents (names, sampling overrides, bounds); any other address
+    /// in a capture is an agent with the defaults.
+    pub agents: Vec<crate::collector::TrustedAgent>,
 }
 
 /// One report as detection gets it.
@@ -299,7 +302,7 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
     let step = opts.interval.as_millis().max(1) as u64;
     let mut out = Vec::new();
     let mut agg = Aggregator::new();
-    let mut agents = Agents::adopting(&[]);
+    let mut agents = Agents::adopting(&opts.agents);
     let mut seq = 0;
     // The current interval: [end - step, end).
     let mut end: Option<u64> = None;

@@ -194,6 +194,11 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
         node: args.node.clone(),
         sflow_port: args.sflow_port,
         max_errors: 20,
+        agents: settings
+            .sflow
+            .as_ref()
+            .map(|c| c.agents.clone())
+            .unwrap_or_default(),
     };
     let mut reports: Vec<Timed> = Vec::new();
     let mut files = Vec::new();
