@@ -297,6 +297,11 @@ fn sflow(frame: &[u8], port: u16) -> Option<(IpAddr, Bytes)> {
     Some((from, Bytes::copy_from_slice(udp.payload())))
 }
 
+/// Longest silence in a capture filled with quiet intervals; past it, nothing is reported until
+/// the next frame (a capture cut and resumed, or a clock that jumped, cannot make a replay report
+/// every second of a year).
+const MAX_GAP_MS: u64 = 10 * 60 * 1000;
+
 /// The probe's and the collector's intervals over a capture.
 fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -> Vec<Timed> {
     let step = opts.interval.as_millis().max(1) as u64;
@@ -353,8 +358,17 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
         // Time goes forward only: a frame stamped earlier counts in the current interval.
         let t = f.time_ms.max(last);
         last = t;
-        let e = *end.get_or_insert(t + step);
-        let mut e = e;
+        let mut e = *end.get_or_insert(t + step);
+        if t >= e {
+            flush(&mut agg, &mut agents, e, step, traffic_seen);
+            e += step;
+        }
+        if t >= e + MAX_GAP_MS {
+            // A silence this long is no traffic to judge (the capture stopped, or its clock
+            // jumped): nothing is reported for it, as from a probe that was off, and the
+            // intervals start again at this frame.
+            e = t + step;
+        }
         while t >= e {
             flush(&mut agg, &mut agents, e, step, traffic_seen);
             e += step;
@@ -402,6 +416,124 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn opts() -> Options {
+        Options {
+            interval: Duration::from_secs(1),
+            one_in: 1,
+            node: "t".into(),
+            sflow_port: 6343,
+            max_errors: 5,
+            agents: Vec::new(),
+        }
+    }
+
+    /// A frame of UDP from 198.18.0.1:123 to 192.0.2.10.
+    fn udp_frame() -> Vec<u8> {
+        let mut ip = vec![
+            0x45, 0, 0, 48, 0, 1, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 192, 0, 2, 10,
+        ];
+        ip.extend_from_slice(&[0, 123, 0x9c, 0x40, 0, 28, 0, 0]);
+        ip.extend_from_slice(&[0; 20]);
+        with_ethernet(&ip)
+    }
+
+    /// A classic pcap of `n` frames, 100 ms apart.
+    fn pcap(n: u32) -> Vec<u8> {
+        use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+        let mut w = PcapWriter::with_header(Vec::new(), PcapHeader::default()).unwrap();
+        let f = udp_frame();
+        for i in 0..n {
+            let t = Duration::from_millis(1_780_000_000_000 + u64::from(i) * 100);
+            w.write_packet(&PcapPacket::new(t, f.len() as u32, &f))
+                .unwrap();
+        }
+        w.into_writer()
+    }
+
+    fn read_bytes(bytes: &[u8]) -> Result<(Vec<Timed>, FileInfo), String> {
+        let dir = std::env::temp_dir().join(format!(
+            "deflect-replay-input-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        std::fs::write(&p, bytes).unwrap();
+        let r = read(&p, &opts());
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    #[test]
+    fn a_long_silence_is_not_filled_with_quiet_intervals() {
+        let mut b = pcap(2);
+        // The second frame a year later.
+        let second = 24 + 16 + udp_frame().len();
+        let t = u32::from_le_bytes(b[second..second + 4].try_into().unwrap()) + 365 * 86_400;
+        b[second..second + 4].copy_from_slice(&t.to_le_bytes());
+        let (reports, _) = read_bytes(&b).unwrap();
+        assert_eq!(
+            reports.len(),
+            1,
+            "the first interval only (the last is too short)"
+        );
+    }
+
+    #[test]
+    fn a_capture_becomes_one_report_per_interval_with_its_rates() {
+        // 40 frames over 3.9 s: intervals ending at +1, +2, +3 s, and the last 0.9 s (kept: more
+        // than half an interval).
+        let (reports, info) = read_bytes(&pcap(40)).unwrap();
+        assert_eq!((info.format, info.frames, info.traffic), ("pcap", 40, 40));
+        let times: Vec<u64> = reports
+            .iter()
+            .map(|t| t.at_ms - 1_780_000_000_000)
+            .collect();
+        assert_eq!(times, [1000, 2000, 3000, 3901]);
+        let t = &reports[0].report.targets[0];
+        assert_eq!((t.dst.to_string(), t.pps), ("192.0.2.10".to_string(), 10));
+        assert_eq!(t.flows[0].sport, Some(123));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a file holds, after any of the magic numbers, reading it never panics.
+        #[test]
+        fn any_file_reads_or_fails_without_panicking(
+            magic in prop::sample::select(vec![
+                vec![0xd4u8, 0xc3, 0xb2, 0xa1],
+                vec![0xa1, 0xb2, 0xc3, 0xd4],
+                vec![0x4d, 0x3c, 0xb2, 0xa1],
+                vec![0x0a, 0x0d, 0x0d, 0x0a],
+                b"{\"n".to_vec(),
+                vec![],
+            ]),
+            rest in prop::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut b = magic;
+            b.extend(rest);
+            let _ = read_bytes(&b);
+        }
+
+        /// A capture cut anywhere, or with a byte changed, reads what it can.
+        #[test]
+        fn a_damaged_capture_reads_what_it_can(cut in 0usize..1400, at in 0usize..1400, x in any::<u8>()) {
+            let mut b = pcap(20);
+            if at < b.len() {
+                b[at] ^= x;
+            }
+            b.truncate(cut);
+            // 2 s of frames: a few intervals, and at most the quiet of the longest gap filled
+            // in when a time jumped.
+            if let Ok((reports, _)) = read_bytes(&b) {
+                let most = 4 + (MAX_GAP_MS / 1000) as usize;
+                prop_assert!(reports.len() <= most, "{} reports", reports.len());
+            }
+        }
+    }
 
     #[test]
     fn pcapng_ticks_follow_the_interface_resolution() {
