@@ -138,18 +138,41 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Longest report line read (the telemetry API's own body limit is smaller).
+const MAX_LINE: u64 = 4 << 20;
+
 /// JSON lines of reports.
-fn reports(r: impl BufRead, opts: &Options, info: &mut FileInfo) -> Vec<Timed> {
+fn reports(mut r: impl BufRead, opts: &Options, info: &mut FileInfo) -> Vec<Timed> {
     let mut out = Vec::new();
-    for (i, line) in r.lines().enumerate() {
-        let place = format!("{}:{}", info.file, i + 1);
-        let line = match line {
-            Ok(l) => l,
+    let mut buf = Vec::new();
+    for i in 1.. {
+        buf.clear();
+        let place = format!("{}:{i}", info.file);
+        match (&mut r).take(MAX_LINE).read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(e) => {
                 info.error(opts.max_errors, format!("{place}: {e}"));
                 break;
             }
-        };
+        }
+        if buf.last() != Some(&b'\n') && buf.len() as u64 == MAX_LINE {
+            info.error(
+                opts.max_errors,
+                format!("{place}: longer than {MAX_LINE} bytes: skipped"),
+            );
+            // The rest of the line.
+            loop {
+                buf.clear();
+                match (&mut r).take(MAX_LINE).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if buf.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+            continue;
+        }
+        let line = String::from_utf8_lossy(&buf);
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
@@ -464,6 +487,26 @@ mod tests {
         let r = read(&p, &opts());
         let _ = std::fs::remove_dir_all(&dir);
         r
+    }
+
+    #[test]
+    fn report_lines_are_checked_one_by_one() {
+        let good = r#"{"node":"n1","seq":1,"time_ms":1780000001000,"interval_ms":1000,"targets":[{"dst":"192.0.2.10","pps":5,"bps":4000}]}"#;
+        let text = format!(
+            "{good}\n\n# a comment\nnot json\n{}\n{good}",
+            good.replace("\"interval_ms\":1000", "\"interval_ms\":0")
+        );
+        let (reports, info) = read_bytes(text.as_bytes()).unwrap();
+        assert_eq!(info.format, "reports");
+        assert_eq!(reports.len(), 2, "{:?}", info.errors);
+        assert_eq!(info.skipped, 2);
+        assert!(
+            info.errors[0].ends_with(":4: not a report: expected ident at line 1 column 2"),
+            "{:?}",
+            info.errors
+        );
+        assert!(info.errors[1].contains(":5: refused"), "{:?}", info.errors);
+        assert_eq!(reports[0].node, "n1");
     }
 
     #[test]
