@@ -17,7 +17,8 @@
 //!    - [`run`]: `deflect run`, wiring it all, reloads on SIGHUP, orderly shutdown.
 //!    - [`cli`]: the command-line client of the API.
 //!    - [`probe`]: `deflect probe`, the node agent (interface counters, sampled packets).
-//!    - [`tools`]: `deflect flowspec` (one rule for eight dialects) and `deflect sflow-flood`.
+//!    - [`tools`]: `deflect flowspec` (one rule for eight dialects), `deflect replay` (the engine
+//!      over recorded traffic, on a manual clock), `deflect store` and `deflect sflow-flood`.
 //! 2. Edges, where the outside comes in:
 //!    - [`config`]: the YAML configuration; it builds every owner's settings type.
 //!    - [`api`]: the HTTP API; owns tokens, scopes and its counters; turns JSON bodies into orders.
@@ -38,7 +39,7 @@
 //!    - [`audit`]: the hash-chained audit log and the [`audit::AuditSink`] that writes it.
 //!    - [`http`]: outgoing HTTP with the one retry loop (alerts, playbooks).
 //!    - [`diag`]: positioned configuration errors and the one duration syntax.
-//!    - [`clock`]: milliseconds since the epoch.
+//!    - [`clock`]: milliseconds since the epoch; the wall's, or a manual one for replays.
 //!    - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM,
 //!      packet socket statistics).
 

@@ -16,7 +16,9 @@
 //! `if_above_pps`), renews the lifetime of mitigations while their attack lasts, withdraws them
 //! after the policy's hold-down once it goes quiet, closes the attack when it has not come back
 //! within the probation, marks silent nodes stale, and reloads the policy directory when its
-//! files change. The task stops when the daemon's stop token is cancelled.
+//! files change. The task stops when the daemon's stop token is cancelled. The same engine runs
+//! without a task in `deflect replay` ([`Replay`], `replay.rs`): reports and timer ticks are
+//! handed to it by a caller that moves a manual [`Clock`].
 //!
 //! One flood is one attack, however often deflect's own rule hides it: an attack that comes back
 //! during its hold-down or probation is reopened (the detector folds the new start into it), its
