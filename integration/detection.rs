@@ -324,12 +324,12 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
     assert_eq!(first["data"]["attack"]["id"], attack);
     let last = hook_rx.recv_timeout(WAIT).expect("the attack.end alert");
     assert_eq!(last["event"], "attack.end", "{last}");
-    let (_, deliveries) = h.get("/api/v1/alerts", Some(READ)).unwrap();
-    assert_eq!(
-        deliveries.as_array().map(|d| d.len()),
-        Some(2),
-        "{deliveries}"
-    );
+    // The hook has the alert before deflect has its answer: the delivery is listed a moment later.
+    let deliveries = wait_for("both deliveries listed", WAIT, || {
+        let (_, d) = h.get("/api/v1/alerts", Some(READ))?;
+        Ok((d.as_array().map(Vec::len) == Some(2)).then_some(d))
+    })
+    .unwrap();
     assert!(
         deliveries
             .as_array()
