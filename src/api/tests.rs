@@ -138,15 +138,20 @@ proptest::proptest! {
     /// panic.
     #[test]
     fn any_body_gives_an_order_of_its_kind_or_a_refusal(
-        kind in proptest::option::of(proptest::bool::ANY),
+        kind in proptest::option::of(0..4usize),
         rule in proptest::option::of("(dst|src|proto|sport|dport|then|discard|rate-bytes|[0-9./:, ]){0,12}"),
         prefix in proptest::option::of("[0-9a-f.:/]{0,20}"),
+        next_hop in proptest::option::of("[0-9a-f.: ]{0,16}"),
+        communities in proptest::option::of(proptest::collection::vec("(no-export|blackhole|[0-9:x ]{0,12})", 0..40)),
         ttl in proptest::option::of("[0-9]{0,5}(ms|s|m|h|d|x)?"),
     ) {
         let req = CreateRequest {
-            kind: kind.map(|f| if f { Kind::Flowspec } else { Kind::Rtbh }),
+            kind: kind.map(|k| Kind::ALL[k]),
             rule,
             prefix,
+            next_hop,
+            large_communities: communities.clone(),
+            communities,
             ttl,
             peers: None,
             reason: None,
