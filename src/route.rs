@@ -56,7 +56,8 @@ impl Kind {
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        // `pad`: tables align the kind with a width.
+        f.pad(self.name())
     }
 }
 
