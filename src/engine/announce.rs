@@ -6,7 +6,8 @@
 //! step's own are in place (a `src` step's rules together replace a rule for the whole
 //! destination, and the other way round). An RTBH route for the same prefix is withdrawn and made
 //! again; S/RTBH routes and diversions already in place are extended by their order again. They
-//! come on top of the rules, as RTBH does.
+//! come on top of the rules, as RTBH does. A mitigation two attacks share is withdrawn when the
+//! last of them lets it go ([`Engine::held_by_another`]).
 
 use std::sync::atomic::Ordering;
 
@@ -21,6 +22,15 @@ use crate::policy::Policy;
 use crate::route::Kind;
 
 impl Engine {
+    /// Whether an escalation other than attack `attack`'s holds mitigation `m`: two attacks in one
+    /// /24 share its diversion, two floods from one source its S/RTBH route (the second order
+    /// extends the first's mitigation). It stays until the last of them lets it go.
+    pub(super) fn held_by_another(&self, attack: u64, m: u64) -> bool {
+        self.escalations
+            .iter()
+            .any(|(other, e)| *other != attack && e.made.iter().any(|x| x.id == m))
+    }
+
     pub(super) async fn fire_announce(
         &mut self,
         id: u64,

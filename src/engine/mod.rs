@@ -939,6 +939,9 @@ impl Engine {
         let gone = e.starved(now);
         let reason = format!("no evidence: node {node} stale, attack {id} unseen");
         for m in &gone {
+            if self.held_by_another(id, m.id) {
+                continue;
+            }
             if let Err(err) = self.mitigations.withdraw(m.id, actor, &reason).await {
                 warn!(attack = id, mitigation = m.id, "withdrawal: {err}");
             }
@@ -1024,6 +1027,9 @@ impl Engine {
     /// drops.
     async fn undo(&mut self, id: u64, e: &mut Escalation, actor: &str, reason: &str, now: u64) {
         for m in &e.made {
+            if self.held_by_another(id, m.id) {
+                continue;
+            }
             if let Err(err) = self.mitigations.withdraw(m.id, actor, reason).await {
                 warn!(attack = id, mitigation = m.id, "withdrawal: {err}");
             }
