@@ -223,3 +223,185 @@ pub(super) fn peers(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use deflect_bgp::community::Community;
+
+    use super::*;
+    use crate::policy::{Policies, Policy};
+
+    fn known() -> Known {
+        let peer = |n: &str, kinds: &[Kind]| (n.to_string(), kinds.iter().copied().collect());
+        Known {
+            groups: ["customers".to_string()].into_iter().collect(),
+            peers: [
+                peer("edge1", &[Kind::Flowspec, Kind::Rtbh]),
+                peer("edge2", &[Kind::Flowspec, Kind::SourceRtbh]),
+                peer("scrubber", &[Kind::Divert]),
+            ]
+            .into_iter()
+            .collect(),
+            ioc: Default::default(),
+        }
+    }
+
+    fn one(text: &str) -> Policy {
+        Policies::parse(&[("p.yaml".into(), text.into())], &known())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .list
+            .remove(0)
+    }
+
+    #[test]
+    fn the_three_source_and_diversion_steps_parse_with_their_defaults_and_settings() {
+        let p = one("match:\n  vectors: [any]\nsteps:\n\
+             \x20 - announce: flowspec\n    match: [src, proto, sport]\n    action: discard\n\
+             \x20 - announce: flowspec\n    match: [src]\n    action: discard\n    sources: { max: 3, min_share: 0.5% }\n\
+             \x20 - announce: source-rtbh\n    peers: [edge2]\n\
+             \x20 - announce: divert\n    peers: [scrubber]\n    divert:\n      next_hop_ipv4: 198.51.100.10\n      prefix_length_v6: 56\n      communities: [65000:800, no-export]\n      large_communities: [65000:1:2]\n");
+        let s = &p.steps;
+        assert!(s[0].parts.contains(&Part::Src));
+        assert_eq!(s[0].sources, Some(SourceSelect::default()));
+        assert_eq!(
+            s[0].sources,
+            Some(SourceSelect {
+                max: 8,
+                min_share_bp: 500
+            })
+        );
+        assert_eq!(
+            s[1].sources,
+            Some(SourceSelect {
+                max: 3,
+                min_share_bp: 50
+            })
+        );
+        assert_eq!(s[2].announce, Some(Kind::SourceRtbh));
+        assert_eq!(s[2].sources, Some(SourceSelect::default()));
+        let d = s[3].divert.as_ref().unwrap();
+        assert_eq!((d.prefix_length_v4, d.prefix_length_v6), (24, 56));
+        assert_eq!(d.next_hop_ipv4, Some("198.51.100.10".parse().unwrap()));
+        assert_eq!(d.next_hop_ipv6, None);
+        assert_eq!(
+            d.communities,
+            vec![Community::new(65000, 800), Community::NO_EXPORT]
+        );
+        assert_eq!(d.large_communities.len(), 1);
+        // A step that is none of these carries neither.
+        let plain = one("match:\n  vectors: [any]\nsteps:\n  - announce: rtbh\n");
+        assert_eq!(
+            (plain.steps[0].sources, &plain.steps[0].divert),
+            (None, &None)
+        );
+    }
+
+    #[test]
+    fn source_and_diversion_step_errors_point_at_the_word() {
+        let head = "match:\n  vectors: [any]\nsteps:\n";
+        let bad = [
+            (
+                "  - announce: source-rtbh\n    peers: [edge1]\n",
+                "p.yaml:5:13: neighbor \"edge1\" does not receive source-rtbh",
+            ),
+            (
+                "  - announce: divert\n    divert: { next_hop_ipv4: 198.51.100.10 }\n",
+                "p.yaml:4:15: a divert step names its peers",
+            ),
+            (
+                "  - announce: divert\n    peers: [scrubber]\n",
+                "p.yaml:4:15: a divert step needs divert:",
+            ),
+            (
+                "  - announce: divert\n    peers: [edge1]\n    divert: { next_hop_ipv4: 198.51.100.10 }\n",
+                "p.yaml:5:13: neighbor \"edge1\" does not receive divert",
+            ),
+            (
+                "  - announce: divert\n    peers: [scrubber]\n    divert: { next_hop_ipv4: '2001:db8::1' }\n",
+                "p.yaml:6:30: 2001:db8::1 is not an IPv4 address",
+            ),
+            (
+                "  - announce: divert\n    peers: [scrubber]\n    divert: { next_hop_ipv4: 198.51.100.10, prefix_length_v4: 8 }\n",
+                "p.yaml:6:63: divert.prefix_length_v4 is 16 to 32",
+            ),
+            (
+                "  - announce: divert\n    peers: [scrubber]\n    divert: { prefix_length_v4: 24 }\n",
+                "p.yaml:6:13: divert needs next_hop_ipv4 or next_hop_ipv6",
+            ),
+            (
+                "  - announce: divert\n    peers: [scrubber]\n    divert: { next_hop_ipv4: 198.51.100.10, communities: [nonsense] }\n",
+                "p.yaml:6:59: ",
+            ),
+            (
+                "  - announce: rtbh\n    divert: { next_hop_ipv4: 198.51.100.10 }\n",
+                "p.yaml:5:13: divert: belongs to an `announce: divert` step",
+            ),
+            (
+                "  - announce: flowspec\n    action: discard\n    match: [proto]\n    sources: { max: 2 }\n",
+                "p.yaml:7:14: sources: belongs to a flowspec step that matches src",
+            ),
+            (
+                "  - announce: flowspec\n    action: discard\n    match: [src]\n    sources: { max: 17 }\n",
+                "p.yaml:7:21: sources.max is 1 to 16",
+            ),
+            (
+                "  - announce: source-rtbh\n    sources: { min_share: 0% }\n",
+                "p.yaml:5:27: sources.min_share \"0%\" is not a share",
+            ),
+            (
+                "  - announce: source-rtbh\n    sources: { min_share: lots }\n",
+                "p.yaml:5:27: sources.min_share \"lots\" is not a share",
+            ),
+            (
+                "  - announce: flowspec\n    action: discard\n    match: [src, sources]\n",
+                "p.yaml:4:15: match names src (a rule per heavy source) and sources",
+            ),
+            (
+                "  - announce: source-rtbh\n    action: discard\n",
+                "p.yaml:5:13: source-rtbh step takes no action",
+            ),
+            (
+                "  - local: { match: [src], action: drop }\n",
+                "p.yaml:4:22: a local drop takes one source",
+            ),
+            (
+                "  - announce: blackhole-everything\n",
+                "p.yaml:4:15: unknown variant",
+            ),
+        ];
+        for (steps, want) in bad {
+            let text = format!("{head}{steps}");
+            let e = Policies::parse(&[("p.yaml".into(), text.clone())], &known()).unwrap_err();
+            let got = e.to_string();
+            assert!(got.starts_with(want), "{text}\n got: {got}\nwant: {want}");
+        }
+        // No neighbor opted in to S/RTBH: a step that would reach none is an error.
+        let mut k = known();
+        k.peers.remove("edge2");
+        let e = Policies::parse(
+            &[(
+                "p.yaml".into(),
+                format!("{head}  - announce: source-rtbh\n"),
+            )],
+            &k,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("p.yaml:4:15: no neighbor receives source-rtbh"),
+            "{e}"
+        );
+        // Without neighbors at all, announcements are shown, not sent: no error.
+        k.peers.clear();
+        assert!(
+            Policies::parse(
+                &[(
+                    "p.yaml".into(),
+                    format!("{head}  - announce: source-rtbh\n")
+                )],
+                &k
+            )
+            .is_ok()
+        );
+    }
+}
