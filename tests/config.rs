@@ -25,7 +25,11 @@ fn the_embedded_defaults_and_the_annotated_example_are_valid() {
         .unwrap()
         .check()
         .unwrap();
-    assert_eq!(s.neighbors.len(), 2);
+    assert_eq!(s.neighbors.len(), 3);
+    assert_eq!(
+        s.neighbors[2].receives,
+        [deflect::route::Kind::Divert].into_iter().collect()
+    );
     assert_eq!(s.neighbors[0].rtbh.communities.len(), 2);
 }
 
