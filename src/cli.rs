@@ -36,14 +36,32 @@ pub struct ApiArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MitigationCmd {
-    /// Announce a FlowSpec rule or an RTBH route.
+    /// Announce a FlowSpec rule, an RTBH route, a source to blackhole (S/RTBH) or a diversion.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["flow", "rtbh", "source_rtbh", "divert"]))]
     Add {
         /// A FlowSpec rule with its action: 'dst 203.0.113.7/32 proto udp sport 123 then discard'.
-        #[arg(long, conflicts_with = "rtbh", required_unless_present = "rtbh")]
+        #[arg(long)]
         flow: Option<String>,
         /// A prefix to blackhole (RFC 7999).
         #[arg(long)]
         rtbh: Option<String>,
+        /// A source to blackhole (S/RTBH, RFC 5635): its /32 or /128, to the neighbors that
+        /// receive source-rtbh (their routers drop what comes from it with uRPF loose).
+        #[arg(long)]
+        source_rtbh: Option<String>,
+        /// A covering prefix of yours to divert to a scrubbing service (needs --next-hop and
+        /// --peer).
+        #[arg(long, requires = "next_hop")]
+        divert: Option<String>,
+        /// The diversion's next hop (the scrubbing service's address).
+        #[arg(long, requires = "divert")]
+        next_hop: Option<String>,
+        /// The diversion's communities (repeatable): ASN:VALUE, no-export...
+        #[arg(long = "community", requires = "divert")]
+        communities: Vec<String>,
+        /// The diversion's large communities (repeatable): GLOBAL:LOCAL1:LOCAL2.
+        #[arg(long = "large-community", requires = "divert")]
+        large_communities: Vec<String>,
         /// Lifetime: 90s, 10m, 24h (the configured default when absent).
         #[arg(long)]
         ttl: Option<String>,
@@ -237,24 +255,29 @@ fn time(ms: u64) -> String {
 
 fn mitigation_rows(ms: &[Mitigation]) -> String {
     let mut rows = vec![format!(
-        "{:<6} {:<8} {:<60} {:<12} {:<14} {}",
+        "{:<6} {:<11} {:<60} {:<12} {:<14} {}",
         "ID", "KIND", "MATCH / PREFIX", "ACTOR", "EXPIRES", "STATE"
     )];
     for m in ms {
-        let what = m
-            .rule
-            .clone()
-            .or(m.prefix.map(|p| p.to_string()))
-            .unwrap_or_default();
+        // A diversion shows its route whole (next hop, communities), as the API takes it.
+        let what = m.target().map_or_else(
+            |_| {
+                m.rule
+                    .clone()
+                    .or(m.prefix.map(|p| p.to_string()))
+                    .unwrap_or_default()
+            },
+            |t| t.to_string(),
+        );
         let state = match (&m.withdraw_reason, m.dry_run) {
             (Some(r), _) => format!("withdrawn ({r})"),
             (None, true) => "dry-run".into(),
             (None, false) => "active".into(),
         };
         rows.push(format!(
-            "{:<6} {:<8} {:<60} {:<12} {:<14} {}",
+            "{:<6} {:<11} {:<60} {:<12} {:<14} {}",
             m.id,
-            format!("{:?}", m.kind).to_lowercase(),
+            m.kind,
             what,
             m.actor,
             time(m.expires_ms),
@@ -289,18 +312,35 @@ pub fn mitigation(a: &ApiArgs, cmd: MitigationCmd) -> ExitCode {
             MitigationCmd::Add {
                 flow,
                 rtbh,
+                source_rtbh,
+                divert,
+                next_hop,
+                communities,
+                large_communities,
                 ttl,
                 reason,
                 peers,
             } => {
-                let body = match (flow, rtbh) {
-                    (Some(rule), None) => {
+                let body = match (flow, rtbh, source_rtbh, divert) {
+                    (Some(rule), None, None, None) => {
                         json!({"kind": "flowspec", "rule": rule, "ttl": ttl, "reason": reason, "peers": peers})
                     }
-                    (None, Some(prefix)) => {
+                    (None, Some(prefix), None, None) => {
                         json!({"kind": "rtbh", "prefix": prefix, "ttl": ttl, "reason": reason, "peers": peers})
                     }
-                    _ => return Err(fail("give --flow RULE or --rtbh PREFIX")),
+                    (None, None, Some(prefix), None) => {
+                        json!({"kind": "source-rtbh", "prefix": prefix, "ttl": ttl, "reason": reason, "peers": peers})
+                    }
+                    (None, None, None, Some(prefix)) => json!({
+                        "kind": "divert", "prefix": prefix, "next_hop": next_hop,
+                        "communities": communities, "large_communities": large_communities,
+                        "ttl": ttl, "reason": reason, "peers": peers,
+                    }),
+                    _ => {
+                        return Err(fail(
+                            "give one of --flow RULE, --rtbh PREFIX, --source-rtbh PREFIX or --divert PREFIX",
+                        ));
+                    }
                 };
                 let v = c.call("POST", "/api/v1/mitigations", Some(body))?;
                 print(a.json, &v, as_one);

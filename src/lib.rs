@@ -33,7 +33,8 @@
 //!    - [`pcap`]: forensic captures of attacks.
 //!    - [`ioc`]: indicator lists matched against sampled sources.
 //! 4. Vocabulary, shared by all:
-//!    - [`route`]: what a mitigation announces (FlowSpec rule or RTBH prefix), one parser.
+//!    - [`route`]: what a mitigation announces (FlowSpec rule, RTBH prefix, S/RTBH source, or a
+//!      diversion to a scrubbing service), one parser.
 //!    - [`traffic`]: sampled frames parsed and aggregated into per-destination rates.
 //!    - [`telemetry`]: what probes report.
 //!    - [`audit`]: the hash-chained audit log and the [`audit::AuditSink`] that writes it.

@@ -25,30 +25,58 @@
 //!     peers: [edge1]
 //! ```
 //!
+//! Three more steps act on a flood from few sources, and move a flood to a scrubbing service:
+//!
+//! ```yaml
+//!   - announce: flowspec          # source-based FlowSpec: one rule per heavy source,
+//!     match: [src, proto, sport]  #   dst VICTIM src S/32 proto udp sport 123 then discard
+//!     action: discard
+//!     sources: { max: 8, min_share: 5% }   # the defaults; max at most 16 (MAX_SOURCES_PER_STEP)
+//!   - announce: source-rtbh       # S/RTBH (RFC 5635): each heavy source's /32 or /128 to the
+//!     sources: { max: 4, min_share: 10% }  #   neighbors that receive source-rtbh (or peers:)
+//!   - after: 30s
+//!     announce: divert            # the victim's covering prefix to a scrubbing service
+//!     peers: [scrubber]           #   named explicitly, each receiving divert
+//!     divert:
+//!       prefix_length_v4: 24      # the defaults: the /24, and the /48 for IPv6
+//!       prefix_length_v6: 48
+//!       next_hop_ipv4: 198.51.100.10          # where the service takes the traffic (one at least)
+//!       next_hop_ipv6: 2001:db8:ffff::10
+//!       communities: [65000:800, no-export]
+//!       large_communities: ['65000:8:1']
+//! ```
+//!
+//! A heavy source carries at least `min_share` of the attack's packets in some interval (the
+//! shares the signature keeps), is of the victim's family and is not the victim; the heaviest
+//! `max` are taken. `src` (a rule per source) differs from `sources` (the heaviest source, in the
+//! one rule the step makes). A step naming a neighbor that does not receive its kind is an error
+//! at the name, as is a source-rtbh or divert step when no neighbor receives the kind.
+//!
 //! Loading is the same two passes as the configuration, with `file:line:col` errors; a directory
 //! with any error is refused whole, and the policies in force stay.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use deflect_bgp::community::{Community, LargeCommunity};
+use deflect_bgp::flowspec::Action;
 use deflect_bgp::flowspec::action::check_actions;
 use deflect_bgp::flowspec::text::parse_actions;
-use deflect_bgp::flowspec::{
-    Action, BitmaskOp, Component, FlowRoute, NumericOp, Prefix, Rule, RuleError, fragment,
-};
-use deflect_bgp::iana::Afi;
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_saphyr::Spanned;
 
-use crate::detect::{Attack, Signature, Vector};
+use crate::detect::{Attack, Vector};
 use crate::diag::{
     ConfigError, ConfigErrors, parse_duration, positive_duration, unplaced, yaml_error,
 };
 use crate::route::Kind;
+
+mod build;
+mod steps;
+pub use self::build::{divert_target, flowspec_route, heavy_sources, source_routes};
 
 /// One policy file, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +188,81 @@ struct StepFile {
     action: Option<Spanned<String>>,
     #[serde(default)]
     peers: Vec<Spanned<String>>,
+    /// Which heavy sources a `src` FlowSpec step or a source-rtbh step takes.
+    #[serde(default)]
+    sources: Option<Spanned<SourcesFile>>,
+    /// What a divert step announces.
+    #[serde(default)]
+    divert: Option<Spanned<DivertFile>>,
+}
+
+/// How a step picks heavy sources, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcesFile {
+    #[serde(default)]
+    max: Option<Spanned<usize>>,
+    /// A percentage: `5%`, `0.5%`.
+    #[serde(default)]
+    min_share: Option<Spanned<String>>,
+}
+
+/// A diversion step's route, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DivertFile {
+    #[serde(default)]
+    prefix_length_v4: Option<Spanned<u8>>,
+    #[serde(default)]
+    prefix_length_v6: Option<Spanned<u8>>,
+    #[serde(default)]
+    next_hop_ipv4: Option<Spanned<IpAddr>>,
+    #[serde(default)]
+    next_hop_ipv6: Option<Spanned<IpAddr>>,
+    #[serde(default)]
+    communities: Vec<Spanned<String>>,
+    #[serde(default)]
+    large_communities: Vec<Spanned<String>>,
+}
+
+/// Most sources one step may name: rules or S/RTBH routes per step and attack (a signature keeps
+/// no more sources than this).
+pub const MAX_SOURCES_PER_STEP: usize = crate::detect::classify::MAX_SOURCES;
+
+/// How a step picks the attack's heavy sources (a `src` FlowSpec step, a source-rtbh step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SourceSelect {
+    /// Most sources (rules, routes) the step makes; at most [`MAX_SOURCES_PER_STEP`].
+    pub max: usize,
+    /// Least share of the attack's packets a source must carry, in basis points (1/100 of a %).
+    pub min_share_bp: u16,
+}
+
+impl Default for SourceSelect {
+    fn default() -> SourceSelect {
+        SourceSelect {
+            max: 8,
+            min_share_bp: 500,
+        }
+    }
+}
+
+/// What a divert step announces: the victim's covering prefix (its /24 or /48 by default), with
+/// the scrubbing service's next hop and the communities that steer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DivertStep {
+    pub prefix_length_v4: u8,
+    pub prefix_length_v6: u8,
+    pub next_hop_ipv4: Option<IpAddr>,
+    pub next_hop_ipv6: Option<IpAddr>,
+    #[serde(serialize_with = "texts")]
+    pub communities: Vec<Community>,
+    #[serde(serialize_with = "texts")]
+    pub large_communities: Vec<LargeCommunity>,
+}
+
+fn texts<T: std::fmt::Display, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
 }
 
 /// A node-local drop step, as written.
@@ -244,7 +347,10 @@ pub enum Part {
     Dport,
     TcpFlags,
     Fragment,
+    /// The heaviest source, in the one rule.
     Sources,
+    /// One rule per heavy source (`sources:` of the step says how many and how heavy).
+    Src,
 }
 
 impl FromStr for Part {
@@ -257,6 +363,7 @@ impl FromStr for Part {
             "tcp-flags" => Part::TcpFlags,
             "fragment" => Part::Fragment,
             "sources" => Part::Sources,
+            "src" => Part::Src,
             _ => return Err(()),
         })
     }
@@ -279,6 +386,12 @@ pub struct Step {
     #[serde(rename = "action", serialize_with = "actions_text")]
     pub actions: Vec<Action>,
     pub peers: Vec<String>,
+    /// A `src` FlowSpec step or a source-rtbh step: which heavy sources it takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<SourceSelect>,
+    /// A divert step: what it announces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divert: Option<DivertStep>,
 }
 
 /// A policy, resolved.
@@ -327,7 +440,8 @@ pub struct Policies {
 #[derive(Debug, Clone, Default)]
 pub struct Known {
     pub groups: BTreeSet<String>,
-    pub peers: BTreeSet<String>,
+    /// Neighbors by name, with the mitigation kinds each receives.
+    pub peers: BTreeMap<String, BTreeSet<Kind>>,
     /// Indicator list names.
     pub ioc: BTreeSet<String>,
 }
@@ -590,7 +704,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         if kinds != 1 {
             err(
                 s.announce.as_ref().map_or(&p.steps.referenced, |a| &a.referenced),
-                "every step does one thing: announce: flowspec|rtbh, call: (an external API) or local: (a drop on the node); split it".into(),
+                "every step does one thing: announce: flowspec|rtbh|source-rtbh|divert, call: (an external API) or local: (a drop on the node); split it".into(),
             );
         }
         if let Some(c) = &s.call {
@@ -598,6 +712,12 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         }
         if let Some(l) = &s.local {
             let lparts = parse_parts(l.value.matches.as_deref(), &mut err);
+            if let Some(m) = l.value.matches.iter().flatten().find(|m| m.value == "src") {
+                err(
+                    &m.referenced,
+                    "a local drop takes one source: use sources (the heaviest), not src".into(),
+                );
+            }
             let a = &l.value.action;
             let rate_bytes = match a.value.trim() {
                 "drop" => Some(None),
@@ -642,29 +762,28 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
                     },
                 }
             }
-            Some(Kind::Rtbh) => {
+            Some(k @ (Kind::Rtbh | Kind::SourceRtbh | Kind::Divert)) => {
                 if let Some(a) = &s.action {
                     err(
                         &a.referenced,
-                        "an rtbh step takes no action: the route itself discards".into(),
+                        format!("{k} step takes no action: the route itself does it"),
                     );
                 }
                 if let Some(m) = s.matches.as_ref().and_then(|m| m.first()) {
                     err(
                         &m.referenced,
-                        "an rtbh step matches the destination only; remove match".into(),
+                        format!("{k} step matches no part of the signature; remove match"),
                     );
                 }
             }
         }
-        for peer in &s.peers {
-            if !known.peers.contains(&peer.value) {
-                err(
-                    &peer.referenced,
-                    format!("no neighbor named {:?}", peer.value),
-                );
-            }
-        }
+        let at = s
+            .announce
+            .as_ref()
+            .map_or(&p.steps.referenced, |a| &a.referenced);
+        let sources = steps::sources(kind, &parts, s.sources.as_ref(), at, &mut err);
+        let divert = steps::divert(kind, s.divert.as_ref(), at, &mut err);
+        steps::peers(kind, &s.peers, known, at, &mut err);
         steps.push(Step {
             after,
             if_above_pps: s.if_above_pps,
@@ -674,6 +793,8 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
             parts,
             actions,
             peers: s.peers.iter().map(|p| p.value.clone()).collect(),
+            sources,
+            divert,
         });
     }
     if errs.len() > before {
@@ -722,7 +843,7 @@ fn parse_parts(
             Err(()) => err(
                 &m.referenced,
                 format!(
-                    "unknown match {:?}; use proto, sport, dport, tcp-flags, fragment or sources",
+                    "unknown match {:?}; use proto, sport, dport, tcp-flags, fragment, sources (the heaviest source) or src (a rule per heavy source)",
                     m.value
                 ),
             ),
@@ -821,95 +942,20 @@ fn actions_text<S: Serializer>(actions: &[Action], s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&words.join(" "))
 }
 
-fn host(addr: IpAddr) -> Prefix {
-    Prefix::from(IpNet::from(addr))
-}
-
-fn ports(list: &[u16]) -> Vec<NumericOp> {
-    list.iter().map(|p| NumericOp::eq(u64::from(*p))).collect()
-}
-
-/// The FlowSpec rule a step announces for an attack on `target` with `sig`: the destination always,
-/// and the parts of the signature the step names.
-pub fn flowspec_route(
-    target: IpAddr,
-    sig: &Signature,
-    parts: &BTreeSet<Part>,
-    actions: &[Action],
-) -> Result<FlowRoute, RuleError> {
-    let v6 = target.is_ipv6();
-    let mut c = vec![Component::DestinationPrefix(host(target))];
-    if parts.contains(&Part::Sources) {
-        // FlowSpec takes one source prefix: the first, the heaviest (of the target's family).
-        if let Some(s) = sig.sources.first().filter(|s| s.is_ipv6() == v6) {
-            c.push(Component::SourcePrefix(host(*s)));
-        }
-    }
-    // Ports and flags: only on whole TCP or UDP packets (fragments carry no ports).
-    let mut transport = Vec::new();
-    if matches!(sig.proto, Some(6 | 17)) && !sig.fragment {
-        if parts.contains(&Part::Sport) && !sig.sports.is_empty() {
-            transport.push(Component::SourcePort(ports(&sig.sports)));
-        }
-        if parts.contains(&Part::Dport) && !sig.dports.is_empty() {
-            transport.push(Component::DestinationPort(ports(&sig.dports)));
-        }
-        if let (true, Some((set, clear)), Some(6)) =
-            (parts.contains(&Part::TcpFlags), sig.tcp_flags, sig.proto)
-        {
-            let mut ops = Vec::new();
-            if set != 0 {
-                ops.push(BitmaskOp {
-                    and: false,
-                    not: false,
-                    matched: true,
-                    value: u64::from(set),
-                });
-            }
-            if clear != 0 {
-                ops.push(BitmaskOp {
-                    and: !ops.is_empty(),
-                    not: true,
-                    matched: false,
-                    value: u64::from(clear),
-                });
-            }
-            if !ops.is_empty() {
-                transport.push(Component::TcpFlags(ops));
-            }
-        }
-    }
-    if let Some(p) = sig.proto {
-        // The protocol comes with ports and flags, which mean nothing without it.
-        if parts.contains(&Part::Proto) || !transport.is_empty() {
-            c.push(Component::Protocol(vec![NumericOp::eq(u64::from(p))]));
-        }
-    }
-    c.extend(transport);
-    if sig.fragment && parts.contains(&Part::Fragment) {
-        c.push(Component::Fragment(vec![BitmaskOp {
-            and: false,
-            not: false,
-            matched: true,
-            value: fragment::IS_FRAGMENT,
-        }]));
-    }
-    let afi = if v6 { Afi::Ipv6 } else { Afi::Ipv4 };
-    Ok(FlowRoute {
-        rule: Rule::new(afi, c)?,
-        actions: actions.to_vec(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::classify::tcp;
+    use crate::detect::Signature;
 
     fn known() -> Known {
         Known {
             groups: ["customers".to_string()].into_iter().collect(),
-            peers: ["edge1".to_string()].into_iter().collect(),
+            peers: [(
+                "edge1".to_string(),
+                [Kind::Flowspec, Kind::Rtbh].into_iter().collect(),
+            )]
+            .into_iter()
+            .collect(),
             ioc: ["mirai".to_string()].into_iter().collect(),
         }
     }
@@ -1037,225 +1083,6 @@ mod tests {
             let e = Policies::parse(&[("p.yaml".into(), text.into())], &known()).unwrap_err();
             let got = e.to_string();
             assert!(got.starts_with(want), "{text}\n got: {got}\nwant: {want}");
-        }
-    }
-
-    #[test]
-    fn rules_from_signatures() {
-        let all: BTreeSet<Part> = [
-            Part::Proto,
-            Part::Sport,
-            Part::Dport,
-            Part::TcpFlags,
-            Part::Fragment,
-        ]
-        .into_iter()
-        .collect();
-        let discard = parse_actions("discard").unwrap();
-        let amp = Signature {
-            proto: Some(17),
-            sports: vec![123],
-            service: Some("ntp".into()),
-            ..Signature::default()
-        };
-        let t: IpAddr = "203.0.113.7".parse().unwrap();
-        let typed = |tgt, sig: &Signature, actions: &str| {
-            flowspec_route(tgt, sig, &all, &parse_actions(actions).unwrap()).unwrap()
-        };
-        let text = |s: &str| FlowRoute::from_str(s).unwrap();
-        assert_eq!(
-            typed(t, &amp, "discard"),
-            text("dst 203.0.113.7/32 proto 17 sport 123 then discard")
-        );
-        assert_eq!(
-            typed(t, &amp, "discard").to_string(),
-            "dst 203.0.113.7/32 proto udp sport 123 then discard"
-        );
-        let syn = Signature {
-            proto: Some(6),
-            dports: vec![80, 443],
-            tcp_flags: Some((tcp::SYN, tcp::ACK)),
-            ..Signature::default()
-        };
-        assert_eq!(
-            typed(t, &syn, "rate-bytes 125000"),
-            text(
-                "dst 203.0.113.7/32 proto 6 dport 80,443 tcp-flags syn&!~ack then rate-bytes 125000"
-            )
-        );
-        let frag = Signature {
-            proto: Some(17),
-            fragment: true,
-            ..Signature::default()
-        };
-        assert_eq!(
-            typed(t, &frag, "discard"),
-            text("dst 203.0.113.7/32 proto 17 fragment is-frag then discard")
-        );
-        let v6: IpAddr = "2001:db8::7".parse().unwrap();
-        let icmp = Signature {
-            proto: Some(58),
-            ..Signature::default()
-        };
-        assert_eq!(
-            typed(v6, &icmp, "discard"),
-            text("dst 2001:db8::7/128 next-header 58 then discard")
-        );
-        // Sources of the other family are left out; the heaviest one of the same is matched.
-        let from = Signature {
-            proto: Some(17),
-            sources: vec!["2001:db8::1".parse().unwrap(), "192.0.2.1".parse().unwrap()],
-            ..Signature::default()
-        };
-        let with_sources: BTreeSet<Part> = [Part::Sources].into_iter().collect();
-        assert_eq!(
-            flowspec_route(t, &from, &with_sources, &discard).unwrap(),
-            text("dst 203.0.113.7/32 then discard")
-        );
-        assert_eq!(
-            flowspec_route(v6, &from, &with_sources, &discard).unwrap(),
-            text("dst 2001:db8::7/128 src 2001:db8::1/128 then discard")
-        );
-    }
-
-    fn flag_names(bits: u8) -> String {
-        const NAMES: [&str; 8] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
-        (0..8)
-            .filter(|i| bits & (1 << i) != 0)
-            .map(|i| NAMES[i])
-            .collect::<Vec<_>>()
-            .join("+")
-    }
-
-    fn list(ports: &[u16]) -> String {
-        ports
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The rule text policies used to build (and the set parsed back) before rules were built as
-    /// `deflect_bgp` types: the oracle the typed builder must agree with.
-    fn legacy_text(
-        target: IpAddr,
-        sig: &Signature,
-        parts: &BTreeSet<Part>,
-        action: &str,
-    ) -> String {
-        let mut r = match target {
-            IpAddr::V4(a) => format!("dst {a}/32"),
-            IpAddr::V6(a) => format!("dst {a}/128"),
-        };
-        let v6 = target.is_ipv6();
-        let transport = matches!(sig.proto, Some(6 | 17));
-        if parts.contains(&Part::Sources) && !sig.sources.is_empty() {
-            // FlowSpec takes one source prefix: the first, the heaviest.
-            let s = sig.sources[0];
-            if s.is_ipv6() == v6 {
-                r += &match s {
-                    IpAddr::V4(a) => format!(" src {a}/32"),
-                    IpAddr::V6(a) => format!(" src {a}/128"),
-                };
-            }
-        }
-        // Ports and flags: only on whole TCP or UDP packets (fragments carry no ports).
-        let mut extra = String::new();
-        if transport && !sig.fragment {
-            if parts.contains(&Part::Sport) && !sig.sports.is_empty() {
-                extra += &format!(" sport {}", list(&sig.sports));
-            }
-            if parts.contains(&Part::Dport) && !sig.dports.is_empty() {
-                extra += &format!(" dport {}", list(&sig.dports));
-            }
-            if let (true, Some((set, clear)), Some(6)) =
-                (parts.contains(&Part::TcpFlags), sig.tcp_flags, sig.proto)
-            {
-                let mut f = Vec::new();
-                if set != 0 {
-                    f.push(flag_names(set));
-                }
-                if clear != 0 {
-                    f.push(format!("!~{}", flag_names(clear)));
-                }
-                if !f.is_empty() {
-                    extra += &format!(" tcp-flags {}", f.join("&"));
-                }
-            }
-        }
-        if let Some(p) = sig.proto {
-            // The protocol comes with ports and flags, which mean nothing without it.
-            if parts.contains(&Part::Proto) || !extra.is_empty() {
-                r += &format!(" {} {p}", if v6 { "next-header" } else { "proto" });
-            }
-        }
-        r += &extra;
-        if sig.fragment && parts.contains(&Part::Fragment) {
-            r += " fragment is-frag";
-        }
-        r + " then " + action
-    }
-
-    fn signature() -> impl proptest::strategy::Strategy<Value = (bool, Signature, BTreeSet<Part>)> {
-        use proptest::prelude::*;
-        let part = prop_oneof![
-            Just(Part::Proto),
-            Just(Part::Sport),
-            Just(Part::Dport),
-            Just(Part::TcpFlags),
-            Just(Part::Fragment),
-            Just(Part::Sources),
-        ];
-        (
-            any::<bool>(),
-            proptest::option::of(prop_oneof![
-                Just(6u8),
-                Just(17u8),
-                Just(1u8),
-                Just(58u8),
-                any::<u8>()
-            ]),
-            proptest::collection::vec(any::<u16>(), 0..4),
-            proptest::collection::vec(any::<u16>(), 0..4),
-            proptest::option::of((any::<u8>(), any::<u8>())),
-            any::<bool>(),
-            proptest::collection::vec(any::<[u8; 4]>(), 0..3),
-            proptest::collection::btree_set(part, 0..6),
-        )
-            .prop_map(
-                |(v6, proto, sports, dports, flags, fragment, sources, parts)| {
-                    let sig = Signature {
-                        proto,
-                        sports,
-                        dports,
-                        // Set and clear bits never overlap in a signature.
-                        tcp_flags: flags.map(|(set, clear)| (set, clear & !set)),
-                        fragment,
-                        sources: sources.into_iter().map(IpAddr::from).collect(),
-                        ..Signature::default()
-                    };
-                    (v6, sig, parts)
-                },
-            )
-    }
-
-    proptest::proptest! {
-        /// The typed rule is the one the old rule text denoted, for any signature and parts.
-        #[test]
-        fn typed_rules_match_what_the_rule_text_said((v6, sig, parts) in signature()) {
-            let target: IpAddr = if v6 {
-                "2001:db8::7".parse().unwrap()
-            } else {
-                "203.0.113.7".parse().unwrap()
-            };
-            let discard = parse_actions("discard").unwrap();
-            let typed = flowspec_route(target, &sig, &parts, &discard);
-            let text = FlowRoute::from_str(&legacy_text(target, &sig, &parts, "discard"));
-            match (typed, text) {
-                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
-                (Err(_), Err(_)) => {}
-                (a, b) => proptest::prop_assert!(false, "typed {a:?} but text {b:?}"),
-            }
         }
     }
 }

@@ -25,7 +25,11 @@ fn the_embedded_defaults_and_the_annotated_example_are_valid() {
         .unwrap()
         .check()
         .unwrap();
-    assert_eq!(s.neighbors.len(), 2);
+    assert_eq!(s.neighbors.len(), 3);
+    assert_eq!(
+        s.neighbors[2].receives,
+        [deflect::route::Kind::Divert].into_iter().collect()
+    );
     assert_eq!(s.neighbors[0].rtbh.communities.len(), 2);
 }
 
@@ -62,6 +66,20 @@ fn broken_files_say_where_and_what() {
         (
             "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    receives: [rtbh]\n",
             "deflect.yaml:4:14: neighbor 192.0.2.1 receives rtbh but has no rtbh section with a next hop",
+        ),
+        // S/RTBH routes take the discard next hop of the rtbh section too.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    receives: [source-rtbh]\n",
+            "deflect.yaml:4:14: neighbor 192.0.2.1 receives source-rtbh but has no rtbh section with a next hop",
+        ),
+        // A diversion is a unicast route: a neighbor that takes it needs a unicast family.
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    receives: [divert]\n    families: [ipv4-flowspec]\n",
+            "deflect.yaml:6:15: this neighbor receives divert but has no unicast family",
+        ),
+        (
+            "local_as: 65000\nrouter_id: 192.0.2.10\nneighbors:\n  - address: 192.0.2.1\n    remote_as: 65001\n    receives: [scrub]\n",
+            "deflect.yaml:6:16: unknown variant `scrub`, expected one of flowspec, rtbh, source-rtbh, divert",
         ),
         // Unknown family.
         (

@@ -127,6 +127,13 @@ pub struct Bird {
 
 impl Bird {
     pub fn start(session: Session) -> Result<Bird> {
+        Bird::start_with(session, "")
+    }
+
+    /// BIRD with `extra` at the end of its config: static routes that resolve the next hops
+    /// deflect announces (a discard route for RTBH and S/RTBH, a path to a scrubbing service),
+    /// as a real edge would have them.
+    pub fn start_with(session: Session, extra: &str) -> Result<Bird> {
         let dir = temp_dir("bird");
         let s = &session;
         let password = s
@@ -143,7 +150,7 @@ impl Bird {
             "router id {rid};\nlog \"{log}\" all;\nflow4 table ft4;\nflow6 table ft6;\nprotocol device {{}}\n\
              protocol bgp deflect {{\n  local {ra} port {rp} as {ras};\n  neighbor {da} as {das};\n  multihop 2;\n  passive on;\n\
              {password}{gr}  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n\
-             flow4 {{ table ft4; import all; export none; }};\n  flow6 {{ table ft6; import all; export none; }};\n}}\n",
+             flow4 {{ table ft4; import all; export none; }};\n  flow6 {{ table ft6; import all; export none; }};\n}}\n{extra}",
             rid = s.router_id,
             log = dir.join("bird.log").display(),
             ra = s.router_addr,

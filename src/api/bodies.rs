@@ -17,43 +17,86 @@ pub struct CreateRequest {
     pub kind: Option<Kind>,
     /// FlowSpec: `MATCHES then ACTIONS`.
     pub rule: Option<String>,
-    /// RTBH: the prefix.
+    /// RTBH: the prefix; S/RTBH: the source (/32, /128); divert: the covering prefix.
     pub prefix: Option<String>,
+    /// Divert: the scrubbing service's next hop.
+    pub next_hop: Option<String>,
+    /// Divert: communities (`ASN:VALUE`, `no-export`...) and large communities (`G:L1:L2`).
+    pub communities: Option<Vec<String>>,
+    pub large_communities: Option<Vec<String>>,
     /// `90s`, `10m`, `24h`...; the configured default when absent.
     pub ttl: Option<String>,
     pub peers: Option<Vec<String>>,
     pub reason: Option<String>,
 }
 
+/// Most communities a diversion carries, of each sort.
+const MAX_COMMUNITIES: usize = 32;
+
 impl CreateRequest {
     /// The order it asks for on behalf of `actor`, or why it cannot be one (HTTP 400).
     pub fn order(&self, actor: &str) -> Result<Order, Refusal> {
-        let kind = self
-            .kind
-            .ok_or_else(|| Refusal::Invalid("kind is missing: flowspec or rtbh".into()))?;
+        let invalid = |s: String| Err(Refusal::Invalid(s));
+        let kind = self.kind.ok_or_else(|| {
+            Refusal::Invalid("kind is missing: flowspec, rtbh, source-rtbh or divert".into())
+        })?;
+        let a = if kind == Kind::Rtbh { "an" } else { "a" };
+        let attrs = self.next_hop.is_some()
+            || self.communities.is_some()
+            || self.large_communities.is_some();
+        if attrs && kind != Kind::Divert {
+            return invalid(format!(
+                "{a} {kind} mitigation takes no next_hop or communities (only divert does)"
+            ));
+        }
         let text = match (kind, &self.rule, &self.prefix) {
-            (Kind::Flowspec, Some(rule), None) => rule,
-            (Kind::Rtbh, None, Some(prefix)) => prefix,
+            (Kind::Flowspec, Some(rule), None) => rule.clone(),
             (Kind::Flowspec, None, _) => {
-                return Err(Refusal::Invalid(
-                    "a flowspec mitigation needs a rule".into(),
-                ));
+                return invalid("a flowspec mitigation needs a rule".into());
             }
             (Kind::Flowspec, Some(_), Some(_)) => {
-                return Err(Refusal::Invalid(
-                    "a flowspec mitigation takes a rule, not a prefix".into(),
-                ));
+                return invalid("a flowspec mitigation takes a rule, not a prefix".into());
             }
-            (Kind::Rtbh, _, None) => {
-                return Err(Refusal::Invalid("an rtbh mitigation needs a prefix".into()));
+            (_, _, None) => return invalid(format!("{a} {kind} mitigation needs a prefix")),
+            (_, Some(_), Some(_)) => {
+                return invalid(format!("{a} {kind} mitigation takes a prefix, not a rule"));
             }
-            (Kind::Rtbh, Some(_), Some(_)) => {
-                return Err(Refusal::Invalid(
-                    "an rtbh mitigation takes a prefix, not a rule".into(),
-                ));
+            (Kind::Divert, None, Some(prefix)) => {
+                let Some(nh) = &self.next_hop else {
+                    return invalid(
+                        "a divert mitigation needs next_hop (the scrubbing service's address)"
+                            .into(),
+                    );
+                };
+                let (c, l) = (
+                    self.communities.as_deref().unwrap_or_default(),
+                    self.large_communities.as_deref().unwrap_or_default(),
+                );
+                if c.len() > MAX_COMMUNITIES || l.len() > MAX_COMMUNITIES {
+                    return invalid(format!(
+                        "at most {MAX_COMMUNITIES} communities and {MAX_COMMUNITIES} large communities"
+                    ));
+                }
+                // One word each: the text form below is the parser's.
+                let word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
+                if !word(prefix) || !word(nh) || !c.iter().chain(l).all(|w| word(w)) {
+                    return invalid(
+                        "prefix, next_hop and each community are single words without spaces"
+                            .into(),
+                    );
+                }
+                let mut t = format!("{prefix} next-hop {nh}");
+                for x in c {
+                    t += &format!(" community {x}");
+                }
+                for x in l {
+                    t += &format!(" large-community {x}");
+                }
+                t
             }
+            (_, None, Some(prefix)) => prefix.clone(),
         };
-        let target = Target::parse(kind, text).map_err(Refusal::Invalid)?;
+        let target = Target::parse(kind, &text).map_err(Refusal::Invalid)?;
         reason_within_bounds(self.reason.as_deref())?;
         Ok(Order {
             target,

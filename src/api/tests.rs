@@ -138,15 +138,20 @@ proptest::proptest! {
     /// panic.
     #[test]
     fn any_body_gives_an_order_of_its_kind_or_a_refusal(
-        kind in proptest::option::of(proptest::bool::ANY),
+        kind in proptest::option::of(0..4usize),
         rule in proptest::option::of("(dst|src|proto|sport|dport|then|discard|rate-bytes|[0-9./:, ]){0,12}"),
         prefix in proptest::option::of("[0-9a-f.:/]{0,20}"),
+        next_hop in proptest::option::of("[0-9a-f.: ]{0,16}"),
+        communities in proptest::option::of(proptest::collection::vec("(no-export|blackhole|[0-9:x ]{0,12})", 0..40)),
         ttl in proptest::option::of("[0-9]{0,5}(ms|s|m|h|d|x)?"),
     ) {
         let req = CreateRequest {
-            kind: kind.map(|f| if f { Kind::Flowspec } else { Kind::Rtbh }),
+            kind: kind.map(|k| Kind::ALL[k]),
             rule,
             prefix,
+            next_hop,
+            large_communities: communities.clone(),
+            communities,
             ttl,
             peers: None,
             reason: None,
@@ -155,6 +160,53 @@ proptest::proptest! {
             Ok(o) => {
                 proptest::prop_assert_eq!(Some(o.target.kind()), req.kind);
                 proptest::prop_assert!(o.ttl.is_none_or(|d| !d.is_zero()));
+                // Its text parses back to it (the fuzz target's check, every kind).
+                let again = Target::parse(o.target.kind(), &o.target.to_string());
+                proptest::prop_assert_eq!(again, Ok(o.target.clone()));
+            }
+            Err(e) => proptest::prop_assert!(matches!(e, Refusal::Invalid(_))),
+        }
+    }
+
+    /// A diversion body of any prefix, next hop and communities gives a divert order whose text
+    /// parses back to it, or a 400 (host bits, a next hop of the other family or none a router
+    /// takes); never a panic.
+    #[test]
+    fn any_divert_body_gives_a_diversion_that_reads_back_or_a_refusal(
+        v6 in proptest::bool::ANY,
+        addr in proptest::array::uniform16(0u8..),
+        len in 0u8..=128,
+        nh in proptest::array::uniform16(0u8..),
+        nh_v6 in proptest::bool::ANY,
+        communities in proptest::collection::vec((0u16.., 0u16..), 0..4),
+        large in proptest::collection::vec((0u32.., 0u32.., 0u32..), 0..3),
+    ) {
+        let ip = |b: [u8; 16], v6: bool| -> std::net::IpAddr {
+            if v6 { b.into() } else { [b[0], b[1], b[2], b[3]].into() }
+        };
+        let req = CreateRequest {
+            kind: Some(Kind::Divert),
+            // Without host bits mostly (a real prefix); a few with them, refused.
+            prefix: Some(if len % 8 == 7 {
+                format!("{}/{}", ip(addr, v6), len % 33)
+            } else {
+                ipnet::IpNet::new(ip(addr, v6), if v6 { len } else { len % 33 })
+                    .map(|n| n.trunc().to_string())
+                    .unwrap_or_default()
+            }),
+            next_hop: Some(ip(nh, nh_v6).to_string()),
+            communities: Some(communities.iter().map(|(a, v)| format!("{a}:{v}")).collect()),
+            large_communities: Some(large.iter().map(|(g, a, b)| format!("{g}:{a}:{b}")).collect()),
+            peers: Some(vec!["scrubber".into()]),
+            ..CreateRequest::default()
+        };
+        match req.order("noc") {
+            Ok(o) => {
+                proptest::prop_assert_eq!(o.target.kind(), Kind::Divert);
+                let again = Target::parse(Kind::Divert, &o.target.to_string());
+                proptest::prop_assert_eq!(again, Ok(o.target.clone()));
+                let m = crate::mitigation::Mitigation::fields(&o.target);
+                proptest::prop_assert_eq!(m.communities.len(), communities.len());
             }
             Err(e) => proptest::prop_assert!(matches!(e, Refusal::Invalid(_))),
         }

@@ -27,6 +27,9 @@ pub struct Limits {
     pub rtbh_min_prefix_v4: Spanned<u8>,
     #[serde(default = "default_rtbh_v6")]
     pub rtbh_min_prefix_v6: Spanned<u8>,
+    /// Most S/RTBH routes (sources blackholed, RFC 5635) active at once.
+    #[serde(default = "default_max_source_rtbh")]
+    pub max_source_rtbh: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_new_per_minute: default_max_new(),
             rtbh_min_prefix_v4: default_rtbh_v4(),
             rtbh_min_prefix_v6: default_rtbh_v6(),
+            max_source_rtbh: default_max_source_rtbh(),
         }
     }
 }
@@ -56,6 +60,10 @@ fn default_max_active() -> usize {
 
 fn default_max_new() -> u32 {
     600
+}
+
+fn default_max_source_rtbh() -> usize {
+    64
 }
 
 fn default_rtbh_v4() -> Spanned<u8> {
@@ -136,6 +144,7 @@ pub(super) fn guardrails(
         max_new_per_minute: limits.max_new_per_minute,
         rtbh_min_prefix_v4: limits.rtbh_min_prefix_v4.value,
         rtbh_min_prefix_v6: limits.rtbh_min_prefix_v6.value,
+        max_source_rtbh: limits.max_source_rtbh,
         protected,
         never_block: never_block.iter().map(|s| s.value.trunc()).collect(),
         dry_run,

@@ -127,7 +127,11 @@ impl Settings {
     pub fn known(&self) -> crate::policy::Known {
         crate::policy::Known {
             groups: self.guardrails.protected.keys().cloned().collect(),
-            peers: self.neighbors.iter().map(|n| n.peer.name.clone()).collect(),
+            peers: self
+                .neighbors
+                .iter()
+                .map(|n| (n.peer.name.clone(), n.receives.clone()))
+                .collect(),
             ioc: self.ioc.iter().map(|(n, _)| n.clone()).collect(),
         }
     }

@@ -118,7 +118,9 @@ pub(super) fn neighbors(
                     .iter()
                     .flat_map(|k| match k {
                         Kind::Flowspec => [Family::Ipv4FlowSpec, Family::Ipv6FlowSpec],
-                        Kind::Rtbh => [Family::Ipv4Unicast, Family::Ipv6Unicast],
+                        Kind::Rtbh | Kind::SourceRtbh | Kind::Divert => {
+                            [Family::Ipv4Unicast, Family::Ipv6Unicast]
+                        }
                     })
                     .collect(),
             };
@@ -129,13 +131,25 @@ pub(super) fn neighbors(
         {
             err(&n.receives.referenced, "this neighbor receives flowspec but has no flowspec family; add ipv4-flowspec or ipv6-flowspec".into());
         }
+        if receives.contains(&Kind::Divert)
+            && !families
+                .iter()
+                .any(|f| matches!(f, Family::Ipv4Unicast | Family::Ipv6Unicast))
+        {
+            err(&n.receives.referenced, "this neighbor receives divert but has no unicast family; add ipv4-unicast or ipv6-unicast".into());
+        }
         let mut rtbh = Rtbh::default();
-        if receives.contains(&Kind::Rtbh) {
+        // S/RTBH routes (RFC 5635) go to the same discard next hop as RTBH ones, with the same
+        // communities: the routers' uRPF loose check does the rest.
+        if let Some(kind) = [Kind::Rtbh, Kind::SourceRtbh]
+            .into_iter()
+            .find(|k| receives.contains(k))
+        {
             match &n.rtbh {
                 None => err(
                     &n.address.referenced,
                     format!(
-                        "neighbor {addr} receives rtbh but has no rtbh section with a next hop"
+                        "neighbor {addr} receives {kind} but has no rtbh section with a next hop"
                     ),
                 ),
                 Some(r) => {
@@ -187,7 +201,7 @@ pub(super) fn neighbors(
                 }
             }
         } else if let Some(r) = &n.rtbh {
-            err(&r.referenced, "rtbh settings on a neighbor that does not receive rtbh; add rtbh to receives or remove them".into());
+            err(&r.referenced, "rtbh settings on a neighbor that receives neither rtbh nor source-rtbh; add one to receives or remove them".into());
         }
         if n.passive && speaker.listen.is_empty() {
             err(

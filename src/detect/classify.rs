@@ -113,9 +113,56 @@ pub struct Signature {
     /// The amplification service, by its source port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    /// Top sources seen towards the target while the attack ran.
+    /// Top sources seen towards the target while the attack ran, at most [`MAX_SOURCES`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<IpAddr>,
+    /// Beside `sources`, one for one: the largest share of the attack's packets each carried in
+    /// an interval, in basis points (1/100 of a percent; 10,000 is all). What a source-based step
+    /// goes by ([`Signature::share_bp`]); missing (older records): unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<u16>,
+}
+
+/// Most sources a signature keeps.
+pub const MAX_SOURCES: usize = 16;
+
+impl Signature {
+    /// Adds one interval's top sources, with their share of the attack's `pps` then (a source seen
+    /// again keeps its largest share), up to [`MAX_SOURCES`].
+    pub fn add_sources(&mut self, sources: &[Source], pps: u64) {
+        for s in sources {
+            let bp = if pps == 0 {
+                0
+            } else {
+                (u128::from(s.pps) * 10_000 / u128::from(pps)).min(10_000) as u16
+            };
+            self.add_source(s.addr, bp);
+        }
+    }
+
+    /// Adds another signature's sources and shares (an attack that came back).
+    pub fn merge_sources(&mut self, other: &Signature) {
+        for (i, s) in other.sources.iter().enumerate() {
+            self.add_source(*s, other.share_bp(i));
+        }
+    }
+
+    fn add_source(&mut self, addr: IpAddr, bp: u16) {
+        self.shares.resize(self.sources.len(), 0);
+        match self.sources.iter().position(|a| *a == addr) {
+            Some(i) => self.shares[i] = self.shares[i].max(bp),
+            None if self.sources.len() < MAX_SOURCES => {
+                self.sources.push(addr);
+                self.shares.push(bp);
+            }
+            None => {}
+        }
+    }
+
+    /// The share of source `i`, in basis points (0 when unknown).
+    pub fn share_bp(&self, i: usize) -> u16 {
+        self.shares.get(i).copied().unwrap_or(0)
+    }
 }
 
 /// Ports that together carry at least `share` of `total`, at most `max` of them; empty if they cannot.
@@ -197,9 +244,9 @@ pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, S
         } else {
             proto
         },
-        sources: sources.iter().take(5).map(|s| s.addr).collect(),
         ..Signature::default()
     };
+    sig.add_sources(sources, total);
     let mut vector = Vector::of(class);
     match class {
         Class::TcpSyn => {
@@ -399,5 +446,39 @@ mod tests {
         ];
         let (_, s) = signature(Class::Udp, &flows, &[]);
         assert!(s.dports.is_empty());
+    }
+
+    #[test]
+    fn sources_keep_their_largest_share_of_the_attack_up_to_the_bound() {
+        let src = |a: &str, pps| Source {
+            addr: a.parse().unwrap(),
+            pps,
+        };
+        let mut sig = Signature::default();
+        sig.add_sources(&[src("198.51.100.1", 600), src("198.51.100.2", 50)], 1000);
+        assert_eq!(sig.shares, [6000, 500]);
+        // Seen again with a smaller share: the largest stays; a new one joins.
+        sig.add_sources(&[src("198.51.100.1", 100), src("198.51.100.3", 2000)], 1000);
+        assert_eq!(sig.share_bp(0), 6000);
+        assert_eq!(sig.share_bp(2), 10_000, "at most all of it");
+        // Nothing to divide by: known, but no share.
+        sig.add_sources(&[src("198.51.100.4", 5)], 0);
+        assert_eq!(sig.share_bp(3), 0);
+        // Hostile rates do not overflow.
+        sig.add_sources(&[src("198.51.100.5", u64::MAX)], u64::MAX);
+        assert_eq!(sig.share_bp(4), 10_000);
+        // Bounded, and a record without shares (older) reads its sources as share 0.
+        let many: Vec<Source> = (0..40u8)
+            .map(|i| src(&format!("192.0.2.{i}"), 10))
+            .collect();
+        sig.add_sources(&many, 100);
+        assert_eq!(sig.sources.len(), MAX_SOURCES);
+        assert_eq!(sig.shares.len(), MAX_SOURCES);
+        let old: Signature = serde_json::from_str(r#"{"sources": ["198.51.100.9"]}"#).unwrap();
+        assert_eq!(old.share_bp(0), 0);
+        let mut merged = old.clone();
+        merged.merge_sources(&sig);
+        assert_eq!(merged.sources.len(), MAX_SOURCES);
+        assert_eq!(merged.share_bp(1), 6000);
     }
 }

@@ -36,7 +36,7 @@ use serde::Serialize;
 pub use baseline::Baseline;
 pub use classify::{Class, Signature, Vector};
 
-use crate::telemetry::{Report, Source, Target};
+use crate::telemetry::{Report, Target};
 
 /// Thresholds, resolved, for one prefix group.
 #[derive(Debug, Clone, PartialEq)]
@@ -468,11 +468,7 @@ impl Detector {
         o.peak_bps = o.peak_bps.max(n.bps);
         o.node = n.node;
         o.threshold_pps = n.threshold_pps;
-        for s in n.signature.sources {
-            if o.signature.sources.len() < 5 && !o.signature.sources.contains(&s) {
-                o.signature.sources.push(s);
-            }
-        }
+        o.signature.merge_sources(&n.signature);
         for (list, n) in n.ioc {
             let c = o.ioc.entry(list).or_default();
             *c = c.saturating_add(n);
@@ -867,10 +863,8 @@ impl Detector {
                 }
                 None => {
                     state.total.set_attack(Some(id));
-                    let s = Signature {
-                        sources: top(&t.sources),
-                        ..Signature::default()
-                    };
+                    let mut s = Signature::default();
+                    s.add_sources(&t.sources, t.pps);
                     (
                         Vector::Volumetric,
                         s,
@@ -947,11 +941,7 @@ impl Detector {
                 a.peak_bps = a.bps;
             }
             // Sources seen while it lasts join the signature.
-            for s in top(&t.sources) {
-                if a.signature.sources.len() < 5 && !a.signature.sources.contains(&s) {
-                    a.signature.sources.push(s);
-                }
-            }
+            a.signature.add_sources(&t.sources, a.pps);
             if let Some(since) = quiet {
                 a.ended_ms = Some(since);
                 // A node upstream of the filters reported it during the quiet, and saw quiet
@@ -1010,10 +1000,6 @@ fn hold_at_cap(
         cs.quiet_since = None;
         *quiet = None;
     }
-}
-
-fn top(sources: &[Source]) -> Vec<IpAddr> {
-    sources.iter().take(5).map(|s| s.addr).collect()
 }
 
 /// The group (index) an address belongs to.

@@ -391,10 +391,40 @@ impl Escalation {
     }
 
     /// A step made mitigation `id`: it replaces what [`Escalation::replaced_by`] named.
+    #[cfg(test)]
     pub fn made(&mut self, kind: Kind, key: RouteKey, id: u64) {
+        let keys = [key.clone()];
+        let gone = self.superseded(kind, &keys);
+        self.made_by_step(kind, &[(key, id)], &gone);
+    }
+
+    /// The attack's FlowSpec rules a step whose own rules are `keys` replaces once they are in
+    /// place: every other one (none for the other kinds, which come on top).
+    pub fn superseded(&self, kind: Kind, keys: &[RouteKey]) -> Vec<u64> {
+        if kind != Kind::Flowspec {
+            return Vec::new();
+        }
         self.made
-            .retain(|x| !(x.kind == kind && (x.key == key || kind == Kind::Flowspec)));
-        self.made.push(Made { id, kind, key });
+            .iter()
+            .filter(|m| m.kind == kind && !keys.contains(&m.key))
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// A step made these mitigations of `kind` (each replacing one of the same identity), and
+    /// withdrew `gone`.
+    pub fn made_by_step(&mut self, kind: Kind, made: &[(RouteKey, u64)], gone: &[u64]) {
+        self.made.retain(|x| {
+            let replaced = x.kind == kind && made.iter().any(|(k, _)| *k == x.key);
+            !(gone.contains(&x.id) || replaced)
+        });
+        for (key, id) in made {
+            self.made.push(Made {
+                id: *id,
+                kind,
+                key: key.clone(),
+            });
+        }
     }
 }
 
@@ -403,31 +433,70 @@ pub fn actor(policy: &Policy, attack: u64) -> String {
     format!("policy:{} attack:{attack}", policy.name)
 }
 
-/// The order step `n` (an announcement of `kind`) gives for attack `a`.
-pub fn announcement(a: &Attack, policy: &Policy, n: usize, kind: Kind) -> Result<Order, String> {
+/// The orders step `n` (an announcement of `kind`) gives for attack `a`: one rule or route, or
+/// one per heavy source (a `src` FlowSpec step, a source-rtbh step: none when no source carries
+/// the step's share). Each goes through the set's guardrails on its own.
+pub fn announcements(
+    a: &Attack,
+    policy: &Policy,
+    n: usize,
+    kind: Kind,
+) -> Result<Vec<Order>, String> {
     let step = &policy.steps[n];
-    let target = match kind {
+    let select = step.sources.unwrap_or_default();
+    let targets = match kind {
+        Kind::Flowspec if step.parts.contains(&Part::Src) => {
+            policy::source_routes(a.target, &a.signature, &step.parts, &step.actions, &select)
+                .map_err(|e| format!("rule: {e}"))?
+                .into_iter()
+                .map(Target::flowspec)
+                .collect::<Result<Vec<_>, _>>()?
+        }
         Kind::Flowspec => {
             let route = policy::flowspec_route(a.target, &a.signature, &step.parts, &step.actions)
                 .map_err(|e| format!("rule: {e}"))?;
-            Target::flowspec(route)?
+            vec![Target::flowspec(route)?]
         }
-        Kind::Rtbh => Target::host(a.target),
+        Kind::Rtbh => vec![Target::host(a.target)],
+        Kind::SourceRtbh => policy::heavy_sources(a.target, &a.signature, &select)
+            .into_iter()
+            .map(|s| Target::SourceRtbh(ipnet::IpNet::from(s)))
+            .collect(),
+        Kind::Divert => {
+            let d = step
+                .divert
+                .as_ref()
+                .ok_or("a divert step without its route")?;
+            vec![Target::Divert(policy::divert_target(a.target, d)?)]
+        }
     };
-    Ok(Order {
-        target,
-        ttl: Some(Duration::from_secs(policy.ttl.as_secs().max(1))),
-        peers: step.peers.clone(),
-        reason: format!(
-            "{} on {} ({} pps), policy {} step {}",
-            a.vector,
-            a.target,
-            a.pps,
-            policy.name,
-            n + 1
-        ),
-        actor: actor(policy, a.id),
-    })
+    let reason = format!(
+        "{} on {} ({} pps), policy {} step {}",
+        a.vector,
+        a.target,
+        a.pps,
+        policy.name,
+        n + 1
+    );
+    Ok(targets
+        .into_iter()
+        .map(|target| Order {
+            reason: match &target {
+                Target::SourceRtbh(s) => format!("{reason}: source {}", s.addr()),
+                Target::Flowspec(r) if r.rule.source().is_some() => {
+                    format!(
+                        "{reason}: source {}",
+                        r.rule.source().map(|s| s.addr()).unwrap_or(a.target)
+                    )
+                }
+                _ => reason.clone(),
+            },
+            target,
+            ttl: Some(Duration::from_secs(policy.ttl.as_secs().max(1))),
+            peers: step.peers.clone(),
+            actor: actor(policy, a.id),
+        })
+        .collect())
 }
 
 /// The node-local drop a `local` step asks the attacked node's probe for.
@@ -600,8 +669,9 @@ steps:
     fn a_new_rule_replaces_the_same_match_first_and_other_rules_after() {
         let mut e = Escalation::new(policy(TWO_STEPS), &attack(80_000), 0);
         let a = attack(80_000);
-        let first = announcement(&a, &e.policy, 0, Kind::Flowspec)
+        let first = announcements(&a, &e.policy, 0, Kind::Flowspec)
             .unwrap()
+            .remove(0)
             .target;
         assert_eq!(
             first.to_string(),
@@ -632,7 +702,9 @@ steps:
     #[test]
     fn an_announcement_orders_the_policy_lifetime_and_says_why() {
         let p = policy(TWO_STEPS);
-        let o = announcement(&attack(80_000), &p, 1, Kind::Rtbh).unwrap();
+        let o = announcements(&attack(80_000), &p, 1, Kind::Rtbh)
+            .unwrap()
+            .remove(0);
         assert_eq!(o.target, Target::host("203.0.113.7".parse().unwrap()));
         assert_eq!(o.ttl, Some(Duration::from_secs(30)));
         assert_eq!(
@@ -827,5 +899,147 @@ steps:
         );
         // Seen again, still going: the steps start over.
         assert_eq!(e.next_due(&a, 99_000, true), Some(0));
+    }
+
+    /// An attack with three sources: two heavy (40% and 10% of its packets), one light (1%), and
+    /// one of the other family.
+    fn from_sources() -> Attack {
+        let mut a = attack(100_000);
+        let src = |s: &str, pps| crate::telemetry::Source {
+            addr: s.parse().unwrap(),
+            pps,
+        };
+        a.signature.add_sources(
+            &[
+                src("198.51.100.1", 40_000),
+                src("2001:db8:5::1", 30_000),
+                src("198.51.100.2", 10_000),
+                src("198.51.100.3", 1_000),
+            ],
+            100_000,
+        );
+        a
+    }
+
+    const SOURCE_STEPS: &str = "\
+match:
+  vectors: [amplification]
+ttl: 30s
+steps:
+  - announce: flowspec
+    match: [src, proto, sport]
+    action: discard
+  - announce: source-rtbh
+    sources: { max: 1 }
+  - announce: divert
+    peers: [scrubber]
+    divert: { next_hop_ipv4: 198.51.100.10, communities: [65000:800] }
+  - announce: flowspec
+    match: [proto, sport]
+    action: discard
+";
+
+    fn source_policy() -> Policy {
+        let known = policy::Known {
+            groups: ["customers".to_string()].into(),
+            peers: [(
+                "scrubber".to_string(),
+                [Kind::Divert, Kind::SourceRtbh, Kind::Flowspec].into(),
+            )]
+            .into(),
+            ..policy::Known::default()
+        };
+        policy::Policies::parse(&[("p.yaml".into(), SOURCE_STEPS.into())], &known)
+            .unwrap()
+            .list
+            .remove(0)
+    }
+
+    fn texts(orders: &[Order]) -> Vec<String> {
+        orders.iter().map(|o| o.target.to_string()).collect()
+    }
+
+    #[test]
+    fn a_src_step_orders_one_rule_per_heavy_source_of_the_targets_family() {
+        let p = source_policy();
+        let a = from_sources();
+        let o = announcements(&a, &p, 0, Kind::Flowspec).unwrap();
+        assert_eq!(
+            texts(&o),
+            [
+                "dst 203.0.113.7/32 src 198.51.100.1/32 proto udp sport 123 then discard",
+                "dst 203.0.113.7/32 src 198.51.100.2/32 proto udp sport 123 then discard",
+            ]
+        );
+        assert_eq!(
+            o[1].reason,
+            "amplification on 203.0.113.7 (100000 pps), policy p step 1: source 198.51.100.2"
+        );
+        // No source heavy enough (a spoofed flood from everywhere): no order at all.
+        let mut spread = attack(100_000);
+        spread.signature.add_sources(
+            &[crate::telemetry::Source {
+                addr: "198.51.100.9".parse().unwrap(),
+                pps: 4_999,
+            }],
+            100_000,
+        );
+        assert!(
+            announcements(&spread, &p, 0, Kind::Flowspec)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_srtbh_step_orders_the_heaviest_sources_up_to_its_max() {
+        let o = announcements(&from_sources(), &source_policy(), 1, Kind::SourceRtbh).unwrap();
+        assert_eq!(texts(&o), ["198.51.100.1/32"]);
+        assert_eq!(o[0].target.kind(), Kind::SourceRtbh);
+        assert!(o[0].peers.is_empty(), "every neighbor that receives it");
+    }
+
+    #[test]
+    fn a_divert_step_orders_the_covering_prefix_with_its_route_to_its_peers() {
+        let p = source_policy();
+        let o = announcements(&from_sources(), &p, 2, Kind::Divert).unwrap();
+        assert_eq!(
+            texts(&o),
+            ["203.0.113.0/24 next-hop 198.51.100.10 community 65000:800"]
+        );
+        assert_eq!(o[0].peers, ["scrubber"]);
+        // An IPv6 victim and no IPv6 next hop: refused, saying why.
+        let mut v6 = from_sources();
+        v6.target = "2001:db8:100::7".parse().unwrap();
+        let e = announcements(&v6, &p, 2, Kind::Divert).unwrap_err();
+        assert!(e.contains("no next_hop_ipv6"), "{e}");
+    }
+
+    #[test]
+    fn a_src_steps_rules_replace_the_rules_before_together_and_are_replaced_together() {
+        let p = source_policy();
+        let a = from_sources();
+        let mut e = Escalation::new(p.clone(), &a, 0);
+        let whole = announcements(&a, &p, 3, Kind::Flowspec).unwrap();
+        e.made(Kind::Flowspec, whole[0].target.key(), 1);
+        let per_source = announcements(&a, &p, 0, Kind::Flowspec).unwrap();
+        let keys: Vec<RouteKey> = per_source.iter().map(|o| o.target.key()).collect();
+        assert_eq!(e.superseded(Kind::Flowspec, &keys), [1]);
+        e.made_by_step(
+            Kind::Flowspec,
+            &[(keys[0].clone(), 2), (keys[1].clone(), 3)],
+            &[1],
+        );
+        assert_eq!(e.made.iter().map(|m| m.id).collect::<Vec<_>>(), [2, 3]);
+        // S/RTBH routes and diversions come on top and replace nothing.
+        assert!(e.superseded(Kind::SourceRtbh, &[]).is_empty());
+        let s = announcements(&a, &p, 1, Kind::SourceRtbh).unwrap();
+        e.made_by_step(Kind::SourceRtbh, &[(s[0].target.key(), 4)], &[]);
+        assert_eq!(e.made.len(), 3);
+        // The whole-destination rule again: both source rules go once it is in place.
+        assert_eq!(
+            e.superseded(Kind::Flowspec, &[whole[0].target.key()]),
+            [2, 3]
+        );
     }
 }

@@ -27,6 +27,7 @@
 //! mitigation could have hidden it, else when it goes quiet. What an escalation must not forget
 //! across a restart (its hold-down, its returns) is kept in the store.
 
+mod announce;
 mod escalation;
 mod local;
 mod playbook;
@@ -52,10 +53,9 @@ use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::detect::{self, Attack, Detector, Event, Node, TargetView};
 use crate::ioc::Lists;
-use crate::mitigation::{Amend, Created, ListFilter, MitigationHandle, Refusal};
+use crate::mitigation::{ListFilter, MitigationHandle};
 use crate::pcap::Recorder;
 use crate::policy::{self, Call, Policies, Policy};
-use crate::route::Kind;
 use crate::telemetry::{LocalDrop, Report};
 
 /// What detection runs on: settings, policies and what they may refer to, indicator lists.
@@ -799,98 +799,7 @@ impl Engine {
         let Some(kind) = step.announce else {
             return;
         };
-        self.metrics.policy_steps.fetch_add(1, Ordering::Relaxed);
-        let actor = escalation::actor(policy, id);
-        let order = match escalation::announcement(&a, policy, n, kind) {
-            Ok(o) => o,
-            Err(why) => {
-                // A rule the signature cannot make (too long...): refused like any order.
-                let what = serde_json::json!({"kind": kind, "attack": id, "step": n + 1});
-                let e = self
-                    .mitigations
-                    .refused(&actor, what, Refusal::Invalid(why))
-                    .await;
-                warn!(attack = id, "policy step refused: {e}");
-                self.note(id, now, format!("step {}: refused: {e}", n + 1));
-                return;
-            }
-        };
-        let what = order.target.to_string();
-        let cap = escalation::cap_of(order.target.actions());
-        if policy.dry_run {
-            self.note(
-                id,
-                now,
-                format!("step {} (dry-run): would announce {what}", n + 1),
-            );
-            return;
-        }
-        // The same match with other actions replaces the one before (a rule is identified by its
-        // match); other rules of the same kind are withdrawn once the new one is in place.
-        let key = order.target.key();
-        let (before, after) = self
-            .escalations
-            .get(&id)
-            .map(|e| e.replaced_by(kind, &key))
-            .unwrap_or_default();
-        let replaced = format!("replaced by step {}", n + 1);
-        // The same match with new actions: changed in place, one UPDATE, no gap in the filter.
-        let mut made = None;
-        for m in before {
-            if made.is_none() && kind == Kind::Flowspec {
-                let amend = Amend {
-                    actions: order.target.actions().to_vec(),
-                    ttl: order.ttl,
-                    reason: format!("step {}: {}", n + 1, order.reason),
-                    actor: actor.clone(),
-                };
-                match self.mitigations.amend(m, amend).await {
-                    Ok(m) => {
-                        made = Some(Ok(Created::Extended(m)));
-                        continue;
-                    }
-                    Err(e) => warn!(attack = id, mitigation = m, "not changed in place: {e}"),
-                }
-            }
-            let _ = self.mitigations.withdraw(m, &actor, &replaced).await;
-        }
-        let made = match made {
-            Some(m) => m,
-            None => self.mitigations.create(order).await,
-        };
-        let note = match made {
-            Ok(Created::New(m)) | Ok(Created::Extended(m)) => {
-                for o in after {
-                    let _ = self.mitigations.withdraw(o, &actor, &replaced).await;
-                }
-                let mut blackholed = kind == Kind::Rtbh;
-                if let Some(e) = self.escalations.get_mut(&id) {
-                    e.made(kind, key, m.id);
-                    blackholed |= e.made.iter().any(|m| m.kind == Kind::Rtbh);
-                }
-                if let Some(a) = self.detector.attack_mut(id) {
-                    if !a.mitigations.contains(&m.id) {
-                        a.mitigations.push(m.id);
-                    }
-                    // Under a rate-limit the attack's traffic still shows, up to the cap; under
-                    // a discard or a blackhole nothing does.
-                    a.cap = if blackholed { None } else { cap };
-                }
-                // What is in place is kept in the store: after a restart, these leave after a
-                // hold-down, not at the end of their lifetime.
-                self.remember(id, now).await;
-                format!("step {}: mitigation {} announces {what}", n + 1, m.id)
-            }
-            Err(e) => {
-                warn!(attack = id, "policy step refused: {e}");
-                format!("step {}: refused: {e}", n + 1)
-            }
-        };
-        self.note(id, now, note.clone());
-        // The first step is the attack's start; the next ones are escalations.
-        if let (Some(al), Some(a), true) = (&self.alerts, self.detector.attack(id), n > 0) {
-            al.send(Alert::attack(EventKind::AttackEscalate, a, &note));
-        }
+        self.fire_announce(id, &a, policy, n, kind, now).await;
     }
 
     /// A playbook step: the request goes out on its own task (an external API may be slow; the
@@ -1058,6 +967,9 @@ impl Engine {
         let gone = e.starved(now);
         let reason = format!("no evidence: node {node} stale, attack {id} unseen");
         for m in &gone {
+            if self.held_by_another(id, m.id) {
+                continue;
+            }
             if let Err(err) = self.mitigations.withdraw(m.id, actor, &reason).await {
                 warn!(attack = id, mitigation = m.id, "withdrawal: {err}");
             }
@@ -1143,6 +1055,9 @@ impl Engine {
     /// drops.
     async fn undo(&mut self, id: u64, e: &mut Escalation, actor: &str, reason: &str, now: u64) {
         for m in &e.made {
+            if self.held_by_another(id, m.id) {
+                continue;
+            }
             if let Err(err) = self.mitigations.withdraw(m.id, actor, reason).await {
                 warn!(attack = id, mitigation = m.id, "withdrawal: {err}");
             }

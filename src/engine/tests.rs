@@ -663,3 +663,94 @@ async fn after_a_restart_a_rule_that_hides_its_flood_leaves_after_a_hold_down_no
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].rule, rule[0].rule);
 }
+
+/// Two addresses flooded from the same heavy source: one S/RTBH route, shared.
+const SHARED_SOURCE: &str = "\
+match:
+  vectors: [amplification]
+ttl: 10m
+withdraw_after: 1s
+recurrence: { probation: 1s }
+steps:
+  - announce: source-rtbh
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_two_attacks_share_stays_until_the_last_of_them_ends() {
+    let r = rig("shared", SHARED_SOURCE).await;
+    let report = |seq: u64, floods: &[(&str, u64)]| Report {
+        node: "web1".into(),
+        seq,
+        time_ms: 0,
+        interval_ms: 100,
+        one_in: 1,
+        sampled: 0,
+        interfaces: Vec::new(),
+        targets: floods
+            .iter()
+            .map(|(dst, ntp)| Target {
+                dst: dst.parse().unwrap(),
+                pps: 300 + ntp,
+                bps: 2_400_000,
+                flows: vec![
+                    Flow {
+                        proto: 6,
+                        dport: Some(443),
+                        tcp_flags: Some(0x10),
+                        pps: 300,
+                        bps: 2_400_000,
+                        ..Flow::default()
+                    },
+                    Flow {
+                        proto: 17,
+                        sport: Some(123),
+                        dport: Some(4444),
+                        pps: *ntp,
+                        bps: ntp * 3760,
+                        ..Flow::default()
+                    },
+                ],
+                sources: vec![crate::telemetry::Source {
+                    addr: "198.51.100.23".parse().unwrap(),
+                    pps: ntp / 2,
+                }],
+            })
+            .collect(),
+        packets: Vec::new(),
+        applied: Vec::new(),
+        drop_error: None,
+    };
+    let mut seq = 0;
+    let mut send = async |floods: &[(&str, u64)], ms: u64| {
+        for _ in 0..ms.div_ceil(100) {
+            seq += 1;
+            r.engine.report("web1", report(seq, floods)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (a, b) = ("203.0.113.7", "203.0.113.8");
+    send(&[(a, 0), (b, 0)], 300).await;
+    // Both flooded from the same source: two attacks, one S/RTBH route.
+    send(&[(a, 20_000), (b, 20_000)], 300).await;
+    let shared = r.active().await;
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert_eq!(shared[0].prefix, Some("198.51.100.23/32".parse().unwrap()));
+    // The first attack ends (0.5 s cooldown, 1 s hold-down, 1 s probation): the route stays for
+    // the second.
+    send(&[(a, 0), (b, 20_000)], 3500).await;
+    assert_eq!(r.active().await.len(), 1, "still held by the second attack");
+    let all = r.engine.attacks(false).await;
+    let first = all.iter().find(|x| x.target.to_string() == a).unwrap();
+    assert!(first.ended_ms.is_some(), "the first is over: {first:#?}");
+    assert!(
+        first
+            .timeline
+            .iter()
+            .any(|m| m.what.starts_with("withdrew")),
+        "{:#?}",
+        first.timeline
+    );
+    // The second ends: withdrawn.
+    send(&[(a, 0), (b, 0)], 2500).await;
+    assert!(r.active().await.is_empty());
+}

@@ -1,13 +1,14 @@
 //! What goes in and out of the mitigation set: the typed [`Order`] every source sends, the
 //! [`Mitigation`] record it keeps and serves, and why a request was refused.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use deflect_bgp::flowspec::Action;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::route::{Kind, Target};
+use crate::route::{Divert, Kind, Target};
 
 /// A mitigation as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,9 +18,19 @@ pub struct Mitigation {
     /// FlowSpec: the rule and its actions in deflect's text syntax (canonical form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    /// RTBH: the prefix blackholed.
+    /// RTBH: the prefix blackholed; S/RTBH: the source; divert: the covering prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<IpNet>,
+    /// Divert: the scrubbing service's next hop (the other kinds take each peer's, or none).
+    /// Absent from records of the other kinds, so records written before diversions existed
+    /// read, and checksum, as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<IpAddr>,
+    /// Divert: its communities (`ASN:VALUE`) and large communities (`G:L1:L2`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub large_communities: Vec<String>,
     /// Peer names it goes to; empty means every eligible peer.
     #[serde(default)]
     pub peers: Vec<String>,
@@ -42,16 +53,67 @@ impl Mitigation {
         self.withdrawn_ms.is_none() && self.expires_ms > now
     }
 
+    /// The record of `target`'s fields: `(rule, prefix, next_hop, communities, large)`.
+    pub fn fields(target: &Target) -> TargetFields {
+        match target {
+            Target::Flowspec(r) => TargetFields {
+                rule: Some(r.to_string()),
+                ..TargetFields::default()
+            },
+            Target::Rtbh(p) | Target::SourceRtbh(p) => TargetFields {
+                prefix: Some(*p),
+                ..TargetFields::default()
+            },
+            Target::Divert(d) => TargetFields {
+                prefix: Some(d.prefix),
+                next_hop: Some(d.next_hop),
+                communities: d.communities.iter().map(ToString::to_string).collect(),
+                large_communities: d
+                    .large_communities
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                ..TargetFields::default()
+            },
+        }
+    }
+
     /// What it announces, read back from its record.
     pub fn target(&self) -> Result<Target, String> {
-        match (self.kind, &self.rule, &self.prefix) {
-            (Kind::Flowspec, Some(rule), None) => Target::parse(Kind::Flowspec, rule),
-            (Kind::Rtbh, None, Some(p)) => Target::parse(Kind::Rtbh, &p.to_string()),
-            (kind, _, _) => Err(format!(
+        let attrs = self.next_hop.is_some()
+            || !self.communities.is_empty()
+            || !self.large_communities.is_empty();
+        match (self.kind, &self.rule, &self.prefix, attrs) {
+            (Kind::Flowspec, Some(rule), None, false) => Target::parse(Kind::Flowspec, rule),
+            (Kind::Rtbh | Kind::SourceRtbh, None, Some(p), false) => {
+                Target::parse(self.kind, &p.to_string())
+            }
+            (Kind::Divert, None, Some(prefix), _) => {
+                let d = Divert {
+                    prefix: *prefix,
+                    next_hop: self
+                        .next_hop
+                        .ok_or("a divert mitigation holds a next hop")?,
+                    communities: self
+                        .communities
+                        .iter()
+                        .map(|c| c.parse().map_err(|e| format!("community {c}: {e}")))
+                        .collect::<Result<_, String>>()?,
+                    large_communities: self
+                        .large_communities
+                        .iter()
+                        .map(|c| c.parse().map_err(|e| format!("large community {c}: {e}")))
+                        .collect::<Result<_, String>>()?,
+                };
+                d.check()?;
+                Ok(Target::Divert(d))
+            }
+            (kind, _, _, _) => Err(format!(
                 "a {kind} mitigation holds {}",
                 match kind {
                     Kind::Flowspec => "a rule and nothing else",
-                    Kind::Rtbh => "a prefix and nothing else",
+                    Kind::Rtbh | Kind::SourceRtbh => "a prefix and nothing else",
+                    Kind::Divert => "a prefix, a next hop and communities, and no rule",
                 }
             )),
         }
@@ -72,17 +134,27 @@ pub struct Order {
     pub actor: String,
 }
 
+/// A target as a record's fields (see [`Mitigation::fields`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetFields {
+    pub rule: Option<String>,
+    pub prefix: Option<IpNet>,
+    pub next_hop: Option<IpAddr>,
+    pub communities: Vec<String>,
+    pub large_communities: Vec<String>,
+}
+
 impl Order {
     /// The order as the audit log records it (a refused one included).
     pub fn describe(&self) -> serde_json::Value {
-        let (rule, prefix) = match &self.target {
-            Target::Flowspec(r) => (Some(r.to_string()), None),
-            Target::Rtbh(p) => (None, Some(p.to_string())),
-        };
+        let f = Mitigation::fields(&self.target);
         serde_json::json!({
             "kind": self.target.kind(),
-            "rule": rule,
-            "prefix": prefix,
+            "rule": f.rule,
+            "prefix": f.prefix,
+            "next_hop": f.next_hop,
+            "communities": f.communities,
+            "large_communities": f.large_communities,
             "ttl": self.ttl.map(|d| format!("{}s", d.as_secs())),
             "peers": self.peers,
             "reason": self.reason,

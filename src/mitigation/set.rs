@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::audit::AuditDraft;
 use crate::clock::Clock;
-use crate::mitigation::guardrails::Guardrails;
+use crate::mitigation::guardrails::{self, Guardrails};
 use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
 use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
 use crate::mitigation::store::{Store, StoreError};
@@ -39,7 +39,9 @@ use crate::route::{Kind, Target};
 struct Live {
     key: RouteKey,
     family: Family,
-    /// FlowSpec actions as extended communities, shared by every peer.
+    /// Attributes the route carries itself, shared by every peer: a FlowSpec rule's actions as
+    /// extended communities, a diversion's next hop and communities. `None`: each peer's RTBH
+    /// next hop and communities (RTBH and S/RTBH).
     flow_attrs: Option<Arc<RouteAttrs>>,
 }
 
@@ -53,7 +55,8 @@ impl Live {
                     ext_communities: r.ext_communities(),
                     ..RouteAttrs::default()
                 })),
-                Target::Rtbh(_) => None,
+                Target::Divert(d) => Some(Arc::new(d.attrs())),
+                Target::Rtbh(_) | Target::SourceRtbh(_) => None,
             },
         }
     }
@@ -464,13 +467,12 @@ impl MitigationSet {
         let target = &order.target;
         target.check().map_err(Refusal::Invalid)?;
         let mut live = Live::of(target);
-        let (rule, prefix) = match target {
-            Target::Flowspec(r) => (Some(r.to_string()), None),
-            Target::Rtbh(p) => (None, Some(*p)),
-        };
+        let fields = Mitigation::fields(target);
+        let rule = fields.rule.clone();
         let ttl = self.guardrails.ttl(order.ttl)?;
         self.guardrails.check_target(target)?;
         let peers = order.peers.clone();
+        self.guardrails.check_peers(target, &peers)?;
         for p in &peers {
             if !self.peers.iter().any(|(n, _)| &n.peer.name == p) {
                 return Err(Refusal::Invalid(format!("no peer named {p:?}")));
@@ -479,37 +481,27 @@ impl MitigationSet {
         // With neighbors configured, a mitigation none of them can take would be reported active
         // and reach no router: refused, saying why. (Without neighbors, announcements are shown.)
         if !self.peers.is_empty() && self.receivers(target.kind(), &peers, &live).is_empty() {
-            let why = match target {
-                Target::Rtbh(p) => format!(
-                    "no neighbor takes an RTBH route for {p}: one must receive rtbh, the {} unicast family, and have rtbh.next_hop_{}",
-                    if p.addr().is_ipv4() { "IPv4" } else { "IPv6" },
-                    if p.addr().is_ipv4() { "ipv4" } else { "ipv6" }
-                ),
-                Target::Flowspec(_) => format!(
-                    "no neighbor{} receives {} FlowSpec",
-                    if peers.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" among {}", peers.join(", "))
-                    },
-                    if live.family == Family::Ipv4FlowSpec {
-                        "IPv4"
-                    } else {
-                        "IPv6"
-                    }
-                ),
-            };
-            return Err(Refusal::Guardrail(why));
+            return Err(guardrails::no_receiver(target, &peers));
         }
         let expires = now + ttl.as_millis() as u64;
 
         // The same rule again: one mitigation, its lifetime extended.
         if let Some(&id) = self.by_key.get(&live.key) {
             let mut m = self.all[&id].clone();
-            if m.rule != rule {
+            if m.kind != target.kind() {
                 return Err(Refusal::Conflict(format!(
-                    "mitigation {id} matches the same traffic with other actions ({}); change them in place (PATCH) or withdraw it first",
-                    m.rule.as_deref().unwrap_or_default()
+                    "mitigation {id} announces the same prefix as {}; withdraw it first",
+                    m.kind
+                )));
+            }
+            let same = m.rule == rule
+                && m.next_hop == fields.next_hop
+                && m.communities == fields.communities
+                && m.large_communities == fields.large_communities;
+            if !same {
+                return Err(Refusal::Conflict(format!(
+                    "mitigation {id} matches the same traffic with other actions or attributes ({}); change them in place (PATCH) or withdraw it first",
+                    m.target().map(|t| t.to_string()).unwrap_or_default()
                 )));
             }
             let (mut have, mut want) = (m.peers.clone(), peers.clone());
@@ -537,6 +529,14 @@ impl MitigationSet {
             return Ok(Created::Extended(m));
         }
 
+        if target.kind() == Kind::SourceRtbh {
+            let n = self
+                .all
+                .values()
+                .filter(|m| m.kind == Kind::SourceRtbh)
+                .count();
+            self.guardrails.check_source_rtbh_cap(n)?;
+        }
         let active = self.live.len();
         if active >= self.guardrails.max_active {
             return Err(Refusal::Guardrail(format!(
@@ -557,8 +557,11 @@ impl MitigationSet {
         let m = Mitigation {
             id: self.next_id,
             kind: target.kind(),
-            rule,
-            prefix,
+            rule: fields.rule,
+            prefix: fields.prefix,
+            next_hop: fields.next_hop,
+            communities: fields.communities,
+            large_communities: fields.large_communities,
             peers,
             reason: order.reason.clone(),
             actor: actor.to_string(),

@@ -244,3 +244,249 @@ async fn the_audit_log_verifies_beside_the_writer() {
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Two neighbors that never connect (passive, nobody calls): `edge` takes FlowSpec, RTBH and
+/// S/RTBH (an IPv4 discard next hop only), `scrub` takes diversions.
+fn neighbors() -> Vec<(crate::peer::Neighbor, crate::peer::PeerHandle)> {
+    use crate::peer::{Mode, Neighbor, PeerConfig, Rtbh};
+    let mk = |name: &str, addr: &str, receives: &[Kind], rtbh: Rtbh| {
+        let mut peer = PeerConfig::new(addr.parse().unwrap(), 65001);
+        peer.name = name.to_string();
+        peer.mode = Mode::Passive;
+        let h = crate::peer::spawn(peer.clone());
+        let n = Neighbor {
+            peer,
+            receives: receives.iter().copied().collect(),
+            rtbh,
+        };
+        (n, h)
+    };
+    vec![
+        mk(
+            "edge",
+            "127.0.93.1",
+            &[Kind::Flowspec, Kind::Rtbh, Kind::SourceRtbh],
+            Rtbh {
+                next_hop_ipv4: Some("192.0.2.1".parse().unwrap()),
+                communities: vec![deflect_bgp::community::Community::BLACKHOLE],
+                ..Rtbh::default()
+            },
+        ),
+        mk("scrub", "127.0.93.2", &[Kind::Divert], Rtbh::default()),
+    ]
+}
+
+fn to(kind: Kind, text: &str, peers: &[&str]) -> Order {
+    Order {
+        peers: peers.iter().map(|p| p.to_string()).collect(),
+        ..order(kind, text)
+    }
+}
+
+/// The text of a refusal (422 or 409), or a panic if the order was carried out.
+async fn refusal(h: &MitigationHandle, o: Order) -> String {
+    match h.create(o).await {
+        Ok(c) => panic!("carried out: {c:?}"),
+        Err(e) => {
+            assert!(
+                matches!(
+                    e,
+                    crate::mitigation::Refusal::Guardrail(_)
+                        | crate::mitigation::Refusal::Conflict(_)
+                ),
+                "{e:?}"
+            );
+            e.to_string()
+        }
+    }
+}
+
+#[tokio::test]
+async fn sources_cut_off_and_diversions_pass_every_guardrail_or_are_refused_saying_why() {
+    let d = dir("kinds");
+    let mut g = guardrails(
+        &["203.0.113.0/24"],
+        &["203.0.113.53/32", "198.51.100.53/32"],
+    );
+    g.max_source_rtbh = 2;
+    g.rtbh_min_prefix_v4 = 24;
+    let stop = CancellationToken::new();
+    let (h, task) = start(
+        Store::open(&d).unwrap(),
+        g.clone(),
+        neighbors(),
+        65000,
+        crate::clock::Clock::wall(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+
+    // S/RTBH: one outside source, to the neighbor that takes it.
+    let s1 = match h
+        .create(order(Kind::SourceRtbh, "198.51.100.9/32"))
+        .await
+        .unwrap()
+    {
+        crate::mitigation::Created::New(m) => m.id,
+        other => panic!("{other:?}"),
+    };
+    let refused = [
+        (
+            order(Kind::SourceRtbh, "203.0.113.9/32"),
+            "source 203.0.113.9/32 is inside protected group customers (203.0.113.0/24)",
+        ),
+        (
+            order(Kind::SourceRtbh, "203.0.0.0/16"),
+            "an S/RTBH route is one source, a /32; 203.0.0.0/16 is wider",
+        ),
+        (
+            order(Kind::SourceRtbh, "198.51.100.53/32"),
+            "source 198.51.100.53/32 overlaps never-block prefix 198.51.100.53/32",
+        ),
+        (
+            order(Kind::SourceRtbh, "2001:db8:5::1/128"),
+            "no neighbor takes an S/RTBH route for 2001:db8:5::1/128: one must receive source-rtbh, the IPv6 unicast family, and have rtbh.next_hop_ipv6",
+        ),
+        (
+            to(Kind::SourceRtbh, "198.51.100.10/32", &["scrub"]),
+            "no neighbor among scrub takes an S/RTBH route",
+        ),
+        // Diversions: only your own space, to peers named, that take them.
+        (
+            order(Kind::Divert, "203.0.113.128/25 next-hop 198.51.100.10"),
+            "a diversion goes to peers named explicitly",
+        ),
+        (
+            to(
+                Kind::Divert,
+                "192.0.2.0/24 next-hop 198.51.100.10",
+                &["scrub"],
+            ),
+            "192.0.2.0/24 is not inside a protected network: only your own space may be diverted",
+        ),
+        (
+            to(
+                Kind::Divert,
+                "203.0.0.0/16 next-hop 198.51.100.10",
+                &["scrub"],
+            ),
+            "203.0.0.0/16 is not inside a protected network",
+        ),
+        (
+            to(
+                Kind::Divert,
+                "203.0.113.0/26 next-hop 198.51.100.10",
+                &["scrub"],
+            ),
+            "203.0.113.0/26 overlaps never-block prefix 203.0.113.53/32",
+        ),
+        (
+            to(
+                Kind::Divert,
+                "203.0.113.128/25 next-hop 198.51.100.10",
+                &["edge"],
+            ),
+            "no neighbor among edge takes a diversion of 203.0.113.128/25",
+        ),
+        // A source-based rule whose source must never be blocked.
+        (
+            order(
+                Kind::Flowspec,
+                "dst 203.0.113.7/32 src 198.51.100.53/32 then discard",
+            ),
+            "source 198.51.100.53/32 overlaps never-block prefix",
+        ),
+    ];
+    for (o, want) in refused {
+        let got = refusal(&h, o.clone()).await;
+        assert!(got.starts_with(want), "{o:?}\n got: {got}\nwant: {want}");
+    }
+    // The global cap on S/RTBH routes: two at most here.
+    h.create(order(Kind::SourceRtbh, "198.51.100.11/32"))
+        .await
+        .unwrap();
+    let got = refusal(&h, order(Kind::SourceRtbh, "198.51.100.12/32")).await;
+    assert!(
+        got.starts_with("2 S/RTBH routes are active, the maximum configured"),
+        "{got}"
+    );
+    // A diversion, then the same again (extended), then the same prefix with other communities
+    // (refused: change one route, not two), then the same prefix as another kind (refused).
+    let div = to(
+        Kind::Divert,
+        "203.0.113.128/25 next-hop 198.51.100.10 community 65000:800 large-community 65000:1:2",
+        &["scrub"],
+    );
+    let made = match h.create(div.clone()).await.unwrap() {
+        crate::mitigation::Created::New(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(made.next_hop, Some("198.51.100.10".parse().unwrap()));
+    assert_eq!(made.communities, ["65000:800"]);
+    assert_eq!(made.large_communities, ["65000:1:2"]);
+    assert!(matches!(
+        h.create(div.clone()).await.unwrap(),
+        crate::mitigation::Created::Extended(_)
+    ));
+    let got = refusal(
+        &h,
+        to(
+            Kind::Divert,
+            "203.0.113.128/25 next-hop 198.51.100.10 community 65000:801",
+            &["scrub"],
+        ),
+    )
+    .await;
+    assert!(got.contains("other actions or attributes"), "{got}");
+    let got = refusal(&h, to(Kind::Rtbh, "203.0.113.128/25", &["edge"])).await;
+    assert!(
+        got.starts_with("mitigation") && got.contains("announces the same prefix as divert"),
+        "{got}"
+    );
+    // Every refusal is audited with the request, as for the other kinds.
+    let audit = h.audit(0, 1000).await.unwrap();
+    let refusals = audit
+        .iter()
+        .filter(|e| e.action == "mitigation.refused")
+        .count();
+    assert_eq!(refusals, 14, "{audit:#?}");
+    let announced: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "announce")
+        .map(|e| e.detail["peer"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        announced,
+        ["edge", "edge", "scrub"],
+        "S/RTBH to edge, the diversion to scrub"
+    );
+
+    // A restart: the diversion comes back whole (its route is in its record), the sources too.
+    stop.cancel();
+    task.await.unwrap();
+    drop(h);
+    let stop = CancellationToken::new();
+    let (h, task) = start(
+        Store::open(&d).unwrap(),
+        g,
+        neighbors(),
+        65000,
+        crate::clock::Clock::wall(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let back = h.list(ListFilter::default()).await.unwrap();
+    assert_eq!(back.len(), 3, "{back:?}");
+    let div_back = back.iter().find(|m| m.kind == Kind::Divert).unwrap();
+    assert_eq!(
+        (div_back.id, div_back.prefix, div_back.next_hop),
+        (made.id, made.prefix, made.next_hop)
+    );
+    assert_eq!(div_back.target().unwrap(), div.target);
+    assert!(back.iter().any(|m| m.id == s1));
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
