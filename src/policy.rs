@@ -46,6 +46,10 @@
 //!       large_communities: ['65000:8:1']
 //! ```
 //!
+//! `match: { concentrated: 80% }` takes only attacks whose eight heaviest sources carry together
+//! at least that share of them: a flood from a few hosts, for which their sources are the right
+//! rule (the shipped `few-sources` policy), not a spoofed one.
+//!
 //! A heavy source carries at least `min_share` of the attack's packets in some interval (the
 //! shares the signature keeps), is of the victim's family and is not the victim; the heaviest
 //! `max` are taken. `src` (a rule per source) differs from `sources` (the heaviest source, in the
@@ -161,6 +165,9 @@ struct MatchFile {
     min_pps: u64,
     #[serde(default)]
     min_bps: u64,
+    /// Only attacks whose heaviest sources carry together at least this share of it.
+    #[serde(default)]
+    concentrated: Option<Spanned<String>>,
     /// Only attacks whose sources were seen in one of these indicator lists.
     #[serde(default)]
     ioc: Vec<Spanned<String>>,
@@ -408,6 +415,9 @@ pub struct Policy {
     pub min_bps: u64,
     /// Indicator lists, one of which the attack's sources must hit; any attack when empty.
     pub ioc: Vec<String>,
+    /// The share (basis points) the attack's heaviest sources must carry together; 0: any attack.
+    #[serde(skip_serializing_if = "is_zero_bp")]
+    pub concentrated_bp: u16,
     pub ttl: Duration,
     pub withdraw_after: Duration,
     pub recurrence: Recurrence,
@@ -422,7 +432,29 @@ impl Policy {
             && a.peak_pps >= self.min_pps
             && a.peak_bps >= self.min_bps
             && (self.ioc.is_empty() || self.ioc.iter().any(|l| a.ioc.contains_key(l)))
+            && (self.concentrated_bp == 0 || concentration_bp(a) >= self.concentrated_bp)
     }
+}
+
+fn is_zero_bp(bp: &u16) -> bool {
+    *bp == 0
+}
+
+/// Most sources counted in an attack's concentration: a flood from more hosts than this is
+/// nothing a handful of source rules can take.
+pub const CONCENTRATION_SOURCES: usize = 8;
+
+/// The share of an attack (basis points) its [`CONCENTRATION_SOURCES`] heaviest sources carry
+/// together (each source's largest share, so an upper bound when their peaks differ in time).
+pub fn concentration_bp(a: &Attack) -> u16 {
+    let mut shares = a.signature.shares.clone();
+    shares.sort_unstable_by(|x, y| y.cmp(x));
+    let sum: u32 = shares
+        .iter()
+        .take(CONCENTRATION_SOURCES)
+        .map(|&bp| u32::from(bp))
+        .sum();
+    sum.min(10_000) as u16
 }
 
 /// The policies in force, in the order they are tried.
@@ -460,6 +492,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../policies/tcp-connection-flood.yaml"),
     ),
     ("udp-flood.yaml", include_str!("../policies/udp-flood.yaml")),
+    (
+        "few-sources.yaml",
+        include_str!("../policies/few-sources.yaml"),
+    ),
     (
         "icmp-flood.yaml",
         include_str!("../policies/icmp-flood.yaml"),
@@ -634,6 +670,19 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         );
     }
     let withdraw_after = dur(&p.withdraw_after, "withdraw_after", &mut err);
+    let concentrated_bp = match &p.matches.concentrated {
+        None => 0,
+        Some(c) => steps::share_bp(&c.value).unwrap_or_else(|| {
+            err(
+                &c.referenced,
+                format!(
+                    "match.concentrated {:?} is not a share; write a percentage above 0 and at most 100, e.g. 80%",
+                    c.value
+                ),
+            );
+            0
+        }),
+    };
     let mut recurrence = Recurrence::default();
     if let Some(r) = &p.recurrence {
         if let Some(d) = &r.probation {
@@ -810,6 +859,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         min_pps: p.matches.min_pps,
         min_bps: p.matches.min_bps,
         ioc: p.matches.ioc.iter().map(|l| l.value.clone()).collect(),
+        concentrated_bp,
         ttl,
         withdraw_after,
         recurrence,

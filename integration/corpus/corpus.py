@@ -327,8 +327,9 @@ def scenarios():
                                 sources=lambda r: r.choice(few))],
         expect={"attacks": [{"vector": "udp-flood", "start": 30, "target": VICTIM4, "proto": 17, "dports": [27015],
                              "sources": few}],
-                "mitigations": [{"kind": "flowspec"}]},
-        note="three sources flooding a game port")
+                "mitigations": [{"kind": "flowspec", "rule": f"dst {VICTIM4}/32 src {s}/32 proto udp then discard"}
+                                for s in few]},
+        note="three hosts flooding a game port: a rule per host (few-sources policy), the port untouched")
 
     # Legitimate shapes: no mitigation.
     add("legit-download-acks", "legit", "pcap",

@@ -127,14 +127,19 @@ pub struct Signature {
 pub const MAX_SOURCES: usize = 16;
 
 impl Signature {
-    /// Adds one interval's top sources, with their share of the attack's `pps` then (a source seen
-    /// again keeps its largest share), up to [`MAX_SOURCES`].
-    pub fn add_sources(&mut self, sources: &[Source], pps: u64) {
+    /// Adds one interval's top sources with their share of all the traffic to the target then,
+    /// `total_pps` (a source seen again keeps its largest share), up to [`MAX_SOURCES`]. A report
+    /// gives a source's rate over every class, not the attack's: measured against the attack's
+    /// own rate, a busy client's web traffic would make it a "heavy source" of a SYN flood; against
+    /// the target's total it is a share no larger than the truth for a source that sends only the
+    /// flood. A source estimated below `min_pps` (a few samples' worth: one sample at 1:65536 is a
+    /// 65k pps "source") is named with no share: too few samples to judge.
+    pub fn add_sources(&mut self, sources: &[Source], total_pps: u64, min_pps: u64) {
         for s in sources {
-            let bp = if pps == 0 {
+            let bp = if total_pps == 0 || s.pps < min_pps {
                 0
             } else {
-                (u128::from(s.pps) * 10_000 / u128::from(pps)).min(10_000) as u16
+                (u128::from(s.pps) * 10_000 / u128::from(total_pps)).min(10_000) as u16
             };
             self.add_source(s.addr, bp);
         }
@@ -246,7 +251,9 @@ pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, S
         },
         ..Signature::default()
     };
-    sig.add_sources(sources, total);
+    // Named here; their shares are given by the detector, which knows the target's total and
+    // the sampling behind the estimates.
+    sig.add_sources(sources, 0, 0);
     let mut vector = Vector::of(class);
     match class {
         Class::TcpSyn => {
@@ -455,23 +462,37 @@ mod tests {
             pps,
         };
         let mut sig = Signature::default();
-        sig.add_sources(&[src("198.51.100.1", 600), src("198.51.100.2", 50)], 1000);
+        sig.add_sources(
+            &[src("198.51.100.1", 600), src("198.51.100.2", 50)],
+            1000,
+            1,
+        );
         assert_eq!(sig.shares, [6000, 500]);
         // Seen again with a smaller share: the largest stays; a new one joins.
-        sig.add_sources(&[src("198.51.100.1", 100), src("198.51.100.3", 2000)], 1000);
+        sig.add_sources(
+            &[src("198.51.100.1", 100), src("198.51.100.3", 2000)],
+            1000,
+            1,
+        );
         assert_eq!(sig.share_bp(0), 6000);
         assert_eq!(sig.share_bp(2), 10_000, "at most all of it");
         // Nothing to divide by: known, but no share.
-        sig.add_sources(&[src("198.51.100.4", 5)], 0);
+        sig.add_sources(&[src("198.51.100.4", 5)], 0, 1);
         assert_eq!(sig.share_bp(3), 0);
+        // Too few samples behind it: named, no share.
+        sig.add_sources(&[src("198.51.100.6", 900)], 1000, 1000);
+        assert_eq!(sig.share_bp(4), 0);
+        assert_eq!(sig.sources.len(), 5);
+        sig.sources.pop();
+        sig.shares.pop();
         // Hostile rates do not overflow.
-        sig.add_sources(&[src("198.51.100.5", u64::MAX)], u64::MAX);
+        sig.add_sources(&[src("198.51.100.5", u64::MAX)], u64::MAX, 1);
         assert_eq!(sig.share_bp(4), 10_000);
         // Bounded, and a record without shares (older) reads its sources as share 0.
         let many: Vec<Source> = (0..40u8)
             .map(|i| src(&format!("192.0.2.{i}"), 10))
             .collect();
-        sig.add_sources(&many, 100);
+        sig.add_sources(&many, 100, 1);
         assert_eq!(sig.sources.len(), MAX_SOURCES);
         assert_eq!(sig.shares.len(), MAX_SOURCES);
         let old: Signature = serde_json::from_str(r#"{"sources": ["198.51.100.9"]}"#).unwrap();

@@ -124,6 +124,10 @@ impl Default for Settings {
     }
 }
 
+/// Samples a source's estimate must stand on before its share of an attack counts (for the steps
+/// that act on heavy sources).
+const MIN_SOURCE_SAMPLES: u64 = 8;
+
 /// How often idle targets are looked for.
 const SWEEP_MS: u64 = 10_000;
 
@@ -693,6 +697,9 @@ impl Detector {
             self.counters.targets_unprotected += 1;
             return;
         };
+        // The rate a source needs to be judged by its share: a few samples behind the estimate.
+        let one_in = u64::from(self.nodes[ni as usize].one_in.max(1));
+        let min_source_pps = MIN_SOURCE_SAMPLES.saturating_mul(one_in) * 1000 / dt.max(1);
         if !self.targets.contains_key(&t.dst) {
             if self.nodes[ni as usize].targets.len() >= self.settings.max_targets_per_node {
                 self.counters.targets_over_node_limit += 1;
@@ -853,7 +860,8 @@ impl Detector {
             self.next_attack += 1;
             let (vector, signature, cls, baseline) = match class {
                 Some(c) => {
-                    let (v, s) = classify::signature(c, &t.flows, &t.sources);
+                    let (v, mut s) = classify::signature(c, &t.flows, &t.sources);
+                    s.add_sources(&t.sources, t.pps, min_source_pps);
                     if v == Vector::TcpConnectionFlood {
                         connection_flood = Some(id);
                     }
@@ -864,7 +872,7 @@ impl Detector {
                 None => {
                     state.total.set_attack(Some(id));
                     let mut s = Signature::default();
-                    s.add_sources(&t.sources, t.pps);
+                    s.add_sources(&t.sources, t.pps, min_source_pps);
                     (
                         Vector::Volumetric,
                         s,
@@ -941,7 +949,7 @@ impl Detector {
                 a.peak_bps = a.bps;
             }
             // Sources seen while it lasts join the signature.
-            a.signature.add_sources(&t.sources, a.pps);
+            a.signature.add_sources(&t.sources, t.pps, min_source_pps);
             if let Some(since) = quiet {
                 a.ended_ms = Some(since);
                 // A node upstream of the filters reported it during the quiet, and saw quiet

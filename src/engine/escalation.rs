@@ -917,6 +917,7 @@ steps:
                 src("198.51.100.3", 1_000),
             ],
             100_000,
+            1,
         );
         a
     }
@@ -983,6 +984,7 @@ steps:
                 pps: 4_999,
             }],
             100_000,
+            1,
         );
         assert!(
             announcements(&spread, &p, 0, Kind::Flowspec)

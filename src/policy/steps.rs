@@ -73,7 +73,7 @@ pub(super) fn sources(
 }
 
 /// `5%`, `0.5 %` in basis points (at least 1); `None` outside (0, 100].
-fn share_bp(text: &str) -> Option<u16> {
+pub(super) fn share_bp(text: &str) -> Option<u16> {
     let n: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
     if !(n > 0.0 && n <= 100.0) {
         return None;
