@@ -435,6 +435,7 @@ impl Run {
                     sampled,
                     interfaces: Vec::new(),
                     targets,
+                    rollups: Vec::new(),
                     packets: Vec::new(),
                     applied: Vec::new(),
                     drop_error: None,

@@ -675,6 +675,8 @@ impl Detector {
                 bps: 0,
                 flows: Vec::new(),
                 sources: Vec::new(),
+                trusted_pps: 0,
+                trusted_bps: 0,
             };
             self.observe(ni, &idle, dt, now, was_stale, &mut events);
         }

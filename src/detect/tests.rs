@@ -67,7 +67,10 @@ fn report(seq: u64, dst: &str, flows: Vec<Flow>) -> Report {
                 addr: "198.51.100.9".parse().unwrap(),
                 pps: 10,
             }],
+            trusted_pps: 0,
+            trusted_bps: 0,
         }],
+        rollups: Vec::new(),
         packets: Vec::new(),
         applied: Vec::new(),
         drop_error: None,
@@ -866,6 +869,8 @@ mod hostile {
                     .into_iter()
                     .map(|(addr, pps)| Source { addr, pps })
                     .collect(),
+                trusted_pps: 0,
+                trusted_bps: 0,
             })
     }
 
@@ -892,6 +897,7 @@ mod hostile {
                     sampled: 0,
                     interfaces: Vec::new(),
                     targets,
+                    rollups: Vec::new(),
                     packets: Vec::new(),
                     applied: Vec::new(),
                     drop_error: None,
