@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use deflect_sflow::{FlowRecord, Sample};
+use ipnet::IpNet;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -42,7 +43,7 @@ use crate::clock::now_ms;
 use crate::engine::EngineHandle;
 use crate::pcap::{Frame, Recorder, with_ethernet};
 use crate::telemetry::Report;
-use crate::traffic::aggregate::Aggregator;
+use crate::traffic::aggregate::{Aggregator, Finished};
 use crate::traffic::packet::{self, PacketInfo};
 
 /// The collector's settings (the `sflow` section).
@@ -52,6 +53,9 @@ pub struct Settings {
     /// How often estimates are handed to detection.
     pub interval: Duration,
     pub agents: Vec<TrustedAgent>,
+    /// Sources never counted as attack traffic (`detection.trusted_sources`) at start; after
+    /// that, the list detection sends back with each answer (so a reload reaches it).
+    pub trusted: Vec<IpNet>,
 }
 
 /// One trusted sFlow agent, by the source address of its datagrams.
@@ -167,7 +171,7 @@ impl Collector {
         let agents = cfg
             .agents
             .iter()
-            .map(|a| (a.address, new_agent(a)))
+            .map(|a| (a.address, new_agent(a, &cfg.trusted)))
             .collect();
         let (agents_tx, agents_rx) = watch::channel(cfg.agents.clone());
         let run = Run {
@@ -180,6 +184,7 @@ impl Collector {
             stats: stats.clone(),
             untrusted: 0,
             last_untrusted: None,
+            trusted: cfg.trusted.clone(),
         };
         info!(%local_addr, agents = cfg.agents.len(), "sFlow collector listening");
         let task = tokio::spawn(run.run().instrument(info_span!("sflow", %local_addr)));
@@ -201,7 +206,7 @@ impl Collector {
     }
 }
 
-fn new_agent(a: &TrustedAgent) -> Agent {
+fn new_agent(a: &TrustedAgent, trusted: &[IpNet]) -> Agent {
     Agent {
         config: a.clone(),
         stats: AgentStats {
@@ -223,20 +228,20 @@ fn new_agent(a: &TrustedAgent) -> Agent {
         last_seq: None,
         last_uptime: 0,
         pools: HashMap::new(),
-        agg: Aggregator::new(),
+        agg: Aggregator::new().with_trusted(trusted.to_vec()),
         seq: 0,
     }
 }
 
 impl Agent {
     /// The interval's estimates, or `None` if they are beyond what the agent's links carry.
-    fn interval(
-        &mut self,
-        agg: Aggregator,
-        elapsed: Duration,
-    ) -> Option<Vec<crate::telemetry::Target>> {
-        let targets = agg.finish(elapsed);
-        let total: u64 = targets.iter().map(|t| t.pps).fold(0, u64::saturating_add);
+    fn interval(&mut self, agg: Aggregator, elapsed: Duration) -> Option<Finished> {
+        let finished = agg.finish_all(elapsed);
+        let total: u64 = finished
+            .targets
+            .iter()
+            .map(|t| t.pps)
+            .fold(0, u64::saturating_add);
         if total > self.config.max_pps {
             self.stats.intervals_refused += 1;
             warn!(
@@ -251,7 +256,7 @@ impl Agent {
             ));
             return None;
         }
-        Some(targets)
+        Some(finished)
     }
 
     /// One datagram from this agent: sequence tracking, and its flow samples into the interval.
@@ -357,6 +362,8 @@ struct Run {
     stats: SharedStats,
     untrusted: u64,
     last_untrusted: Option<IpAddr>,
+    /// Trusted sources, taken out of every agent's next interval.
+    trusted: Vec<IpNet>,
 }
 
 impl Run {
@@ -380,7 +387,7 @@ impl Run {
                     let next = self.agents_rx.borrow_and_update().clone();
                     let mut old = std::mem::take(&mut self.agents);
                     for a in &next {
-                        let mut agent = old.remove(&a.address).unwrap_or_else(|| new_agent(a));
+                        let mut agent = old.remove(&a.address).unwrap_or_else(|| new_agent(a, &self.trusted));
                         agent.config = a.clone();
                         agent.stats.name = a.name.clone();
                         self.agents.insert(a.address, agent);
@@ -412,7 +419,10 @@ impl Run {
         let interval_ms = (elapsed.as_millis() as u32).clamp(50, 60_000);
         let mut reports = Vec::new();
         for agent in self.agents.values_mut() {
-            let agg = std::mem::take(&mut agent.agg);
+            let agg = std::mem::replace(
+                &mut agent.agg,
+                Aggregator::new().with_trusted(self.trusted.clone()),
+            );
             let sampled = agg.samples();
             // An agent that has sent nothing for a while says nothing: its targets are not
             // judged on missing data (the engine marks the node stale). A quiet link sends few
@@ -420,7 +430,7 @@ impl Run {
             if agent.stats.last_seen_ms + (AGENT_SILENT.as_millis() as u64) < now_ms() {
                 continue;
             }
-            let Some(targets) = agent.interval(agg, elapsed) else {
+            let Some(Finished { targets, rollups }) = agent.interval(agg, elapsed) else {
                 continue;
             };
             agent.seq += 1;
@@ -435,7 +445,7 @@ impl Run {
                     sampled,
                     interfaces: Vec::new(),
                     targets,
-                    rollups: Vec::new(),
+                    rollups,
                     packets: Vec::new(),
                     applied: Vec::new(),
                     drop_error: None,
@@ -443,8 +453,15 @@ impl Run {
             ));
         }
         for (node, r) in reports {
-            if self.engine.report(&node, r).await.is_none() {
+            let Some(ack) = self.engine.report(&node, r).await else {
                 return;
+            };
+            // Detection's list in force (a reload changes it): from the next interval on.
+            if ack.trusted != self.trusted {
+                self.trusted = ack.trusted;
+                for a in self.agents.values_mut() {
+                    a.agg = Aggregator::new().with_trusted(self.trusted.clone());
+                }
             }
         }
         if let Ok(mut s) = self.stats.lock() {
@@ -547,14 +564,17 @@ mod tests {
     use super::*;
 
     fn agent(rate: Option<u32>) -> Agent {
-        new_agent(&TrustedAgent {
-            address: "192.0.2.250".parse().unwrap(),
-            name: "sw1".into(),
-            sampling_rate: rate,
-            pre_filter: false,
-            max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
-            max_pps: DEFAULT_MAX_PPS,
-        })
+        new_agent(
+            &TrustedAgent {
+                address: "192.0.2.250".parse().unwrap(),
+                name: "sw1".into(),
+                sampling_rate: rate,
+                pre_filter: false,
+                max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
+                max_pps: DEFAULT_MAX_PPS,
+            },
+            &[],
+        )
     }
 
     /// A datagram of `n` NTP samples to 203.0.113.9, the pool advancing by `step` per sample.
@@ -647,7 +667,8 @@ mod tests {
             let agg = std::mem::take(&mut a.agg);
             a.interval(agg, Duration::from_secs(1))
         }
-        .unwrap();
+        .unwrap()
+        .targets;
         assert_eq!(t[0].pps, 2000, "only the believable samples");
         // An operator who knows better says so: the override is believed.
         let mut b = agent(Some(100_000));

@@ -136,6 +136,9 @@ struct MatchFile {
     /// Only attacks whose sources were seen in one of these indicator lists.
     #[serde(default)]
     ioc: Vec<Spanned<String>>,
+    /// `address`, `prefix` (carpet bombing) or `any` (the default).
+    #[serde(default)]
+    target: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +298,9 @@ pub struct Policy {
     pub min_bps: u64,
     /// Indicator lists, one of which the attack's sources must hit; any attack when empty.
     pub ioc: Vec<String>,
+    /// Attacks on an address, on a prefix (carpet bombing), or both (`None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetScope>,
     pub ttl: Duration,
     pub withdraw_after: Duration,
     pub recurrence: Recurrence,
@@ -309,7 +315,20 @@ impl Policy {
             && a.peak_pps >= self.min_pps
             && a.peak_bps >= self.min_bps
             && (self.ioc.is_empty() || self.ioc.iter().any(|l| a.ioc.contains_key(l)))
+            && match self.target {
+                None => true,
+                Some(TargetScope::Address) => a.prefix.is_none(),
+                Some(TargetScope::Prefix) => a.prefix.is_some(),
+            }
     }
+}
+
+/// What a policy's `match.target` takes: attacks on one address, or on a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetScope {
+    Address,
+    Prefix,
 }
 
 /// The policies in force, in the order they are tried.
@@ -334,6 +353,11 @@ pub struct Known {
 
 /// The shipped policies, used when the policy directory does not exist.
 pub const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "carpet-amplification.yaml",
+        include_str!("../policies/carpet-amplification.yaml"),
+    ),
+    ("carpet.yaml", include_str!("../policies/carpet.yaml")),
     (
         "amplification.yaml",
         include_str!("../policies/amplification.yaml"),
@@ -499,6 +523,20 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
             );
         }
     }
+    let target = match p.matches.target.as_ref().map(|t| (t.value.as_str(), t)) {
+        None | Some(("any", _)) => None,
+        Some(("address", _)) => Some(TargetScope::Address),
+        Some(("prefix", _)) => Some(TargetScope::Prefix),
+        Some((other, t)) => {
+            err(
+                &t.referenced,
+                format!(
+                    "match.target {other:?}: use address (one address), prefix (a flood spread over a prefix: carpet bombing) or any"
+                ),
+            );
+            None
+        }
+    };
     let dur =
         |s: &Spanned<String>, what: &str, err: &mut dyn FnMut(&serde_saphyr::Location, String)| {
             parse_duration(&s.value).unwrap_or_else(|| {
@@ -689,6 +727,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         min_pps: p.matches.min_pps,
         min_bps: p.matches.min_bps,
         ioc: p.matches.ioc.iter().map(|l| l.value.clone()).collect(),
+        target,
         ttl,
         withdraw_after,
         recurrence,
@@ -837,8 +876,18 @@ pub fn flowspec_route(
     parts: &BTreeSet<Part>,
     actions: &[Action],
 ) -> Result<FlowRoute, RuleError> {
-    let v6 = target.is_ipv6();
-    let mut c = vec![Component::DestinationPrefix(host(target))];
+    flowspec_route_to(IpNet::from(target), sig, parts, actions)
+}
+
+/// [`flowspec_route`] with any destination prefix: a prefix attack's (carpet bombing).
+pub fn flowspec_route_to(
+    dst: IpNet,
+    sig: &Signature,
+    parts: &BTreeSet<Part>,
+    actions: &[Action],
+) -> Result<FlowRoute, RuleError> {
+    let v6 = dst.addr().is_ipv6();
+    let mut c = vec![Component::DestinationPrefix(Prefix::from(dst.trunc()))];
     if parts.contains(&Part::Sources) {
         // FlowSpec takes one source prefix: the first, the heaviest (of the target's family).
         if let Some(s) = sig.sources.first().filter(|s| s.is_ipv6() == v6) {
@@ -943,8 +992,46 @@ mod tests {
                 ioc: Default::default(),
                 cap: None,
                 quiet_upstream: false,
+                prefix: None,
+                addresses: 0,
             };
-            assert!(p.find(&a).is_some(), "no shipped policy for {v}");
+            let found = p
+                .find(&a)
+                .unwrap_or_else(|| panic!("no shipped policy for {v}"));
+            assert!(!found.name.starts_with("carpet"), "{v}: {}", found.name);
+            // The same on a prefix: a carpet policy, one FlowSpec rule on the prefix, never a
+            // blackhole of the whole prefix.
+            let carpet = Attack {
+                target: "203.0.113.0".parse().unwrap(),
+                prefix: Some("203.0.113.0/24".parse().unwrap()),
+                signature: Signature {
+                    proto: Some(17),
+                    sports: vec![123],
+                    ..Signature::default()
+                },
+                ..a
+            };
+            let found = p.find(&carpet).unwrap();
+            assert!(found.name.starts_with("carpet"), "{v}: {}", found.name);
+            assert!(
+                found
+                    .steps
+                    .iter()
+                    .all(|s| s.announce == Some(Kind::Flowspec)),
+                "{v}: {found:?}"
+            );
+            let r = flowspec_route_to(
+                carpet.dst(),
+                &carpet.signature,
+                &found.steps[0].parts,
+                &found.steps[0].actions,
+            )
+            .unwrap();
+            assert!(
+                r.to_string()
+                    .starts_with("dst 203.0.113.0/24 proto udp sport 123 then"),
+                "{r}"
+            );
         }
         // And the directory in the repository is the same as what is embedded.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -987,6 +1074,10 @@ mod tests {
             (
                 "match:\n  vectors: [smurf]\nsteps:\n  - announce: rtbh\n",
                 "p.yaml:2:13: unknown vector \"smurf\"",
+            ),
+            (
+                "match:\n  vectors: [any]\n  target: subnet\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:3:11: match.target \"subnet\": use address",
             ),
             (
                 "match:\n  vectors: [any]\n  groups: [nobody]\nsteps:\n  - announce: rtbh\n",

@@ -68,7 +68,7 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
     );
     counter(
         "deflect_telemetry_targets_refused_total",
-        "Addresses in reports that their node may not report on (its token's serves): dropped.",
+        "Addresses and prefix rollups in reports that their node may not report on (its token's serves): dropped.",
         "counter",
         s.metrics.telemetry_refused_targets.load(Ordering::Relaxed),
     );

@@ -85,6 +85,10 @@ pub struct Ack {
     /// The node-local drops wanted on this node, all of them (none: remove any).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drops: Vec<LocalDrop>,
+    /// Sources never counted as attack traffic (`detection.trusted_sources`): the probe leaves
+    /// them out of its next intervals (none: trust none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted: Vec<ipnet::IpNet>,
 }
 
 /// The policies in force and the last reload's problem, if any.
@@ -393,7 +397,7 @@ impl Engine {
         };
         let (key, value) = match e.memory(id, now) {
             Some(m) => (m.key(), serde_json::to_vec(&m).ok()),
-            None => (memory_key(e.target, e.vector), None),
+            None => (memory_key(e.target, e.prefix, e.vector), None),
         };
         if let Err(err) = self.mitigations.remember(key, value).await {
             warn!(attack = id, "memory of the attack not kept: {err}");
@@ -499,6 +503,7 @@ impl Engine {
                     started,
                     capture: Vec::new(),
                     drops,
+                    trusted: self.detector.settings().trusted_sources.clone(),
                 });
             }
             Request::Attacks { active, reply } => {
@@ -565,11 +570,29 @@ impl Engine {
             let Some(a) = self.detector.attack_mut(*id) else {
                 continue;
             };
-            let Some(t) = report.targets.iter().find(|t| t.dst == a.target) else {
-                continue;
+            // A prefix attack's sources are those of its prefix's rollups (or addresses).
+            let sources: Vec<IpAddr> = match a.prefix {
+                Some(p) => report
+                    .rollups
+                    .iter()
+                    .filter(|r| p.contains(&r.prefix))
+                    .flat_map(|r| &r.sources)
+                    .chain(
+                        report
+                            .targets
+                            .iter()
+                            .filter(|t| report.rollups.is_empty() && p.contains(&t.dst))
+                            .flat_map(|t| &t.sources),
+                    )
+                    .map(|s| s.addr)
+                    .collect(),
+                None => match report.targets.iter().find(|t| t.dst == a.target) {
+                    Some(t) => t.sources.iter().map(|s| s.addr).collect(),
+                    None => continue,
+                },
             };
-            for src in &t.sources {
-                for list in self.ioc.lookup(src.addr) {
+            for src in sources {
+                for list in self.ioc.lookup(src) {
                     *a.ioc.entry(list.to_string()).or_default() += 1;
                 }
             }
@@ -589,11 +612,13 @@ impl Engine {
         let Some(a) = self.detector.attack(id) else {
             return id;
         };
-        let (target, vector) = (a.target, a.vector);
+        let (target, prefix, vector) = (a.target, a.prefix, a.vector);
         let waiting = self
             .escalations
             .iter()
-            .find(|(_, e)| e.awaits_return() && e.target == target && e.vector == vector)
+            .find(|(_, e)| {
+                e.awaits_return() && e.target == target && e.prefix == prefix && e.vector == vector
+            })
             .map(|(pid, _)| *pid);
         if let Some(old) = waiting {
             return self.on_return(id, old, now).await;
@@ -607,11 +632,12 @@ impl Engine {
         );
         let policy = self.policies.find(a).cloned();
         let detail = serde_json::json!({
-            "attack": id, "target": a.target, "vector": a.vector, "pps": a.pps,
+            "attack": id, "target": a.target, "prefix": a.prefix, "vector": a.vector, "pps": a.pps,
             "signature": a.signature, "policy": policy.as_ref().map(|p| &p.name),
         });
         self.audit.record_later("detection", "attack.start", detail);
-        if let Some(r) = &self.recorder {
+        // Captures are per address: a prefix attack has none yet.
+        if let (Some(r), None) = (&self.recorder, a.prefix) {
             r.start(id, a.target).await;
         }
         if let Some(al) = &self.alerts {
@@ -717,7 +743,8 @@ impl Engine {
             e.end(quiet_at, upstream);
             told = e.end_told;
             let (hold, probation) = (e.this_hold(), e.policy.recurrence.probation);
-            self.detector.watch(e.target, e.class, e.vector, true);
+            self.detector
+                .watch(e.target, e.prefix, e.class, e.vector, true);
             self.note(
                 id,
                 now,
@@ -912,7 +939,12 @@ impl Engine {
     ) {
         let drop: LocalDrop = escalation::local_drop(a, step, self.local.next_id());
         let nft = drop.nft();
-        let note = if policy.dry_run {
+        let note = if let Some(p) = a.prefix {
+            format!(
+                "step {}: no node-local drop for an attack on prefix {p} (it spans nodes); use a flowspec step",
+                n + 1
+            )
+        } else if policy.dry_run {
             format!(
                 "step {} (dry-run): would drop on node {}: {nft}",
                 n + 1,
@@ -1006,8 +1038,9 @@ impl Engine {
                     if let Some(mut e) = self.escalations.remove(&id) {
                         self.undo(id, &mut e, &actor, &format!("attack {id} over"), now)
                             .await;
-                        self.detector.watch(e.target, e.class, e.vector, false);
-                        self.forget(memory_key(e.target, e.vector)).await;
+                        self.detector
+                            .watch(e.target, e.prefix, e.class, e.vector, false);
+                        self.forget(memory_key(e.target, e.prefix, e.vector)).await;
                     }
                 }
                 Tick::Starved => self.starve(id, &actor, now).await,
@@ -1086,8 +1119,9 @@ impl Engine {
         let Some(e) = self.escalations.remove(&id) else {
             return;
         };
-        self.detector.watch(e.target, e.class, e.vector, false);
-        self.forget(memory_key(e.target, e.vector)).await;
+        self.detector
+            .watch(e.target, e.prefix, e.class, e.vector, false);
+        self.forget(memory_key(e.target, e.prefix, e.vector)).await;
         self.metrics.attacks_closed.fetch_add(1, Ordering::Relaxed);
         self.audit.record_later(
             "detection",
