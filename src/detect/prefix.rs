@@ -246,7 +246,8 @@ impl Detector {
         }
     }
 
-    /// Prefixes whose group or length changed are forgotten (those under attack kept).
+    /// Prefixes whose group or length changed are forgotten, as unprotected addresses are: an
+    /// attack on one is then seen by nobody, and its rules leave when their lifetime runs out.
     pub(super) fn reconfigure_prefixes(&mut self) {
         let groups = &self.settings.groups;
         self.prefixes
@@ -255,7 +256,7 @@ impl Detector {
                     s.group = g as u16;
                     true
                 }
-                _ => s.any_attack(),
+                _ => false,
             });
         for n in &mut self.nodes {
             n.prefixes.retain(|p| self.prefixes.contains_key(p));
@@ -353,7 +354,8 @@ impl Detector {
                 }
             }
         }
-        // Prefixes it reported into before and not now: its share is nothing.
+        // Prefixes it reported into before and not now: its share is nothing (kept as such, so
+        // that its reports go on judging the prefix, until the prefix is idle and forgotten).
         let before: Vec<IpNet> = self.nodes[ni as usize]
             .prefixes
             .iter()
@@ -362,10 +364,14 @@ impl Detector {
             .collect();
         let mut due: Vec<IpNet> = Vec::new();
         for p in before {
-            self.nodes[ni as usize].prefixes.remove(&p);
-            if let Some(s) = self.prefixes.get_mut(&p) {
-                s.contrib.remove(&ni);
-                due.push(p);
+            match self.prefixes.get_mut(&p) {
+                Some(s) => {
+                    s.contrib.insert(ni, Contribution::default());
+                    due.push(p);
+                }
+                None => {
+                    self.nodes[ni as usize].prefixes.remove(&p);
+                }
             }
         }
         for (p, (g, mut c)) in shares {
@@ -522,6 +528,10 @@ impl Detector {
                 }
             }
         }
+        if starts.is_empty() && updates.is_empty() {
+            return started;
+        }
+        // Merged across the prefix only for an attack to classify or to follow.
         let flows = merge_flows(state.contrib.values().flat_map(|c| c.flows.iter().cloned()));
         let sources = merge_sources(
             state

@@ -410,3 +410,51 @@ fn a_prefix_whose_carpet_comes_back_is_reopened_and_watched_on_the_prefix() {
     let ev = d.ingest("edge", &report(seq + 2, &s, &[]), now);
     assert!(ev.contains(&Event::Updated(first)), "{ev:?}");
 }
+
+#[test]
+fn a_carpet_seen_by_one_probe_per_server_adds_up_across_nodes_within_two_intervals() {
+    let mut d = Detector::new(settings(), 1);
+    // 100 servers of the /24, each with a probe reporting its own address once a second, at
+    // staggered times: 1,000 pps of NTP each, 100k on the /24 (its floor: 80,000).
+    let ntp = |i: u32| vec![(pkt("198.51.100.9", v4(i), 17, 123, 4444), 1_000)];
+    let mut now = 1_000_000;
+    let mut first = None;
+    for round in 0..3 {
+        for i in 0..100 {
+            now += 10;
+            let ev = d.ingest(&format!("web{i}"), &report(round, &ntp(i), &[]), now);
+            for id in started(&ev) {
+                assert!(first.is_none(), "one attack: {ev:?}");
+                first = Some((round, id));
+            }
+        }
+    }
+    let (round, id) = first.expect("the carpet detected");
+    assert!(round <= 1, "within two intervals: round {round}");
+    let a = d.attack(id).unwrap().clone();
+    assert_eq!(a.prefix, Some("203.0.113.0/24".parse().unwrap()));
+    assert_eq!(a.addresses, 100);
+    assert_eq!(d.attacks().count(), 1);
+    assert!(d.is_seen(&a));
+    // Every node goes silent: stale, the attack held (its contributions as they were).
+    now += 5_000;
+    assert_eq!(d.check_stale(now).len(), 100);
+    assert!(!d.is_seen(&a));
+    assert!(d.attack(id).unwrap().is_active());
+    // They come back with nothing for it: their shares go, and it ends after the cooldown.
+    let mut ended = false;
+    for round in 3..20 {
+        for i in 0..100 {
+            now += 10;
+            if d.ingest(&format!("web{i}"), &report(round, &[], &[]), now)
+                .contains(&Event::Ended(id))
+            {
+                ended = true;
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    assert!(ended);
+}
