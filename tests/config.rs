@@ -164,6 +164,10 @@ fn prefix_detection_and_trusted_sources_are_checked_where_they_are_written() {
             "deflect.yaml:6:21: trusted source 0.0.0.0/0 trusts every address",
         ),
         ("  trusted_sources: [speedtest]\n", "deflect.yaml:6:21:"),
+        (
+            "  thresholds:\n    prefix: { v4: 21 }\n",
+            "deflect.yaml:7:19: prefix length 21 for group \"web\": its network 198.51.100.0/22 is narrower",
+        ),
     ];
     for (yaml, want) in cases {
         let text = format!("{head}{yaml}");

@@ -205,6 +205,34 @@ pub(super) fn detection(
             Some(t) => t.value.apply(base.clone(), &mut err),
             None => base.clone(),
         };
+        // A prefix length written down must fit the group: a network narrower than it holds
+        // no whole prefix, and its carpets would go unseen. (The defaults just leave such a
+        // network to address-level detection.)
+        let written = |f: fn(&PrefixConfig) -> Option<&Spanned<u8>>| {
+            c.groups
+                .get(g)
+                .and_then(|t| t.value.prefix.as_ref())
+                .and_then(|p| f(&p.value))
+                .or_else(|| c.thresholds.prefix.as_ref().and_then(|p| f(&p.value)))
+        };
+        for (at, len, v4) in [
+            (written(|p| p.v4.as_ref()), th.prefix.v4, true),
+            (written(|p| p.v6.as_ref()), th.prefix.v6, false),
+        ] {
+            let Some(at) = at else { continue };
+            if let Some(n) = nets
+                .iter()
+                .find(|n| n.addr().is_ipv4() == v4 && n.prefix_len() > len)
+            {
+                err(
+                    &at.referenced,
+                    format!(
+                        "prefix length {len} for group {g:?}: its network {n} is narrower, so no /{len} lies inside it and a carpet there would go unseen; use {} or more for this group (detection.groups.{g}.prefix)",
+                        n.prefix_len()
+                    ),
+                );
+            }
+        }
         groups.push((g.clone(), nets.clone(), th));
     }
     let mut detection = detect::Settings {
