@@ -153,6 +153,11 @@ pub struct EngineMetrics {
     pub targets_over_node_limit: AtomicU64,
     /// Addresses forgotten after their idle time.
     pub targets_evicted: AtomicU64,
+    /// Prefixes tracked (carpet bombing), new ones refused past the limit, and address
+    /// intervals that started no attack because their prefix's covered them.
+    pub prefixes: AtomicU64,
+    pub prefixes_over_limit: AtomicU64,
+    pub covered_by_prefix: AtomicU64,
     pub nodes_stale: AtomicU64,
     /// Attacks that came back during their hold-down or probation (reopened, not new).
     pub attacks_returned: AtomicU64,
@@ -429,6 +434,12 @@ impl Engine {
             .store(c.targets_over_node_limit, Ordering::Relaxed);
         m.targets_evicted
             .store(c.targets_evicted, Ordering::Relaxed);
+        m.prefixes
+            .store(self.detector.prefix_count() as u64, Ordering::Relaxed);
+        m.prefixes_over_limit
+            .store(c.prefixes_over_limit, Ordering::Relaxed);
+        m.covered_by_prefix
+            .store(c.covered_by_prefix, Ordering::Relaxed);
         m.nodes_stale.store(
             self.detector.nodes().iter().filter(|n| n.stale).count() as u64,
             Ordering::Relaxed,
