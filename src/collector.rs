@@ -739,4 +739,32 @@ mod tests {
         );
         assert_eq!(flows.iter().map(|f| f.pps).sum::<u64>(), t[0].pps);
     }
+
+    #[test]
+    fn trusted_sources_count_apart_and_the_rest_rolls_up_per_prefix() {
+        let mut pool = 0;
+        // Without trust: the NTP samples to 203.0.113.9 are its /24's rollup too.
+        let mut a = agent(None);
+        a.take(datagram(0, 1, &mut pool, 10, 1000, 1000), None);
+        let f = {
+            let agg = std::mem::take(&mut a.agg);
+            a.interval(agg, Duration::from_secs(1))
+        }
+        .unwrap();
+        assert_eq!(f.targets[0].pps, 10_000);
+        assert_eq!(f.rollups.len(), 1);
+        assert_eq!(f.rollups[0].prefix.to_string(), "203.0.113.0/24");
+        assert_eq!(f.rollups[0].pps, 10_000);
+        // Their source trusted: counted apart, in no flow and no rollup.
+        let mut b = new_agent(&a.config, &["198.51.100.0/24".parse().unwrap()]);
+        b.take(datagram(1, 2, &mut pool, 10, 1000, 1000), None);
+        let f = {
+            let agg = std::mem::take(&mut b.agg);
+            b.interval(agg, Duration::from_secs(1))
+        }
+        .unwrap();
+        let t = &f.targets[0];
+        assert_eq!((t.pps, t.trusted_pps, t.flows.len()), (0, 10_000, 0));
+        assert!(f.rollups.is_empty());
+    }
 }

@@ -474,6 +474,14 @@ mod tests {
     /// A one-connection-at-a-time HTTP server answering each request with the next status of
     /// `statuses` (then 202), reporting (auth header, body) of each request.
     fn server(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+        server_answering(statuses, r#"{"error":"no"}"#)
+    }
+
+    /// [`server`], answering `answer` to every request.
+    fn server_answering(
+        statuses: Vec<u16>,
+        answer: &'static str,
+    ) -> (String, mpsc::Receiver<(String, String)>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let (tx, rx) = mpsc::channel();
@@ -506,7 +514,6 @@ mod tests {
                     let mut body = vec![0; len];
                     r.read_exact(&mut body).unwrap();
                     let status = statuses.next().unwrap_or(202);
-                    let answer = r#"{"error":"no"}"#;
                     let head = format!(
                         "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n\r\n{answer}",
                         answer.len()
@@ -535,6 +542,35 @@ mod tests {
         assert!(matches!(c.post(b"{}"), Outcome::Retry(why, None) if why.contains("503")));
         assert!(matches!(c.post(b"{}"), Outcome::Retry(..)));
         assert!(matches!(c.post(b"{}"), Outcome::Refused(400, _)));
+    }
+
+    #[test]
+    fn the_trusted_sources_come_from_the_answer_and_none_named_is_none_trusted() {
+        let (url, _rx) = server_answering(
+            vec![202],
+            r#"{"accepted":true,"started":[],"trusted":["192.0.2.128/25","2001:db8:ffff::/48"]}"#,
+        );
+        let list: Arc<Mutex<Vec<IpNet>>> = Default::default();
+        let c = Client::new(&url, "t").with_trusted(list.clone());
+        assert_eq!(c.post(b"{}"), Outcome::Delivered);
+        assert_eq!(
+            *list.lock().unwrap(),
+            [
+                "192.0.2.128/25".parse::<IpNet>().unwrap(),
+                "2001:db8:ffff::/48".parse().unwrap()
+            ]
+        );
+        // A controller that trusts nothing (or an older one) says nothing: none trusted.
+        let (url, _rx) = server_answering(vec![202], r#"{"accepted":true,"started":[]}"#);
+        let c = Client::new(&url, "t").with_trusted(list.clone());
+        assert_eq!(c.post(b"{}"), Outcome::Delivered);
+        assert!(list.lock().unwrap().is_empty());
+        // An unreadable list changes nothing.
+        *list.lock().unwrap() = vec!["192.0.2.0/24".parse().unwrap()];
+        let (url, _rx) = server_answering(vec![202], r#"{"trusted":["speedtest"]}"#);
+        let c = Client::new(&url, "t").with_trusted(list.clone());
+        assert_eq!(c.post(b"{}"), Outcome::Delivered);
+        assert_eq!(list.lock().unwrap().len(), 1);
     }
 
     #[test]
