@@ -326,12 +326,13 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
     assert_eq!(first["data"]["attack"]["id"], attack);
     let last = hook_rx.recv_timeout(WAIT).expect("the attack.end alert");
     assert_eq!(last["event"], "attack.end", "{last}");
-    let (_, deliveries) = h.get("/api/v1/alerts", Some(READ)).unwrap();
-    assert_eq!(
-        deliveries.as_array().map(|d| d.len()),
-        Some(2),
-        "{deliveries}"
-    );
+    // The delivery is recorded once deflect has read the hook's answer, a moment after the hook
+    // has the body: wait for it rather than race it.
+    let deliveries = wait_for("both deliveries recorded", WAIT, || {
+        let (_, d) = h.get("/api/v1/alerts", Some(READ))?;
+        Ok((d.as_array().map(|d| d.len()) == Some(2)).then_some(d))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", h.get("/api/v1/alerts", Some(READ))));
     assert!(
         deliveries
             .as_array()

@@ -21,6 +21,9 @@
 //!   ([`Detector::watch`]); an attack that comes back is reopened ([`Detector::reopen`]).
 //! - A node that stops reporting is stale after `stale_after`: its targets are frozen, neither
 //!   started nor ended on missing data; the quiet time restarts when it is back.
+//! - Beside addresses, each protected prefix (a /24, a /64 by default) is judged on the sum over
+//!   its addresses, with its own baselines ([`prefix`]): carpet bombing is one attack on the
+//!   prefix, with `Attack::prefix` set.
 
 pub mod baseline;
 pub mod classify;

@@ -3,7 +3,7 @@
 //!
 //! Per protected group, every address belongs to one prefix of the group's length
 //! ([`PrefixThresholds::v4`], [`PrefixThresholds::v6`]). Its traffic is the sum of what every
-//! node reports into it, per [`Class`] and in bits per second, with its own [`Baseline`]s and its
+//! node reports into it, per [`Class`] and in bits per second, with its own [`Baseline`](super::Baseline)s and its
 //! own floors, judged with the group's ratio, deviations, confirm, cooldown and learning.
 //!
 //! - The sums come from the reports' rollups (per /24 and /64, summed by the aggregator from
