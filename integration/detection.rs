@@ -385,13 +385,21 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
 /// A carpet report: 200 addresses of 203.0.113.0/24 at `per_addr` pps of NTP answers each, as a
 /// probe sends it: its top 64 addresses, and the /24's rollup summed over all 200.
 fn carpet_report(seq: u64, per_addr: u64) -> String {
+    carpet_report_in(seq, per_addr, "203.0.113.0/24", |i| {
+        format!("203.0.113.{}", 20 + i)
+    })
+}
+
+/// The same over `prefix` (a /24 or a /64), its addresses `addr(i)`.
+fn carpet_report_in(seq: u64, per_addr: u64, prefix: &str, addr: impl Fn(u64) -> String) -> String {
     let web = json!({"proto": 6, "dport": 443, "tcp_flags": 16, "pps": 300, "bps": 2_400_000});
-    let mut targets = vec![json!({"dst": VICTIM, "pps": 300, "bps": 2_400_000, "flows": [web]})];
+    let victim = addr(200);
+    let mut targets = vec![json!({"dst": victim, "pps": 300, "bps": 2_400_000, "flows": [web]})];
     let mut rollup_flows = vec![web.clone()];
     if per_addr > 0 {
         for i in 0..63 {
             targets.push(json!({
-                "dst": format!("203.0.113.{}", 20 + i), "pps": per_addr, "bps": per_addr * 3_760,
+                "dst": addr(i), "pps": per_addr, "bps": per_addr * 3_760,
                 "flows": [{"proto": 17, "sport": 123, "dport": 40_000 + i, "pps": per_addr, "bps": per_addr * 3_760}],
                 "sources": [{"addr": "198.51.100.23", "pps": per_addr / 2}]
             }));
@@ -405,7 +413,7 @@ fn carpet_report(seq: u64, per_addr: u64) -> String {
         "node": "web1", "seq": seq, "time_ms": 0, "interval_ms": 100, "one_in": 1,
         "targets": targets,
         "rollups": [{
-            "prefix": "203.0.113.0/24", "addresses": if per_addr > 0 { 201 } else { 1 },
+            "prefix": prefix, "addresses": if per_addr > 0 { 201 } else { 1 },
             "pps": 300 + 200 * per_addr, "bps": 2_400_000 + 200 * per_addr * 3_760,
             "flows": rollup_flows,
             "sources": [{"addr": "198.51.100.23", "pps": 100 * per_addr}]
@@ -565,6 +573,70 @@ fn a_carpet_over_a_24_is_one_prefix_rule_in_bird_and_gobgp_and_leaves_when_it_en
         format!("attack {attack} quiet for its hold-down of 1 s"),
         "{m}"
     );
+
+    // The same over an IPv6 /64, its addresses spread at random: one rule for the /64.
+    let v6 = |i: u64| {
+        format!(
+            "2001:db8:100:7:{:x}:{:x}::1",
+            i * 7919 % 65536,
+            i * 104_729 % 65536
+        )
+    };
+    let v6_report = |seq, pps| carpet_report_in(seq, pps, "2001:db8:100:7::/64", v6);
+    let gobgp6 = || -> Vec<String> {
+        g.rib("ipv6-flowspec")
+            .map(|v| v.into_iter().map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    };
+    let bird6 = || -> Vec<String> {
+        b.flow_routes("ft6")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    };
+    for _ in 0..5 {
+        let (st, ack) = h.post("/api/v1/telemetry", NODE, &v6_report(seq, 0));
+        assert_eq!((st, &ack["started"]), (202, &json!([])), "{ack}");
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, ack) = h.post("/api/v1/telemetry", NODE, &v6_report(seq, 1_000));
+    seq += 1;
+    let started = ack["started"].as_array().cloned().unwrap_or_default();
+    assert_eq!(started.len(), 1, "{ack}\n{}", d.log());
+    wait_for("the /64 rule in GoBGP and BIRD", WAIT, || {
+        Ok((gobgp6().len() == 1 && bird6().len() == 1).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}\n{}", gobgp6(), bird6(), d.log()));
+    assert_eq!(
+        gobgp6(),
+        ["[destination: 2001:db8:100:7::/64/0][protocol: ==udp][source-port: ==123]"]
+    );
+    assert_eq!(
+        bird6(),
+        ["flow6 { dst 2001:db8:100:7::/64; next header 17; sport 123; }"]
+    );
+    eprintln!(
+        "gobgp global rib -a ipv6-flowspec:\n{}",
+        g.gobgp("global rib -a ipv6-flowspec").unwrap_or_default()
+    );
+    eprintln!(
+        "birdc show route table ft6 all:\n{}",
+        b.birdc("show route table ft6 all").unwrap_or_default()
+    );
+    for _ in 0..50 {
+        h.post("/api/v1/telemetry", NODE, &v6_report(seq, 0));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        if gobgp6().is_empty() && bird6().is_empty() {
+            break;
+        }
+    }
+    wait_for("the /64 rule withdrawn from both", WAIT, || {
+        Ok((gobgp6().is_empty() && bird6().is_empty()).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}\n{}", gobgp6(), bird6(), d.log()));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
