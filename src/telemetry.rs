@@ -281,6 +281,32 @@ pub enum ReportError {
 }
 
 impl Report {
+    /// The top sources it names for an attack on `target`, or on `prefix` (carpet bombing): those
+    /// of every rollup inside the prefix, and of the targets inside it without one.
+    pub fn sources_for(&self, target: IpAddr, prefix: Option<IpNet>) -> Vec<IpAddr> {
+        let Some(p) = prefix else {
+            return self
+                .targets
+                .iter()
+                .find(|t| t.dst == target)
+                .map(|t| t.sources.iter().map(|s| s.addr).collect())
+                .unwrap_or_default();
+        };
+        let rolled = |a: IpAddr| self.rollups.iter().any(|r| r.prefix.contains(&a));
+        self.rollups
+            .iter()
+            .filter(|r| p.contains(&r.prefix))
+            .flat_map(|r| &r.sources)
+            .chain(
+                self.targets
+                    .iter()
+                    .filter(|t| p.contains(&t.dst) && !rolled(t.dst))
+                    .flat_map(|t| &t.sources),
+            )
+            .map(|s| s.addr)
+            .collect()
+    }
+
     /// Checks the bounds a probe promises; the API refuses a report that breaks them.
     pub fn validate(&self) -> Result<(), ReportError> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
@@ -399,6 +425,43 @@ mod tests {
             rollup_of("203.0.113.77".parse().unwrap()).to_string(),
             "203.0.113.0/24"
         );
+    }
+
+    #[test]
+    fn an_attack_s_sources_are_its_address_s_or_its_prefix_s() {
+        let src = |a: &str| Source {
+            addr: a.parse().unwrap(),
+            pps: 1,
+        };
+        let target = |dst: &str, s: &str| Target {
+            dst: dst.parse().unwrap(),
+            pps: 1,
+            bps: 8,
+            flows: Vec::new(),
+            sources: vec![src(s)],
+            trusted_pps: 0,
+            trusted_bps: 0,
+        };
+        let mut r = report(vec![Rollup {
+            sources: vec![src("198.51.100.1")],
+            ..rollup("203.0.113.0/24", 0)
+        }]);
+        r.targets = vec![
+            target("203.0.113.7", "198.51.100.2"),
+            target("203.0.112.9", "198.51.100.3"),
+        ];
+        let ips = |v: Vec<IpAddr>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ips(r.sources_for("203.0.113.7".parse().unwrap(), None)),
+            ["198.51.100.2"]
+        );
+        // A /23: the /24's rollup, and the target of the other /24, which has none.
+        let p = Some("203.0.112.0/23".parse().unwrap());
+        assert_eq!(
+            ips(r.sources_for("203.0.112.0".parse().unwrap(), p)),
+            ["198.51.100.1", "198.51.100.3"]
+        );
+        assert!(r.sources_for("192.0.2.1".parse().unwrap(), None).is_empty());
     }
 
     #[test]

@@ -581,27 +581,7 @@ impl Engine {
             let Some(a) = self.detector.attack_mut(*id) else {
                 continue;
             };
-            // A prefix attack's sources are those of its prefix's rollups (or addresses).
-            let sources: Vec<IpAddr> = match a.prefix {
-                Some(p) => report
-                    .rollups
-                    .iter()
-                    .filter(|r| p.contains(&r.prefix))
-                    .flat_map(|r| &r.sources)
-                    .chain(
-                        report
-                            .targets
-                            .iter()
-                            .filter(|t| report.rollups.is_empty() && p.contains(&t.dst))
-                            .flat_map(|t| &t.sources),
-                    )
-                    .map(|s| s.addr)
-                    .collect(),
-                None => match report.targets.iter().find(|t| t.dst == a.target) {
-                    Some(t) => t.sources.iter().map(|s| s.addr).collect(),
-                    None => continue,
-                },
-            };
+            let sources = report.sources_for(a.target, a.prefix);
             for src in sources {
                 for list in self.ioc.lookup(src) {
                     *a.ioc.entry(list.to_string()).or_default() += 1;
