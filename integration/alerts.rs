@@ -119,6 +119,8 @@ fn attack() -> Attack {
         ioc: Default::default(),
         cap: None,
         quiet_upstream: false,
+        prefix: None,
+        addresses: 0,
     }
 }
 

@@ -1,6 +1,8 @@
 //! The automatic loop on loopback: probe reports of a flood, posted over HTTP to the real `deflect`
 //! binary, become a FlowSpec rule in a live GoBGP; traffic back to baseline, the rule is withdrawn.
-//! Also: policy hot reload with a broken file, and the telemetry endpoint's answers to bad input.
+//! Carpet bombing: reports of a flood spread over a /24 become one prefix rule in both a live BIRD
+//! and a live GoBGP. Also: policy hot reload with a broken file, and the telemetry endpoint's
+//! answers to bad input.
 
 #[path = "routers/mod.rs"]
 mod routers;
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use routers::{Gobgp, Session, free_port, wait_for};
+use routers::{Bird, Gobgp, Session, free_port, wait_for};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-token-0123456789";
@@ -376,6 +378,264 @@ fn a_reported_flood_becomes_a_rule_in_gobgp_and_leaves_when_it_ends() {
     );
     let (_, nodes) = h.get("/api/v1/nodes", Some(READ)).unwrap();
     assert_eq!(nodes[0]["name"], "web1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A carpet report: 200 addresses of 203.0.113.0/24 at `per_addr` pps of NTP answers each, as a
+/// probe sends it: its top 64 addresses, and the /24's rollup summed over all 200.
+fn carpet_report(seq: u64, per_addr: u64) -> String {
+    carpet_report_in(seq, per_addr, "203.0.113.0/24", |i| {
+        format!("203.0.113.{}", 20 + i)
+    })
+}
+
+/// The same over `prefix` (a /24 or a /64), its addresses `addr(i)`.
+fn carpet_report_in(seq: u64, per_addr: u64, prefix: &str, addr: impl Fn(u64) -> String) -> String {
+    let web = json!({"proto": 6, "dport": 443, "tcp_flags": 16, "pps": 300, "bps": 2_400_000});
+    let victim = addr(200);
+    let mut targets = vec![json!({"dst": victim, "pps": 300, "bps": 2_400_000, "flows": [web]})];
+    let mut rollup_flows = vec![web.clone()];
+    if per_addr > 0 {
+        for i in 0..63 {
+            targets.push(json!({
+                "dst": addr(i), "pps": per_addr, "bps": per_addr * 3_760,
+                "flows": [{"proto": 17, "sport": 123, "dport": 40_000 + i, "pps": per_addr, "bps": per_addr * 3_760}],
+                "sources": [{"addr": "198.51.100.23", "pps": per_addr / 2}]
+            }));
+        }
+        rollup_flows.insert(
+            0,
+            json!({"proto": 17, "sport": 123, "pps": 200 * per_addr, "bps": 200 * per_addr * 3_760}),
+        );
+    }
+    json!({
+        "node": "web1", "seq": seq, "time_ms": 0, "interval_ms": 100, "one_in": 1,
+        "targets": targets,
+        "rollups": [{
+            "prefix": prefix, "addresses": if per_addr > 0 { 201 } else { 1 },
+            "pps": 300 + 200 * per_addr, "bps": 2_400_000 + 200 * per_addr * 3_760,
+            "flows": rollup_flows,
+            "sources": [{"addr": "198.51.100.23", "pps": 100 * per_addr}]
+        }]
+    })
+    .to_string()
+}
+
+const CARPET_GOBGP: &str = "[destination: 203.0.113.0/24][protocol: ==udp][source-port: ==123]";
+const CARPET_BIRD: &str = "flow4 { dst 203.0.113.0/24; proto 17; sport 123; }";
+
+#[test]
+fn a_carpet_over_a_24_is_one_prefix_rule_in_bird_and_gobgp_and_leaves_when_it_ends() {
+    let dir = temp_dir("carpet");
+    let session = |router: &str, deflect: &str, id| Session {
+        router_addr: router.parse().unwrap(),
+        router_port: free_port(router.parse().unwrap()),
+        router_as: 65001,
+        router_id: id,
+        deflect_addr: deflect.parse().unwrap(),
+        deflect_as: 65000,
+        md5_password: None,
+        graceful_restart: false,
+    };
+    let gs = session("127.0.53.1", "127.0.53.2", "192.0.2.254");
+    let bs = session("127.0.53.3", "127.0.53.4", "192.0.2.253");
+    let g = Gobgp::start(gs.clone()).unwrap();
+    let b = Bird::start(bs.clone()).unwrap();
+    let neighbor = |name: &str, s: &Session| {
+        format!(
+            "  - {{ name: {name}, address: {}, port: {}, remote_as: {}, local_address: {}, connect_retry: 1s }}\n",
+            s.router_addr, s.router_port, s.router_as, s.deflect_addr
+        )
+    };
+    // The shipped carpet policy, with the test's short hold-down.
+    let policy = include_str!("../policies/carpet-amplification.yaml").replace(
+        "withdraw_after: 2m",
+        "withdraw_after: 1s\nrecurrence: { probation: 2s }",
+    );
+    assert!(policy.contains("withdraw_after: 1s"));
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/carpet-amplification.yaml"), policy).unwrap();
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let d = start(
+        &dir,
+        api_port,
+        None,
+        &format!(
+            "    prefix: {{ floor_pps: {{ udp-amp: 20000 }} }}\n  trusted_sources: [192.0.2.128/25]\nneighbors:\n{}{}",
+            neighbor("gobgp", &gs),
+            neighbor("bird", &bs)
+        ),
+    );
+    let h = Http::new(api_port);
+    wait_for("both sessions", WAIT, || {
+        Ok((g.established()? && b.established()?).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let bird_rules = || -> Vec<String> {
+        b.flow_routes("ft4")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    };
+
+    // Normal traffic for a second: nothing. The answer names the trusted sources.
+    let mut seq = 0;
+    for _ in 0..10 {
+        let (st, ack) = h.post("/api/v1/telemetry", NODE, &carpet_report(seq, 0));
+        assert_eq!(st, 202, "{ack}");
+        assert_eq!(ack["started"], json!([]));
+        assert_eq!(ack["trusted"], json!(["192.0.2.128/25"]));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The carpet: 1,000 pps to each of 200 addresses (each under its floor of 5,000), 200k on
+    // the /24. The first report that carries it starts one attack on the prefix.
+    let (st, ack) = h.post("/api/v1/telemetry", NODE, &carpet_report(seq, 1_000));
+    seq += 1;
+    assert_eq!(st, 202, "{ack}");
+    let started = ack["started"].as_array().cloned().unwrap_or_default();
+    assert_eq!(started.len(), 1, "{ack}\n{}", d.log());
+    let attack = started[0].as_u64().unwrap();
+    wait_for("the prefix rule in GoBGP and BIRD", WAIT, || {
+        Ok((flow_rules(&g) == [CARPET_GOBGP] && bird_rules() == [CARPET_BIRD]).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}\n{}", flow_rules(&g), bird_rules(), d.log()));
+    eprintln!(
+        "gobgp global rib -a ipv4-flowspec:\n{}",
+        g.gobgp("global rib -a ipv4-flowspec").unwrap_or_default()
+    );
+    eprintln!(
+        "birdc show route table ft4 all:\n{}",
+        b.birdc("show route table ft4 all").unwrap_or_default()
+    );
+    let (_, a) = h
+        .get(&format!("/api/v1/attacks/{attack}"), Some(READ))
+        .unwrap();
+    assert_eq!(a["prefix"], "203.0.113.0/24", "{a}");
+    assert_eq!(a["target"], "203.0.113.0", "{a}");
+    assert_eq!(a["vector"], "amplification", "{a}");
+    assert_eq!(a["policy"], "carpet-amplification", "{a}");
+    assert_eq!(a["addresses"], 201, "{a}");
+    let mitigations = a["mitigations"].as_array().cloned().unwrap_or_default();
+    assert_eq!(mitigations.len(), 1, "{a}");
+    let (_, m) = h
+        .get(
+            &format!("/api/v1/mitigations/{}", mitigations[0]),
+            Some(READ),
+        )
+        .unwrap();
+    assert_eq!(
+        m["rule"], "dst 203.0.113.0/24 proto udp sport 123 then discard",
+        "{m}"
+    );
+
+    // It goes on for a second: still one attack, one rule in each router, no /32 beside it.
+    for _ in 0..10 {
+        let (_, ack) = h.post("/api/v1/telemetry", NODE, &carpet_report(seq, 1_200));
+        assert_eq!(ack["started"], json!([]), "{ack}");
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(flow_rules(&g), [CARPET_GOBGP]);
+    assert_eq!(bird_rules(), [CARPET_BIRD]);
+    let (_, active) = h.get("/api/v1/attacks", Some(READ)).unwrap();
+    assert_eq!(active.as_array().map(|a| a.len()), Some(1), "{active}");
+    let (_, list) = h.get("/api/v1/mitigations", Some(READ)).unwrap();
+    assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list}");
+
+    // It ends: quiet for the 1 s cooldown, withdrawn 1 s later from both routers.
+    for _ in 0..50 {
+        h.post("/api/v1/telemetry", NODE, &carpet_report(seq, 0));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        if flow_rules(&g).is_empty() && bird_rules().is_empty() {
+            break;
+        }
+    }
+    wait_for("the rule withdrawn from both", WAIT, || {
+        Ok((flow_rules(&g).is_empty() && bird_rules().is_empty()).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}\n{}", flow_rules(&g), bird_rules(), d.log()));
+    let (_, a) = h
+        .get(&format!("/api/v1/attacks/{attack}"), Some(READ))
+        .unwrap();
+    assert!(a["ended_ms"].as_u64().is_some(), "{a}");
+    let (_, m) = h
+        .get(
+            &format!("/api/v1/mitigations/{}", mitigations[0]),
+            Some(READ),
+        )
+        .unwrap();
+    assert_eq!(
+        m["withdraw_reason"],
+        format!("attack {attack} quiet for its hold-down of 1 s"),
+        "{m}"
+    );
+
+    // The same over an IPv6 /64, its addresses spread at random: one rule for the /64.
+    let v6 = |i: u64| {
+        format!(
+            "2001:db8:100:7:{:x}:{:x}::1",
+            i * 7919 % 65536,
+            i * 104_729 % 65536
+        )
+    };
+    let v6_report = |seq, pps| carpet_report_in(seq, pps, "2001:db8:100:7::/64", v6);
+    let gobgp6 = || -> Vec<String> {
+        g.rib("ipv6-flowspec")
+            .map(|v| v.into_iter().map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    };
+    let bird6 = || -> Vec<String> {
+        b.flow_routes("ft6")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    };
+    for _ in 0..5 {
+        let (st, ack) = h.post("/api/v1/telemetry", NODE, &v6_report(seq, 0));
+        assert_eq!((st, &ack["started"]), (202, &json!([])), "{ack}");
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, ack) = h.post("/api/v1/telemetry", NODE, &v6_report(seq, 1_000));
+    seq += 1;
+    let started = ack["started"].as_array().cloned().unwrap_or_default();
+    assert_eq!(started.len(), 1, "{ack}\n{}", d.log());
+    wait_for("the /64 rule in GoBGP and BIRD", WAIT, || {
+        Ok((gobgp6().len() == 1 && bird6().len() == 1).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}\n{}", gobgp6(), bird6(), d.log()));
+    assert_eq!(
+        gobgp6(),
+        ["[destination: 2001:db8:100:7::/64/0][protocol: ==udp][source-port: ==123]"]
+    );
+    assert_eq!(
+        bird6(),
+        ["flow6 { dst 2001:db8:100:7::/64; next header 17; sport 123; }"]
+    );
+    eprintln!(
+        "gobgp global rib -a ipv6-flowspec:\n{}",
+        g.gobgp("global rib -a ipv6-flowspec").unwrap_or_default()
+    );
+    eprintln!(
+        "birdc show route table ft6 all:\n{}",
+        b.birdc("show route table ft6 all").unwrap_or_default()
+    );
+    for _ in 0..50 {
+        h.post("/api/v1/telemetry", NODE, &v6_report(seq, 0));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        if gobgp6().is_empty() && bird6().is_empty() {
+            break;
+        }
+    }
+    wait_for("the /64 rule withdrawn from both", WAIT, || {
+        Ok((gobgp6().is_empty() && bird6().is_empty()).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}\n{}", gobgp6(), bird6(), d.log()));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

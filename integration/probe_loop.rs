@@ -273,6 +273,113 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     }
 }
 
+/// Trusted sources on the real kernel: the controller names them in its answers, the real probe
+/// leaves them out of every class, and the same flood that starts an attack above starts none;
+/// it is counted apart.
+#[test]
+fn a_flood_from_a_trusted_source_starts_nothing_and_is_counted_apart() {
+    if let Some(why) = probe_lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut lab = Lab::new("trusted").unwrap();
+    let ns = lab.ns_b.clone();
+    let api_port = 18180;
+    let policies = lab.dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("amplification.yaml"), POLICY).unwrap();
+    let config = lab.dir.join("deflect.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+             protected:\n  lab: [192.0.2.0/24, 2001:db8::/64]\n\
+             detection:\n  trusted_sources: [{A4}/32]\n  thresholds:\n    floor_pps: {{ udp-amp: 3000 }}\n    warmup: 1s\n    cooldown: 2s\n",
+            lab.dir.join("state").display(),
+            policies.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    lab.spawn_in_b_logged(
+        env!("CARGO_BIN_EXE_deflect"),
+        "run",
+        &["--config", &cfg],
+        "deflect.log",
+    )
+    .unwrap();
+    let log = lab.dir.join("deflect.log");
+    let deflect_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the API", Duration::from_secs(20), || {
+        Ok(api_get(&ns, api_port, "/api/v1/health").map(|_| ()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", deflect_log()));
+    let controller = format!("http://127.0.0.1:{api_port}");
+    let veth = lab.veth_b.clone();
+    lab.start_probe(&[
+        "--controller",
+        &controller,
+        "--token",
+        NODE,
+        "--interface",
+        &veth,
+        "--interval",
+        "200ms",
+    ])
+    .unwrap();
+    wait_for("the probe's first reports", Duration::from_secs(10), || {
+        let n = api_get(&ns, api_port, "/api/v1/nodes").unwrap_or_default();
+        Ok((n[0]["reports"].as_u64().unwrap_or(0) >= 10).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
+
+    // The same flood as above (20k pps from port 123, far above the 3,000 floor), from the
+    // trusted address.
+    probe_lab::warm_up(&lab.ns_a, A4.parse().unwrap(), B4.parse().unwrap()).unwrap();
+    let ns_a = lab.ns_a.clone();
+    let flood = std::thread::spawn(move || {
+        probe_lab::send_udp_spread(
+            &ns_a,
+            SocketAddr::new(A4.parse().unwrap(), 123),
+            SocketAddr::new(B4.parse().unwrap(), 4444),
+            4000,
+            60_000,
+            20_000,
+            468,
+            Duration::from_secs(3),
+        )
+    });
+    let trusted = wait_for(
+        "the flood counted as trusted",
+        Duration::from_secs(5),
+        || {
+            let t = api_get(&ns, api_port, &format!("/api/v1/targets/{B4}")).unwrap_or_default();
+            Ok(t["trusted_pps"]
+                .as_u64()
+                .filter(|p| *p >= 10_000)
+                .map(|p| (p, t)))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
+    let (sent, _) = flood.join().unwrap().unwrap();
+    assert!(sent > 30_000, "the flood was sent ({sent})");
+    std::thread::sleep(Duration::from_millis(500));
+    let attacks = api_get(&ns, api_port, "/api/v1/attacks?all=true").unwrap();
+    assert_eq!(attacks, serde_json::json!([]), "no attack: {attacks}");
+    let (pps, t) = trusted;
+    assert!(t["pps"].as_u64().unwrap() < 3_000, "{t}");
+    let amp = t["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "udp-amp")
+        .unwrap()
+        .clone();
+    assert!(amp["baseline_pps"].as_f64().unwrap() < 100.0, "{t}");
+    eprintln!("trusted flood: {pps} pps counted apart, no attack; target {t}");
+}
+
 /// A node-local drop: the policy asks the victim's own probe to drop the flood with nftables.
 #[test]
 fn a_local_drop_is_applied_by_the_probe_with_nftables_and_removed_after() {

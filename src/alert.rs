@@ -104,12 +104,17 @@ impl Event {
         let what = match kind {
             EventKind::AttackStart => format!(
                 "{} on {} ({}) at {} pps",
-                a.vector, a.target, a.group, a.pps
+                a.vector,
+                a.what(),
+                a.group,
+                a.pps
             ),
-            EventKind::AttackEscalate => format!("{} on {}: {detail}", a.vector, a.target),
+            EventKind::AttackEscalate => format!("{} on {}: {detail}", a.vector, a.what()),
             EventKind::AttackEnd => format!(
                 "{} on {} is over (peak {} pps)",
-                a.vector, a.target, a.peak_pps
+                a.vector,
+                a.what(),
+                a.peak_pps
             ),
             EventKind::PeerDown => detail.to_string(),
         };
@@ -142,6 +147,8 @@ impl Event {
             "peer" => self.peer.clone().unwrap_or_default(),
             "attack" => a?.id.to_string(),
             "target" => a?.target.to_string(),
+            // The attacked prefix (carpet bombing), or the address as a /32 or /128.
+            "prefix" => a?.dst().to_string(),
             "group" => a?.group.clone(),
             "vector" => a?.vector.to_string(),
             "pps" => a?.pps.to_string(),
@@ -159,7 +166,7 @@ impl Event {
 /// Fields a template may use.
 pub const FIELDS: &[&str] = &[
     "event", "summary", "time_ms", "peer", "attack", "target", "group", "vector", "pps", "bps",
-    "peak_pps", "policy", "node",
+    "peak_pps", "policy", "node", "prefix",
 ];
 
 /// Fills `{{field}}` placeholders; unknown ones are left as written (the configuration check
@@ -492,6 +499,8 @@ mod tests {
             ioc: Default::default(),
             cap: None,
             quiet_upstream: false,
+            prefix: None,
+            addresses: 0,
         }
     }
 

@@ -546,7 +546,8 @@ pub fn attacks(a: &ApiArgs, cmd: AttackCmd) -> ExitCode {
                     rows.push(format!(
                         "{:>14} {:<24} {:<22} {:>12} {:>12} {:<12} {:<10} {}",
                         x.get("id")?.as_u64()?,
-                        x.get("target")?.as_str()?,
+                        // A prefix attack (carpet bombing) by its prefix.
+                        x.get("prefix").or(x.get("target"))?.as_str()?,
                         x.get("vector")?.as_str()?,
                         x.get("pps")?.as_u64()?,
                         x.get("peak_pps")?.as_u64()?,
@@ -575,7 +576,7 @@ pub fn attacks(a: &ApiArgs, cmd: AttackCmd) -> ExitCode {
                     format!(
                         "attack {} on {} ({})",
                         id,
-                        x.get("target")?.as_str()?,
+                        x.get("prefix").or(x.get("target"))?.as_str()?,
                         x.get("group")?.as_str()?
                     ),
                     format!("vector:     {}", x.get("vector")?.as_str()?),

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use deflect_sflow::{FlowRecord, Sample};
+use ipnet::IpNet;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -42,7 +43,7 @@ use crate::clock::now_ms;
 use crate::engine::EngineHandle;
 use crate::pcap::{Frame, Recorder, with_ethernet};
 use crate::telemetry::Report;
-use crate::traffic::aggregate::Aggregator;
+use crate::traffic::aggregate::{Aggregator, Finished};
 use crate::traffic::packet::{self, PacketInfo};
 
 /// The collector's settings (the `sflow` section).
@@ -52,6 +53,9 @@ pub struct Settings {
     /// How often estimates are handed to detection.
     pub interval: Duration,
     pub agents: Vec<TrustedAgent>,
+    /// Sources never counted as attack traffic (`detection.trusted_sources`) at start; after
+    /// that, the list detection sends back with each answer (so a reload reaches it).
+    pub trusted: Vec<IpNet>,
 }
 
 /// One trusted sFlow agent, by the source address of its datagrams.
@@ -164,7 +168,7 @@ impl Collector {
             listen: Some(local_addr),
             ..CollectorStats::default()
         }));
-        let agents = Agents::new(&cfg.agents);
+        let agents = Agents::new(&cfg.agents, &cfg.trusted);
         let (agents_tx, agents_rx) = watch::channel(cfg.agents.clone());
         let run = Run {
             socket,
@@ -195,7 +199,7 @@ impl Collector {
     }
 }
 
-fn new_agent(a: &TrustedAgent) -> Agent {
+fn new_agent(a: &TrustedAgent, trusted: &[IpNet]) -> Agent {
     Agent {
         config: a.clone(),
         stats: AgentStats {
@@ -217,20 +221,20 @@ fn new_agent(a: &TrustedAgent) -> Agent {
         last_seq: None,
         last_uptime: 0,
         pools: HashMap::new(),
-        agg: Aggregator::new(),
+        agg: Aggregator::new().with_trusted(trusted.to_vec()),
         seq: 0,
     }
 }
 
 impl Agent {
     /// The interval's estimates, or `None` if they are beyond what the agent's links carry.
-    fn interval(
-        &mut self,
-        agg: Aggregator,
-        elapsed: Duration,
-    ) -> Option<Vec<crate::telemetry::Target>> {
-        let targets = agg.finish(elapsed);
-        let total: u64 = targets.iter().map(|t| t.pps).fold(0, u64::saturating_add);
+    fn interval(&mut self, agg: Aggregator, elapsed: Duration) -> Option<Finished> {
+        let finished = agg.finish_all(elapsed);
+        let total: u64 = finished
+            .targets
+            .iter()
+            .map(|t| t.pps)
+            .fold(0, u64::saturating_add);
         if total > self.config.max_pps {
             self.stats.intervals_refused += 1;
             warn!(
@@ -245,7 +249,7 @@ impl Agent {
             ));
             return None;
         }
-        Some(targets)
+        Some(finished)
     }
 
     /// One datagram from this agent: sequence tracking, and its flow samples into the interval.
@@ -352,6 +356,8 @@ pub struct Agents {
     /// Every address is an agent (with the default bounds, named by its address) unless
     /// configured: a capture replayed offline, whose switches the configuration may not list.
     adopt: bool,
+    /// Trusted sources, taken out of every agent's next interval.
+    trusted: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for Agents {
@@ -365,27 +371,43 @@ impl std::fmt::Debug for Agents {
 }
 
 impl Agents {
-    /// The trusted agents.
-    pub fn new(trusted: &[TrustedAgent]) -> Agents {
+    /// The agents to trust, and the trusted sources their samples leave out.
+    pub fn new(agents: &[TrustedAgent], trusted: &[IpNet]) -> Agents {
         Agents {
-            agents: trusted.iter().map(|a| (a.address, new_agent(a))).collect(),
+            agents: agents
+                .iter()
+                .map(|a| (a.address, new_agent(a, trusted)))
+                .collect(),
+            trusted: trusted.to_vec(),
             ..Agents::default()
         }
     }
 
-    /// The trusted agents, and any other address as an agent of its own (for replays).
-    pub fn adopting(trusted: &[TrustedAgent]) -> Agents {
+    /// The agents to trust, and any other address as an agent of its own (for replays).
+    pub fn adopting(agents: &[TrustedAgent], trusted: &[IpNet]) -> Agents {
         Agents {
             adopt: true,
-            ..Agents::new(trusted)
+            ..Agents::new(agents, trusted)
         }
     }
 
-    /// New trusted agents; the others' state is kept.
+    /// Detection's trusted sources (a reload changes them): from the next interval on.
+    fn set_trusted(&mut self, trusted: Vec<IpNet>) {
+        if trusted != self.trusted {
+            self.trusted = trusted;
+            for a in self.agents.values_mut() {
+                a.agg = Aggregator::new().with_trusted(self.trusted.clone());
+            }
+        }
+    }
+
+    /// New agents to trust; the others' state is kept.
     fn reconfigure(&mut self, next: &[TrustedAgent]) {
         let mut old = std::mem::take(&mut self.agents);
         for a in next {
-            let mut agent = old.remove(&a.address).unwrap_or_else(|| new_agent(a));
+            let mut agent = old
+                .remove(&a.address)
+                .unwrap_or_else(|| new_agent(a, &self.trusted));
             agent.config = a.clone();
             agent.stats.name = a.name.clone();
             self.agents.insert(a.address, agent);
@@ -413,7 +435,7 @@ impl Agents {
                 max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
                 max_pps: DEFAULT_MAX_PPS,
             };
-            self.agents.insert(from, new_agent(&a));
+            self.agents.insert(from, new_agent(&a, &self.trusted));
         }
         let Some(agent) = self.agents.get_mut(&from) else {
             self.untrusted += 1;
@@ -432,7 +454,10 @@ impl Agents {
         let interval_ms = (elapsed.as_millis() as u32).clamp(50, 60_000);
         let mut reports = Vec::new();
         for agent in self.agents.values_mut() {
-            let agg = std::mem::take(&mut agent.agg);
+            let agg = std::mem::replace(
+                &mut agent.agg,
+                Aggregator::new().with_trusted(self.trusted.clone()),
+            );
             let sampled = agg.samples();
             // An agent that has sent nothing for a while says nothing: its targets are not
             // judged on missing data (the engine marks the node stale). A quiet link sends few
@@ -440,7 +465,7 @@ impl Agents {
             if agent.stats.last_seen_ms + (AGENT_SILENT.as_millis() as u64) < now_ms {
                 continue;
             }
-            let Some(targets) = agent.interval(agg, elapsed) else {
+            let Some(Finished { targets, rollups }) = agent.interval(agg, elapsed) else {
                 continue;
             };
             agent.seq += 1;
@@ -455,6 +480,7 @@ impl Agents {
                     sampled,
                     interfaces: Vec::new(),
                     targets,
+                    rollups,
                     packets: Vec::new(),
                     applied: Vec::new(),
                     drop_error: None,
@@ -518,9 +544,11 @@ impl Run {
     /// Hands each agent's interval to detection.
     async fn flush(&mut self, elapsed: Duration) {
         for (node, r) in self.agents.flush(elapsed, now_ms()) {
-            if self.engine.report(&node, r).await.is_none() {
+            let Some(ack) = self.engine.report(&node, r).await else {
                 return;
-            }
+            };
+            // Detection's list in force (a reload changes it): from the next interval on.
+            self.agents.set_trusted(ack.trusted);
         }
         if let Ok(mut s) = self.stats.lock() {
             self.agents.publish(&mut s);
@@ -619,14 +647,17 @@ mod tests {
     use super::*;
 
     fn agent(rate: Option<u32>) -> Agent {
-        new_agent(&TrustedAgent {
-            address: "192.0.2.250".parse().unwrap(),
-            name: "sw1".into(),
-            sampling_rate: rate,
-            pre_filter: false,
-            max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
-            max_pps: DEFAULT_MAX_PPS,
-        })
+        new_agent(
+            &TrustedAgent {
+                address: "192.0.2.250".parse().unwrap(),
+                name: "sw1".into(),
+                sampling_rate: rate,
+                pre_filter: false,
+                max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
+                max_pps: DEFAULT_MAX_PPS,
+            },
+            &[],
+        )
     }
 
     /// A datagram of `n` NTP samples to 203.0.113.9, the pool advancing by `step` per sample.
@@ -719,7 +750,8 @@ mod tests {
             let agg = std::mem::take(&mut a.agg);
             a.interval(agg, Duration::from_secs(1))
         }
-        .unwrap();
+        .unwrap()
+        .targets;
         assert_eq!(t[0].pps, 2000, "only the believable samples");
         // An operator who knows better says so: the override is believed.
         let mut b = agent(Some(100_000));
@@ -789,5 +821,33 @@ mod tests {
             "{flows:?}"
         );
         assert_eq!(flows.iter().map(|f| f.pps).sum::<u64>(), t[0].pps);
+    }
+
+    #[test]
+    fn trusted_sources_count_apart_and_the_rest_rolls_up_per_prefix() {
+        let mut pool = 0;
+        // Without trust: the NTP samples to 203.0.113.9 are its /24's rollup too.
+        let mut a = agent(None);
+        a.take(datagram(0, 1, &mut pool, 10, 1000, 1000), 0, None);
+        let f = {
+            let agg = std::mem::take(&mut a.agg);
+            a.interval(agg, Duration::from_secs(1))
+        }
+        .unwrap();
+        assert_eq!(f.targets[0].pps, 10_000);
+        assert_eq!(f.rollups.len(), 1);
+        assert_eq!(f.rollups[0].prefix.to_string(), "203.0.113.0/24");
+        assert_eq!(f.rollups[0].pps, 10_000);
+        // Their source trusted: counted apart, in no flow and no rollup.
+        let mut b = new_agent(&a.config, &["198.51.100.0/24".parse().unwrap()]);
+        b.take(datagram(1, 2, &mut pool, 10, 1000, 1000), 0, None);
+        let f = {
+            let agg = std::mem::take(&mut b.agg);
+            b.interval(agg, Duration::from_secs(1))
+        }
+        .unwrap();
+        let t = &f.targets[0];
+        assert_eq!((t.pps, t.trusted_pps, t.flows.len()), (0, 10_000, 0));
+        assert!(f.rollups.is_empty());
     }
 }

@@ -29,13 +29,14 @@
 //!    - [`alert`]: alerts to chat, paging and webhooks.
 //!    - [`mitigation`]: the mitigation set, its guardrails and its store (with the audit log).
 //!    - [`speaker`] and [`peer`]: the tokio edge around `deflect_bgp`, one task per neighbor.
-//!    - [`detect`]: baselines, attacks, classification (pure).
+//!    - [`detect`]: baselines, attacks, classification, per address and per prefix (pure).
 //!    - [`pcap`]: forensic captures of attacks.
 //!    - [`ioc`]: indicator lists matched against sampled sources.
 //! 4. Vocabulary, shared by all:
 //!    - [`route`]: what a mitigation announces (FlowSpec rule, RTBH prefix, S/RTBH source, or a
 //!      diversion to a scrubbing service), one parser.
-//!    - [`traffic`]: sampled frames parsed and aggregated into per-destination rates.
+//!    - [`traffic`]: sampled frames parsed and aggregated into per-destination and per-prefix
+//!      rates, trusted sources apart.
 //!    - [`telemetry`]: what probes report.
 //!    - [`audit`]: the hash-chained audit log and the [`audit::AuditSink`] that writes it.
 //!    - [`http`]: outgoing HTTP with the one retry loop (alerts, playbooks).

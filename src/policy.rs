@@ -80,7 +80,9 @@ use crate::route::Kind;
 
 mod build;
 mod steps;
-pub use self::build::{divert_target, flowspec_route, heavy_sources, source_routes};
+pub use self::build::{
+    divert_target, flowspec_route, flowspec_route_to, heavy_sources, source_routes,
+};
 
 /// One policy file, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +173,9 @@ struct MatchFile {
     /// Only attacks whose sources were seen in one of these indicator lists.
     #[serde(default)]
     ioc: Vec<Spanned<String>>,
+    /// `address`, `prefix` (carpet bombing) or `any` (the default).
+    #[serde(default)]
+    target: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +423,9 @@ pub struct Policy {
     /// The share (basis points) the attack's heaviest sources must carry together; 0: any attack.
     #[serde(skip_serializing_if = "is_zero_bp")]
     pub concentrated_bp: u16,
+    /// Attacks on an address, on a prefix (carpet bombing), or both (`None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetScope>,
     pub ttl: Duration,
     pub withdraw_after: Duration,
     pub recurrence: Recurrence,
@@ -433,6 +441,11 @@ impl Policy {
             && a.peak_bps >= self.min_bps
             && (self.ioc.is_empty() || self.ioc.iter().any(|l| a.ioc.contains_key(l)))
             && (self.concentrated_bp == 0 || concentration_bp(a) >= self.concentrated_bp)
+            && match self.target {
+                None => true,
+                Some(TargetScope::Address) => a.prefix.is_none(),
+                Some(TargetScope::Prefix) => a.prefix.is_some(),
+            }
     }
 }
 
@@ -455,6 +468,14 @@ pub fn concentration_bp(a: &Attack) -> u16 {
         .map(|&bp| u32::from(bp))
         .sum();
     sum.min(10_000) as u16
+}
+
+/// What a policy's `match.target` takes: attacks on one address, or on a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetScope {
+    Address,
+    Prefix,
 }
 
 /// The policies in force, in the order they are tried.
@@ -480,6 +501,11 @@ pub struct Known {
 
 /// The shipped policies, used when the policy directory does not exist.
 pub const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "carpet-amplification.yaml",
+        include_str!("../policies/carpet-amplification.yaml"),
+    ),
+    ("carpet.yaml", include_str!("../policies/carpet.yaml")),
     (
         "amplification.yaml",
         include_str!("../policies/amplification.yaml"),
@@ -649,6 +675,20 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
             );
         }
     }
+    let target = match p.matches.target.as_ref().map(|t| (t.value.as_str(), t)) {
+        None | Some(("any", _)) => None,
+        Some(("address", _)) => Some(TargetScope::Address),
+        Some(("prefix", _)) => Some(TargetScope::Prefix),
+        Some((other, t)) => {
+            err(
+                &t.referenced,
+                format!(
+                    "match.target {other:?}: use address (one address), prefix (a flood spread over a prefix: carpet bombing) or any"
+                ),
+            );
+            None
+        }
+    };
     let dur =
         |s: &Spanned<String>, what: &str, err: &mut dyn FnMut(&serde_saphyr::Location, String)| {
             parse_duration(&s.value).unwrap_or_else(|| {
@@ -860,6 +900,7 @@ fn check(file: &str, p: PolicyFile, known: &Known, errs: &mut Vec<ConfigError>) 
         min_bps: p.matches.min_bps,
         ioc: p.matches.ioc.iter().map(|l| l.value.clone()).collect(),
         concentrated_bp,
+        target,
         ttl,
         withdraw_after,
         recurrence,
@@ -1039,8 +1080,46 @@ mod tests {
                 ioc: Default::default(),
                 cap: None,
                 quiet_upstream: false,
+                prefix: None,
+                addresses: 0,
             };
-            assert!(p.find(&a).is_some(), "no shipped policy for {v}");
+            let found = p
+                .find(&a)
+                .unwrap_or_else(|| panic!("no shipped policy for {v}"));
+            assert!(!found.name.starts_with("carpet"), "{v}: {}", found.name);
+            // The same on a prefix: a carpet policy, one FlowSpec rule on the prefix, never a
+            // blackhole of the whole prefix.
+            let carpet = Attack {
+                target: "203.0.113.0".parse().unwrap(),
+                prefix: Some("203.0.113.0/24".parse().unwrap()),
+                signature: Signature {
+                    proto: Some(17),
+                    sports: vec![123],
+                    ..Signature::default()
+                },
+                ..a
+            };
+            let found = p.find(&carpet).unwrap();
+            assert!(found.name.starts_with("carpet"), "{v}: {}", found.name);
+            assert!(
+                found
+                    .steps
+                    .iter()
+                    .all(|s| s.announce == Some(Kind::Flowspec)),
+                "{v}: {found:?}"
+            );
+            let r = flowspec_route_to(
+                carpet.dst(),
+                &carpet.signature,
+                &found.steps[0].parts,
+                &found.steps[0].actions,
+            )
+            .unwrap();
+            assert!(
+                r.to_string()
+                    .starts_with("dst 203.0.113.0/24 proto udp sport 123 then"),
+                "{r}"
+            );
         }
         // And the directory in the repository is the same as what is embedded.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -1083,6 +1162,10 @@ mod tests {
             (
                 "match:\n  vectors: [smurf]\nsteps:\n  - announce: rtbh\n",
                 "p.yaml:2:13: unknown vector \"smurf\"",
+            ),
+            (
+                "match:\n  vectors: [any]\n  target: subnet\nsteps:\n  - announce: rtbh\n",
+                "p.yaml:3:11: match.target \"subnet\": use address",
             ),
             (
                 "match:\n  vectors: [any]\n  groups: [nobody]\nsteps:\n  - announce: rtbh\n",

@@ -8,10 +8,23 @@
 //! [`MAX_TARGETS`] targets of at most [`MAX_FLOWS`] flows and [`MAX_SOURCES`] sources each,
 //! lumping the rest together, so a flood from random ports and sources does not grow the report.
 //!
+//! Beside the per-address targets, a report carries per-prefix [`Rollup`]s: every /24 (IPv4)
+//! and /64 (IPv6) that received traffic, summed from the whole counts *before* the top
+//! [`MAX_TARGETS`] destinations are kept, so that a flood spread over a whole prefix (carpet
+//! bombing: each address under its own threshold, a few samples each) adds up whatever the
+//! report had to cut. Detection sums rollups into the prefix length each protected group
+//! watches (/16 to /24, /32 to /64): a finer rollup cannot be built from a coarser one, so these
+//! are the finest lengths a group may use.
+//!
+//! Trusted sources (`detection.trusted_sources`, sent to the probe in the controller's answer)
+//! are taken out where samples are aggregated: their packets are in no flow, no target's and no
+//! rollup's rates, only in each target's `trusted_pps` and `trusted_bps`.
+//!
 //! JSON on the wire (`POST /api/v1/telemetry`), unknown fields refused.
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Most destination addresses in one report.
@@ -26,6 +39,19 @@ pub const MAX_INTERFACES: usize = 64;
 pub const MAX_PACKETS: usize = 64;
 /// Most bytes of one raw sampled packet.
 pub const MAX_PACKET_BYTES: usize = 256;
+/// Most prefix rollups in one report.
+pub const MAX_ROLLUPS: usize = 64;
+/// The length of an IPv4 rollup.
+pub const ROLLUP_V4: u8 = 24;
+/// The length of an IPv6 rollup.
+pub const ROLLUP_V6: u8 = 64;
+
+/// The rollup prefix an address falls in (/24 or /64).
+pub fn rollup_of(addr: IpAddr) -> IpNet {
+    let len = if addr.is_ipv4() { ROLLUP_V4 } else { ROLLUP_V6 };
+    // The lengths are valid for their family: `new` cannot fail.
+    IpNet::new(addr, len).map_or_else(|_| IpNet::from(addr), |n| n.trunc())
+}
 
 /// One interval on one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +75,10 @@ pub struct Report {
     pub interfaces: Vec<Interface>,
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// Per-prefix sums over every destination, before the cut to [`MAX_TARGETS`] (a report
+    /// without them, from an older probe, is rolled up from its targets by detection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollups: Vec<Rollup>,
     /// Sampled packets to the addresses the controller asked to capture (its answer's `capture`),
     /// for forensic pcap files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -173,6 +203,32 @@ pub struct Target {
     /// Top sources by packets per second.
     #[serde(default)]
     pub sources: Vec<Source>,
+    /// Traffic from trusted sources, left out of everything above.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trusted_pps: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trusted_bps: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Inbound traffic to every address of one /24 or /64, summed before any cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollup {
+    /// A /24 or a /64, its host bits zero.
+    pub prefix: IpNet,
+    /// Distinct destination addresses seen in it.
+    pub addresses: u32,
+    pub pps: u64,
+    pub bps: u64,
+    /// The breakdown across all its addresses, folded within each class like a target's.
+    #[serde(default)]
+    pub flows: Vec<Flow>,
+    #[serde(default)]
+    pub sources: Vec<Source>,
 }
 
 /// A class of packets to one destination.
@@ -214,6 +270,8 @@ pub enum ReportError {
     Interval(u32),
     #[error("one_in must be at least 1")]
     OneIn,
+    #[error("rollup {0}: a rollup is a /24 (IPv4) or a /64 (IPv6), its host bits zero")]
+    Rollup(IpNet),
     #[error("{what}: {n} entries, at most {max}")]
     TooMany {
         what: &'static str,
@@ -223,6 +281,32 @@ pub enum ReportError {
 }
 
 impl Report {
+    /// The top sources it names for an attack on `target`, or on `prefix` (carpet bombing): those
+    /// of every rollup inside the prefix, and of the targets inside it without one.
+    pub fn sources_for(&self, target: IpAddr, prefix: Option<IpNet>) -> Vec<IpAddr> {
+        let Some(p) = prefix else {
+            return self
+                .targets
+                .iter()
+                .find(|t| t.dst == target)
+                .map(|t| t.sources.iter().map(|s| s.addr).collect())
+                .unwrap_or_default();
+        };
+        let rolled = |a: IpAddr| self.rollups.iter().any(|r| r.prefix.contains(&a));
+        self.rollups
+            .iter()
+            .filter(|r| p.contains(&r.prefix))
+            .flat_map(|r| &r.sources)
+            .chain(
+                self.targets
+                    .iter()
+                    .filter(|t| p.contains(&t.dst) && !rolled(t.dst))
+                    .flat_map(|t| &t.sources),
+            )
+            .map(|s| s.addr)
+            .collect()
+    }
+
     /// Checks the bounds a probe promises; the API refuses a report that breaks them.
     pub fn validate(&self) -> Result<(), ReportError> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
@@ -252,6 +336,148 @@ impl Report {
             bound("flows", t.flows.len(), MAX_FLOWS)?;
             bound("sources", t.sources.len(), MAX_SOURCES)?;
         }
+        bound("rollups", self.rollups.len(), MAX_ROLLUPS)?;
+        for r in &self.rollups {
+            let len = if r.prefix.addr().is_ipv4() {
+                ROLLUP_V4
+            } else {
+                ROLLUP_V6
+            };
+            if r.prefix.prefix_len() != len || r.prefix.trunc() != r.prefix {
+                return Err(ReportError::Rollup(r.prefix));
+            }
+            bound("rollup flows", r.flows.len(), MAX_FLOWS)?;
+            bound("rollup sources", r.sources.len(), MAX_SOURCES)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rollups: Vec<Rollup>) -> Report {
+        Report {
+            node: "web1".into(),
+            seq: 0,
+            time_ms: 0,
+            interval_ms: 1000,
+            one_in: 1,
+            sampled: 0,
+            interfaces: Vec::new(),
+            targets: Vec::new(),
+            rollups,
+            packets: Vec::new(),
+            applied: Vec::new(),
+            drop_error: None,
+        }
+    }
+
+    fn rollup(prefix: &str, flows: usize) -> Rollup {
+        Rollup {
+            prefix: prefix.parse().unwrap(),
+            addresses: 1,
+            pps: 1,
+            bps: 8,
+            flows: vec![Flow::default(); flows],
+            sources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rollups_are_24s_and_64s_within_the_bounds() {
+        assert_eq!(
+            report(vec![rollup("203.0.113.0/24", 32)]).validate(),
+            Ok(())
+        );
+        assert_eq!(report(vec![rollup("2001:db8::/64", 0)]).validate(), Ok(()));
+        for bad in [
+            "203.0.113.0/23",
+            "203.0.113.7/24",
+            "2001:db8::/48",
+            "2001:db8::1/64",
+        ] {
+            assert_eq!(
+                report(vec![rollup(bad, 1)]).validate(),
+                Err(ReportError::Rollup(bad.parse().unwrap())),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            report(vec![rollup("203.0.113.0/24", MAX_FLOWS + 1)]).validate(),
+            Err(ReportError::TooMany {
+                what: "rollup flows",
+                ..
+            })
+        ));
+        let many = (0..=MAX_ROLLUPS)
+            .map(|i| rollup(&format!("10.0.{i}.0/24"), 0))
+            .collect();
+        assert!(matches!(
+            report(many).validate(),
+            Err(ReportError::TooMany {
+                what: "rollups",
+                ..
+            })
+        ));
+        assert_eq!(
+            rollup_of("203.0.113.77".parse().unwrap()).to_string(),
+            "203.0.113.0/24"
+        );
+    }
+
+    #[test]
+    fn an_attack_s_sources_are_its_address_s_or_its_prefix_s() {
+        let src = |a: &str| Source {
+            addr: a.parse().unwrap(),
+            pps: 1,
+        };
+        let target = |dst: &str, s: &str| Target {
+            dst: dst.parse().unwrap(),
+            pps: 1,
+            bps: 8,
+            flows: Vec::new(),
+            sources: vec![src(s)],
+            trusted_pps: 0,
+            trusted_bps: 0,
+        };
+        let mut r = report(vec![Rollup {
+            sources: vec![src("198.51.100.1")],
+            ..rollup("203.0.113.0/24", 0)
+        }]);
+        r.targets = vec![
+            target("203.0.113.7", "198.51.100.2"),
+            target("203.0.112.9", "198.51.100.3"),
+        ];
+        let ips = |v: Vec<IpAddr>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ips(r.sources_for("203.0.113.7".parse().unwrap(), None)),
+            ["198.51.100.2"]
+        );
+        // A /23: the /24's rollup, and the target of the other /24, which has none.
+        let p = Some("203.0.112.0/23".parse().unwrap());
+        assert_eq!(
+            ips(r.sources_for("203.0.112.0".parse().unwrap(), p)),
+            ["198.51.100.1", "198.51.100.3"]
+        );
+        assert!(r.sources_for("192.0.2.1".parse().unwrap(), None).is_empty());
+    }
+
+    #[test]
+    fn a_report_without_the_new_fields_still_reads() {
+        let r: Report = serde_json::from_str(
+            r#"{"node":"web1","seq":1,"time_ms":0,"interval_ms":1000,
+                "targets":[{"dst":"203.0.113.7","pps":1,"bps":8}]}"#,
+        )
+        .unwrap();
+        assert!(r.rollups.is_empty());
+        assert_eq!(r.targets[0].trusted_pps, 0);
+        // And what a probe sends without them has no new keys (an older controller reads it).
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            !text.contains("rollups") && !text.contains("trusted"),
+            "{text}"
+        );
     }
 }

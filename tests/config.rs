@@ -152,3 +152,69 @@ fn durations_read_like_an_operator_writes_them() {
     assert!(parse_duration("10 minutes").is_none());
     assert!(parse_duration("").is_none());
 }
+
+#[test]
+fn prefix_detection_and_trusted_sources_are_checked_where_they_are_written() {
+    let head = "local_as: 65000\nrouter_id: 192.0.2.10\nprotected:\n  web: [198.51.100.0/22]\ndetection:\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "  thresholds:\n    prefix: { v4: 25 }\n",
+            "deflect.yaml:7:19: IPv4 prefix length 25 is outside 16..=24: sums are built from the /24 rollups",
+        ),
+        (
+            "  groups:\n    web:\n      prefix: { v6: 72 }\n",
+            "deflect.yaml:8:21: IPv6 prefix length 72 is outside 32..=64",
+        ),
+        (
+            "  thresholds:\n    prefix:\n      floor_pps: { udp: -5 }\n",
+            "deflect.yaml:8:25: floor_pps.udp must be 0 or more",
+        ),
+        (
+            "  thresholds:\n    prefix: { length: 24 }\n",
+            "deflect.yaml:7:15: unknown field `length`",
+        ),
+        (
+            "  trusted_sources: [192.0.2.7/24]\n",
+            "deflect.yaml:6:21: trusted source 192.0.2.7/24 has host bits set; did you mean 192.0.2.0/24?",
+        ),
+        (
+            "  trusted_sources: [0.0.0.0/0]\n",
+            "deflect.yaml:6:21: trusted source 0.0.0.0/0 trusts every address",
+        ),
+        ("  trusted_sources: [speedtest]\n", "deflect.yaml:6:21:"),
+        (
+            "  thresholds:\n    prefix: { v4: 21 }\n",
+            "deflect.yaml:7:19: prefix length 21 for group \"web\": its network 198.51.100.0/22 is narrower",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let text = format!("{head}{yaml}");
+        let got = errors(&text);
+        assert!(
+            got.iter().any(|e| e.starts_with(want)),
+            "for\n{text}\nwanted {want:?}\ngot {got:#?}"
+        );
+    }
+    // What is written is what detection gets: per group over the defaults.
+    let text = format!(
+        "{head}  trusted_sources: [192.0.2.128/25, 2001:db8:ffff::/48]\n  max_prefixes: 500\n  thresholds:\n    prefix: {{ floor_pps: {{ udp-amp: 30000 }} }}\n  groups:\n    web:\n      prefix: {{ v4: 22, floor_bps: 1e10 }}\n"
+    );
+    let s = Config::parse("deflect.yaml", &text)
+        .unwrap()
+        .check()
+        .unwrap();
+    let d = &s.detection;
+    assert_eq!(d.trusted_sources.len(), 2);
+    assert_eq!(d.max_prefixes, 500);
+    let p = &d.groups[0].2.prefix;
+    assert!(p.enabled);
+    assert_eq!((p.v4, p.v6, p.floor_bps), (22, 64, 1e10));
+    assert_eq!(
+        p.floor_pps[deflect::detect::Class::UdpAmp.index()],
+        30_000.0
+    );
+    assert_eq!(
+        p.floor_pps[deflect::detect::Class::TcpSyn.index()],
+        4.0 * deflect::detect::default_floor(deflect::detect::Class::TcpSyn)
+    );
+}

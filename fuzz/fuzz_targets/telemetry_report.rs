@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a probe's report: whatever passes the API's checks goes through detection
-//! (twice, a second apart, from two nodes) without a panic, and the table stays within its limits.
+//! (twice, a second apart, from two nodes) without a panic, and the tables (addresses, prefixes and
+//! their rollups) stay within their limits.
 #![no_main]
 
 use std::time::Duration;
@@ -28,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             )],
             max_targets: 64,
             max_targets_per_node: 32,
+            max_prefixes: 16,
             upstream: vec!["sflow:edge".into()],
             ..Settings::default()
         },
@@ -39,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         now += 1000;
         let _ = d.check_stale(now);
         assert!(d.target_count() <= 64);
+        assert!(d.prefix_count() <= 16);
     }
     let _ = d.top_targets(10);
 });

@@ -98,6 +98,13 @@ impl Caller {
             .is_none_or(|nets| nets.iter().any(|n| n.contains(&addr)))
     }
 
+    /// Whether this caller may speak for every address of `net`.
+    pub fn serves_net(&self, net: ipnet::IpNet) -> bool {
+        self.serves
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(&net)))
+    }
+
     pub(super) fn must_write(&self) -> Result<(), ApiError> {
         match self.scope {
             Scope::Write => Ok(()),

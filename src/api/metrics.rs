@@ -68,7 +68,7 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
     );
     counter(
         "deflect_telemetry_targets_refused_total",
-        "Addresses in reports that their node may not report on (its token's serves): dropped.",
+        "Addresses and prefix rollups in reports that their node may not report on (its token's serves): dropped.",
         "counter",
         s.metrics.telemetry_refused_targets.load(Ordering::Relaxed),
     );
@@ -174,6 +174,24 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         "Addresses forgotten after detection.target_idle without a report.",
         "counter",
         e.targets_evicted.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_prefixes",
+        "Protected prefixes with learned baselines (prefix-level detection: carpet bombing).",
+        "gauge",
+        e.prefixes.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_prefixes_over_limit_total",
+        "New prefixes not tracked: the table is full (detection.max_prefixes).",
+        "counter",
+        e.prefixes_over_limit.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_targets_covered_by_prefix_total",
+        "Address intervals above a threshold that started no attack: their prefix's attack in the class covers them.",
+        "counter",
+        e.covered_by_prefix.load(Ordering::Relaxed),
     );
     counter(
         "deflect_nodes_stale",

@@ -399,9 +399,12 @@ async fn telemetry(
         .validate()
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     // A node speaks only for the addresses it serves: the rest is dropped and counted.
-    let before = report.targets.len();
+    let before = report.targets.len() + report.rollups.len();
     report.targets.retain(|t| caller.serves(t.dst));
-    let refused = before - report.targets.len();
+    // A rollup only if it serves all of its prefix (detection rolls up the served targets of
+    // the others itself).
+    report.rollups.retain(|r| caller.serves_net(r.prefix));
+    let refused = before - report.targets.len() - report.rollups.len();
     if refused > 0 {
         let total = s
             .metrics

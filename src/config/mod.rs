@@ -235,7 +235,10 @@ impl Config {
         let pcap = outputs::forensics(&self.forensics, &mut err);
         let alerts = outputs::alerts(&self.alerts, &mut err);
         let ioc = outputs::ioc(&self.ioc, &mut err);
-        let sflow = self.sflow.as_ref().map(|c| outputs::sflow(c, &mut err));
+        let mut sflow = self.sflow.as_ref().map(|c| outputs::sflow(c, &mut err));
+        if let Some(s) = &mut sflow {
+            s.trusted = detection.trusted_sources.clone();
+        }
         let mut detection = detection;
         detection.upstream = sflow
             .iter()

@@ -280,5 +280,7 @@ pub(super) fn sflow(
         listen: c.listen,
         interval,
         agents,
+        // Filled in from detection.trusted_sources once both are read.
+        trusted: Vec::new(),
     }
 }

@@ -21,9 +21,14 @@
 //!   ([`Detector::watch`]); an attack that comes back is reopened ([`Detector::reopen`]).
 //! - A node that stops reporting is stale after `stale_after`: its targets are frozen, neither
 //!   started nor ended on missing data; the quiet time restarts when it is back.
+//! - Beside addresses, each protected prefix (a /24, a /64 by default) is judged on the sum over
+//!   its addresses, with its own baselines ([`prefix`]): carpet bombing is one attack on the
+//!   prefix, with `Attack::prefix` set.
 
 pub mod baseline;
 pub mod classify;
+mod judge;
+pub mod prefix;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -35,8 +40,11 @@ use serde::Serialize;
 
 pub use baseline::Baseline;
 pub use classify::{Class, Signature, Vector};
+pub use prefix::PrefixThresholds;
 
-use crate::telemetry::{Report, Target};
+use judge::{Verdict, hold_at_cap, judge};
+
+use crate::telemetry::{Report, Source, Target};
 
 /// Thresholds, resolved, for one prefix group.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +62,9 @@ pub struct Thresholds {
     pub cooldown: Duration,
     pub warmup: Duration,
     pub half_life: Duration,
+    /// Sums over each prefix of the group (carpet bombing): their own floors and lengths; the
+    /// ratios, confirm, cooldown and learning above apply to them too.
+    pub prefix: PrefixThresholds,
 }
 
 impl Default for Thresholds {
@@ -72,6 +83,7 @@ impl Default for Thresholds {
             cooldown: Duration::from_secs(30),
             warmup: Duration::from_secs(300),
             half_life: Duration::from_secs(600),
+            prefix: PrefixThresholds::default(),
         }
     }
 }
@@ -109,7 +121,15 @@ pub struct Settings {
     /// Nodes that see traffic before the edge's filters (sFlow agents marked `pre_filter`): a
     /// quiet they see is not deflect's own rule at work.
     pub upstream: Vec<String>,
+    /// Sources never counted as attack traffic (speed-test servers, partners, backups): taken
+    /// out where samples are aggregated (the probe, told in each answer; the sFlow collector).
+    pub trusted_sources: Vec<IpNet>,
+    /// Most prefixes tracked (carpet bombing); beyond, new ones are counted and ignored.
+    pub max_prefixes: usize,
 }
+
+/// Most trusted source prefixes (each answer to a probe carries them).
+pub const MAX_TRUSTED: usize = 256;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -120,6 +140,8 @@ impl Default for Settings {
             max_targets_per_node: 10_000,
             target_idle: Duration::from_secs(600),
             upstream: Vec::new(),
+            trusted_sources: Vec::new(),
+            max_prefixes: 10_000,
         }
     }
 }
@@ -144,11 +166,21 @@ pub const MAX_SERIES: usize = 240;
 /// Most moments kept per attack (the first ones and the last ones).
 const MAX_TIMELINE: usize = 64;
 
-/// An attack on one address, by one vector.
+/// An attack on one address, or on a prefix (carpet bombing), by one vector.
+///
+/// A prefix attack has `prefix` (e.g. `198.51.100.0/24`) and `target` its first address, so
+/// that everything that reads an address (the API, alerts, the audit log) still does; its rule
+/// is on the prefix ([`Attack::dst`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attack {
     pub id: u64,
     pub target: IpAddr,
+    /// A prefix attack: the prefix the flood is spread over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<IpNet>,
+    /// A prefix attack: the addresses of the prefix it reached (at its start, then its most).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub addresses: u32,
     pub group: String,
     pub node: String,
     pub vector: Vector,
@@ -209,7 +241,24 @@ impl Cap {
     }
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Attack {
+    /// What its rules match as destination: the address (/32, /128) or the prefix.
+    pub fn dst(&self) -> IpNet {
+        self.prefix.unwrap_or_else(|| IpNet::from(self.target))
+    }
+
+    /// The address, or the prefix, as an operator reads it.
+    pub fn what(&self) -> String {
+        match self.prefix {
+            Some(p) => p.to_string(),
+            None => self.target.to_string(),
+        }
+    }
+
     pub fn note(&mut self, time_ms: u64, what: impl Into<String>) {
         if self.timeline.len() >= MAX_TIMELINE {
             // Keep the start; drop the oldest of the rest.
@@ -284,6 +333,21 @@ struct TargetState {
     upstream_ms: u64,
     pps: u32,
     bps: u64,
+    /// From trusted sources, left out of all the above (shown, never judged).
+    trusted_pps: u32,
+}
+
+/// The rates of an address that its own attacks account for, per class (and in bits per
+/// second, for a volumetric one): left out of its prefix's sums.
+#[derive(Debug, Clone)]
+struct Excluded {
+    dst: IpAddr,
+    pps: [f64; Class::ALL.len()],
+    bps: f64,
+    /// Per class (and the total, last): the attack that started on it in this very report. When
+    /// several addresses of one prefix start in the same class at once, the flood is spread: they
+    /// are the prefix's attack, and folded into it.
+    new: [Option<u64>; Class::ALL.len() + 1],
 }
 
 /// A reporting node.
@@ -302,8 +366,18 @@ pub struct Node {
     /// It sees traffic before the edge's filters.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub upstream: bool,
+    /// Packets per second from trusted sources in its last report (counted in no class).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub trusted_pps: u64,
     #[serde(skip)]
     targets: HashSet<IpAddr>,
+    /// The prefixes its last report contributed to.
+    #[serde(skip)]
+    prefixes: HashSet<IpNet>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A target as the API shows it.
@@ -314,6 +388,9 @@ pub struct TargetView {
     pub node: String,
     pub pps: u64,
     pub bps: u64,
+    /// From trusted sources, not in `pps` (counted in no class).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub trusted_pps: u64,
     pub last_ms: u64,
     pub classes: Vec<ClassView>,
     pub attacks: Vec<u64>,
@@ -345,6 +422,11 @@ pub struct Counters {
     /// Intervals whose SYNs above the threshold were a flash crowd (handshakes completed, no
     /// source standing out): no attack.
     pub flash_crowds: u64,
+    /// Address-intervals above a threshold that started no attack: their prefix was under
+    /// attack in the same class, and its rule matches them.
+    pub covered_by_prefix: u64,
+    /// New prefixes refused: `max_prefixes` reached.
+    pub prefixes_over_limit: u64,
 }
 
 /// The detector.
@@ -355,6 +437,8 @@ pub struct Detector {
     nodes: Vec<Node>,
     node_index: HashMap<String, u32>,
     attacks: BTreeMap<u64, Attack>,
+    /// Per protected prefix: sums over its addresses (`prefix.rs`).
+    prefixes: HashMap<IpNet, prefix::PrefixState>,
     next_attack: u64,
     pub counters: Counters,
     /// When idle targets were last looked for.
@@ -374,6 +458,7 @@ impl Detector {
             nodes: Vec::new(),
             node_index: HashMap::new(),
             attacks: BTreeMap::new(),
+            prefixes: HashMap::new(),
             next_attack: first_id.max(1),
             counters: Counters::default(),
             last_sweep: 0,
@@ -395,6 +480,11 @@ impl Detector {
                 }
                 None => false,
             });
+        self.reconfigure_prefixes();
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn attack(&self, id: u64) -> Option<&Attack> {
@@ -416,6 +506,9 @@ impl Detector {
     /// Whether an attack's target is still seen: the node that reports it now (whichever that
     /// is) is not stale. An attack on a target nobody sees any more is held, on no evidence.
     pub fn is_seen(&self, a: &Attack) -> bool {
+        if let Some(p) = a.prefix {
+            return self.prefix_seen(p);
+        }
         self.targets
             .get(&a.target)
             .and_then(|t| self.nodes.get(t.node as usize))
@@ -425,7 +518,19 @@ impl Detector {
     /// Watches (or stops watching) a target's class for the return of an attack: while watched,
     /// one interval above the threshold starts it, whatever `confirm` says. For an attack whose
     /// rule was withdrawn, a second interval of flood is a second interval let through.
-    pub fn watch(&mut self, target: IpAddr, class: Class, vector: Vector, on: bool) {
+    /// A prefix attack's class is watched on its prefix (`prefix`), an address's on the address.
+    pub fn watch(
+        &mut self,
+        target: IpAddr,
+        prefix: Option<IpNet>,
+        class: Class,
+        vector: Vector,
+        on: bool,
+    ) {
+        if let Some(p) = prefix {
+            self.watch_prefix(p, class, vector, on);
+            return;
+        }
         if let Some(t) = self.targets.get_mut(&target) {
             let cs = if vector == Vector::Volumetric {
                 &mut t.total
@@ -443,7 +548,11 @@ impl Detector {
     pub fn reopen(&mut self, new: u64, old: u64, now: u64) -> bool {
         let fits = match (self.attacks.get(&new), self.attacks.get(&old)) {
             (Some(n), Some(o)) => {
-                n.is_active() && !o.is_active() && n.target == o.target && n.vector == o.vector
+                n.is_active()
+                    && !o.is_active()
+                    && n.target == o.target
+                    && n.prefix == o.prefix
+                    && n.vector == o.vector
             }
             _ => false,
         };
@@ -453,8 +562,18 @@ impl Detector {
         let Some(n) = self.attacks.remove(&new) else {
             return false;
         };
-        if let Some(t) = self.targets.get_mut(&n.target) {
-            for cs in t.classes.iter_mut().chain(std::iter::once(&mut t.total)) {
+        let states = match n.prefix {
+            Some(p) => self
+                .prefixes
+                .get_mut(&p)
+                .map(|s| (&mut s.classes, &mut s.total)),
+            None => self
+                .targets
+                .get_mut(&n.target)
+                .map(|t| (&mut t.classes, &mut t.total)),
+        };
+        if let Some((classes, total)) = states {
+            for cs in classes.iter_mut().chain(std::iter::once(total)) {
                 if cs.attack() == Some(new) {
                     cs.set_attack(Some(old));
                 }
@@ -472,6 +591,7 @@ impl Detector {
         o.peak_bps = o.peak_bps.max(n.bps);
         o.node = n.node;
         o.threshold_pps = n.threshold_pps;
+        o.addresses = o.addresses.max(n.addresses);
         o.signature.merge_sources(&n.signature);
         for (list, n) in n.ioc {
             let c = o.ioc.entry(list).or_default();
@@ -493,6 +613,9 @@ impl Detector {
 
     /// The name of the node that reports an attack's target now.
     pub fn seen_by(&self, a: &Attack) -> Option<&str> {
+        if let Some(p) = a.prefix {
+            return self.prefix_seen_by(p);
+        }
         self.targets
             .get(&a.target)
             .and_then(|t| self.nodes.get(t.node as usize))
@@ -514,6 +637,7 @@ impl Detector {
             node: self.nodes[t.node as usize].name.clone(),
             pps: t.pps as u64,
             bps: t.bps,
+            trusted_pps: t.trusted_pps as u64,
             last_ms: t.last_ms,
             classes: Class::ALL
                 .iter()
@@ -568,7 +692,9 @@ impl Detector {
             rx_bps: 0,
             one_in: 1,
             upstream: self.settings.upstream.iter().any(|u| u == name),
+            trusted_pps: 0,
             targets: HashSet::new(),
+            prefixes: HashSet::new(),
         });
         self.node_index.insert(name.to_string(), i);
         i
@@ -598,6 +724,7 @@ impl Detector {
         if now >= self.last_sweep + SWEEP_MS {
             self.last_sweep = now;
             self.evict_idle(now);
+            self.evict_idle_prefixes(now);
         }
         out
     }
@@ -653,12 +780,16 @@ impl Detector {
         let dt = r.interval_ms as u64;
         let mut events = Vec::new();
         let mut seen = HashSet::new();
+        let mut excluded = Vec::new();
+        let mut trusted = 0u64;
         for t in &r.targets {
             if !seen.insert(t.dst) {
                 continue;
             }
-            self.observe(ni, t, dt, now, was_stale, &mut events);
+            trusted = trusted.saturating_add(t.trusted_pps);
+            excluded.extend(self.observe(ni, t, dt, now, was_stale, &mut events));
         }
+        self.nodes[ni as usize].trusted_pps = trusted;
         // Targets this node reported before and not now: nothing reached them.
         let gone: Vec<IpAddr> = self.nodes[ni as usize]
             .targets
@@ -678,9 +809,13 @@ impl Detector {
                 bps: 0,
                 flows: Vec::new(),
                 sources: Vec::new(),
+                trusted_pps: 0,
+                trusted_bps: 0,
             };
             self.observe(ni, &idle, dt, now, was_stale, &mut events);
         }
+        // The same report, summed per prefix (carpet bombing).
+        self.observe_prefixes(ni, r, &excluded, now, was_stale, &mut events);
         events
     }
 
@@ -692,10 +827,10 @@ impl Detector {
         now: u64,
         was_stale: bool,
         events: &mut Vec<Event>,
-    ) {
+    ) -> Option<Excluded> {
         let Some(g) = group_of(&self.settings.groups, t.dst) else {
             self.counters.targets_unprotected += 1;
-            return;
+            return None;
         };
         // The rate a source needs to be judged by its share: a few samples behind the estimate.
         let one_in = u64::from(self.nodes[ni as usize].one_in.max(1));
@@ -703,11 +838,11 @@ impl Detector {
         if !self.targets.contains_key(&t.dst) {
             if self.nodes[ni as usize].targets.len() >= self.settings.max_targets_per_node {
                 self.counters.targets_over_node_limit += 1;
-                return;
+                return None;
             }
             if self.targets.len() >= self.settings.max_targets {
                 self.counters.targets_over_limit += 1;
-                return;
+                return None;
             }
             self.targets.insert(
                 t.dst,
@@ -720,11 +855,14 @@ impl Detector {
                     upstream_ms: 0,
                     pps: 0,
                     bps: 0,
+                    trusted_pps: 0,
                 },
             );
         }
         self.nodes[ni as usize].targets.insert(t.dst);
         let th = self.settings.groups[g].2.clone();
+        // The classes in which the address's prefix is under attack.
+        let covered = self.covered(t.dst);
 
         // Rates per class.
         let mut pps = [0f64; Class::ALL.len()];
@@ -734,9 +872,7 @@ impl Detector {
             pps[c] += f.pps as f64;
             bps[c] += f.bps as f64;
         }
-        let Some(state) = self.targets.get_mut(&t.dst) else {
-            return;
-        };
+        let state = self.targets.get_mut(&t.dst)?;
         if state.node != ni {
             // Another node now sees this address (it moved): take its figures from here on.
             state.node = ni;
@@ -748,56 +884,30 @@ impl Detector {
         let upstream_ms = state.upstream_ms;
         state.pps = t.pps.min(u32::MAX as u64) as u32;
         state.bps = t.bps;
+        state.trusted_pps = t.trusted_pps.min(u32::MAX as u64) as u32;
 
-        let warm = th.warmup.as_millis() as u64;
-        let half = th.half_life.as_millis() as u64;
         let cooldown = th.cooldown.as_millis() as u64;
         let mut starts: Vec<(Option<Class>, f64, f64, f64)> = Vec::new();
         // (attack, pps, bps, quiet since: its end once the cooldown has passed)
         let mut updates: Vec<(u64, f64, f64, Option<u64>)> = Vec::new();
         let mut anomalous_class = false;
 
-        let judge = |cs: &mut ClassState,
-                     x: f64,
-                     floor: f64,
-                     starts_here: &mut bool,
-                     quiet_now: &mut Option<u64>| {
-            let thr = cs.baseline.threshold(floor, th.ratio, th.deviations, warm);
-            if was_stale {
-                cs.quiet_since = None;
-            }
-            if x >= thr {
-                cs.above = cs.above.saturating_add(1);
-                cs.quiet_since = None;
-                let confirm = if cs.watched { 1 } else { th.confirm.max(1) };
-                if cs.attack.is_none() && cs.above as u32 >= confirm {
-                    *starts_here = true;
-                }
-            } else {
-                cs.above = 0;
-                if cs.attack.is_none() {
-                    cs.baseline.learn(x, dt, half);
-                } else if x < th.end_ratio * thr {
-                    cs.quiet_since
-                        .get_or_insert(NonZeroU64::new(now).unwrap_or(NonZeroU64::MIN));
-                } else {
-                    cs.quiet_since = None;
-                }
-            }
-            *quiet_now = cs
-                .quiet_since
-                .map(NonZeroU64::get)
-                .filter(|q| now.saturating_sub(*q) >= cooldown);
-            thr
-        };
-
         for c in Class::ALL {
             let i = c.index();
             let cs = &mut state.classes[i];
-            let (mut start, mut quiet) = (false, None);
-            let thr = judge(cs, pps[i], th.floor_pps[i], &mut start, &mut quiet);
+            let Verdict {
+                thr,
+                mut start,
+                mut quiet,
+            } = judge(cs, pps[i], th.floor_pps[i], &th, dt, now, was_stale);
             if let Some(id) = cs.attack() {
                 hold_at_cap(cs, &mut quiet, self.attacks.get(&id), pps[i], bps[i]);
+            }
+            if start && covered.is_some_and(|cv| cv[i]) {
+                // Its prefix is under attack in this class: the prefix's rule matches this
+                // address's share of the flood already. No second attack, no /32 beside the /24.
+                start = false;
+                self.counters.covered_by_prefix += 1;
             }
             if start || cs.attack.is_some() {
                 anomalous_class = true;
@@ -815,9 +925,16 @@ impl Detector {
         // All traffic, in bits per second: a flood no class explains.
         {
             let cs = &mut state.total;
-            let (mut start, mut quiet) = (false, None);
             let x = t.bps as f64;
-            let thr = judge(cs, x, th.floor_bps, &mut start, &mut quiet);
+            let Verdict {
+                thr,
+                mut start,
+                mut quiet,
+            } = judge(cs, x, th.floor_bps, &th, dt, now, was_stale);
+            if start && covered.is_some_and(|cv| cv[Class::ALL.len()]) {
+                start = false;
+                self.counters.covered_by_prefix += 1;
+            }
             if let Some(id) = cs.attack() {
                 hold_at_cap(cs, &mut quiet, self.attacks.get(&id), t.pps as f64, x);
             }
@@ -884,6 +1001,8 @@ impl Detector {
             let mut a = Attack {
                 id,
                 target: t.dst,
+                prefix: None,
+                addresses: 0,
                 // Names are copied only when an attack starts, not on every report.
                 group: self.settings.groups[g].0.clone(),
                 node: self.nodes[ni as usize].name.clone(),
@@ -921,7 +1040,58 @@ impl Detector {
             self.counters.attacks_started += 1;
             events.push(Event::Started(id));
         }
-        // Attacks go on, or end.
+        self.carry_on(
+            updates,
+            &t.sources,
+            t.pps,
+            min_source_pps,
+            upstream_ms,
+            cooldown,
+            now,
+            events,
+        );
+        // What its own attacks account for is not the prefix's to judge again.
+        let state = self.targets.get(&t.dst)?;
+        let mut ex = Excluded {
+            dst: t.dst,
+            pps: [0.0; Class::ALL.len()],
+            bps: 0.0,
+            new: [None; Class::ALL.len() + 1],
+        };
+        let new = |id: Option<u64>| {
+            id.filter(|id| {
+                self.attacks
+                    .get(id)
+                    .is_some_and(|a| a.started_ms == now && a.target == t.dst)
+            })
+        };
+        for (i, cs) in state.classes.iter().enumerate() {
+            if cs.attack.is_some() {
+                ex.pps[i] = pps[i];
+                ex.new[i] = new(cs.attack());
+            }
+        }
+        if state.total.attack.is_some() {
+            ex.bps = t.bps as f64;
+            ex.new[Class::ALL.len()] = new(state.total.attack());
+        }
+        Some(ex)
+    }
+
+    /// Attacks under way go on with new rates, or end (quiet for the cooldown): `updates` holds
+    /// (attack, pps, bps, quiet since) per class, an attack of two classes twice.
+    #[allow(clippy::too_many_arguments)]
+    fn carry_on(
+        &mut self,
+        updates: Vec<(u64, f64, f64, Option<u64>)>,
+        sources: &[Source],
+        total_pps: u64,
+        min_source_pps: u64,
+        upstream_ms: u64,
+        cooldown: u64,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) {
         let mut ended_any = false;
         let mut merged: Vec<(u64, f64, f64, Option<u64>)> = Vec::new();
         for (id, p, b, quiet) in updates {
@@ -949,7 +1119,7 @@ impl Detector {
                 a.peak_bps = a.bps;
             }
             // Sources seen while it lasts join the signature.
-            a.signature.add_sources(&t.sources, t.pps, min_source_pps);
+            a.signature.add_sources(sources, total_pps, min_source_pps);
             if let Some(since) = quiet {
                 a.ended_ms = Some(since);
                 // A node upstream of the filters reported it during the quiet, and saw quiet
@@ -989,24 +1159,6 @@ impl Detector {
                 self.attacks.remove(&id);
             }
         }
-    }
-}
-
-/// A class whose attack is under a rate-limit rule is not quiet while its traffic presses at the
-/// cap: the limiter, not the end of the flood, is what keeps it under the threshold.
-fn hold_at_cap(
-    cs: &mut ClassState,
-    quiet: &mut Option<u64>,
-    attack: Option<&Attack>,
-    pps: f64,
-    bps: f64,
-) {
-    if attack
-        .and_then(|a| a.cap)
-        .is_some_and(|c| c.pressed(pps, bps))
-    {
-        cs.quiet_since = None;
-        *quiet = None;
     }
 }
 

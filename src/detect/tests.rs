@@ -32,6 +32,7 @@ fn settings() -> Settings {
         max_targets_per_node: 1000,
         target_idle: Duration::from_secs(600),
         upstream: vec!["sflow:edge".into()],
+        ..Settings::default()
     }
 }
 
@@ -69,7 +70,10 @@ fn report(seq: u64, dst: &str, flows: Vec<Flow>) -> Report {
                 addr: "198.51.100.9".parse().unwrap(),
                 pps: pps / 2,
             }],
+            trusted_pps: 0,
+            trusted_bps: 0,
         }],
+        rollups: Vec::new(),
         packets: Vec::new(),
         applied: Vec::new(),
         drop_error: None,
@@ -721,6 +725,7 @@ fn a_watched_class_starts_on_its_first_interval_above_whatever_confirm_says() {
     d.ingest("web1", &report(101, VICTIM, normal()), now);
     d.watch(
         VICTIM.parse().unwrap(),
+        None,
         Class::UdpAmp,
         Vector::Amplification,
         true,
@@ -868,6 +873,33 @@ mod hostile {
                     .into_iter()
                     .map(|(addr, pps)| Source { addr, pps })
                     .collect(),
+                trusted_pps: 0,
+                trusted_bps: 0,
+            })
+    }
+
+    /// A rollup as the API lets it through: a /24 or /64 (protected or not), any rates.
+    fn rollup() -> impl Strategy<Value = crate::telemetry::Rollup> {
+        (
+            addr(),
+            any::<u32>(),
+            rate(),
+            rate(),
+            proptest::collection::vec(flow(), 0..6),
+            proptest::collection::vec((addr(), rate()), 0..4),
+        )
+            .prop_map(|(a, addresses, pps, bps, flows, sources)| {
+                crate::telemetry::Rollup {
+                    prefix: crate::telemetry::rollup_of(a),
+                    addresses,
+                    pps,
+                    bps,
+                    flows,
+                    sources: sources
+                        .into_iter()
+                        .map(|(addr, pps)| Source { addr, pps })
+                        .collect(),
+                }
             })
     }
 
@@ -881,9 +913,10 @@ mod hostile {
             50u32..=60_000,
             1u32..=u32::MAX,
             proptest::collection::vec(target(), 0..5),
+            proptest::collection::vec(rollup(), 0..4),
             0u64..5_000,
         )
-            .prop_map(|(node, interval_ms, one_in, targets, step)| {
+            .prop_map(|(node, interval_ms, one_in, targets, rollups, step)| {
                 let r = Report {
                     // The name in the body (the API checks it); the token's name is `node`.
                     node: "probe".into(),
@@ -894,6 +927,7 @@ mod hostile {
                     sampled: 0,
                     interfaces: Vec::new(),
                     targets,
+                    rollups,
                     packets: Vec::new(),
                     applied: Vec::new(),
                     drop_error: None,
@@ -916,6 +950,7 @@ mod hostile {
             let mut s = settings();
             s.max_targets = 8;
             s.max_targets_per_node = 4;
+            s.max_prefixes = 3;
             let mut d = Detector::new(s, 1);
             let mut now = 1_000_000u64;
             for (node, r, step) in &reports {
@@ -924,8 +959,14 @@ mod hostile {
                 d.ingest(node, r, now);
                 let _ = d.check_stale(now);
                 prop_assert!(d.target_count() <= 8);
+                prop_assert!(d.prefix_count() <= 3);
             }
             for a in d.attacks() {
+                // A prefix attack is on a protected prefix, its target its first address.
+                if let Some(p) = a.prefix {
+                    prop_assert_eq!(a.target, p.network());
+                    prop_assert!(p.prefix_len() == 24 || p.prefix_len() == 64, "{a:?}");
+                }
                 prop_assert!(
                     a.target.to_string().starts_with("203.0.113.")
                         || a.target.to_string().starts_with("2001:db8:100:"),

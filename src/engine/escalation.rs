@@ -32,6 +32,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use deflect_bgp::rib::RouteKey;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Event as Alert;
@@ -77,6 +78,8 @@ pub struct Escalation {
     pub policy: Policy,
     /// What it answers: the attack it watches for when it comes back.
     pub target: IpAddr,
+    /// A prefix attack's prefix (carpet bombing): its return is on the prefix, not an address.
+    pub prefix: Option<IpNet>,
     pub vector: Vector,
     pub class: Class,
     /// Steps fired so far.
@@ -116,6 +119,8 @@ pub struct Escalation {
 pub struct Memory {
     pub attack: u64,
     pub target: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<IpNet>,
     pub vector: Vector,
     pub class: Class,
     pub policy: String,
@@ -135,18 +140,23 @@ pub struct Memory {
 impl Memory {
     /// The store's key: one memory per target and vector.
     pub fn key(&self) -> String {
-        memory_key(self.target, self.vector)
+        memory_key(self.target, self.prefix, self.vector)
     }
 }
 
-pub fn memory_key(target: IpAddr, vector: Vector) -> String {
-    format!("{target} {vector}")
+/// `ADDRESS VECTOR`, or `PREFIX VECTOR` for a prefix attack.
+pub fn memory_key(target: IpAddr, prefix: Option<IpNet>, vector: Vector) -> String {
+    match prefix {
+        Some(p) => format!("{p} {vector}"),
+        None => format!("{target} {vector}"),
+    }
 }
 
 impl Escalation {
     pub fn new(policy: Policy, a: &Attack, now: u64) -> Escalation {
         Escalation {
             target: a.target,
+            prefix: a.prefix,
             vector: a.vector,
             class: a.class,
             fired: 0,
@@ -174,6 +184,7 @@ impl Escalation {
         let withdrawn = m.until_ms.saturating_sub(probation);
         let mut e = Escalation {
             target: m.target,
+            prefix: m.prefix,
             vector: m.vector,
             class: m.class,
             fired: 0,
@@ -221,6 +232,7 @@ impl Escalation {
         Some(Memory {
             attack,
             target: self.target,
+            prefix: self.prefix,
             vector: self.vector,
             class: self.class,
             policy: self.policy.name.clone(),
@@ -446,19 +458,22 @@ pub fn announcements(
     let select = step.sources.unwrap_or_default();
     let targets = match kind {
         Kind::Flowspec if step.parts.contains(&Part::Src) => {
-            policy::source_routes(a.target, &a.signature, &step.parts, &step.actions, &select)
+            policy::source_routes(a.dst(), &a.signature, &step.parts, &step.actions, &select)
                 .map_err(|e| format!("rule: {e}"))?
                 .into_iter()
                 .map(Target::flowspec)
                 .collect::<Result<Vec<_>, _>>()?
         }
         Kind::Flowspec => {
-            let route = policy::flowspec_route(a.target, &a.signature, &step.parts, &step.actions)
-                .map_err(|e| format!("rule: {e}"))?;
+            // A prefix attack's rule is on its prefix.
+            let route =
+                policy::flowspec_route_to(a.dst(), &a.signature, &step.parts, &step.actions)
+                    .map_err(|e| format!("rule: {e}"))?;
             vec![Target::flowspec(route)?]
         }
-        Kind::Rtbh => vec![Target::host(a.target)],
-        Kind::SourceRtbh => policy::heavy_sources(a.target, &a.signature, &select)
+        // A prefix attack's blackhole is the prefix: the guardrails' rtbh_min_prefix decide.
+        Kind::Rtbh => vec![Target::Rtbh(a.dst())],
+        Kind::SourceRtbh => policy::heavy_sources(a.dst(), &a.signature, &select)
             .into_iter()
             .map(|s| Target::SourceRtbh(ipnet::IpNet::from(s)))
             .collect(),
@@ -467,13 +482,13 @@ pub fn announcements(
                 .divert
                 .as_ref()
                 .ok_or("a divert step without its route")?;
-            vec![Target::Divert(policy::divert_target(a.target, d)?)]
+            vec![Target::Divert(policy::divert_target(a.dst(), d)?)]
         }
     };
     let reason = format!(
         "{} on {} ({} pps), policy {} step {}",
         a.vector,
-        a.target,
+        a.what(),
         a.pps,
         policy.name,
         n + 1
@@ -601,6 +616,8 @@ mod tests {
             ioc: Default::default(),
             cap: None,
             quiet_upstream: false,
+            prefix: None,
+            addresses: 0,
         }
     }
 
@@ -1043,5 +1060,37 @@ steps:
             e.superseded(Kind::Flowspec, &[whole[0].target.key()]),
             [2, 3]
         );
+    }
+
+    #[test]
+    fn a_prefix_attack_is_answered_on_its_prefix_and_remembered_apart_from_its_first_address() {
+        let p = policy(TWO_STEPS);
+        let mut a = attack(80_000);
+        a.target = "203.0.113.0".parse().unwrap();
+        a.prefix = Some("203.0.113.0/24".parse().unwrap());
+        let o = announcements(&a, &p, 0, Kind::Flowspec).unwrap().remove(0);
+        assert_eq!(
+            o.target.to_string(),
+            "dst 203.0.113.0/24 proto udp sport 123 then rate-bytes 125000"
+        );
+        assert_eq!(
+            o.reason,
+            "amplification on 203.0.113.0/24 (80000 pps), policy p step 1"
+        );
+        let o = announcements(&a, &p, 1, Kind::Rtbh).unwrap().remove(0);
+        assert_eq!(o.target, Target::Rtbh("203.0.113.0/24".parse().unwrap()));
+        let mut e = Escalation::new(p, &a, 0);
+        e.end(1_000, false);
+        let m = e.memory(7, 1_000).unwrap();
+        assert_eq!(m.key(), "203.0.113.0/24 amplification");
+        let back: Memory = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back.prefix, a.prefix);
+        // An address's memory, as stored before prefixes existed, still reads and keys the same.
+        let old: Memory = serde_json::from_str(
+            r#"{"attack":1,"target":"203.0.113.0","vector":"amplification","class":"udp-amp",
+                "policy":"p","hold_ms":5000,"returns":0,"reached":1,"until_ms":9}"#,
+        )
+        .unwrap();
+        assert_eq!(old.key(), "203.0.113.0 amplification");
     }
 }

@@ -89,6 +89,10 @@ pub struct Ack {
     /// The node-local drops wanted on this node, all of them (none: remove any).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drops: Vec<LocalDrop>,
+    /// Sources never counted as attack traffic (`detection.trusted_sources`): the probe leaves
+    /// them out of its next intervals (none: trust none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted: Vec<ipnet::IpNet>,
 }
 
 /// The policies in force and the last reload's problem, if any.
@@ -153,6 +157,11 @@ pub struct EngineMetrics {
     pub targets_over_node_limit: AtomicU64,
     /// Addresses forgotten after their idle time.
     pub targets_evicted: AtomicU64,
+    /// Prefixes tracked (carpet bombing), new ones refused past the limit, and address
+    /// intervals that started no attack because their prefix's covered them.
+    pub prefixes: AtomicU64,
+    pub prefixes_over_limit: AtomicU64,
+    pub covered_by_prefix: AtomicU64,
     pub nodes_stale: AtomicU64,
     /// Attacks that came back during their hold-down or probation (reopened, not new).
     pub attacks_returned: AtomicU64,
@@ -415,7 +424,7 @@ impl Engine {
         };
         let (key, value) = match e.memory(id, now) {
             Some(m) => (m.key(), serde_json::to_vec(&m).ok()),
-            None => (memory_key(e.target, e.vector), None),
+            None => (memory_key(e.target, e.prefix, e.vector), None),
         };
         if let Err(err) = self.mitigations.remember(key, value).await {
             warn!(attack = id, "memory of the attack not kept: {err}");
@@ -448,6 +457,12 @@ impl Engine {
         m.targets_evicted
             .store(c.targets_evicted, Ordering::Relaxed);
         m.flash_crowds.store(c.flash_crowds, Ordering::Relaxed);
+        m.prefixes
+            .store(self.detector.prefix_count() as u64, Ordering::Relaxed);
+        m.prefixes_over_limit
+            .store(c.prefixes_over_limit, Ordering::Relaxed);
+        m.covered_by_prefix
+            .store(c.covered_by_prefix, Ordering::Relaxed);
         m.nodes_stale.store(
             self.detector.nodes().iter().filter(|n| n.stale).count() as u64,
             Ordering::Relaxed,
@@ -578,6 +593,7 @@ impl Engine {
             started,
             capture: Vec::new(),
             drops: self.local.wanted(node),
+            trusted: self.detector.settings().trusted_sources.clone(),
         }
     }
 
@@ -593,11 +609,9 @@ impl Engine {
             let Some(a) = self.detector.attack_mut(*id) else {
                 continue;
             };
-            let Some(t) = report.targets.iter().find(|t| t.dst == a.target) else {
-                continue;
-            };
-            for src in &t.sources {
-                for list in self.ioc.lookup(src.addr) {
+            let sources = report.sources_for(a.target, a.prefix);
+            for src in sources {
+                for list in self.ioc.lookup(src) {
                     *a.ioc.entry(list.to_string()).or_default() += 1;
                 }
             }
@@ -617,11 +631,13 @@ impl Engine {
         let Some(a) = self.detector.attack(id) else {
             return id;
         };
-        let (target, vector) = (a.target, a.vector);
+        let (target, prefix, vector) = (a.target, a.prefix, a.vector);
         let waiting = self
             .escalations
             .iter()
-            .find(|(_, e)| e.awaits_return() && e.target == target && e.vector == vector)
+            .find(|(_, e)| {
+                e.awaits_return() && e.target == target && e.prefix == prefix && e.vector == vector
+            })
             .map(|(pid, _)| *pid);
         if let Some(old) = waiting {
             return self.on_return(id, old, now).await;
@@ -635,11 +651,12 @@ impl Engine {
         );
         let policy = self.policies.find(a).cloned();
         let detail = serde_json::json!({
-            "attack": id, "target": a.target, "vector": a.vector, "pps": a.pps,
+            "attack": id, "target": a.target, "prefix": a.prefix, "vector": a.vector, "pps": a.pps,
             "signature": a.signature, "policy": policy.as_ref().map(|p| &p.name),
         });
         self.audit.record_later("detection", "attack.start", detail);
-        if let Some(r) = &self.recorder {
+        // Captures are per address: a prefix attack has none yet.
+        if let (Some(r), None) = (&self.recorder, a.prefix) {
             r.start(id, a.target).await;
         }
         if let Some(al) = &self.alerts {
@@ -745,7 +762,8 @@ impl Engine {
             e.end(quiet_at, upstream);
             told = e.end_told;
             let (hold, probation) = (e.this_hold(), e.policy.recurrence.probation);
-            self.detector.watch(e.target, e.class, e.vector, true);
+            self.detector
+                .watch(e.target, e.prefix, e.class, e.vector, true);
             self.note(
                 id,
                 now,
@@ -849,7 +867,12 @@ impl Engine {
     ) {
         let drop: LocalDrop = escalation::local_drop(a, step, self.local.next_id());
         let nft = drop.nft();
-        let note = if policy.dry_run {
+        let note = if let Some(p) = a.prefix {
+            format!(
+                "step {}: no node-local drop for an attack on prefix {p} (it spans nodes); use a flowspec step",
+                n + 1
+            )
+        } else if policy.dry_run {
             format!(
                 "step {} (dry-run): would drop on node {}: {nft}",
                 n + 1,
@@ -943,8 +966,9 @@ impl Engine {
                     if let Some(mut e) = self.escalations.remove(&id) {
                         self.undo(id, &mut e, &actor, &format!("attack {id} over"), now)
                             .await;
-                        self.detector.watch(e.target, e.class, e.vector, false);
-                        self.forget(memory_key(e.target, e.vector)).await;
+                        self.detector
+                            .watch(e.target, e.prefix, e.class, e.vector, false);
+                        self.forget(memory_key(e.target, e.prefix, e.vector)).await;
                     }
                 }
                 Tick::Starved => self.starve(id, &actor, now).await,
@@ -1026,8 +1050,9 @@ impl Engine {
         let Some(e) = self.escalations.remove(&id) else {
             return;
         };
-        self.detector.watch(e.target, e.class, e.vector, false);
-        self.forget(memory_key(e.target, e.vector)).await;
+        self.detector
+            .watch(e.target, e.prefix, e.class, e.vector, false);
+        self.forget(memory_key(e.target, e.prefix, e.vector)).await;
         self.metrics.attacks_closed.fetch_add(1, Ordering::Relaxed);
         self.audit.record_later(
             "detection",

@@ -490,3 +490,41 @@ async fn sources_cut_off_and_diversions_pass_every_guardrail_or_are_refused_sayi
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_prefix_rule_is_allowed_only_inside_a_protected_group_and_clear_of_never_block() {
+    let g = guardrails(
+        &["203.0.113.0/24", "198.51.100.0/22"],
+        &["198.51.101.53/32"],
+    );
+    let rule = |dst: &str| {
+        Target::parse(
+            Kind::Flowspec,
+            &format!("dst {dst} proto udp sport 123 then discard"),
+        )
+        .unwrap()
+    };
+    // A carpet's rule on a protected /24: allowed.
+    assert_eq!(g.check_target(&rule("203.0.113.0/24")), Ok(()));
+    // Wider than the group: refused.
+    let e = g.check_target(&rule("203.0.112.0/23")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("203.0.112.0/23 is not inside a protected network"),
+        "{e}"
+    );
+    // A never-block address inside the prefix: the whole rule is refused, with the reason (a
+    // FlowSpec rule cannot leave one address out).
+    assert_eq!(g.check_target(&rule("198.51.100.0/24")), Ok(()));
+    let e = g.check_target(&rule("198.51.101.0/24")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("198.51.101.0/24 overlaps never-block prefix 198.51.101.53/32"),
+        "{e}"
+    );
+    // A blackhole of the prefix: refused under rtbh_min_prefix_v4 (32 here, as by default).
+    let e = g
+        .check_target(&Target::Rtbh("203.0.113.0/24".parse().unwrap()))
+        .unwrap_err();
+    assert!(e.to_string().contains("/24"), "{e}");
+}

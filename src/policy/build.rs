@@ -31,53 +31,64 @@ pub fn flowspec_route(
     parts: &BTreeSet<Part>,
     actions: &[Action],
 ) -> Result<FlowRoute, RuleError> {
-    // FlowSpec takes one source prefix: the first, the heaviest (of the target's family).
+    flowspec_route_to(IpNet::from(target), sig, parts, actions)
+}
+
+/// [`flowspec_route`] to any destination prefix: a prefix attack's (carpet bombing).
+pub fn flowspec_route_to(
+    dst: IpNet,
+    sig: &Signature,
+    parts: &BTreeSet<Part>,
+    actions: &[Action],
+) -> Result<FlowRoute, RuleError> {
+    // FlowSpec takes one source prefix: the first, the heaviest (of the destination's family).
     let src = sig
         .sources
         .first()
         .copied()
-        .filter(|s| parts.contains(&Part::Sources) && s.is_ipv6() == target.is_ipv6());
-    route_from(target, sig, parts, actions, src)
+        .filter(|s| parts.contains(&Part::Sources) && s.is_ipv6() == dst.addr().is_ipv6());
+    route_from(dst, sig, parts, actions, src)
 }
 
 /// The rules of a `src` step: one per heavy source ([`heavy_sources`]), each with the destination,
 /// `src S/32` (or `/128`) and the parts of the signature the step names. None when no source
 /// carries the step's share: a spoofed flood from everywhere has no source worth a rule.
 pub fn source_routes(
-    target: IpAddr,
+    dst: IpNet,
     sig: &Signature,
     parts: &BTreeSet<Part>,
     actions: &[Action],
     select: &SourceSelect,
 ) -> Result<Vec<FlowRoute>, RuleError> {
-    heavy_sources(target, sig, select)
+    heavy_sources(dst, sig, select)
         .into_iter()
-        .map(|s| route_from(target, sig, parts, actions, Some(s)))
+        .map(|s| route_from(dst, sig, parts, actions, Some(s)))
         .collect()
 }
 
-/// The attack's heavy sources as a step selects them: of the target's family, not the target
-/// itself, carrying at least `min_share_bp` of the attack's packets, the heaviest first, at most
-/// `max`. A source whose share was never measured (an attack recorded before shares were) is not
-/// heavy.
-pub fn heavy_sources(target: IpAddr, sig: &Signature, select: &SourceSelect) -> Vec<IpAddr> {
+/// The attack's heavy sources as a step selects them: of the destination's family, not inside
+/// the destination (the attacked address or prefix), carrying at least `min_share_bp` of the
+/// traffic to it, the heaviest first, at most `max`. A source whose share was never measured (an
+/// attack recorded before shares were) is not heavy.
+pub fn heavy_sources(dst: IpNet, sig: &Signature, select: &SourceSelect) -> Vec<IpAddr> {
+    let v6 = dst.addr().is_ipv6();
     let mut v: Vec<(IpAddr, u16)> = sig
         .sources
         .iter()
         .enumerate()
         .map(|(i, s)| (*s, sig.share_bp(i)))
-        .filter(|(s, bp)| {
-            s.is_ipv6() == target.is_ipv6() && *s != target && *bp >= select.min_share_bp
-        })
+        .filter(|(s, bp)| s.is_ipv6() == v6 && !dst.contains(s) && *bp >= select.min_share_bp)
         .collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v.truncate(select.max.min(MAX_SOURCES_PER_STEP));
     v.into_iter().map(|(s, _)| s).collect()
 }
 
-/// The diversion a `divert` step announces for an attack on `target`: the covering prefix of the
-/// step's length for the target's family, with the step's next hop and communities.
-pub fn divert_target(target: IpAddr, step: &DivertStep) -> Result<Divert, String> {
+/// The diversion a `divert` step announces for an attack on `dst`: the covering prefix of the
+/// step's length for the family (or the attacked prefix itself when it is wider), with the
+/// step's next hop and communities.
+pub fn divert_target(dst: IpNet, step: &DivertStep) -> Result<Divert, String> {
+    let target = dst.addr();
     let (len, next_hop) = if target.is_ipv4() {
         (step.prefix_length_v4, step.next_hop_ipv4)
     } else {
@@ -85,8 +96,8 @@ pub fn divert_target(target: IpAddr, step: &DivertStep) -> Result<Divert, String
     };
     let v = if target.is_ipv4() { 4 } else { 6 };
     let next_hop =
-        next_hop.ok_or_else(|| format!("divert: the step has no next_hop_ipv{v} for {target}"))?;
-    let prefix = IpNet::new(target, len)
+        next_hop.ok_or_else(|| format!("divert: the step has no next_hop_ipv{v} for {dst}"))?;
+    let prefix = IpNet::new(target, len.min(dst.prefix_len()))
         .map_err(|_| format!("divert: /{len} is no IPv{v} prefix length"))?
         .trunc();
     let d = Divert {
@@ -99,16 +110,16 @@ pub fn divert_target(target: IpAddr, step: &DivertStep) -> Result<Divert, String
     Ok(d)
 }
 
-/// The rule for `target` and `sig` with the step's parts, from `src` if one is given.
+/// The rule to `dst` for `sig` with the step's parts, from `src` if one is given.
 fn route_from(
-    target: IpAddr,
+    dst: IpNet,
     sig: &Signature,
     parts: &BTreeSet<Part>,
     actions: &[Action],
     src: Option<IpAddr>,
 ) -> Result<FlowRoute, RuleError> {
-    let v6 = target.is_ipv6();
-    let mut c = vec![Component::DestinationPrefix(host(target))];
+    let v6 = dst.addr().is_ipv6();
+    let mut c = vec![Component::DestinationPrefix(Prefix::from(dst.trunc()))];
     if let Some(s) = src.filter(|s| s.is_ipv6() == v6) {
         c.push(Component::SourcePrefix(host(s)));
     }

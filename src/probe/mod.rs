@@ -47,14 +47,16 @@ pub mod sampler;
 pub mod send;
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use ipnet::IpNet;
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::telemetry::{MAX_INTERFACES, Report};
-use crate::traffic::aggregate::Aggregator;
+use crate::traffic::aggregate::{Aggregator, Finished};
 use counters::{Deltas, Link, Netlink};
 use sampler::{Sampler, SamplerError};
 use send::{Backlog, Client};
@@ -267,9 +269,12 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     };
     let wanted_drops: nft::Wanted = Default::default();
     let mut applied = nft::Applied::default();
+    // The controller's trusted sources, from its answers; taken out of the next interval.
+    let trusted: Arc<Mutex<Vec<IpNet>>> = Default::default();
     let client = Client::new(controller, &args.token)
         .with_capture(sampler.capture.wanted.clone())
-        .with_drops(wanted_drops.clone());
+        .with_drops(wanted_drops.clone())
+        .with_trusted(trusted.clone());
     info!(
         interfaces = %names.join(","),
         interval = ?args.interval,
@@ -373,7 +378,13 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
                 "too many destinations to track them all"
             );
         }
-        let targets = std::mem::take(&mut agg).finish(elapsed);
+        let next = Aggregator::new().with_trusted(
+            trusted
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_else(|e| e.into_inner().clone()),
+        );
+        let Finished { targets, rollups } = std::mem::replace(&mut agg, next).finish_all(elapsed);
         last_pps = targets.iter().map(|t| t.pps as f64).sum::<f64>();
         applied.sync(&wanted_drops);
         let report = Report {
@@ -387,6 +398,7 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
             sampled: samples,
             interfaces,
             targets,
+            rollups,
             packets: std::mem::take(&mut sampler.capture.frames),
             applied: applied.ids(),
             drop_error: applied.error.clone(),

@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use rand::Rng;
 use tracing::{Span, debug, error, info, warn};
 
@@ -33,6 +34,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(4);
 pub const MAX_BACKLOG_BYTES: usize = 2 << 20;
 /// A request that takes longer than this counts as a failure.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes of the controller's answer read: its capture list, drops and trusted sources
+/// (at most `detect::MAX_TRUSTED` prefixes, about 12 KB) fit.
+const MAX_ANSWER: u64 = 64 * 1024;
 
 #[derive(Debug, Clone)]
 struct Queued {
@@ -204,6 +208,8 @@ pub struct Client {
     capture: Option<Arc<Mutex<HashSet<IpAddr>>>>,
     /// Where they say which node-local drops it wants.
     drops: Option<super::nft::Wanted>,
+    /// Where they say which sources are trusted (never attack traffic).
+    trusted: Option<Arc<Mutex<Vec<IpNet>>>>,
 }
 
 impl Client {
@@ -222,7 +228,15 @@ impl Client {
             authorization: format!("Bearer {token}"),
             capture: None,
             drops: None,
+            trusted: None,
         }
+    }
+
+    /// Keeps the trusted sources the controller names (its answer's `trusted`) in `list`: the
+    /// aggregator of the next interval leaves them out.
+    pub fn with_trusted(mut self, list: Arc<Mutex<Vec<IpNet>>>) -> Client {
+        self.trusted = Some(list);
+        self
     }
 
     /// Keeps the node-local drops the controller wants (its answer's `drops`) in `wanted`.
@@ -263,11 +277,22 @@ impl Client {
         let text = res
             .body_mut()
             .with_config()
-            .limit(4096)
+            .limit(MAX_ANSWER)
             .read_to_string()
             .unwrap_or_default();
         match status {
             200..=299 => {
+                if let Some(list) = &self.trusted {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    // No list in the answer is none trusted; an unreadable one changes nothing.
+                    if let Ok(t) = serde_json::from_value::<Vec<IpNet>>(
+                        v.get("trusted").cloned().unwrap_or(serde_json::json!([])),
+                    ) {
+                        if let Ok(mut l) = list.lock() {
+                            *l = t;
+                        }
+                    }
+                }
                 if let Some(w) = &self.drops {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     // No list in the answer is no drop: a restarted controller clears them.
@@ -449,6 +474,14 @@ mod tests {
     /// A one-connection-at-a-time HTTP server answering each request with the next status of
     /// `statuses` (then 202), reporting (auth header, body) of each request.
     fn server(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+        server_answering(statuses, r#"{"error":"no"}"#)
+    }
+
+    /// [`server`], answering `answer` to every request.
+    fn server_answering(
+        statuses: Vec<u16>,
+        answer: &'static str,
+    ) -> (String, mpsc::Receiver<(String, String)>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let (tx, rx) = mpsc::channel();
@@ -481,7 +514,6 @@ mod tests {
                     let mut body = vec![0; len];
                     r.read_exact(&mut body).unwrap();
                     let status = statuses.next().unwrap_or(202);
-                    let answer = r#"{"error":"no"}"#;
                     let head = format!(
                         "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n\r\n{answer}",
                         answer.len()
@@ -510,6 +542,35 @@ mod tests {
         assert!(matches!(c.post(b"{}"), Outcome::Retry(why, None) if why.contains("503")));
         assert!(matches!(c.post(b"{}"), Outcome::Retry(..)));
         assert!(matches!(c.post(b"{}"), Outcome::Refused(400, _)));
+    }
+
+    #[test]
+    fn the_trusted_sources_come_from_the_answer_and_none_named_is_none_trusted() {
+        let (url, _rx) = server_answering(
+            vec![202],
+            r#"{"accepted":true,"started":[],"trusted":["192.0.2.128/25","2001:db8:ffff::/48"]}"#,
+        );
+        let list: Arc<Mutex<Vec<IpNet>>> = Default::default();
+        let c = Client::new(&url, "t").with_trusted(list.clone());
+        assert_eq!(c.post(b"{}"), Outcome::Delivered);
+        assert_eq!(
+            *list.lock().unwrap(),
+            [
+                "192.0.2.128/25".parse::<IpNet>().unwrap(),
+                "2001:db8:ffff::/48".parse().unwrap()
+            ]
+        );
+        // A controller that trusts nothing (or an older one) says nothing: none trusted.
+        let (url, _rx) = server_answering(vec![202], r#"{"accepted":true,"started":[]}"#);
+        let c = Client::new(&url, "t").with_trusted(list.clone());
+        assert_eq!(c.post(b"{}"), Outcome::Delivered);
+        assert!(list.lock().unwrap().is_empty());
+        // An unreadable list changes nothing.
+        *list.lock().unwrap() = vec!["192.0.2.0/24".parse().unwrap()];
+        let (url, _rx) = server_answering(vec![202], r#"{"trusted":["speedtest"]}"#);
+        let c = Client::new(&url, "t").with_trusted(list.clone());
+        assert_eq!(c.post(b"{}"), Outcome::Delivered);
+        assert_eq!(list.lock().unwrap().len(), 1);
     }
 
     #[test]

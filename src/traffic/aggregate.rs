@@ -17,6 +17,17 @@
 //! with what defines it (protocol, TCP flags, an amplifier's port, fragments), and last one flow
 //! per class, named after its largest member.
 //!
+//! Prefix rollups: every sample also counts, flows and sources alike, in the rollup of its
+//! destination's /24 or /64 ([`crate::telemetry::rollup_of`]), whether or not its destination
+//! is tracked or kept in the report: carpet bombing spreads a flood over a whole prefix, a few
+//! samples per address, and only whole sums show it. At most [`MAX_ROLLUPS`] rollups are
+//! reported, the busiest; at most [`MAX_ROLLUP_KEYS`] are tracked per interval (samples to
+//! further prefixes count as untracked).
+//!
+//! Trusted sources ([`Aggregator::with_trusted`]) are taken out before anything else: their
+//! samples count only in their destination's `trusted_pps`/`trusted_bps`, in no flow, no class
+//! and no rollup, so a speed-test server or a backup stream can never start an attack.
+//!
 //! Memory is bounded whatever the traffic (a flood from random sources and ports): at most
 //! [`MAX_ENTRIES`] distinct keys (destinations, flows and sources together) are tracked per
 //! interval. Past that, packets to already-known destinations still count in the destination's and
@@ -27,12 +38,20 @@ use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::telemetry::{Flow, MAX_FLOWS, MAX_SOURCES, MAX_TARGETS, Source, Target};
+use ipnet::IpNet;
+
+use crate::telemetry::{
+    Flow, MAX_FLOWS, MAX_ROLLUPS, MAX_SOURCES, MAX_TARGETS, Rollup, Source, Target, rollup_of,
+};
 use crate::traffic::class::{Class, amplifier};
 use crate::traffic::packet::{PROTO_TCP, PacketInfo};
 
 /// Most keys (destinations + flows + sources) tracked in one interval: about 1 MB at worst.
 pub const MAX_ENTRIES: usize = 16 * 1024;
+
+/// Most prefix rollups tracked in one interval (their flows and sources count against
+/// [`MAX_ENTRIES`], past which they fold by class as a target's do).
+pub const MAX_ROLLUP_KEYS: usize = 1024;
 
 /// Whether a source port identifies a service (and so belongs in a flow key): a privileged port,
 /// or a UDP service abused as an amplifier.
@@ -133,12 +152,31 @@ struct TargetAcc {
     /// few hundred keys: TCP flag combinations, amplifier ports, protocols).
     untracked_flows: HashMap<FlowKey, Count>,
     sources: HashMap<IpAddr, u64>,
+    /// From trusted sources: in nothing above.
+    trusted: Count,
+}
+
+/// One /24 or /64: like a target, plus how many destinations were seen in it.
+#[derive(Debug, Default)]
+struct RollupAcc {
+    acc: TargetAcc,
+    addresses: u32,
+}
+
+/// What one interval gives: the report's targets and rollups.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub targets: Vec<Target>,
+    pub rollups: Vec<Rollup>,
 }
 
 /// Counts one interval's samples. Fill with [`add`](Self::add), empty with [`finish`](Self::finish).
 #[derive(Debug, Default)]
 pub struct Aggregator {
     targets: HashMap<IpAddr, TargetAcc>,
+    rollups: HashMap<IpNet, RollupAcc>,
+    /// Sources never counted as attack traffic (`detection.trusted_sources`).
+    trusted: Vec<IpNet>,
     /// Keys tracked so far, against [`MAX_ENTRIES`].
     entries: usize,
     /// Samples read (not weighted).
@@ -165,39 +203,60 @@ impl Aggregator {
         let weight = u64::from(one_in.max(1));
         self.weighted += weight;
         let bytes = u64::from(p.wire_len);
+        let trusted = !self.trusted.is_empty() && self.trusted.iter().any(|n| n.contains(&p.src));
+        let mut new_target = false;
         let target = match self.targets.entry(p.dst) {
-            Entry::Occupied(e) => e.into_mut(),
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(_) if self.entries >= MAX_ENTRIES => {
+                self.untracked += 1;
+                None
+            }
             Entry::Vacant(e) => {
-                if self.entries >= MAX_ENTRIES {
-                    self.untracked += 1;
-                    return;
-                }
                 self.entries += 1;
-                e.insert(TargetAcc::default())
+                new_target = true;
+                Some(e.insert(TargetAcc::default()))
             }
         };
-        target.total.add(weight, bytes);
+        if trusted {
+            if let Some(t) = target {
+                t.trusted.add(weight, bytes);
+            }
+            return;
+        }
         let key = FlowKey::of(p);
-        match target.flows.get_mut(&key) {
-            Some(c) => c.add(weight, bytes),
-            None if self.entries < MAX_ENTRIES => {
-                self.entries += 1;
-                target.flows.entry(key).or_default().add(weight, bytes);
-            }
-            None => target
-                .untracked_flows
-                .entry(key.folded(Fold::Class))
-                .or_default()
-                .add(weight, bytes),
+        if let Some(t) = target {
+            count(t, &mut self.entries, key, p.src, weight, bytes);
         }
-        match target.sources.get_mut(&p.src) {
-            Some(n) => *n += weight,
-            None if self.entries < MAX_ENTRIES => {
-                self.entries += 1;
-                target.sources.insert(p.src, weight);
-            }
-            None => {}
+        // The rollup counts every sample, its destination tracked or not.
+        let prefix = rollup_of(p.dst);
+        let full = self.rollups.len() >= MAX_ROLLUP_KEYS;
+        let rollup = match self.rollups.entry(prefix) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => return,
+            Entry::Vacant(e) => e.insert(RollupAcc::default()),
+        };
+        if new_target {
+            rollup.addresses = rollup.addresses.saturating_add(1);
         }
+        count(
+            &mut rollup.acc,
+            &mut self.entries,
+            key,
+            p.src,
+            weight,
+            bytes,
+        );
+    }
+
+    /// Sources whose packets are never counted as attack traffic, only as trusted.
+    pub fn with_trusted(mut self, trusted: Vec<IpNet>) -> Aggregator {
+        self.trusted = trusted;
+        self
+    }
+
+    /// The trusted sources in force (kept across intervals by whoever owns the aggregator).
+    pub fn trusted(&self) -> &[IpNet] {
+        &self.trusted
     }
 
     /// Records `n` samples, taken at one in `one_in`, that passed the filter but were dropped before
@@ -218,6 +277,12 @@ impl Aggregator {
 
     /// Estimated rates per destination over `interval`: largest first, within the report's bounds.
     pub fn finish(self, interval: Duration) -> Vec<Target> {
+        self.finish_all(interval).targets
+    }
+
+    /// Estimated rates per destination and per rollup prefix over `interval`, largest first,
+    /// within the report's bounds.
+    pub fn finish_all(self, interval: Duration) -> Finished {
         let secs = interval.as_secs_f64().max(0.001);
         let loss = if self.weighted == 0 {
             1.0
@@ -228,50 +293,119 @@ impl Aggregator {
         let rate = |n: u64| (n as f64 * scale).round() as u64;
         let per_sec = |c: Count| (rate(c.packets), rate(c.bytes.saturating_mul(8)));
 
+        // What a target or a rollup reports: rates, flows folded within their class, top sources.
+        let breakdown = |acc: TargetAcc| {
+            let (pps, bps) = per_sec(acc.total);
+            let flows = top_flows(acc.flows, acc.untracked_flows)
+                .into_iter()
+                .map(|(k, c)| {
+                    let (pps, bps) = per_sec(c);
+                    Flow {
+                        proto: k.proto,
+                        sport: k.sport,
+                        dport: k.dport,
+                        tcp_flags: k.tcp_flags,
+                        fragment: k.fragment,
+                        pps,
+                        bps,
+                    }
+                })
+                .collect::<Vec<_>>();
+            let mut sources: Vec<(IpAddr, u64)> = acc.sources.into_iter().collect();
+            sources.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            sources.truncate(MAX_SOURCES);
+            let sources = sources
+                .into_iter()
+                .map(|(addr, n)| Source { addr, pps: rate(n) })
+                .collect::<Vec<_>>();
+            (pps, bps, flows, sources)
+        };
+
         let mut targets: Vec<(IpAddr, TargetAcc)> = self.targets.into_iter().collect();
         targets.sort_unstable_by(|a, b| {
             b.1.total
                 .packets
                 .cmp(&a.1.total.packets)
                 .then(b.1.total.bytes.cmp(&a.1.total.bytes))
+                .then(b.1.trusted.packets.cmp(&a.1.trusted.packets))
                 .then(a.0.cmp(&b.0))
         });
         targets.truncate(MAX_TARGETS);
-        targets
+        let targets = targets
             .into_iter()
             .map(|(dst, acc)| {
-                let (pps, bps) = per_sec(acc.total);
-                let flows = top_flows(acc.flows, acc.untracked_flows)
-                    .into_iter()
-                    .map(|(k, c)| {
-                        let (pps, bps) = per_sec(c);
-                        Flow {
-                            proto: k.proto,
-                            sport: k.sport,
-                            dport: k.dport,
-                            tcp_flags: k.tcp_flags,
-                            fragment: k.fragment,
-                            pps,
-                            bps,
-                        }
-                    })
-                    .collect();
-                let mut sources: Vec<(IpAddr, u64)> = acc.sources.into_iter().collect();
-                sources.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                sources.truncate(MAX_SOURCES);
-                let sources = sources
-                    .into_iter()
-                    .map(|(addr, n)| Source { addr, pps: rate(n) })
-                    .collect();
+                let (trusted_pps, trusted_bps) = per_sec(acc.trusted);
+                let (pps, bps, flows, sources) = breakdown(acc);
                 Target {
                     dst,
                     pps,
                     bps,
                     flows,
                     sources,
+                    trusted_pps,
+                    trusted_bps,
                 }
             })
-            .collect()
+            .collect();
+        let mut rollups: Vec<(IpNet, RollupAcc)> = self.rollups.into_iter().collect();
+        rollups.sort_unstable_by(|a, b| {
+            b.1.acc
+                .total
+                .packets
+                .cmp(&a.1.acc.total.packets)
+                .then(b.1.acc.total.bytes.cmp(&a.1.acc.total.bytes))
+                .then(a.0.cmp(&b.0))
+        });
+        rollups.truncate(MAX_ROLLUPS);
+        let rollups = rollups
+            .into_iter()
+            .map(|(prefix, r)| {
+                let addresses = r.addresses;
+                let (pps, bps, flows, sources) = breakdown(r.acc);
+                Rollup {
+                    prefix,
+                    addresses,
+                    pps,
+                    bps,
+                    flows,
+                    sources,
+                }
+            })
+            .collect();
+        Finished { targets, rollups }
+    }
+}
+
+/// Counts one sample in `acc`: its total, its flow (folded by class once the entry budget is
+/// spent) and its source (left out once it is).
+fn count(
+    acc: &mut TargetAcc,
+    entries: &mut usize,
+    key: FlowKey,
+    src: IpAddr,
+    weight: u64,
+    bytes: u64,
+) {
+    acc.total.add(weight, bytes);
+    match acc.flows.get_mut(&key) {
+        Some(c) => c.add(weight, bytes),
+        None if *entries < MAX_ENTRIES => {
+            *entries += 1;
+            acc.flows.entry(key).or_default().add(weight, bytes);
+        }
+        None => acc
+            .untracked_flows
+            .entry(key.folded(Fold::Class))
+            .or_default()
+            .add(weight, bytes),
+    }
+    match acc.sources.get_mut(&src) {
+        Some(n) => *n += weight,
+        None if *entries < MAX_ENTRIES => {
+            *entries += 1;
+            acc.sources.insert(src, weight);
+        }
+        None => {}
     }
 }
 
@@ -682,8 +816,111 @@ mod tests {
         );
     }
 
+    #[test]
+    fn rollups_stay_whole_past_the_top_destinations_and_the_entry_budget() {
+        let mut agg = Aggregator::new();
+        // 1,000 destinations over four /24s and a /64, one sample each, and a random-source
+        // flood that spends the entry budget first.
+        for i in 0..(MAX_ENTRIES as u32) {
+            let mut p = pkt("198.51.100.1", "192.0.2.2", 17, Some(53), Some(i as u16));
+            p.src = IpAddr::V4((0x0a00_0000 + i).into());
+            agg.add(&p, 1);
+        }
+        for i in 0..1000u32 {
+            let dst = if i % 5 == 4 {
+                format!("2001:db8:100:7::{i:x}")
+            } else {
+                format!("203.0.{}.{}", 110 + i % 5, i % 250)
+            };
+            agg.add(&pkt("198.51.100.9", &dst, 17, Some(123), Some(4444)), 10);
+        }
+        let f = agg.finish_all(Duration::from_secs(1));
+        assert!(f.targets.len() <= MAX_TARGETS);
+        let by: HashMap<String, u64> = f
+            .rollups
+            .iter()
+            .map(|r| (r.prefix.to_string(), r.pps))
+            .collect();
+        for n in 110..114 {
+            assert_eq!(by[&format!("203.0.{n}.0/24")], 2000, "{by:?}");
+        }
+        assert_eq!(by["2001:db8:100:7::/64"], 2000);
+        assert_eq!(by["192.0.2.0/24"], MAX_ENTRIES as u64);
+        // Each rollup's flows add up to its rate, by class.
+        for r in &f.rollups {
+            assert_eq!(r.flows.iter().map(|f| f.pps).sum::<u64>(), r.pps, "{r:?}");
+            assert!(r.flows.len() <= MAX_FLOWS && r.sources.len() <= MAX_SOURCES);
+        }
+    }
+
+    #[test]
+    fn trusted_sources_count_in_no_flow_and_no_rollup() {
+        let mut agg = Aggregator::new().with_trusted(vec!["192.0.2.0/28".parse().unwrap()]);
+        agg.add(
+            &pkt("192.0.2.10", "203.0.113.7", 17, Some(5201), Some(5201)),
+            1000,
+        );
+        agg.add(
+            &pkt("192.0.2.20", "203.0.113.7", 17, Some(123), Some(4444)),
+            10,
+        );
+        assert_eq!(agg.trusted().len(), 1);
+        let f = agg.finish_all(Duration::from_secs(1));
+        assert_eq!(f.targets.len(), 1);
+        let t = &f.targets[0];
+        assert_eq!((t.pps, t.trusted_pps, t.trusted_bps), (10, 1000, 800_000));
+        assert_eq!(t.flows.iter().map(|f| f.pps).sum::<u64>(), 10);
+        assert!(t.sources.iter().all(|s| s.addr.to_string() == "192.0.2.20"));
+        assert_eq!(f.rollups.len(), 1);
+        assert_eq!(f.rollups[0].pps, 10);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the traffic, each rollup holds every untrusted packet to its prefix, class by
+        /// class, and trusted packets are only in their targets' trusted rates.
+        #[test]
+        fn rollups_keep_every_class_whole_and_trusted_apart(
+            packets in proptest::collection::vec(
+                (
+                    0u16..400,
+                    proptest::sample::select(vec![6u8, 17, 1]),
+                    proptest::option::of(proptest::sample::select(vec![123u16, 53, 40000])),
+                    proptest::prelude::any::<bool>(),
+                    1u32..64,
+                ),
+                1..1500,
+            )
+        ) {
+            let trusted: IpNet = "192.0.2.0/24".parse().unwrap();
+            let mut agg = Aggregator::new().with_trusted(vec![trusted]);
+            let mut want: HashMap<(IpNet, Class), u64> = HashMap::new();
+            let mut want_trusted = 0u64;
+            for (d, proto, sport, from_trusted, one_in) in packets {
+                let dst = format!("203.0.{}.{}", 110 + d / 100, d % 100);
+                let src = if from_trusted { "192.0.2.5" } else { "198.51.100.5" };
+                let p = pkt(src, &dst, proto, sport, Some(80));
+                agg.add(&p, one_in);
+                if from_trusted {
+                    want_trusted += u64::from(one_in);
+                } else {
+                    let k = (rollup_of(p.dst), FlowKey::of(&p).class());
+                    *want.entry(k).or_default() += u64::from(one_in);
+                }
+            }
+            let f = agg.finish_all(Duration::from_secs(1));
+            let mut got: HashMap<(IpNet, Class), u64> = HashMap::new();
+            for r in &f.rollups {
+                for fl in &r.flows {
+                    *got.entry((r.prefix, Class::of(fl))).or_default() += fl.pps;
+                }
+            }
+            proptest::prop_assert_eq!(got, want);
+            // 400 destinations: the trusted rate is whole over the ones kept, at most.
+            let kept: u64 = f.targets.iter().map(|t| t.trusted_pps).sum();
+            proptest::prop_assert!(kept <= want_trusted);
+        }
 
         /// Whatever the traffic and the bound, every class's rate in a report is whole.
         #[test]

@@ -51,6 +51,8 @@ pub struct Options {
     /// The configuration's sFlow agents (names, sampling overrides, bounds); any other address
     /// in a capture is an agent with the defaults.
     pub agents: Vec<crate::collector::TrustedAgent>,
+    /// Detection's trusted sources: left out where samples are aggregated, as live.
+    pub trusted: Vec<ipnet::IpNet>,
 }
 
 /// One report as detection gets it.
@@ -329,8 +331,8 @@ const MAX_GAP_MS: u64 = 10 * 60 * 1000;
 fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -> Vec<Timed> {
     let step = opts.interval.as_millis().max(1) as u64;
     let mut out = Vec::new();
-    let mut agg = Aggregator::new();
-    let mut agents = Agents::adopting(&opts.agents);
+    let mut agg = Aggregator::new().with_trusted(opts.trusted.clone());
+    let mut agents = Agents::adopting(&opts.agents, &opts.trusted);
     let mut seq = 0;
     // The current interval: [end - step, end).
     let mut end: Option<u64> = None;
@@ -340,8 +342,10 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
         |agg: &mut Aggregator, agents: &mut Agents, at: u64, elapsed: u64, traffic: bool| {
             let elapsed = Duration::from_millis(elapsed);
             if traffic {
-                let a = std::mem::take(agg);
+                let a =
+                    std::mem::replace(agg, Aggregator::new().with_trusted(opts.trusted.clone()));
                 let sampled = a.samples();
+                let finished = a.finish_all(elapsed);
                 seq += 1;
                 out.push(Timed {
                     at_ms: at,
@@ -354,7 +358,8 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
                         one_in: opts.one_in,
                         sampled,
                         interfaces: Vec::new(),
-                        targets: a.finish(elapsed),
+                        targets: finished.targets,
+                        rollups: finished.rollups,
                         packets: Vec::new(),
                         applied: Vec::new(),
                         drop_error: None,
@@ -449,6 +454,7 @@ mod tests {
             sflow_port: 6343,
             max_errors: 5,
             agents: Vec::new(),
+            trusted: Vec::new(),
         }
     }
 

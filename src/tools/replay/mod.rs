@@ -199,6 +199,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
             .as_ref()
             .map(|c| c.agents.clone())
             .unwrap_or_default(),
+        trusted: settings.detection.trusted_sources.clone(),
     };
     let mut reports: Vec<Timed> = Vec::new();
     let mut files = Vec::new();
@@ -276,6 +277,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
             sampled: 0,
             interfaces: Vec::new(),
             targets: Vec::new(),
+            rollups: Vec::new(),
             packets: Vec::new(),
             applied: Vec::new(),
             drop_error: None,
