@@ -99,7 +99,7 @@ pub fn judge(dir: &Path, sc: &Value, extra: &[&str]) -> Row {
         row.found.push(format!(
             "{} {} {}",
             a["vector"].as_str().unwrap_or("?"),
-            a["target"].as_str().unwrap_or("?"),
+            a["prefix"].as_str().or(a["target"].as_str()).unwrap_or("?"),
             a["signature"]
         ));
     }
@@ -134,6 +134,12 @@ pub fn judge(dir: &Path, sc: &Value, extra: &[&str]) -> Row {
         };
         used[i] = true;
         let sig = &a["signature"];
+        if !w["prefix"].is_null() && a["prefix"] != w["prefix"] {
+            row.problems.push(format!(
+                "{}: prefix {} (want {})",
+                w["vector"], a["prefix"], w["prefix"]
+            ));
+        }
         for key in ["proto", "service"] {
             if !w[key].is_null() && sig[key] != w[key] {
                 row.problems.push(format!(

@@ -331,6 +331,29 @@ def scenarios():
                                 for s in few]},
         note="three hosts flooding a game port: a rule per host (few-sources policy), the port untouched")
 
+    # Carpet bombing: every address of a prefix under its own threshold, the prefix far above.
+    carpet4 = lambda r: "198.51.100.%d" % r.randrange(256)  # noqa: E731
+    add("carpet-ipv4-24", "attack", "pcap",
+        web("198.51.100.10", 120) + [C(30, 90, 1_000_000, 17, "198.51.100.1", 123, anyport, None, 468,
+                                       sources=3000, dsts=carpet4)],
+        expect={"attacks": [{"vector": "amplification", "target": "198.51.100.0",
+                             "prefix": "198.51.100.0/24", "proto": 17, "sports": [123],
+                             "service": "ntp", "start": 30}],
+                "mitigations": [{"kind": "flowspec",
+                                 "rule": "dst 198.51.100.0/24 proto udp sport 123 then discard"}]},
+        note="NTP reflection spread over a /24: ~3,900 pps to each address (under 20k), 1 Mpps in all")
+    carpet6 = lambda r: "2001:db8:0:64:%x:%x:%x:%x" % tuple(r.randrange(65536) for _ in range(4))  # noqa: E731
+    add("carpet-ipv6-64", "attack", "sflow",
+        web("2001:db8::10", 120) + [C(30, 90, 600_000, 6, "2001:db8:0:64::1", anyport, 80, 0x02, 80,
+                                      sources=100_000, dsts=carpet6)],
+        expect={"attacks": [{"vector": "syn-flood", "target": "2001:db8:0:64::",
+                             "prefix": "2001:db8:0:64::/64", "proto": 6, "dports": [80],
+                             "start": 30}],
+                "mitigations": [{"kind": "flowspec",
+                                 "rule": "dst 2001:db8:0:64::/64 next-header tcp dport 80 "
+                                         "tcp-flags syn&!~ack then rate-bytes 125000000"}]},
+        note="a SYN flood to random addresses of a /64, each hit about once, 600k pps in all")
+
     # Legitimate shapes: no mitigation.
     add("legit-download-acks", "legit", "pcap",
         web(VICTIM4, 120) + [C(0, 120, 420_000, 6, VICTIM4, eph, 443, 0x10, 52, sources=40)],
