@@ -148,12 +148,17 @@ fn an_ntp_flood_is_dropped_at_each_edge_until_the_rule_is_withdrawn() {
             "figure: {edge:?}: flood stopped → rule gone from both routers and both enforcers in {:.1} s",
             stopped.elapsed().as_secs_f64()
         );
+        // The enforcer logs a change once nftables has it: the line follows a moment later.
         for e in Edge::BOTH {
-            let log = lab.enforcer_log(e);
-            assert!(
+            let logged = |log: &str| {
                 log.contains(&format!("added: {}", ntp_route(e)))
-                    && log.contains(&format!("removed: {}", ntp_route(e))),
-                "{e:?}'s enforcer logged the rule coming and going\n{log}"
+                    && log.contains(&format!("removed: {}", ntp_route(e)))
+            };
+            let found = poll(5 * SECOND, || logged(&lab.enforcer_log(e)).then_some(()));
+            assert!(
+                found.is_some(),
+                "{e:?}'s enforcer logged the rule coming and going\n{}",
+                lab.enforcer_log(e)
             );
         }
     }
