@@ -214,12 +214,12 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
         return Err("no report in the recording (nothing read: see the files' errors)".into());
     };
     let (start_ms, end_ms) = (first.at_ms, last.at_ms);
-    // Each node's cadence, to go on reporting quiet after the recording.
-    let mut nodes: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    // Each node's cadence and last sequence number, to go on reporting quiet after the recording.
+    let mut nodes: BTreeMap<String, (u32, u32, u64)> = BTreeMap::new();
     for t in &reports {
         nodes.insert(
             t.node.clone(),
-            (t.report.interval_ms.max(50), t.report.one_in),
+            (t.report.interval_ms.max(50), t.report.one_in, t.report.seq),
         );
     }
 
@@ -254,7 +254,15 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
     let deadline = end_ms.saturating_add(args.tail.as_millis() as u64);
     let mut next: BTreeMap<String, (u64, u64)> = nodes
         .iter()
-        .map(|(n, (every, _))| (n.clone(), (end_ms + u64::from(*every), 0)))
+        .map(|(n, (every, _, seq))| {
+            (
+                n.clone(),
+                (
+                    end_ms.saturating_add(u64::from(*every)),
+                    seq.saturating_add(1),
+                ),
+            )
+        })
         .collect();
     while replay.busy() {
         let Some((node, (at, seq))) = next
@@ -267,10 +275,10 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
         if at > deadline {
             break;
         }
-        let (every, one_in) = nodes[&node];
+        let (every, one_in, _) = nodes[&node];
         let quiet = Report {
             node: node.clone(),
-            seq: u64::MAX / 2 + seq,
+            seq,
             time_ms: at,
             interval_ms: every,
             one_in,
@@ -283,7 +291,10 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
             drop_error: None,
         };
         replay.report(&node, &quiet, at).await;
-        next.insert(node, (at + u64::from(every), seq + 1));
+        next.insert(
+            node,
+            (at.saturating_add(u64::from(every)), seq.saturating_add(1)),
+        );
     }
     let stopped_ms = replay.now_ms();
     let attacks = replay.attacks();
@@ -454,4 +465,77 @@ fn signature(a: &Attack) -> String {
         v.push(svc.clone());
     }
     v.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, t: u64, ntp_pps: u64) -> String {
+        serde_json::json!({
+            "node": "n1", "seq": seq, "time_ms": t, "interval_ms": 1000,
+            "targets": [{"dst": "192.0.2.10", "pps": ntp_pps + 100, "bps": ntp_pps * 3744 + 80_000,
+                "flows": [
+                    {"proto": 17, "sport": 123, "pps": ntp_pps, "bps": ntp_pps * 3744},
+                    {"proto": 6, "dport": 443, "tcp_flags": 16, "pps": 100, "bps": 80_000}
+                ]}]
+        })
+        .to_string()
+    }
+
+    /// A recording of reports: an NTP flood for ten seconds, quiet, then one report stamped ten
+    /// years later (a damaged clock): the replay finds the attack and its rule, withdraws it, and
+    /// the gap costs no time.
+    #[tokio::test]
+    async fn a_recording_replays_on_its_timeline_and_a_gap_of_years_costs_nothing() {
+        let dir = std::env::temp_dir().join(format!("deflect-replay-mod-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("r.jsonl");
+        let t0 = 1_780_000_000_000u64;
+        let mut text = String::new();
+        for i in 0..60 {
+            let pps = if (10..20).contains(&i) { 200_000 } else { 0 };
+            text += &line(i, t0 + i * 1000, pps);
+            text.push('\n');
+        }
+        text += &line(u64::MAX, t0 + 10 * 365 * 86_400_000, 0);
+        text.push('\n');
+        std::fs::write(&file, text).unwrap();
+        let args = ReplayArgs {
+            files: vec![file],
+            config: None,
+            policies: Some(dir.join("none")),
+            json: true,
+            interval: Duration::from_secs(1),
+            one_in: 1,
+            node: "replay".into(),
+            sflow_port: 6343,
+            tail: Duration::from_secs(24 * 3600),
+        };
+        let started = std::time::Instant::now();
+        let out = replay(&args).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.attacks.len(), 1, "{:?}", out.attacks);
+        let a = &out.attacks[0];
+        assert_eq!(
+            (a.vector.name(), a.started_ms),
+            ("amplification", t0 + 10_000)
+        );
+        assert_eq!(out.mitigations.len(), 1);
+        let m = &out.mitigations[0];
+        assert_eq!(
+            m.rule.as_deref(),
+            Some("dst 192.0.2.10/32 proto udp sport 123 then discard")
+        );
+        assert_eq!(m.created_ms, t0 + 10_000);
+        // Withdrawn after the shipped hold-down (2 min from the quiet at +20 s), on the timeline.
+        let w = m.withdrawn_ms.unwrap();
+        assert!((t0 + 139_000..t0 + 142_000).contains(&w), "{}", w - t0);
+        assert!(out.log.iter().any(|l| l.action == "attack.over"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
