@@ -9,6 +9,7 @@ mod probe_lab;
 mod routers;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use probe_lab::{A4, B4, Lab, in_netns};
@@ -72,6 +73,47 @@ fn api_bytes(ns: &str, port: u16, path: &str) -> Option<Vec<u8>> {
     .ok()
 }
 
+/// Starts `deflect run` on `config` in the victim's namespace, waits for its API, starts the
+/// probe on the victim's veth (every 200 ms, and `extra` arguments) and waits for its first
+/// reports. Returns deflect's log file.
+fn controller_and_probe(lab: &mut Lab, config: &Path, api_port: u16, extra: &[&str]) -> PathBuf {
+    let ns = lab.ns_b.clone();
+    let cfg = config.display().to_string();
+    lab.spawn_in_b_logged(
+        env!("CARGO_BIN_EXE_deflect"),
+        "run",
+        &["--config", &cfg],
+        "deflect.log",
+    )
+    .unwrap();
+    let log = lab.dir.join("deflect.log");
+    let deflect_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the API", Duration::from_secs(20), || {
+        Ok(api_get(&ns, api_port, "/api/v1/health").map(|_| ()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", deflect_log()));
+    let controller = format!("http://127.0.0.1:{api_port}");
+    let veth = lab.veth_b.clone();
+    let mut args = vec![
+        "--controller",
+        &controller,
+        "--token",
+        NODE,
+        "--interface",
+        &veth,
+        "--interval",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    lab.start_probe(&args).unwrap();
+    wait_for("the probe's first reports", Duration::from_secs(10), || {
+        let n = api_get(&ns, api_port, "/api/v1/nodes").unwrap_or_default();
+        Ok((n[0]["reports"].as_u64().unwrap_or(0) >= 10).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
+    log
+}
+
 #[test]
 fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     if let Some(why) = probe_lab::unavailable() {
@@ -111,42 +153,14 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     )
     .unwrap();
     let cfg = config.display().to_string();
-    lab.spawn_in_b_logged(
-        env!("CARGO_BIN_EXE_deflect"),
-        "run",
-        &["--config", &cfg],
-        "deflect.log",
-    )
-    .unwrap();
-    let log = lab.dir.join("deflect.log");
+    let recording = lab.dir.join("reports.jsonl");
+    let record = recording.display().to_string();
+    let log = controller_and_probe(&mut lab, &config, api_port, &["--record", &record]);
     let deflect_log = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("the session", Duration::from_secs(20), || {
         Ok(g.established()?.then_some(()))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), g.log()));
-
-    let controller = format!("http://127.0.0.1:{api_port}");
-    let veth = lab.veth_b.clone();
-    let recording = lab.dir.join("reports.jsonl");
-    let record = recording.display().to_string();
-    lab.start_probe(&[
-        "--controller",
-        &controller,
-        "--token",
-        NODE,
-        "--interface",
-        &veth,
-        "--interval",
-        "200ms",
-        "--record",
-        &record,
-    ])
-    .unwrap();
-    wait_for("the probe's first reports", Duration::from_secs(10), || {
-        let n = api_get(&ns, api_port, "/api/v1/nodes").unwrap_or_default();
-        Ok((n[0]["reports"].as_u64().unwrap_or(0) >= 10).then_some(()))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
 
     // The flood: UDP from port 123 at 20k packets a second, for at most 6 seconds, to 4,000
     // destination ports (as a reflection's answers go to its spoofed requests' ports): far more
@@ -301,38 +315,8 @@ fn a_flood_from_a_trusted_source_starts_nothing_and_is_counted_apart() {
         ),
     )
     .unwrap();
-    let cfg = config.display().to_string();
-    lab.spawn_in_b_logged(
-        env!("CARGO_BIN_EXE_deflect"),
-        "run",
-        &["--config", &cfg],
-        "deflect.log",
-    )
-    .unwrap();
-    let log = lab.dir.join("deflect.log");
+    let log = controller_and_probe(&mut lab, &config, api_port, &[]);
     let deflect_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the API", Duration::from_secs(20), || {
-        Ok(api_get(&ns, api_port, "/api/v1/health").map(|_| ()))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", deflect_log()));
-    let controller = format!("http://127.0.0.1:{api_port}");
-    let veth = lab.veth_b.clone();
-    lab.start_probe(&[
-        "--controller",
-        &controller,
-        "--token",
-        NODE,
-        "--interface",
-        &veth,
-        "--interval",
-        "200ms",
-    ])
-    .unwrap();
-    wait_for("the probe's first reports", Duration::from_secs(10), || {
-        let n = api_get(&ns, api_port, "/api/v1/nodes").unwrap_or_default();
-        Ok((n[0]["reports"].as_u64().unwrap_or(0) >= 10).then_some(()))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
 
     // The same flood as above (20k pps from port 123, far above the 3,000 floor), from the
     // trusted address.
@@ -418,38 +402,8 @@ fn a_local_drop_is_applied_by_the_probe_with_nftables_and_removed_after() {
         ),
     )
     .unwrap();
-    let cfg = config.display().to_string();
-    lab.spawn_in_b_logged(
-        env!("CARGO_BIN_EXE_deflect"),
-        "run",
-        &["--config", &cfg],
-        "deflect.log",
-    )
-    .unwrap();
-    let controller = format!("http://127.0.0.1:{api_port}");
-    let veth = lab.veth_b.clone();
-    wait_for("the API", Duration::from_secs(20), || {
-        Ok(api_get(&ns, api_port, "/api/v1/health").map(|_| ()))
-    })
-    .unwrap();
-    lab.start_probe(&[
-        "--controller",
-        &controller,
-        "--token",
-        NODE,
-        "--interface",
-        &veth,
-        "--interval",
-        "200ms",
-    ])
-    .unwrap();
-    let log = lab.dir.join("deflect.log");
+    let log = controller_and_probe(&mut lab, &config, api_port, &[]);
     let deflect_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the probe's first reports", Duration::from_secs(10), || {
-        let n = api_get(&ns, api_port, "/api/v1/nodes").unwrap_or_default();
-        Ok((n[0]["reports"].as_u64().unwrap_or(0) >= 10).then_some(()))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", deflect_log(), lab.probe_log()));
     let nft = |args: &[&str]| {
         std::process::Command::new("ip")
             .args(["netns", "exec", &ns, "nft"])
