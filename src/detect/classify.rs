@@ -220,6 +220,14 @@ pub fn flash_crowd(sources: &[Source], total_pps: u64) -> bool {
     total_pps > 0 && (top as f64) < CONNECTION_FLOOD_SHARE * total_pps as f64
 }
 
+/// Whether the SYNs in these flows to one target (an address, or a prefix's merged flows) are a
+/// flash crowd: their handshakes complete (a connection flood by [`signature`]) and no source
+/// stands out in the target's `total_pps` ([`flash_crowd`]).
+pub fn syn_flash_crowd(flows: &[Flow], sources: &[Source], total_pps: u64) -> bool {
+    let (v, _) = signature(Class::TcpSyn, flows, sources);
+    v == Vector::TcpConnectionFlood && flash_crowd(sources, total_pps)
+}
+
 /// The signature of `class` in these flows (all to one target), and the vector, refined: SYN and ACK
 /// floods to one service port from the same sources are a connection flood.
 pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, Signature) {

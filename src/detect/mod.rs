@@ -963,8 +963,7 @@ impl Detector {
                 continue;
             }
             if class == Some(Class::TcpSyn) {
-                let (v, _) = classify::signature(Class::TcpSyn, &t.flows, &t.sources);
-                crowd = v == Vector::TcpConnectionFlood && classify::flash_crowd(&t.sources, t.pps);
+                crowd = classify::syn_flash_crowd(&t.flows, &t.sources, t.pps);
                 if crowd {
                     self.counters.flash_crowds += 1;
                 }

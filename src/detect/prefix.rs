@@ -548,10 +548,22 @@ impl Detector {
             .iter()
             .max_by(|a, b| a.1.total_pps.total_cmp(&b.1.total_pps))
             .map_or(ni, |(n, _)| *n);
+        // A flash crowd across the prefix is no attack either (as for an address).
         let mut connection_flood = None;
+        let mut crowd = false;
         for (class, pc, bc, thr) in starts {
             if class == Some(Class::TcpAck) && connection_flood.is_some() {
                 state.classes[Class::TcpAck.index()].set_attack(connection_flood);
+                continue;
+            }
+            if class == Some(Class::TcpSyn) {
+                crowd = classify::syn_flash_crowd(&flows, &sources, total_pps as u64);
+                if crowd {
+                    self.counters.flash_crowds += 1;
+                }
+            }
+            if crowd && matches!(class, Some(Class::TcpSyn | Class::TcpAck)) {
+                state.classes[class.map_or(0, Class::index)].above = 0;
                 continue;
             }
             let id = self.next_attack;

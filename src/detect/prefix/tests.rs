@@ -458,3 +458,44 @@ fn a_carpet_seen_by_one_probe_per_server_adds_up_across_nodes_within_two_interva
     }
     assert!(ended);
 }
+
+/// A flash crowd over the whole /24 (every server popular at once: SYNs whose handshakes
+/// complete, from many clients, none standing out) is no attack on the prefix; the same SYNs and
+/// ACKs from two hosts are a connection flood on it.
+#[test]
+fn a_flash_crowd_over_a_prefix_is_no_attack_and_two_hosts_completing_handshakes_are() {
+    let (mut d, mut now) = warmed(90);
+    // 256 servers, each 200 SYNs and 400 ACKs a second to 443 from four clients of its own:
+    // every address far under its SYN floor (10k), the prefix's 51k SYNs above its own (40k).
+    let crowd = |from: &dyn Fn(u32) -> String| {
+        let mut s = Vec::new();
+        web(&mut s);
+        for i in 0..256u32 {
+            for k in 0..4u32 {
+                let src = from(i * 4 + k);
+                let mut syn = pkt(&src, v4(i), 6, 40_000 + k as u16, 443);
+                syn.tcp_flags = Some(tcp::SYN);
+                s.push((syn, 50));
+                let mut ack = pkt(&src, v4(i), 6, 40_000 + k as u16, 443);
+                ack.tcp_flags = Some(tcp::ACK);
+                s.push((ack, 100));
+            }
+        }
+        s
+    };
+    let many = |n: u32| format!("100.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+    for seq in 0..5 {
+        now += 1000;
+        let ev = d.ingest("edge", &report(100 + seq, &crowd(&many), &[]), now);
+        assert!(started(&ev).is_empty(), "interval {seq}: {ev:?}");
+    }
+    assert!(d.counters.flash_crowds >= 5, "{:?}", d.counters);
+    let two = |n: u32| format!("198.18.0.{}", 1 + n % 2);
+    now += 1000;
+    let ev = d.ingest("edge", &report(200, &crowd(&two), &[]), now);
+    let ids = started(&ev);
+    assert_eq!(ids.len(), 1, "{ev:?}");
+    let a = d.attack(ids[0]).unwrap();
+    assert_eq!(a.vector, Vector::TcpConnectionFlood);
+    assert_eq!(a.prefix, Some("203.0.113.0/24".parse().unwrap()));
+}
