@@ -462,6 +462,26 @@ impl MitigationSet {
         r
     }
 
+    /// The guardrails on what `target` matches, and one only the set can check: an S/RTBH
+    /// source is no configured neighbor's address nor deflect's own on a session (the route
+    /// would cut the session that carries it, and the edge's others with that router).
+    fn check(&self, target: &Target) -> Result<(), Refusal> {
+        self.guardrails.check_target(target)?;
+        if let Target::SourceRtbh(src) = target {
+            let session = self.peers.iter().find(|(n, _)| {
+                src.contains(&n.peer.remote)
+                    || n.peer.socket.local_addr.is_some_and(|a| src.contains(&a))
+            });
+            if let Some((n, _)) = session {
+                return Err(Refusal::Guardrail(format!(
+                    "source {src} is an address of the BGP session with neighbor {}: S/RTBH would cut it",
+                    n.peer.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn try_create(&mut self, order: &Order, now: u64) -> Result<Created, Refusal> {
         let actor = order.actor.as_str();
         let target = &order.target;
@@ -470,7 +490,7 @@ impl MitigationSet {
         let fields = Mitigation::fields(target);
         let rule = fields.rule.clone();
         let ttl = self.guardrails.ttl(order.ttl)?;
-        self.guardrails.check_target(target)?;
+        self.check(target)?;
         let peers = order.peers.clone();
         self.guardrails.check_peers(target, &peers)?;
         for p in &peers {
@@ -815,7 +835,7 @@ impl MitigationSet {
             .values()
             .filter_map(|m| {
                 let t = m.target().ok()?;
-                self.guardrails.check_target(&t).err().map(|e| (m.id, e))
+                self.check(&t).err().map(|e| (m.id, e))
             })
             .collect();
         for (id, why) in forbidden {
@@ -1053,8 +1073,7 @@ pub async fn start(
             match m.target() {
                 Err(e) => Some(format!("refused on restore: the record does not read: {e}")),
                 Ok(t) => set
-                    .guardrails
-                    .check_target(&t)
+                    .check(&t)
                     .err()
                     .map(|e| format!("refused on restore: {e}")),
             }

@@ -345,6 +345,11 @@ async fn sources_cut_off_and_diversions_pass_every_guardrail_or_are_refused_sayi
             "source 198.51.100.53/32 overlaps never-block prefix 198.51.100.53/32",
         ),
         (
+            // A flood spoofed "from" a router's own session address.
+            order(Kind::SourceRtbh, "127.0.93.2/32"),
+            "source 127.0.93.2/32 is an address of the BGP session with neighbor scrub: S/RTBH would cut it",
+        ),
+        (
             order(Kind::SourceRtbh, "2001:db8:5::1/128"),
             "no neighbor takes an S/RTBH route for 2001:db8:5::1/128: one must receive source-rtbh, the IPv6 unicast family, and have rtbh.next_hop_ipv6",
         ),
@@ -450,7 +455,7 @@ async fn sources_cut_off_and_diversions_pass_every_guardrail_or_are_refused_sayi
         .iter()
         .filter(|e| e.action == "mitigation.refused")
         .count();
-    assert_eq!(refusals, 14, "{audit:#?}");
+    assert_eq!(refusals, 15, "{audit:#?}");
     let announced: Vec<&str> = audit
         .iter()
         .filter(|e| e.action == "announce")
