@@ -4,13 +4,15 @@
 //! and a live GoBGP. Also: policy hot reload with a broken file, and the telemetry endpoint's
 //! answers to bad input.
 
+#[path = "daemon.rs"]
+mod daemon;
 #[path = "routers/mod.rs"]
 mod routers;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use daemon::Daemon;
 use routers::{Bird, Gobgp, Session, free_port, wait_for};
 use serde_json::{Value, json};
 
@@ -21,33 +23,8 @@ const READ: &str = "read-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 const VICTIM: &str = "203.0.113.7";
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "deflect-detect-{tag}-{}-{}",
-        std::process::id(),
-        free_port("127.0.0.1".parse().unwrap())
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    daemon::temp_dir("detect", tag)
 }
 
 /// A policy for the test: NTP amplification discarded at once, withdrawn 1 s after the quiet,
@@ -87,15 +64,7 @@ fn start(dir: &Path, api_port: u16, router: Option<&Session>, extra: &str) -> Da
     let config = dir.join("deflect.yaml");
     std::fs::write(&config, yaml).unwrap();
     let log = dir.join("deflect.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_deflect"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let d = Daemon { child, log };
+    let d = Daemon::start(&config, log);
     let h = Http::new(api_port);
     wait_for("the API", WAIT, || {
         Ok(h.get("/api/v1/health", None).ok().map(|_| ()))

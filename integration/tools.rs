@@ -9,13 +9,16 @@
 //! Also through the API by hand, to both routers: an IPv6 diversion, and the refusals of what no
 //! neighbor takes or the guardrails forbid.
 
+#[path = "daemon.rs"]
+mod daemon;
 #[path = "routers/mod.rs"]
 mod routers;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use daemon::Daemon;
 use routers::{Bird, Gobgp, Session, free_port, gobgp_attr, wait_for};
 use serde_json::{Value, json};
 
@@ -28,33 +31,8 @@ const HEAVY: [&str; 2] = ["198.51.100.23", "198.51.100.24"];
 const LIGHT: &str = "198.51.100.25";
 const SCRUBBER: &str = "198.51.100.200";
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "deflect-tools-{tag}-{}-{}",
-        std::process::id(),
-        free_port("127.0.0.1".parse().unwrap())
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    daemon::temp_dir("tools", tag)
 }
 
 /// The policy under test: on NTP amplification, one rule per heavy source at once, then their
@@ -123,15 +101,7 @@ fn start(dir: &Path, api_port: u16, gobgp: &Session, bird: &Session) -> Daemon {
     let config = dir.join("deflect.yaml");
     std::fs::write(&config, yaml).unwrap();
     let log = dir.join("deflect.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_deflect"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let d = Daemon { child, log };
+    let d = Daemon::start(&config, log);
     let h = Http::new(api_port);
     wait_for("the API", WAIT, || {
         Ok(h.get("/api/v1/health").ok().map(|_| ()))
