@@ -75,3 +75,21 @@ pub(super) fn hold_at_cap(
         *quiet = None;
     }
 }
+
+/// A class's attack going on: its rates for the interval go to `updates`, and once the attack is
+/// quiet (`quiet`) the class lets go of it. Nothing when the class has no attack.
+pub(super) fn carry(
+    cs: &mut ClassState,
+    pps: f64,
+    bps: f64,
+    quiet: Option<u64>,
+    updates: &mut Vec<(u64, f64, f64, Option<u64>)>,
+) {
+    if let Some(id) = cs.attack() {
+        updates.push((id, pps, bps, quiet));
+        if quiet.is_some() {
+            cs.attack = None;
+            cs.quiet_since = None;
+        }
+    }
+}

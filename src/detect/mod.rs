@@ -42,7 +42,7 @@ pub use baseline::Baseline;
 pub use classify::{Class, Signature, Vector};
 pub use prefix::PrefixThresholds;
 
-use judge::{Verdict, hold_at_cap, judge};
+use judge::{Verdict, carry, hold_at_cap, judge};
 
 use crate::telemetry::{Report, Source, Target};
 
@@ -914,12 +914,8 @@ impl Detector {
             }
             if start {
                 starts.push((Some(c), pps[i], bps[i], thr));
-            } else if let Some(id) = cs.attack() {
-                updates.push((id, pps[i], bps[i], quiet));
-                if quiet.is_some() {
-                    cs.attack = None;
-                    cs.quiet_since = None;
-                }
+            } else {
+                carry(cs, pps[i], bps[i], quiet, &mut updates);
             }
         }
         // All traffic, in bits per second: a flood no class explains.
@@ -942,12 +938,8 @@ impl Detector {
                 starts.push((None, t.pps as f64, x, thr));
             } else if start {
                 cs.above = 0;
-            } else if let Some(id) = cs.attack() {
-                updates.push((id, t.pps as f64, x, quiet));
-                if quiet.is_some() {
-                    cs.attack = None;
-                    cs.quiet_since = None;
-                }
+            } else {
+                carry(cs, t.pps as f64, x, quiet, &mut updates);
             }
         }
 

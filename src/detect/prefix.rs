@@ -32,7 +32,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::classify::{self, Class, Signature, Vector};
-use super::judge::{Verdict, hold_at_cap, judge};
+use super::judge::{Verdict, carry, hold_at_cap, judge};
 use super::{Attack, ClassState, Detector, Event, Excluded, Thresholds, default_floor};
 use crate::telemetry::{Flow, MAX_SOURCES, Report, Rollup, Source, rollup_of};
 
@@ -501,12 +501,8 @@ impl Detector {
             anomalous_class |= start || cs.attack.is_some();
             if start {
                 starts.push((Some(c), pps[i], bps[i], thr));
-            } else if let Some(id) = cs.attack() {
-                updates.push((id, pps[i], bps[i], quiet));
-                if quiet.is_some() {
-                    cs.attack = None;
-                    cs.quiet_since = None;
-                }
+            } else {
+                carry(cs, pps[i], bps[i], quiet, &mut updates);
             }
         }
         {
@@ -523,12 +519,8 @@ impl Detector {
                 starts.push((None, total_pps, total_bps, thr));
             } else if start {
                 cs.above = 0;
-            } else if let Some(id) = cs.attack() {
-                updates.push((id, total_pps, total_bps, quiet));
-                if quiet.is_some() {
-                    cs.attack = None;
-                    cs.quiet_since = None;
-                }
+            } else {
+                carry(cs, total_pps, total_bps, quiet, &mut updates);
             }
         }
         if starts.is_empty() && updates.is_empty() {
