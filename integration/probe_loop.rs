@@ -114,6 +114,30 @@ fn controller_and_probe(lab: &mut Lab, config: &Path, api_port: u16, extra: &[&s
     log
 }
 
+/// NTP answers (UDP from port 123, 468 bytes) at 20k packets a second from the attacker's side to
+/// 4,000 destination ports of the victim, at most `max` packets or `secs` seconds, after a warm-up
+/// of the path; on its own thread. Returns (packets sent, seconds).
+fn ntp_spread_flood(
+    lab: &Lab,
+    max: u64,
+    secs: u64,
+) -> std::thread::JoinHandle<std::io::Result<(u64, f64)>> {
+    probe_lab::warm_up(&lab.ns_a, A4.parse().unwrap(), B4.parse().unwrap()).unwrap();
+    let ns_a = lab.ns_a.clone();
+    std::thread::spawn(move || {
+        probe_lab::send_udp_spread(
+            &ns_a,
+            SocketAddr::new(A4.parse().unwrap(), 123),
+            SocketAddr::new(B4.parse().unwrap(), 4444),
+            4000,
+            max,
+            20_000,
+            468,
+            Duration::from_secs(secs),
+        )
+    })
+}
+
 #[test]
 fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     if let Some(why) = probe_lab::unavailable() {
@@ -165,20 +189,7 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
     // The flood: UDP from port 123 at 20k packets a second, for at most 6 seconds, to 4,000
     // destination ports (as a reflection's answers go to its spoofed requests' ports): far more
     // flows than a report holds.
-    probe_lab::warm_up(&lab.ns_a, A4.parse().unwrap(), B4.parse().unwrap()).unwrap();
-    let ns_a = lab.ns_a.clone();
-    let flood = std::thread::spawn(move || {
-        probe_lab::send_udp_spread(
-            &ns_a,
-            SocketAddr::new(A4.parse().unwrap(), 123),
-            SocketAddr::new(B4.parse().unwrap(), 4444),
-            4000,
-            120_000,
-            20_000,
-            468,
-            Duration::from_secs(6),
-        )
-    });
+    let flood = ntp_spread_flood(&lab, 120_000, 6);
     let started = Instant::now();
     let want = "[destination: 192.0.2.2/32][protocol: ==udp][source-port: ==123]";
     let rules = || {
@@ -320,20 +331,7 @@ fn a_flood_from_a_trusted_source_starts_nothing_and_is_counted_apart() {
 
     // The same flood as above (20k pps from port 123, far above the 3,000 floor), from the
     // trusted address.
-    probe_lab::warm_up(&lab.ns_a, A4.parse().unwrap(), B4.parse().unwrap()).unwrap();
-    let ns_a = lab.ns_a.clone();
-    let flood = std::thread::spawn(move || {
-        probe_lab::send_udp_spread(
-            &ns_a,
-            SocketAddr::new(A4.parse().unwrap(), 123),
-            SocketAddr::new(B4.parse().unwrap(), 4444),
-            4000,
-            60_000,
-            20_000,
-            468,
-            Duration::from_secs(3),
-        )
-    });
+    let flood = ntp_spread_flood(&lab, 60_000, 3);
     let trusted = wait_for(
         "the flood counted as trusted",
         Duration::from_secs(5),
