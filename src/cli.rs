@@ -790,3 +790,63 @@ pub fn sflow(a: &ApiArgs) -> ExitCode {
         Ok(())
     })())
 }
+
+/// `deflect netflow`: the NetFlow/IPFIX collector's exporters.
+pub fn netflow(a: &ApiArgs) -> ExitCode {
+    let c = Client::new(a);
+    finish((|| {
+        let v = c.call("GET", "/api/v1/netflow", None)?;
+        print(a.json, &v, |v| {
+            let listen: Vec<&str> = v
+                .get("listen")?
+                .as_array()?
+                .iter()
+                .filter_map(|l| l.as_str())
+                .collect();
+            let mut rows = vec![format!(
+                "listening on {}; {} datagrams from untrusted addresses; {} dropped by the kernel, {} truncated",
+                listen.join(", "),
+                v.get("untrusted")?,
+                v.get("socket_drops")?,
+                v.get("truncated")?
+            )];
+            rows.push(format!(
+                "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>10} {}",
+                "EXPORTER",
+                "ADDRESS",
+                "DATAGRAMS",
+                "RECORDS",
+                "LOST",
+                "ERRORS",
+                "REFUSED",
+                "TEMPLATES",
+                "1 IN N",
+                "DELAY",
+                "LATE PKTS",
+                "LAST SEEN"
+            ));
+            for x in v.get("exporters")?.as_array()? {
+                rows.push(format!(
+                    "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>10} {}",
+                    x.get("name")?.as_str()?,
+                    x.get("address")?.as_str()?,
+                    x.get("datagrams")?.as_u64()?,
+                    x.get("records")?.as_u64()?,
+                    x.get("lost")?.as_u64()?,
+                    x.get("decode_errors")?.as_u64()?,
+                    x.get("records_refused")?.as_u64()? + x.get("intervals_refused")?.as_u64()?,
+                    x.get("templates")?.as_u64()?,
+                    x.get("sampling_rate")?.as_u64()?,
+                    format!("{:.1}s", x.get("delay_ms")?.as_u64()? as f64 / 1000.0),
+                    x.get("late_packets")?.as_u64()?,
+                    match x.get("last_seen_ms")?.as_u64()? {
+                        0 => "never".to_string(),
+                        t => ms_ago(t),
+                    }
+                ));
+            }
+            Some(rows.join("\n"))
+        });
+        Ok(())
+    })())
+}

@@ -60,6 +60,11 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The NetFlow/IPFIX collector's exporters and counters, through the API.
+    Netflow {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Attack captures (pcap), through the API.
     Pcap {
         #[command(flatten)]
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => deflect::tools::replay::main(args),
         Command::SflowFlood(args) => deflect::tools::sflow_flood::main(args),
         Command::Sflow { api } => cli::sflow(&api),
+        Command::Netflow { api } => cli::netflow(&api),
         Command::Pcap { api, cmd } => cli::pcap(&api, cmd),
         Command::Config { cmd } => cli::config(cmd),
         Command::Store { cmd } => deflect::tools::store::main(cmd),

@@ -86,6 +86,7 @@ pub struct Daemon {
     pub engine: EngineHandle,
     engine_task: tokio::task::JoinHandle<()>,
     pub collector: Option<Collector>,
+    pub netflow: Option<crate::collector::netflow::Collector>,
     /// Cancelled first at shutdown: detection, alerts and playbook retries stop.
     stop: CancellationToken,
     /// Cancelled last, once nothing else can ask it for anything: the mitigation set.
@@ -172,8 +173,17 @@ impl Daemon {
             ),
             None => None,
         };
+        let netflow = match &settings.netflow {
+            Some(c) => Some(
+                crate::collector::netflow::Collector::start(c, engine.clone())
+                    .await
+                    .map_err(|e| format!("NetFlow/IPFIX listen {:?}: {e}", c.listen))?,
+            ),
+            None => None,
+        };
         let api = Arc::new(ApiState {
             sflow: collector.as_ref().map(|c| c.stats.clone()),
+            netflow: netflow.as_ref().map(|c| c.stats.clone()),
             mitigations: mitigations.clone(),
             engine: engine.clone(),
             recorder: recorder.clone(),
@@ -217,6 +227,7 @@ impl Daemon {
             engine,
             engine_task,
             collector,
+            netflow,
             stop,
             set_stop,
             tasks,
@@ -268,6 +279,16 @@ impl Daemon {
         }
         if next.sflow.as_ref().map(|s| s.interval) != cur.sflow.as_ref().map(|s| s.interval) {
             refused.push("sflow.interval changes only at restart");
+        }
+        let timing = |s: &Settings| {
+            s.netflow
+                .as_ref()
+                .map(|n| (n.listen.clone(), n.interval, n.max_delay))
+        };
+        if timing(&next) != timing(cur) {
+            refused.push(
+                "netflow.listen, interval and max_delay (and turning the collector on or off) change only at restart",
+            );
         }
         if !refused.is_empty() {
             let text = format!("{}: {}", next.source, refused.join("; "));
@@ -329,6 +350,9 @@ impl Daemon {
         if let (Some(c), Some(s)) = (&self.collector, &next.sflow) {
             c.set_agents(s.agents.clone());
         }
+        if let (Some(c), Some(n)) = (&self.netflow, &next.netflow) {
+            c.set_exporters(n.exporters.clone());
+        }
         info!(reset = ?changed, removed = ?removed, "configuration reloaded");
         self.settings = next;
         Ok(())
@@ -341,6 +365,9 @@ impl Daemon {
         self.api_stop.cancel();
         let _ = self.api_task.await;
         if let Some(c) = &self.collector {
+            c.stop();
+        }
+        if let Some(c) = &self.netflow {
             c.stop();
         }
         self.stop.cancel();

@@ -302,6 +302,13 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
             }
         }
     }
+    if let Some(st) = s
+        .netflow
+        .as_ref()
+        .and_then(|st| st.lock().ok().map(|g| g.clone()))
+    {
+        netflow(&mut out, &st);
+    }
     let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
     out.push_str("# HELP deflect_peer_up Whether the BGP session is established.\n# TYPE deflect_peer_up gauge\n");
     for p in &peers {
@@ -320,4 +327,109 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// The NetFlow/IPFIX collector's counters, per exporter.
+fn netflow(out: &mut String, st: &crate::collector::netflow::CollectorStats) {
+    use crate::collector::netflow::ExporterStats;
+    for (name, help, v) in [
+        (
+            "deflect_netflow_untrusted_datagrams_total",
+            "NetFlow/IPFIX datagrams from addresses that are not trusted exporters.",
+            st.untrusted,
+        ),
+        (
+            "deflect_netflow_socket_drops_total",
+            "NetFlow/IPFIX datagrams the kernel dropped on the collector's full socket queues.",
+            st.socket_drops,
+        ),
+        (
+            "deflect_netflow_truncated_datagrams_total",
+            "NetFlow/IPFIX datagrams longer than the receive buffer: dropped.",
+            st.truncated,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    }
+    type Get = fn(&ExporterStats) -> u64;
+    let per_exporter: [(&str, &str, &str, Get); 11] = [
+        (
+            "deflect_netflow_datagrams_total",
+            "NetFlow/IPFIX datagrams received per exporter.",
+            "counter",
+            |e| e.datagrams,
+        ),
+        (
+            "deflect_netflow_records_total",
+            "Flow records read per exporter.",
+            "counter",
+            |e| e.records,
+        ),
+        (
+            "deflect_netflow_decode_errors_total",
+            "NetFlow/IPFIX datagrams (or sets) that did not decode.",
+            "counter",
+            |e| e.decode_errors,
+        ),
+        (
+            "deflect_netflow_lost_total",
+            "Missing from an exporter's sequence (v5: flows; v9: datagrams; IPFIX: records).",
+            "counter",
+            |e| e.lost,
+        ),
+        (
+            "deflect_netflow_records_refused_total",
+            "Flow records dropped: their sampling rate was above the exporter's max_sampling_rate.",
+            "counter",
+            |e| e.records_refused,
+        ),
+        (
+            "deflect_netflow_intervals_refused_total",
+            "NetFlow/IPFIX intervals refused: estimated above the exporter's max_pps.",
+            "counter",
+            |e| e.intervals_refused,
+        ),
+        (
+            "deflect_netflow_late_packets_total",
+            "Packets (as estimated) that arrived for an interval already handed to detection.",
+            "counter",
+            |e| e.late_packets,
+        ),
+        (
+            "deflect_netflow_sets_dropped_total",
+            "Data sets dropped: their template never came in time, or no room to hold them.",
+            "counter",
+            |e| e.sets_dropped,
+        ),
+        (
+            "deflect_netflow_templates_evicted_total",
+            "Templates evicted: the exporter's template table was full.",
+            "counter",
+            |e| e.templates_evicted,
+        ),
+        (
+            "deflect_netflow_delay_seconds",
+            "How long after an interval its records are handed to detection.",
+            "gauge",
+            |e| e.delay_ms / 1000,
+        ),
+        (
+            "deflect_netflow_templates",
+            "Templates in force per exporter.",
+            "gauge",
+            |e| e.templates as u64,
+        ),
+    ];
+    for (name, help, kind, get) in per_exporter {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for e in &st.exporters {
+            out.push_str(&format!(
+                "{name}{{exporter=\"{}\"}} {}\n",
+                e.name.replace('"', "'"),
+                get(e)
+            ));
+        }
+    }
 }

@@ -67,6 +67,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/policies"),
     ("get", "/api/v1/sflow"),
+    ("get", "/api/v1/netflow"),
     ("get", "/api/v1/alerts"),
     ("get", "/api/v1/ioc"),
     ("get", "/api/v1/openapi.json"),
@@ -113,6 +114,7 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/policies", get(policies))
         .route("/api/v1/sflow", get(sflow))
+        .route("/api/v1/netflow", get(netflow))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/ioc", get(ioc))
         .route("/api/v1/openapi.json", get(openapi))
@@ -588,6 +590,24 @@ async fn sflow(
             ApiError(
                 StatusCode::NOT_FOUND,
                 "the sFlow collector is off; configure sflow: to turn it on".into(),
+            )
+        })?;
+    Ok(axum::Json(stats))
+}
+
+async fn netflow(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_read()?;
+    let stats = s
+        .netflow
+        .as_ref()
+        .and_then(|st| st.lock().ok().map(|g| g.clone()))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "the NetFlow/IPFIX collector is off; configure netflow: to turn it on".into(),
             )
         })?;
     Ok(axum::Json(stats))

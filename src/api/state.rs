@@ -37,6 +37,8 @@ pub struct ApiState {
     pub alerts: crate::alert::Alerter,
     /// The sFlow collector's counters, when it runs.
     pub sflow: Option<SharedStats>,
+    /// The NetFlow/IPFIX collector's counters, when it runs.
+    pub netflow: Option<crate::collector::netflow::SharedStats>,
     pub tokens: RwLock<Vec<Token>>,
     pub peers: RwLock<Vec<PeerHandle>>,
     pub started: Instant,

@@ -39,6 +39,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::{TrustedAgent, refuse_interval, sanitize, unmapped};
 use crate::clock::now_ms;
 use crate::engine::EngineHandle;
 use crate::pcap::{Frame, Recorder, with_ethernet};
@@ -56,34 +57,6 @@ pub struct Settings {
     /// Sources never counted as attack traffic (`detection.trusted_sources`) at start; after
     /// that, the list detection sends back with each answer (so a reload reaches it).
     pub trusted: Vec<IpNet>,
-}
-
-/// One trusted sFlow agent, by the source address of its datagrams.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedAgent {
-    pub address: IpAddr,
-    pub name: String,
-    /// Used instead of the sampling rate the agent announces.
-    pub sampling_rate: Option<u32>,
-    /// It samples before the edge's filters.
-    pub pre_filter: bool,
-    /// Sparsest sampling rate believed (1 in this many); samples announcing more are dropped.
-    pub max_sampling_rate: u32,
-    /// Most packets per second its links can carry: an interval estimated above is refused.
-    pub max_pps: u64,
-}
-
-/// The default `max_sampling_rate`: the sparsest rate switch vendors recommend for 100 GbE and
-/// faster links is around 1:16384 to 1:65536.
-pub const DEFAULT_MAX_SAMPLING_RATE: u32 = 65_536;
-/// The default `max_pps`: one 100 GbE link at line rate (64-byte frames).
-pub const DEFAULT_MAX_PPS: u64 = 150_000_000;
-
-impl TrustedAgent {
-    /// The node its reports come from, for detection.
-    pub fn node(&self) -> String {
-        format!("sflow:{}", self.name)
-    }
 }
 
 /// What the API shows of one agent.
@@ -229,27 +202,13 @@ fn new_agent(a: &TrustedAgent, trusted: &[IpNet]) -> Agent {
 impl Agent {
     /// The interval's estimates, or `None` if they are beyond what the agent's links carry.
     fn interval(&mut self, agg: Aggregator, elapsed: Duration) -> Option<Finished> {
-        let finished = agg.finish_all(elapsed);
-        let total: u64 = finished
-            .targets
-            .iter()
-            .map(|t| t.pps)
-            .fold(0, u64::saturating_add);
-        if total > self.config.max_pps {
-            self.stats.intervals_refused += 1;
-            warn!(
-                agent = %self.config.name,
-                pps = total,
-                max = self.config.max_pps,
-                "sFlow interval estimated above max_pps: refused (a lying or spoofed agent, or max_pps too low)"
-            );
-            self.stats.last_error = Some(format!(
-                "interval estimated at {total} pps, above max_pps {}: refused",
-                self.config.max_pps
-            ));
-            return None;
-        }
-        Some(finished)
+        refuse_interval(
+            agg.finish_all(elapsed),
+            self.config.max_pps,
+            &self.config.name,
+            &mut self.stats.intervals_refused,
+            &mut self.stats.last_error,
+        )
     }
 
     /// One datagram from this agent: sequence tracking, and its flow samples into the interval.
@@ -422,19 +381,9 @@ impl Agents {
         now_ms: u64,
         recorder: Option<&Recorder>,
     ) {
-        let from = match from {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(from, IpAddr::V4),
-            v4 => v4,
-        };
+        let from = unmapped(from);
         if self.adopt && !self.agents.contains_key(&from) {
-            let a = TrustedAgent {
-                address: from,
-                name: from.to_string(),
-                sampling_rate: None,
-                pre_filter: false,
-                max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
-                max_pps: DEFAULT_MAX_PPS,
-            };
+            let a = TrustedAgent::adopted(from);
             self.agents.insert(from, new_agent(&a, &self.trusted));
         }
         let Some(agent) = self.agents.get_mut(&from) else {
@@ -556,19 +505,6 @@ impl Run {
     }
 }
 
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(56)
-        .collect()
-}
-
 /// The packet a flow sample describes: from its raw header (parsed like the probe's samples, and
 /// kept as a frame for captures), or else from its sampled IPv4/IPv6 record.
 fn sampled_packet(records: &[FlowRecord]) -> Option<(PacketInfo, Option<Bytes>)> {
@@ -645,6 +581,7 @@ mod tests {
     use deflect_sflow::{FlowSample, ethernet_udp_frame};
 
     use super::*;
+    use crate::collector::{DEFAULT_MAX_PPS, DEFAULT_MAX_SAMPLING_RATE};
 
     fn agent(rate: Option<u32>) -> Agent {
         new_agent(
@@ -655,6 +592,7 @@ mod tests {
                 pre_filter: false,
                 max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
                 max_pps: DEFAULT_MAX_PPS,
+                export_delay: None,
             },
             &[],
         )

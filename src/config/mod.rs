@@ -34,7 +34,9 @@ pub use self::api::{ApiConfig, TokenConfig};
 pub use self::detection::{DetectionConfig, ThresholdsConfig};
 pub use self::limits::Limits;
 pub use self::neighbors::{NeighborConfig, RtbhConfig};
-pub use self::outputs::{AlertConfig, ForensicsConfig, IocConfig, SflowAgentConfig, SflowConfig};
+pub use self::outputs::{
+    AgentConfig, AlertConfig, ForensicsConfig, IocConfig, NetflowConfig, SflowConfig,
+};
 use crate::diag::{ConfigError, ConfigErrors, yaml_error};
 use crate::mitigation::guardrails::Guardrails;
 use crate::peer::Neighbor;
@@ -79,6 +81,8 @@ pub struct Config {
     pub forensics: ForensicsConfig,
     /// The sFlow collector.
     pub sflow: Option<SflowConfig>,
+    /// The NetFlow v5/v9 and IPFIX collector.
+    pub netflow: Option<NetflowConfig>,
     /// Where alerts go.
     #[serde(default)]
     pub alerts: Vec<AlertConfig>,
@@ -117,6 +121,7 @@ pub struct Settings {
     pub policy_dir: Option<PathBuf>,
     pub pcap: crate::pcap::Limits,
     pub sflow: Option<crate::collector::Settings>,
+    pub netflow: Option<crate::collector::netflow::Settings>,
     pub alerts: Vec<crate::alert::Sink>,
     /// Indicator lists: (name, file).
     pub ioc: Vec<(String, PathBuf)>,
@@ -239,12 +244,23 @@ impl Config {
         if let Some(s) = &mut sflow {
             s.trusted = detection.trusted_sources.clone();
         }
+        let mut netflow = self.netflow.as_ref().map(|c| outputs::netflow(c, &mut err));
+        if let Some(n) = &mut netflow {
+            n.trusted = detection.trusted_sources.clone();
+        }
         let mut detection = detection;
         detection.upstream = sflow
             .iter()
             .flat_map(|s| &s.agents)
             .filter(|a| a.pre_filter)
             .map(|a| a.node())
+            .chain(
+                netflow
+                    .iter()
+                    .flat_map(|n| &n.exporters)
+                    .filter(|a| a.pre_filter)
+                    .map(crate::collector::netflow::node),
+            )
             .collect();
         if !errs.is_empty() {
             errs.sort_by_key(|e| (e.line, e.column));
@@ -266,6 +282,7 @@ impl Config {
             policy_dir: Some(self.policies.unwrap_or_else(|| PathBuf::from("policies"))),
             pcap,
             sflow,
+            netflow,
             alerts,
             ioc,
         })
@@ -317,6 +334,9 @@ mod tests {
         let example =
             Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deflect.yaml"))
                 .unwrap();
-        assert_eq!(example.detection.upstream, ["sflow:transit-in"]);
+        assert_eq!(
+            example.detection.upstream,
+            ["sflow:transit-in", "netflow:transit-edge"]
+        );
     }
 }

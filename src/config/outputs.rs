@@ -1,5 +1,5 @@
 //! What deflect gathers and tells besides mitigations: `forensics` (captures), `alerts`, `ioc`
-//! (indicator lists) and `sflow` (the collector).
+//! (indicator lists), `sflow` and `netflow` (the collectors).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -68,29 +68,56 @@ pub struct SflowConfig {
     pub interval: Option<Spanned<String>>,
     /// Trusted agents, by the source address of their datagrams; others are dropped and counted.
     #[serde(default)]
-    pub agents: Vec<SflowAgentConfig>,
+    pub agents: Vec<AgentConfig>,
 }
 
 fn default_sflow_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 6343))
 }
 
+/// The NetFlow v5/v9 and IPFIX collector, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SflowAgentConfig {
+pub struct NetflowConfig {
+    /// Where datagrams arrive, every version on each (default 0.0.0.0:2055 and 0.0.0.0:4739).
+    #[serde(default = "default_netflow_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// How often estimates are handed to detection (default 1s).
+    pub interval: Option<Spanned<String>>,
+    /// The longest an interval waits for late records (default 60s).
+    pub max_delay: Option<Spanned<String>>,
+    /// Trusted exporters, by the source address of their datagrams; others are dropped and counted.
+    #[serde(default)]
+    pub exporters: Vec<AgentConfig>,
+}
+
+fn default_netflow_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], 2055)),
+        SocketAddr::from(([0, 0, 0, 0], 4739)),
+    ]
+}
+
+/// One trusted sFlow agent or NetFlow/IPFIX exporter, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
     pub address: Spanned<IpAddr>,
     /// Defaults to the address.
     pub name: Option<String>,
-    /// Use this sampling rate instead of the one the agent announces.
+    /// Use this sampling rate instead of the one the exporter announces.
     pub sampling_rate: Option<Spanned<u32>>,
-    /// The agent samples traffic before the edge's filters (on the routers' upstream ports): what
+    /// The exporter sees traffic before the edge's filters (on the routers' upstream ports): what
     /// it sees is not hidden by deflect's own rules, so it can tell when an attack really ended.
     #[serde(default)]
     pub pre_filter: bool,
     /// Sparsest sampling rate believed; samples announcing more are dropped and counted.
     pub max_sampling_rate: Option<Spanned<u32>>,
-    /// Most packets per second the agent's links carry; an interval estimated above is refused.
+    /// Most packets per second the exporter's links carry; an interval estimated above is refused.
     pub max_pps: Option<Spanned<u64>>,
+    /// NetFlow/IPFIX only: how long after an interval its records are all in (the exporter's
+    /// longer timeout); learned when not set.
+    pub export_delay: Option<Spanned<String>>,
 }
 
 /// Checks the capture limits.
@@ -229,52 +256,17 @@ pub(super) fn sflow(
     c: &SflowConfig,
     err: &mut dyn FnMut(&Location, String),
 ) -> collector::Settings {
-    let mut interval = Duration::from_secs(1);
-    if let Some(i) = &c.interval {
-        if let Some(d) = positive_duration(i, "interval", "1s", err) {
-            interval = d;
-        }
-    }
+    let interval = interval(c.interval.as_ref(), err);
     let mut agents: Vec<collector::TrustedAgent> = Vec::new();
     for a in &c.agents {
-        if agents.iter().any(|x| x.address == a.address.value) {
+        if let Some(d) = &a.export_delay {
             err(
-                &a.address.referenced,
-                format!("agent {} is listed twice", a.address.value),
+                &d.referenced,
+                "export_delay is for NetFlow/IPFIX exporters: sFlow samples packets as they pass; remove it".into(),
             );
         }
-        if let Some(r) = &a.sampling_rate {
-            if r.value == 0 {
-                err(&r.referenced, "sampling_rate is at least 1".into());
-            }
-        }
-        if let Some(r) = &a.max_sampling_rate {
-            if r.value == 0 {
-                err(&r.referenced, "max_sampling_rate is at least 1".into());
-            }
-        }
-        if let Some(r) = &a.max_pps {
-            if r.value == 0 {
-                err(&r.referenced, "max_pps is at least 1".into());
-            }
-        }
-        agents.push(collector::TrustedAgent {
-            address: a.address.value,
-            name: a
-                .name
-                .clone()
-                .unwrap_or_else(|| a.address.value.to_string()),
-            sampling_rate: a.sampling_rate.as_ref().map(|r| r.value.max(1)),
-            pre_filter: a.pre_filter,
-            max_sampling_rate: a
-                .max_sampling_rate
-                .as_ref()
-                .map_or(collector::DEFAULT_MAX_SAMPLING_RATE, |r| r.value.max(1)),
-            max_pps: a
-                .max_pps
-                .as_ref()
-                .map_or(collector::DEFAULT_MAX_PPS, |r| r.value.max(1)),
-        });
+        let agent = trusted_agent(a, &agents, err);
+        agents.push(agent);
     }
     collector::Settings {
         listen: c.listen,
@@ -282,5 +274,107 @@ pub(super) fn sflow(
         agents,
         // Filled in from detection.trusted_sources once both are read.
         trusted: Vec::new(),
+    }
+}
+
+/// Checks the NetFlow/IPFIX collector's settings.
+pub(super) fn netflow(
+    c: &NetflowConfig,
+    err: &mut dyn FnMut(&Location, String),
+) -> collector::netflow::Settings {
+    let interval = interval(c.interval.as_ref(), err);
+    let mut max_delay = collector::netflow::DEFAULT_MAX_DELAY;
+    if let Some(d) = &c.max_delay {
+        if let Some(d) = positive_duration(d, "max_delay", "60s", err) {
+            max_delay = d;
+        }
+    }
+    let mut exporters: Vec<collector::TrustedAgent> = Vec::new();
+    for a in &c.exporters {
+        let mut e = trusted_agent(a, &exporters, err);
+        if let Some(d) = &a.export_delay {
+            match crate::diag::parse_duration(&d.value) {
+                Some(v) if v <= max_delay => e.export_delay = Some(v),
+                Some(_) => err(
+                    &d.referenced,
+                    format!(
+                        "export_delay {:?} is beyond max_delay ({}s): raise max_delay or lower it",
+                        d.value,
+                        max_delay.as_secs()
+                    ),
+                ),
+                None => err(
+                    &d.referenced,
+                    format!("export_delay {:?} is not a duration; write e.g. 2s", d.value),
+                ),
+            }
+        }
+        exporters.push(e);
+    }
+    if c.listen.is_empty() {
+        err(
+            &Location::UNKNOWN,
+            "netflow.listen is empty: give at least one address, e.g. 0.0.0.0:2055".into(),
+        );
+    }
+    collector::netflow::Settings {
+        listen: c.listen.clone(),
+        interval,
+        max_delay,
+        exporters,
+        trusted: Vec::new(),
+    }
+}
+
+/// A collector's `interval` (default 1s).
+fn interval(i: Option<&Spanned<String>>, err: &mut dyn FnMut(&Location, String)) -> Duration {
+    i.and_then(|i| positive_duration(i, "interval", "1s", err))
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// One trusted agent or exporter, checked against the others already listed.
+fn trusted_agent(
+    a: &AgentConfig,
+    listed: &[collector::TrustedAgent],
+    err: &mut dyn FnMut(&Location, String),
+) -> collector::TrustedAgent {
+    if listed.iter().any(|x| x.address == a.address.value) {
+        err(
+            &a.address.referenced,
+            format!("{} is listed twice", a.address.value),
+        );
+    }
+    if let Some(r) = &a.sampling_rate {
+        if r.value == 0 {
+            err(&r.referenced, "sampling_rate is at least 1".into());
+        }
+    }
+    if let Some(r) = &a.max_sampling_rate {
+        if r.value == 0 {
+            err(&r.referenced, "max_sampling_rate is at least 1".into());
+        }
+    }
+    if let Some(r) = &a.max_pps {
+        if r.value == 0 {
+            err(&r.referenced, "max_pps is at least 1".into());
+        }
+    }
+    collector::TrustedAgent {
+        address: a.address.value,
+        name: a
+            .name
+            .clone()
+            .unwrap_or_else(|| a.address.value.to_string()),
+        sampling_rate: a.sampling_rate.as_ref().map(|r| r.value.max(1)),
+        pre_filter: a.pre_filter,
+        max_sampling_rate: a
+            .max_sampling_rate
+            .as_ref()
+            .map_or(collector::DEFAULT_MAX_SAMPLING_RATE, |r| r.value.max(1)),
+        max_pps: a
+            .max_pps
+            .as_ref()
+            .map_or(collector::DEFAULT_MAX_PPS, |r| r.value.max(1)),
+        export_delay: None,
     }
 }

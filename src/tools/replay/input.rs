@@ -3,7 +3,9 @@
 //! Three kinds of file, told apart by their first bytes:
 //! - a capture (pcap, either byte order and resolution, or pcapng as tshark and tcpdump write):
 //!   UDP datagrams to the sFlow port are an agent's datagrams and go through the collector's own
-//!   per-agent state ([`Agents`]); every other frame is traffic as a probe samples it and goes
+//!   per-agent state ([`Agents`]); datagrams to a NetFlow/IPFIX port go through that collector's
+//!   per-exporter state ([`Exporters`]: templates, and records spread over the time they cover,
+//!   handed over after the learned delay as live); every other frame is traffic as a probe samples it and goes
 //!   through the probe's aggregator, one in `one_in` of the packets it stands for. Ethernet,
 //!   Linux cooked (v1 and v2) and raw IP link types are read.
 //! - JSON lines of reports, as the probe sends them (`deflect probe --record FILE` writes them):
@@ -30,6 +32,7 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use serde::Serialize;
 
 use crate::collector::Agents;
+use crate::collector::netflow::Exporters;
 use crate::pcap::with_ethernet;
 use crate::telemetry::Report;
 use crate::traffic::aggregate::Aggregator;
@@ -46,11 +49,17 @@ pub struct Options {
     pub node: String,
     /// UDP destination port of sFlow datagrams.
     pub sflow_port: u16,
+    /// UDP destination ports of NetFlow v5/v9 and IPFIX datagrams.
+    pub netflow_ports: Vec<u16>,
     /// Most errors kept per file (the rest counted).
     pub max_errors: usize,
     /// The configuration's sFlow agents (names, sampling overrides, bounds); any other address
     /// in a capture is an agent with the defaults.
     pub agents: Vec<crate::collector::TrustedAgent>,
+    /// The configuration's NetFlow/IPFIX exporters, likewise.
+    pub exporters: Vec<crate::collector::TrustedAgent>,
+    /// The longest NetFlow/IPFIX records are waited for.
+    pub max_delay: Duration,
     /// Detection's trusted sources: left out where samples are aggregated, as live.
     pub trusted: Vec<ipnet::IpNet>,
 }
@@ -76,6 +85,8 @@ pub struct FileInfo {
     pub traffic: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub sflow_datagrams: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub netflow_datagrams: u64,
     /// Frames with no IP packet, of an unknown link type, or unreadable lines.
     #[serde(skip_serializing_if = "is_zero")]
     pub skipped: u64,
@@ -305,21 +316,22 @@ fn ethernet(link: DataLink, data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// An sFlow datagram in this frame: its UDP payload and the agent it comes from.
-fn sflow(frame: &[u8], port: u16) -> Option<(IpAddr, Bytes)> {
+/// A UDP datagram in this frame: its destination port, the address it comes from, its payload.
+fn udp(frame: &[u8]) -> Option<(u16, IpAddr, Bytes)> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
     let Some(TransportSlice::Udp(udp)) = &p.transport else {
         return None;
     };
-    if udp.destination_port() != port {
-        return None;
-    }
     let from = match p.net.as_ref()? {
         etherparse::NetSlice::Ipv4(ip) => IpAddr::V4(ip.header().source_addr()),
         etherparse::NetSlice::Ipv6(ip) => IpAddr::V6(ip.header().source_addr()),
         _ => return None,
     };
-    Some((from, Bytes::copy_from_slice(udp.payload())))
+    Some((
+        udp.destination_port(),
+        from,
+        Bytes::copy_from_slice(udp.payload()),
+    ))
 }
 
 /// Longest silence in a capture filled with quiet intervals; past it, nothing is reported until
@@ -333,13 +345,19 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
     let mut out = Vec::new();
     let mut agg = Aggregator::new().with_trusted(opts.trusted.clone());
     let mut agents = Agents::adopting(&opts.agents, &opts.trusted);
+    let mut exporters =
+        Exporters::adopting(&opts.exporters, &opts.trusted, opts.interval, opts.max_delay);
     let mut seq = 0;
     // The current interval: [end - step, end).
     let mut end: Option<u64> = None;
     let mut last = 0;
     let mut traffic_seen = false;
-    let mut flush =
-        |agg: &mut Aggregator, agents: &mut Agents, at: u64, elapsed: u64, traffic: bool| {
+    let mut flush = |agg: &mut Aggregator,
+                     agents: &mut Agents,
+                     exporters: &mut Exporters,
+                     at: u64,
+                     elapsed: u64,
+                     traffic: bool| {
             let elapsed = Duration::from_millis(elapsed);
             if traffic {
                 let a =
@@ -366,7 +384,11 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
                     },
                 });
             }
-            for (node, report) in agents.flush(elapsed, at) {
+            for (node, report) in agents
+                .flush(elapsed, at)
+                .into_iter()
+                .chain(exporters.flush(at))
+            {
                 out.push(Timed {
                     at_ms: at,
                     node,
@@ -388,7 +410,7 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
         last = t;
         let mut e = *end.get_or_insert(t + step);
         if t >= e {
-            flush(&mut agg, &mut agents, e, step, traffic_seen);
+            flush(&mut agg, &mut agents, &mut exporters, e, step, traffic_seen);
             e += step;
         }
         if t >= e + MAX_GAP_MS {
@@ -398,7 +420,7 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
             e = t + step;
         }
         while t >= e {
-            flush(&mut agg, &mut agents, e, step, traffic_seen);
+            flush(&mut agg, &mut agents, &mut exporters, e, step, traffic_seen);
             e += step;
         }
         end = Some(e);
@@ -412,10 +434,18 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
             );
             continue;
         };
-        if let Some((from, payload)) = sflow(&frame, opts.sflow_port) {
-            info.sflow_datagrams += 1;
-            agents.datagram(payload, from, t, None);
-            continue;
+        match udp(&frame) {
+            Some((port, from, payload)) if port == opts.sflow_port => {
+                info.sflow_datagrams += 1;
+                agents.datagram(payload, from, t, None);
+                continue;
+            }
+            Some((port, from, payload)) if opts.netflow_ports.contains(&port) => {
+                info.netflow_datagrams += 1;
+                exporters.datagram(payload, from, t);
+                continue;
+            }
+            _ => {}
         }
         match packet::parse(&frame) {
             Some(p) => {
@@ -432,10 +462,26 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
             flush(
                 &mut agg,
                 &mut agents,
+                &mut exporters,
                 e - step + partial,
                 partial,
                 traffic_seen,
             );
+        }
+        // NetFlow/IPFIX records still waiting for their delay: handed over as live, after it.
+        let mut at = e - step + partial.max(1);
+        for _ in 0..=(opts.max_delay.as_millis() as u64 / step) {
+            if !exporters.pending() {
+                break;
+            }
+            at += step;
+            for (node, report) in exporters.flush(at) {
+                out.push(Timed {
+                    at_ms: at,
+                    node,
+                    report,
+                });
+            }
         }
     }
     out
@@ -452,8 +498,11 @@ mod tests {
             one_in: 1,
             node: "t".into(),
             sflow_port: 6343,
+            netflow_ports: vec![2055, 4739],
             max_errors: 5,
             agents: Vec::new(),
+            exporters: Vec::new(),
+            max_delay: Duration::from_secs(60),
             trusted: Vec::new(),
         }
     }

@@ -67,6 +67,9 @@ pub struct ReplayArgs {
     /// UDP destination port of the sFlow datagrams in captures.
     #[arg(long, default_value_t = 6343)]
     pub sflow_port: u16,
+    /// UDP destination ports of the NetFlow v5/v9 and IPFIX datagrams in captures.
+    #[arg(long = "netflow-port", default_values_t = [2055, 4739, 9995, 9996])]
+    pub netflow_ports: Vec<u16>,
     /// Most time the replay runs on after the recording, waiting for withdrawals.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub tail: Duration,
@@ -193,12 +196,22 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
         one_in: args.one_in,
         node: args.node.clone(),
         sflow_port: args.sflow_port,
+        netflow_ports: args.netflow_ports.clone(),
         max_errors: 20,
         agents: settings
             .sflow
             .as_ref()
             .map(|c| c.agents.clone())
             .unwrap_or_default(),
+        exporters: settings
+            .netflow
+            .as_ref()
+            .map(|c| c.exporters.clone())
+            .unwrap_or_default(),
+        max_delay: settings
+            .netflow
+            .as_ref()
+            .map_or(crate::collector::netflow::DEFAULT_MAX_DELAY, |c| c.max_delay),
         trusted: settings.detection.trusted_sources.clone(),
     };
     let mut reports: Vec<Timed> = Vec::new();
@@ -367,8 +380,8 @@ fn text(out: &Outcome) -> String {
             f.reports,
             if f.frames > 0 {
                 format!(
-                    ", {} frames ({} traffic, {} sFlow)",
-                    f.frames, f.traffic, f.sflow_datagrams
+                    ", {} frames ({} traffic, {} sFlow, {} NetFlow/IPFIX)",
+                    f.frames, f.traffic, f.sflow_datagrams, f.netflow_datagrams
                 )
             } else {
                 String::new()
@@ -510,6 +523,7 @@ mod tests {
             one_in: 1,
             node: "replay".into(),
             sflow_port: 6343,
+            netflow_ports: vec![2055, 4739],
             tail: Duration::from_secs(24 * 3600),
         };
         let started = std::time::Instant::now();
