@@ -3,6 +3,9 @@
 //! where the data came from.
 //!
 //! - [`sflow`]: sFlow v5 agents (packet samples).
+//! - [`netflow`]: NetFlow v5/v9 and IPFIX exporters (flow records), through [`spread`], which
+//!   turns records that cover time into per-interval rates.
+//! - [`recv`]: the datagram sockets both read from, in batches.
 //!
 //! Shared here: what a trusted exporter is and may claim ([`TrustedAgent`]), and the check of an
 //! interval's estimate against what its links carry.
@@ -14,7 +17,10 @@ use tracing::warn;
 
 use crate::traffic::aggregate::Finished;
 
+pub mod netflow;
+pub mod recv;
 pub mod sflow;
+pub mod spread;
 
 pub use sflow::{AgentStats, Agents, Collector, CollectorStats, Settings, SharedStats};
 

@@ -608,3 +608,272 @@ impl Run {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use deflect_netflow::encode::{IpfixMessage, V5Message, flow_template, values_for};
+
+    use super::*;
+    use crate::collector::{DEFAULT_MAX_PPS, DEFAULT_MAX_SAMPLING_RATE};
+
+    const EXPORTER: &str = "192.0.2.1";
+    const VICTIM: &str = "203.0.113.9";
+    const T0: u64 = 1_800_000_000_000;
+
+    fn exporter(sampling_rate: Option<u32>) -> TrustedAgent {
+        TrustedAgent {
+            address: EXPORTER.parse().unwrap(),
+            name: "edge1".into(),
+            sampling_rate,
+            pre_filter: false,
+            max_sampling_rate: DEFAULT_MAX_SAMPLING_RATE,
+            max_pps: DEFAULT_MAX_PPS,
+            export_delay: None,
+        }
+    }
+
+    fn exporters(e: TrustedAgent) -> Exporters {
+        Exporters::new(&[e], &[], Duration::from_secs(1), DEFAULT_MAX_DELAY)
+    }
+
+    /// NTP answers from `src` to the victim: `packets` of 468 bytes over [start, end].
+    fn ntp(src: &str, packets: u64, start: u64, end: u64) -> Flow {
+        Flow {
+            src: src.parse().unwrap(),
+            dst: VICTIM.parse().unwrap(),
+            proto: 17,
+            src_port: 123,
+            dst_port: 4444,
+            tcp_flags: 0,
+            icmp_type_code: None,
+            fragment: false,
+            packets,
+            bytes: packets * 468,
+            start_ms: Some(start),
+            end_ms: Some(end),
+            sampling: None,
+            direction: None,
+            input: 1,
+            output: 2,
+            section: None,
+        }
+    }
+
+    /// An IPFIX message exported at `export_ms` (whole seconds) with the template and `flows`.
+    fn ipfix(seq: u32, export_ms: u64, flows: &[Flow]) -> Bytes {
+        let t = flow_template(256, false, true);
+        let records: Vec<_> = flows
+            .iter()
+            .map(|f| values_for(&t, f, export_ms, None))
+            .collect();
+        IpfixMessage::new(7)
+            .export_secs((export_ms / 1000) as u32)
+            .sequence(seq)
+            .template(&t)
+            .data(&t, &records)
+            .encode()
+            .freeze()
+    }
+
+    /// The victim's rate in each report of `flush` from `from` to `to` seconds after T0.
+    fn rates(e: &mut Exporters, from: u64, to: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for s in from..to {
+            for (node, r) in e.flush(T0 + s * 1000) {
+                assert_eq!(node, "netflow:edge1");
+                let victim: IpAddr = VICTIM.parse().unwrap();
+                out.push(
+                    r.targets
+                        .iter()
+                        .filter(|t| t.dst == victim)
+                        .map(|t| t.pps)
+                        .sum(),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn records_exported_every_second_give_the_flood_rate_a_second_later() {
+        // 20 reflectors, 1,000 pps each, exported every second (a 1 s active timeout), received
+        // 50 ms after export by a collector whose clock is 3 s ahead of the router's.
+        let mut e = exporters(exporter(None));
+        let skew = 3000;
+        let mut got = Vec::new();
+        for s in 1..30u64 {
+            let export = T0 + s * 1000;
+            let flows: Vec<Flow> = (0..20)
+                .map(|i| ntp(&format!("198.51.100.{i}"), 1000, export - 1000, export))
+                .collect();
+            e.datagram(
+                ipfix(s as u32, export, &flows),
+                EXPORTER.parse().unwrap(),
+                export + skew + 50,
+            );
+            got.extend(rates(&mut e, s + 3, s + 4));
+        }
+        let tail = &got[got.len() - 15..];
+        assert!(tail.iter().all(|&r| r == 20_000), "{got:?}");
+        let stats = {
+            let mut st = CollectorStats::default();
+            e.publish(&mut st);
+            st.exporters[0].clone()
+        };
+        assert_eq!((stats.ipfix, stats.records, stats.lost), (29, 580, 0));
+        assert!(stats.delay_ms <= 2000, "{}", stats.delay_ms);
+        assert_eq!(stats.late_packets, 0);
+    }
+
+    #[test]
+    fn sampling_multiplies_and_an_absurd_rate_is_refused() {
+        // v5 at 1:100, announced in the header.
+        let mut e = exporters(exporter(None));
+        let at = T0 + 10_000;
+        let mut m = V5Message::new(at, 1_000_000).sampling_interval(100);
+        for i in 0..10 {
+            m = m.flow(&ntp(&format!("198.51.100.{i}"), 10, at - 1000, at));
+        }
+        e.datagram(m.encode().freeze(), EXPORTER.parse().unwrap(), at);
+        let victim: IpAddr = VICTIM.parse().unwrap();
+        let total: u64 = (0..5)
+            .flat_map(|k| e.flush(at + k * 1000))
+            .flat_map(|(_, r)| r.targets)
+            .filter(|t| t.dst == victim)
+            .map(|t| t.pps)
+            .sum();
+        assert_eq!(total, 10 * 10 * 100);
+        // A record claiming 1 in 2^32-1: dropped and counted, not a 4 Gpps flood.
+        let mut e = exporters(exporter(None));
+        let mut f = ntp("198.51.100.1", 10, at - 1000, at);
+        f.sampling = Some(u32::MAX);
+        let t = flow_template(256, false, true);
+        let mut t34 = t.clone();
+        t34.fields
+            .push(deflect_netflow::FieldSpec::new(deflect_netflow::ie::SAMPLING_INTERVAL, 4));
+        let d = IpfixMessage::new(1)
+            .export_secs((at / 1000) as u32)
+            .template(&t34)
+            .data(&t34, &[values_for(&t34, &f, at, None)])
+            .encode()
+            .freeze();
+        e.datagram(d, EXPORTER.parse().unwrap(), at);
+        let mut st = CollectorStats::default();
+        e.publish(&mut st);
+        assert_eq!(st.exporters[0].records_refused, 1, "{:?}", st.exporters[0]);
+        // The operator's override is believed instead.
+        let mut e = exporters(exporter(Some(1000)));
+        e.datagram(
+            ipfix(0, at, &[ntp("198.51.100.1", 10, at - 1000, at)]),
+            EXPORTER.parse().unwrap(),
+            at,
+        );
+        let total: u64 = (0..5)
+            .flat_map(|k| e.flush(at + k * 1000))
+            .flat_map(|(_, r)| r.targets)
+            .map(|t| t.pps)
+            .sum();
+        assert_eq!(total, 10_000);
+    }
+
+    #[test]
+    fn untrusted_exporters_are_dropped_and_an_interval_beyond_the_links_is_refused() {
+        let mut e = exporters(TrustedAgent {
+            max_pps: 50_000,
+            ..exporter(None)
+        });
+        let at = T0 + 5000;
+        e.datagram(
+            ipfix(0, at, &[ntp("198.51.100.1", 1000, at - 1000, at)]),
+            "192.0.2.99".parse().unwrap(),
+            at,
+        );
+        e.datagram(
+            ipfix(0, at, &[ntp("198.51.100.1", 100_000, at - 1000, at)]),
+            EXPORTER.parse().unwrap(),
+            at,
+        );
+        let reports: Vec<_> = (0..5).flat_map(|k| e.flush(at + k * 1000)).collect();
+        assert!(
+            reports.iter().all(|(_, r)| r.targets.iter().all(|t| t.pps < 50_000)),
+            "{reports:?}"
+        );
+        let mut st = CollectorStats::default();
+        e.publish(&mut st);
+        assert_eq!(st.untrusted, 1);
+        assert_eq!(st.last_untrusted, Some("192.0.2.99".parse().unwrap()));
+        assert_eq!(st.exporters[0].intervals_refused, 1);
+    }
+
+    #[test]
+    fn data_before_its_template_is_counted_when_the_template_comes() {
+        let mut e = exporters(exporter(None));
+        let at = T0 + 5000;
+        let t = flow_template(300, false, true);
+        let f = ntp("198.51.100.1", 500, at - 1000, at);
+        let data_only = IpfixMessage::new(7)
+            .export_secs((at / 1000) as u32)
+            .data(&t, &[values_for(&t, &f, at, None)])
+            .encode()
+            .freeze();
+        let template_only = IpfixMessage::new(7)
+            .export_secs((at / 1000) as u32)
+            .sequence(1)
+            .template(&t)
+            .encode()
+            .freeze();
+        e.datagram(data_only, EXPORTER.parse().unwrap(), at);
+        e.datagram(template_only, EXPORTER.parse().unwrap(), at + 100);
+        let total: u64 = (0..5)
+            .flat_map(|k| e.flush(at + k * 1000))
+            .flat_map(|(_, r)| r.targets)
+            .map(|t| t.pps)
+            .sum();
+        assert_eq!(total, 500);
+        let mut st = CollectorStats::default();
+        e.publish(&mut st);
+        assert_eq!(
+            (st.exporters[0].sets_held, st.exporters[0].sets_decoded_late),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_silent_exporter_stops_reporting() {
+        let mut e = exporters(exporter(None));
+        let at = T0 + 5000;
+        e.datagram(
+            ipfix(0, at, &[ntp("198.51.100.1", 1000, at - 1000, at)]),
+            EXPORTER.parse().unwrap(),
+            at,
+        );
+        assert!(!e.flush(at + 5000).is_empty());
+        assert!(e.flush(at + 120_000).is_empty());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut e = Exporters::adopting(&[], &[], Duration::from_secs(1), DEFAULT_MAX_DELAY);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..5000u64 {
+            let mut b = vec![0u8; (i % 300) as usize];
+            for v in &mut b {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *v = x as u8;
+            }
+            // Valid-looking versions, so the decoder goes past the header.
+            if b.len() >= 2 {
+                b[0] = 0;
+                b[1] = [5, 9, 10][(i % 3) as usize];
+            }
+            e.datagram(Bytes::from(b), IpAddr::from([192, 0, 2, (i % 4) as u8]), T0 + i);
+            if i % 100 == 0 {
+                e.flush(T0 + i);
+            }
+        }
+    }
+}
