@@ -4,8 +4,8 @@
 //!
 //! ```text
 //!  telemetry ──► detection ──► policy ──► mitigation set ──► BGP peers
-//!  (probe, sFlow)  (detect/)    (engine/,   (mitigation/)     (peer/, speaker)
-//!                               policy)         ▲    └──► store + audit log
+//!  (probe, sFlow,  (detect/)    (engine/,   (mitigation/)     (peer/, speaker)
+//!   NetFlow/IPFIX)              policy)         ▲    └──► store + audit log
 //!                                  manual API ──┘
 //! ```
 //!
@@ -22,7 +22,8 @@
 //! 2. Edges, where the outside comes in:
 //!    - [`config`]: the YAML configuration; it builds every owner's settings type.
 //!    - [`api`]: the HTTP API; owns tokens, scopes and its counters; turns JSON bodies into orders.
-//!    - [`collector`]: the sFlow collector; owns its settings.
+//!    - [`collector`]: the sFlow and NetFlow/IPFIX collectors and their batched sockets; owns
+//!      their settings.
 //! 3. Domain, deflect's own decisions:
 //!    - [`engine`]: the task that owns detection and every attack's escalation.
 //!    - [`policy`]: the YAML escalation policies, and the FlowSpec rule a step builds.

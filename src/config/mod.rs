@@ -325,6 +325,44 @@ mod tests {
     }
 
     #[test]
+    fn netflow_exporters_are_checked_and_those_before_the_filters_are_upstream() {
+        let text = format!(
+            "{EMBEDDED}netflow:\n  listen: [127.0.0.1:2055]\n  max_delay: 30s\n  exporters:\n    - {{ address: 192.0.2.1, name: edge1, sampling_rate: 1000, export_delay: 2s }}\n    - {{ address: 192.0.2.3, name: transit, pre_filter: true }}\n"
+        );
+        let s = Config::parse("c.yaml", &text).unwrap().check().unwrap();
+        let n = s.netflow.as_ref().unwrap();
+        assert_eq!(n.max_delay, std::time::Duration::from_secs(30));
+        assert_eq!(n.exporters[0].sampling_rate, Some(1000));
+        assert_eq!(
+            n.exporters[0].export_delay,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(s.detection.upstream, ["netflow:transit"]);
+        // export_delay beyond max_delay, a zero sampling rate, an address twice, and export_delay
+        // on an sFlow agent: each said where it is.
+        let text = format!(
+            "{EMBEDDED}netflow:\n  max_delay: 10s\n  exporters:\n    - {{ address: 192.0.2.1, export_delay: 20s }}\n    - {{ address: 192.0.2.1, sampling_rate: 0 }}\nsflow:\n  agents:\n    - {{ address: 192.0.2.50, export_delay: 1s }}\n"
+        );
+        let e = Config::parse("c.yaml", &text)
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        let base = EMBEDDED.lines().count();
+        for (line, what) in [
+            (base + 4, "beyond max_delay"),
+            (base + 5, "listed twice"),
+            (base + 5, "sampling_rate is at least 1"),
+            (base + 8, "export_delay is for NetFlow/IPFIX exporters"),
+        ] {
+            assert!(
+                e.lines().any(|l| l.starts_with(&format!("c.yaml:{line}:")) && l.contains(what)),
+                "{what} at line {line}:\n{e}"
+            );
+        }
+    }
+
+    #[test]
     fn agents_before_the_filters_are_upstream_nodes_for_detection() {
         let text = format!(
             "{EMBEDDED}sflow:\n  agents:\n    - {{ address: 192.0.2.50, name: sw1 }}\n    - {{ address: 192.0.2.52, name: transit, pre_filter: true }}\n"
