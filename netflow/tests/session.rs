@@ -329,7 +329,8 @@ fn sampling_in_the_record_wins() {
 #[test]
 fn sampling_from_each_kind_of_sampler_options_data() {
     let t = addr_fields(&[(ie::SELECTOR_ID, 8)]);
-    let cases: Vec<(Vec<(u16, u16)>, Vec<Value>, u32)> = vec![
+    type Case = (Vec<(u16, u16)>, Vec<Value>, u32);
+    let cases: Vec<Case> = vec![
         (
             vec![(ie::SAMPLER_RANDOM_INTERVAL, 4)],
             vec![Value::U(2000)],
