@@ -84,6 +84,7 @@ pub struct ExporterStats {
     pub records: u64,
     /// Records without addresses (or whose packet section held none): not counted.
     pub records_unusable: u64,
+    /// Datagrams, or data sets within them, that did not decode.
     pub decode_errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -203,6 +204,12 @@ impl Exporter {
                 return;
             }
         };
+        // A set that did not decode: the others in the datagram did.
+        if let Some(e) = p.errors.last() {
+            self.stats.decode_errors += p.errors.len() as u64;
+            debug!(exporter = %self.config.name, "undecodable set: {e}");
+            self.stats.last_error = Some(e.to_string());
+        }
         match p.version {
             5 => self.stats.v5 += 1,
             9 => self.stats.v9 += 1,
@@ -838,6 +845,42 @@ mod tests {
             (st.exporters[0].sets_held, st.exporters[0].sets_decoded_late),
             (1, 1)
         );
+    }
+
+    #[test]
+    fn a_broken_set_is_counted_and_the_rest_of_the_datagram_counts() {
+        let mut e = exporters(exporter(None));
+        let at = T0 + 5000;
+        let t = flow_template(256, false, true);
+        let f = ntp("198.51.100.1", 700, at - 1000, at);
+        // A set of a template with a packet section whose length runs past the set, then a good
+        // one.
+        let sections = deflect_netflow::Template::new(
+            257,
+            vec![deflect_netflow::FieldSpec::new(
+                deflect_netflow::ie::DATA_LINK_FRAME_SECTION,
+                deflect_netflow::ie::VARIABLE_LENGTH,
+            )],
+        );
+        let d = IpfixMessage::new(7)
+            .export_secs((at / 1000) as u32)
+            .template(&t)
+            .template(&sections)
+            .raw_set(257, &[200, 1, 2, 3])
+            .data(&t, &[values_for(&t, &f, at, None)])
+            .encode()
+            .freeze();
+        e.datagram(d, EXPORTER.parse().unwrap(), at);
+        let total: u64 = (0..5)
+            .flat_map(|k| e.flush(at + k * 1000))
+            .flat_map(|(_, r)| r.targets)
+            .map(|t| t.pps)
+            .sum();
+        assert_eq!(total, 700);
+        let mut st = CollectorStats::default();
+        e.publish(&mut st);
+        assert_eq!(st.exporters[0].decode_errors, 1, "{:?}", st.exporters[0]);
+        assert!(st.exporters[0].last_error.is_some());
     }
 
     #[test]
