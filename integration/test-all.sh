@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark, nftables,
-# chromium, iptables, python3 for the lab's enforcer; the Docker lab installs docker.io, debootstrap and
+# chromium, iptables, python3 for the lab's enforcer, pmacct for NetFlow; the Docker lab installs docker.io, debootstrap and
 # docker-compose itself) with apt-get when missing; run as root (the probe and lab tests make network
 # namespaces, the Docker lab runs a Docker daemon of its own).
 set -euo pipefail
@@ -16,6 +16,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v chromium >/dev/null || need+=(chromium)
 command -v iptables >/dev/null || need+=(iptables)
 command -v python3 >/dev/null || need+=(python3)
+# pmacct: the real NetFlow/IPFIX exporter (pmacctd's nfprobe) and the ingest benchmark's peers.
+command -v pmacctd >/dev/null || [ -x /usr/sbin/pmacctd ] || need+=(pmacct)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get"
   apt-get update -qq
