@@ -51,15 +51,24 @@ pub fn unavailable() -> Option<String> {
         ("pmacctd", "pmacct"),
         ("gobgpd", "gobgpd"),
         ("python3", "python3"),
+        ("dumpcap", "tshark"),
     ] {
-        let found = std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join(tool).is_file())
-        }) || std::path::Path::new("/usr/sbin").join(tool).is_file();
-        if !found {
+        if which(tool).is_none() {
             return Some(format!("{tool} is missing (apt-get install {package})"));
         }
     }
     None
+}
+
+/// Where `tool` is: on the PATH, or in /usr/sbin (not on every PATH, even root's).
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -286,7 +295,9 @@ impl Rig {
         fs::write(&conf, text).map_err(|e| e.to_string())?;
         let log = File::create(self.dir.join("pmacctd.log")).map_err(|e| e.to_string())?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.rx, "pmacctd", "-f"])
+            .args(["netns", "exec", &self.rx])
+            .arg(which("pmacctd").ok_or("pmacctd is missing (apt-get install pmacct)")?)
+            .arg("-f")
             .arg(&conf)
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
