@@ -245,10 +245,16 @@ impl Spread {
         }
         // The last bucket whose end is `delay` or more in the past.
         let due_end = now_ms.saturating_sub(self.delay_ms) / i;
-        let next = *self.next.get_or_insert_with(|| {
+        let mut next = *self.next.get_or_insert_with(|| {
             // The first flush hands over only the last due bucket (the collector just started).
             due_end.saturating_sub(1)
         });
+        if next > due_end + (self.max_delay_ms / i) + 2 {
+            // The clock stepped back: start again from here rather than wait for it to catch up.
+            self.buckets.clear();
+            self.entries = 0;
+            next = due_end.saturating_sub(1);
+        }
         if due_end <= next {
             return None;
         }
@@ -413,6 +419,20 @@ mod tests {
         }
         assert!(s.entries <= MAX_ENTRIES);
         assert!(s.stats().dropped_packets >= 10);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_stop_the_reports() {
+        let mut s = Spread::new(Duration::from_secs(1), Duration::from_secs(60), None);
+        steady(&mut s, 1000, 0, 10);
+        let back = 1_000_000_000 - 3_600_000;
+        let mut reports = 0;
+        for k in 0..5 {
+            let now = back + k * I;
+            s.add(&record(10_000, now - I, now), now);
+            reports += usize::from(s.flush(now + 1, &[]).is_some());
+        }
+        assert!(reports >= 3, "{reports}");
     }
 
     #[test]
