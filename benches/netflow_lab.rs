@@ -61,7 +61,10 @@ fn main() {
                 (h.join().unwrap(), rule)
             });
             let ended = Instant::now();
-            let withdrawn = r.until_withdrawn(Duration::from_secs(60)).ok().map(|_| ended.elapsed());
+            let withdrawn = r
+                .until_withdrawn(Duration::from_secs(60))
+                .ok()
+                .map(|_| ended.elapsed());
             let delay_ms = r.api("/api/v1/netflow")["exporters"][0]["delay_ms"]
                 .as_u64()
                 .unwrap_or(0);
@@ -78,13 +81,20 @@ fn main() {
         }
         let median = |v: &mut Vec<Duration>| {
             v.sort();
-            v.get(v.len() / 2).map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+            v.get(v.len() / 2)
+                .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()))
         };
         eprintln!(
             "{name} at 1 s timeouts, {RUNS} runs: flood start to rule median {} (min {}, max {}); flood end to withdrawal median {}; learned delay {:?} ms",
             median(&mut to_rule.clone()),
-            to_rule.iter().min().map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
-            to_rule.iter().max().map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+            to_rule
+                .iter()
+                .min()
+                .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+            to_rule
+                .iter()
+                .max()
+                .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
             median(&mut to_withdrawal),
             delays,
         );

@@ -89,7 +89,10 @@ fn a_real_exporter_s_flood_becomes_a_rule_and_leaves() {
         8000,
         8.0,
     );
-    assert!((5000..=12_000).contains(&peak), "estimated {peak} pps for 8k: {a}");
+    assert!(
+        (5000..=12_000).contains(&peak),
+        "estimated {peak} pps for 8k: {a}"
+    );
     eprintln!("IPFIX at 1 s timeouts: rule {delay:?} after the flood's start, peak {peak} pps");
     r.stop_capture();
     let e = edge(&r);
@@ -97,7 +100,10 @@ fn a_real_exporter_s_flood_becomes_a_rule_and_leaves() {
     assert!(e["ipfix"].as_u64().unwrap() > 5, "{e}");
     assert!(e["templates"].as_u64().unwrap() >= 1, "{e}");
     let delay_ms = e["delay_ms"].as_u64().unwrap();
-    assert!(delay_ms <= 3000, "learned delay {delay_ms} ms at 1 s timeouts: {e}");
+    assert!(
+        delay_ms <= 3000,
+        "learned delay {delay_ms} ms at 1 s timeouts: {e}"
+    );
     let records = e["records"].as_u64().unwrap();
 
     // tshark's own reading of the datagrams: the same records, and the packets they count.
@@ -108,7 +114,11 @@ fn a_real_exporter_s_flood_becomes_a_rule_and_leaves() {
         .args(["-T", "fields", "-e", "cflow.packets", "-e", "cflow.srcport"])
         .output()
         .expect("tshark runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut tshark_records = 0u64;
     let mut from_123 = 0u64;
@@ -129,8 +139,14 @@ fn a_real_exporter_s_flood_becomes_a_rule_and_leaves() {
             .map(|(p, _)| p)
             .sum::<u64>();
     }
-    assert_eq!(tshark_records, records, "tshark and deflect count the same records");
-    assert!(from_123 >= 60_000, "tshark: {from_123} packets from port 123");
+    assert_eq!(
+        tshark_records, records,
+        "tshark and deflect count the same records"
+    );
+    assert!(
+        from_123 >= 60_000,
+        "tshark: {from_123} packets from port 123"
+    );
 
     // The capture, replayed with the same configuration: the same attack and rule.
     let out = Command::new(env!("CARGO_BIN_EXE_deflect"))
@@ -145,12 +161,19 @@ fn a_real_exporter_s_flood_becomes_a_rule_and_leaves() {
         .arg(&capture)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ra = replayed["attacks"].as_array().unwrap();
     assert_eq!(ra.len(), 1, "{}", replayed["attacks"]);
     assert_eq!(ra[0]["vector"], "amplification");
-    assert_eq!(ra[0]["node"], "netflow:edge", "the configured exporter's name");
+    assert_eq!(
+        ra[0]["node"], "netflow:edge",
+        "the configured exporter's name"
+    );
     let rm = replayed["mitigations"].as_array().unwrap();
     assert_eq!(rm.len(), 1, "{}", replayed["mitigations"]);
     assert_eq!(
@@ -169,7 +192,10 @@ fn a_real_exporter_s_flood_becomes_a_rule_and_leaves() {
         8000,
         8.0,
     );
-    assert!((4000..=14_000).contains(&peak), "v9 1:10: estimated {peak} pps for 8k: {a}");
+    assert!(
+        (4000..=14_000).contains(&peak),
+        "v9 1:10: estimated {peak} pps for 8k: {a}"
+    );
     let e = edge(&r);
     assert_eq!(e["sampling_rate"], 10, "{e}");
     eprintln!("NetFlow v9 1:10: rule {delay:?} after the flood's start, peak {peak} pps");
@@ -184,9 +210,15 @@ fn a_real_exporter_s_flood_becomes_a_rule_and_leaves() {
         8000,
         8.0,
     );
-    assert!((5000..=12_000).contains(&peak), "v5: estimated {peak} pps for 8k: {a}");
+    assert!(
+        (5000..=12_000).contains(&peak),
+        "v5: estimated {peak} pps for 8k: {a}"
+    );
     let e = edge(&r);
-    assert!(e["v5"].as_u64().unwrap() > 5 && e["v9"].as_u64().unwrap() > 5, "{e}");
+    assert!(
+        e["v5"].as_u64().unwrap() > 5 && e["v9"].as_u64().unwrap() > 5,
+        "{e}"
+    );
     assert_eq!(e["decode_errors"], 0, "{e}");
     eprintln!("NetFlow v5: rule {delay:?} after the flood's start, peak {peak} pps");
 }

@@ -181,12 +181,28 @@ impl Rig {
             ])?;
         }
         ip(&["-n", rx, "addr", "add", "198.51.100.254/24", "dev", vr])?;
-        ip(&["-n", rx, "addr", "add", &format!("{VICTIM}/32"), "dev", "lo"])?;
+        ip(&[
+            "-n",
+            rx,
+            "addr",
+            "add",
+            &format!("{VICTIM}/32"),
+            "dev",
+            "lo",
+        ])?;
         for (ns, dev) in [(tx, vt), (rx, vr)] {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        ip(&["-n", tx, "route", "add", "203.0.113.0/24", "via", "198.51.100.254"])?;
+        ip(&[
+            "-n",
+            tx,
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "198.51.100.254",
+        ])?;
         Ok(())
     }
 
@@ -225,7 +241,14 @@ impl Rig {
         fs::write(self.dir.join("deflect.yaml"), yaml).map_err(|e| e.to_string())?;
         let log = File::create(self.dir.join("deflect.log")).map_err(|e| e.to_string())?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.rx, env!("CARGO_BIN_EXE_deflect"), "run", "--config"])
+            .args([
+                "netns",
+                "exec",
+                &self.rx,
+                env!("CARGO_BIN_EXE_deflect"),
+                "run",
+                "--config",
+            ])
             .arg(self.dir.join("deflect.yaml"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

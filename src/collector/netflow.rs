@@ -223,7 +223,8 @@ impl Exporter {
         if p.active_timeout_ms.is_some() || p.idle_timeout_ms.is_some() {
             self.stats.active_timeout_ms = p.active_timeout_ms;
             self.stats.idle_timeout_ms = p.idle_timeout_ms;
-            self.spread.announced(p.active_timeout_ms, p.idle_timeout_ms);
+            self.spread
+                .announced(p.active_timeout_ms, p.idle_timeout_ms);
         }
         // The exporter's clock to ours: its export time is our arrival time.
         let shift = |t: u64| (t as i128 + now_ms as i128 - p.export_ms as i128).max(0) as u64;
@@ -409,8 +410,11 @@ impl Exporters {
         for e in self.exporters.values_mut() {
             let due = e.spread.flush(now_ms, &self.trusted);
             let s = e.spread.stats();
-            (e.stats.delay_ms, e.stats.late_packets, e.stats.dropped_packets) =
-                (s.delay_ms, s.late_packets, s.dropped_packets);
+            (
+                e.stats.delay_ms,
+                e.stats.late_packets,
+                e.stats.dropped_packets,
+            ) = (s.delay_ms, s.late_packets, s.dropped_packets);
             let Some(due) = due else { continue };
             // Silent beyond its delay: says nothing (the engine marks the node stale).
             let silent = (SILENT.as_millis() as u64).saturating_add(s.delay_ms);
@@ -758,8 +762,10 @@ mod tests {
         f.sampling = Some(u32::MAX);
         let t = flow_template(256, false, true);
         let mut t34 = t.clone();
-        t34.fields
-            .push(deflect_netflow::FieldSpec::new(deflect_netflow::ie::SAMPLING_INTERVAL, 4));
+        t34.fields.push(deflect_netflow::FieldSpec::new(
+            deflect_netflow::ie::SAMPLING_INTERVAL,
+            4,
+        ));
         let d = IpfixMessage::new(1)
             .export_secs((at / 1000) as u32)
             .template(&t34)
@@ -804,7 +810,9 @@ mod tests {
         );
         let reports: Vec<_> = (0..5).flat_map(|k| e.flush(at + k * 1000)).collect();
         assert!(
-            reports.iter().all(|(_, r)| r.targets.iter().all(|t| t.pps < 50_000)),
+            reports
+                .iter()
+                .all(|(_, r)| r.targets.iter().all(|t| t.pps < 50_000)),
             "{reports:?}"
         );
         let mut st = CollectorStats::default();
@@ -913,7 +921,11 @@ mod tests {
                 b[0] = 0;
                 b[1] = [5, 9, 10][(i % 3) as usize];
             }
-            e.datagram(Bytes::from(b), IpAddr::from([192, 0, 2, (i % 4) as u8]), T0 + i);
+            e.datagram(
+                Bytes::from(b),
+                IpAddr::from([192, 0, 2, (i % 4) as u8]),
+                T0 + i,
+            );
             if i % 100 == 0 {
                 e.flush(T0 + i);
             }

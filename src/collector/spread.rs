@@ -392,7 +392,11 @@ mod tests {
 
     #[test]
     fn records_without_times_count_when_they_arrive_and_future_times_are_clamped() {
-        let mut s = Spread::new(Duration::from_secs(1), Duration::from_secs(60), Some(Duration::ZERO));
+        let mut s = Spread::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Some(Duration::ZERO),
+        );
         let t0 = 3_000_000_000;
         s.flush(t0, &[]);
         let mut r = record(500, 0, 0);

@@ -356,7 +356,8 @@ mod tests {
             (base + 8, "export_delay is for NetFlow/IPFIX exporters"),
         ] {
             assert!(
-                e.lines().any(|l| l.starts_with(&format!("c.yaml:{line}:")) && l.contains(what)),
+                e.lines()
+                    .any(|l| l.starts_with(&format!("c.yaml:{line}:")) && l.contains(what)),
                 "{what} at line {line}:\n{e}"
             );
         }

@@ -305,7 +305,10 @@ pub(super) fn netflow(
                 ),
                 None => err(
                     &d.referenced,
-                    format!("export_delay {:?} is not a duration; write e.g. 2s", d.value),
+                    format!(
+                        "export_delay {:?} is not a duration; write e.g. 2s",
+                        d.value
+                    ),
                 ),
             }
         }

@@ -345,8 +345,12 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
     let mut out = Vec::new();
     let mut agg = Aggregator::new().with_trusted(opts.trusted.clone());
     let mut agents = Agents::adopting(&opts.agents, &opts.trusted);
-    let mut exporters =
-        Exporters::adopting(&opts.exporters, &opts.trusted, opts.interval, opts.max_delay);
+    let mut exporters = Exporters::adopting(
+        &opts.exporters,
+        &opts.trusted,
+        opts.interval,
+        opts.max_delay,
+    );
     let mut seq = 0;
     // The current interval: [end - step, end).
     let mut end: Option<u64> = None;
@@ -358,44 +362,43 @@ fn captured<R: Read>(mut cap: Capture<R>, opts: &Options, info: &mut FileInfo) -
                      at: u64,
                      elapsed: u64,
                      traffic: bool| {
-            let elapsed = Duration::from_millis(elapsed);
-            if traffic {
-                let a =
-                    std::mem::replace(agg, Aggregator::new().with_trusted(opts.trusted.clone()));
-                let sampled = a.samples();
-                let finished = a.finish_all(elapsed);
-                seq += 1;
-                out.push(Timed {
-                    at_ms: at,
+        let elapsed = Duration::from_millis(elapsed);
+        if traffic {
+            let a = std::mem::replace(agg, Aggregator::new().with_trusted(opts.trusted.clone()));
+            let sampled = a.samples();
+            let finished = a.finish_all(elapsed);
+            seq += 1;
+            out.push(Timed {
+                at_ms: at,
+                node: opts.node.clone(),
+                report: Report {
                     node: opts.node.clone(),
-                    report: Report {
-                        node: opts.node.clone(),
-                        seq,
-                        time_ms: at,
-                        interval_ms: elapsed.as_millis() as u32,
-                        one_in: opts.one_in,
-                        sampled,
-                        interfaces: Vec::new(),
-                        targets: finished.targets,
-                        rollups: finished.rollups,
-                        packets: Vec::new(),
-                        applied: Vec::new(),
-                        drop_error: None,
-                    },
-                });
-            }
-            for (node, report) in agents
-                .flush(elapsed, at)
-                .into_iter()
-                .chain(exporters.flush(at))
-            {
-                out.push(Timed {
-                    at_ms: at,
-                    node,
-                    report,
-                });
-            }
-        };
+                    seq,
+                    time_ms: at,
+                    interval_ms: elapsed.as_millis() as u32,
+                    one_in: opts.one_in,
+                    sampled,
+                    interfaces: Vec::new(),
+                    targets: finished.targets,
+                    rollups: finished.rollups,
+                    packets: Vec::new(),
+                    applied: Vec::new(),
+                    drop_error: None,
+                },
+            });
+        }
+        for (node, report) in agents
+            .flush(elapsed, at)
+            .into_iter()
+            .chain(exporters.flush(at))
+        {
+            out.push(Timed {
+                at_ms: at,
+                node,
+                report,
+            });
+        }
+    };
     while let Some(f) = cap.next() {
         let f = match f {
             Ok(f) => f,

@@ -211,7 +211,9 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
         max_delay: settings
             .netflow
             .as_ref()
-            .map_or(crate::collector::netflow::DEFAULT_MAX_DELAY, |c| c.max_delay),
+            .map_or(crate::collector::netflow::DEFAULT_MAX_DELAY, |c| {
+                c.max_delay
+            }),
         trusted: settings.detection.trusted_sources.clone(),
     };
     let mut reports: Vec<Timed> = Vec::new();
