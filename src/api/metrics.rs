@@ -254,6 +254,9 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
             "counter",
             st.untrusted,
         );
+        for (name, help, v) in socket_counters("sflow", "sFlow", &st.socket) {
+            counter(&name, &help, "counter", v);
+        }
         for (name, help, get) in [
             (
                 "deflect_sflow_datagrams_total",
@@ -320,4 +323,26 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// A datagram collector's socket counters, named `deflect_<protocol>_socket_drops_total` and
+/// `deflect_<protocol>_truncated_datagrams_total` (`protocol` as in the metric names, `label` as
+/// in prose).
+fn socket_counters(
+    protocol: &str,
+    label: &str,
+    s: &crate::collector::SocketStats,
+) -> [(String, String, u64); 2] {
+    [
+        (
+            format!("deflect_{protocol}_socket_drops_total"),
+            format!("{label} datagrams the kernel dropped on the collector's full socket queue."),
+            s.drops,
+        ),
+        (
+            format!("deflect_{protocol}_truncated_datagrams_total"),
+            format!("{label} datagrams longer than the collector's receive slot: dropped."),
+            s.truncated,
+        ),
+    ]
 }
