@@ -1,0 +1,337 @@
+//! The harness the ingest bench runs collectors in: pmacct's daemons (`sfacctd`, `nfacctd`) and
+//! our own receiver as a child process, fed the same datagrams over UDP on 127.0.0.1, and the CPU
+//! time of the process doing the work read from the scheduler.
+//!
+//! Generalised from `sflow/benches/decode.rs` (which keeps its own copy of the sfacctd part):
+//! the daemon is a parameter ([`Daemon`]), and the driver ([`saturate`]) works on any process by
+//! PID. Every process started here is stopped by its PID, and every loop and wait is bounded.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Run time of the calling thread, from the scheduler, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    schedstat_ns(Path::new("/proc/thread-self/schedstat")).unwrap_or(0)
+}
+
+fn schedstat_ns(path: &Path) -> Option<u64> {
+    fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Run time of every thread of process `pid`, in nanoseconds.
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .take(1024)
+        .filter_map(|t| schedstat_ns(&t.ok()?.path().join("schedstat")))
+        .sum()
+}
+
+/// User and system CPU time of process `pid` (all its threads), in clock ticks.
+pub fn user_system_ticks(pid: u32) -> (u64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: state is the 1st, utime the 12th, stime the 13th.
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (tick(11), tick(12))
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.rsplit(')').next()?.split_whitespace().next()?.to_owned();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The receive queue (octets) and drop count of the UDP socket bound to 127.0.0.1:`port`.
+pub fn udp_queue(port: u16) -> Option<(u64, u64)> {
+    let text = fs::read_to_string("/proc/net/udp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) == Some(&local.as_str()) {
+            let rx = f.get(4)?.split(':').nth(1)?;
+            let rx = u64::from_str_radix(rx, 16).ok()?;
+            let drops = f.last()?.parse().ok()?;
+            return Some((rx, drops));
+        }
+    }
+    None
+}
+
+/// Waits (at most `limit`) until the receive queue of the socket on `port` is empty.
+pub fn drain(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match udp_queue(port) {
+            Some((0, _)) | None => break,
+            _ => std::thread::sleep(Duration::from_micros(500)),
+        }
+    }
+}
+
+/// Waits (at most 10 s) until a socket is bound on 127.0.0.1:`port`.
+pub fn wait_bound(port: u16) -> bool {
+    for _ in 0..200 {
+        if udp_queue(port).is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A free UDP port on 127.0.0.1 (free when asked).
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One round of the driver: datagrams processed (sent − socket drops) per CPU-second of the
+/// receiving process.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub processed: u64,
+    pub dropped: u64,
+    pub cpu_s: f64,
+}
+
+impl Round {
+    pub fn per_cpu_s(&self) -> f64 {
+        self.processed as f64 / self.cpu_s.max(1e-9)
+    }
+}
+
+/// Drives the receiver `pid` on 127.0.0.1:`port` as a flood does, saturated: it is stopped
+/// (SIGSTOP), `burst` datagrams are queued on its socket, it is let go (SIGCONT) and its queue
+/// let drain; so whatever receives there always finds a full queue, as under a flood, and the
+/// sender's own CPU time never limits it. `rounds` rounds of the whole `set`, each measured
+/// apart (CPU time of every thread of `pid`).
+pub fn saturate(set: &[Bytes], rounds: usize, port: u16, pid: u32, burst: usize) -> Vec<Round> {
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind the sender");
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let Some((_, drops0)) = udp_queue(port) else {
+            break;
+        };
+        let cpu0 = process_cpu_ns(pid);
+        let mut sent = 0u64;
+        for chunk in set.chunks(burst.max(1)) {
+            signal(pid, "STOP");
+            for b in chunk {
+                if tx.send_to(b, to).is_ok() {
+                    sent += 1;
+                }
+            }
+            signal(pid, "CONT");
+            drain(port, Duration::from_secs(30));
+        }
+        // The last datagram dequeued is still being processed: a moment for it.
+        std::thread::sleep(Duration::from_millis(50));
+        let cpu = process_cpu_ns(pid).saturating_sub(cpu0);
+        let Some((_, drops1)) = udp_queue(port) else {
+            break;
+        };
+        let dropped = drops1.saturating_sub(drops0);
+        out.push(Round {
+            processed: sent.saturating_sub(dropped),
+            dropped,
+            cpu_s: cpu as f64 / 1e9,
+        });
+    }
+    out
+}
+
+/// Which pmacct daemon: they share configuration keys but for the prefix.
+#[derive(Debug, Clone, Copy)]
+pub enum Daemon {
+    /// sFlow (`sfacctd_port`, `sfacctd_ip`).
+    Sfacctd,
+    /// NetFlow v5/v9 and IPFIX (`nfacctd_port`, `nfacctd_ip`).
+    #[allow(dead_code)]
+    Nfacctd,
+}
+
+impl Daemon {
+    pub fn program(self) -> &'static str {
+        match self {
+            Daemon::Sfacctd => "sfacctd",
+            Daemon::Nfacctd => "nfacctd",
+        }
+    }
+
+    pub fn installed(self) -> bool {
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|p| p.join(self.program()).is_file())
+        })
+    }
+}
+
+/// A pmacct daemon with a `print` plugin aggregating on source and destination host, protocol and
+/// ports (so each flow is parsed down to L4 and accounted), stopped by PID when dropped.
+#[derive(Debug)]
+pub struct Pmacct {
+    core: Child,
+    dir: PathBuf,
+}
+
+impl Pmacct {
+    pub fn start(daemon: Daemon, port: u16) -> Option<Pmacct> {
+        let name = daemon.program();
+        let dir = std::env::temp_dir().join(format!(
+            "deflect-ingest-bench-{name}-{}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).ok()?;
+        let conf = dir.join(format!("{name}.conf"));
+        fs::write(
+            &conf,
+            format!(
+                "daemonize: false\n\
+                 {name}_ip: 127.0.0.1\n\
+                 {name}_port: {port}\n\
+                 {name}_pipe_size: 4194304\n\
+                 {name}_disable_checks: true\n\
+                 plugins: print[p]\n\
+                 aggregate[p]: src_host, dst_host, proto, src_port, dst_port\n\
+                 print_output[p]: csv\n\
+                 print_output_file[p]: {}\n\
+                 print_refresh_time[p]: 3600\n\
+                 plugin_pipe_size[p]: 67108864\n\
+                 plugin_buffer_size[p]: 65536\n\
+                 logfile: {}\n",
+                dir.join("flows.csv").display(),
+                dir.join(format!("{name}.log")).display(),
+            ),
+        )
+        .ok()?;
+        let core = Command::new(name)
+            .arg("-f")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let s = Pmacct { core, dir };
+        if wait_bound(port) {
+            std::thread::sleep(Duration::from_millis(300));
+            return Some(s);
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.core.id()
+    }
+
+    /// The plugin processes: children of the core process.
+    pub fn plugins(&self) -> Vec<u32> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return vec![];
+        };
+        entries
+            .take(100_000)
+            .filter_map(|e| {
+                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // The parent PID is the second field after the ")" that ends the command name.
+                let ppid: u32 = stat
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == self.pid()).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// SIGINT (its graceful stop: the plugin writes its output), then up to 30 s for the core and
+    /// the plugins to exit; SIGKILL to whichever is left past that.
+    pub fn stop(&mut self) {
+        let plugins = self.plugins();
+        signal(self.pid(), "CONT");
+        signal(self.pid(), "INT");
+        for _ in 0..300 {
+            let core_done = matches!(self.core.try_wait(), Ok(Some(_)));
+            if core_done && !plugins.iter().any(|p| running(*p)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.core.kill();
+        let _ = self.core.wait();
+        for p in plugins.into_iter().filter(|p| running(*p)) {
+            signal(p, "KILL");
+        }
+    }
+
+    /// The sum of the PACKETS column of the print plugin's CSV output.
+    pub fn packets_accounted(&self) -> Option<u64> {
+        let csv = fs::read_to_string(self.dir.join("flows.csv")).ok()?;
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next()?.split(',').collect();
+        let col = header.iter().position(|h| *h == "PACKETS")?;
+        Some(
+            lines
+                .filter_map(|l| l.split(',').nth(col)?.parse::<u64>().ok())
+                .sum(),
+        )
+    }
+}
+
+impl Drop for Pmacct {
+    fn drop(&mut self) {
+        if let Ok(None) = self.core.try_wait() {
+            self.stop();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The median of some rates, and their range.
+pub fn median(rates: &[f64]) -> (f64, f64, f64) {
+    let mut v = rates.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.get(v.len() / 2).copied().unwrap_or(0.0);
+    (
+        mid,
+        v.first().copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
+}
