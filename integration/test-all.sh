@@ -27,6 +27,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz targets build against the same crate; check they still compile (running them needs cargo-fuzz).
 cargo check --manifest-path bgp/fuzz/Cargo.toml --bins --quiet
 cargo check --manifest-path sflow/fuzz/Cargo.toml --bins --quiet
+cargo check --manifest-path netflow/fuzz/Cargo.toml --bins --quiet
 # The API's bodies and the telemetry reports (fuzz/) build against the whole deflect crate: share its
 # target directory so its dependencies are not built twice.
 CARGO_TARGET_DIR=target cargo check --manifest-path fuzz/Cargo.toml --bins --quiet
