@@ -51,7 +51,7 @@ use deflect_sflow::{
 
 mod pmacct;
 
-use pmacct::{Daemon, Pmacct, Round, median, process_cpu_ns, thread_cpu_ns};
+use pmacct::{Daemon, Drive, Pmacct, Round, median, process_cpu_ns, thread_cpu_ns};
 
 const DATAGRAMS: usize = 10_000;
 const FLOW_SAMPLES: usize = 8;
@@ -346,10 +346,10 @@ fn line(what: &str, rounds: &[Round]) -> f64 {
     mid
 }
 
-fn ours(pass: &Pass, mode: Mode, work: Work, what: &str) -> Option<f64> {
+fn ours(pass: &Pass, how: Drive, mode: Mode, work: Work, what: &str) -> Option<f64> {
     let r = Receiver::start(mode, work)?;
     let pid = r.child.id();
-    let rounds = pmacct::saturate(&pass.datagrams, ROUNDS, r.port, pid, BURST);
+    let rounds = pmacct::drive(&pass.datagrams, ROUNDS, r.port, pid, how);
     let rate = line(what, &rounds);
     let (datagrams, sampled) = r.finish()?;
     let sent = (pass.datagrams.len() * rounds.len()) as u64;
@@ -360,13 +360,13 @@ fn ours(pass: &Pass, mode: Mode, work: Work, what: &str) -> Option<f64> {
     Some(rate)
 }
 
-fn theirs(pass: &Pass) -> Option<f64> {
+fn theirs(pass: &Pass, how: Drive) -> Option<f64> {
     let port = pmacct::free_port();
     let mut d = Pmacct::start(pass.daemon, port)?;
     let plugins = d.plugins();
     let plugin0: u64 = plugins.iter().map(|p| process_cpu_ns(*p)).sum();
     let (user0, system0) = pmacct::user_system_ticks(d.pid());
-    let rounds = pmacct::saturate(&pass.datagrams, ROUNDS, port, d.pid(), BURST);
+    let rounds = pmacct::drive(&pass.datagrams, ROUNDS, port, d.pid(), how);
     let (user1, system1) = pmacct::user_system_ticks(d.pid());
     let plugin: u64 = plugins.iter().map(|p| process_cpu_ns(*p)).sum();
     let rate = line(
@@ -478,10 +478,26 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
         .unwrap_or_else(|| vec![DEFAULT_SLOTS]);
+    for (regime, how) in [
+        ("saturated", Drive::Saturated { burst: BURST }),
+        ("paced", Drive::Paced { max_queue: 1 << 20 }),
+    ] {
+        eprintln!("-- {regime}: {how:?}");
+        compare(&sflow, how, &slots);
+    }
+    // NetFlow v9 / IPFIX against nfacctd: the same `compare` once deflect-netflow's encoder and
+    // `Session::decode` are here (a `Pass` with its datagrams and `Daemon::Nfacctd`, and a `Work`
+    // for the receiver child).
+}
+
+/// One pass in one regime: ours (batched, one recv; the collector's work, and decode + parse
+/// only) against the pmacct daemon.
+fn compare(pass: &Pass, how: Drive, slots: &[usize]) {
     let mut batched = None;
-    for s in &slots {
+    for s in slots {
         let r = ours(
-            &sflow,
+            pass,
+            how,
             Mode::Batched(*s),
             Work::Collector,
             &format!("ours, recv_batch ({s} slots) + Agents::datagram"),
@@ -491,58 +507,43 @@ fn main() {
         }
     }
     let one = ours(
-        &sflow,
+        pass,
+        how,
         Mode::OneRecv,
         Work::Collector,
         "ours, one recv each + Agents::datagram",
     );
     let light_batched = ours(
-        &sflow,
+        pass,
+        how,
         Mode::Batched(DEFAULT_SLOTS),
         Work::DecodeParse,
         "ours, recv_batch + decode + parse only",
     );
     let light_one = ours(
-        &sflow,
+        pass,
+        how,
         Mode::OneRecv,
         Work::DecodeParse,
         "ours, one recv each + decode + parse only",
     );
-    if !sflow.daemon.installed() {
-        eprintln!(
-            "{} is not installed (apt-get install -y pmacct): no comparison",
-            sflow.daemon.program()
-        );
+    let p = pass.daemon.program();
+    if !pass.daemon.installed() {
+        eprintln!("{p} is not installed (apt-get install -y pmacct): no comparison");
         return;
     }
-    let Some(t) = theirs(&sflow) else {
-        eprintln!("{} did not start: no comparison", sflow.daemon.program());
+    let Some(t) = theirs(pass, how) else {
+        eprintln!("{p} did not start: no comparison");
         return;
     };
-    if let Some(b) = batched {
-        eprintln!(
-            "ratio, {}: ours batched / {} = {:.1}x (goal: 5x)",
-            sflow.name,
-            sflow.daemon.program(),
-            b / t
-        );
-    }
-    if let (Some(b), Some(o)) = (batched, one) {
-        eprintln!(
-            "ours one-recv / {} = {:.1}x; batching bought {:.2}x",
-            sflow.daemon.program(),
-            o / t,
-            b / o
-        );
-    }
-    if let (Some(b), Some(o)) = (light_batched, light_one) {
-        eprintln!(
-            "decode + parse only: batched / {p} = {:.1}x, one recv / {p} = {:.1}x; batching bought {:.2}x",
-            b / t,
-            o / t,
-            b / o,
-            p = sflow.daemon.program(),
-        );
-    }
-    // NetFlow v9 / IPFIX against nfacctd: the same passes once deflect-netflow's encoder is here.
+    let ratio = |o: Option<f64>| o.map_or("-".into(), |o| format!("{:.1}x", o / t));
+    eprintln!(
+        "ratio to {p}, {}: collector batched {}, one recv {}; decode + parse only batched {}, \
+         one recv {} (goal: 5x)",
+        pass.name,
+        ratio(batched),
+        ratio(one),
+        ratio(light_batched),
+        ratio(light_one),
+    );
 }

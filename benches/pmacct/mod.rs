@@ -134,12 +134,22 @@ impl Round {
     }
 }
 
-/// Drives the receiver `pid` on 127.0.0.1:`port` as a flood does, saturated: it is stopped
-/// (SIGSTOP), `burst` datagrams are queued on its socket, it is let go (SIGCONT) and its queue
-/// let drain; so whatever receives there always finds a full queue, as under a flood, and the
-/// sender's own CPU time never limits it. `rounds` rounds of the whole `set`, each measured
-/// apart (CPU time of every thread of `pid`).
-pub fn saturate(set: &[Bytes], rounds: usize, port: u16, pid: u32, burst: usize) -> Vec<Round> {
+/// How the sender feeds a receiver.
+#[derive(Debug, Clone, Copy)]
+pub enum Drive {
+    /// The receiver is stopped (SIGSTOP), `burst` datagrams are queued on its socket, it is let
+    /// go (SIGCONT) and its queue let drain: it always finds a full queue, as under a flood, and
+    /// the sender (whose system calls do the kernel's loopback receive work) never limits it.
+    Saturated { burst: usize },
+    /// As fast as the sender goes, waiting whenever the receiver's queue holds more than
+    /// `max_queue` octets (`sflow/benches/decode.rs`'s way): a receiver faster than the sender
+    /// wakes up for each datagram or few.
+    Paced { max_queue: u64 },
+}
+
+/// Feeds the receiver `pid` on 127.0.0.1:`port` `rounds` rounds of the whole `set`, each
+/// measured apart (CPU time of every thread of `pid`).
+pub fn drive(set: &[Bytes], rounds: usize, port: u16, pid: u32, how: Drive) -> Vec<Round> {
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind the sender");
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut out = Vec::with_capacity(rounds);
@@ -149,15 +159,38 @@ pub fn saturate(set: &[Bytes], rounds: usize, port: u16, pid: u32, burst: usize)
         };
         let cpu0 = process_cpu_ns(pid);
         let mut sent = 0u64;
-        for chunk in set.chunks(burst.max(1)) {
-            signal(pid, "STOP");
-            for b in chunk {
-                if tx.send_to(b, to).is_ok() {
-                    sent += 1;
+        match how {
+            Drive::Saturated { burst } => {
+                for chunk in set.chunks(burst.max(1)) {
+                    signal(pid, "STOP");
+                    for b in chunk {
+                        if tx.send_to(b, to).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                    signal(pid, "CONT");
+                    drain(port, Duration::from_secs(30));
                 }
             }
-            signal(pid, "CONT");
-            drain(port, Duration::from_secs(30));
+            Drive::Paced { max_queue } => {
+                for (i, b) in set.iter().enumerate() {
+                    if i % 8 == 0 {
+                        // Wait for the receiver to catch up, at most 10 s per check.
+                        for _ in 0..50_000 {
+                            match udp_queue(port) {
+                                Some((rx, _)) if rx > max_queue => {
+                                    std::thread::sleep(Duration::from_micros(200))
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                    if tx.send_to(b, to).is_ok() {
+                        sent += 1;
+                    }
+                }
+                drain(port, Duration::from_secs(30));
+            }
         }
         // The last datagram dequeued is still being processed: a moment for it.
         std::thread::sleep(Duration::from_millis(50));
