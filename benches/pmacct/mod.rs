@@ -3,7 +3,7 @@
 //! time of the process doing the work read from the scheduler.
 //!
 //! Generalised from `sflow/benches/decode.rs` (which keeps its own copy of the sfacctd part):
-//! the daemon is a parameter ([`Daemon`]), and the driver ([`saturate`]) works on any process by
+//! the daemon is a parameter ([`Daemon`]), and the driver ([`drive`]) works on any process by
 //! PID. Every process started here is stopped by its PID, and every loop and wait is bounded.
 
 use std::fs;
@@ -214,7 +214,6 @@ pub enum Daemon {
     /// sFlow (`sfacctd_port`, `sfacctd_ip`).
     Sfacctd,
     /// NetFlow v5/v9 and IPFIX (`nfacctd_port`, `nfacctd_ip`).
-    #[allow(dead_code)]
     Nfacctd,
 }
 
@@ -262,6 +261,7 @@ impl Pmacct {
                  aggregate[p]: src_host, dst_host, proto, src_port, dst_port\n\
                  print_output[p]: csv\n\
                  print_output_file[p]: {}\n\
+                 print_output_file_append[p]: true\n\
                  print_refresh_time[p]: 3600\n\
                  plugin_pipe_size[p]: 67108864\n\
                  plugin_buffer_size[p]: 65536\n\
@@ -332,6 +332,26 @@ impl Pmacct {
         for p in plugins.into_iter().filter(|p| running(*p)) {
             signal(p, "KILL");
         }
+    }
+
+    /// The daemon's log lines that warn or err (at most `n`, the last ones).
+    pub fn complaints(&self, n: usize) -> Vec<String> {
+        let name = self.dir.join(
+            fs::read_dir(&self.dir)
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .find(|f| f.ends_with(".log"))
+                .unwrap_or_default(),
+        );
+        let log = fs::read_to_string(name).unwrap_or_default();
+        let bad: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(str::to_owned)
+            .collect();
+        bad[bad.len().saturating_sub(n)..].to_vec()
     }
 
     /// The sum of the PACKETS column of the print plugin's CSV output.
