@@ -407,6 +407,9 @@ fn sflow_agents() -> Agents {
 enum Mode {
     Batched(usize),
     OneRecv,
+    /// `recv_batch` with 64 slots, on this many `SO_REUSEPORT` sockets, a thread (and runtime,
+    /// and collector state) each.
+    Shards(usize),
 }
 
 /// What the receiver child does with each datagram.
@@ -460,17 +463,39 @@ fn decode_parse(data: Bytes) -> u64 {
 /// `datagrams sampled` (flow samples aggregated, from the reports) on stdout.
 #[allow(clippy::print_stdout)]
 fn receiver(port: u16, mode: Mode, work: Work) {
+    let (datagrams, sampled) = match mode {
+        Mode::Shards(n) => {
+            let threads: Vec<_> = (0..n.max(1))
+                .map(|_| std::thread::spawn(move || serve(port, mode, work)))
+                .collect();
+            threads
+                .into_iter()
+                .filter_map(|t| t.join().ok())
+                .fold((0, 0), |(d, s), (d1, s1)| (d + d1, s + s1))
+        }
+        _ => serve(port, mode, work),
+    };
+    println!("{datagrams} {sampled}");
+}
+
+/// One receiving socket's loop, in a runtime of its own, until a STOP datagram reaches it.
+fn serve(port: u16, mode: Mode, work: Work) -> (u64, u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (datagrams, sampled) = rt.block_on(async move {
+    rt.block_on(async move {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let socket = DatagramSocket::bind(addr, 8 << 20).expect("bind");
+        let socket = match mode {
+            Mode::Shards(_) => DatagramSocket::bind_shard(addr, 8 << 20),
+            _ => DatagramSocket::bind(addr, 8 << 20),
+        }
+        .expect("bind");
         let mut batch = Batch::new(
             match mode {
                 Mode::Batched(slots) => slots,
                 Mode::OneRecv => 1,
+                Mode::Shards(_) => DEFAULT_SLOTS,
             },
             JUMBO_SLOT,
         );
@@ -488,7 +513,7 @@ fn receiver(port: u16, mode: Mode, work: Work) {
         // Bounded: the parent sends STOP, or stops waiting after 10 idle minutes.
         'outer: loop {
             let r = match mode {
-                Mode::Batched(_) => {
+                Mode::Batched(_) | Mode::Shards(_) => {
                     tokio::time::timeout(Duration::from_secs(600), socket.recv_batch(&mut batch))
                         .await
                 }
@@ -524,8 +549,7 @@ fn receiver(port: u16, mode: Mode, work: Work) {
         }
         sampled += flush(&mut agents, flushed.elapsed());
         (datagrams, sampled)
-    });
-    println!("{datagrams} {sampled}");
+    })
 }
 
 /// The receiver child, stopped by PID when dropped.
@@ -540,6 +564,7 @@ impl Receiver {
         let mode = match mode {
             Mode::Batched(slots) => format!("batched:{slots}"),
             Mode::OneRecv => "one".into(),
+            Mode::Shards(n) => format!("shards:{n}"),
         };
         let child = Command::new(std::env::current_exe().ok()?)
             .args(["--receiver", &port.to_string(), &mode, work.arg()])
@@ -548,15 +573,20 @@ impl Receiver {
             .spawn()
             .ok()?;
         let r = Receiver { child, port };
-        pmacct::wait_bound(port).then_some(r)
+        let bound = pmacct::wait_bound(port);
+        // The other shards' sockets, a moment behind the first.
+        std::thread::sleep(Duration::from_millis(200));
+        bound.then_some(r)
     }
 
     /// Sends STOP, waits (at most 10 s) for its tally: datagrams and flow samples aggregated.
     fn finish(mut self) -> Option<(u64, u64)> {
-        let tx = UdpSocket::bind("127.0.0.1:0").ok()?;
         let to = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         for _ in 0..100 {
-            let _ = tx.send_to(STOP, to);
+            // From a new port each time, so that it reaches every shard.
+            if let Ok(tx) = UdpSocket::bind("127.0.0.1:0") {
+                let _ = tx.send_to(STOP, to);
+            }
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;
             }
@@ -696,6 +726,9 @@ fn main() {
         let port = args.get(i + 1).and_then(|p| p.parse().ok()).expect("port");
         let mode = match args.get(i + 2).map(String::as_str) {
             Some("one") => Mode::OneRecv,
+            Some(m) if m.starts_with("shards:") => {
+                Mode::Shards(m.trim_start_matches("shards:").parse().unwrap_or(2))
+            }
             Some(m) => Mode::Batched(
                 m.strip_prefix("batched:")
                     .and_then(|s| s.parse().ok())
@@ -757,8 +790,21 @@ fn main() {
                 .any(|w| name.to_lowercase().contains(&w.to_lowercase()))
         })
     };
+    if wanted("INGEST_REGIMES", "shards") {
+        eprintln!(
+            "-- shards, {}: saturated, bursts of 1500 from 8 source ports",
+            passes[0].name
+        );
+        shards(&passes[0]);
+    }
     for (regime, how) in [
-        ("saturated", Drive::Saturated { burst: BURST }),
+        (
+            "saturated",
+            Drive::Saturated {
+                burst: BURST,
+                sources: 1,
+            },
+        ),
         ("paced", Drive::Paced { max_queue: 1 << 20 }),
     ] {
         if !wanted("INGEST_REGIMES", regime) {
@@ -774,6 +820,35 @@ fn main() {
             );
             compare(pass, how, &slots);
         }
+    }
+}
+
+/// Whether `SO_REUSEPORT` shards pay: the sFlow collector's work on one socket and on two (a
+/// thread each), saturated, from 8 source ports; per CPU-second, and per second of wall time
+/// while the receiver had a full queue to drain (what a flood would get through).
+fn shards(pass: &Pass) {
+    let how = Drive::Saturated {
+        burst: 1500,
+        sources: 8,
+    };
+    for (mode, what) in [
+        (Mode::Batched(DEFAULT_SLOTS), "one socket"),
+        (Mode::Shards(2), "two SO_REUSEPORT shards"),
+    ] {
+        let Some(r) = Receiver::start(mode, Work::Collector) else {
+            continue;
+        };
+        let rounds = pmacct::drive(&pass.datagrams, ROUNDS, r.port, r.child.id(), how);
+        line(&format!("ours, {what}, Agents::datagram"), &rounds);
+        let wall: Vec<f64> = rounds
+            .iter()
+            .map(|r| r.processed as f64 / r.busy_s.max(1e-9))
+            .collect();
+        let (mid, lo, hi) = median(&wall);
+        eprintln!(
+            "  {mid:.0} datagrams per second of wall time draining (median; {lo:.0}..{hi:.0})"
+        );
+        let _ = r.finish();
     }
 }
 

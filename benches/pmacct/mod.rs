@@ -73,20 +73,23 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// The receive queue (octets) and drop count of the UDP socket bound to 127.0.0.1:`port`.
+/// The receive queue (octets) and drop count of the UDP sockets bound to 127.0.0.1:`port`
+/// (summed, when shards share it).
 pub fn udp_queue(port: u16) -> Option<(u64, u64)> {
     let text = fs::read_to_string("/proc/net/udp").ok()?;
     let local = format!("0100007F:{port:04X}");
+    let mut found = None;
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.get(1) == Some(&local.as_str()) {
             let rx = f.get(4)?.split(':').nth(1)?;
             let rx = u64::from_str_radix(rx, 16).ok()?;
-            let drops = f.last()?.parse().ok()?;
-            return Some((rx, drops));
+            let drops: u64 = f.last()?.parse().ok()?;
+            let (r, d) = found.unwrap_or((0, 0));
+            found = Some((r + rx, d + drops));
         }
     }
-    None
+    found
 }
 
 /// Waits (at most `limit`) until the receive queue of the socket on `port` is empty.
@@ -95,7 +98,7 @@ pub fn drain(port: u16, limit: Duration) {
     while start.elapsed() < limit {
         match udp_queue(port) {
             Some((0, _)) | None => break,
-            _ => std::thread::sleep(Duration::from_micros(500)),
+            _ => std::thread::sleep(Duration::from_micros(200)),
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct Round {
     pub processed: u64,
     pub dropped: u64,
     pub cpu_s: f64,
+    /// Wall time from letting the receiver go to its queue empty, summed (saturated only).
+    pub busy_s: f64,
 }
 
 impl Round {
@@ -140,7 +145,8 @@ pub enum Drive {
     /// The receiver is stopped (SIGSTOP), `burst` datagrams are queued on its socket, it is let
     /// go (SIGCONT) and its queue let drain: it always finds a full queue, as under a flood, and
     /// the sender (whose system calls do the kernel's loopback receive work) never limits it.
-    Saturated { burst: usize },
+    /// Sent from `sources` sockets in turn (shards are chosen by a hash of the source port).
+    Saturated { burst: usize, sources: usize },
     /// As fast as the sender goes, waiting whenever the receiver's queue holds more than
     /// `max_queue` octets (`sflow/benches/decode.rs`'s way): a receiver faster than the sender
     /// wakes up for each datagram or few.
@@ -150,26 +156,36 @@ pub enum Drive {
 /// Feeds the receiver `pid` on 127.0.0.1:`port` `rounds` rounds of the whole `set`, each
 /// measured apart (CPU time of every thread of `pid`).
 pub fn drive(set: &[Bytes], rounds: usize, port: u16, pid: u32, how: Drive) -> Vec<Round> {
-    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind the sender");
+    let sources = match how {
+        Drive::Saturated { sources, .. } => sources.clamp(1, 64),
+        Drive::Paced { .. } => 1,
+    };
+    let txs: Vec<UdpSocket> = (0..sources)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind the sender"))
+        .collect();
+    let tx = &txs[0];
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut out = Vec::with_capacity(rounds);
     for _ in 0..rounds {
+        let mut busy = Duration::ZERO;
         let Some((_, drops0)) = udp_queue(port) else {
             break;
         };
         let cpu0 = process_cpu_ns(pid);
         let mut sent = 0u64;
         match how {
-            Drive::Saturated { burst } => {
+            Drive::Saturated { burst, .. } => {
                 for chunk in set.chunks(burst.max(1)) {
                     signal(pid, "STOP");
-                    for b in chunk {
-                        if tx.send_to(b, to).is_ok() {
+                    for (i, b) in chunk.iter().enumerate() {
+                        if txs[i % txs.len()].send_to(b, to).is_ok() {
                             sent += 1;
                         }
                     }
+                    let let_go = Instant::now();
                     signal(pid, "CONT");
                     drain(port, Duration::from_secs(30));
+                    busy += let_go.elapsed();
                 }
             }
             Drive::Paced { max_queue } => {
@@ -203,6 +219,7 @@ pub fn drive(set: &[Bytes], rounds: usize, port: u16, pid: u32, how: Drive) -> V
             processed: sent.saturating_sub(dropped),
             dropped,
             cpu_s: cpu as f64 / 1e9,
+            busy_s: busy.as_secs_f64(),
         });
     }
     out

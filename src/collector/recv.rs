@@ -124,6 +124,12 @@ impl DatagramSocket {
         Ok(all)
     }
 
+    /// One socket of a group bound to the same address (`SO_REUSEPORT`), for a shard that makes
+    /// its own (in its own runtime); `addr` must have the group's port.
+    pub fn bind_shard(addr: SocketAddr, recv_buffer: usize) -> io::Result<DatagramSocket> {
+        Self::open(addr, true, recv_buffer)
+    }
+
     fn open(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> io::Result<DatagramSocket> {
         let s = socket2::Socket::new(
             socket2::Domain::for_address(addr),
