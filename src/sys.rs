@@ -1,7 +1,8 @@
 //! Socket options and calls that no crate wraps: TCP MD5 signatures (RFC 2385), the minimum-TTL half
 //! of GTSM (RFC 5082), the counters of a packet socket (`PACKET_STATISTICS`, for the probe's
-//! sampler), and batched datagram receive (`recvmmsg(2)` with the `SO_RXQ_OVFL` drop count, and the
-//! socket's drop counter from `SO_MEMINFO`, for the flow collectors).
+//! sampler), and batched datagram receive (`recvmmsg(2)` with the `SO_RXQ_OVFL` drop count, the
+//! socket's drop counter from `SO_MEMINFO`, and `SO_REUSEPORT` shards steered by source address,
+//! for the flow collectors).
 //!
 //! This is the only module of the workspace allowed to use `unsafe`: each block is one system call on
 //! a file descriptor we own, with buffers whose layout is the kernel's (or the reading of what the
@@ -142,6 +143,67 @@ pub fn packet_statistics<S: AsRawFd>(socket: &S) -> io::Result<(u32, u32)> {
     };
     if rc == 0 {
         Ok((stats.tp_packets, stats.tp_drops))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` from `<asm-generic/socket.h>` (not in `libc` for Linux; 51 on every
+/// architecture but sparc and mips).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// Classic BPF opcodes from `<linux/filter.h>`: `ld [k]` (BPF_LD 0 | BPF_W 0 | BPF_ABS 0x20),
+/// `a %= k` (BPF_ALU 0x04 | BPF_MOD 0x90 | BPF_K 0), `ret a` (BPF_RET 0x06 | BPF_A 0x10).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_ALU_MOD_K: u16 = 0x94;
+const BPF_RET_A: u16 = 0x16;
+
+/// Steers each datagram reaching the `SO_REUSEPORT` group of `socket` to the socket whose index
+/// (in the order they were bound) is the last 32 bits of its source address modulo `shards`: one
+/// sender always reaches the same socket, whatever its source port (the kernel's own choice
+/// hashes the port too). A classic BPF program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`,
+/// Linux 4.5); an index past the group's sockets falls back to the kernel's hash.
+pub fn steer_by_source<S: AsRawFd>(socket: &S, ipv6: bool, shards: u32) -> io::Result<()> {
+    // The network header's source address: IPv4 octets 12..16, IPv6 octets 8..24 (its last word).
+    let offset = libc::SKF_NET_OFF + if ipv6 { 20 } else { 12 };
+    let mut program = [
+        libc::sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: offset as u32,
+        },
+        libc::sock_filter {
+            code: BPF_ALU_MOD_K,
+            jt: 0,
+            jf: 0,
+            k: shards.max(1),
+        },
+        libc::sock_filter {
+            code: BPF_RET_A,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points to `program`, a live array of exactly `len` instructions, for the
+    // duration of the call (the kernel copies it); the length passed is the struct's size; the fd
+    // is borrowed from a live socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
