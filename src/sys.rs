@@ -152,39 +152,36 @@ pub fn packet_statistics<S: AsRawFd>(socket: &S) -> io::Result<(u32, u32)> {
 /// architecture but sparc and mips).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
-/// Classic BPF opcodes from `<linux/filter.h>`: `ld [k]` (BPF_LD 0 | BPF_W 0 | BPF_ABS 0x20),
-/// `a %= k` (BPF_ALU 0x04 | BPF_MOD 0x90 | BPF_K 0), `ret a` (BPF_RET 0x06 | BPF_A 0x10).
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_ALU_MOD_K: u16 = 0x94;
-const BPF_RET_A: u16 = 0x16;
+/// Classic BPF opcodes from `<linux/filter.h>` (class | size or operation | source).
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
+const BPF_LD_B_ABS: u16 = 0x10 | 0x20; // BPF_LD | BPF_B | BPF_ABS
+const BPF_ALU_RSH_K: u16 = 0x04 | 0x70; // BPF_ALU | BPF_RSH | BPF_K (0)
+const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K (0)
+const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K (0)
+const BPF_JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA (0)
+const BPF_RET_A: u16 = 0x06 | 0x10; // BPF_RET | BPF_A
 
 /// Steers each datagram reaching the `SO_REUSEPORT` group of `socket` to the socket whose index
 /// (in the order they were bound) is the last 32 bits of its source address modulo `shards`: one
 /// sender always reaches the same socket, whatever its source port (the kernel's own choice
 /// hashes the port too). A classic BPF program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`,
-/// Linux 4.5); an index past the group's sockets falls back to the kernel's hash.
-pub fn steer_by_source<S: AsRawFd>(socket: &S, ipv6: bool, shards: u32) -> io::Result<()> {
-    // The network header's source address: IPv4 octets 12..16, IPv6 octets 8..24 (its last word).
-    let offset = libc::SKF_NET_OFF + if ipv6 { 20 } else { 12 };
+/// Linux 4.5), reading the IP version from the network header (so IPv4 datagrams on a
+/// dual-stack socket are steered by their address too); an index past the group's sockets falls
+/// back to the kernel's hash.
+pub fn steer_by_source<S: AsRawFd>(socket: &S, shards: u32) -> io::Result<()> {
+    let net = |offset: i32| (libc::SKF_NET_OFF + offset) as u32;
+    let insn = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     let mut program = [
-        libc::sock_filter {
-            code: BPF_LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: offset as u32,
-        },
-        libc::sock_filter {
-            code: BPF_ALU_MOD_K,
-            jt: 0,
-            jf: 0,
-            k: shards.max(1),
-        },
-        libc::sock_filter {
-            code: BPF_RET_A,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
+        // a = version (the high nibble of the network header's first octet)
+        insn(BPF_LD_B_ABS, 0, 0, net(0)),
+        insn(BPF_ALU_RSH_K, 0, 0, 4),
+        // IPv4: a = source address (octets 12..16); else IPv6: its last word (octets 20..24)
+        insn(BPF_JMP_JEQ_K, 0, 2, 4),
+        insn(BPF_LD_W_ABS, 0, 0, net(12)),
+        insn(BPF_JMP_JA, 0, 0, 1),
+        insn(BPF_LD_W_ABS, 0, 0, net(20)),
+        insn(BPF_ALU_MOD_K, 0, 0, shards.max(1)),
+        insn(BPF_RET_A, 0, 0, 0),
     ];
     let fprog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,

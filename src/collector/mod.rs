@@ -9,7 +9,7 @@
 pub mod recv;
 pub mod sflow;
 
-pub use recv::{Batch, DatagramSocket, SocketStats};
+pub use recv::{Batch, DatagramSocket, SocketStats, shard_of};
 
 pub use sflow::{
     AgentStats, Agents, Collector, CollectorStats, DEFAULT_MAX_PPS, DEFAULT_MAX_SAMPLING_RATE,

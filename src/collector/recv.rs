@@ -33,14 +33,16 @@
 //!   the collector). The kernel's own choice hashes the source address *and port*, so an
 //!   exporter sending from several ports (one per line card, or a new one after a restart)
 //!   would be split across shards with its sequence tracking and aggregation: `bind_shards`
-//!   attaches a BPF program steering by source address only. The sFlow collector still runs
-//!   one socket; sharding it is a task per shard owning its exporters' `Agents`.
+//!   attaches a BPF program steering by source address only, and [`shard_of`] tells which shard
+//!   an exporter's datagrams reach. The sFlow collector still runs one socket: sharding it is a
+//!   `Run` task per shard, each with the `Agents` of the trusted agents `shard_of` gives it (so
+//!   each exporter's state has one owner) and its part of the published stats merged.
 //! - Readiness from tokio (`UdpSocket::async_io`): `recv_batch` waits until the socket is readable,
 //!   then takes what is queued, up to the batch, without waiting for more. A batch is never held
 //!   back to fill up, so batching adds no latency.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -67,6 +69,21 @@ pub struct SocketStats {
     pub drops: u64,
     /// Datagrams longer than a slot: counted and dropped, never decoded cut.
     pub truncated: u64,
+}
+
+/// The shard (index in [`DatagramSocket::bind_shards`]'s order) whose socket the kernel steers
+/// the datagrams of `source` to: the rule of `sys::steer_by_source`, for a collector to give each
+/// shard the state of exactly the exporters it will hear from (an IPv4 address and its
+/// IPv4-mapped IPv6 form go to the same shard).
+pub fn shard_of(source: IpAddr, shards: usize) -> usize {
+    let last = match source {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            u32::from_be_bytes([o[12], o[13], o[14], o[15]])
+        }
+    };
+    (last % u32::try_from(shards.max(1)).unwrap_or(u32::MAX)) as usize
 }
 
 /// The kernel's drop counter is a `u32` that wraps: this keeps a running `u64` total.
@@ -124,11 +141,7 @@ impl DatagramSocket {
         for _ in 1..shards {
             all.push(Self::open(addr, true, recv_buffer)?);
         }
-        sys::steer_by_source(
-            &all[0].socket,
-            addr.is_ipv6(),
-            u32::try_from(shards).unwrap_or(u32::MAX),
-        )?;
+        all[0].steer_by_source(shards)?;
         Ok(all)
     }
 
@@ -166,11 +179,7 @@ impl DatagramSocket {
     /// Steers the datagrams of this socket's `SO_REUSEPORT` group by source address, over
     /// `shards` sockets (see [`Self::bind_shards`]).
     pub fn steer_by_source(&self, shards: usize) -> io::Result<()> {
-        sys::steer_by_source(
-            &self.socket,
-            self.local.is_ipv6(),
-            u32::try_from(shards).unwrap_or(u32::MAX),
-        )
+        sys::steer_by_source(&self.socket, u32::try_from(shards).unwrap_or(u32::MAX))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -448,22 +457,36 @@ mod tests {
 
     #[tokio::test]
     async fn shards_share_one_port_and_one_sender_reaches_one_shard_whatever_its_port() {
-        let shards = DatagramSocket::bind_shards(loopback(), 2, 1 << 20).unwrap();
+        sender_on_one_shard(loopback(), "127.0.0.1").await;
+        // IPv4 on a dual-stack socket is steered by its address too.
+        if let Ok(s) = StdSocket::bind("[::]:0") {
+            drop(s);
+            sender_on_one_shard("[::]:0".parse().unwrap(), "127.0.0.1").await;
+        }
+    }
+
+    async fn sender_on_one_shard(bind: SocketAddr, sender: &str) {
+        let shards = DatagramSocket::bind_shards(bind, 2, 1 << 20).unwrap();
         assert_eq!(shards.len(), 2);
         assert_eq!(shards[0].local_addr(), shards[1].local_addr());
-        // 127.0.0.1 from 40 source ports: the kernel's hash would spread them over both.
+        // From 40 source ports: the kernel's hash would spread them over both.
+        let to = SocketAddr::new(sender.parse().unwrap(), shards[0].local_addr().port());
         for _ in 0..40 {
-            StdSocket::bind(loopback())
+            StdSocket::bind(SocketAddr::new(sender.parse().unwrap(), 0))
                 .unwrap()
-                .send_to(b"x", shards[0].local_addr())
+                .send_to(b"x", to)
                 .unwrap();
         }
-        // 0x7f000001 % 2: the second socket bound.
+        let mine = shard_of("127.0.0.1".parse().unwrap(), 2);
+        assert_eq!(mine, 1, "0x7f000001 % 2");
+        assert_eq!(shard_of("::ffff:127.0.0.1".parse().unwrap(), 2), mine);
         let mut batch = Batch::new(64, 64);
         let mut got = Vec::new();
-        receive(&shards[1], &mut batch, 40, &mut got).await;
-        let other =
-            tokio::time::timeout(Duration::from_millis(100), shards[0].recv_batch(&mut batch));
+        receive(&shards[mine], &mut batch, 40, &mut got).await;
+        let other = tokio::time::timeout(
+            Duration::from_millis(100),
+            shards[1 - mine].recv_batch(&mut batch),
+        );
         assert!(other.await.is_err(), "nothing reaches the other shard");
     }
 }
