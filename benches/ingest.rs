@@ -43,23 +43,28 @@
 //! Also printed: ours in memory through `Agents::datagram` (no socket), the cost of the copy into
 //! `Bytes` that `Batch::drain` makes per datagram, and each process's kernel share of CPU time.
 //!
-//! Figures (2 cores shared with other builds, load average 1.4 to 3.2; medians of 10 rounds,
-//! datagrams per CPU-second, saturated):
+//! Figures (2 cores shared with other builds, load average 1.0 to 3.2 over four runs; medians of
+//! 10 rounds, datagrams per CPU-second, saturated):
 //!
 //! | pass | ours batched | ours one recv | pmacct core | ratio batched |
 //! | --- | ---: | ---: | ---: | ---: |
-//! | sFlow, `Agents::datagram` | 150,000 | 140,000 | sfacctd 154,000-162,000 | 0.9-1.0x |
-//! | sFlow, decode + parse only | 370,000-433,000 | 336,000-356,000 | (same) | 2.4-2.7x |
-//! | NetFlow v9, `Session::decode` | 164,000-188,000 | 166,000-179,000 | nfacctd 189,000-209,000 | 0.9x |
-//! | IPFIX, `Session::decode` | 235,000-238,000 | 204,000-213,000 | nfacctd 227,000-237,000 | 1.0x |
+//! | sFlow, `Agents::datagram` | 150,000-164,000 | 128,000-148,000 | sfacctd 152,000-162,000 | 0.9-1.05x |
+//! | sFlow, decode + parse only | 370,000-433,000 | 336,000-357,000 | (same) | 2.4-2.7x |
+//! | NetFlow v9, `Session::decode` | 164,000-193,000 | 166,000-179,000 | nfacctd 189,000-209,000 | 0.9x |
+//! | IPFIX, `Session::decode` | 234,000-238,000 | 204,000-213,000 | nfacctd 225,000-237,000 | 1.0x |
 //!
-//! What they say: batching cuts our kernel share (decode + parse only: 36% of CPU time against
-//! 50% with one `recv` each) and buys 1.1 to 1.2x end to end; the kernel's part left, about
-//! 0.8 µs per 1.9 kB datagram, is a floor no user-space change removes. What keeps the sFlow
+//! Two `SO_REUSEPORT` shards drained a full queue at 186,000 sFlow datagrams per second of wall
+//! time through the collector, one socket at 122,000-145,000 (1.3-1.5x; the CPU per datagram
+//! unchanged).
+//!
+//! What they say: batching buys 1.1 to 1.25x end to end, saturated. What keeps the sFlow
 //! collector at sfacctd's rate is its own work per datagram (`Agents::datagram`, about 7 µs in
-//! memory, most of it SipHash in `traffic::aggregate`'s maps), not the receive path. Paced, a
-//! tokio receiver pays a wake-up per datagram or two and batching buys nothing (0.8 to 1.2x
-//! pmacct); that regime measures an idle collector, not its capacity.
+//! memory, most of it SipHash in `traffic::aggregate`'s maps; with foldhash there instead, tried
+//! and not kept, 267,000 in memory and 223,000 end to end, 1.4x sfacctd), not the receive path;
+//! for NetFlow it is `Session::decode`. (The kernel shares printed come from 10 ms ticks: too
+//! coarse to compare runs.) Paced, a tokio receiver pays a wake-up per datagram or two and
+//! batching buys nothing (0.8 to 1.8x pmacct); that regime measures an idle collector, not its
+//! capacity.
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -28,9 +28,9 @@
 //!   through the collector, 32 and 64 about 152,000, 128 about 163,000 (within the noise of a
 //!   shared machine); 64 keeps the batch's memory at 574 kB with jumbo slots.
 //! - `SO_REUSEPORT` shards (`bind_shards`): a shard changes no per-CPU-second figure, only how
-//!   many cores take part; in the bench, two shards drained a full queue 1.5x as fast as one
-//!   socket on this 2-core machine (185,000 against 122,000 sFlow datagrams per second through
-//!   the collector). The kernel's own choice hashes the source address *and port*, so an
+//!   many cores take part; in the bench, two shards drained a full queue 1.3 to 1.5x as fast as
+//!   one socket on this 2-core machine (186,000 against 122,000-145,000 sFlow datagrams per
+//!   second through the collector). The kernel's own choice hashes the source address *and port*, so an
 //!   exporter sending from several ports (one per line card, or a new one after a restart)
 //!   would be split across shards with its sequence tracking and aggregation: `bind_shards`
 //!   attaches a BPF program steering by source address only, and [`shard_of`] tells which shard
