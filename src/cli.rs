@@ -807,8 +807,8 @@ pub fn netflow(a: &ApiArgs) -> ExitCode {
                 "listening on {}; {} datagrams from untrusted addresses; {} dropped by the kernel, {} truncated",
                 listen.join(", "),
                 v.get("untrusted")?,
-                v.get("socket_drops")?,
-                v.get("truncated")?
+                v.get("socket")?.get("drops")?,
+                v.get("socket")?.get("truncated")?
             )];
             rows.push(format!(
                 "{:<20} {:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>10} {}",

@@ -43,8 +43,8 @@
 //!    - [`http`]: outgoing HTTP with the one retry loop (alerts, playbooks).
 //!    - [`diag`]: positioned configuration errors and the one duration syntax.
 //!    - [`clock`]: milliseconds since the epoch; the wall's, or a manual one for replays.
-//!    - [`sys`]: the one module allowed `unsafe`: socket options no crate wraps (TCP MD5, GTSM,
-//!      packet socket statistics).
+//!    - [`sys`]: the one module allowed `unsafe`: socket options and calls no crate wraps (TCP
+//!      MD5, GTSM, packet socket statistics, batched datagram receive).
 
 // 1. Commands.
 pub mod cli;

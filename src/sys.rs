@@ -1,13 +1,16 @@
-//! Socket options that no crate wraps: TCP MD5 signatures (RFC 2385), the minimum-TTL half of GTSM
-//! (RFC 5082), and the counters of a packet socket (`PACKET_STATISTICS`, for the probe's sampler).
+//! Socket options and calls that no crate wraps: TCP MD5 signatures (RFC 2385), the minimum-TTL half
+//! of GTSM (RFC 5082), the counters of a packet socket (`PACKET_STATISTICS`, for the probe's
+//! sampler), and batched datagram receive (`recvmmsg(2)` with the `SO_RXQ_OVFL` drop count, the
+//! socket's drop counter from `SO_MEMINFO`, and `SO_REUSEPORT` shards steered by source address,
+//! for the flow collectors).
 //!
-//! This is the only module of the workspace allowed to use `unsafe`: each block is one `setsockopt(2)`
-//! call on a file descriptor we own, with a buffer whose layout is the kernel's. Everything else about
-//! sockets goes through `socket2`.
+//! This is the only module of the workspace allowed to use `unsafe`: each block is one system call on
+//! a file descriptor we own, with buffers whose layout is the kernel's (or the reading of what the
+//! kernel wrote there). Everything else about sockets goes through `socket2`.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::mem;
+use std::mem::{self, MaybeUninit};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
@@ -143,6 +146,273 @@ pub fn packet_statistics<S: AsRawFd>(socket: &S) -> io::Result<(u32, u32)> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` from `<asm-generic/socket.h>` (not in `libc` for Linux; 51 on every
+/// architecture but sparc and mips).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// Classic BPF opcodes from `<linux/filter.h>` (class | size or operation | source).
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
+const BPF_LD_B_ABS: u16 = 0x10 | 0x20; // BPF_LD | BPF_B | BPF_ABS
+const BPF_ALU_RSH_K: u16 = 0x04 | 0x70; // BPF_ALU | BPF_RSH | BPF_K (0)
+const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K (0)
+const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K (0)
+const BPF_JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA (0)
+const BPF_RET_A: u16 = 0x06 | 0x10; // BPF_RET | BPF_A
+
+/// Steers each datagram reaching the `SO_REUSEPORT` group of `socket` to the socket whose index
+/// (in the order they were bound) is the last 32 bits of its source address modulo `shards`: one
+/// sender always reaches the same socket, whatever its source port (the kernel's own choice
+/// hashes the port too). A classic BPF program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`,
+/// Linux 4.5), reading the IP version from the network header (so IPv4 datagrams on a
+/// dual-stack socket are steered by their address too); an index past the group's sockets falls
+/// back to the kernel's hash.
+pub fn steer_by_source<S: AsRawFd>(socket: &S, shards: u32) -> io::Result<()> {
+    let net = |offset: i32| (libc::SKF_NET_OFF + offset) as u32;
+    let insn = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let mut program = [
+        // a = version (the high nibble of the network header's first octet)
+        insn(BPF_LD_B_ABS, 0, 0, net(0)),
+        insn(BPF_ALU_RSH_K, 0, 0, 4),
+        // IPv4: a = source address (octets 12..16); else IPv6: its last word (octets 20..24)
+        insn(BPF_JMP_JEQ_K, 0, 2, 4),
+        insn(BPF_LD_W_ABS, 0, 0, net(12)),
+        insn(BPF_JMP_JA, 0, 0, 1),
+        insn(BPF_LD_W_ABS, 0, 0, net(20)),
+        insn(BPF_ALU_MOD_K, 0, 0, shards.max(1)),
+        insn(BPF_RET_A, 0, 0, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points to `program`, a live array of exactly `len` instructions, for the
+    // duration of the call (the kernel copies it); the length passed is the struct's size; the fd
+    // is borrowed from a live socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What the kernel told of one datagram of a [`recv_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Octets written into the datagram's slot.
+    pub len: usize,
+    /// The sender (`None` for an address family other than IPv4 and IPv6).
+    pub from: Option<SocketAddr>,
+    /// The datagram was longer than its slot (`MSG_TRUNC`): what is in the slot is cut.
+    pub truncated: bool,
+    /// The socket's drop counter when the datagram was queued (`SO_RXQ_OVFL`), if the kernel gave
+    /// it: it does once the counter is not zero and the option is on ([`set_rxq_ovfl`]).
+    pub drops: Option<u32>,
+}
+
+/// Most datagrams one [`recv_batch`] takes: its headers live on the stack.
+pub const MAX_BATCH: usize = 256;
+
+/// Room for one `SO_RXQ_OVFL` control message (`CMSG_SPACE(sizeof(u32))` is 16 on 64-bit Linux, 12
+/// on 32-bit), with margin; `u64`s for the alignment `cmsghdr` needs.
+const CONTROL_WORDS: usize = 4;
+
+/// Asks the kernel to attach the socket's drop counter to each datagram received (`SO_RXQ_OVFL`).
+pub fn set_rxq_ovfl<S: AsRawFd>(socket: &S) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int and the length passed is its size; the fd is borrowed from a live
+    // socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The socket's drop counter now (`SK_MEMINFO_DROPS` of `SO_MEMINFO`): datagrams the kernel dropped
+/// on it, mostly because its receive queue was full. A `u32` in the kernel: it wraps.
+pub fn socket_drops<S: AsRawFd>(socket: &S) -> io::Result<u32> {
+    // SK_MEMINFO_VARS is 9 today; room for more, the kernel writes at most `len` octets.
+    let mut info = [0u32; 16];
+    let mut len = mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a live, writable array of `len` octets, so the kernel writes at most that
+    // many; the fd is borrowed from a live socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let i = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (i + 1) * mem::size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without a drop counter",
+        ));
+    }
+    Ok(info[i])
+}
+
+/// The address in a `sockaddr_storage` of which the kernel filled `len` octets.
+fn socket_addr_of(storage: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the kernel wrote a `sockaddr_in`, which is smaller than and
+            // aligned within a `sockaddr_storage`.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a `sockaddr_in6`.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The `SO_RXQ_OVFL` counter among a received message's control messages.
+fn rxq_ovfl_of(hdr: &libc::msghdr) -> Option<u32> {
+    let mut found = None;
+    // SAFETY: `hdr` is a header `recvmmsg` filled: `msg_control` points to our control buffer and
+    // `msg_controllen` is what the kernel wrote in it, so CMSG_FIRSTHDR/CMSG_NXTHDR stay inside it.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+    // Bounded: a control buffer of CONTROL_WORDS words holds at most a few messages.
+    for _ in 0..8 {
+        if cmsg.is_null() {
+            break;
+        }
+        // SAFETY: non-null, so it points to a whole `cmsghdr` inside the control buffer.
+        let c = unsafe { &*cmsg };
+        if c.cmsg_level == libc::SOL_SOCKET
+            && c.cmsg_type == libc::SO_RXQ_OVFL
+            // SAFETY: CMSG_LEN only computes a length.
+            && c.cmsg_len as usize >= unsafe { libc::CMSG_LEN(4) } as usize
+        {
+            // SAFETY: the message is SO_RXQ_OVFL and long enough for its u32, which may be unaligned.
+            found = Some(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>()) });
+        }
+        // SAFETY: as for CMSG_FIRSTHDR; it returns null past the end.
+        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+    }
+    found
+}
+
+/// Receives, without waiting (`MSG_DONTWAIT`), up to `out.len()` datagrams (at most [`MAX_BATCH`])
+/// with one `recvmmsg(2)`: the i-th into `buf[i * slot_size..][..slot_size]`, what the kernel said
+/// of it into `out[i]`. Returns how many were received; `WouldBlock` when none was queued.
+pub fn recv_batch<S: AsRawFd>(
+    socket: &S,
+    buf: &mut [u8],
+    slot_size: usize,
+    out: &mut [Received],
+) -> io::Result<usize> {
+    let slots = out
+        .len()
+        .min(MAX_BATCH)
+        .min(buf.len().checked_div(slot_size).unwrap_or(0));
+    if slots == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "recv_batch: no slot to receive into",
+        ));
+    }
+    // Only the first `slots` entries are written (and only those are read back), so that a small
+    // batch does not pay for zeroing MAX_BATCH headers.
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut addrs = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut controls = [[0u64; CONTROL_WORDS]; MAX_BATCH];
+    for (i, slot) in buf.chunks_exact_mut(slot_size).take(slots).enumerate() {
+        let iov = iovs[i].write(libc::iovec {
+            iov_base: slot.as_mut_ptr().cast(),
+            iov_len: slot_size,
+        });
+        // SAFETY: `mmsghdr` and `sockaddr_storage` are plain old data, valid when all zero.
+        let hdr = hdrs[i].write(unsafe { mem::zeroed() });
+        // SAFETY: as above.
+        addrs[i].write(unsafe { mem::zeroed() });
+        let h = &mut hdr.msg_hdr;
+        h.msg_name = addrs[i].as_mut_ptr().cast();
+        h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_iov = iov;
+        h.msg_iovlen = 1;
+        h.msg_control = controls[i].as_mut_ptr().cast();
+        h.msg_controllen = mem::size_of_val(&controls[i]) as _;
+    }
+    // SAFETY: the first `slots` headers are initialised and point to live, distinct buffers of the
+    // lengths they give (a slot of `buf`, an address, a control buffer), all outliving the call; the
+    // kernel writes only within those lengths and reads only `slots` headers. No timeout:
+    // MSG_DONTWAIT returns at once.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
+            slots as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (n as usize).min(slots);
+    for (i, r) in out.iter_mut().take(n).enumerate() {
+        // SAFETY: header i < n <= slots was initialised above and updated by the kernel.
+        let h = unsafe { hdrs[i].assume_init_ref() };
+        let from = if (h.msg_hdr.msg_namelen as usize) >= mem::size_of::<libc::sa_family_t>() {
+            // SAFETY: address i < n was initialised (zeroed) above, then written by the kernel.
+            socket_addr_of(
+                unsafe { addrs[i].assume_init_ref() },
+                h.msg_hdr.msg_namelen as usize,
+            )
+        } else {
+            None
+        };
+        *r = Received {
+            len: (h.msg_len as usize).min(slot_size),
+            from,
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            drops: rxq_ovfl_of(&h.msg_hdr),
+        };
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

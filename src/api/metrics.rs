@@ -254,6 +254,9 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
             "counter",
             st.untrusted,
         );
+        for (name, help, v) in socket_counters("sflow", "sFlow", &st.socket) {
+            counter(&name, &help, "counter", v);
+        }
         for (name, help, get) in [
             (
                 "deflect_sflow_datagrams_total",
@@ -332,23 +335,14 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
 /// The NetFlow/IPFIX collector's counters, per exporter.
 fn netflow(out: &mut String, st: &crate::collector::netflow::CollectorStats) {
     use crate::collector::netflow::ExporterStats;
-    for (name, help, v) in [
-        (
-            "deflect_netflow_untrusted_datagrams_total",
-            "NetFlow/IPFIX datagrams from addresses that are not trusted exporters.",
-            st.untrusted,
-        ),
-        (
-            "deflect_netflow_socket_drops_total",
-            "NetFlow/IPFIX datagrams the kernel dropped on the collector's full socket queues.",
-            st.socket_drops,
-        ),
-        (
-            "deflect_netflow_truncated_datagrams_total",
-            "NetFlow/IPFIX datagrams longer than the receive buffer: dropped.",
-            st.truncated,
-        ),
-    ] {
+    let untrusted = (
+        "deflect_netflow_untrusted_datagrams_total".to_string(),
+        "NetFlow/IPFIX datagrams from addresses that are not trusted exporters.".to_string(),
+        st.untrusted,
+    );
+    for (name, help, v) in
+        std::iter::once(untrusted).chain(socket_counters("netflow", "NetFlow/IPFIX", &st.socket))
+    {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
         ));
@@ -432,4 +426,26 @@ fn netflow(out: &mut String, st: &crate::collector::netflow::CollectorStats) {
             ));
         }
     }
+}
+
+/// A datagram collector's socket counters, named `deflect_<protocol>_socket_drops_total` and
+/// `deflect_<protocol>_truncated_datagrams_total` (`protocol` as in the metric names, `label` as
+/// in prose).
+fn socket_counters(
+    protocol: &str,
+    label: &str,
+    s: &crate::collector::SocketStats,
+) -> [(String, String, u64); 2] {
+    [
+        (
+            format!("deflect_{protocol}_socket_drops_total"),
+            format!("{label} datagrams the kernel dropped on the collector's full socket queue."),
+            s.drops,
+        ),
+        (
+            format!("deflect_{protocol}_truncated_datagrams_total"),
+            format!("{label} datagrams longer than the collector's receive slot: dropped."),
+            s.truncated,
+        ),
+    ]
 }

@@ -2,6 +2,8 @@
 //! [`Report`](crate::telemetry::Report)s a probe sends, so detection and policies do not care
 //! where the data came from.
 //!
+//! - [`recv`]: the receive path every datagram collector shares (batched `recvmmsg`, the
+//!   socket's drop and truncation counters).
 //! - [`sflow`]: sFlow v5 agents (packet samples).
 //! - [`netflow`]: NetFlow v5/v9 and IPFIX exporters (flow records), through [`spread`], which
 //!   turns records that cover time into per-interval rates.
@@ -22,6 +24,7 @@ pub mod recv;
 pub mod sflow;
 pub mod spread;
 
+pub use recv::{Batch, DatagramSocket, SocketStats, shard_of};
 pub use sflow::{AgentStats, Agents, Collector, CollectorStats, Settings, SharedStats};
 
 /// One trusted exporter of flow telemetry (an sFlow agent, a NetFlow or IPFIX exporter), by the

@@ -38,7 +38,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::recv::{Batch, DatagramSocket};
+use super::recv::{Batch, DEFAULT_SLOTS, DatagramSocket, MAX_UDP_SLOT, SocketStats};
 use super::spread::{Record, Spread};
 use super::{TrustedAgent, refuse_interval, sanitize, unmapped};
 use crate::clock::now_ms;
@@ -129,9 +129,8 @@ pub struct CollectorStats {
     pub untrusted: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_untrusted: Option<IpAddr>,
-    /// Datagrams the kernel dropped on the sockets' full queues, and datagrams too long to read.
-    pub socket_drops: u64,
-    pub truncated: u64,
+    /// Datagrams lost on the collector's sockets (queues full, or longer than a slot), summed.
+    pub socket: SocketStats,
 }
 
 /// Shared, read by the API.
@@ -477,16 +476,18 @@ pub struct Collector {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Datagrams a reader forwards at once, and batches in flight to the owner.
-const BATCH: usize = 64;
+/// Batches in flight from the readers to the owner.
 const QUEUE: usize = 64;
+
+/// The sockets' receive buffer asked for (the kernel caps it at `net.core.rmem_max`).
+const RECV_BUFFER: usize = 8 * 1024 * 1024;
 
 impl Collector {
     /// Binds every listen address and starts the collector.
     pub async fn start(cfg: &Settings, engine: EngineHandle) -> std::io::Result<Collector> {
         let mut sockets = Vec::new();
         for l in &cfg.listen {
-            sockets.push(DatagramSocket::bind(*l, 8 * 1024 * 1024)?);
+            sockets.push(DatagramSocket::bind(*l, RECV_BUFFER)?);
         }
         let local_addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr()).collect();
         let stats: SharedStats = Arc::new(Mutex::new(CollectorStats {
@@ -534,10 +535,10 @@ impl Collector {
     }
 }
 
-/// The sockets' counters, summed by the owner when it publishes.
+/// Each socket's counters, by reader, summed by the owner when it publishes.
 #[derive(Debug, Default)]
 struct SocketCounters {
-    drops: Mutex<Vec<(usize, u64, u64)>>,
+    sockets: Mutex<HashMap<usize, SocketStats>>,
 }
 
 /// A socket's reader: receives batches and forwards them; no state but its socket's counters.
@@ -547,15 +548,15 @@ async fn read(
     counters: Arc<SocketCounters>,
     index: usize,
 ) {
-    let mut batch = Batch::new(BATCH, 65_536);
+    // IPFIX over UDP may fill a datagram: slots of the largest.
+    let mut batch = Batch::new(DEFAULT_SLOTS, MAX_UDP_SLOT);
     loop {
         match socket.recv_batch(&mut batch).await {
             Ok(_) => {
                 let datagrams: Vec<(Bytes, IpAddr)> =
                     batch.drain().map(|(d, from)| (d, from.ip())).collect();
-                if let Ok(mut c) = counters.drops.lock() {
-                    c.retain(|(i, _, _)| *i != index);
-                    c.push((index, socket.drops(), batch.truncated()));
+                if let Ok(mut c) = counters.sockets.lock() {
+                    c.insert(index, socket.stats(&batch));
                 }
                 if tx.send(datagrams).await.is_err() {
                     return;
@@ -612,9 +613,11 @@ impl Run {
         }
         if let Ok(mut s) = self.stats.lock() {
             self.exporters.publish(&mut s);
-            if let Ok(c) = self.counters.drops.lock() {
-                s.socket_drops = c.iter().map(|x| x.1).sum();
-                s.truncated = c.iter().map(|x| x.2).sum();
+            if let Ok(c) = self.counters.sockets.lock() {
+                s.socket = SocketStats {
+                    drops: c.values().map(|x| x.drops).sum(),
+                    truncated: c.values().map(|x| x.truncated).sum(),
+                };
             }
         }
     }

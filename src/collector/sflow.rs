@@ -24,7 +24,9 @@
 //! whole and counted: no switch port carries it.
 //!
 //! Per agent, the datagram sequence numbers tell lost datagrams (a gap) from agent restarts (the
-//! sequence or the uptime going back); both are counted and shown by the API.
+//! sequence or the uptime going back); both are counted and shown by the API. Datagrams lost
+//! before that, on the collector's own socket (its queue full, or longer than a slot), are
+//! counted by [`recv`](super::recv) and shown too.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,10 +37,10 @@ use bytes::Bytes;
 use deflect_sflow::{FlowRecord, Sample};
 use ipnet::IpNet;
 use serde::Serialize;
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::recv::{Batch, DEFAULT_SLOTS, DatagramSocket, JUMBO_SLOT, SocketStats};
 use super::{TrustedAgent, refuse_interval, sanitize, unmapped};
 use crate::clock::now_ms;
 use crate::engine::EngineHandle;
@@ -93,6 +95,8 @@ pub struct CollectorStats {
     pub untrusted: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_untrusted: Option<IpAddr>,
+    /// Datagrams lost on the collector's socket (its queue full, or longer than a slot).
+    pub socket: SocketStats,
 }
 
 /// Shared, read by the API.
@@ -109,6 +113,9 @@ struct Agent {
     agg: Aggregator,
     seq: u64,
 }
+
+/// The socket's receive buffer asked for (the kernel caps it at `net.core.rmem_max`).
+const RECV_BUFFER: usize = 8 * 1024 * 1024;
 
 /// An agent that sent nothing for this long is silent.
 const AGENT_SILENT: Duration = Duration::from_secs(30);
@@ -132,11 +139,9 @@ impl Collector {
         engine: EngineHandle,
         recorder: Option<Recorder>,
     ) -> std::io::Result<Collector> {
-        let socket = UdpSocket::bind(cfg.listen).await?;
         // A burst of datagrams must not be dropped by a small socket buffer.
-        let s2 = socket2::SockRef::from(&socket);
-        let _ = s2.set_recv_buffer_size(8 * 1024 * 1024);
-        let local_addr = socket.local_addr()?;
+        let socket = DatagramSocket::bind(cfg.listen, RECV_BUFFER)?;
+        let local_addr = socket.local_addr();
         let stats: SharedStats = Arc::new(Mutex::new(CollectorStats {
             listen: Some(local_addr),
             ..CollectorStats::default()
@@ -450,7 +455,7 @@ impl Agents {
 }
 
 struct Run {
-    socket: UdpSocket,
+    socket: DatagramSocket,
     agents: Agents,
     agents_rx: watch::Receiver<Vec<TrustedAgent>>,
     interval: Duration,
@@ -461,20 +466,27 @@ struct Run {
 
 impl Run {
     async fn run(mut self) {
-        let mut buf = vec![0u8; 65536];
+        // sFlow datagrams fit a jumbo frame; a longer one is counted as truncated.
+        let mut batch = Batch::new(DEFAULT_SLOTS, JUMBO_SLOT);
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut started = Instant::now();
         loop {
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.datagram(Bytes::copy_from_slice(&buf[..n]), from.ip()),
+                r = self.socket.recv_batch(&mut batch) => match r {
+                    Ok(_) => {
+                        let now = now_ms();
+                        for (data, from) in batch.drain() {
+                            self.agents.datagram(data, from.ip(), now, self.recorder.as_ref());
+                        }
+                    }
                     Err(e) => warn!("sFlow socket: {e}"),
                 },
                 _ = tick.tick() => {
                     let elapsed = started.elapsed();
                     started = Instant::now();
-                    self.flush(elapsed).await;
+                    let socket = self.socket.stats(&batch);
+                    self.flush(elapsed, socket).await;
                 }
                 Ok(()) = self.agents_rx.changed() => {
                     let next = self.agents_rx.borrow_and_update().clone();
@@ -485,13 +497,8 @@ impl Run {
         }
     }
 
-    fn datagram(&mut self, data: Bytes, from: IpAddr) {
-        self.agents
-            .datagram(data, from, now_ms(), self.recorder.as_ref());
-    }
-
     /// Hands each agent's interval to detection.
-    async fn flush(&mut self, elapsed: Duration) {
+    async fn flush(&mut self, elapsed: Duration, socket: SocketStats) {
         for (node, r) in self.agents.flush(elapsed, now_ms()) {
             let Some(ack) = self.engine.report(&node, r).await else {
                 return;
@@ -501,6 +508,7 @@ impl Run {
         }
         if let Ok(mut s) = self.stats.lock() {
             self.agents.publish(&mut s);
+            s.socket = socket;
         }
     }
 }
