@@ -75,6 +75,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use deflect::clock::now_ms;
 use deflect::collector::recv::{Batch, DEFAULT_SLOTS, DatagramSocket, JUMBO_SLOT};
+use deflect::collector::netflow::{DEFAULT_MAX_DELAY, Exporters};
 use deflect::collector::{Agents, TrustedAgent};
 use deflect_netflow::encode::{IpfixMessage, V5Message, V9Message, Value};
 use deflect_netflow::{FieldSpec, Flow, Limits, Session, Template, ie};
@@ -422,9 +423,11 @@ enum Work {
     /// `deflect_sflow::decode` and each raw header parsed to its UDP ports with etherparse (what
     /// `sflow/benches/decode.rs` measures, and the tracker's end-to-end figure was).
     DecodeParse,
-    /// `deflect_netflow::Session::decode`, one session per exporter address, as the NetFlow
-    /// collector keeps them (its aggregation is not written yet).
+    /// `deflect_netflow::Session::decode`, one session per exporter address.
     NetflowDecode,
+    /// The NetFlow collector's `Exporters::datagram`: decode, sampling, each record spread over
+    /// the time it covers; intervals handed over every second.
+    NetflowCollector,
 }
 
 impl Work {
@@ -433,6 +436,7 @@ impl Work {
             Work::Collector => "collector",
             Work::DecodeParse => "decode-parse",
             Work::NetflowDecode => "netflow-decode",
+            Work::NetflowCollector => "netflow-collector",
         }
     }
 }
@@ -503,6 +507,16 @@ fn serve(port: u16, mode: Mode, work: Work) -> (u64, u64) {
         );
         let mut agents = sflow_agents();
         let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+        let mut exporters = Exporters::new(
+            &[TrustedAgent {
+                name: "bench".into(),
+                max_pps: u64::MAX,
+                ..TrustedAgent::adopted(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            }],
+            &[],
+            Duration::from_secs(1),
+            DEFAULT_MAX_DELAY,
+        );
         let (mut datagrams, mut sampled) = (0u64, 0u64);
         let mut flushed = Instant::now();
         let flush = |agents: &mut Agents, elapsed: Duration| -> u64 {
@@ -542,10 +556,16 @@ fn serve(port: u16, mode: Mode, work: Work) -> (u64, u64) {
                             sampled += p.flows.len() as u64;
                         }
                     }
+                    Work::NetflowCollector => exporters.datagram(data, from.ip(), now),
                 }
             }
             if flushed.elapsed() >= Duration::from_secs(1) {
                 sampled += flush(&mut agents, flushed.elapsed());
+                sampled += exporters
+                    .flush(now_ms())
+                    .iter()
+                    .map(|(_, r)| r.sampled)
+                    .sum::<u64>();
                 flushed = Instant::now();
             }
         }
@@ -738,7 +758,12 @@ fn main() {
             ),
             None => Mode::Batched(DEFAULT_SLOTS),
         };
-        let work = [Work::Collector, Work::DecodeParse, Work::NetflowDecode]
+        let work = [
+            Work::Collector,
+            Work::DecodeParse,
+            Work::NetflowDecode,
+            Work::NetflowCollector,
+        ]
             .into_iter()
             .find(|w| args.get(i + 3).map(String::as_str) == Some(w.arg()))
             .unwrap_or(Work::Collector);
@@ -873,7 +898,10 @@ fn netflow_pass(version: u16) -> Pass {
         flows_per_round: flows,
         packets_per_round: packets,
         daemon: Daemon::Nfacctd,
-        works: vec![(Work::NetflowDecode, "Session::decode")],
+        works: vec![
+            (Work::NetflowCollector, "Exporters::datagram"),
+            (Work::NetflowDecode, "Session::decode only"),
+        ],
     }
 }
 

@@ -33,7 +33,6 @@
 //! interval. Past that, packets to already-known destinations still count in the destination's and
 //! protocol's totals; packets to new destinations are only counted as untracked.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -45,6 +44,13 @@ use crate::telemetry::{
 };
 use crate::traffic::class::{Class, amplifier};
 use crate::traffic::packet::{PROTO_TCP, PacketInfo};
+
+/// The aggregator's maps: foldhash, seeded at random per map, not SipHash. Every sampled packet
+/// costs about six lookups here, keyed by addresses and ports the sender chooses: SipHash was most
+/// of a collector's work per datagram (`benches/ingest.rs`). foldhash is "minimally DoS-resistant":
+/// its seeds, random per process and per map, are never seen by a sender, who can only shape keys
+/// blind; the maps are bounded ([`MAX_ENTRIES`], [`MAX_ROLLUP_KEYS`]) besides.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most keys (destinations + flows + sources) tracked in one interval: about 1 MB at worst.
 pub const MAX_ENTRIES: usize = 16 * 1024;
@@ -436,7 +442,7 @@ fn top_flows(
         }
         // One flow per class, named after the class's largest folded flow: at most ten.
         if keep + Class::ALL.len() <= MAX_FLOWS {
-            let mut largest: HashMap<Class, (FlowKey, u64)> = HashMap::new();
+            let mut largest: HashMap<Class, (FlowKey, u64)> = HashMap::default();
             for (k, c) in rest.iter().chain(&untracked) {
                 let k = k.folded(Fold::Class);
                 let e = largest.entry(k.class()).or_insert((k, 0));
@@ -488,6 +494,7 @@ fn key_order(k: &FlowKey) -> (u8, Option<u16>, Option<u16>, Option<u8>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn pkt(src: &str, dst: &str, proto: u8, sport: Option<u16>, dport: Option<u16>) -> PacketInfo {
         PacketInfo {
