@@ -761,9 +761,13 @@ impl Session {
         // share one sampler.
         let mut cached: Option<(Option<u64>, Option<u32>)> = None;
         // min_len >= 1 (template checks), and each record moves `pos` by at least min_len.
+        let mut v = Values::default();
+        if c.flows && !c.template.options {
+            p.flows.reserve(set.len() / c.min_len);
+        }
         while set.len() - pos >= c.min_len {
-            let v = match record::read(c, set, &mut pos) {
-                Ok(v) => v,
+            match record::read(c, set, &mut pos, &mut v) {
+                Ok(()) => {}
                 Err((field, kind)) => {
                     self.stats.records_malformed += 1;
                     p.errors.push(
@@ -783,7 +787,7 @@ impl Session {
                 self.learn(dkey, &v);
                 continue;
             }
-            let flow = v.into_flow(&clock, |id| {
+            let flow = v.take_flow(&clock, |id| {
                 if let Some((cid, s)) = cached
                     && cid == id
                 {
@@ -832,17 +836,17 @@ impl Session {
         self.stats.options_records += 1;
         let sampling = v.sampling();
         let d = self.domain(key);
-        if let Some(t) = v.active_timeout_s {
+        if let Some(t) = v.active_timeout_s() {
             d.active_timeout_ms = Some(t.saturating_mul(1000));
         }
-        if let Some(t) = v.idle_timeout_s {
+        if let Some(t) = v.idle_timeout_s() {
             d.idle_timeout_ms = Some(t.saturating_mul(1000));
         }
-        if let Some(t) = v.init_ms {
+        if let Some(t) = v.init_ms() {
             d.init_ms = Some(t);
         }
         let Some(one_in) = sampling else { return };
-        let Some(id) = v.sampler_id else {
+        let Some(id) = v.sampler_id() else {
             d.sampling = Some(one_in);
             return;
         };
