@@ -125,8 +125,13 @@ enum Act {
     Dst4,
     Src6,
     Dst6,
-    /// An unsigned integer into the slot.
+    /// An unsigned integer into the slot: any length from 1 to 8 octets, or (chosen when the
+    /// template is compiled) exactly 1, 2, 4 or 8.
     Uint(u8),
+    U1(u8),
+    U2(u8),
+    U4(u8),
+    U8(u8),
     /// Seconds, stored as ms.
     Secs(u8),
     /// An NTP timestamp, stored as unix ms (or cleared before 1970).
@@ -353,6 +358,17 @@ impl Compiled {
                 written |= 1 << t;
             }
         }
+        for op in &mut ops {
+            if let Act::Uint(s) = op.act {
+                op.act = match op.len {
+                    1 => Act::U1(s),
+                    2 => Act::U2(s),
+                    4 => Act::U4(s),
+                    8 => Act::U8(s),
+                    _ => Act::Uint(s),
+                };
+            }
+        }
         let flows = written & ((1 << slot::SRC) | (1 << slot::DST)) != 0;
         let variable = ipfix && ops.iter().any(|op| op.len == ie::VARIABLE_LENGTH);
         let plan = (!variable).then(|| {
@@ -456,6 +472,26 @@ fn apply(act: Act, b: &[u8], set: &Bytes, start: usize, v: &mut Values) {
     match act {
         Act::Skip => {}
         Act::Uint(s) => v.set(s, uint(b)),
+        Act::U1(s) => {
+            if let Ok(o) = <[u8; 1]>::try_from(b) {
+                v.set(s, u64::from(o[0]))
+            }
+        }
+        Act::U2(s) => {
+            if let Ok(o) = <[u8; 2]>::try_from(b) {
+                v.set(s, u64::from(u16::from_be_bytes(o)))
+            }
+        }
+        Act::U4(s) => {
+            if let Ok(o) = <[u8; 4]>::try_from(b) {
+                v.set(s, u64::from(u32::from_be_bytes(o)))
+            }
+        }
+        Act::U8(s) => {
+            if let Ok(o) = <[u8; 8]>::try_from(b) {
+                v.set(s, u64::from_be_bytes(o))
+            }
+        }
         Act::Secs(s) => v.set(s, uint(b).saturating_mul(1000)),
         Act::Micros(s) => v.set(s, uint(b) / 1000),
         Act::Ntp(s) => match ntp_ms(uint(b)) {
