@@ -275,8 +275,8 @@ impl Session {
 
     /// The domain's state, created (evicting the least recently used) if new.
     fn domain(&mut self, key: DomainKey) -> &mut Domain {
-        if !self.domains.contains_key(&key)
-            && self.domains.len() >= self.limits.max_templates.max(1)
+        if self.domains.len() >= self.limits.max_templates.max(1)
+            && !self.domains.contains_key(&key)
         {
             if let Some(old) = self
                 .domains
