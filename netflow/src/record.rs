@@ -616,6 +616,15 @@ impl Clock {
 /// sampler); `None` when they say nothing usable.
 fn sampling_of(v: &Values) -> Option<u32> {
     use slot::*;
+    const ANY: u32 = 1 << SAMPLING_INTERVAL
+        | 1 << RANDOM_INTERVAL
+        | 1 << PACKET_INTERVAL
+        | 1 << SAMPLING_SIZE
+        | 1 << PROBABILITY
+        | 1 << SELECTED;
+    if v.present & ANY == 0 {
+        return None;
+    }
     let nz = |s: u8| v.get(s).filter(|&n| n > 0);
     let n = if let Some(n) = nz(SAMPLING_INTERVAL) {
         n
@@ -646,13 +655,15 @@ impl Values {
         sampling_of(self)
     }
 
-    /// The flow, if the record has an address. `sampler` resolves the record's sampler id (or the
-    /// domain's value when it has none). Takes the record's section.
-    pub(crate) fn take_flow(
+    /// Pushes the flow onto `out`, if the record has an address (false if not). `sampler` resolves
+    /// the record's sampler id (or the domain's value when it has none). Takes the record's
+    /// section.
+    pub(crate) fn push_flow(
         &mut self,
         clock: &Clock,
         sampler: impl FnOnce(Option<u64>) -> Option<u32>,
-    ) -> Option<Flow> {
+        out: &mut Vec<Flow>,
+    ) -> bool {
         use slot::*;
         let (src, dst) = match (self.src, self.dst) {
             (Some(s), Some(d)) => (s, d),
@@ -667,7 +678,7 @@ impl Values {
                     (unspecified, a)
                 }
             }
-            (None, None) => return None,
+            (None, None) => return false,
         };
         let init_ms = self.get(INIT_MS);
         let time = |abs: Option<u64>, delta: Option<u64>, up: Option<u64>| {
@@ -700,7 +711,7 @@ impl Values {
         };
         let bytes = self.get(BYTES).or(section_len).unwrap_or(0);
         let sampling = sampling_of(self).or_else(|| sampler(self.get(SAMPLER_ID)));
-        Some(Flow {
+        out.push(Flow {
             src,
             dst,
             proto: self.or0(PROTO) as u8,
@@ -718,7 +729,8 @@ impl Values {
             input: self.or0(INPUT) as u32,
             output: self.or0(OUTPUT) as u32,
             section,
-        })
+        });
+        true
     }
 }
 

@@ -787,19 +787,22 @@ impl Session {
                 self.learn(dkey, &v);
                 continue;
             }
-            let flow = v.take_flow(&clock, |id| {
-                if let Some((cid, s)) = cached
-                    && cid == id
-                {
-                    return s;
-                }
-                let s = self.resolve_sampling(dkey, id, domain_sampling);
-                cached = Some((id, s));
-                s
-            });
-            match flow {
-                Some(f) => p.flows.push(f),
-                None => self.stats.records_not_flows += 1,
+            let flow = v.push_flow(
+                &clock,
+                |id| {
+                    if let Some((cid, s)) = cached
+                        && cid == id
+                    {
+                        return s;
+                    }
+                    let s = self.resolve_sampling(dkey, id, domain_sampling);
+                    cached = Some((id, s));
+                    s
+                },
+                &mut p.flows,
+            );
+            if !flow {
+                self.stats.records_not_flows += 1;
             }
         }
         (n, true)
