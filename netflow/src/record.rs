@@ -207,6 +207,21 @@ struct Op {
     off: u32,
 }
 
+/// A fixed-length record: its length, and its used fields at their offsets. The integers of each
+/// width are apart, read with no dispatch; their order does not matter, as no two fields write the
+/// same value once the template is compiled.
+#[derive(Debug, Clone, Default)]
+struct Plan {
+    len: usize,
+    /// (offset, slot) of the integers of 1, 2, 4 and 8 octets.
+    u1: Vec<(u32, u8)>,
+    u2: Vec<(u32, u8)>,
+    u4: Vec<(u32, u8)>,
+    u8: Vec<(u32, u8)>,
+    /// The other fields.
+    rest: Vec<Op>,
+}
+
 /// A template ready to decode records.
 ///
 /// Compiled once, when the template is learned: each field's element id is turned into what to do
@@ -220,7 +235,7 @@ pub(crate) struct Compiled {
     /// One step per field, in order.
     ops: Vec<Op>,
     /// The fixed-length record: the used fields, at their offsets; `None` with a variable field.
-    plan: Option<(usize, Vec<Op>)>,
+    plan: Option<Plan>,
     pub min_len: usize,
     /// A record may be a flow (the template has an address).
     pub flows: bool,
@@ -373,15 +388,21 @@ impl Compiled {
         let variable = ipfix && ops.iter().any(|op| op.len == ie::VARIABLE_LENGTH);
         let plan = (!variable).then(|| {
             let mut off = 0u32;
-            let mut plan = Vec::new();
+            let mut plan = Plan::default();
             for op in &mut ops {
                 op.off = off;
                 off += u32::from(op.len);
-                if op.act != Act::Skip {
-                    plan.push(*op);
+                match op.act {
+                    Act::Skip => {}
+                    Act::U1(s) => plan.u1.push((op.off, s)),
+                    Act::U2(s) => plan.u2.push((op.off, s)),
+                    Act::U4(s) => plan.u4.push((op.off, s)),
+                    Act::U8(s) => plan.u8.push((op.off, s)),
+                    _ => plan.rest.push(*op),
                 }
             }
-            (off as usize, plan)
+            plan.len = off as usize;
+            plan
         });
         let min_len = template.min_record_len(ipfix);
         Compiled {
@@ -541,12 +562,36 @@ pub(crate) fn read(
 ) -> Result<(), (u16, ErrorKind)> {
     v.clear();
     let data: &[u8] = set;
-    if let Some((len, plan)) = &c.plan
-        && let Some(rec) = data.get(*pos..*pos + len)
+    if let Some(plan) = &c.plan
+        && let Some(rec) = data.get(*pos..*pos + plan.len)
     {
         let base = *pos;
-        *pos += len;
-        for op in plan {
+        *pos += plan.len;
+        fn at<const N: usize>(rec: &[u8], off: u32) -> Option<[u8; N]> {
+            let off = off as usize;
+            rec.get(off..off + N)?.try_into().ok()
+        }
+        for &(off, s) in &plan.u1 {
+            if let Some([a]) = at::<1>(rec, off) {
+                v.set(s, u64::from(a));
+            }
+        }
+        for &(off, s) in &plan.u2 {
+            if let Some(o) = at::<2>(rec, off) {
+                v.set(s, u64::from(u16::from_be_bytes(o)));
+            }
+        }
+        for &(off, s) in &plan.u4 {
+            if let Some(o) = at::<4>(rec, off) {
+                v.set(s, u64::from(u32::from_be_bytes(o)));
+            }
+        }
+        for &(off, s) in &plan.u8 {
+            if let Some(o) = at::<8>(rec, off) {
+                v.set(s, u64::from_be_bytes(o));
+            }
+        }
+        for op in &plan.rest {
             let off = op.off as usize;
             if let Some(b) = rec.get(off..off + usize::from(op.len)) {
                 apply(op.act, b, set, base + off, v);
