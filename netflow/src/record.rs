@@ -218,6 +218,8 @@ struct Plan {
     u2: Vec<(u32, u8)>,
     u4: Vec<(u32, u8)>,
     u8: Vec<(u32, u8)>,
+    /// (offset, is the source) of the IPv4 addresses.
+    v4: Vec<(u32, bool)>,
     /// The other fields.
     rest: Vec<Op>,
 }
@@ -398,6 +400,8 @@ impl Compiled {
                     Act::U2(s) => plan.u2.push((op.off, s)),
                     Act::U4(s) => plan.u4.push((op.off, s)),
                     Act::U8(s) => plan.u8.push((op.off, s)),
+                    Act::Src4 => plan.v4.push((op.off, true)),
+                    Act::Dst4 => plan.v4.push((op.off, false)),
                     _ => plan.rest.push(*op),
                 }
             }
@@ -591,6 +595,12 @@ pub(crate) fn read(
                 v.set(s, u64::from_be_bytes(o));
             }
         }
+        for &(off, src) in &plan.v4 {
+            if let Some(o) = at::<4>(rec, off) {
+                let a = Some(IpAddr::V4(Ipv4Addr::from(o)));
+                if src { v.src = a } else { v.dst = a }
+            }
+        }
         for op in &plan.rest {
             let off = op.off as usize;
             if let Some(b) = rec.get(off..off + usize::from(op.len)) {
@@ -659,6 +669,7 @@ impl Clock {
 
 /// 1 in N from a set of sampling elements (in a data record, or options data describing a
 /// sampler); `None` when they say nothing usable.
+#[inline]
 fn sampling_of(v: &Values) -> Option<u32> {
     use slot::*;
     const ANY: u32 = 1 << SAMPLING_INTERVAL
