@@ -109,8 +109,8 @@ mod slot {
     pub const START_UPTIME: u8 = 28;
     pub const END_UPTIME: u8 = 29;
     pub const DURATION_MS: u8 = 30;
-    /// Slots.
-    pub const N: usize = 31;
+    /// Slots: one more than used, a power of two, so that an index masked to it needs no check.
+    pub const N: usize = 32;
     /// Targets that are not slots (for the compile-time "last field wins" pruning).
     pub const SRC: u8 = 31;
     pub const DST: u8 = 32;
@@ -218,6 +218,8 @@ struct Plan {
     u2: Vec<(u32, u8)>,
     u4: Vec<(u32, u8)>,
     u8: Vec<(u32, u8)>,
+    /// The slots of all of them.
+    mask: u32,
     /// (offset, is the source) of the IPv4 addresses.
     v4: Vec<(u32, bool)>,
     /// The other fields.
@@ -406,6 +408,10 @@ impl Compiled {
                 }
             }
             plan.len = off as usize;
+            plan.mask = [&plan.u1, &plan.u2, &plan.u4, &plan.u8]
+                .iter()
+                .flat_map(|l| l.iter())
+                .fold(0, |m, &(_, s)| m | 1 << s);
             plan
         });
         let min_len = template.min_record_len(ipfix);
@@ -434,13 +440,19 @@ pub(crate) struct Values {
 impl Values {
     #[inline]
     fn set(&mut self, s: u8, x: u64) {
-        self.slots[usize::from(s)] = x;
+        self.put(s, x);
         self.present |= 1 << s;
+    }
+
+    /// Stores a value without marking it present.
+    #[inline]
+    fn put(&mut self, s: u8, x: u64) {
+        self.slots[usize::from(s) % slot::N] = x;
     }
 
     #[inline]
     fn get(&self, s: u8) -> Option<u64> {
-        (self.present & (1 << s) != 0).then(|| self.slots[usize::from(s)])
+        (self.present & (1 << s) != 0).then(|| self.slots[usize::from(s) % slot::N])
     }
 
     /// The value, 0 when absent.
@@ -575,24 +587,26 @@ pub(crate) fn read(
             let off = off as usize;
             rec.get(off..off + N)?.try_into().ok()
         }
+        // Every one of these is in the record: present, whatever its value.
+        v.present |= plan.mask;
         for &(off, s) in &plan.u1 {
             if let Some([a]) = at::<1>(rec, off) {
-                v.set(s, u64::from(a));
+                v.put(s, u64::from(a));
             }
         }
         for &(off, s) in &plan.u2 {
             if let Some(o) = at::<2>(rec, off) {
-                v.set(s, u64::from(u16::from_be_bytes(o)));
+                v.put(s, u64::from(u16::from_be_bytes(o)));
             }
         }
         for &(off, s) in &plan.u4 {
             if let Some(o) = at::<4>(rec, off) {
-                v.set(s, u64::from(u32::from_be_bytes(o)));
+                v.put(s, u64::from(u32::from_be_bytes(o)));
             }
         }
         for &(off, s) in &plan.u8 {
             if let Some(o) = at::<8>(rec, off) {
-                v.set(s, u64::from_be_bytes(o));
+                v.put(s, u64::from_be_bytes(o));
             }
         }
         for &(off, src) in &plan.v4 {
