@@ -242,7 +242,7 @@ pub(crate) struct Compiled {
     plan: Option<Plan>,
     pub min_len: usize,
     /// A record may be a flow (the template has an address).
-    pub flows: bool,
+    flows: bool,
     ipfix: bool,
 }
 
@@ -422,6 +422,19 @@ impl Compiled {
             min_len,
             flows,
             ipfix,
+        }
+    }
+}
+
+impl Compiled {
+    /// How many flows a data set of `len` octets holds at most, when that is known exactly: a
+    /// fixed-length flow template (0 otherwise: records of variable length may be fewer).
+    pub(crate) fn flows_in(&self, len: usize) -> usize {
+        match &self.plan {
+            Some(plan) if self.flows && !self.template.options => {
+                len.checked_div(plan.len).unwrap_or(0)
+            }
+            _ => 0,
         }
     }
 }

@@ -762,9 +762,7 @@ impl Session {
         let mut cached: Option<(Option<u64>, Option<u32>)> = None;
         // min_len >= 1 (template checks), and each record moves `pos` by at least min_len.
         let mut v = Values::default();
-        if c.flows && !c.template.options {
-            p.flows.reserve(set.len() / c.min_len);
-        }
+        p.flows.reserve(c.flows_in(set.len()));
         while set.len() - pos >= c.min_len {
             match record::read(c, set, &mut pos, &mut v) {
                 Ok(()) => {}
