@@ -304,6 +304,7 @@ fn kind(id: u16, len: u16) -> Kind {
         _ => Skip,
     }
 }
+
 impl Compiled {
     pub(crate) fn new(template: Template, ipfix: bool) -> Compiled {
         let kinds: Vec<Kind> = template
@@ -395,7 +396,7 @@ impl Compiled {
             let mut plan = Plan::default();
             for op in &mut ops {
                 op.off = off;
-                off += u32::from(op.len);
+                off = off.saturating_add(u32::from(op.len));
                 match op.act {
                     Act::Skip => {}
                     Act::U1(s) => plan.u1.push((op.off, s)),
