@@ -275,8 +275,8 @@ impl Session {
 
     /// The domain's state, created (evicting the least recently used) if new.
     fn domain(&mut self, key: DomainKey) -> &mut Domain {
-        if !self.domains.contains_key(&key)
-            && self.domains.len() >= self.limits.max_templates.max(1)
+        if self.domains.len() >= self.limits.max_templates.max(1)
+            && !self.domains.contains_key(&key)
         {
             if let Some(old) = self
                 .domains
@@ -761,9 +761,11 @@ impl Session {
         // share one sampler.
         let mut cached: Option<(Option<u64>, Option<u32>)> = None;
         // min_len >= 1 (template checks), and each record moves `pos` by at least min_len.
+        let mut v = Values::default();
+        p.flows.reserve(c.flows_in(set.len()));
         while set.len() - pos >= c.min_len {
-            let v = match record::read(c, set, &mut pos) {
-                Ok(v) => v,
+            match record::read(c, set, &mut pos, &mut v) {
+                Ok(()) => {}
                 Err((field, kind)) => {
                     self.stats.records_malformed += 1;
                     p.errors.push(
@@ -783,19 +785,22 @@ impl Session {
                 self.learn(dkey, &v);
                 continue;
             }
-            let flow = v.into_flow(&clock, |id| {
-                if let Some((cid, s)) = cached
-                    && cid == id
-                {
-                    return s;
-                }
-                let s = self.resolve_sampling(dkey, id, domain_sampling);
-                cached = Some((id, s));
-                s
-            });
-            match flow {
-                Some(f) => p.flows.push(f),
-                None => self.stats.records_not_flows += 1,
+            let flow = v.push_flow(
+                &clock,
+                |id| {
+                    if let Some((cid, s)) = cached
+                        && cid == id
+                    {
+                        return s;
+                    }
+                    let s = self.resolve_sampling(dkey, id, domain_sampling);
+                    cached = Some((id, s));
+                    s
+                },
+                &mut p.flows,
+            );
+            if !flow {
+                self.stats.records_not_flows += 1;
             }
         }
         (n, true)
@@ -832,17 +837,17 @@ impl Session {
         self.stats.options_records += 1;
         let sampling = v.sampling();
         let d = self.domain(key);
-        if let Some(t) = v.active_timeout_s {
+        if let Some(t) = v.active_timeout_s() {
             d.active_timeout_ms = Some(t.saturating_mul(1000));
         }
-        if let Some(t) = v.idle_timeout_s {
+        if let Some(t) = v.idle_timeout_s() {
             d.idle_timeout_ms = Some(t.saturating_mul(1000));
         }
-        if let Some(t) = v.init_ms {
+        if let Some(t) = v.init_ms() {
             d.init_ms = Some(t);
         }
         let Some(one_in) = sampling else { return };
-        let Some(id) = v.sampler_id else {
+        let Some(id) = v.sampler_id() else {
             d.sampling = Some(one_in);
             return;
         };
