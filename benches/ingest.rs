@@ -43,28 +43,35 @@
 //! Also printed: ours in memory through `Agents::datagram` (no socket), the cost of the copy into
 //! `Bytes` that `Batch::drain` makes per datagram, and each process's kernel share of CPU time.
 //!
-//! Figures (2 cores shared with other builds, load average 1.0 to 3.2 over four runs; medians of
-//! 10 rounds, datagrams per CPU-second, saturated):
+//! Figures, saturated, medians of 10 rounds, datagrams per CPU-second (2026-12-07, 2 cores shared
+//! with other work; rounds vary by up to ±30 %, so read the ratios to a first digit), after the
+//! aggregator's maps moved to foldhash and v9/IPFIX templates were compiled into plans:
 //!
-//! | pass | ours batched | ours one recv | pmacct core | ratio batched |
-//! | --- | ---: | ---: | ---: | ---: |
-//! | sFlow, `Agents::datagram` | 150,000-164,000 | 128,000-148,000 | sfacctd 152,000-162,000 | 0.9-1.05x |
-//! | sFlow, decode + parse only | 370,000-433,000 | 336,000-357,000 | (same) | 2.4-2.7x |
-//! | NetFlow v9, `Session::decode` | 164,000-193,000 | 166,000-179,000 | nfacctd 189,000-209,000 | 0.9x |
-//! | IPFIX, `Session::decode` | 234,000-238,000 | 204,000-213,000 | nfacctd 225,000-237,000 | 1.0x |
+//! | pass | ours batched | ours one recv | pmacct core | core + plugin | ratio to core | to core + plugin |
+//! | --- | ---: | ---: | ---: | ---: | ---: | ---: |
+//! | sFlow, `Agents::datagram` | 216,000 | 187,000 | sfacctd 162,000 | 83,000 | 1.3x | 2.6x |
+//! | sFlow, decode + parse only | 352,000 | 333,000 | (same) | | 2.2x | |
+//! | NetFlow v9, `Exporters::datagram` | 179,000 | 206,000 | nfacctd 207,000 | 36,500 | 0.9x | 4.9x |
+//! | NetFlow v9, `Session::decode` only | 305,000 | 245,000 | (same) | | 1.5x | |
+//! | IPFIX, `Exporters::datagram` | 247,000 | 255,000 | nfacctd 231,000 | 42,200 | 1.1x | 5.9x |
+//! | IPFIX, `Session::decode` only | 397,000 | 311,000 | (same) | | 1.7x | |
+//!
+//! "core + plugin" counts pmacct's print plugin too (it aggregates what the core decoded, as our
+//! collector does in the same process): the like-for-like whole pipeline. Before foldhash the sFlow
+//! collector path was 150,000-164,000 (0.9-1.05x the core); before the compiled templates NetFlow
+//! decode was 164,000-238,000 (0.9-1.0x).
 //!
 //! Two `SO_REUSEPORT` shards drained a full queue at 186,000 sFlow datagrams per second of wall
 //! time through the collector, one socket at 122,000-145,000 (1.3-1.5x; the CPU per datagram
-//! unchanged).
+//! unchanged): capacity, not efficiency.
 //!
-//! What they say: batching buys 1.1 to 1.25x end to end, saturated. What keeps the sFlow
-//! collector at sfacctd's rate is its own work per datagram (`Agents::datagram`, about 7 µs in
-//! memory, most of it SipHash in `traffic::aggregate`'s maps; with foldhash there instead, tried
-//! and not kept, 267,000 in memory and 223,000 end to end, 1.4x sfacctd), not the receive path;
-//! for NetFlow it is `Session::decode`. (The kernel shares printed come from 10 ms ticks: too
-//! coarse to compare runs.) Paced, a tokio receiver pays a wake-up per datagram or two and
-//! batching buys nothing (0.8 to 1.8x pmacct); that regime measures an idle collector, not its
-//! capacity.
+//! What they say: batching buys 1.1 to 1.25x end to end, saturated; what sets the rate is each
+//! collector's own work per datagram (decoding, then aggregation: about 4 µs per sFlow datagram of
+//! 8 samples, 2 to 3 µs per NetFlow datagram of 21-28 records), not the receive path. Against
+//! pmacct's core alone (its aggregation in another process, not counted) we are 0.9 to 1.3x;
+//! against its whole pipeline 2.6 to 5.9x. The tracker's goal of 5x the core is not reached.
+//! Paced, a tokio receiver pays a wake-up per datagram or two and batching buys nothing (0.8 to
+//! 1.8x pmacct); that regime measures an idle collector, not its capacity.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -74,8 +81,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deflect::clock::now_ms;
-use deflect::collector::recv::{Batch, DEFAULT_SLOTS, DatagramSocket, JUMBO_SLOT};
 use deflect::collector::netflow::{DEFAULT_MAX_DELAY, Exporters};
+use deflect::collector::recv::{Batch, DEFAULT_SLOTS, DatagramSocket, JUMBO_SLOT};
 use deflect::collector::{Agents, TrustedAgent};
 use deflect_netflow::encode::{IpfixMessage, V5Message, V9Message, Value};
 use deflect_netflow::{FieldSpec, Flow, Limits, Session, Template, ie};
@@ -764,9 +771,9 @@ fn main() {
             Work::NetflowDecode,
             Work::NetflowCollector,
         ]
-            .into_iter()
-            .find(|w| args.get(i + 3).map(String::as_str) == Some(w.arg()))
-            .unwrap_or(Work::Collector);
+        .into_iter()
+        .find(|w| args.get(i + 3).map(String::as_str) == Some(w.arg()))
+        .unwrap_or(Work::Collector);
         receiver(port, mode, work);
         return;
     }

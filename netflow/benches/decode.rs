@@ -4,7 +4,7 @@
 //!
 //! The datagrams: for each version, 10,000 distinct ones as a border router exports them under a
 //! reflection flood, about 1.4 kB each: v5 with 30 records (1,464 octets); v9 with 28 records of a
-//! 14-field template (addresses, ports, protocol, TCP flags, ToS, 32-bit packet and octet deltas,
+//! 18-field template (addresses, ports, protocol, TCP flags, ToS, 32-bit packet and octet deltas,
 //! FIRST/LAST_SWITCHED, interfaces, AS numbers, masks, FLOW_SAMPLER_ID; 1,428 octets); IPFIX with
 //! 21 records of the same fields with 64-bit counters and flowStart/EndMilliseconds (1,406 octets).
 //! The templates and the sampler's options data come first in a datagram that is not timed, as an
