@@ -7,10 +7,10 @@
 //! sizes.
 //!
 //! The passes, 10,000 distinct datagrams each, ten rounds of them:
-//! - sFlow v5, `sflow/benches/decode.rs`'s datagrams: a switch sampling a reflection flood, 8 flow
+//! - sFlow v5, `sflow/benches/flood/mod.rs`: a switch sampling a reflection flood, 8 flow
 //!   samples (128-octet Ethernet/IPv4/UDP raw header + extended switch) and 1 counter sample
 //!   each, about 1.9 kB; against `sfacctd`.
-//! - NetFlow v9 and IPFIX, `netflow/benches/decode.rs`'s datagrams (28 and 21 records, about
+//! - NetFlow v9 and IPFIX, `netflow/benches/flood/mod.rs` (28 and 21 records, about
 //!   1.4 kB; the templates and sampler options in a priming datagram first in each round);
 //!   against `nfacctd`.
 //!
@@ -19,8 +19,8 @@
 //!   socket, it is let go and its queue let drain. It always finds a full queue, as under a flood,
 //!   and the sender (whose system calls do the kernel's loopback receive work) never limits it.
 //!   This is the regime that tells how much a collector can take.
-//! - paced: as fast as the sender goes, waiting while the queue holds more than 1 MB (how
-//!   `sflow/benches/decode.rs` and the tracker measured). A receiver faster than the sender wakes
+//! - paced: as fast as the sender goes, waiting while the queue holds more than 1 MB (how the
+//!   tracker measured). A receiver faster than the sender wakes
 //!   up for each datagram or few, and pays for the wake-ups.
 //!
 //! Counted: datagrams processed (sent − the socket's drops, from `/proc/net/udp`) over the CPU time
@@ -84,320 +84,25 @@ use deflect::clock::now_ms;
 use deflect::collector::netflow::{DEFAULT_MAX_DELAY, Exporters};
 use deflect::collector::recv::{Batch, DEFAULT_SLOTS, DatagramSocket, JUMBO_SLOT};
 use deflect::collector::{Agents, TrustedAgent};
-use deflect_netflow::encode::{IpfixMessage, V5Message, V9Message, Value};
-use deflect_netflow::{FieldSpec, Flow, Limits, Session, Template, ie};
-use deflect_sflow::encode::{DatagramBuilder, ethernet_udp_frame, raw_header};
-use deflect_sflow::{
-    CounterRecord, CounterSample, EthernetCounters, ExtendedSwitch, FlowRecord, FlowSample,
-    GenericInterface,
-};
+use deflect_netflow::{Limits, Session};
+use deflect_sflow::FlowRecord;
 
+#[path = "../netflow/benches/flood/mod.rs"]
+mod netflow_flood;
 mod pmacct;
+#[path = "../sflow/benches/flood/mod.rs"]
+mod sflow_flood;
 
+use netflow_flood::{EXPORT_SECS, datagrams as netflow_datagrams};
 use pmacct::{Daemon, Drive, Pmacct, Round, median, process_cpu_ns, thread_cpu_ns};
+use sflow_flood::{DATAGRAMS, FLOW_SAMPLES, flood_datagrams};
 
-const DATAGRAMS: usize = 10_000;
-const EXPORT_SECS: u32 = 1_700_743_680;
-const FLOW_SAMPLES: usize = 8;
 const ROUNDS: usize = 10;
 /// Datagrams queued per burst: about 1 MB of payload, well under the 8 MB (4 MB asked, doubled)
 /// both receivers' sockets get.
 const BURST: usize = 500;
 /// What the sender sends last: the receiver child prints its tally and exits.
 const STOP: &[u8] = b"STOP";
-
-/// xorshift64*: a fixed, dependency-free source of variety.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// The datagrams of a switch (agent 192.0.2.10) sampling a reflection flood at 1 in 4096.
-fn flood_datagrams() -> Vec<Bytes> {
-    let mut rng = Rng(0x5eed_f10d_cafe_0001);
-    let agent = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
-    let reflector_ports = [123u16, 53, 11211, 1900, 19, 389];
-    let lengths = [468usize, 1200, 1400, 482, 90, 1472];
-    let mut flow_seq = 0u32;
-    let mut pool = 0u32;
-    (0..DATAGRAMS)
-        .map(|i| {
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
-            let mut b = DatagramBuilder::new(agent)
-                .sequence(i + 1)
-                .uptime_ms(3_600_000 + i * 5);
-            for _ in 0..FLOW_SAMPLES {
-                let r = rng.next();
-                let src = Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x00ff_ffff));
-                let dst = Ipv4Addr::new(203, 0, 113, 1 + (r >> 32) as u8 % 8);
-                let sport = reflector_ports[rng.below(reflector_ports.len() as u64) as usize];
-                let dport = 1024 + rng.below(64_000) as u16;
-                let len = lengths[rng.below(lengths.len() as u64) as usize];
-                let frame = ethernet_udp_frame(src.into(), dst.into(), sport, dport, len);
-                let input = 1 + rng.below(48) as u32;
-                flow_seq += 1;
-                pool = pool.wrapping_add(4096);
-                b = b.flow(FlowSample {
-                    expanded: false,
-                    sequence: flow_seq,
-                    source_id_type: 0,
-                    source_id_index: input,
-                    sampling_rate: 4096,
-                    sample_pool: pool,
-                    drops: 0,
-                    input,
-                    output: 49,
-                    records: vec![
-                        FlowRecord::RawHeader(raw_header(&frame)),
-                        FlowRecord::ExtendedSwitch(ExtendedSwitch {
-                            src_vlan: 100,
-                            src_priority: 0,
-                            dst_vlan: 100,
-                            dst_priority: 0,
-                        }),
-                    ],
-                });
-            }
-            let port = 1 + i % 48;
-            b = b.counters(CounterSample {
-                expanded: false,
-                sequence: i + 1,
-                source_id_type: 0,
-                source_id_index: port,
-                records: vec![
-                    CounterRecord::Generic(GenericInterface {
-                        if_index: port,
-                        if_type: 6,
-                        if_speed: 100_000_000_000,
-                        if_direction: 1,
-                        if_status: 3,
-                        if_in_octets: u64::from(i) * 1_000_000,
-                        if_in_ucast_pkts: i * 800,
-                        ..GenericInterface::default()
-                    }),
-                    CounterRecord::Ethernet(EthernetCounters::default()),
-                ],
-            });
-            b.encode().freeze()
-        })
-        .collect()
-}
-
-/// One record's values: (src, dst, sport, dport, proto, flags, packets, bytes, age ms, input).
-struct Rec {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    proto: u8,
-    flags: u8,
-    packets: u64,
-    bytes: u64,
-    age_ms: u64,
-    input: u32,
-}
-
-fn rec(rng: &mut Rng) -> Rec {
-    let ports = [123u16, 53, 11211, 1900, 19, 389, 443];
-    let lengths = [468u64, 1200, 1400, 482, 90, 1472, 60];
-    let r = rng.next();
-    let k = rng.below(ports.len() as u64) as usize;
-    let packets = 1 + rng.below(64);
-    Rec {
-        src: Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x00ff_ffff)),
-        dst: Ipv4Addr::new(203, 0, 113, 1 + (r >> 32) as u8 % 8),
-        sport: ports[k],
-        dport: 1024 + rng.below(64_000) as u16,
-        proto: if ports[k] == 443 { 6 } else { 17 },
-        flags: if ports[k] == 443 { 0x02 } else { 0 },
-        packets,
-        bytes: packets * lengths[k],
-        age_ms: rng.below(60_000),
-        input: 1 + rng.below(48) as u32,
-    }
-}
-
-fn fields(ipfix: bool) -> Vec<FieldSpec> {
-    let (c, t, start, end) = if ipfix {
-        (8, 8, ie::FLOW_START_MILLISECONDS, ie::FLOW_END_MILLISECONDS)
-    } else {
-        (4, 4, ie::FLOW_START_SYS_UP_TIME, ie::FLOW_END_SYS_UP_TIME)
-    };
-    [
-        (8, 4),
-        (12, 4),
-        (7, 2),
-        (11, 2),
-        (4, 1),
-        (6, 1),
-        (5, 1),
-        (2, c),
-        (1, c),
-        (start, t),
-        (end, t),
-        (10, 4),
-        (14, 4),
-        (16, 4),
-        (17, 4),
-        (9, 1),
-        (13, 1),
-        (48, 1),
-    ]
-    .map(|(id, len)| FieldSpec::new(id, len))
-    .to_vec()
-}
-
-fn values(r: &Rec, ipfix: bool, export_ms: u64, uptime: u32) -> Vec<Value> {
-    let (start, end) = if ipfix {
-        (export_ms - r.age_ms - 1000, export_ms - r.age_ms)
-    } else {
-        let u = u64::from(uptime);
-        (u - r.age_ms - 1000, u - r.age_ms)
-    };
-    vec![
-        Value::Addr(r.src.into()),
-        Value::Addr(r.dst.into()),
-        Value::U(r.sport.into()),
-        Value::U(r.dport.into()),
-        Value::U(r.proto.into()),
-        Value::U(r.flags.into()),
-        Value::U(0),
-        Value::U(r.packets),
-        Value::U(r.bytes),
-        Value::U(start),
-        Value::U(end),
-        Value::U(r.input.into()),
-        Value::U(49),
-        Value::U(64_500),
-        Value::U(64_501),
-        Value::U(24),
-        Value::U(24),
-        Value::U(1),
-    ]
-}
-
-/// (priming datagram, timed datagrams, records per datagram) for `version`: the datagrams of
-/// `netflow/benches/decode.rs` (the templates and sampler options first, in the priming one).
-fn netflow_datagrams(version: u16) -> (Option<Bytes>, Vec<Bytes>, usize) {
-    let mut rng = Rng(0x5eed_f10d_cafe_0001 ^ u64::from(version));
-    let ipfix = version == 10;
-    let t = Template::new(256, fields(ipfix));
-    let sampler = Template::options(
-        257,
-        1,
-        [
-            (ie::SAMPLER_ID, 1),
-            (ie::SAMPLER_MODE, 1),
-            (ie::SAMPLER_RANDOM_INTERVAL, 4),
-        ]
-        .map(|(id, len)| FieldSpec::new(id, len))
-        .to_vec(),
-    );
-    let sampler_data = vec![vec![Value::U(1), Value::U(2), Value::U(1000)]];
-    let per = match version {
-        5 => 30,
-        9 => 28,
-        _ => 21,
-    };
-    let uptime0 = 3_600_000u32;
-    let priming = match version {
-        9 => Some(
-            V9Message::new(1)
-                .unix_secs(EXPORT_SECS)
-                .uptime_ms(uptime0)
-                .template(&t)
-                .template(&sampler)
-                .data(&sampler, &sampler_data)
-                .encode()
-                .freeze(),
-        ),
-        10 => Some(
-            IpfixMessage::new(1)
-                .export_secs(EXPORT_SECS)
-                .template(&t)
-                .template(&sampler)
-                .data(&sampler, &sampler_data)
-                .encode()
-                .freeze(),
-        ),
-        _ => None,
-    };
-    let list = (0..DATAGRAMS)
-        .map(|i| {
-            let i = i as u32;
-            let secs = EXPORT_SECS + i / 100;
-            let uptime = uptime0 + i * 10;
-            let export_ms = u64::from(secs) * 1000;
-            let recs: Vec<Rec> = (0..per).map(|_| rec(&mut rng)).collect();
-            match version {
-                5 => {
-                    let mut m = V5Message::new(export_ms, uptime)
-                        .sequence(i * per as u32)
-                        .sampling_interval(0x4000 | 1000);
-                    for r in &recs {
-                        let start = export_ms - r.age_ms - 1000;
-                        m = m.flow(&Flow {
-                            src: IpAddr::V4(r.src),
-                            dst: IpAddr::V4(r.dst),
-                            proto: r.proto,
-                            src_port: r.sport,
-                            dst_port: r.dport,
-                            tcp_flags: r.flags,
-                            icmp_type_code: None,
-                            fragment: false,
-                            packets: r.packets,
-                            bytes: r.bytes,
-                            start_ms: Some(start),
-                            end_ms: Some(start + 1000),
-                            sampling: None,
-                            direction: None,
-                            input: r.input,
-                            output: 49,
-                            section: None,
-                        });
-                    }
-                    m.encode().freeze()
-                }
-                9 => {
-                    let rs: Vec<Vec<Value>> = recs
-                        .iter()
-                        .map(|r| values(r, false, export_ms, uptime))
-                        .collect();
-                    V9Message::new(1)
-                        .unix_secs(secs)
-                        .uptime_ms(uptime)
-                        .sequence(i + 1)
-                        .data(&t, &rs)
-                        .encode()
-                        .freeze()
-                }
-                _ => {
-                    let rs: Vec<Vec<Value>> = recs
-                        .iter()
-                        .map(|r| values(r, true, export_ms, uptime))
-                        .collect();
-                    IpfixMessage::new(1)
-                        .export_secs(secs)
-                        .sequence(1 + i * per as u32)
-                        .data(&t, &rs)
-                        .encode()
-                        .freeze()
-                }
-            }
-        })
-        .collect();
-    (priming, list, per)
-}
 
 /// The collector's state, trusting the sender (127.0.0.1); `max_pps` unbounded, since the bench
 /// sends far more than a real link would in a second.
@@ -428,7 +133,7 @@ enum Work {
     /// The collector's `Agents::datagram`: decode, sequence, parse, aggregate.
     Collector,
     /// `deflect_sflow::decode` and each raw header parsed to its UDP ports with etherparse (what
-    /// `sflow/benches/decode.rs` measures, and the tracker's end-to-end figure was).
+    /// the tracker's end-to-end figure was).
     DecodeParse,
     /// `deflect_netflow::Session::decode`, one session per exporter address.
     NetflowDecode,

@@ -16,6 +16,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../probe_lab/mod.rs"]
+mod probe_lab;
 #[path = "../routers/mod.rs"]
 pub mod routers;
 
@@ -27,7 +29,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sched::{CloneFlags, setns};
+pub use probe_lab::in_netns;
+use probe_lab::ip;
 use routers::{Gobgp, Session, wait_for};
 use serde_json::Value;
 
@@ -38,14 +41,8 @@ pub const RULE: &str = "[destination: 203.0.113.77/32][protocol: ==udp][source-p
 
 /// Why the rig cannot run here, or `None`.
 pub fn unavailable() -> Option<String> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    if euid != "0" {
-        return Some("not root (network namespaces need it)".into());
+    if let Some(why) = probe_lab::unavailable() {
+        return Some(why);
     }
     for (tool, package) in [
         ("pmacctd", "pmacct"),
@@ -69,37 +66,6 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Runs `f` on a thread inside network namespace `ns`.
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let file = File::open(&path)?;
-        setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-        f()
-    })
-    .join()
-    .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
 static RIGS: AtomicUsize = AtomicUsize::new(0);

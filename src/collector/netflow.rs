@@ -691,6 +691,16 @@ mod tests {
             .freeze()
     }
 
+    /// The rates of every report handed over in the five seconds from `at`, summed: with one
+    /// interval a second, the packets the exporter's records stood for.
+    fn handed_over(e: &mut Exporters, at: u64) -> u64 {
+        (0..5)
+            .flat_map(|k| e.flush(at + k * 1000))
+            .flat_map(|(_, r)| r.targets)
+            .map(|t| t.pps)
+            .sum()
+    }
+
     /// The victim's rate in each report of `flush` from `from` to `to` seconds after T0.
     fn rates(e: &mut Exporters, from: u64, to: u64) -> Vec<u64> {
         let mut out = Vec::new();
@@ -751,13 +761,7 @@ mod tests {
             m = m.flow(&ntp(&format!("198.51.100.{i}"), 10, at - 1000, at));
         }
         e.datagram(m.encode().freeze(), EXPORTER.parse().unwrap(), at);
-        let victim: IpAddr = VICTIM.parse().unwrap();
-        let total: u64 = (0..5)
-            .flat_map(|k| e.flush(at + k * 1000))
-            .flat_map(|(_, r)| r.targets)
-            .filter(|t| t.dst == victim)
-            .map(|t| t.pps)
-            .sum();
+        let total = handed_over(&mut e, at);
         assert_eq!(total, 10 * 10 * 100);
         // A record claiming 1 in 2^32-1: dropped and counted, not a 4 Gpps flood.
         let mut e = exporters(exporter(None));
@@ -786,11 +790,7 @@ mod tests {
             EXPORTER.parse().unwrap(),
             at,
         );
-        let total: u64 = (0..5)
-            .flat_map(|k| e.flush(at + k * 1000))
-            .flat_map(|(_, r)| r.targets)
-            .map(|t| t.pps)
-            .sum();
+        let total = handed_over(&mut e, at);
         assert_eq!(total, 10_000);
     }
 
@@ -844,11 +844,7 @@ mod tests {
             .freeze();
         e.datagram(data_only, EXPORTER.parse().unwrap(), at);
         e.datagram(template_only, EXPORTER.parse().unwrap(), at + 100);
-        let total: u64 = (0..5)
-            .flat_map(|k| e.flush(at + k * 1000))
-            .flat_map(|(_, r)| r.targets)
-            .map(|t| t.pps)
-            .sum();
+        let total = handed_over(&mut e, at);
         assert_eq!(total, 500);
         let mut st = CollectorStats::default();
         e.publish(&mut st);
@@ -882,11 +878,7 @@ mod tests {
             .encode()
             .freeze();
         e.datagram(d, EXPORTER.parse().unwrap(), at);
-        let total: u64 = (0..5)
-            .flat_map(|k| e.flush(at + k * 1000))
-            .flat_map(|(_, r)| r.targets)
-            .map(|t| t.pps)
-            .sum();
+        let total = handed_over(&mut e, at);
         assert_eq!(total, 700);
         let mut st = CollectorStats::default();
         e.publish(&mut st);
