@@ -258,7 +258,8 @@ impl Exporter {
             self.spread.add(
                 &Record {
                     info,
-                    packets: f.packets.max(1).saturating_mul(u64::from(rate)),
+                    // A record of no packets stands for none (PSAMP packet records count 1).
+                    packets: f.packets.saturating_mul(u64::from(rate)),
                     start_ms: f.start_ms.map(shift),
                     end_ms: f.end_ms.map(shift),
                 },
@@ -550,6 +551,7 @@ async fn read(
 ) {
     // IPFIX over UDP may fill a datagram: slots of the largest.
     let mut batch = Batch::new(DEFAULT_SLOTS, MAX_UDP_SLOT);
+    let mut errors = 0u64;
     loop {
         match socket.recv_batch(&mut batch).await {
             Ok(_) => {
@@ -563,7 +565,11 @@ async fn read(
                 }
             }
             Err(e) => {
-                warn!("NetFlow/IPFIX socket: {e}");
+                // Said once, then at powers of two: a socket that keeps failing must not flood the log.
+                errors += 1;
+                if errors.is_power_of_two() {
+                    warn!(errors, "NetFlow/IPFIX socket: {e}");
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
