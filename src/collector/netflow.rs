@@ -226,7 +226,10 @@ impl Exporter {
                 .announced(p.active_timeout_ms, p.idle_timeout_ms);
         }
         // The exporter's clock to ours: its export time is our arrival time.
-        let shift = |t: u64| (t as i128 + now_ms as i128 - p.export_ms as i128).max(0) as u64;
+        let shift = |t: u64| {
+            (i128::from(t) + i128::from(now_ms) - i128::from(p.export_ms))
+                .clamp(0, i128::from(now_ms)) as u64
+        };
         for f in &p.flows {
             self.stats.records += 1;
             let Some(info) = packet_of(f) else {

@@ -255,6 +255,14 @@ impl Spread {
             self.entries = 0;
             next = due_end.saturating_sub(1);
         }
+        // Buckets before `next` (records of before the first hand-over, or of before a clock step)
+        // are not this report's time: late, not summed into it.
+        let kept = self.buckets.split_off(&next);
+        for (_, entries) in std::mem::replace(&mut self.buckets, kept) {
+            self.entries -= entries.len();
+            let packets: u64 = entries.iter().map(|e| u64::from(e.weight)).sum();
+            self.stats.late_packets = self.stats.late_packets.saturating_add(packets);
+        }
         if due_end <= next {
             return None;
         }
@@ -423,6 +431,21 @@ mod tests {
         }
         assert!(s.entries <= MAX_ENTRIES);
         assert!(s.stats().dropped_packets >= 10);
+    }
+
+    #[test]
+    fn the_first_hand_over_is_one_interval_not_all_that_came_before() {
+        let fixed = Some(Duration::from_secs(1));
+        let mut s = Spread::new(Duration::from_secs(1), Duration::from_secs(60), fixed);
+        let now = 5_000_000_000;
+        // Ten seconds of 1,000 pps, in records that arrive before the first hand-over.
+        for k in 0..10 {
+            s.add(&record(1000, now - (10 - k) * I, now - (9 - k) * I), now);
+        }
+        let d = s.flush(now + 1, &[]).unwrap();
+        assert_eq!(d.elapsed, Duration::from_secs(1));
+        assert_eq!(pps(d), 1000);
+        assert_eq!(s.stats().late_packets, 8000, "{:?}", s.stats());
     }
 
     #[test]
