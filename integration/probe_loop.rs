@@ -32,23 +32,7 @@ steps:
 
 /// GET on the controller, from inside namespace `ns`.
 fn api_get(ns: &str, port: u16, path: &str) -> Option<Value> {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    in_netns(ns, move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .new_agent();
-        let mut r = agent
-            .get(&url)
-            .header("Authorization", &format!("Bearer {READ}"))
-            .call()
-            .map_err(std::io::Error::other)?;
-        let text = r.body_mut().read_to_string().unwrap_or_default();
-        Ok(serde_json::from_str::<Value>(&text).ok())
-    })
-    .ok()
-    .flatten()
+    probe_lab::api_get(ns, port, READ, path)
 }
 
 /// GET of bytes on the controller, from inside namespace `ns`.

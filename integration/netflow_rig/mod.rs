@@ -22,14 +22,12 @@ mod probe_lab;
 pub mod routers;
 
 use std::fs::{self, File};
-use std::io;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use probe_lab::in_netns;
 use probe_lab::ip;
 use routers::{Gobgp, Session, wait_for};
 use serde_json::Value;
@@ -234,24 +232,9 @@ impl Rig {
         fs::read_to_string(self.dir.join("deflect.log")).unwrap_or_default()
     }
 
-    /// `GET path` on deflect's API, as JSON.
+    /// `GET path` on deflect's API, as JSON (`Null` when it does not answer).
     pub fn api(&self, path: &str) -> Value {
-        let url = format!("http://127.0.0.1:{}{path}", self.api_port);
-        in_netns(&self.rx, move || {
-            let agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .new_agent();
-            let mut r = agent
-                .get(&url)
-                .header("Authorization", &format!("Bearer {READ}"))
-                .call()
-                .map_err(io::Error::other)?;
-            let body = r.body_mut().read_to_vec().map_err(io::Error::other)?;
-            Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
-        })
-        .unwrap_or(Value::Null)
+        probe_lab::api_get(&self.rx, self.api_port, READ, path).unwrap_or(Value::Null)
     }
 
     /// The FlowSpec rules in GoBGP's RIB, in its own text.

@@ -79,6 +79,29 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
+/// `GET path` with `token` on the API at 127.0.0.1:`port` inside namespace `ns`, as JSON
+/// (`None` when it cannot be reached or is not JSON).
+pub fn api_get(ns: &str, port: u16, token: &str, path: &str) -> Option<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let auth = format!("Bearer {token}");
+    in_netns(ns, move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        let mut r = agent
+            .get(&url)
+            .header("Authorization", &auth)
+            .call()
+            .map_err(io::Error::other)?;
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        Ok(serde_json::from_str(&text).ok())
+    })
+    .ok()
+    .flatten()
+}
+
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
 /// Two namespaces and a veth pair; deleted on drop, with every process started in them.

@@ -19,23 +19,10 @@ fn v5_records_decode_field_by_field() {
     assert_eq!(p.sequence, 4096);
     assert_eq!((p.lost, p.restarted), (0, false));
     let ntp = Flow {
-        src: ip("192.0.2.1"),
-        dst: ip("198.51.100.7"),
-        proto: 17,
-        src_port: 123,
-        dst_port: 4444,
-        tcp_flags: 0,
-        icmp_type_code: None,
-        fragment: false,
-        packets: 10,
-        bytes: 4680,
         start_ms: Some(EXPORT_MS + 500 - 1000),
         end_ms: Some(EXPORT_MS + 500),
         sampling: Some(100),
-        direction: None,
-        input: 3,
-        output: 7,
-        section: None,
+        ..common::flow()
     };
     let icmp = Flow {
         src: ip("203.0.113.5"),
