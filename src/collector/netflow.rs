@@ -545,6 +545,9 @@ struct SocketCounters {
     sockets: Mutex<HashMap<usize, SocketStats>>,
 }
 
+/// How often a reader updates its socket's counters.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
 /// A socket's reader: receives batches and forwards them; no state but its socket's counters.
 async fn read(
     socket: DatagramSocket,
@@ -555,13 +558,18 @@ async fn read(
     // IPFIX over UDP may fill a datagram: slots of the largest.
     let mut batch = Batch::new(DEFAULT_SLOTS, MAX_UDP_SLOT);
     let mut errors = 0u64;
+    // The drop count is a system call: read once a second, not per batch.
+    let mut counted: Option<std::time::Instant> = None;
     loop {
         match socket.recv_batch(&mut batch).await {
             Ok(_) => {
                 let datagrams: Vec<(Bytes, IpAddr)> =
                     batch.drain().map(|(d, from)| (d, from.ip())).collect();
-                if let Ok(mut c) = counters.sockets.lock() {
-                    c.insert(index, socket.stats(&batch));
+                if counted.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
+                    counted = Some(std::time::Instant::now());
+                    if let Ok(mut c) = counters.sockets.lock() {
+                        c.insert(index, socket.stats(&batch));
+                    }
                 }
                 if tx.send(datagrams).await.is_err() {
                     return;
