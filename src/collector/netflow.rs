@@ -45,6 +45,7 @@ use crate::clock::now_ms;
 use crate::engine::EngineHandle;
 use crate::pcap::with_ethernet;
 use crate::telemetry::Report;
+use crate::traffic::FastMap;
 use crate::traffic::aggregate::Finished;
 use crate::traffic::packet::{self, PacketInfo};
 
@@ -315,7 +316,7 @@ fn packet_of(f: &Flow) -> Option<PacketInfo> {
 /// The exporters' state, fed datagrams and asked for each interval's reports at the times its
 /// caller gives: the collector's task on the wall clock, `deflect replay` on a capture's.
 pub struct Exporters {
-    exporters: HashMap<IpAddr, Exporter>,
+    exporters: FastMap<IpAddr, Exporter>,
     untrusted: u64,
     last_untrusted: Option<IpAddr>,
     /// Every address is an exporter (named by its address) unless configured: for replays.
@@ -463,9 +464,16 @@ impl Exporters {
         self.exporters.values().any(|e| e.spread.pending())
     }
 
+    /// Each exporter's figures, by name.
+    pub fn exporter_stats(&self) -> Vec<ExporterStats> {
+        let mut all: Vec<ExporterStats> =
+            self.exporters.values().map(|e| e.stats.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     fn publish(&self, stats: &mut CollectorStats) {
-        stats.exporters = self.exporters.values().map(|e| e.stats.clone()).collect();
-        stats.exporters.sort_by(|a, b| a.name.cmp(&b.name));
+        stats.exporters = self.exporter_stats();
         stats.untrusted = self.untrusted;
         stats.last_untrusted = self.last_untrusted;
     }

@@ -28,7 +28,6 @@
 //! before that, on the collector's own socket (its queue full, or longer than a slot), are
 //! counted by [`recv`](super::recv) and shown too.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -46,6 +45,7 @@ use crate::clock::now_ms;
 use crate::engine::EngineHandle;
 use crate::pcap::{Frame, Recorder, with_ethernet};
 use crate::telemetry::Report;
+use crate::traffic::FastMap;
 use crate::traffic::aggregate::{Aggregator, Finished};
 use crate::traffic::packet::{self, PacketInfo};
 
@@ -109,7 +109,7 @@ struct Agent {
     last_seq: Option<u32>,
     last_uptime: u32,
     /// Last sample pool per (source id type, index).
-    pools: HashMap<(u32, u32), u32>,
+    pools: FastMap<(u32, u32), u32>,
     agg: Aggregator,
     seq: u64,
 }
@@ -198,7 +198,7 @@ fn new_agent(a: &TrustedAgent, trusted: &[IpNet]) -> Agent {
         },
         last_seq: None,
         last_uptime: 0,
-        pools: HashMap::new(),
+        pools: FastMap::default(),
         agg: Aggregator::new().with_trusted(trusted.to_vec()),
         seq: 0,
     }
@@ -313,7 +313,7 @@ impl Agent {
 /// caller gives: the collector's task on the wall clock, `deflect replay` on a capture's.
 #[derive(Default)]
 pub struct Agents {
-    agents: HashMap<IpAddr, Agent>,
+    agents: FastMap<IpAddr, Agent>,
     /// Datagrams from addresses that are not agents, and the last of them.
     untrusted: u64,
     last_untrusted: Option<IpAddr>,

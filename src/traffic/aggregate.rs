@@ -45,12 +45,9 @@ use crate::telemetry::{
 use crate::traffic::class::{Class, amplifier};
 use crate::traffic::packet::{PROTO_TCP, PacketInfo};
 
-/// The aggregator's maps: foldhash, seeded at random per map, not SipHash. Every sampled packet
-/// costs about six lookups here, keyed by addresses and ports the sender chooses: SipHash was most
-/// of a collector's work per datagram (`benches/ingest.rs`). foldhash is "minimally DoS-resistant":
-/// its seeds, random per process and per map, are never seen by a sender, who can only shape keys
-/// blind; the maps are bounded ([`MAX_ENTRIES`], [`MAX_ROLLUP_KEYS`]) besides.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Bounded by [`MAX_ENTRIES`] and [`MAX_ROLLUP_KEYS`].
+type HashMap<K, V> = crate::traffic::FastMap<K, V>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Most keys (destinations + flows + sources) tracked in one interval: about 1 MB at worst.
 pub const MAX_ENTRIES: usize = 16 * 1024;
@@ -66,13 +63,42 @@ pub fn meaningful_sport(port: u16) -> bool {
 }
 
 /// A flow class, as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     proto: u8,
     sport: Option<u16>,
     dport: Option<u16>,
     tcp_flags: Option<u8>,
     fragment: bool,
+}
+
+/// An address as a map key, hashed as one word: the derived hash of `IpAddr` writes its tag, a
+/// length and the octets apart, and an address is hashed three or four times per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Addr(IpAddr);
+
+impl std::hash::Hash for Addr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(match self.0 {
+            IpAddr::V4(a) => 1 << 64 | u128::from(a.to_bits()),
+            IpAddr::V6(a) => a.to_bits(),
+        });
+    }
+}
+
+/// Hashed as one word (every field packed): a key is hashed four times per sample, and the
+/// derived hash wrote each field (and each `Option`'s tag) apart.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let opt16 = |v: Option<u16>| v.map_or(0, |p| 0x1_0000 | u64::from(p));
+        state.write_u64(
+            u64::from(self.proto)
+                | opt16(self.sport) << 8
+                | opt16(self.dport) << 25
+                | self.tcp_flags.map_or(0, |f| 0x100 | u64::from(f)) << 42
+                | u64::from(self.fragment) << 51,
+        );
+    }
 }
 
 impl FlowKey {
@@ -157,7 +183,7 @@ struct TargetAcc {
     /// Packets whose flow could not be tracked (entry budget spent), folded by class (at most a
     /// few hundred keys: TCP flag combinations, amplifier ports, protocols).
     untracked_flows: HashMap<FlowKey, Count>,
-    sources: HashMap<IpAddr, u64>,
+    sources: HashMap<Addr, u64>,
     /// From trusted sources: in nothing above.
     trusted: Count,
 }
@@ -179,7 +205,7 @@ pub struct Finished {
 /// Counts one interval's samples. Fill with [`add`](Self::add), empty with [`finish`](Self::finish).
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    targets: HashMap<IpAddr, TargetAcc>,
+    targets: HashMap<Addr, TargetAcc>,
     rollups: HashMap<IpNet, RollupAcc>,
     /// Sources never counted as attack traffic (`detection.trusted_sources`).
     trusted: Vec<IpNet>,
@@ -211,7 +237,7 @@ impl Aggregator {
         let bytes = u64::from(p.wire_len);
         let trusted = !self.trusted.is_empty() && self.trusted.iter().any(|n| n.contains(&p.src));
         let mut new_target = false;
-        let target = match self.targets.entry(p.dst) {
+        let target = match self.targets.entry(Addr(p.dst)) {
             Entry::Occupied(e) => Some(e.into_mut()),
             Entry::Vacant(_) if self.entries >= MAX_ENTRIES => {
                 self.untracked += 1;
@@ -317,7 +343,8 @@ impl Aggregator {
                     }
                 })
                 .collect::<Vec<_>>();
-            let mut sources: Vec<(IpAddr, u64)> = acc.sources.into_iter().collect();
+            let mut sources: Vec<(IpAddr, u64)> =
+                acc.sources.into_iter().map(|(a, n)| (a.0, n)).collect();
             sources.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             sources.truncate(MAX_SOURCES);
             let sources = sources
@@ -327,7 +354,8 @@ impl Aggregator {
             (pps, bps, flows, sources)
         };
 
-        let mut targets: Vec<(IpAddr, TargetAcc)> = self.targets.into_iter().collect();
+        let mut targets: Vec<(IpAddr, TargetAcc)> =
+            self.targets.into_iter().map(|(a, t)| (a.0, t)).collect();
         targets.sort_unstable_by(|a, b| {
             b.1.total
                 .packets
@@ -405,11 +433,11 @@ fn count(
             .or_default()
             .add(weight, bytes),
     }
-    match acc.sources.get_mut(&src) {
+    match acc.sources.get_mut(&Addr(src)) {
         Some(n) => *n += weight,
         None if *entries < MAX_ENTRIES => {
             *entries += 1;
-            acc.sources.insert(src, weight);
+            acc.sources.insert(Addr(src), weight);
         }
         None => {}
     }
@@ -418,6 +446,11 @@ fn count(
 /// At most [`MAX_FLOWS`] flows, largest first: as many top flows as they are as the bound allows,
 /// the rest folded within their class (see the module documentation). Every class keeps its whole
 /// count.
+///
+/// How many flows a fold leaves is known before it is made: the top flows, plus the folded keys of
+/// the rest that are not among them. Those keys are kept per fold level while flows move from the
+/// top to the rest one by one, so a target of thousands of flows costs one pass over them, not one
+/// per top flow given up (a flood to spread ports gives up most of them).
 fn top_flows(
     flows: HashMap<FlowKey, Count>,
     untracked: HashMap<FlowKey, Count>,
@@ -428,17 +461,31 @@ fn top_flows(
         return all;
     }
     let untracked: Vec<(FlowKey, Count)> = untracked.into_iter().collect();
-    for keep in (0..=all.len().min(MAX_FLOWS)).rev() {
+    const LEVELS: [Fold; 3] = [Fold::NoDport, Fold::NoSport, Fold::Class];
+    let first = all.len().min(MAX_FLOWS);
+    // Per level, the keys the rest (and the untracked) fold into when `keep` flows are kept.
+    let mut folded = LEVELS.map(|level| {
+        all[first..]
+            .iter()
+            .chain(&untracked)
+            .map(|(k, _)| k.folded(level))
+            .collect::<HashSet<FlowKey>>()
+    });
+    for keep in (0..=first).rev() {
         let (top, rest) = all.split_at(keep);
         // The finer folds, the one that leaves fewest flows when both fit (it dropped the field
         // that was spread).
-        let fine = [Fold::NoDport, Fold::NoSport, Fold::Class]
+        let fine = LEVELS
             .into_iter()
-            .map(|level| fold(top, rest, &untracked, |k| k.folded(level)))
-            .filter(|out| out.len() <= MAX_FLOWS)
-            .min_by_key(|out| out.len());
-        if let Some(out) = fine {
-            return sorted(out);
+            .zip(&folded)
+            .map(|(level, keys)| {
+                let shared = top.iter().filter(|(k, _)| keys.contains(k)).count();
+                (level, keep + keys.len() - shared)
+            })
+            .filter(|&(_, n)| n <= MAX_FLOWS)
+            .min_by_key(|&(_, n)| n);
+        if let Some((level, _)) = fine {
+            return sorted(fold(top, rest, &untracked, |k| k.folded(level)));
         }
         // One flow per class, named after the class's largest folded flow: at most ten.
         if keep + Class::ALL.len() <= MAX_FLOWS {
@@ -452,6 +499,12 @@ fn top_flows(
             }
             let out = fold(top, rest, &untracked, |k| largest[&k.class()].0);
             return sorted(out);
+        }
+        // The last top flow goes to the rest.
+        if let Some((k, _)) = keep.checked_sub(1).map(|i| all[i]) {
+            for (level, keys) in LEVELS.into_iter().zip(&mut folded) {
+                keys.insert(k.folded(level));
+            }
         }
     }
     // Unreachable: keep 0 leaves at most one flow per class.
@@ -880,6 +933,101 @@ mod tests {
         assert!(t.sources.iter().all(|s| s.addr.to_string() == "192.0.2.20"));
         assert_eq!(f.rollups.len(), 1);
         assert_eq!(f.rollups[0].pps, 10);
+    }
+
+    /// What `top_flows` did before it kept the folded keys per level: every fold made in full for
+    /// each number of top flows kept, largest first. The answers must be the same.
+    fn top_flows_by_trying_each_keep(
+        flows: HashMap<FlowKey, Count>,
+        untracked: HashMap<FlowKey, Count>,
+    ) -> Vec<(FlowKey, Count)> {
+        let mut all: Vec<(FlowKey, Count)> = flows.into_iter().collect();
+        all.sort_unstable_by(by_size);
+        if all.len() <= MAX_FLOWS && untracked.is_empty() {
+            return all;
+        }
+        let untracked: Vec<(FlowKey, Count)> = untracked.into_iter().collect();
+        for keep in (0..=all.len().min(MAX_FLOWS)).rev() {
+            let (top, rest) = all.split_at(keep);
+            let fine = [Fold::NoDport, Fold::NoSport, Fold::Class]
+                .into_iter()
+                .map(|level| fold(top, rest, &untracked, |k| k.folded(level)))
+                .filter(|out| out.len() <= MAX_FLOWS)
+                .min_by_key(|out| out.len());
+            if let Some(out) = fine {
+                return sorted(out);
+            }
+            if keep + Class::ALL.len() <= MAX_FLOWS {
+                let mut largest: HashMap<Class, (FlowKey, u64)> = HashMap::new();
+                for (k, c) in rest.iter().chain(&untracked) {
+                    let k = k.folded(Fold::Class);
+                    let e = largest.entry(k.class()).or_insert((k, 0));
+                    if c.packets > e.1 || (c.packets == e.1 && key_order(&k) < key_order(&e.0)) {
+                        *e = (k, c.packets);
+                    }
+                }
+                return sorted(fold(top, rest, &untracked, |k| largest[&k.class()].0));
+            }
+        }
+        sorted(fold(&[], &all, &untracked, |k| k.folded(Fold::Class)))
+    }
+
+    /// Flow keys near what floods make: a few protocols, amplifier and other source ports, ports
+    /// spread or not, flags, fragments.
+    fn flow_keys() -> impl proptest::strategy::Strategy<Value = Vec<(FlowKey, Count)>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (
+                proptest::sample::select(vec![6u8, 17, 1, 47]),
+                proptest::option::of(proptest::sample::select(vec![
+                    123u16, 53, 11211, 1900, 19, 389, 80, 443, 22,
+                ])),
+                proptest::option::of(prop_oneof![0u16..8, 1024u16..1100]),
+                proptest::option::of(proptest::sample::select(vec![0x02u8, 0x10, 0x12, 0x04])),
+                any::<bool>(),
+                1u64..50,
+            )
+                .prop_map(|(proto, sport, dport, tcp_flags, fragment, n)| {
+                    let key = FlowKey {
+                        proto,
+                        sport,
+                        dport,
+                        tcp_flags: tcp_flags.filter(|_| proto == PROTO_TCP),
+                        fragment,
+                    };
+                    (
+                        key,
+                        Count {
+                            packets: n,
+                            bytes: n * 100,
+                        },
+                    )
+                }),
+            0..300,
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn top_flows_answer_as_trying_each_keep_did(flows in flow_keys(), untracked in flow_keys()) {
+            let to_maps = |v: Vec<(FlowKey, Count)>| {
+                let mut fast: super::HashMap<FlowKey, Count> = super::HashMap::default();
+                for (k, c) in v {
+                    fast.entry(k).or_default().merge(c);
+                }
+                fast
+            };
+            let (flows, untracked) = (to_maps(flows), to_maps(untracked));
+            let reference = top_flows_by_trying_each_keep(
+                flows.iter().map(|(k, c)| (*k, *c)).collect(),
+                untracked.iter().map(|(k, c)| (*k, *c)).collect(),
+            );
+            let got = top_flows(flows, untracked);
+            let show = |v: &[(FlowKey, Count)]| v.iter().map(|(k, c)| (*k, c.packets, c.bytes)).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(show(&got), show(&reference));
+        }
     }
 
     proptest::proptest! {
