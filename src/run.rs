@@ -79,6 +79,8 @@ pub struct Daemon {
     pub mitigations: MitigationHandle,
     pub api: Arc<ApiState>,
     pub api_addr: SocketAddr,
+    /// The API's TLS configuration, re-read at each reload (a renewed certificate).
+    api_tls: Option<Arc<api::tls::Acceptor>>,
     config_path: Option<PathBuf>,
     api_stop: CancellationToken,
     api_task: tokio::task::JoinHandle<()>,
@@ -195,6 +197,12 @@ impl Daemon {
             server: Arc::default(),
             limits: api::RateLimits::default(),
         });
+        let api_tls = match &settings.api_tls {
+            Some(files) => {
+                Some(api::tls::Acceptor::new(files).map_err(|e| format!("api.tls: {e}"))?)
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
             .map_err(|e| format!("API listen {}: {e}", settings.api_listen))?;
@@ -206,9 +214,10 @@ impl Daemon {
             app,
             settings.api_limits,
             api.server.clone(),
+            api_tls.clone(),
             api_stop.clone(),
         ));
-        info!(%api_addr, peers = settings.neighbors.len(), dry_run = settings.guardrails.dry_run, "deflect is running");
+        info!(%api_addr, tls = api_tls.is_some(), peers = settings.neighbors.len(), dry_run = settings.guardrails.dry_run, "deflect is running");
         if settings.tokens.is_empty() {
             warn!(
                 "no API token is set: the API answers only /health, /metrics, /api/v1/openapi.json and the dashboard's sign-in page (set DEFLECT_TOKEN or configure api.tokens)"
@@ -220,6 +229,7 @@ impl Daemon {
             mitigations,
             api,
             api_addr,
+            api_tls,
             config_path,
             api_stop,
             api_task,
@@ -265,6 +275,9 @@ impl Daemon {
         if next.api_listen != cur.api_listen {
             refused.push("api.listen changes only at restart");
         }
+        if next.api_tls.is_some() != cur.api_tls.is_some() {
+            refused.push("api.tls is turned on or off only at restart");
+        }
         if next.api_limits != cur.api_limits {
             refused.push(
                 "api.max_connections, header_timeout and request_timeout change only at restart",
@@ -293,6 +306,14 @@ impl Daemon {
         if !refused.is_empty() {
             let text = format!("{}: {}", next.source, refused.join("; "));
             return Err(self.refuse(text).await);
+        }
+        // The certificate first: the one step below that can fail (its files were read when the
+        // configuration was checked, but may have changed since).
+        if let (Some(acceptor), Some(files)) = (&self.api_tls, &next.api_tls) {
+            if let Err(e) = acceptor.reload(files) {
+                let text = format!("{}: api.tls: {e}", next.source);
+                return Err(self.refuse(text).await);
+            }
         }
         let keep: BTreeSet<String> = next
             .neighbors

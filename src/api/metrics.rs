@@ -67,6 +67,12 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         srv.connection_errors.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_api_tls_failures_total",
+        "API TLS handshakes that failed or timed out (no or an unknown client certificate, plain HTTP).",
+        "counter",
+        srv.tls_failures.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_telemetry_targets_refused_total",
         "Addresses and prefix rollups in reports that their node may not report on (its token's serves): dropped.",
         "counter",

@@ -33,6 +33,7 @@ mod error;
 mod metrics;
 mod serve;
 mod state;
+pub mod tls;
 
 pub use self::auth::{Caller, RateLimits, Scope, Token};
 use self::bodies::reason_within_bounds;

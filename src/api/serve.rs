@@ -3,7 +3,8 @@
 //! ```text
 //!  TcpListener ──accept──► connection cap (a semaphore; past it: closed at once, counted)
 //!                              │
-//!                              └──► one task per connection: hyper http1 (header timeout,
+//!                              └──► one task per connection: [TLS handshake, bounded by the
+//!                                   header timeout, when `api.tls` is set] ──► hyper http1 (header timeout,
 //!                                   header size) ──► the router, each request under a deadline
 //!                                   ──► lingering close
 //! ```
@@ -32,14 +33,15 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::ApiError;
+use super::tls::Acceptor;
 
 /// The server's limits (`api:` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,15 +102,18 @@ pub struct ServerMetrics {
     pub connections_refused: AtomicU64,
     /// Ended by an error: a header timeout, a malformed request, a reset.
     pub connection_errors: AtomicU64,
+    /// TLS handshakes that failed or timed out (no certificate, an unknown CA, plain HTTP).
+    pub tls_failures: AtomicU64,
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled, then lets open requests finish (for a
-/// few seconds at most).
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `stop` is cancelled, then lets
+/// open requests finish (for a few seconds at most).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     metrics: Arc<ServerMetrics>,
+    tls: Option<Arc<Acceptor>>,
     stop: CancellationToken,
 ) {
     let app = app.layer(axum::middleware::from_fn(move |req, next| {
@@ -149,28 +154,31 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = Service(TowerToHyperService::new(app.clone()));
         let (metrics, stop) = (metrics.clone(), stop.clone());
+        let acceptor = tls.as_ref().map(|t| t.current());
         tracker.spawn(async move {
             let _permit = permit;
             metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_header_size(MAX_HEADER_BYTES)
-                .keep_alive(true);
-            let mut conn = builder.serve_connection(TokioIo::new(stream), service);
-            let r = tokio::select! {
-                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => r,
-                _ = stop.cancelled() => {
-                    Pin::new(&mut conn).graceful_shutdown();
-                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+            match acceptor {
+                None => connection(stream, service, limits, &metrics, &stop, peer).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request's headers: a client that opens a
+                    // connection and says nothing is cut as soon.
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            connection(stream, service, limits, &metrics, &stop, peer).await;
+                        }
+                        Ok(Err(e)) => {
+                            metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            debug!(%peer, "API TLS handshake: {e}");
+                        }
+                        Err(_) => {
+                            metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            debug!(%peer, "API TLS handshake: timed out");
+                        }
+                    }
                 }
-            };
-            if let Err(e) = &r {
-                metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "API connection: {e}");
             }
-            linger(conn.into_parts().io.into_inner()).await;
             metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -183,9 +191,42 @@ pub async fn serve(
     }
 }
 
+/// One connection, plain or TLS: its requests until it ends or the server stops, then a lingering
+/// close.
+async fn connection<S>(
+    stream: S,
+    service: Service,
+    limits: Limits,
+    metrics: &ServerMetrics,
+    stop: &CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    let mut conn = builder.serve_connection(TokioIo::new(stream), service);
+    let r = tokio::select! {
+        r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => r,
+        _ = stop.cancelled() => {
+            Pin::new(&mut conn).graceful_shutdown();
+            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+        }
+    };
+    if let Err(e) = &r {
+        metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
+        debug!(%peer, "API connection: {e}");
+    }
+    linger(conn.into_parts().io.into_inner()).await;
+}
+
 /// Shuts the write side, then reads and drops what the client still sends (see the module's
 /// notes), and closes.
-async fn linger(mut stream: TcpStream) {
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     if stream.shutdown().await.is_err() {
         return;
     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -15,7 +16,13 @@ use crate::route::no_host_bits;
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     #[serde(default = "default_api_listen")]
-    pub listen: SocketAddr,
+    pub listen: Spanned<SocketAddr>,
+    /// TLS: the server's certificate and key, and optionally the CA of the clients' certificates.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Plain HTTP on an address other than loopback: only when said (a lab, a trusted network).
+    #[serde(default)]
+    pub plain_http: Option<Spanned<bool>>,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     /// Largest request body accepted, in bytes.
@@ -36,6 +43,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: default_api_listen(),
+            tls: None,
+            plain_http: None,
             tokens: Vec::new(),
             max_body: default_body_limit(),
             max_connections: None,
@@ -70,8 +79,63 @@ pub(super) fn limits(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) ->
     l
 }
 
-fn default_api_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8179))
+fn default_api_listen() -> Spanned<SocketAddr> {
+    Spanned::new(
+        SocketAddr::from(([127, 0, 0, 1], 8179)),
+        Location::UNKNOWN,
+        Location::UNKNOWN,
+    )
+}
+
+/// `api.tls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, the server's own first.
+    pub cert: Spanned<PathBuf>,
+    /// Its private key, PEM.
+    pub key: Spanned<PathBuf>,
+    /// Every client must show a certificate from this CA (PEM).
+    pub client_ca: Option<Spanned<PathBuf>>,
+}
+
+/// Checks TLS: its files are read now (a bad one is an error here, not at the first connection),
+/// and an API on an address other than loopback either has TLS or says `plain_http: true`.
+pub(super) fn tls(
+    api: &ApiConfig,
+    err: &mut dyn FnMut(&Location, String),
+) -> Option<crate::api::tls::Files> {
+    let plain = api.plain_http.as_ref().is_some_and(|p| p.value);
+    let Some(t) = &api.tls else {
+        if !plain && !api.listen.value.ip().is_loopback() {
+            err(
+                &api.listen.referenced,
+                format!(
+                    "api.listen {} is not a loopback address and api.tls is not set: tokens, \
+                     reports and orders would cross the network in clear. Set api.tls (cert, \
+                     key) or, on a network you trust (a lab), api.plain_http: true",
+                    api.listen.value
+                ),
+            );
+        }
+        return None;
+    };
+    if let Some(p) = api.plain_http.as_ref().filter(|p| p.value) {
+        err(
+            &p.referenced,
+            "api.plain_http and api.tls are both set: the API serves one or the other; remove one"
+                .into(),
+        );
+    }
+    let files = crate::api::tls::Files {
+        cert: t.cert.value.clone(),
+        key: t.key.value.clone(),
+        client_ca: t.client_ca.as_ref().map(|c| c.value.clone()),
+    };
+    if let Err(e) = crate::api::tls::server_config(&files) {
+        err(&t.cert.referenced, format!("api.tls: {e}"));
+    }
+    Some(files)
 }
 
 fn default_body_limit() -> usize {

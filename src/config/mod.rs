@@ -30,7 +30,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub use self::api::{ApiConfig, TokenConfig};
+pub use self::api::{ApiConfig, TlsConfig, TokenConfig};
 pub use self::detection::{DetectionConfig, ThresholdsConfig};
 pub use self::limits::Limits;
 pub use self::neighbors::{NeighborConfig, RtbhConfig};
@@ -109,6 +109,8 @@ pub struct Settings {
     pub listen: Vec<SocketAddr>,
     pub state_dir: PathBuf,
     pub api_listen: SocketAddr,
+    /// `api.tls`; `None`: plain HTTP.
+    pub api_tls: Option<crate::api::tls::Files>,
     pub api_max_body: usize,
     pub api_limits: crate::api::Limits,
     pub tokens: Vec<crate::api::Token>,
@@ -224,6 +226,7 @@ impl Config {
         );
         let tokens = api::tokens(&self.api, &mut err);
         let api_limits = api::limits(&self.api, &mut err);
+        let api_tls = api::tls(&self.api, &mut err);
         let speaker = neighbors::Speaker {
             local_as: self.local_as.value,
             router_id: self.router_id.value,
@@ -270,7 +273,8 @@ impl Config {
             source: self.source,
             listen: self.listen.iter().map(|s| s.value).collect(),
             state_dir: self.state_dir,
-            api_listen: self.api.listen,
+            api_listen: self.api.listen.value,
+            api_tls,
             api_max_body: self.api.max_body,
             api_limits,
             tokens,
@@ -292,6 +296,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_off_loopback_has_tls_or_says_plain_http() {
+        let check = |api: &str| {
+            let text = EMBEDDED.replace("  listen: 127.0.0.1:8179\n", api);
+            Config::parse("c.yaml", &text).unwrap().check()
+        };
+        let e = check("  listen: 0.0.0.0:8179\n").unwrap_err().to_string();
+        assert!(
+            e.contains("c.yaml:5:11: api.listen 0.0.0.0:8179 is not a loopback address and api.tls is not set"),
+            "{e}"
+        );
+        let s = check("  listen: '[::]:8179'\n  plain_http: true\n").unwrap();
+        assert_eq!(s.api_tls, None);
+        assert!(check("  listen: '[::1]:8179'\n").is_ok());
+        // TLS files are read when the configuration is checked, and named when they fail.
+        let e = check(
+            "  listen: 0.0.0.0:8179\n  plain_http: true\n  tls: { cert: /nonexistent/api.pem, key: /nonexistent/api.key }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("api.plain_http and api.tls are both set"), "{e}");
+        assert!(e.contains("api.tls: /nonexistent/api.pem:"), "{e}");
+    }
 
     #[test]
     fn the_api_limits_are_checked_where_they_are_written() {

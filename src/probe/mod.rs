@@ -36,10 +36,9 @@
 //!
 //! Known limitations: only interfaces with Ethernet framing are sampled (others report counters
 //! only); at most 64 interfaces are sampled; interfaces chosen by default are re-evaluated every
-//! interval, but a named interface that disappears is simply left out until it returns; the
-//! controller URL must be `http://` (this build of `ureq` has no TLS); the few packets queued in
-//! the socket when `N` changes are counted at the new `N`; `one_in` in a report is the rate in
-//! force at its end.
+//! interval, but a named interface that disappears is simply left out until it returns; the few
+//! packets queued in the socket when `N` changes are counted at the new `N`; `one_in` in a report
+//! is the rate in force at its end.
 
 pub mod counters;
 pub mod nft;
@@ -59,7 +58,7 @@ use crate::telemetry::{MAX_INTERFACES, Report};
 use crate::traffic::aggregate::{Aggregator, Finished};
 use counters::{Deltas, Link, Netlink};
 use sampler::{Sampler, SamplerError};
-use send::{Backlog, Client};
+use send::{Backlog, Client, ClientTls};
 
 /// Shortest interval.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -107,9 +106,29 @@ impl Window {
 /// `deflect probe`.
 #[derive(Debug, Clone, Args)]
 pub struct ProbeArgs {
-    /// The controller's base URL, e.g. http://192.0.2.10:8179.
+    /// The controller's base URL, e.g. https://192.0.2.10:8179 (or http:// where its API is
+    /// plain HTTP).
     #[arg(long, env = "DEFLECT_CONTROLLER")]
     pub controller: String,
+    /// The CA (PEM) the controller's certificate must chain to. Default: the public web's roots.
+    #[arg(long, env = "DEFLECT_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This node's certificate (PEM), for a controller that asks clients for one (api.tls.client_ca).
+    #[arg(
+        long,
+        env = "DEFLECT_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The key of --client-cert (PEM).
+    #[arg(
+        long,
+        env = "DEFLECT_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
     /// A bearer token the controller accepts for telemetry.
     #[arg(long, env = "DEFLECT_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -162,8 +181,10 @@ pub enum ProbeError {
     Node(String),
     #[error("cannot read the hostname ({0}): pass --node")]
     Hostname(std::io::Error),
-    #[error("--controller {0:?}: expected http://HOST[:PORT] (this build has no TLS)")]
+    #[error("--controller {0:?}: expected https://HOST[:PORT] or http://HOST[:PORT]")]
     Controller(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("--record {0}: {1}")]
     Record(String, std::io::Error),
     #[error("rtnetlink: {0}")]
@@ -230,8 +251,21 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     let span = info_span!("probe", node = %node);
     let _g = span.enter();
     let controller = args.controller.trim();
-    if !controller.starts_with("http://") || controller.len() <= "http://".len() {
+    let host = controller
+        .strip_prefix("https://")
+        .or_else(|| controller.strip_prefix("http://"));
+    if host.is_none_or(str::is_empty) {
         return Err(ProbeError::Controller(args.controller.clone()));
+    }
+    let tls = ClientTls {
+        ca: args.ca.clone(),
+        cert: args.client_cert.clone(),
+        key: args.client_key.clone(),
+    };
+    if controller.starts_with("http://") && tls != ClientTls::default() {
+        return Err(ProbeError::Tls(
+            "--ca and --client-cert are for an https:// controller".into(),
+        ));
     }
 
     let mut netlink = Netlink::open().map_err(ProbeError::Netlink)?;
@@ -271,7 +305,8 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
     let mut applied = nft::Applied::default();
     // The controller's trusted sources, from its answers; taken out of the next interval.
     let trusted: Arc<Mutex<Vec<IpNet>>> = Default::default();
-    let client = Client::new(controller, &args.token)
+    let client = Client::with_tls(controller, &args.token, &tls)
+        .map_err(ProbeError::Tls)?
         .with_capture(sampler.capture.wanted.clone())
         .with_drops(wanted_drops.clone())
         .with_trusted(trusted.clone());

@@ -1,0 +1,123 @@
+//! TLS for the API (rustls, ring's cryptography): the certificate and key the configuration names,
+//! and optionally a CA whose certificates every client must show (nodes and operators alike).
+//!
+//! The files are read when the configuration is checked (so a bad file fails `deflect check` and a
+//! reload, with the file named) and again when the server starts and at each reload: a renewed
+//! certificate at the same path is served from the next connection on, without a restart. Open
+//! connections keep the certificate they were made with.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+/// The files of `api.tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    /// The server's certificate chain, PEM, its own first.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Clients must show a certificate signed by one of these CAs (PEM); none: any client may
+    /// connect, and tokens alone say who it is.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The crypto provider every TLS configuration here is built with: ring's. rustls now prefers
+/// aws-lc-rs (which adds post-quantum key exchange), but that needs cmake to build and ring a C
+/// compiler only; the switch is this function and the `ring` features in Cargo.toml.
+#[allow(deprecated)]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate of a PEM file; an error names the file.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no certificate in it (a PEM file with BEGIN CERTIFICATE blocks)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key of a PEM file; an error names the file.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        format!(
+            "{}: no private key read ({e}); a PEM file with a PKCS#8, PKCS#1 or SEC1 key",
+            path.display()
+        )
+    })
+}
+
+/// The server's TLS configuration from `files`: HTTP/1.1 only, TLS 1.2 and 1.3.
+pub fn server_config(files: &Files) -> Result<Arc<ServerConfig>, String> {
+    let certs = certificates(&files.cert)?;
+    let key = private_key(&files.key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certificates(ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "{} and {}: the key does not go with the certificate, or is not usable: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The configuration connections are accepted with, replaced at a reload.
+#[derive(Debug)]
+pub struct Acceptor {
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl Acceptor {
+    pub fn new(files: &Files) -> Result<Arc<Acceptor>, String> {
+        Ok(Arc::new(Acceptor {
+            config: RwLock::new(server_config(files)?),
+        }))
+    }
+
+    /// Reads the files again (a renewed certificate); on an error the one in force stays.
+    pub fn reload(&self, files: &Files) -> Result<(), String> {
+        let config = server_config(files)?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    /// For the next connection.
+    pub fn current(&self) -> tokio_rustls::TlsAcceptor {
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        tokio_rustls::TlsAcceptor::from(config)
+    }
+}
