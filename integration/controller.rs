@@ -987,16 +987,44 @@ async fn idle_slow_and_too_many_connections_cannot_hold_the_api() {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains("api.request_timeout"), "{answer}");
         assert!(took >= Duration::from_millis(1500), "{took:?}");
-        // Past max_connections (8), connections are closed as they come; the process keeps
-        // its descriptors and answers again once the idle ones are cut.
-        let held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+        // Past max_connections (8), a new connection takes the place of the one idle the
+        // longest: a request on a ninth is answered, and the first held is closed at once.
+        let mut held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(200));
+        let mut extra = TcpStream::connect(&addr).unwrap();
+        extra
+            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let (took, answer) = closed_within(&mut extra, Duration::from_secs(2))
+            .expect("the ninth connection is answered");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{took:?} {answer}");
+        let (took, _) = closed_within(&mut held[0], Duration::from_secs(2))
+            .expect("the connection idle the longest is closed");
+        assert!(took < Duration::from_millis(900), "evicted after {took:?}");
+        drop(held);
+        // Every slot busy with a request (a body that never comes, until request_timeout): a new
+        // connection is closed at once, unanswered.
+        std::thread::sleep(Duration::from_millis(300));
+        let busy: Vec<TcpStream> = (0..8)
+            .map(|_| {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                s.write_all(
+                    format!(
+                        "POST /api/v1/mitigations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+                    )
+                    .as_bytes(),
+                )
+                .unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
         let mut extra = TcpStream::connect(&addr).unwrap();
         extra
             .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             .ok();
         let (took, answer) = closed_within(&mut extra, Duration::from_secs(2))
-            .expect("the ninth connection is closed at once");
+            .expect("a connection past 8 busy ones is closed at once");
         assert!(answer.is_empty() && took < Duration::from_secs(1), "{took:?} {answer}");
         wait_for("the API answering again", Duration::from_secs(5), || {
             let up = h
@@ -1007,9 +1035,7 @@ async fn idle_slow_and_too_many_connections_cannot_hold_the_api() {
             Ok(up.then_some(()))
         })
         .unwrap();
-        drop(held);
-        // New clients: a kept-alive connection may have been cut as idle, and the held ones
-        // leave their slots one by one (each after its lingering close).
+        drop(busy);
         let text = wait_for("/metrics", Duration::from_secs(5), || {
             let h = Http::new(api_port);
             Ok(h.agent
@@ -1019,11 +1045,19 @@ async fn idle_slow_and_too_many_connections_cannot_hold_the_api() {
                 .and_then(|r| r.into_body().read_to_string().ok()))
         })
         .unwrap();
-        let refused = text
-            .lines()
-            .find_map(|l| l.strip_prefix("deflect_api_connections_refused_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        assert!(refused.is_some_and(|n| n >= 1), "{text}");
+        let count = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        assert!(
+            count("deflect_api_connections_refused_total ").is_some_and(|n| n >= 1),
+            "{text}"
+        );
+        assert!(
+            count("deflect_api_connections_evicted_total ").is_some_and(|n| n >= 1),
+            "{text}"
+        );
     })
     .await
     .unwrap();

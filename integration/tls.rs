@@ -1,5 +1,6 @@
-//! TLS for the API, against the real `deflect run` on loopback: certificates made here (a CA, the
-//! server's for 127.0.0.1, a node's, and a stranger's from another CA).
+//! The API's transport against the real `deflect run` on loopback: TLS, with certificates made
+//! here (a CA, the server's for 127.0.0.1, a node's, and a stranger's from another CA), and the
+//! descriptors a connection flood needs.
 //!
 //! - with `api.tls.client_ca`, a client with the CA's certificate is served; one without a
 //!   certificate, one with a stranger's, and plain HTTP are not (and counted in `/metrics`);
@@ -267,4 +268,64 @@ fn the_api_over_tls_asks_for_client_certificates_and_takes_a_renewed_one_at_a_re
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(cert, der(&renewed_cert));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Started under a service manager's usual soft limit of open files (1024, here 512), the daemon
+/// raises it to the hard limit: `api.max_connections` (1024) plus its own descriptors fit.
+#[test]
+fn the_daemon_raises_its_limit_of_open_files() {
+    let dir = temp_dir("tls", "nofile");
+    let port = free_port();
+    let config = write(
+        &dir,
+        "deflect.yaml",
+        &format!(
+            "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\napi:\n  listen: 127.0.0.1:{port}\nprotected:\n  customers: [203.0.113.0/24]\n",
+            dir.join("state").display()
+        ),
+    );
+    let hard: u64 = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .unwrap_or(0);
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 512 && exec {} run --config {}",
+            env!("CARGO_BIN_EXE_deflect"),
+            config.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let limits = format!("/proc/{}/limits", child.id());
+    let soft = |text: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+    };
+    let start = Instant::now();
+    let mut seen = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        // Once the API answers, the daemon is past its start.
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            seen = std::fs::read_to_string(&limits)
+                .ok()
+                .as_deref()
+                .and_then(soft);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        hard > 512,
+        "the hard limit here ({hard}) leaves nothing to raise"
+    );
+    assert_eq!(seen, Some(hard), "the soft limit of open files after start");
 }

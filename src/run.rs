@@ -16,7 +16,7 @@ use std::time::Instant;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::alert::{self, Alerter};
 use crate::api::{self, ApiState};
@@ -98,6 +98,28 @@ pub struct Daemon {
     tasks: TaskTracker,
 }
 
+/// Descriptors the daemon needs besides the API's connections: BGP sessions and listeners, the
+/// store, collectors' sockets, alert and playbook connections, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the limit of open files to its hard limit, and says when even that is too few for
+/// `api.max_connections`: past it, the API could not accept a connection, nor the store open a file.
+fn open_files(settings: &Settings) {
+    let need = settings.api_limits.max_connections as u64
+        + settings.neighbors.len() as u64
+        + RESERVED_FILES;
+    match crate::sys::raise_open_files() {
+        Ok((soft, _)) if soft < need => warn!(
+            open_files = soft,
+            need,
+            "the limit of open files (RLIMIT_NOFILE, its hard limit) is below api.max_connections and \
+             the daemon's own needs: raise it (systemd: LimitNOFILE=) or lower api.max_connections"
+        ),
+        Ok((soft, hard)) => debug!(soft, hard, "limit of open files"),
+        Err(e) => warn!("cannot read the limit of open files: {e}"),
+    }
+}
+
 fn pairs(settings: &Settings, handles: &[PeerHandle]) -> Vec<(Neighbor, PeerHandle)> {
     settings
         .neighbors
@@ -109,6 +131,7 @@ fn pairs(settings: &Settings, handles: &[PeerHandle]) -> Vec<(Neighbor, PeerHand
 
 impl Daemon {
     pub async fn start(settings: Settings, config_path: Option<PathBuf>) -> Result<Daemon, String> {
+        open_files(&settings);
         let policies = settings.load_policies().map_err(|e| e.to_string())?;
         match &policies.dir {
             Some(d) => info!(dir = %d.display(), policies = policies.list.len(), "policies loaded"),

@@ -2,7 +2,7 @@
 //! of GTSM (RFC 5082), the counters of a packet socket (`PACKET_STATISTICS`, for the probe's
 //! sampler), and batched datagram receive (`recvmmsg(2)` with the `SO_RXQ_OVFL` drop count, the
 //! socket's drop counter from `SO_MEMINFO`, and `SO_REUSEPORT` shards steered by source address,
-//! for the flow collectors).
+//! for the flow collectors), and the process's limit of open files (`RLIMIT_NOFILE`).
 //!
 //! This is the only module of the workspace allowed to use `unsafe`: each block is one system call on
 //! a file descriptor we own, with buffers whose layout is the kernel's (or the reading of what the
@@ -413,6 +413,39 @@ pub fn recv_batch<S: AsRawFd>(
         };
     }
     Ok(n)
+}
+
+/// Raises this process's soft limit of open files (`RLIMIT_NOFILE`) to its hard limit, as Go's
+/// runtime and most servers do: a service manager's default soft limit (1024 under systemd) is
+/// less than the API's `max_connections` and the rest of the daemon's descriptors together, and a
+/// daemon out of descriptors cannot accept, open its store or answer a health check. Returns the
+/// (soft, hard) limits in force after.
+pub fn raise_open_files() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into `lim`, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // An unlimited hard limit still stops at the kernel's `fs.nr_open` (2^20 by default).
+    let target = if lim.rlim_max == libc::RLIM_INFINITY {
+        1 << 20
+    } else {
+        lim.rlim_max
+    };
+    if lim.rlim_cur < target {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one `rlimit` from `raised`, which outlives the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = target;
+        }
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 #[cfg(test)]

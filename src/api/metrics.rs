@@ -56,9 +56,15 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
     );
     counter(
         "deflect_api_connections_refused_total",
-        "API connections closed at once: api.max_connections were open.",
+        "API connections closed at once: api.max_connections were open, all busy with a request.",
         "counter",
         srv.connections_refused.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_api_connections_evicted_total",
+        "Idle API connections closed to make room for a new one (api.max_connections were open).",
+        "counter",
+        srv.connections_evicted.load(Ordering::Relaxed),
     );
     counter(
         "deflect_api_connection_errors_total",

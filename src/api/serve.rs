@@ -1,20 +1,27 @@
 //! The API's HTTP server: hyper's HTTP/1 under the limits `axum::serve` does not set.
 //!
 //! ```text
-//!  TcpListener ──accept──► connection cap (a semaphore; past it: closed at once, counted)
-//!                              │
+//!  TcpListener ──accept──► connection cap (a semaphore; when full, the connection idle the
+//!                              │          longest is closed to make room; if every one is busy
+//!                              │          with a request: closed at once, counted)
 //!                              └──► one task per connection: [TLS handshake, bounded by the
-//!                                   header timeout, when `api.tls` is set] ──► hyper http1 (header timeout,
-//!                                   header size) ──► the router, each request under a deadline
-//!                                   ──► lingering close
+//!                                   header timeout, when `api.tls` is set] ──► hyper http1
+//!                                   (header timeout, header size) ──► the router, each request
+//!                                   under a deadline ──► lingering close
 //! ```
 //!
 //! What each limit stops: a client that opens connections and sends nothing, or a header one byte
 //! at a time, is cut after `header_timeout` (the timer also runs while a kept-alive connection
 //! waits for its next request, so idle connections go too); a body sent slowly, or a handler that
 //! waits too long, is cut after `request_timeout` with a 503; and however many connections are
-//! opened, at most `max_connections` hold a task and a file descriptor: the rest are closed as
-//! they come, so the process's descriptors are never exhausted and `/health` keeps answering.
+//! opened, at most `max_connections` hold a task and a file descriptor, so the process's
+//! descriptors are never exhausted. A full house does not keep new clients out: a new connection
+//! takes the place of the one idle the longest (no request in hand: before its first, between two
+//! kept alive, or a head still trickling in), as web servers reuse idle keep-alive slots under
+//! pressure. A flood of idle connections then only ever holds slots until the next comer, and a
+//! real request, sent as soon as its connection opens, is answered (`benches/api_load.rs`: health
+//! answered throughout 20,000 idle connections). Only when every slot is busy with a request is
+//! a new connection closed at once.
 //!
 //! A lingering close, as web servers have long done: when a connection ends with a request body
 //! unread (a 413 for a body over `max_body`, a refusal before the body), closing at once would
@@ -26,7 +33,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -46,7 +53,8 @@ use super::tls::Acceptor;
 /// The server's limits (`api:` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections open at once; more are closed as they come.
+    /// Connections open at once; past it, a new one closes the one idle the longest, or is
+    /// closed at once when all are busy.
     pub max_connections: usize,
     /// A request's headers must arrive within this, and an idle connection's next request.
     pub header_timeout: Duration,
@@ -71,13 +79,22 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long the server waits for open connections to finish their requests when it stops.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How long a new connection waits for the slot of the idle one it evicted (whose task ends at
+/// once): past it, it is refused.
+const EVICTION_WAIT: Duration = Duration::from_millis(250);
+
 /// A lingering close reads and drops at most this much, for at most this long.
 const LINGER_BYTES: usize = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 
 /// The router as hyper's service, with boxed (so movable) futures: the connection can then be
-/// driven without its shutdown, and its socket taken back for the lingering close.
-struct Service(TowerToHyperService<Router>);
+/// driven without its shutdown, and its socket taken back for the lingering close. It tells the
+/// idle set when its connection has a request in hand and when it is idle again.
+struct Service {
+    router: TowerToHyperService<Router>,
+    id: u64,
+    idle: Arc<IdleSet>,
+}
 
 type Answer = Pin<
     Box<dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send>,
@@ -89,7 +106,86 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
     type Future = Answer;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Answer {
-        Box::pin(self.0.call(req))
+        self.idle.busy(self.id);
+        let (idle, id) = (self.idle.clone(), self.id);
+        let answer = self.router.call(req);
+        Box::pin(async move {
+            let r = answer.await;
+            idle.idle(id);
+            r
+        })
+    }
+}
+
+/// The connections without a request in hand (before their first, between two, or in the middle
+/// of a head still arriving), oldest idle first, each with what closes it. When every slot is
+/// taken, a new connection closes the one idle the longest rather than being turned away: idle
+/// connections (a flood of them, or clients keeping theirs alive) can then never keep a real
+/// request out, while a connection busy with a request is never cut for another.
+#[derive(Debug, Default)]
+struct IdleSet {
+    inner: std::sync::Mutex<IdleInner>,
+}
+
+#[derive(Debug, Default)]
+struct IdleInner {
+    /// Every open connection: what closes it, and since when it is idle (`None`: busy).
+    conns: std::collections::HashMap<u64, (CancellationToken, Option<Instant>)>,
+    /// The idle ones by the time they became idle.
+    order: std::collections::BTreeSet<(Instant, u64)>,
+}
+
+impl IdleSet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new connection, idle from now.
+    fn open(&self, id: u64, close: CancellationToken) {
+        let now = Instant::now();
+        let mut g = self.lock();
+        g.conns.insert(id, (close, Some(now)));
+        g.order.insert((now, id));
+    }
+
+    fn busy(&self, id: u64) {
+        let mut g = self.lock();
+        let since = g.conns.get_mut(&id).and_then(|c| c.1.take());
+        if let Some(t) = since {
+            g.order.remove(&(t, id));
+        }
+    }
+
+    fn idle(&self, id: u64) {
+        let now = Instant::now();
+        let mut g = self.lock();
+        let Some(c) = g.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = c.1.replace(now) {
+            g.order.remove(&(old, id));
+        }
+        g.order.insert((now, id));
+    }
+
+    fn closed(&self, id: u64) {
+        let mut g = self.lock();
+        if let Some((_, Some(t))) = g.conns.remove(&id) {
+            g.order.remove(&(t, id));
+        }
+    }
+
+    /// Closes the connection idle the longest; `false` if every connection is busy.
+    fn evict_oldest(&self) -> bool {
+        let mut g = self.lock();
+        let Some((_, id)) = g.order.pop_first() else {
+            return false;
+        };
+        if let Some(c) = g.conns.get_mut(&id) {
+            c.1 = None;
+            c.0.cancel();
+        }
+        true
     }
 }
 
@@ -98,8 +194,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 pub struct ServerMetrics {
     pub connections: AtomicU64,
     pub connections_open: AtomicU64,
-    /// Closed at once: `max_connections` were open.
+    /// Closed at once: `max_connections` were open, every one of them busy with a request.
     pub connections_refused: AtomicU64,
+    /// Closed to make room for a new connection: the one idle the longest, when
+    /// `max_connections` were open.
+    pub connections_evicted: AtomicU64,
     /// Ended by an error: a header timeout, a malformed request, a reset.
     pub connection_errors: AtomicU64,
     /// TLS handshakes that failed or timed out (no certificate, an unknown CA, plain HTTP).
@@ -120,6 +219,8 @@ pub async fn serve(
         deadline(req, next, limits.request_timeout)
     }));
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let idle = Arc::new(IdleSet::default());
+    let mut next_id = 0u64;
     let tracker = TaskTracker::new();
     let mut refused_logged = 0u64;
     loop {
@@ -136,7 +237,19 @@ pub async fn serve(
             },
         };
         metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            // Full: the connection idle the longest makes room (its task ends at once).
+            Err(_) if idle.evict_oldest() => {
+                metrics.connections_evicted.fetch_add(1, Ordering::Relaxed);
+                tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
             let n = metrics.connections_refused.fetch_add(1, Ordering::Relaxed) + 1;
             // Said once, then at each power of two: a flood of connections is not a flood of logs.
             if n.is_power_of_two() && n > refused_logged {
@@ -145,40 +258,58 @@ pub async fn serve(
                     %peer,
                     refused = n,
                     max = limits.max_connections,
-                    "API connection refused: too many open (api.max_connections)"
+                    "API connection refused: too many open, all busy (api.max_connections)"
                 );
             }
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = Service(TowerToHyperService::new(app.clone()));
-        let (metrics, stop) = (metrics.clone(), stop.clone());
+        next_id += 1;
+        let (id, evicted) = (next_id, CancellationToken::new());
+        idle.open(id, evicted.clone());
+        let service = Service {
+            router: TowerToHyperService::new(app.clone()),
+            id,
+            idle: idle.clone(),
+        };
+        let (metrics, stop, idle) = (metrics.clone(), stop.clone(), idle.clone());
         let acceptor = tls.as_ref().map(|t| t.current());
         tracker.spawn(async move {
             let _permit = permit;
             metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+            let ends = Ends {
+                stop: &stop,
+                evicted: &evicted,
+            };
             match acceptor {
-                None => connection(stream, service, limits, &metrics, &stop, peer).await,
+                None => connection(stream, service, limits, &metrics, ends, peer).await,
                 Some(acceptor) => {
                     // The handshake is bounded like a request's headers: a client that opens a
-                    // connection and says nothing is cut as soon.
-                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            connection(stream, service, limits, &metrics, &stop, peer).await;
+                    // connection and says nothing is cut as soon (or evicted sooner).
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+                    let done = tokio::select! {
+                        r = handshake => Some(r),
+                        _ = evicted.cancelled() => None,
+                    };
+                    match done {
+                        None => {}
+                        Some(Ok(Ok(stream))) => {
+                            connection(stream, service, limits, &metrics, ends, peer).await;
                         }
-                        Ok(Err(e)) => {
+                        Some(Ok(Err(e))) => {
                             metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
                             debug!(%peer, "API TLS handshake: {e}");
                         }
-                        Err(_) => {
+                        Some(Err(_)) => {
                             metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
                             debug!(%peer, "API TLS handshake: timed out");
                         }
                     }
                 }
             }
+            idle.closed(id);
             metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -193,12 +324,20 @@ pub async fn serve(
 
 /// One connection, plain or TLS: its requests until it ends or the server stops, then a lingering
 /// close.
+/// What ends a connection from outside: the server stopping (its request may finish), or its
+/// eviction to make room (it is idle: closed at once).
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    stop: &'a CancellationToken,
+    evicted: &'a CancellationToken,
+}
+
 async fn connection<S>(
     stream: S,
     service: Service,
     limits: Limits,
     metrics: &ServerMetrics,
-    stop: &CancellationToken,
+    ends: Ends<'_>,
     peer: std::net::SocketAddr,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -212,10 +351,12 @@ async fn connection<S>(
     let mut conn = builder.serve_connection(TokioIo::new(stream), service);
     let r = tokio::select! {
         r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => r,
-        _ = stop.cancelled() => {
+        _ = ends.stop.cancelled() => {
             Pin::new(&mut conn).graceful_shutdown();
             std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
         }
+        // Idle, and its slot wanted by a new connection: closed now, nothing to linger for.
+        _ = ends.evicted.cancelled() => return,
     };
     if let Err(e) = &r {
         metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
