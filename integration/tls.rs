@@ -219,6 +219,29 @@ fn the_api_over_tls_asks_for_client_certificates_and_takes_a_renewed_one_at_a_re
         Outcome::Retry(..)
     ));
 
+    // The CLI, with the CA and a client certificate; and without the certificate, refused.
+    let cli = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_deflect"))
+            .args(["peers", "--api", &format!("https://127.0.0.1:{port}")])
+            .args(["--token", READ, "--ca"])
+            .arg(&ca_file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let (cert_arg, key_arg) = (
+        node_cert_file.display().to_string(),
+        node_key_file.display().to_string(),
+    );
+    let ok = cli(&["--client-cert", &cert_arg, "--client-key", &key_arg]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = cli(&[]);
+    assert!(!refused.status.success());
+
     // Renewed at the same paths: served after a SIGHUP, on the next connection.
     let (renewed_cert, renewed_key) = leaf(&nodes, "controller", true);
     write(&dir, "api.pem", &renewed_cert);

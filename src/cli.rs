@@ -1,7 +1,8 @@
 //! The command line client, in the style of `gobgp`: `deflect mitigation add|list|show|withdraw|extend`,
 //! `deflect peers`, `deflect audit list|verify`, talking to the API; `deflect config check`.
 //!
-//! The API address and token come from `--api`/`--token` or `DEFLECT_API`/`DEFLECT_TOKEN`. Output is a
+//! The API address and token come from `--api`/`--token` or `DEFLECT_API`/`DEFLECT_TOKEN` (and for
+//! an https:// API, `--ca`, `--client-cert`, `--client-key` or `DEFLECT_CA`, ...). Output is a
 //! human table, or the API's JSON with `--json`. This module writes to standard output on purpose:
 //! it is the user interface, not the daemon.
 
@@ -32,6 +33,16 @@ pub struct ApiArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// For an https:// API: the CA (PEM) its certificate must chain to. Default: the public web's
+    /// roots.
+    #[arg(long, env = "DEFLECT_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+    /// For an API that asks clients for a certificate (api.tls.client_ca): this one (PEM).
+    #[arg(long, env = "DEFLECT_CLIENT_CERT", value_name = "FILE", global = true)]
+    pub client_cert: Option<PathBuf>,
+    /// The key of --client-cert (PEM).
+    #[arg(long, env = "DEFLECT_CLIENT_KEY", value_name = "FILE", global = true)]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,11 +162,23 @@ struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// Why the TLS files could not be used: every call fails with it.
+    tls_error: Option<String>,
 }
 
 impl Client {
     fn new(a: &ApiArgs) -> Client {
+        let tls = crate::probe::send::ClientTls {
+            ca: a.ca.clone(),
+            cert: a.client_cert.clone(),
+            key: a.client_key.clone(),
+        };
+        let (tls, tls_error) = match tls.config() {
+            Ok(c) => (c, None),
+            Err(e) => (ureq::tls::TlsConfig::default(), Some(format!("TLS: {e}"))),
+        };
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .build()
             .new_agent();
@@ -163,11 +186,20 @@ impl Client {
             base: a.api.trim_end_matches('/').to_string(),
             token: a.token.clone(),
             agent,
+            tls_error,
+        }
+    }
+
+    fn usable(&self) -> Result<(), Failure> {
+        match &self.tls_error {
+            Some(e) => Err(fail(e.clone())),
+            None => Ok(()),
         }
     }
 
     /// A GET whose answer is bytes (a capture file).
     fn download(&self, path: &str) -> Result<Vec<u8>, Failure> {
+        self.usable()?;
         let url = format!("{}{}", self.base, path);
         let mut r = self.agent.get(&url);
         if let Some(t) = &self.token {
@@ -196,6 +228,7 @@ impl Client {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        self.usable()?;
         let url = format!("{}{}", self.base, path);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let resp = match (method, body) {

@@ -224,8 +224,8 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// ureq's TLS settings from the files; an error names the file.
-    fn config(&self) -> Result<ureq::tls::TlsConfig, String> {
+    /// ureq's TLS settings from the files; an error names the file. (The CLI uses them too.)
+    pub fn config(&self) -> Result<ureq::tls::TlsConfig, String> {
         use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let certs = |p: &PathBuf| -> Result<Vec<Certificate<'static>>, String> {
