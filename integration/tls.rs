@@ -4,7 +4,9 @@
 //!
 //! - with `api.tls.client_ca`, a client with the CA's certificate is served; one without a
 //!   certificate, one with a stranger's, and plain HTTP are not (and counted in `/metrics`);
-//! - the probe's own client (`probe::send::Client::with_tls`) delivers a report over it;
+//! - the probe's own client (`probe::send::Client::with_tls`) delivers a report over it with its
+//!   node's certificate, and a node token on another node's certificate is refused (403);
+//! - the CLI talks to it with `--ca` and a client certificate;
 //! - a renewed certificate written over the same files is served after a SIGHUP, on new
 //!   connections, without a restart; a broken one is refused by the reload and the old one stays.
 
@@ -45,9 +47,12 @@ fn ca(name: &str) -> Ca {
 fn leaf(ca: &Ca, name: &str, server: bool) -> (String, String) {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
-    if server {
-        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    }
+    params.subject_alt_names = if server {
+        vec![SanType::IpAddress("127.0.0.1".parse().unwrap())]
+    } else {
+        // A node's certificate names the node (its token's name).
+        vec![SanType::DnsName(name.try_into().unwrap())]
+    };
     let key = KeyPair::generate().unwrap();
     let issuer = ca.params.clone().self_signed(&ca.key).unwrap();
     let cert = params.signed_by(&key, &issuer, &ca.key).unwrap();
@@ -202,6 +207,23 @@ fn the_api_over_tls_asks_for_client_certificates_and_takes_a_renewed_one_at_a_re
     let client = Client::with_tls(&format!("https://127.0.0.1:{port}"), NODE, &tls).unwrap();
     let report = r#"{"node":"web1","seq":1,"time_ms":0,"interval_ms":1000,"targets":[]}"#;
     assert_eq!(client.post(report.as_bytes()), Outcome::Delivered);
+    // Another node's certificate (of the same CA) does not carry web1's token: 403, counted.
+    let (web2_cert, web2_key) = leaf(&nodes, "web2", false);
+    let web2 = ClientTls {
+        ca: Some(ca_file.clone()),
+        cert: Some(write(&dir, "web2.pem", &web2_cert)),
+        key: Some(write(&dir, "web2.key", &web2_key)),
+    };
+    let borrowed = Client::with_tls(&format!("https://127.0.0.1:{port}"), NODE, &web2).unwrap();
+    match borrowed.post(report.as_bytes()) {
+        Outcome::Refused(403, why) => assert!(why.contains("web2"), "{why}"),
+        other => panic!("web1's token on web2's certificate: {other:?}"),
+    }
+    let (metrics, _) = get(port, node.clone(), "/metrics").unwrap();
+    assert!(
+        metrics.contains("deflect_api_node_certificate_refused_total 1"),
+        "{metrics}"
+    );
     // Without its certificate it is not let in; with no CA it does not trust the controller.
     let bare = Client::with_tls(
         &format!("https://127.0.0.1:{port}"),

@@ -41,6 +41,12 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         "counter",
         s.metrics.rate_limited.load(Ordering::Relaxed),
     );
+    counter(
+        "deflect_api_node_certificate_refused_total",
+        "Requests refused: a node token on a client certificate that does not name the node.",
+        "counter",
+        s.metrics.node_certificate_refused.load(Ordering::Relaxed),
+    );
     let srv = &s.server;
     counter(
         "deflect_api_connections_total",

@@ -48,7 +48,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::ApiError;
-use super::tls::Acceptor;
+use super::tls::{Acceptor, PeerCertificate};
 
 /// The server's limits (`api:` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +94,8 @@ struct Service {
     router: TowerToHyperService<Router>,
     id: u64,
     idle: Arc<IdleSet>,
+    /// The client's certificate (TLS with `client_ca`), handed to each request.
+    peer: Option<Arc<PeerCertificate>>,
 }
 
 type Answer = Pin<
@@ -105,8 +107,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
     type Error = std::convert::Infallible;
     type Future = Answer;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Answer {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Answer {
         self.idle.busy(self.id);
+        if let Some(p) = &self.peer {
+            req.extensions_mut().insert(p.clone());
+        }
         let (idle, id) = (self.idle.clone(), self.id);
         let answer = self.router.call(req);
         Box::pin(async move {
@@ -272,6 +277,7 @@ pub async fn serve(
             router: TowerToHyperService::new(app.clone()),
             id,
             idle: idle.clone(),
+            peer: None,
         };
         let (metrics, stop, idle) = (metrics.clone(), stop.clone(), idle.clone());
         let acceptor = tls.as_ref().map(|t| t.current());
@@ -296,6 +302,16 @@ pub async fn serve(
                     match done {
                         None => {}
                         Some(Ok(Ok(stream))) => {
+                            let cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first());
+                            let service = Service {
+                                peer: cert
+                                    .map(|c| Arc::new(PeerCertificate(c.clone().into_owned()))),
+                                ..service
+                            };
                             connection(stream, service, limits, &metrics, ends, peer).await;
                         }
                         Some(Ok(Err(e))) => {

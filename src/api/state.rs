@@ -26,6 +26,8 @@ pub struct ApiMetrics {
     pub telemetry_refused_targets: AtomicU64,
     /// Requests refused: their token's rate was spent.
     pub rate_limited: AtomicU64,
+    /// Requests refused: a node token on a client certificate that does not name the node.
+    pub node_certificate_refused: AtomicU64,
 }
 
 /// What handlers share. Tokens and peers are swapped on reload.
@@ -74,6 +76,27 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .iter()
             .find(|t| same_secret(t.secret.as_bytes(), token.as_bytes()))
             .ok_or_else(|| unauthorized("unknown token"))?;
+        // Over TLS with client certificates, a node speaks only on its own certificate.
+        if t.scope == super::Scope::Node {
+            if let Some(cert) = parts.extensions.get::<Arc<super::tls::PeerCertificate>>() {
+                if !cert.names(&t.name) {
+                    state
+                        .metrics
+                        .node_certificate_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(ApiError(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "node token {:?} on a client certificate that names {:?}, not {:?}: a node's \
+                             certificate must name it (a DNS name in its subject alternative names)",
+                            t.name,
+                            cert.dns_names(),
+                            t.name
+                        ),
+                    ));
+                }
+            }
+        }
         if let Err(wait) = state.limits.take(&t.name, t.rate, Instant::now()) {
             state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError(

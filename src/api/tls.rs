@@ -5,6 +5,11 @@
 //! reload, with the file named) and again when the server starts and at each reload: a renewed
 //! certificate at the same path is served from the next connection on, without a restart. Open
 //! connections keep the certificate they were made with.
+//!
+//! With `client_ca`, a client's certificate also says who it is: a node token is taken only on a
+//! connection whose certificate names that node (a DNS name in its subject alternative names equal
+//! to the token's name), so a node's token copied elsewhere, or used with another node's
+//! certificate, speaks for nobody. Operators' and readers' tokens need any certificate of the CA.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -119,5 +124,30 @@ impl Acceptor {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         tokio_rustls::TlsAcceptor::from(config)
+    }
+}
+
+/// The client certificate a TLS connection was made with, for the requests on it.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub CertificateDer<'static>);
+
+impl PeerCertificate {
+    /// Whether the certificate names `node` (a DNS name of its subject alternative names).
+    pub fn names(&self, node: &str) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(&self.0) else {
+            return false;
+        };
+        let Ok(name) = rustls::pki_types::DnsName::try_from(node.to_string()) else {
+            return false;
+        };
+        cert.verify_is_valid_for_subject_name(&rustls::pki_types::ServerName::DnsName(name))
+            .is_ok()
+    }
+
+    /// The DNS names it carries, for an error message.
+    pub fn dns_names(&self) -> Vec<String> {
+        webpki::EndEntityCert::try_from(&self.0)
+            .map(|c| c.valid_dns_names().map(str::to_string).collect())
+            .unwrap_or_default()
     }
 }
