@@ -487,18 +487,8 @@ fn top_flows(
         if let Some((level, _)) = fine {
             return sorted(fold(top, rest, &untracked, |k| k.folded(level)));
         }
-        // One flow per class, named after the class's largest folded flow: at most ten.
         if keep + Class::ALL.len() <= MAX_FLOWS {
-            let mut largest: HashMap<Class, (FlowKey, u64)> = HashMap::default();
-            for (k, c) in rest.iter().chain(&untracked) {
-                let k = k.folded(Fold::Class);
-                let e = largest.entry(k.class()).or_insert((k, 0));
-                if c.packets > e.1 || (c.packets == e.1 && key_order(&k) < key_order(&e.0)) {
-                    *e = (k, c.packets);
-                }
-            }
-            let out = fold(top, rest, &untracked, |k| largest[&k.class()].0);
-            return sorted(out);
+            return sorted(one_per_class(top, rest, &untracked));
         }
         // The last top flow goes to the rest.
         if let Some((k, _)) = keep.checked_sub(1).map(|i| all[i]) {
@@ -509,6 +499,24 @@ fn top_flows(
     }
     // Unreachable: keep 0 leaves at most one flow per class.
     sorted(fold(&[], &all, &untracked, |k| k.folded(Fold::Class)))
+}
+
+/// `top` as they are, and the rest one flow per class, named after the class's largest folded
+/// flow: at most ten.
+fn one_per_class(
+    top: &[(FlowKey, Count)],
+    rest: &[(FlowKey, Count)],
+    untracked: &[(FlowKey, Count)],
+) -> HashMap<FlowKey, Count> {
+    let mut largest: HashMap<Class, (FlowKey, u64)> = HashMap::default();
+    for (k, c) in rest.iter().chain(untracked) {
+        let k = k.folded(Fold::Class);
+        let e = largest.entry(k.class()).or_insert((k, 0));
+        if c.packets > e.1 || (c.packets == e.1 && key_order(&k) < key_order(&e.0)) {
+            *e = (k, c.packets);
+        }
+    }
+    fold(top, rest, untracked, |k| largest[&k.class()].0)
 }
 
 /// `top` as they are, and `rest` and `untracked` merged into what `to` makes of their keys.
@@ -936,7 +944,8 @@ mod tests {
     }
 
     /// What `top_flows` did before it kept the folded keys per level: every fold made in full for
-    /// each number of top flows kept, largest first. The answers must be the same.
+    /// each number of top flows kept, largest first (the last resort, one flow per class, is
+    /// shared). The answers must be the same.
     fn top_flows_by_trying_each_keep(
         flows: HashMap<FlowKey, Count>,
         untracked: HashMap<FlowKey, Count>,
@@ -958,15 +967,7 @@ mod tests {
                 return sorted(out);
             }
             if keep + Class::ALL.len() <= MAX_FLOWS {
-                let mut largest: HashMap<Class, (FlowKey, u64)> = HashMap::new();
-                for (k, c) in rest.iter().chain(&untracked) {
-                    let k = k.folded(Fold::Class);
-                    let e = largest.entry(k.class()).or_insert((k, 0));
-                    if c.packets > e.1 || (c.packets == e.1 && key_order(&k) < key_order(&e.0)) {
-                        *e = (k, c.packets);
-                    }
-                }
-                return sorted(fold(top, rest, &untracked, |k| largest[&k.class()].0));
+                return sorted(one_per_class(top, rest, &untracked));
             }
         }
         sorted(fold(&[], &all, &untracked, |k| k.folded(Fold::Class)))

@@ -112,16 +112,12 @@ fn common(frame: &[u8]) -> Option<PacketInfo> {
         fragment,
         wire_len: u32::try_from(ip_start + len).unwrap_or(u32::MAX),
     };
-    if !fragment && matches!(proto, PROTO_TCP | PROTO_UDP) {
+    if !fragment {
         // What the IP header says the datagram holds, cut to what was captured.
-        let transport = ip.get(header..len.min(ip.len())).unwrap_or_default();
-        if let Some(ports) = transport.get(..4) {
-            info.sport = Some(u16::from_be_bytes([ports[0], ports[1]]));
-            info.dport = Some(u16::from_be_bytes([ports[2], ports[3]]));
-        }
-        if proto == PROTO_TCP {
-            info.tcp_flags = transport.get(13).copied();
-        }
+        read_ports(
+            &mut info,
+            ip.get(header..len.min(ip.len())).unwrap_or_default(),
+        );
     }
     Some(info)
 }
@@ -181,17 +177,25 @@ fn lax(frame: &[u8]) -> Option<PacketInfo> {
         fragment,
         wire_len: u32::try_from(ip_start + ip_len).unwrap_or(u32::MAX),
     };
-    if !fragment && matches!(proto, PROTO_TCP | PROTO_UDP) {
-        // Both headers start with the two ports; TCP's flags are octet 13 (RFC 9293 §3.1).
-        if let Some(ports) = transport.get(..4) {
-            info.sport = Some(u16::from_be_bytes([ports[0], ports[1]]));
-            info.dport = Some(u16::from_be_bytes([ports[2], ports[3]]));
-        }
-        if proto == PROTO_TCP {
-            info.tcp_flags = transport.get(13).copied();
-        }
+    if !fragment {
+        read_ports(&mut info, transport);
     }
     Some(info)
+}
+
+/// TCP's or UDP's ports, and TCP's flags, from the start of the transport header (when captured).
+fn read_ports(info: &mut PacketInfo, header: &[u8]) {
+    if !matches!(info.proto, PROTO_TCP | PROTO_UDP) {
+        return;
+    }
+    // Both headers start with the two ports; TCP's flags are octet 13 (RFC 9293 §3.1).
+    if let Some(ports) = header.get(..4) {
+        info.sport = Some(u16::from_be_bytes([ports[0], ports[1]]));
+        info.dport = Some(u16::from_be_bytes([ports[2], ports[3]]));
+    }
+    if info.proto == PROTO_TCP {
+        info.tcp_flags = header.get(13).copied();
+    }
 }
 
 /// Where `part` (a sub-slice of `whole`) starts in `whole`.
