@@ -102,24 +102,13 @@ fn common(frame: &[u8]) -> Option<PacketInfo> {
     if !common_proto(proto) {
         return None;
     }
-    let mut info = PacketInfo {
-        src,
-        dst,
-        proto,
-        sport: None,
-        dport: None,
-        tcp_flags: None,
-        fragment,
-        wire_len: u32::try_from(ip_start + len).unwrap_or(u32::MAX),
-    };
-    if !fragment {
-        // What the IP header says the datagram holds, cut to what was captured.
-        read_ports(
-            &mut info,
-            ip.get(header..len.min(ip.len())).unwrap_or_default(),
-        );
-    }
-    Some(info)
+    // What the IP header says the datagram holds, cut to what was captured.
+    let transport = ip.get(header..len.min(ip.len())).unwrap_or_default();
+    Some(packet_info(
+        (src, dst, proto, fragment),
+        ip_start + len,
+        transport,
+    ))
 }
 
 /// Any frame, by etherparse's lax walk (VLAN stacks, extension headers, lying lengths).
@@ -167,6 +156,21 @@ fn lax(frame: &[u8]) -> Option<PacketInfo> {
         LaxNetSlice::Arp(_) => return None,
     };
     let (proto, fragment, transport) = payload;
+    Some(packet_info(
+        (src, dst, proto, fragment),
+        ip_start + ip_len,
+        transport,
+    ))
+}
+
+/// What both paths read: the addresses, protocol and fragment flag, the length on the wire, and
+/// from the transport header (when captured, and not a later fragment's) TCP's or UDP's ports and
+/// TCP's flags.
+fn packet_info(
+    (src, dst, proto, fragment): (IpAddr, IpAddr, u8, bool),
+    wire_len: usize,
+    transport: &[u8],
+) -> PacketInfo {
     let mut info = PacketInfo {
         src,
         dst,
@@ -175,15 +179,15 @@ fn lax(frame: &[u8]) -> Option<PacketInfo> {
         dport: None,
         tcp_flags: None,
         fragment,
-        wire_len: u32::try_from(ip_start + ip_len).unwrap_or(u32::MAX),
+        wire_len: u32::try_from(wire_len).unwrap_or(u32::MAX),
     };
     if !fragment {
         read_ports(&mut info, transport);
     }
-    Some(info)
+    info
 }
 
-/// TCP's or UDP's ports, and TCP's flags, from the start of the transport header (when captured).
+/// TCP's or UDP's ports, and TCP's flags, from the start of the transport header.
 fn read_ports(info: &mut PacketInfo, header: &[u8]) {
     if !matches!(info.proto, PROTO_TCP | PROTO_UDP) {
         return;
