@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use daemon::{Daemon, free_port, temp_dir};
-use deflect::probe::send::{Client, ClientTls, Outcome};
+use deflect::api::tls::ClientTls;
+use deflect::probe::send::{Client, Outcome};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 

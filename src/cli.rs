@@ -168,7 +168,7 @@ struct Client {
 
 impl Client {
     fn new(a: &ApiArgs) -> Client {
-        let tls = crate::probe::send::ClientTls {
+        let tls = crate::api::tls::ClientTls {
             ca: a.ca.clone(),
             cert: a.client_cert.clone(),
             key: a.client_key.clone(),

@@ -21,7 +21,8 @@
 //!      over recorded traffic, on a manual clock), `deflect store` and `deflect sflow-flood`.
 //! 2. Edges, where the outside comes in:
 //!    - [`config`]: the YAML configuration; it builds every owner's settings type.
-//!    - [`api`]: the HTTP API; owns tokens, scopes and its counters; turns JSON bodies into orders.
+//!    - [`api`]: the HTTP API; owns tokens, scopes and its counters; turns JSON bodies into orders;
+//!      TLS, the server's and its clients' (the probe's and the CLI's).
 //!    - [`collector`]: the sFlow and NetFlow/IPFIX collectors and their batched sockets; owns
 //!      their settings.
 //! 3. Domain, deflect's own decisions:
@@ -44,7 +45,7 @@
 //!    - [`diag`]: positioned configuration errors and the one duration syntax.
 //!    - [`clock`]: milliseconds since the epoch; the wall's, or a manual one for replays.
 //!    - [`sys`]: the one module allowed `unsafe`: socket options and calls no crate wraps (TCP
-//!      MD5, GTSM, packet socket statistics, batched datagram receive).
+//!      MD5, GTSM, packet socket statistics, batched datagram receive, the open-file limit).
 
 // 1. Commands.
 pub mod cli;

@@ -1,5 +1,6 @@
 //! TLS for the API (rustls, ring's cryptography): the certificate and key the configuration names,
-//! and optionally a CA whose certificates every client must show (nodes and operators alike).
+//! and optionally a CA whose certificates every client must show (nodes and operators alike); and
+//! the clients' side ([`ClientTls`]: the probe's and the CLI's), from the same PEM readers.
 //!
 //! The files are read when the configuration is checked (so a bad file fails `deflect check` and a
 //! reload, with the file named) and again when the server starts and at each reload: a renewed
@@ -149,5 +150,45 @@ impl PeerCertificate {
         webpki::EndEntityCert::try_from(&self.0)
             .map(|c| c.valid_dns_names().map(str::to_string).collect())
             .unwrap_or_default()
+    }
+}
+
+/// How a client (the probe, the CLI) checks the API's certificate and shows its own, over
+/// `https://`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA (PEM) the API's certificate must chain to; none: the public web's roots.
+    pub ca: Option<PathBuf>,
+    /// This client's certificate chain and key (PEM), for an API that asks for one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// ureq's TLS settings from the files; an error names the file.
+    pub fn config(&self) -> Result<ureq::tls::TlsConfig, String> {
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+        let certs = |p: &PathBuf| -> Result<Vec<Certificate<'static>>, String> {
+            Ok(certificates(p)?
+                .iter()
+                .map(|c| Certificate::from_der(c).to_owned())
+                .collect())
+        };
+        let mut b = TlsConfig::builder().unversioned_rustls_crypto_provider(provider());
+        if let Some(ca) = &self.ca {
+            b = b.root_certs(RootCerts::Specific(Arc::new(certs(ca)?)));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                // ureq takes a key only from PEM (its kinds are not public): read here.
+                let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+                let key = PrivateKey::from_pem(&pem)
+                    .map_err(|e| format!("{}: no PEM private key read: {e}", key.display()))?;
+                b = b.client_cert(Some(ClientCert::new_with_certs(&certs(cert)?, key)));
+            }
+            (None, None) => {}
+            _ => return Err("a client certificate needs both its file and its key's".into()),
+        }
+        Ok(b.build())
     }
 }

@@ -54,11 +54,12 @@ use clap::Args;
 use ipnet::IpNet;
 use tracing::{debug, error, info, info_span, warn};
 
+use crate::api::tls::ClientTls;
 use crate::telemetry::{MAX_INTERFACES, Report};
 use crate::traffic::aggregate::{Aggregator, Finished};
 use counters::{Deltas, Link, Netlink};
 use sampler::{Sampler, SamplerError};
-use send::{Backlog, Client, ClientTls};
+use send::{Backlog, Client};
 
 /// Shortest interval.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);

@@ -17,7 +17,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -213,53 +212,6 @@ pub struct Client {
     trusted: Option<Arc<Mutex<Vec<IpNet>>>>,
 }
 
-/// How the probe checks the controller, and shows itself, over `https://`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientTls {
-    /// The CA (PEM) the controller's certificate must chain to; none: the public web's roots.
-    pub ca: Option<PathBuf>,
-    /// This node's certificate chain and key (PEM), for a controller that asks for one.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-impl ClientTls {
-    /// ureq's TLS settings from the files; an error names the file. (The CLI uses them too.)
-    pub fn config(&self) -> Result<ureq::tls::TlsConfig, String> {
-        use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        let certs = |p: &PathBuf| -> Result<Vec<Certificate<'static>>, String> {
-            let pem = read(p)?;
-            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                return Err(format!("{}: no PEM certificate in it", p.display()));
-            }
-            Ok(certs)
-        };
-        let mut b =
-            TlsConfig::builder().unversioned_rustls_crypto_provider(crate::api::tls::provider());
-        if let Some(ca) = &self.ca {
-            b = b.root_certs(RootCerts::Specific(Arc::new(certs(ca)?)));
-        }
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let chain = certs(cert)?;
-                let key = PrivateKey::from_pem(&read(key)?)
-                    .map_err(|e| format!("{}: no PEM private key read: {e}", key.display()))?;
-                b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-            }
-            (None, None) => {}
-            _ => return Err("a client certificate needs both its file and its key's".into()),
-        }
-        Ok(b.build())
-    }
-}
-
 impl Client {
     /// A client of `controller` (`http://` or `https://` with the public web's roots).
     pub fn new(controller: &str, token: &str) -> Client {
@@ -267,7 +219,11 @@ impl Client {
     }
 
     /// A client of `controller` whose `https://` is checked, and shown, as `tls` says.
-    pub fn with_tls(controller: &str, token: &str, tls: &ClientTls) -> Result<Client, String> {
+    pub fn with_tls(
+        controller: &str,
+        token: &str,
+        tls: &crate::api::tls::ClientTls,
+    ) -> Result<Client, String> {
         Ok(Client::build(controller, token, tls.config()?))
     }
 
