@@ -915,6 +915,84 @@ fn audit_verify_detects_reordered_entries() {
     assert!(!ok && text.contains("does NOT verify"), "{text}");
 }
 
+#[test]
+fn retention_prunes_an_old_log_in_batches_and_it_still_verifies() {
+    use deflect::audit::AuditDraft;
+    let state = temp_dir("retention");
+    let db = state.join("db");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let day = 86_400_000;
+    // A log 500 days old: 12,000 entries, past the default retention of 400 days.
+    let mut store = deflect::mitigation::store::Store::open(&db).unwrap();
+    for chunk in 0..12u64 {
+        let drafts = (0..1000)
+            .map(|i| AuditDraft::new("noc", "mitigation.refused", json!({"n": chunk * 1000 + i})))
+            .collect();
+        store.commit(&[], &[], drafts, now - 500 * day).unwrap();
+    }
+    drop(store);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let api_port = free_port("127.0.0.1".parse().unwrap());
+        let settings = Config::parse("test.yaml", &config_yaml(&db, api_port, None, ""))
+            .unwrap()
+            .check()
+            .unwrap();
+        let daemon = Daemon::start(settings, None).await.unwrap();
+        let h = Http::new(api_port);
+        tokio::task::spawn_blocking(move || {
+            // A batch at start, the rest a second apart: the API answers all along.
+            let first = wait_for("the old log pruned", Duration::from_secs(20), || {
+                let (st, page) = h.req("GET", "/api/v1/audit?limit=1", Some(READ), None);
+                assert_eq!(st, 200, "{page}");
+                let seq = page["entries"][0]["seq"].as_u64().unwrap_or(0);
+                Ok((seq > 12_000).then_some(seq))
+            })
+            .unwrap();
+            assert_eq!(first, 12_001);
+            let (st, v) = h.req("GET", "/api/v1/audit/verify", Some(READ), None);
+            assert_eq!(st, 200, "{v}");
+            assert_eq!(v["first_seq"], 12_001, "{v}");
+            let (_, page) = h.req("GET", "/api/v1/audit?limit=100", Some(READ), None);
+            let prunes: Vec<&Value> = page["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == "audit.prune")
+                .collect();
+            assert_eq!(prunes.len(), 3, "{page}");
+            assert_eq!(prunes[2]["detail"]["through_seq"], 12_000);
+            let (_, m) = h.req("GET", "/metrics", None, None);
+            let text = m.as_str().unwrap_or_default();
+            assert!(
+                text.contains("deflect_store_pruned_audit_entries_total 12000"),
+                "{text}"
+            );
+        })
+        .await
+        .unwrap();
+        daemon.stop("test over").await;
+    });
+    let (ok, text) = verify_cli(&db);
+    assert!(
+        ok && text.contains("(1 to 12000 pruned, on record); last hash "),
+        "{text}"
+    );
+    // The first entry kept, removed by hand: no checkpoint says so.
+    let mut store = deflect::mitigation::store::Store::open(&db).unwrap();
+    store.tamper_audit(12_001, None).unwrap();
+    drop(store);
+    let (ok, text) = verify_cli(&db);
+    assert!(
+        !ok && text.contains("entries 1 to 12001 are missing"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
 // ---------------------------------------------------------------------------------------------
 // slow and idle clients
 

@@ -4,6 +4,15 @@
 //! Each entry's hash is SHA-256 over the previous entry's hash and the entry's own canonical JSON
 //! (sequence number, time, actor, action, detail). The first entry chains from 32 zero octets.
 //! Entries are written by the store in the same transaction as the change they describe.
+//!
+//! Retention prunes the oldest entries. The log then starts at a later entry, and that start is a
+//! checkpoint: the entry recording the prune (`audit.prune`, sealed in the same transaction) names
+//! the last entry removed, its sequence number and hash (`through_seq`, `through_hash`), and the
+//! first entry kept must chain from exactly that. A log that starts after 1 without such an entry
+//! in its chain lost its head some other way, and does not verify. (A repair that finds the head
+//! missing says so the same way, in its `store.repair` entry.) What no hash chain can show is a
+//! log cut at its end: compare its last entry with one you wrote down (`deflect audit verify`
+//! prints it).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -112,15 +121,69 @@ pub enum AuditError {
         "entry {seq}: it does not chain from the entry before it (deleted, inserted or reordered)"
     )]
     Broken { seq: u64 },
+    #[error(
+        "the log starts at entry {first}: entries 1 to {} are missing and no {PRUNE} entry in the chain says they were pruned (deleted)", first - 1
+    )]
+    Unvouched { first: u64 },
 }
 
-/// Checks a whole log, in the order it is stored. Returns the number of entries.
-pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u64, AuditError> {
+/// The action of the entry that records a prune; its detail says where the log now starts.
+pub const PRUNE: &str = "audit.prune";
+/// The actions of entries that may say where the log starts: a prune's, and a repair's or an
+/// import's when the log they kept starts after 1 (its head was lost, and they say so).
+const CHECKPOINTS: [&str; 3] = [PRUNE, "store.repair", "store.import"];
+
+/// What a verified log holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    /// Entries checked.
+    pub entries: u64,
+    /// The first one's sequence number (after 1: the ones before were pruned); 0 when empty.
+    pub first_seq: u64,
+    /// The last one's, and its hash: where the next entry chains from. Kept elsewhere, they
+    /// show later whether the log was cut at its end.
+    pub last_seq: u64,
+    pub last_hash: String,
+}
+
+impl std::fmt::Display for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} entries", self.entries)?;
+        if self.entries > 0 {
+            write!(f, ", {} to {}", self.first_seq, self.last_seq)?;
+        }
+        if self.first_seq > 1 {
+            write!(f, " (1 to {} pruned, on record)", self.first_seq - 1)?;
+        }
+        if self.entries > 0 {
+            write!(f, "; last hash {}", self.last_hash)?;
+        }
+        Ok(())
+    }
+}
+
+/// The detail fields that make an entry a checkpoint: the log kept starts after `through_seq`,
+/// whose hash was `through_hash`.
+pub fn checkpoint(through_seq: u64, through_hash: &str) -> serde_json::Value {
+    serde_json::json!({"through_seq": through_seq, "through_hash": through_hash})
+}
+
+/// Whether `e` records that the log starts after entry `seq` with hash `hash`.
+fn vouches(e: &AuditEntry, seq: u64, hash: &str) -> bool {
+    CHECKPOINTS.contains(&e.action.as_str())
+        && e.detail["through_seq"].as_u64() == Some(seq)
+        && e.detail["through_hash"].as_str() == Some(hash)
+}
+
+/// Checks a whole log, in the order it is stored.
+pub fn verify<'a>(
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+) -> Result<Verified, AuditError> {
     let mut v = Verifier::default();
     for e in entries {
         v.push(e)?;
     }
-    Ok(v.entries())
+    v.finish()
 }
 
 /// Checks a log one entry at a time, in the order it is stored: constant memory, whatever its
@@ -128,7 +191,13 @@ pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u
 #[derive(Debug, Clone)]
 pub struct Verifier {
     prev: String,
+    /// The last sequence number checked.
     n: u64,
+    /// The first (0: none yet).
+    first: u64,
+    /// Where a pruned log starts, (seq, hash) of the last entry pruned, until an entry in the
+    /// chain vouches for it.
+    unvouched: Option<(u64, String)>,
 }
 
 impl Default for Verifier {
@@ -136,6 +205,8 @@ impl Default for Verifier {
         Verifier {
             prev: genesis(),
             n: 0,
+            first: 0,
+            unvouched: None,
         }
     }
 }
@@ -143,10 +214,20 @@ impl Default for Verifier {
 impl Verifier {
     /// The next entry.
     pub fn push(&mut self, e: &AuditEntry) -> Result<(), AuditError> {
-        let expected = self.n + 1;
+        if self.first == 0 {
+            self.first = e.seq;
+            if e.seq > 1 {
+                // A pruned log: it starts where it says, on condition that a checkpoint in the
+                // chain (checked by `finish`) says the same.
+                self.n = e.seq - 1;
+                self.prev.clone_from(&e.prev);
+                self.unvouched = Some((self.n, e.prev.clone()));
+            }
+        }
+        let expected = self.n.saturating_add(1);
         if e.seq != expected {
             return Err(AuditError::Sequence {
-                position: self.n as usize,
+                position: self.entries() as usize,
                 seq: e.seq,
                 expected,
             });
@@ -157,6 +238,11 @@ impl Verifier {
         if digest(&e.prev, e.seq, e.time_ms, &e.actor, &e.action, &e.detail) != e.hash {
             return Err(AuditError::Edited { seq: e.seq });
         }
+        if let Some((seq, hash)) = &self.unvouched {
+            if vouches(e, *seq, hash) {
+                self.unvouched = None;
+            }
+        }
         self.prev.clone_from(&e.hash);
         self.n = expected;
         Ok(())
@@ -164,7 +250,31 @@ impl Verifier {
 
     /// Entries that verified so far.
     pub fn entries(&self) -> u64 {
-        self.n
+        if self.first == 0 || self.n < self.first {
+            0
+        } else {
+            (self.n - self.first).saturating_add(1)
+        }
+    }
+
+    /// Where a pruned log starts, (seq, hash) of the entry before its first, while no checkpoint
+    /// has vouched for it.
+    pub fn unvouched(&self) -> Option<(u64, &str)> {
+        self.unvouched.as_ref().map(|(s, h)| (*s, h.as_str()))
+    }
+
+    /// The log as checked, once every entry is in: a log that starts after 1 verifies only if
+    /// an entry in its chain recorded that start.
+    pub fn finish(&self) -> Result<Verified, AuditError> {
+        if self.unvouched.is_some() {
+            return Err(AuditError::Unvouched { first: self.first });
+        }
+        Ok(Verified {
+            entries: self.entries(),
+            first_seq: self.first,
+            last_seq: self.n,
+            last_hash: self.prev.clone(),
+        })
     }
 }
 
@@ -188,8 +298,114 @@ mod tests {
 
     #[test]
     fn an_untouched_chain_verifies() {
-        assert_eq!(verify(&chain(5)), Ok(5));
-        assert_eq!(verify(&chain(0)), Ok(0));
+        let v = verify(&chain(5)).unwrap();
+        assert_eq!((v.entries, v.first_seq, v.last_seq), (5, 1, 5));
+        assert_eq!(verify(&chain(0)).unwrap().entries, 0);
+    }
+
+    /// Appends an entry to `c`.
+    fn append(c: &mut Vec<AuditEntry>, action: &str, detail: serde_json::Value) {
+        let (seq, prev) = c.last().map_or((0, genesis()), |e| (e.seq, e.hash.clone()));
+        c.push(seal(
+            AuditDraft::new("system", action, detail),
+            seq,
+            &prev,
+            5000,
+        ));
+    }
+
+    /// `c` with its first `n` entries pruned the way the store does it: removed, and an
+    /// `audit.prune` entry naming the last one removed appended.
+    fn pruned(mut c: Vec<AuditEntry>, n: usize) -> Vec<AuditEntry> {
+        let last = c[n - 1].clone();
+        let head = c.last().cloned().unwrap();
+        c.drain(..n);
+        c.push(seal(
+            AuditDraft::new("system", PRUNE, checkpoint(last.seq, &last.hash)),
+            head.seq,
+            &head.hash,
+            5000,
+        ));
+        c
+    }
+
+    #[test]
+    fn a_pruned_log_verifies_from_its_checkpoint() {
+        let c = pruned(chain(10), 4);
+        let v = verify(&c).unwrap();
+        assert_eq!((v.entries, v.first_seq, v.last_seq), (7, 5, 11));
+        assert_eq!(
+            v.to_string(),
+            format!(
+                "7 entries, 5 to 11 (1 to 4 pruned, on record); last hash {}",
+                c[6].hash
+            )
+        );
+        // Pruned again, past the first prune's own entry: the newer checkpoint vouches.
+        let mut c = pruned(c, 7);
+        append(&mut c, "mitigation.create", serde_json::json!({"id": 1}));
+        let v = verify(&c).unwrap();
+        assert_eq!((v.entries, v.first_seq, v.last_seq), (2, 12, 13));
+        // Pruned to nothing but the checkpoint itself.
+        let c = pruned(chain(3), 3);
+        assert_eq!(verify(&c).unwrap().first_seq, 4);
+    }
+
+    #[test]
+    fn a_head_removed_without_a_checkpoint_is_detected() {
+        // The first entries deleted by hand: no prune entry vouches for the new start.
+        let mut c = chain(6);
+        c.drain(..2);
+        assert_eq!(verify(&c), Err(AuditError::Unvouched { first: 3 }));
+        // More deleted than the checkpoint says.
+        let mut c = pruned(chain(10), 3);
+        c.remove(0);
+        assert_eq!(verify(&c), Err(AuditError::Unvouched { first: 5 }));
+        // A checkpoint for another start, or with another hash, vouches for nothing.
+        let mut c = chain(6);
+        c.drain(..2);
+        let prev = c[0].prev.clone();
+        append(&mut c, PRUNE, checkpoint(1, &prev));
+        assert_eq!(verify(&c), Err(AuditError::Unvouched { first: 3 }));
+        let mut c = chain(6);
+        c.drain(..2);
+        append(&mut c, PRUNE, checkpoint(2, &genesis()));
+        assert_eq!(verify(&c), Err(AuditError::Unvouched { first: 3 }));
+        // The right fields under another action vouch for nothing either.
+        let mut c = chain(6);
+        c.drain(..2);
+        let prev = c[0].prev.clone();
+        append(&mut c, "mitigation.create", checkpoint(2, &prev));
+        assert_eq!(verify(&c), Err(AuditError::Unvouched { first: 3 }));
+        // A forged checkpoint inserted into the chain breaks it.
+        let mut c = chain(6);
+        let cut = c[1].clone();
+        c.drain(..2);
+        let forged = seal(
+            AuditDraft::new("system", PRUNE, checkpoint(cut.seq, &cut.hash)),
+            c[1].seq,
+            &c[1].hash,
+            5000,
+        );
+        c.insert(2, forged);
+        assert!(verify(&c).is_err());
+    }
+
+    #[test]
+    fn damage_after_a_prune_is_found_as_before() {
+        let mut c = pruned(chain(10), 4);
+        c[2].actor = "mallory".into();
+        assert_eq!(verify(&c), Err(AuditError::Edited { seq: 7 }));
+        let mut c = pruned(chain(10), 4);
+        c.remove(3);
+        assert!(matches!(
+            verify(&c),
+            Err(AuditError::Sequence {
+                position: 3,
+                seq: 9,
+                expected: 8
+            })
+        ));
     }
 
     #[test]

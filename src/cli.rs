@@ -502,8 +502,8 @@ pub fn audit(a: &ApiArgs, cmd: AuditCmd) -> ExitCode {
                 Err(e) => return Err(fail(format!("{e} (is the daemon still running?)"))),
             };
             match store.audit_verify().map_err(|e| fail(e.to_string()))? {
-                Ok(n) => {
-                    out(&format!("audit log verifies: {n} entries"));
+                Ok(v) => {
+                    out(&format!("audit log verifies: {v}"));
                     Ok(())
                 }
                 Err(e) => Err(Failure(format!("audit log does NOT verify: {e}"), 4)),
@@ -514,7 +514,8 @@ pub fn audit(a: &ApiArgs, cmd: AuditCmd) -> ExitCode {
                 .call("GET", "/api/v1/audit/verify", None)
                 .map_err(|Failure(m, _)| Failure(m, 4))?;
             print(a.json, &v, |v| {
-                Some(format!("audit log verifies: {} entries", v["entries"]))
+                let v: crate::audit::Verified = serde_json::from_value(v.clone()).ok()?;
+                Some(format!("audit log verifies: {v}"))
             });
             Ok(())
         }

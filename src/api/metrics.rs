@@ -97,6 +97,18 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         m.refused_unaudited.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_store_pruned_audit_entries_total",
+        "Audit entries removed by retention (each prune is itself an audit.prune entry).",
+        "counter",
+        m.pruned_audit.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_store_pruned_mitigations_total",
+        "Withdrawn mitigations removed from the store by retention.",
+        "counter",
+        m.pruned_mitigations.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_mitigations_withdrawn_total",
         "Mitigations withdrawn by hand.",
         "counter",

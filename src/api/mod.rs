@@ -368,8 +368,14 @@ async fn audit_verify(
     State(s): State<Arc<ApiState>>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.must_read()?;
-    let n = s.mitigations.audit_verify().await?;
-    Ok(axum::Json(json!({"ok": true, "entries": n})))
+    let v = s.mitigations.audit_verify().await?;
+    Ok(axum::Json(json!({
+        "ok": true,
+        "entries": v.entries,
+        "first_seq": v.first_seq,
+        "last_seq": v.last_seq,
+        "last_hash": v.last_hash,
+    })))
 }
 
 /// `POST /api/v1/telemetry`: one probe report. The node is the token's name.

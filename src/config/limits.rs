@@ -1,4 +1,4 @@
-//! `limits`, `protected` and `never_block`: the mitigation set's guardrails.
+//! `limits`, `protected`, `never_block` and `retention`: the mitigation set's guardrails.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::diag::{positive_duration, unplaced};
 use crate::mitigation::guardrails::Guardrails;
+use crate::mitigation::store::Retention;
 use crate::route::no_host_bits;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +47,75 @@ impl Default for Limits {
     }
 }
 
+/// `retention`: how long the store keeps what is over (audit entries, withdrawn mitigations).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default = "default_keep")]
+    pub keep: Spanned<String>,
+    #[serde(default = "default_max_audit_entries")]
+    pub max_audit_entries: Spanned<u64>,
+    #[serde(default = "default_max_withdrawn")]
+    pub max_withdrawn: Spanned<u64>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep: default_keep(),
+            max_audit_entries: default_max_audit_entries(),
+            max_withdrawn: default_max_withdrawn(),
+        }
+    }
+}
+
+fn default_keep() -> Spanned<String> {
+    unplaced("400d".into())
+}
+
+fn default_max_audit_entries() -> Spanned<u64> {
+    unplaced(Retention::default().max_audit_entries)
+}
+
+fn default_max_withdrawn() -> Spanned<u64> {
+    unplaced(Retention::default().max_withdrawn)
+}
+
+/// The least `retention` allows: an incident's record must outlive the incident.
+const MIN_KEEP: Duration = Duration::from_secs(86_400);
+const MIN_AUDIT_ENTRIES: u64 = 10_000;
+const MIN_WITHDRAWN: u64 = 1_000;
+
+fn retention(r: &RetentionConfig, err: &mut dyn FnMut(&Location, String)) -> Retention {
+    let keep = positive_duration(&r.keep, "retention.keep", "400d or 90d", err)
+        .unwrap_or(Retention::default().keep);
+    if keep < MIN_KEEP {
+        err(
+            &r.keep.referenced,
+            format!(
+                "retention.keep {} is shorter than a day: an incident's record must outlive it; write 1d or more",
+                r.keep.value
+            ),
+        );
+    }
+    for (v, min, what) in [
+        (&r.max_audit_entries, MIN_AUDIT_ENTRIES, "max_audit_entries"),
+        (&r.max_withdrawn, MIN_WITHDRAWN, "max_withdrawn"),
+    ] {
+        if v.value < min {
+            err(
+                &v.referenced,
+                format!("retention.{what} {} is below {min}; raise it", v.value),
+            );
+        }
+    }
+    Retention {
+        keep,
+        max_audit_entries: r.max_audit_entries.value,
+        max_withdrawn: r.max_withdrawn.value,
+    }
+}
+
 fn default_ttl() -> Spanned<String> {
     unplaced("10m".into())
 }
@@ -79,6 +149,7 @@ pub(super) fn guardrails(
     limits: &Limits,
     groups: &BTreeMap<String, Vec<Spanned<IpNet>>>,
     never_block: &[Spanned<IpNet>],
+    retention_config: &RetentionConfig,
     dry_run: bool,
     mut err: &mut dyn FnMut(&Location, String),
 ) -> Guardrails {
@@ -148,5 +219,6 @@ pub(super) fn guardrails(
         protected,
         never_block: never_block.iter().map(|s| s.value.trunc()).collect(),
         dry_run,
+        retention: retention(retention_config, err),
     }
 }

@@ -32,7 +32,7 @@ use serde_saphyr::Spanned;
 
 pub use self::api::{ApiConfig, TlsConfig, TokenConfig};
 pub use self::detection::{DetectionConfig, ThresholdsConfig};
-pub use self::limits::Limits;
+pub use self::limits::{Limits, RetentionConfig};
 pub use self::neighbors::{NeighborConfig, RtbhConfig};
 pub use self::outputs::{
     AgentConfig, AlertConfig, ForensicsConfig, IocConfig, NetflowConfig, SflowConfig,
@@ -71,6 +71,9 @@ pub struct Config {
     pub never_block: Vec<Spanned<IpNet>>,
     #[serde(default)]
     pub limits: Limits,
+    /// How long the store keeps audit entries and withdrawn mitigations.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Thresholds and the rest of detection.
     #[serde(default)]
     pub detection: DetectionConfig,
@@ -221,6 +224,7 @@ impl Config {
             &self.limits,
             &self.protected,
             &self.never_block,
+            &self.retention,
             self.dry_run,
             &mut err,
         );
@@ -319,6 +323,32 @@ mod tests {
         .to_string();
         assert!(e.contains("api.plain_http and api.tls are both set"), "{e}");
         assert!(e.contains("api.tls: /nonexistent/api.pem:"), "{e}");
+    }
+
+    #[test]
+    fn retention_is_checked_where_it_is_written_and_has_a_floor() {
+        let lines = EMBEDDED.lines().count();
+        let text = format!(
+            "{EMBEDDED}retention:\n  keep: 2h\n  max_audit_entries: 5\n  max_withdrawn: 10\n"
+        );
+        let e = Config::parse("c.yaml", &text)
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        for (line, col, what) in [
+            (2, 9, "retention.keep 2h is shorter than a day"),
+            (3, 22, "retention.max_audit_entries 5 is below 10000"),
+            (4, 18, "retention.max_withdrawn 10 is below 1000"),
+        ] {
+            let at = format!("c.yaml:{}:{col}: {what}", lines + line);
+            assert!(e.contains(&at), "{at} in {e}");
+        }
+        let text = format!("{EMBEDDED}retention:\n  keep: 90d\n");
+        let s = Config::parse("c.yaml", &text).unwrap().check().unwrap();
+        let r = &s.guardrails.retention;
+        assert_eq!(r.keep, std::time::Duration::from_secs(90 * 86_400));
+        assert_eq!((r.max_audit_entries, r.max_withdrawn), (2_000_000, 200_000));
     }
 
     #[test]

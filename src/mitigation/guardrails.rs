@@ -14,9 +14,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::mitigation::record::Refusal;
+use crate::mitigation::store::Retention;
 use crate::route::Target;
 
-/// The limits of the `limits`, `protected` and `never_block` sections, resolved.
+/// The limits of the `limits`, `protected`, `never_block` and `retention` sections, resolved: on
+/// what the set announces, and on what its store keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guardrails {
     pub default_ttl: Duration,
@@ -32,6 +34,8 @@ pub struct Guardrails {
     pub never_block: Vec<IpNet>,
     /// Nothing is announced to any peer.
     pub dry_run: bool,
+    /// What the store keeps of what is over.
+    pub retention: Retention,
 }
 
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
@@ -55,6 +59,7 @@ impl Guardrails {
             protected: BTreeMap::from([("customers".to_string(), nets(protected))]),
             never_block: nets(never_block),
             dry_run: false,
+            retention: Retention::default(),
         }
     }
 

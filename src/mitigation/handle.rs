@@ -31,6 +31,9 @@ pub struct Metrics {
     pub announces: AtomicU64,
     pub withdraws: AtomicU64,
     pub active: AtomicU64,
+    /// Audit entries and withdrawn mitigations removed by retention.
+    pub pruned_audit: AtomicU64,
+    pub pruned_mitigations: AtomicU64,
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
@@ -96,6 +99,10 @@ pub(super) enum Request {
     /// clock's set has a timer of its own).
     Expire {
         reply: Reply<()>,
+    },
+    /// One batch of retention now (the set's timer does it hourly).
+    Prune {
+        reply: Reply<crate::mitigation::store::Pruned>,
     },
     /// Everything kept with `Remember`.
     Memories {
@@ -199,7 +206,7 @@ impl MitigationHandle {
 
     /// Verifies the whole audit chain on a blocking thread, beside the set: a long log holds up
     /// no change. One verification at a time; others wait their turn.
-    pub async fn audit_verify(&self) -> Result<u64, Refusal> {
+    pub async fn audit_verify(&self) -> Result<crate::audit::Verified, Refusal> {
         let _turn = self
             .verifying
             .acquire()
@@ -260,6 +267,12 @@ impl MitigationHandle {
     pub async fn remember(&self, key: String, value: Option<Vec<u8>>) -> Result<(), Refusal> {
         self.ask(|reply| Request::Remember { key, value, reply })
             .await
+    }
+
+    /// Prunes the store now, one batch (see [`Store::prune`](crate::mitigation::store::Store::prune));
+    /// the set also does it by itself, hourly.
+    pub async fn prune(&self) -> Result<crate::mitigation::store::Pruned, Refusal> {
+        self.ask(|reply| Request::Prune { reply }).await
     }
 
     /// Withdraws what has expired by the set's clock, when that clock is moved by hand.

@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::mitigation::guardrails::{self, Guardrails};
 use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
 use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
-use crate::mitigation::store::{Store, StoreError};
+use crate::mitigation::store::{Pruned, Store, StoreError};
 use crate::peer::{Neighbor, PeerHandle};
 use crate::route::{Kind, Target};
 
@@ -93,6 +93,8 @@ struct MitigationSet {
     refusals: RefusalWindow,
     /// Where the set reads the time: the wall's, or a replay's.
     clock: Clock,
+    /// When retention next prunes the store.
+    next_prune: u64,
 }
 
 /// A group commit: changes accepted in memory, one durable transaction for all of them, and only then
@@ -132,6 +134,10 @@ const REFUSALS_AUDITED: u32 = 60;
 const REFUSAL_ACTORS: usize = 1024;
 /// Longest text of a refused request kept in the audit log.
 const REFUSED_TEXT_MAX: usize = 256;
+
+/// How often retention prunes the store, and how soon it goes on when a batch left some.
+const PRUNE_EVERY_MS: u64 = 3_600_000;
+const PRUNE_AGAIN_MS: u64 = 1_000;
 
 /// Refusals per actor in the current minute.
 #[derive(Debug, Default)]
@@ -814,6 +820,42 @@ impl MitigationSet {
         self.expiries.first().map(|(t, _)| (*t).max(self.retry_at))
     }
 
+    /// One batch of retention: the oldest audit entries and withdrawn mitigations past the
+    /// guardrails' `retention` go, in a transaction of their own with the entry that records it.
+    fn prune(&mut self) -> Result<Pruned, Refusal> {
+        let now = self.clock.now_ms();
+        let r = self
+            .store
+            .prune(&self.guardrails.retention, now, self.all.len() as u64);
+        self.next_prune = now + PRUNE_EVERY_MS;
+        match r {
+            Ok(p) => {
+                if p.more {
+                    self.next_prune = now + PRUNE_AGAIN_MS;
+                }
+                if p.audit + p.mitigations > 0 {
+                    info!(
+                        audit_entries = p.audit,
+                        mitigations = p.mitigations,
+                        more = p.more,
+                        "store pruned: past its retention"
+                    );
+                }
+                self.metrics
+                    .pruned_audit
+                    .fetch_add(p.audit, Ordering::Relaxed);
+                self.metrics
+                    .pruned_mitigations
+                    .fetch_add(p.mitigations, Ordering::Relaxed);
+                Ok(p)
+            }
+            Err(e) => {
+                warn!("store not pruned, trying again in an hour: {e}");
+                Err(Refusal::Store(e.to_string()))
+            }
+        }
+    }
+
     async fn reload(
         &mut self,
         guardrails: Guardrails,
@@ -860,9 +902,11 @@ impl MitigationSet {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
         loop {
-            let next = self.next_expiry();
+            let next = self
+                .next_expiry()
+                .map_or(self.next_prune, |t| t.min(self.next_prune));
             // A manual clock's driver asks for expiries itself (`Request::Expire`).
-            let sleep = next
+            let sleep = Some(next)
                 .filter(|_| !self.clock.is_manual())
                 .map(|t| Duration::from_millis(t.saturating_sub(self.clock.now_ms())));
             tokio::select! {
@@ -890,6 +934,9 @@ impl MitigationSet {
                 }
                 _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {
                     self.expire().await;
+                    if self.clock.now_ms() >= self.next_prune {
+                        let _ = self.prune();
+                    }
                 }
             }
         }
@@ -976,6 +1023,9 @@ impl MitigationSet {
                 self.expire().await;
                 let _ = reply.send(Ok(()));
             }
+            Request::Prune { reply } => {
+                let _ = reply.send(self.prune());
+            }
             Request::Memories { reply } => {
                 let _ = reply.send(
                     self.store
@@ -1056,6 +1106,7 @@ pub async fn start(
         flow_attrs: HashSet::new(),
         refusals: RefusalWindow::default(),
         clock,
+        next_prune: 0,
     };
     set.rebuild_rtbh_attrs();
     let mut expired = Vec::new();
@@ -1121,6 +1172,8 @@ pub async fn start(
     set.metrics
         .active
         .store(set.live.len() as u64, Ordering::Relaxed);
+    // Retention's first batch now; the rest, if any, from the task.
+    let _ = set.prune();
     let (tx, rx) = mpsc::channel(1024);
     let handle = MitigationHandle::new(tx, set.metrics.clone(), set.store.audit_reader());
     let task = tokio::spawn(set.run(rx, stop));

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -36,6 +36,40 @@ pub const MAX_MEMORIES: usize = 100_000;
 /// Changes to the memory table in one commit: (key, value or `None` to remove).
 pub type Memos = [(String, Option<Vec<u8>>)];
 
+/// How long the store keeps what is over, and how much of it: audit entries and withdrawn
+/// mitigations older than `keep`, or past the counts, are pruned, oldest first (see
+/// [`Store::prune`]). Active mitigations are never pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub keep: std::time::Duration,
+    pub max_audit_entries: u64,
+    pub max_withdrawn: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            keep: std::time::Duration::from_secs(400 * 86_400),
+            max_audit_entries: 2_000_000,
+            max_withdrawn: 200_000,
+        }
+    }
+}
+
+/// Most rows one prune removes, and twice that many withdrawn-mitigation rows looked at: a prune is
+/// one write transaction of the mitigation set's task, kept to a few milliseconds; what is left
+/// goes in the next.
+pub const PRUNE_BATCH: usize = 5_000;
+
+/// What one prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub audit: u64,
+    pub mitigations: u64,
+    /// Some is left for the next prune.
+    pub more: bool,
+}
+
 /// Reads the audit log beside the writer (a snapshot at the time of each call).
 #[derive(Debug, Clone)]
 pub struct AuditReader {
@@ -44,7 +78,7 @@ pub struct AuditReader {
 
 impl AuditReader {
     /// Verifies the whole chain, one entry at a time: memory stays constant however long it is.
-    pub fn verify(&self) -> Result<Result<u64, audit::AuditError>, StoreError> {
+    pub fn verify(&self) -> Result<Result<audit::Verified, audit::AuditError>, StoreError> {
         guarded(|| {
             let r = self.db.begin_read().map_err(db_err)?;
             let t = r.open_table(AUDIT).map_err(db)?;
@@ -55,7 +89,7 @@ impl AuditReader {
                     return Ok(Err(e));
                 }
             }
-            Ok(Ok(v.entries()))
+            Ok(v.finish())
         })
     }
 }
@@ -178,6 +212,8 @@ pub struct Store {
     path: PathBuf,
     /// The last audit entry's (seq, hash): where the next one chains from.
     audit_head: (u64, String),
+    /// Where the next prune looks for withdrawn mitigations (a mitigation id).
+    prune_from: u64,
 }
 
 impl Store {
@@ -208,6 +244,7 @@ impl Store {
             db: Arc::new(database),
             path,
             audit_head: (0, audit::genesis()),
+            prune_from: 0,
         };
         if let Some(last) = s.audit_last()? {
             s.audit_head = (last.seq, last.hash);
@@ -282,6 +319,116 @@ impl Store {
         w.commit().map_err(db)?;
         self.audit_head = (seq, hash);
         Ok(sealed)
+    }
+
+    /// Removes, in one transaction, audit entries and withdrawn mitigations past `r` at `now`
+    /// (`active`: how many stored mitigations are active), at most [`PRUNE_BATCH`] of each,
+    /// oldest first, and seals an [`audit::PRUNE`] entry saying what went and where the log now
+    /// starts: the checkpoint that keeps the chain verifiable. The last audit entry and the
+    /// mitigation with the highest id (the next id follows it) always stay.
+    pub fn prune(&mut self, r: &Retention, now: u64, active: u64) -> Result<Pruned, StoreError> {
+        guarded(|| self.prune_unguarded(r, now, active))
+    }
+
+    fn prune_unguarded(
+        &mut self,
+        r: &Retention,
+        now: u64,
+        active: u64,
+    ) -> Result<Pruned, StoreError> {
+        let cutoff = now.saturating_sub(r.keep.as_millis() as u64);
+        let w = self.db.begin_write().map_err(db_err)?;
+        let mut done = Pruned::default();
+        let (head_seq, head_hash) = self.audit_head.clone();
+        let through;
+        {
+            // Audit entries, from the first: while too many, or too old.
+            let mut a = w.open_table(AUDIT).map_err(db)?;
+            let first = a
+                .first()
+                .map_err(db)?
+                .map(|(k, v)| (k.value(), v.value().to_vec()));
+            let mut start = match &first {
+                Some((k, v)) if *k > 1 => (k - 1, parse_entry(*k, v)?.prev),
+                _ => (0, audit::genesis()),
+            };
+            let mut count = first.as_ref().map_or(0, |(k, _)| head_seq + 1 - k);
+            let mut gone = Vec::new();
+            for row in a.range(..head_seq).map_err(db)?.take(PRUNE_BATCH + 1) {
+                let (k, v) = row.map_err(db)?;
+                let e = parse_entry(k.value(), v.value())?;
+                if (count <= r.max_audit_entries && e.time_ms >= cutoff)
+                    || gone.len() == PRUNE_BATCH
+                {
+                    done.more = gone.len() == PRUNE_BATCH;
+                    break;
+                }
+                count -= 1;
+                gone.push(e.seq);
+                start = (e.seq, e.hash);
+            }
+            for seq in &gone {
+                a.remove(seq).map_err(db)?;
+            }
+            done.audit = gone.len() as u64;
+            through = start;
+
+            // Withdrawn mitigations, from where the last prune stopped: while too many, or
+            // withdrawn too long ago.
+            let mut t = w.open_table(MITIGATIONS).map_err(db)?;
+            let last_id = t.last().map_err(db)?.map_or(0, |(k, _)| k.value());
+            let mut withdrawn = t.len().map_err(db)?.saturating_sub(active);
+            let mut gone = Vec::new();
+            let mut looked = 0;
+            let mut next_from = 0;
+            for row in t.range(self.prune_from..last_id).map_err(db)? {
+                let (k, v) = row.map_err(db)?;
+                looked += 1;
+                if looked > 2 * PRUNE_BATCH || gone.len() == PRUNE_BATCH {
+                    next_from = k.value();
+                    break;
+                }
+                // A record that does not read is left for `deflect store check`.
+                let Ok(m) = open_record(k.value(), v.value()) else {
+                    continue;
+                };
+                let Some(at) = m.withdrawn_ms else { continue };
+                if withdrawn > r.max_withdrawn || at < cutoff {
+                    withdrawn -= 1;
+                    gone.push(m.id);
+                }
+            }
+            for id in &gone {
+                t.remove(id).map_err(db)?;
+            }
+            done.mitigations = gone.len() as u64;
+            done.more |= next_from != 0;
+            self.prune_from = next_from;
+
+            if done.audit + done.mitigations > 0 {
+                let mut detail = audit::checkpoint(through.0, &through.1);
+                detail["entries"] = done.audit.into();
+                detail["mitigations"] = done.mitigations.into();
+                detail["keep_days"] = (r.keep.as_secs() / 86_400).into();
+                detail["max_audit_entries"] = r.max_audit_entries.into();
+                detail["max_withdrawn"] = r.max_withdrawn.into();
+                let e = audit::seal(
+                    AuditDraft::new("system", audit::PRUNE, detail),
+                    head_seq,
+                    &head_hash,
+                    now,
+                );
+                let json = serde_json::to_vec(&e).unwrap_or_default();
+                a.insert(e.seq, json.as_slice()).map_err(db)?;
+                self.audit_head = (e.seq, e.hash);
+            }
+        }
+        if done.audit + done.mitigations > 0 {
+            w.commit().map_err(db)?;
+        } else {
+            w.abort().map_err(db)?;
+        }
+        Ok(done)
     }
 
     /// Every mitigation ever stored (withdrawn ones included), by id.
@@ -364,6 +511,9 @@ impl Store {
                 }
                 rest.push(e);
             }
+            if let Err(e) = v.finish() {
+                bad.push(format!("audit log: {e}"));
+            }
             Ok((chained, rest, bad))
         });
         match audit {
@@ -394,7 +544,8 @@ impl Store {
         let path = dir.join("deflect.redb");
         let fresh = dir.join("deflect.redb.new");
         let _ = std::fs::remove_file(&fresh);
-        // The log to keep must verify before anything is written.
+        // The log to keep must verify before anything is written. If its head is missing (not
+        // pruned on record), the new entry says where the log now starts, and that it was lost.
         let mut v = audit::Verifier::default();
         for e in &scan.audit {
             v.push(e).map_err(|e| StoreError::Corrupt {
@@ -402,6 +553,15 @@ impl Store {
                 key: 0,
                 error: format!("the log to keep does not verify: {e}"),
             })?;
+        }
+        let mut detail = detail;
+        if let (Some((seq, hash)), Some(d)) = (v.unvouched(), detail.as_object_mut()) {
+            d.insert(
+                "audit_head_lost".into(),
+                format!("entries 1 to {seq}").into(),
+            );
+            d.insert("through_seq".into(), seq.into());
+            d.insert("through_hash".into(), hash.into());
         }
         guarded(|| {
             let database = Database::builder()
@@ -502,7 +662,7 @@ impl Store {
     }
 
     /// Verifies the whole audit chain as stored (see [`AuditReader::verify`]).
-    pub fn audit_verify(&self) -> Result<Result<u64, audit::AuditError>, StoreError> {
+    pub fn audit_verify(&self) -> Result<Result<audit::Verified, audit::AuditError>, StoreError> {
         self.audit_reader().verify()
     }
 
@@ -589,5 +749,169 @@ mod tests {
         }
         // Under another key: refused.
         assert!(open_record(8, &sealed).is_err());
+    }
+
+    const DAY: u64 = 86_400_000;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("deflect-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn draft(i: u64) -> AuditDraft {
+        AuditDraft::new("noc", "mitigation.create", serde_json::json!({"id": i}))
+    }
+
+    /// A mitigation `id`, withdrawn at `withdrawn` (or active).
+    fn mitigation(id: u64, withdrawn: Option<u64>) -> Mitigation {
+        let mut m = record();
+        m.id = id;
+        m.withdrawn_ms = withdrawn;
+        m
+    }
+
+    /// Every audit entry as stored, in order.
+    fn log(s: &Store) -> Vec<AuditEntry> {
+        s.audit_page(0, usize::MAX).unwrap()
+    }
+
+    fn retention(days: u64, entries: u64, withdrawn: u64) -> Retention {
+        Retention {
+            keep: std::time::Duration::from_millis(days * DAY),
+            max_audit_entries: entries,
+            max_withdrawn: withdrawn,
+        }
+    }
+
+    #[test]
+    fn retention_prunes_the_oldest_in_batches_and_the_log_verifies_after_each() {
+        let d = temp("prune-audit");
+        let mut s = Store::open(&d).unwrap();
+        let now = 1000 * DAY;
+        // 12,000 entries from 500 days ago, 3,000 from 10 days ago.
+        for chunk in 0..15u64 {
+            let t = if chunk < 12 {
+                now - 500 * DAY
+            } else {
+                now - 10 * DAY
+            };
+            let drafts = (0..1000).map(|i| draft(chunk * 1000 + i)).collect();
+            s.commit(&[], &[], drafts, t).unwrap();
+        }
+        let r = retention(400, 1_000_000, 1_000_000);
+        let mut rounds = Vec::new();
+        loop {
+            let p = s.prune(&r, now, 0).unwrap();
+            rounds.push(p.audit);
+            // After each batch the log verifies, from where the last batch stopped.
+            let v = s.audit_verify().unwrap().unwrap();
+            assert_eq!(v.first_seq, rounds.iter().sum::<u64>() + 1, "{rounds:?}");
+            if !p.more {
+                break;
+            }
+        }
+        assert_eq!(rounds, [5000, 5000, 2000]);
+        // Nothing left to prune: no entry, no transaction.
+        let last = s.audit_last_seq();
+        assert_eq!(s.prune(&r, now, 0).unwrap(), Pruned::default());
+        assert_eq!(s.audit_last_seq(), last);
+        // Each prune is on record with what went and where the log now starts.
+        let l = log(&s);
+        let prunes: Vec<&AuditEntry> = l.iter().filter(|e| e.action == audit::PRUNE).collect();
+        assert_eq!(prunes.len(), 3);
+        assert_eq!(prunes[2].detail["through_seq"], 12_000);
+        assert_eq!(prunes[2].detail["entries"], 2000);
+        assert_eq!(l[0].seq, 12_001);
+        // Reopened: the chain goes on from its head, and still verifies.
+        drop(s);
+        let mut s = Store::open(&d).unwrap();
+        s.commit(&[], &[], vec![draft(99)], now).unwrap();
+        let v = s.audit_verify().unwrap().unwrap();
+        assert_eq!((v.first_seq, v.entries), (12_001, 3_004));
+
+        // By count: under the most kept, nothing goes; over it, the oldest, whatever their age.
+        let r = retention(400, 10_000, 1_000_000);
+        let p = s.prune(&r, now, 0).unwrap();
+        assert_eq!(p, Pruned::default());
+        let r = retention(400, 1_000, 1_000_000);
+        let p = s.prune(&r, now, 0).unwrap();
+        assert_eq!((p.audit, p.more), (2_004, false));
+        let v = s.audit_verify().unwrap().unwrap();
+        // 1,000 kept, and the entry that says so.
+        assert_eq!(v.entries, 1_001);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn retention_prunes_withdrawn_mitigations_never_active_ones_nor_the_last_id() {
+        let d = temp("prune-mitigations");
+        let mut s = Store::open(&d).unwrap();
+        let now = 1000 * DAY;
+        // 1..=20 withdrawn 500 days ago, 21..=30 active, 31..=40 withdrawn yesterday, 41
+        // withdrawn 500 days ago (the highest id).
+        let mut all = Vec::new();
+        for id in 1..=41u64 {
+            let w = match id {
+                1..=20 | 41 => Some(now - 500 * DAY),
+                21..=30 => None,
+                _ => Some(now - DAY),
+            };
+            all.push(mitigation(id, w));
+        }
+        let refs: Vec<&Mitigation> = all.iter().collect();
+        s.commit(&refs, &[], vec![draft(0)], now - 600 * DAY)
+            .unwrap();
+        let p = s
+            .prune(&retention(400, 1_000_000, 1_000_000), now, 10)
+            .unwrap();
+        assert_eq!(p.mitigations, 20);
+        let ids: Vec<u64> = s.mitigations().unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(ids, (21..=41).collect::<Vec<_>>());
+        // By count: the oldest ids first, down to the most kept; active ones are not counted.
+        let p = s.prune(&retention(400, 1_000_000, 4), now, 10).unwrap();
+        assert_eq!(p.mitigations, 7);
+        let ids: Vec<u64> = s.mitigations().unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids,
+            [21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 38, 39, 40, 41]
+        );
+        // The entries that say so, and the log verifies (the one entry older than `keep` went too).
+        let l = log(&s);
+        assert_eq!(l.iter().filter(|e| e.action == audit::PRUNE).count(), 2);
+        assert!(s.audit_verify().unwrap().is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_log_whose_head_was_removed_by_hand_does_not_verify_and_a_repair_says_so() {
+        let d = temp("head-removed");
+        let mut s = Store::open(&d).unwrap();
+        s.commit(&[], &[], (0..5).map(draft).collect(), 1000)
+            .unwrap();
+        s.tamper_audit(1, None).unwrap();
+        s.tamper_audit(2, None).unwrap();
+        assert_eq!(
+            s.audit_verify().unwrap(),
+            Err(audit::AuditError::Unvouched { first: 3 })
+        );
+        let scan = s.scan();
+        assert!(
+            scan.damaged
+                .iter()
+                .any(|l| l.contains("entries 1 to 2 are missing")),
+            "{:?}",
+            scan.damaged
+        );
+        drop(s);
+        // The repaired log keeps 3..=5 and its repair entry names the loss and vouches for the
+        // new start.
+        Store::rebuild(&d, &scan, "store.repair", serde_json::json!({}), 2000).unwrap();
+        let s = Store::open(&d).unwrap();
+        let v = s.audit_verify().unwrap().unwrap();
+        assert_eq!((v.first_seq, v.last_seq), (3, 6));
+        let repair = s.audit_page(5, 1).unwrap().remove(0);
+        assert_eq!(repair.detail["audit_head_lost"], "entries 1 to 2");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mitigation::guardrails::Guardrails;
 use crate::mitigation::store::Store;
-use crate::mitigation::{ListFilter, MitigationHandle, Order, start};
+use crate::mitigation::{Created, ListFilter, MitigationHandle, Order, Refusal, start};
 use crate::route::{Kind, Target};
 
 fn dir(tag: &str) -> std::path::PathBuf {
@@ -239,7 +239,85 @@ async fn the_audit_log_verifies_beside_the_writer() {
         assert!(c.await.unwrap().is_ok());
     }
     let n = h.audit_verify().await.unwrap();
-    assert_eq!(n, h.audit(0, 10_000).await.unwrap().len() as u64);
+    assert_eq!(n.entries, h.audit(0, 10_000).await.unwrap().len() as u64);
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn id(c: Created) -> u64 {
+    match c {
+        Created::New(m) | Created::Extended(m) => m.id,
+    }
+}
+
+#[tokio::test]
+async fn retention_prunes_what_is_over_and_ids_are_never_given_again() {
+    let d = dir("retention");
+    let mut g = guardrails(&["203.0.113.0/24"], &[]);
+    g.retention.max_withdrawn = 2;
+    g.retention.max_audit_entries = 5;
+    let (h, stop, task) = open(&d, g.clone()).await;
+    for i in 1..=5u8 {
+        let c = h
+            .create(order(Kind::Rtbh, &format!("203.0.113.{i}/32")))
+            .await
+            .unwrap();
+        h.withdraw(id(c), "noc", "over").await.unwrap();
+    }
+    h.create(order(Kind::Rtbh, "203.0.113.99/32"))
+        .await
+        .unwrap();
+    let p = h.prune().await.unwrap();
+    // Five withdrawn: the three oldest go (the highest id is the active one, 6).
+    assert_eq!((p.mitigations, p.more), (3, false));
+    assert!(matches!(h.get(1).await, Err(Refusal::NotFound(1))));
+    assert_eq!(h.get(4).await.unwrap().id, 4);
+    let all: Vec<u64> = h
+        .list(ListFilter {
+            all: Some(true),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(all, [4, 5, 6]);
+    // The log keeps five entries and the one that records the prune, and verifies.
+    let v = h.audit_verify().await.unwrap();
+    assert_eq!(v.entries, 6);
+    assert!(v.first_seq > 1);
+    let log = h.audit(0, 100).await.unwrap();
+    assert_eq!(log.last().unwrap().action, "audit.prune");
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(h.metrics.pruned_mitigations.load(Relaxed), 3);
+    assert_eq!(h.metrics.pruned_audit.load(Relaxed), p.audit);
+    stop.cancel();
+    task.await.unwrap();
+    drop(h);
+
+    // Everything withdrawn and pruned but the highest id: a restart goes on after it.
+    let (h, stop, task) = open(&d, g.clone()).await;
+    let six = h.get(6).await.unwrap();
+    h.withdraw(six.id, "noc", "over").await.unwrap();
+    g.retention.max_withdrawn = 0;
+    stop.cancel();
+    task.await.unwrap();
+    drop(h);
+    // Restarted with nothing withdrawn kept: the start prunes at once.
+    let (h, stop, task) = open(&d, g).await;
+    let all = h
+        .list(ListFilter {
+            all: Some(true),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), [6]);
+    let c = h.create(order(Kind::Rtbh, "203.0.113.7/32")).await.unwrap();
+    assert_eq!(id(c), 7);
+    assert!(h.audit_verify().await.is_ok());
     stop.cancel();
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
