@@ -1,5 +1,6 @@
-//! Detection under load: probe report arrival → UPDATE received by a peer (p50, p99), and 10,000
-//! targets each reported once a second (deflect's CPU share, memory per target).
+//! Detection under load: probe report arrival → UPDATE received by a peer (p50, p99), 10,000
+//! targets each reported once a second (deflect's CPU share, memory per target), and one node
+//! at its table's limit flooding reports beside 20 honest nodes (their report round trips).
 //!
 //! `cargo bench --bench detect` prints the figures. deflect runs as its own process (the release
 //! binary); the "router" is a deflect speaker in this process on loopback that counts the NLRI it
@@ -67,6 +68,113 @@ fn report(n: usize, seq: u64, targets: &[String], flood: u64) -> String {
         .to_string()
 }
 
+/// The one-node-against-the-others figures (see `main`).
+fn fairness(base: &str, pid: u32) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let agent = || {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+    };
+    const HOSTILE: usize = NODES - 1;
+    // Its table filled: 157 reports of 64 new addresses.
+    let a = agent();
+    for i in 0..157u64 {
+        let targets: Vec<String> = (0..64).map(|k| format!("10.100.{}.{}", i, k + 1)).collect();
+        let _ = a
+            .post(base)
+            .header("Authorization", &format!("Bearer {}", token(HOSTILE)))
+            .send(&report(HOSTILE, 10_000 + i, &targets, 0));
+    }
+    let honest = |secs: u64, stop: &AtomicBool| -> (Vec<Duration>, u64) {
+        let refused = AtomicU64::new(0);
+        let lat = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for n in 0..20usize {
+                let (lat, refused) = (&lat, &refused);
+                s.spawn(move || {
+                    let a = agent();
+                    let targets: Vec<String> = (0..PER_NODE)
+                        .map(|k| format!("10.{}.{}.{}", n / 200 + 1, n % 200, k + 1))
+                        .collect();
+                    let start = Instant::now();
+                    let mut seq = 1_000_000 + secs * 100;
+                    while start.elapsed() < Duration::from_secs(secs) {
+                        seq += 1;
+                        let body = report(n, seq, &targets, 0);
+                        let t = Instant::now();
+                        let st = a
+                            .post(base)
+                            .header("Authorization", &format!("Bearer {}", token(n)))
+                            .send(&body)
+                            .map(|r| r.status().as_u16());
+                        let took = t.elapsed();
+                        if st.ok() == Some(202) {
+                            lat.lock().unwrap().push(took);
+                        } else {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        std::thread::sleep(Duration::from_millis(100).saturating_sub(took));
+                    }
+                });
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        let mut v = lat.into_inner().unwrap();
+        v.sort();
+        (v, refused.into_inner())
+    };
+    let show = |what: &str, v: &[Duration], refused: u64| {
+        eprintln!(
+            "  honest reports {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} reports, {refused} refused)",
+            percentile(v, 0.5).as_secs_f64() * 1e3,
+            percentile(v, 0.99).as_secs_f64() * 1e3,
+            v.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            v.len(),
+        );
+    };
+    eprintln!(
+        "one node at its 10,000-address limit against 20 honest nodes (reports every 100 ms):"
+    );
+    let (quiet, refused) = honest(5, &AtomicBool::new(false));
+    show("alone", &quiet, refused);
+    let stop = AtomicBool::new(false);
+    let (accepted, busy) = (AtomicU64::new(0), AtomicU64::new(0));
+    let cpu0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    let (loud, refused) = std::thread::scope(|s| {
+        for c in 0..16u64 {
+            let (stop, accepted, busy) = (&stop, &accepted, &busy);
+            s.spawn(move || {
+                let a = agent();
+                let mut seq = 100_000 + c * 1_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let st = a
+                        .post(base)
+                        .header("Authorization", &format!("Bearer {}", token(HOSTILE)))
+                        .send(&report(HOSTILE, seq, &[], 0))
+                        .map(|r| r.status().as_u16());
+                    match st.ok() {
+                        Some(202) => accepted.fetch_add(1, Ordering::Relaxed),
+                        _ => busy.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+        honest(10, &stop)
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    show("beside it", &loud, refused);
+    eprintln!(
+        "  the loud node: {:.0} reports/s judged, {:.0}/s refused (429); deflect at {:.0}% of one core",
+        accepted.load(Ordering::Relaxed) as f64 / wall,
+        busy.load(Ordering::Relaxed) as f64 / wall,
+        (cpu_ticks(pid) - cpu0) as f64 / 100.0 / wall * 100.0
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -97,7 +205,7 @@ fn main() {
         let received = router.peers()[0].watch();
 
         let tokens: String = (0..NODES)
-            .map(|n| format!("    - {{ name: n{n}, token: {}, scope: node, rate: 1000000 }}\n", token(n)))
+            .map(|n| format!("    - {{ name: n{n}, token: {}, scope: node, serves: [10.0.0.0/8], rate: 1000000 }}\n", token(n)))
             .collect();
         let yaml = format!(
             "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\npolicies: {}\napi:\n  listen: 127.0.0.1:{api_port}\n  max_body: 1000000\n  tokens:\n{tokens}\
@@ -215,6 +323,14 @@ fn main() {
         })
         .await
         .unwrap();
+
+        // One node against the others: a node at its table's limit (10,000 addresses, each of its
+        // reports judges them all) sends empty reports from 16 connections as fast as they are
+        // answered, its token's rate unlimited; 20 honest nodes report every 100 ms. Their report
+        // round trips, quiet and then beside it.
+        let base3 = format!("http://127.0.0.1:{api_port}/api/v1/telemetry");
+        tokio::task::spawn_blocking(move || fairness(&base3, pid)).await.unwrap();
+
         let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
         let _ = child.wait();
         router.shutdown("bench over").await;

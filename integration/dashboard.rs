@@ -97,7 +97,7 @@ fn the_dashboard_shows_attacks_mitigations_nodes_peers_and_the_audit_trail() {
         dir.join("deflect.yaml"),
         format!(
             "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\npolicies: {}\n\
-             api:\n  listen: 127.0.0.1:{port}\n  tokens:\n    - {{ name: noc, token: {WRITE}, scope: write }}\n    - {{ name: web1, token: {NODE}, scope: node }}\n\
+             api:\n  listen: 127.0.0.1:{port}\n  tokens:\n    - {{ name: noc, token: {WRITE}, scope: write }}\n    - {{ name: web1, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n\
              neighbors:\n  - {{ name: edge1, address: 127.0.0.1, port: {}, remote_as: 65001, connect_retry: 5s }}\n\
              protected:\n  customers: [203.0.113.0/24]\n\
              detection:\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 1s\n",

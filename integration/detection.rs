@@ -55,7 +55,7 @@ fn start(dir: &Path, api_port: u16, router: Option<&Session>, extra: &str) -> Da
     std::fs::write(policies.join("amplification.yaml"), POLICY).unwrap();
     let yaml = format!(
         "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
-         api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node }}\n    - {{ name: web2, token: {NODE2}, scope: node, serves: [203.0.113.0/25] }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+         api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n    - {{ name: web2, token: {NODE2}, scope: node, serves: [203.0.113.0/25] }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
          {neighbors}protected:\n  customers: [203.0.113.0/24, 2001:db8:100::/48]\n\
          detection:\n  stale_after: 2s\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 1s\n    cooldown: 1s\n{extra}",
         dir.join("state").display(),

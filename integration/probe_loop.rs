@@ -151,7 +151,7 @@ fn a_real_flood_seen_by_the_probe_becomes_a_rule_and_leaves_when_it_stops() {
         &config,
         format!(
             "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
-             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
              neighbors:\n  - {{ name: gobgp, address: 127.0.0.2, port: 1179, remote_as: 65001, local_address: 127.0.0.1, connect_retry: 1s }}\n\
              protected:\n  lab: [192.0.2.0/24, 2001:db8::/64]\n\
              detection:\n  thresholds:\n    floor_pps: {{ udp-amp: 3000 }}\n    warmup: 1s\n    cooldown: 2s\n",
@@ -302,7 +302,7 @@ fn a_flood_from_a_trusted_source_starts_nothing_and_is_counted_apart() {
         &config,
         format!(
             "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
-             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
              protected:\n  lab: [192.0.2.0/24, 2001:db8::/64]\n\
              detection:\n  trusted_sources: [{A4}/32]\n  thresholds:\n    floor_pps: {{ udp-amp: 3000 }}\n    warmup: 1s\n    cooldown: 2s\n",
             lab.dir.join("state").display(),
@@ -376,7 +376,7 @@ fn a_local_drop_is_applied_by_the_probe_with_nftables_and_removed_after() {
         &config,
         format!(
             "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\npolicies: {}\n\
-             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: victim, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
              protected:\n  lab: [192.0.2.0/24]\n\
              detection:\n  thresholds:\n    floor_pps: {{ udp-amp: 3000 }}\n    warmup: 1s\n    cooldown: 2s\n",
             lab.dir.join("state").display(),

@@ -154,7 +154,7 @@ fn the_api_over_tls_asks_for_client_certificates_and_takes_a_renewed_one_at_a_re
     let config = format!(
         "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\n\
          api:\n  listen: 127.0.0.1:{port}\n  tls:\n    cert: {}\n    key: {}\n    client_ca: {}\n\
-         \x20 tokens:\n    - {{ name: web1, token: {NODE}, scope: node }}\n\
+         \x20 tokens:\n    - {{ name: web1, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n\
          \x20   - {{ name: viewer, token: {READ}, scope: read }}\n\
          protected:\n  customers: [203.0.113.0/24]\n",
         dir.join("state").display(),

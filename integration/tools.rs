@@ -88,7 +88,7 @@ fn start(dir: &Path, api_port: u16, gobgp: &Session, bird: &Session) -> Daemon {
     std::fs::write(policies.join("few-sources.yaml"), POLICY).unwrap();
     let yaml = format!(
         "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
-         api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node }}\n    - {{ name: noc, token: {WRITE}, scope: write }}\n\
+         api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n    - {{ name: noc, token: {WRITE}, scope: write }}\n\
          neighbors:\n{}{}\
          protected:\n  customers: [203.0.113.0/24, 2001:db8:100::/48]\n\
          never_block: [198.51.100.53/32]\n\

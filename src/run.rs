@@ -213,12 +213,13 @@ impl Daemon {
             engine: engine.clone(),
             recorder: recorder.clone(),
             alerts: alerts.clone(),
-            tokens: RwLock::new(settings.tokens.clone()),
+            tokens: RwLock::new(api::TokenTable::new(&settings.tokens)),
             peers: RwLock::new(speaker.peers().to_vec()),
             started: Instant::now(),
             metrics: api::ApiMetrics::default(),
             server: Arc::default(),
             limits: api::RateLimits::default(),
+            turns: Arc::default(),
         });
         let api_tls = match &settings.api_tls {
             Some(files) => {
@@ -366,10 +367,11 @@ impl Daemon {
             .await
             .map_err(|e| format!("applying neighbors: {e}"))?;
         if let Ok(mut t) = self.api.tokens.write() {
-            *t = next.tokens.clone();
+            *t = api::TokenTable::new(&next.tokens);
         }
         let names: Vec<&str> = next.tokens.iter().map(|t| t.name.as_str()).collect();
         self.api.limits.keep(&names);
+        self.api.turns.keep(&names);
         if let Ok(mut p) = self.api.peers.write() {
             *p = handles.clone();
         }

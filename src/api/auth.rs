@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use ipnet::IpNet;
@@ -81,6 +82,122 @@ impl RateLimits {
     }
 }
 
+/// Most of the engine's time one node's reports may take, on average: a tenth of its one task.
+pub const NODE_WORK_PER_SECOND: Duration = Duration::from_millis(100);
+/// What a node may spend at once, before its average counts.
+pub const NODE_WORK_BURST: Duration = Duration::from_millis(200);
+
+/// What each node may ask of the engine: one report in flight (a second one is refused until the
+/// first is judged, so one node's reports never queue in front of others'), and a budget of the
+/// engine's time, spent by what each of its reports took to judge and refilled at
+/// [`NODE_WORK_PER_SECOND`] up to [`NODE_WORK_BURST`]; a node in debt is refused until it is not.
+/// Keyed by token name (bounded by the configuration, forgotten on reload with the token).
+#[derive(Debug, Default)]
+pub struct NodeTurns {
+    gates: std::sync::Mutex<std::collections::HashMap<String, Gate>>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    busy: bool,
+    /// Engine time this node may still spend, microseconds (negative: in debt).
+    credit_us: i64,
+    at: std::time::Instant,
+}
+
+/// Why a node's report must wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Its previous report is still being judged.
+    InFlight,
+    /// It spent its share of the engine's time; this long until it has some again.
+    OverBudget(Duration),
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wait::InFlight => write!(
+                f,
+                "this node's previous report is still being judged: one at a time per node"
+            ),
+            Wait::OverBudget(d) => write!(
+                f,
+                "this node's reports took more than its share of detection ({} ms a second); retry in {} ms",
+                NODE_WORK_PER_SECOND.as_millis(),
+                d.as_millis()
+            ),
+        }
+    }
+}
+
+impl NodeTurns {
+    /// `node`'s turn for one report at `now`, or why it must wait.
+    pub fn begin(self: &Arc<Self>, node: &str, now: std::time::Instant) -> Result<NodeTurn, Wait> {
+        let per_us = NODE_WORK_PER_SECOND.as_micros() as i64;
+        let burst = NODE_WORK_BURST.as_micros() as i64;
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        let g = gates.entry(node.to_string()).or_insert(Gate {
+            busy: false,
+            credit_us: burst,
+            at: now,
+        });
+        let refill = now.saturating_duration_since(g.at).as_micros() as i64 * per_us / 1_000_000;
+        g.credit_us = g.credit_us.saturating_add(refill).min(burst);
+        g.at = now;
+        if g.busy {
+            return Err(Wait::InFlight);
+        }
+        if g.credit_us < 0 {
+            let us = (-g.credit_us).saturating_mul(1_000_000) / per_us.max(1);
+            return Err(Wait::OverBudget(Duration::from_micros(us as u64)));
+        }
+        g.busy = true;
+        Ok(NodeTurn {
+            turns: self.clone(),
+            node: node.to_string(),
+            work: Duration::ZERO,
+        })
+    }
+
+    fn end(&self, node: &str, work: Duration) {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = gates.get_mut(node) {
+            g.busy = false;
+            g.credit_us = g
+                .credit_us
+                .saturating_sub(work.as_micros().min(i64::MAX as u128) as i64);
+        }
+    }
+
+    /// Forgets tokens no longer configured (a reload).
+    pub fn keep(&self, names: &[&str]) {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.retain(|k, _| names.contains(&k.as_str()));
+    }
+}
+
+/// One node's report in flight: ends when dropped, charging the node what judging it took
+/// (nothing if it was dropped unjudged).
+#[derive(Debug)]
+pub struct NodeTurn {
+    turns: Arc<NodeTurns>,
+    node: String,
+    work: Duration,
+}
+
+impl crate::engine::Turn for NodeTurn {
+    fn judged(mut self: Box<Self>, work: Duration) {
+        self.work = work;
+    }
+}
+
+impl Drop for NodeTurn {
+    fn drop(&mut self) {
+        self.turns.end(&self.node, self.work);
+    }
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -134,15 +251,33 @@ impl Caller {
     }
 }
 
-/// Comparison of two secrets in time that tells nothing of either: their SHA-256 digests (of
-/// equal length whatever the secrets) compared without an early exit.
-pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+/// The configured tokens, found by the SHA-256 digest of their secret: a request costs one digest
+/// however many tokens there are (a fleet has one per node), and what a lookup's time depends on is
+/// the digest, which tells nothing of any secret.
+#[derive(Debug, Default)]
+pub struct TokenTable {
+    by_digest: std::collections::HashMap<[u8; 32], Token>,
+}
+
+fn digest(secret: &[u8]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
+    Sha256::digest(secret).into()
+}
+
+impl TokenTable {
+    pub fn new(tokens: &[Token]) -> TokenTable {
+        TokenTable {
+            by_digest: tokens
+                .iter()
+                .map(|t| (digest(t.secret.as_bytes()), t.clone()))
+                .collect(),
+        }
+    }
+
+    /// The token whose secret is `secret`.
+    pub fn find(&self, secret: &[u8]) -> Option<&Token> {
+        self.by_digest.get(&digest(secret))
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +285,52 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    #[test]
+    fn a_node_has_one_report_in_flight_and_a_share_of_the_engine() {
+        use crate::engine::Turn;
+        let turns = Arc::new(NodeTurns::default());
+        let t0 = Instant::now();
+        let first = turns.begin("web1", t0).unwrap();
+        // A second one while the first is judged: refused; another node is not held up.
+        assert_eq!(turns.begin("web1", t0).unwrap_err(), Wait::InFlight);
+        let other = turns.begin("web2", t0).unwrap();
+        // Judged in 300 ms: 100 ms beyond the burst, a second of debt at 100 ms a second.
+        Box::new(first).judged(Duration::from_millis(300));
+        assert_eq!(
+            turns.begin("web1", t0).unwrap_err(),
+            Wait::OverBudget(Duration::from_secs(1))
+        );
+        let half = t0 + Duration::from_millis(500);
+        assert_eq!(
+            turns.begin("web1", half).unwrap_err(),
+            Wait::OverBudget(Duration::from_millis(500))
+        );
+        let turn = turns.begin("web1", t0 + Duration::from_secs(1)).unwrap();
+        // Dropped unjudged (the engine stopped): the node is free again and pays nothing.
+        drop(turn);
+        let turn = turns.begin("web1", t0 + Duration::from_secs(1)).unwrap();
+        Box::new(turn).judged(Duration::from_micros(50));
+        // Cheap reports go on for ever: a refill of 100 ms a second, 50 us each.
+        let mut now = t0 + Duration::from_secs(1);
+        for _ in 0..10_000 {
+            now += Duration::from_millis(1);
+            let t = turns.begin("web1", now).unwrap();
+            Box::new(t).judged(Duration::from_micros(50));
+        }
+        // The credit never grows past the burst, however long a node was quiet.
+        let later = now + Duration::from_secs(3600);
+        let t = turns.begin("web1", later).unwrap();
+        Box::new(t).judged(Duration::from_millis(250));
+        assert!(matches!(
+            turns.begin("web1", later),
+            Err(Wait::OverBudget(_))
+        ));
+        drop(other);
+        // Forgotten on reload when the token goes.
+        turns.keep(&["web2"]);
+        assert!(turns.begin("web1", later).is_ok(), "a new budget");
+    }
 
     #[test]
     fn a_token_gets_a_burst_of_twice_its_rate_then_its_rate() {

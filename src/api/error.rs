@@ -12,11 +12,19 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.0,
             axum::Json(json!({"error": self.1, "status": self.0.as_u16()})),
         )
-            .into_response()
+            .into_response();
+        // Clients that back off (the probe) wait a second, not their own guess.
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
 }
 

@@ -91,6 +91,18 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         s.metrics.telemetry_refused_targets.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_telemetry_reports_busy_total",
+        "Reports refused (429) because their node's previous report was still being judged.",
+        "counter",
+        s.metrics.telemetry_busy.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_telemetry_reports_over_budget_total",
+        "Reports refused (429) because their node had spent its share of the engine's time (100 ms a second).",
+        "counter",
+        s.metrics.telemetry_over_budget.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_mitigations_refusals_unaudited_total",
         "Refusals past the audit log's per-actor limit of 60 a minute: counted, not recorded.",
         "counter",

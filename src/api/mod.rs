@@ -35,7 +35,7 @@ mod serve;
 mod state;
 pub mod tls;
 
-pub use self::auth::{Caller, RateLimits, Scope, Token};
+pub use self::auth::{Caller, NodeTurns, RateLimits, Scope, Token, TokenTable};
 use self::bodies::reason_within_bounds;
 pub use self::bodies::{AmendRequest, CreateRequest, ExtendRequest, ttl};
 pub use self::error::ApiError;
@@ -403,6 +403,19 @@ async fn telemetry(
             ));
         }
     }
+    // One report at a time per node, within its share of the engine's time: whatever one node
+    // sends, the others' reports wait for at most one of its own.
+    let turn = s
+        .turns
+        .begin(&caller.name, std::time::Instant::now())
+        .map_err(|w| {
+            let c = match w {
+                auth::Wait::InFlight => &s.metrics.telemetry_busy,
+                auth::Wait::OverBudget(_) => &s.metrics.telemetry_over_budget,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            ApiError(StatusCode::TOO_MANY_REQUESTS, w.to_string())
+        })?;
     let mut report: Report = body(b)?;
     report
         .validate()
@@ -447,12 +460,16 @@ async fn telemetry(
             }
         }
     }
-    let mut ack = s.engine.report(&caller.name, report).await.ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "deflect is shutting down".into(),
-        )
-    })?;
+    let mut ack = s
+        .engine
+        .report_in_turn(&caller.name, report, Box::new(turn))
+        .await
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "deflect is shutting down".into(),
+            )
+        })?;
     ack.capture = s.recorder.watching();
     Ok((StatusCode::ACCEPTED, axum::Json(ack)).into_response())
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::http::header;
 use axum::http::request::Parts;
 
-use super::auth::{Caller, Token, same_secret};
+use super::auth::{Caller, TokenTable};
 use super::error::ApiError;
 use crate::collector::SharedStats;
 use crate::engine::EngineHandle;
@@ -28,6 +28,10 @@ pub struct ApiMetrics {
     pub rate_limited: AtomicU64,
     /// Requests refused: a node token on a client certificate that does not name the node.
     pub node_certificate_refused: AtomicU64,
+    /// Reports refused: their node's previous one was still being judged.
+    pub telemetry_busy: AtomicU64,
+    /// Reports refused: their node had spent its share of the engine's time.
+    pub telemetry_over_budget: AtomicU64,
 }
 
 /// What handlers share. Tokens and peers are swapped on reload.
@@ -41,12 +45,14 @@ pub struct ApiState {
     pub sflow: Option<SharedStats>,
     /// The NetFlow/IPFIX collector's counters, when it runs.
     pub netflow: Option<crate::collector::netflow::SharedStats>,
-    pub tokens: RwLock<Vec<Token>>,
+    pub tokens: RwLock<TokenTable>,
     pub peers: RwLock<Vec<PeerHandle>>,
     pub started: Instant,
     pub metrics: ApiMetrics,
     /// Per-token request budgets.
     pub limits: super::auth::RateLimits,
+    /// Per-node reports in flight and engine time.
+    pub turns: Arc<super::auth::NodeTurns>,
     /// The HTTP server's counters (connections).
     pub server: std::sync::Arc<super::ServerMetrics>,
 }
@@ -73,8 +79,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .read()
             .map_err(|_| unauthorized("token table unavailable"))?;
         let t = tokens
-            .iter()
-            .find(|t| same_secret(t.secret.as_bytes(), token.as_bytes()))
+            .find(token.as_bytes())
             .ok_or_else(|| unauthorized("unknown token"))?;
         // Over TLS with client certificates, a node speaks only on its own certificate.
         if t.scope == super::Scope::Node {

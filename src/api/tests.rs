@@ -1,5 +1,5 @@
 //! The API's bodies at the edge, and its secret comparison.
-use super::auth::same_secret;
+use super::auth::{Token, TokenTable};
 use super::*;
 use crate::mitigation::{Order, Refusal};
 use crate::route::{Kind, Target};
@@ -82,11 +82,28 @@ fn a_body_that_cannot_be_an_order_says_why() {
 }
 
 #[test]
-fn secrets_compare_equal_only_when_equal_whatever_their_lengths() {
-    assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
-    assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdeg"));
-    assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdef0"));
-    assert!(!same_secret(b"", b"0123456789abcdef"));
+fn a_token_is_found_by_its_whole_secret_only() {
+    let token = |name: &str, secret: &str| Token {
+        name: name.into(),
+        secret: secret.into(),
+        scope: super::Scope::Read,
+        serves: None,
+        rate: 1,
+    };
+    let t = TokenTable::new(&[
+        token("a", "0123456789abcdef"),
+        token("b", "0123456789abcdeg"),
+    ]);
+    assert_eq!(t.find(b"0123456789abcdef").unwrap().name, "a");
+    assert_eq!(t.find(b"0123456789abcdeg").unwrap().name, "b");
+    for wrong in [
+        &b"0123456789abcdef0"[..],
+        b"0123456789abcde",
+        b"",
+        b"0123456789ABCDEF",
+    ] {
+        assert!(t.find(wrong).is_none());
+    }
 }
 
 #[test]

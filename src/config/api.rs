@@ -159,7 +159,7 @@ pub struct TokenConfig {
 
 /// Checks the tokens; one whose secret comes from an unset variable is left out (nobody can use it).
 pub(super) fn tokens(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) -> Vec<Token> {
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<Token> = Vec::new();
     let mut names = BTreeSet::new();
     for t in &api.tokens {
         if !names.insert(t.name.value.clone()) {
@@ -189,6 +189,15 @@ pub(super) fn tokens(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) ->
                 "token is shorter than 16 characters; use a long random string".into(),
             );
         }
+        if let Some(other) = tokens.iter().find(|o| o.secret == secret) {
+            err(
+                &t.token.referenced,
+                format!(
+                    "token {:?} has the same value as token {:?}: a token says who is calling, so each needs its own",
+                    t.name.value, other.name
+                ),
+            );
+        }
         let serves = match (&t.serves, t.scope) {
             (Some(s), Scope::Node) => {
                 for n in &s.value {
@@ -206,9 +215,14 @@ pub(super) fn tokens(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) ->
                 None
             }
             (None, Scope::Node) => {
-                tracing::warn!(
-                    token = %t.name.value,
-                    "node token without serves: it may report on any protected address"
+                // A node speaks for the addresses it serves; one that could speak for all is said
+                // so in the file, not by leaving the list out.
+                err(
+                    &t.name.referenced,
+                    format!(
+                        "node token {:?} has no serves: list the prefixes its node may report on (serves: [203.0.113.7/32, ...]); serves: [0.0.0.0/0, ::/0] lets it report on every protected address",
+                        t.name.value
+                    ),
                 );
                 None
             }

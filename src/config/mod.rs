@@ -326,6 +326,33 @@ mod tests {
     }
 
     #[test]
+    fn token_names_and_values_are_each_used_once_and_a_node_says_what_it_serves() {
+        let text = EMBEDDED.replace(
+            "    - { name: local, token: 'env:DEFLECT_TOKEN', scope: write }\n",
+            "    - { name: noc, token: aaaaaaaaaaaaaaaaaaaa, scope: write }\n    - { name: grafana, token: aaaaaaaaaaaaaaaaaaaa, scope: read }\n    - { name: noc, token: bbbbbbbbbbbbbbbbbbbb, scope: read }\n    - { name: web9, token: cccccccccccccccccccc, scope: node }\n    - { name: web8, token: dddddddddddddddddddd, scope: node, serves: [0.0.0.0/0, ::/0] }\n",
+        );
+        let e = Config::parse("c.yaml", &text)
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml:8:31: token \"grafana\" has the same value as token \"noc\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("c.yaml:9:15: token name \"noc\" is used twice"),
+            "{e}"
+        );
+        // A node token says what it serves, even when that is everything.
+        assert!(
+            e.contains("c.yaml:10:15: node token \"web9\" has no serves"),
+            "{e}"
+        );
+        assert!(!e.contains("web8"), "{e}");
+    }
+
+    #[test]
     fn retention_is_checked_where_it_is_written_and_has_a_floor() {
         let lines = EMBEDDED.lines().count();
         let text = format!(

@@ -106,11 +106,21 @@ pub struct PolicyState {
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// Held by a report until the engine has judged it, then told how long the detector took over it:
+/// the work a report's shape decides (its addresses, and its node's that it no longer names), not
+/// the waits for the mitigations its attacks cause (those come from the traffic, and must never be
+/// held against the node that sees an attack). How an edge bounds what one source of reports may
+/// ask of the engine; dropped unjudged if the engine stops first.
+pub trait Turn: Send + std::fmt::Debug {
+    fn judged(self: Box<Self>, work: Duration);
+}
+
 #[derive(Debug)]
 enum Request {
     Report {
         node: String,
         report: Box<Report>,
+        turn: Option<Box<dyn Turn>>,
         reply: Reply<Ack>,
     },
     Attacks {
@@ -191,6 +201,23 @@ impl EngineHandle {
         self.ask(|reply| Request::Report {
             node: node.to_string(),
             report: Box::new(report),
+            turn: None,
+            reply,
+        })
+        .await
+    }
+
+    /// A report that holds `turn` until it is judged, even if its caller stops waiting.
+    pub async fn report_in_turn(
+        &self,
+        node: &str,
+        report: Report,
+        turn: Box<dyn Turn>,
+    ) -> Option<Ack> {
+        self.ask(|reply| Request::Report {
+            node: node.to_string(),
+            report: Box::new(report),
+            turn: Some(turn),
             reply,
         })
         .await
@@ -344,9 +371,10 @@ impl Engine {
                 node,
                 "node stopped reporting: stale, its targets are held as they are"
             );
-            self.mitigations
-                .record("system", "node.stale", serde_json::json!({"node": node}))
-                .await;
+            // Queued, not awaited: a hundred nodes going stale at once must not hold the
+            // others' reports for a hundred commits.
+            self.audit
+                .record_later("system", "node.stale", serde_json::json!({"node": node}));
         }
         self.timers(now).await;
     }
@@ -510,9 +538,13 @@ impl Engine {
             Request::Report {
                 node,
                 report,
+                turn,
                 reply,
             } => {
-                let ack = self.on_report(&node, &report).await;
+                let (ack, work) = self.judge(&node, &report).await;
+                if let Some(turn) = turn {
+                    turn.judged(work);
+                }
                 let _ = reply.send(ack);
             }
             Request::Attacks { active, reply } => {
@@ -569,9 +601,16 @@ impl Engine {
 
     /// One report judged: attacks started, advanced or ended, the policies' steps fired.
     async fn on_report(&mut self, node: &str, report: &Report) -> Ack {
+        self.judge(node, report).await.0
+    }
+
+    /// [`Self::on_report`], and how long the detector took over it.
+    async fn judge(&mut self, node: &str, report: &Report) -> (Ack, Duration) {
         let now = self.clock.now_ms();
+        let t = std::time::Instant::now();
         let events = self.detector.ingest(node, report, now);
         self.tag_sources(&events, report);
+        let work = t.elapsed();
         let mut started = Vec::new();
         for e in events {
             match e {
@@ -588,13 +627,14 @@ impl Engine {
         }
         self.metrics.reports.fetch_add(1, Ordering::Relaxed);
         self.confirm_drops(node, report, now);
-        Ack {
+        let ack = Ack {
             accepted: true,
             started,
             capture: Vec::new(),
             drops: self.local.wanted(node),
             trusted: self.detector.settings().trusted_sources.clone(),
-        }
+        };
+        (ack, work)
     }
 
     /// Sources in indicator lists, counted on their attacks before the policies look at them.
@@ -750,13 +790,11 @@ impl Engine {
             (a.peak_pps, a.ended_ms.unwrap_or(now), a.quiet_upstream)
         });
         info!(attack = id, peak_pps = pps, "attack went quiet");
-        self.mitigations
-            .record(
-                "detection",
-                "attack.end",
-                serde_json::json!({"attack": id, "peak_pps": pps}),
-            )
-            .await;
+        self.audit.record_later(
+            "detection",
+            "attack.end",
+            serde_json::json!({"attack": id, "peak_pps": pps}),
+        );
         let mut told = true;
         if let Some(e) = self.escalations.get_mut(&id) {
             e.end(quiet_at, upstream);

@@ -206,6 +206,68 @@ impl Rig {
     }
 }
 
+/// A turn that says what became of it.
+#[derive(Debug)]
+struct Recorded(std::sync::Arc<std::sync::Mutex<Vec<Option<Duration>>>>);
+
+impl super::Turn for Recorded {
+    fn judged(self: Box<Self>, work: Duration) {
+        self.0.lock().unwrap().push(Some(work));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_is_held_until_its_report_is_judged_even_when_the_caller_leaves() {
+    let mut rig = rig("turn", ESCALATE).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Judged: told how long it took, before the answer.
+    rig.report(0).await;
+    let mut quiet = Report {
+        node: "web1".into(),
+        seq: 100,
+        time_ms: 0,
+        interval_ms: 100,
+        one_in: 1,
+        sampled: 0,
+        interfaces: Vec::new(),
+        targets: Vec::new(),
+        rollups: Vec::new(),
+        packets: Vec::new(),
+        applied: Vec::new(),
+        drop_error: None,
+    };
+    let ack = rig
+        .engine
+        .report_in_turn("web1", quiet.clone(), Box::new(Recorded(seen.clone())))
+        .await
+        .unwrap();
+    assert!(ack.accepted);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(seen.lock().unwrap()[0].is_some());
+    // The caller sends and leaves at once (a client that hangs up): the engine still holds the
+    // turn until it has judged the report, so a node cannot queue more by hanging up.
+    quiet.seq += 1;
+    let fut = rig
+        .engine
+        .report_in_turn("web1", quiet, Box::new(Recorded(seen.clone())));
+    tokio::select! {
+        biased;
+        _ = fut => panic!("answered before it was judged"),
+        _ = std::future::ready(()) => {}
+    }
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "judged after its caller left"
+    );
+}
+
 const ESCALATE: &str = "\
 match:
   vectors: [amplification]
