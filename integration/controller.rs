@@ -375,6 +375,165 @@ async fn a_mitigation_made_over_http_reaches_gobgp_leaves_it_expires_and_survive
     let _ = std::fs::remove_dir_all(&state);
 }
 
+#[test]
+fn a_batch_of_rules_reaches_gobgp_in_one_go_and_a_filter_takes_them_back() {
+    let router_addr: IpAddr = "127.0.53.1".parse().unwrap();
+    let s = Session {
+        router_addr,
+        router_port: free_port(router_addr),
+        router_as: 65001,
+        router_id: "192.0.2.254",
+        deflect_addr: "127.0.53.2".parse().unwrap(),
+        deflect_as: 65000,
+        md5_password: None,
+        graceful_restart: false,
+    };
+    let g = Gobgp::start(s.clone()).unwrap();
+    let state = temp_dir("batch");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let config = state.join("deflect.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&state.join("db"), api_port, Some(&s), ""),
+    )
+    .unwrap();
+    let mut child = spawn_daemon(&config, &state.join("log"));
+    let h = Http::new(api_port);
+    wait_api(&h);
+    let count = |g: &Gobgp, n: usize, what: &str| {
+        let mut last = 0;
+        let r = wait_for(what, WAIT, || {
+            last = gobgp_flow_rules(g).len();
+            Ok((last == n).then_some(()))
+        });
+        if let Err(e) = r {
+            panic!("{e}: GoBGP has {last}\nlog:\n{}", g.log());
+        }
+    };
+
+    // 200 rules and one that does not read, each on its own: 200 made, one refused.
+    let mut items: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({"kind": "flowspec", "rule": format!("dst 203.0.113.{}/32 proto udp dport {} then discard", 100 + i % 50, 1000 + i), "reason": "feed"})
+        })
+        .collect();
+    items.insert(
+        7,
+        json!({"kind": "flowspec", "rule": "dst 203.0.113.1/32 then explode"}),
+    );
+    let body = json!({"mitigations": items}).to_string();
+    let (st, v) = h.req(
+        "POST",
+        "/api/v1/mitigations/batch",
+        Some(WRITE),
+        Some(&body),
+    );
+    let errors: Vec<&Value> = v["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["error"].is_string())
+        .collect();
+    assert_eq!(st, 200, "{}", v["error"]);
+    assert_eq!(
+        (v["created"].as_u64(), v["refused"].as_u64()),
+        (Some(200), Some(1)),
+        "{errors:?}"
+    );
+    assert_eq!(v["results"][7]["status"], 400, "{}", v["results"][7]);
+    assert_eq!(v["results"][8]["status"], 201);
+    count(&g, 200, "200 rules in GoBGP");
+
+    // Atomic, with one outside every protected prefix: nothing made, the cause named.
+    let body = json!({"atomic": true, "mitigations": [
+        {"kind": "rtbh", "prefix": "203.0.113.250/32"},
+        {"kind": "rtbh", "prefix": "192.0.2.1/32"},
+    ]})
+    .to_string();
+    let (st, v) = h.req(
+        "POST",
+        "/api/v1/mitigations/batch",
+        Some(WRITE),
+        Some(&body),
+    );
+    refused(st, &v, 422, "atomic batch refused, nothing made: item 1:");
+    assert_eq!(v["created"], 0, "{v}");
+    let (_, list) = h.req("GET", "/api/v1/mitigations", Some(READ), None);
+    assert_eq!(list.as_array().unwrap().len(), 200);
+    // A read token may not; an empty batch is refused.
+    let (st, v) = h.req("POST", "/api/v1/mitigations/batch", Some(READ), Some(&body));
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = h.req(
+        "POST",
+        "/api/v1/mitigations/batch",
+        Some(WRITE),
+        Some(r#"{"mitigations": []}"#),
+    );
+    refused(st, &v, 400, "mitigations is empty");
+
+    // The CLI's --file: rules and prefixes, comments, a line refused named by its number.
+    let file = state.join("rules.txt");
+    std::fs::write(
+        &file,
+        "# a feed\n203.0.113.240/32\n\ndst 203.0.113.241/32 proto tcp dport 22 then discard  # ssh\n198.51.100.9\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        api_port,
+        WRITE,
+        &[
+            "mitigation",
+            "add",
+            "--file",
+            file.to_str().unwrap(),
+            "--reason",
+            "from a file",
+        ],
+    );
+    assert!(!ok, "one line refused: {out}");
+    assert!(out.contains("2 created, 1 refused"), "{out}");
+    assert!(out.contains("rules.txt:5: "), "{out}");
+    assert!(err.contains("1 of them refused"), "{err}");
+    count(&g, 201, "the file's rule in GoBGP");
+
+    // Withdrawn by filter: the feed's rules, in one transaction; GoBGP keeps the file's.
+    let (ok, out, err) = cli(
+        api_port,
+        WRITE,
+        &[
+            "mitigation",
+            "withdraw",
+            "--reason-contains",
+            "feed",
+            "--kind",
+            "flowspec",
+            "--reason",
+            "feed over",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("200 withdrawn"), "{out}");
+    count(&g, 1, "only the file's rule left in GoBGP");
+    let (st, v) = h.req(
+        "POST",
+        "/api/v1/mitigations/withdraw",
+        Some(WRITE),
+        Some(r#"{"filter": {}}"#),
+    );
+    refused(st, &v, 400, "names an actor, a reason, a kind or a prefix");
+    let (st, v) = h.req(
+        "POST",
+        "/api/v1/mitigations/withdraw",
+        Some(WRITE),
+        Some(r#"{"filter": {"prefix": "203.0.113.240/28"}}"#),
+    );
+    assert_eq!((st, v["withdrawn"].as_u64()), (200, Some(2)), "{v}");
+    count(&g, 0, "nothing left in GoBGP");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&state);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_their_status_and_a_json_error() {
     let state = temp_dir("bad");

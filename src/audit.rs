@@ -67,6 +67,31 @@ pub fn genesis() -> String {
     hex::encode([0u8; 32])
 }
 
+/// An entry's canonical JSON: its fields in the order of their names, compact (what a
+/// `serde_json::Value` object of them prints), written straight into the hash.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    action: &'a str,
+    actor: &'a str,
+    detail: &'a serde_json::Value,
+    seq: u64,
+    time_ms: u64,
+}
+
+/// Feeds what is written into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn digest(
     prev: &str,
     seq: u64,
@@ -75,11 +100,18 @@ fn digest(
     action: &str,
     detail: &serde_json::Value,
 ) -> String {
-    let body = serde_json::json!({"seq": seq, "time_ms": time_ms, "actor": actor, "action": action, "detail": detail});
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(body.to_string().as_bytes());
-    hex::encode(h.finalize())
+    let mut h = HashWriter(Sha256::new());
+    h.0.update(prev.as_bytes());
+    let body = Canonical {
+        action,
+        actor,
+        detail,
+        seq,
+        time_ms,
+    };
+    // Writing into a hash cannot fail, nor can serializing a Value.
+    let _ = serde_json::to_writer(&mut h, &body);
+    hex::encode(h.0.finalize())
 }
 
 /// Places a draft after `prev` (the previous entry's hash and sequence number).
@@ -294,6 +326,37 @@ mod tests {
             ));
         }
         v
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_one_chains_were_sealed_with() {
+        // How entries were hashed before: a Value object of the fields, printed.
+        let old = |prev: &str,
+                   seq: u64,
+                   t: u64,
+                   actor: &str,
+                   action: &str,
+                   d: &serde_json::Value| {
+            let body = serde_json::json!({"seq": seq, "time_ms": t, "actor": actor, "action": action, "detail": d});
+            let mut h = Sha256::new();
+            h.update(prev.as_bytes());
+            h.update(body.to_string().as_bytes());
+            hex::encode(h.finalize())
+        };
+        let details = [
+            serde_json::json!(null),
+            serde_json::json!({"id": 7, "rule": "dst 203.0.113.7/32 then discard", "z": [1, 2.5, "é\"\n"], "a": {"y": true, "b": null}}),
+            serde_json::json!("a \u{1} string"),
+            serde_json::json!([u64::MAX, -1, 1e300]),
+        ];
+        for d in &details {
+            for (actor, action) in [("noc", "mitigation.create"), ("policy:p \"x\"", "ünïcode")] {
+                assert_eq!(
+                    digest(&genesis(), 42, 1_796_000_000_000, actor, action, d),
+                    old(&genesis(), 42, 1_796_000_000_000, actor, action, d)
+                );
+            }
+        }
     }
 
     #[test]

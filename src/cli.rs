@@ -48,7 +48,7 @@ pub struct ApiArgs {
 #[derive(Debug, Subcommand)]
 pub enum MitigationCmd {
     /// Announce a FlowSpec rule, an RTBH route, a source to blackhole (S/RTBH) or a diversion.
-    #[command(group = clap::ArgGroup::new("what").required(true).args(["flow", "rtbh", "source_rtbh", "divert"]))]
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["flow", "rtbh", "source_rtbh", "divert", "file"]))]
     Add {
         /// A FlowSpec rule with its action: 'dst 203.0.113.7/32 proto udp sport 123 then discard'.
         #[arg(long)]
@@ -81,6 +81,14 @@ pub enum MitigationCmd {
         /// Only these peers (repeatable); every eligible peer when absent.
         #[arg(long = "peer")]
         peers: Vec<String>,
+        /// Many at once, in one transaction: a file (`-`: standard input) of one FlowSpec rule
+        /// or RTBH prefix per line (`#` starts a comment); --ttl, --reason and --peer apply to
+        /// each.
+        #[arg(long)]
+        file: Option<String>,
+        /// With --file: all of them or none.
+        #[arg(long, requires = "file")]
+        atomic: bool,
     },
     /// Active mitigations (all ever made with --all).
     List {
@@ -90,9 +98,23 @@ pub enum MitigationCmd {
     Show {
         id: u64,
     },
-    /// Withdraw a mitigation now.
+    /// Withdraw a mitigation now, or every active one that matches the filters given.
+    #[command(group = clap::ArgGroup::new("which").required(true).multiple(true).args(["id", "actor", "because", "kind", "prefix"]))]
     Withdraw {
-        id: u64,
+        id: Option<u64>,
+        /// Those made by this actor (a token's name, `policy:NAME attack:ID`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Those whose reason contains this text.
+        #[arg(long = "reason-contains")]
+        because: Option<String>,
+        /// Those of this kind: flowspec, rtbh, source-rtbh, divert.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Those whose destination (S/RTBH: source) lies in this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
@@ -353,7 +375,33 @@ pub fn mitigation(a: &ApiArgs, cmd: MitigationCmd) -> ExitCode {
                 ttl,
                 reason,
                 peers,
+                file,
+                atomic,
             } => {
+                if let Some(file) = file {
+                    let text = if file == "-" {
+                        std::io::read_to_string(std::io::stdin())
+                    } else {
+                        std::fs::read_to_string(&file)
+                    }
+                    .map_err(|e| fail(format!("{file}: {e}")))?;
+                    let (lines, items) = batch_items(&text, &ttl, &reason, &peers);
+                    if items.is_empty() {
+                        return Err(fail(format!("{file}: no rule or prefix in it")));
+                    }
+                    let v = c.call(
+                        "POST",
+                        "/api/v1/mitigations/batch",
+                        Some(json!({"mitigations": items, "atomic": atomic})),
+                    )?;
+                    print(a.json, &v, |v| Some(batch_rows(&file, &lines, v)));
+                    let refused = v["refused"].as_u64().unwrap_or(0);
+                    return if refused > 0 {
+                        Err(Failure(format!("{refused} of them refused"), 3))
+                    } else {
+                        Ok(())
+                    };
+                }
                 let body = match (flow, rtbh, source_rtbh, divert) {
                     (Some(rule), None, None, None) => {
                         json!({"kind": "flowspec", "rule": rule, "ttl": ttl, "reason": reason, "peers": peers})
@@ -390,12 +438,47 @@ pub fn mitigation(a: &ApiArgs, cmd: MitigationCmd) -> ExitCode {
                 let v = c.call("GET", &format!("/api/v1/mitigations/{id}"), None)?;
                 print(a.json, &v, as_one);
             }
-            MitigationCmd::Withdraw { id, reason } => {
+            MitigationCmd::Withdraw {
+                id: Some(id),
+                actor: None,
+                because: None,
+                kind: None,
+                prefix: None,
+                reason,
+            } => {
                 let q = reason
                     .map(|r| format!("?reason={}", urlencode(&r)))
                     .unwrap_or_default();
                 let v = c.call("DELETE", &format!("/api/v1/mitigations/{id}{q}"), None)?;
                 print(a.json, &v, as_one);
+            }
+            MitigationCmd::Withdraw { id: Some(_), .. } => {
+                return Err(fail(
+                    "give an id or filters (--actor, --reason-contains, --kind, --prefix), not both",
+                ));
+            }
+            MitigationCmd::Withdraw {
+                id: None,
+                actor,
+                because,
+                kind,
+                prefix,
+                reason,
+            } => {
+                let body = json!({
+                    "filter": {"actor": actor, "reason": because, "kind": kind, "prefix": prefix},
+                    "reason": reason,
+                });
+                let v = c.call("POST", "/api/v1/mitigations/withdraw", Some(body))?;
+                print(a.json, &v, |v| {
+                    let list: Vec<Mitigation> =
+                        serde_json::from_value(v["mitigations"].clone()).ok()?;
+                    Some(format!(
+                        "{} withdrawn\n{}",
+                        list.len(),
+                        mitigation_rows(&list)
+                    ))
+                });
             }
             MitigationCmd::Extend { id, ttl } => {
                 let v = c.call(
@@ -420,6 +503,55 @@ pub fn mitigation(a: &ApiArgs, cmd: MitigationCmd) -> ExitCode {
         }
         Ok(())
     })())
+}
+
+/// The create bodies of a `--file`: one per line that is not blank or a comment, an RTBH prefix
+/// when the line is one (an address alone is its /32 or /128), else a FlowSpec rule; with the line
+/// number of each.
+fn batch_items(
+    text: &str,
+    ttl: &Option<String>,
+    reason: &Option<String>,
+    peers: &[String],
+) -> (Vec<usize>, Vec<Value>) {
+    let mut lines = Vec::new();
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let prefix = line.parse::<ipnet::IpNet>().ok().or_else(|| {
+            line.parse::<std::net::IpAddr>()
+                .ok()
+                .map(ipnet::IpNet::from)
+        });
+        let mut body = match prefix {
+            Some(p) => json!({"kind": "rtbh", "prefix": p.to_string()}),
+            None => json!({"kind": "flowspec", "rule": line}),
+        };
+        body["ttl"] = json!(ttl);
+        body["reason"] = json!(reason);
+        body["peers"] = json!(peers);
+        lines.push(n + 1);
+        items.push(body);
+    }
+    (lines, items)
+}
+
+/// What a batch did, for people: counts, and each refused line with why.
+fn batch_rows(file: &str, lines: &[usize], v: &Value) -> String {
+    let mut out = format!(
+        "{} created, {} refused",
+        v["created"].as_u64().unwrap_or(0),
+        v["refused"].as_u64().unwrap_or(0)
+    );
+    for (r, line) in v["results"].as_array().into_iter().flatten().zip(lines) {
+        if let Some(e) = r["error"].as_str() {
+            out.push_str(&format!("\n{file}:{line}: {e}"));
+        }
+    }
+    out
 }
 
 fn urlencode(s: &str) -> String {

@@ -30,6 +30,53 @@ pub struct CreateRequest {
     pub reason: Option<String>,
 }
 
+/// The body of `POST /api/v1/mitigations/batch`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Create bodies, at most [`MAX_BATCH_ITEMS`].
+    pub mitigations: Vec<CreateRequest>,
+    /// All or none (default: each item on its own).
+    #[serde(default)]
+    pub atomic: bool,
+}
+
+/// Most items in one batch, and the largest batch body (10,000 FlowSpec rules are about 1.5 MB).
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
+
+impl BatchRequest {
+    /// Each item's order, or why it cannot be one (with the item, for the audit log).
+    pub fn items(&self, actor: &str) -> Result<Vec<crate::mitigation::BatchItem>, Refusal> {
+        if self.mitigations.is_empty() {
+            return Err(Refusal::Invalid("mitigations is empty".into()));
+        }
+        if self.mitigations.len() > MAX_BATCH_ITEMS {
+            return Err(Refusal::Invalid(format!(
+                "{} mitigations in one batch; at most {MAX_BATCH_ITEMS}",
+                self.mitigations.len()
+            )));
+        }
+        Ok(self
+            .mitigations
+            .iter()
+            .map(|r| {
+                r.order(actor)
+                    .map_err(|e| (serde_json::to_value(r).unwrap_or_default(), e))
+            })
+            .collect())
+    }
+}
+
+/// The body of `POST /api/v1/mitigations/withdraw`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawRequest {
+    /// Which active mitigations: at least one of actor, reason, kind, prefix.
+    pub filter: crate::mitigation::WithdrawFilter,
+    pub reason: Option<String>,
+}
+
 /// Most communities a diversion carries, of each sort.
 const MAX_COMMUNITIES: usize = 32;
 

@@ -37,7 +37,9 @@ pub mod tls;
 
 pub use self::auth::{Caller, NodeTurns, RateLimits, Scope, Token, TokenTable};
 use self::bodies::reason_within_bounds;
-pub use self::bodies::{AmendRequest, CreateRequest, ExtendRequest, ttl};
+pub use self::bodies::{
+    AmendRequest, BatchRequest, CreateRequest, ExtendRequest, WithdrawRequest, ttl,
+};
 pub use self::error::ApiError;
 use self::metrics::metrics;
 pub use self::serve::{Limits, ServerMetrics, serve};
@@ -51,6 +53,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/health"),
     ("get", "/api/v1/mitigations"),
     ("post", "/api/v1/mitigations"),
+    ("post", "/api/v1/mitigations/batch"),
+    ("post", "/api/v1/mitigations/withdraw"),
     ("get", "/api/v1/mitigations/{id}"),
     ("patch", "/api/v1/mitigations/{id}"),
     ("delete", "/api/v1/mitigations/{id}"),
@@ -97,6 +101,11 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/mitigations", get(list).post(create))
+        .route(
+            "/api/v1/mitigations/batch",
+            post(batch).layer(DefaultBodyLimit::max(bodies::MAX_BATCH_BODY.max(max_body))),
+        )
+        .route("/api/v1/mitigations/withdraw", post(withdraw_where))
         .route(
             "/api/v1/mitigations/{id}",
             get(show).patch(amend).delete(withdraw),
@@ -198,6 +207,79 @@ async fn create(
         }
         Created::Extended(m) => (StatusCode::OK, axum::Json(m)).into_response(),
     })
+}
+
+/// `POST /api/v1/mitigations/batch`: many creates, one transaction; a result per item, in order
+/// (`{"status": 201|200|4xx, "mitigation": {...}}` or `{"status": N, "error": "..."}`).
+async fn batch(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.must_write()?;
+    let req: BatchRequest = body(b)?;
+    let items = req.items(&caller.name)?;
+    let results = s
+        .mitigations
+        .create_batch(&caller.name, items, req.atomic)
+        .await?;
+    let (mut created, mut refused) = (0, 0);
+    let out: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(Created::New(m)) => {
+                created += 1;
+                json!({"status": 201, "mitigation": m})
+            }
+            Ok(Created::Extended(m)) => json!({"status": 200, "mitigation": m}),
+            Err(e) => {
+                refused += 1;
+                let e = ApiError::from(e);
+                json!({"status": e.0.as_u16(), "error": e.1})
+            }
+        })
+        .collect();
+    // 200, each item saying what became of it; an atomic batch with a refusal made nothing: 422.
+    let mut answer = json!({"created": created, "refused": refused, "results": out});
+    if req.atomic && refused > 0 {
+        // The first refusal of its own (not one of the "not made" that follow from it).
+        let first = answer["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, r)| {
+                r["error"]
+                    .as_str()
+                    .is_some_and(|e| !e.starts_with("not made: item"))
+            })
+            .map(|(i, r)| format!("item {i}: {}", r["error"].as_str().unwrap_or_default()));
+        answer["error"] = json!(format!(
+            "atomic batch refused, nothing made: {}",
+            first.unwrap_or_default()
+        ));
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(answer)).into_response());
+    }
+    Ok((StatusCode::OK, axum::Json(answer)).into_response())
+}
+
+/// `POST /api/v1/mitigations/withdraw`: every active mitigation a filter matches.
+async fn withdraw_where(
+    caller: Caller,
+    State(s): State<Arc<ApiState>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.must_write()?;
+    let req: WithdrawRequest = body(b)?;
+    reason_within_bounds(req.reason.as_deref())?;
+    let reason = req.reason.unwrap_or_else(|| "withdrawn by filter".into());
+    let gone = s
+        .mitigations
+        .withdraw_where(req.filter, &caller.name, &reason)
+        .await?;
+    Ok(axum::Json(
+        json!({"withdrawn": gone.len(), "mitigations": gone}),
+    ))
 }
 
 /// A query string, or a 400 saying what is wrong with it.

@@ -15,7 +15,9 @@ use tracing::warn;
 
 use crate::audit::{AuditDraft, AuditEntry, AuditSink};
 use crate::mitigation::guardrails::Guardrails;
-use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
+use crate::mitigation::record::{
+    Amend, BatchItem, Created, ListFilter, Mitigation, Order, Refusal, WithdrawFilter,
+};
 use crate::mitigation::store::AuditReader;
 use crate::peer::{Neighbor, PeerHandle};
 
@@ -44,6 +46,20 @@ pub(super) enum Request {
     Create {
         order: Order,
         reply: Reply<Created>,
+    },
+    /// Many creates in one transaction; all or none when `atomic`.
+    Batch {
+        actor: String,
+        items: Vec<BatchItem>,
+        atomic: bool,
+        reply: Reply<Vec<Result<Created, Refusal>>>,
+    },
+    /// Withdraws every active mitigation the filter matches, in one transaction.
+    WithdrawWhere {
+        filter: WithdrawFilter,
+        actor: String,
+        reason: String,
+        reply: Reply<Vec<Mitigation>>,
     },
     Withdraw {
         id: u64,
@@ -153,6 +169,41 @@ impl MitigationHandle {
 
     pub async fn create(&self, order: Order) -> Result<Created, Refusal> {
         self.ask(|reply| Request::Create { order, reply }).await
+    }
+
+    /// Creates each item in one durable transaction (one fsync), answering per item; with
+    /// `atomic`, all of them or none. Each new mitigation counts against the guardrails (the rate
+    /// cap and the active maximum) as a single create would.
+    pub async fn create_batch(
+        &self,
+        actor: &str,
+        items: Vec<BatchItem>,
+        atomic: bool,
+    ) -> Result<Vec<Result<Created, Refusal>>, Refusal> {
+        self.ask(|reply| Request::Batch {
+            actor: actor.into(),
+            items,
+            atomic,
+            reply,
+        })
+        .await
+    }
+
+    /// Withdraws every active mitigation `filter` matches (it must say something), in one
+    /// transaction; returns them.
+    pub async fn withdraw_where(
+        &self,
+        filter: WithdrawFilter,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<Mitigation>, Refusal> {
+        self.ask(|reply| Request::WithdrawWhere {
+            filter,
+            actor: actor.into(),
+            reason: reason.into(),
+            reply,
+        })
+        .await
     }
 
     pub async fn withdraw(

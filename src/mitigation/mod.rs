@@ -21,7 +21,9 @@ mod set;
 pub mod store;
 
 pub use self::handle::{Metrics, MitigationHandle};
-pub use self::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
+pub use self::record::{
+    Amend, BatchItem, Created, ListFilter, Mitigation, Order, Refusal, WithdrawFilter,
+};
 pub use self::set::start;
 
 #[cfg(test)]

@@ -199,6 +199,47 @@ pub enum Created {
     Extended(Mitigation),
 }
 
+/// Which active mitigations a withdrawal by filter takes: all of the fields given must match,
+/// and at least one must be given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawFilter {
+    /// Made by this actor (a token's name, or `policy:NAME attack:ID`).
+    pub actor: Option<String>,
+    /// Whose reason contains this text.
+    pub reason: Option<String>,
+    pub kind: Option<Kind>,
+    /// Whose destination (for S/RTBH, whose source) lies inside this prefix.
+    pub prefix: Option<IpNet>,
+}
+
+impl WithdrawFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == WithdrawFilter::default()
+    }
+
+    pub fn matches(&self, m: &Mitigation) -> bool {
+        let inside = |p: &IpNet| {
+            m.target().ok().is_some_and(|t| {
+                t.destination()
+                    .or_else(|| t.source())
+                    .is_some_and(|d| p.contains(&d))
+            })
+        };
+        self.actor.as_ref().is_none_or(|a| a == &m.actor)
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|r| m.reason.contains(r.as_str()))
+            && self.kind.is_none_or(|k| k == m.kind)
+            && self.prefix.as_ref().is_none_or(inside)
+    }
+}
+
+/// One item of a batch: an order, or why it could not be one (with the request as given, for
+/// the audit log).
+pub type BatchItem = Result<Order, (serde_json::Value, Refusal)>;
+
 /// Filters for a list.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

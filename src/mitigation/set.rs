@@ -29,7 +29,9 @@ use crate::audit::AuditDraft;
 use crate::clock::Clock;
 use crate::mitigation::guardrails::{self, Guardrails};
 use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
-use crate::mitigation::record::{Amend, Created, ListFilter, Mitigation, Order, Refusal};
+use crate::mitigation::record::{
+    Amend, BatchItem, Created, ListFilter, Mitigation, Order, Refusal, WithdrawFilter,
+};
 use crate::mitigation::store::{Pruned, Store, StoreError};
 use crate::peer::{Neighbor, PeerHandle};
 use crate::route::{Kind, Target};
@@ -120,6 +122,11 @@ enum PeerOp {
 /// An answer waiting for its commit.
 enum Deferred {
     Created(Reply<Created>, Result<Created, Refusal>),
+    Batch(
+        Reply<Vec<Result<Created, Refusal>>>,
+        Vec<Result<Created, Refusal>>,
+    ),
+    Withdrawn(Reply<Vec<Mitigation>>, Vec<Mitigation>),
     One(Reply<Mitigation>, Result<Mitigation, Refusal>),
     Unit(Reply<()>),
 }
@@ -264,6 +271,8 @@ impl MitigationSet {
                 for r in p.replies {
                     match r {
                         Deferred::Created(tx, r) => drop(tx.send(r)),
+                        Deferred::Batch(tx, r) => drop(tx.send(Ok(r))),
+                        Deferred::Withdrawn(tx, r) => drop(tx.send(Ok(r))),
                         Deferred::One(tx, r) => drop(tx.send(r)),
                         Deferred::Unit(tx) => drop(tx.send(Ok(()))),
                     }
@@ -278,6 +287,8 @@ impl MitigationSet {
                 for r in p.replies {
                     match r {
                         Deferred::Created(tx, r) => drop(tx.send(r.and(Err(fail.clone())))),
+                        Deferred::Batch(tx, _) => drop(tx.send(Err(fail.clone()))),
+                        Deferred::Withdrawn(tx, _) => drop(tx.send(Err(fail.clone()))),
                         Deferred::One(tx, r) => drop(tx.send(r.and(Err(fail.clone())))),
                         Deferred::Unit(tx) => drop(tx.send(Err(fail.clone()))),
                     }
@@ -462,10 +473,153 @@ impl MitigationSet {
     fn create(&mut self, order: Order) -> Result<Created, Refusal> {
         let now = self.clock.now_ms();
         let r = self.try_create(&order, now);
-        if let Err(e) = &r {
-            self.refused(&order.actor, order.describe(), e);
+        match &r {
+            Ok(Created::New(m)) => info!(
+                id = m.id,
+                actor = m.actor,
+                "mitigation created: {}",
+                m.target().map(|t| t.to_string()).unwrap_or_default()
+            ),
+            Ok(Created::Extended(_)) => {}
+            Err(e) => self.refused(&order.actor, order.describe(), e),
         }
         r
+    }
+
+    /// Creates each item, in the group commit under way (one transaction, one fsync). With
+    /// `atomic`, one refusal undoes the others: memory and the group are put back as they were
+    /// before the batch, and every item is refused saying which one was the cause.
+    fn batch(
+        &mut self,
+        actor: &str,
+        items: Vec<BatchItem>,
+        atomic: bool,
+    ) -> Vec<Result<Created, Refusal>> {
+        let now = self.clock.now_ms();
+        let mark = (
+            self.pending.changed.len(),
+            self.pending.drafts.len(),
+            self.pending.ops.len(),
+            self.next_id,
+        );
+        let mut results = Vec::with_capacity(items.len());
+        let mut refusals = Vec::new();
+        let mut made = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let r = match item {
+                Ok(order) => {
+                    let prior = self
+                        .by_key
+                        .get(&order.target.key())
+                        .and_then(|id| self.all.get(id).cloned());
+                    let r = self.try_create(&order, now);
+                    match &r {
+                        Ok(c) => made.push((c.clone(), prior)),
+                        Err(e) => refusals.push((i, order.describe(), e.clone())),
+                    }
+                    r
+                }
+                Err((what, why)) => {
+                    refusals.push((i, what, why.clone()));
+                    Err(why)
+                }
+            };
+            results.push(r);
+        }
+        if atomic && !refusals.is_empty() {
+            for (c, prior) in made.into_iter().rev() {
+                self.undo_create(c, prior);
+            }
+            self.pending.changed.truncate(mark.0);
+            self.pending.drafts.truncate(mark.1);
+            self.pending.ops.truncate(mark.2);
+            self.next_id = mark.3;
+            let first = refusals[0].0;
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(Refusal::Conflict(format!(
+                        "not made: item {first} of this atomic batch was refused"
+                    )));
+                }
+            }
+        }
+        for (_, what, why) in &refusals {
+            self.refused(actor, what.clone(), why);
+        }
+        let new = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Created::New(_))))
+            .count();
+        info!(
+            actor,
+            items = results.len(),
+            created = new,
+            refused = refusals.len(),
+            atomic,
+            "batch of mitigations"
+        );
+        results
+    }
+
+    /// Takes back a create of this batch (see [`Self::batch`]); `prior` is what an extended
+    /// mitigation was before.
+    fn undo_create(&mut self, c: Created, prior: Option<Mitigation>) {
+        match c {
+            Created::New(m) => {
+                if let Some(live) = self.live.remove(&m.id) {
+                    self.by_key.remove(&live.key);
+                }
+                self.expiries.remove(&(m.expires_ms, m.id));
+                self.all.remove(&m.id);
+                self.recent.pop_back();
+                self.metrics.created.fetch_sub(1, Ordering::Relaxed);
+            }
+            Created::Extended(m) => {
+                if let Some(p) = prior {
+                    self.expiries.remove(&(m.expires_ms, m.id));
+                    self.expiries.insert((p.expires_ms, p.id));
+                    self.all.insert(p.id, p);
+                }
+            }
+        }
+        self.metrics
+            .active
+            .store(self.live.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Withdraws every active mitigation `filter` matches.
+    fn withdraw_where(
+        &mut self,
+        filter: &WithdrawFilter,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<Mitigation>, Refusal> {
+        if filter.is_empty() {
+            return Err(Refusal::Invalid(
+                "a withdrawal by filter names an actor, a reason, a kind or a prefix; withdraw one by one by id otherwise".into(),
+            ));
+        }
+        let now = self.clock.now_ms();
+        let ids: Vec<u64> = self
+            .all
+            .values()
+            .filter(|m| filter.matches(m))
+            .map(|m| m.id)
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Ok(m) = self.withdraw(id, actor, reason, now) {
+                self.metrics.withdrawn.fetch_add(1, Ordering::Relaxed);
+                out.push(m);
+            }
+        }
+        info!(
+            actor,
+            reason,
+            withdrawn = out.len(),
+            "mitigations withdrawn by filter"
+        );
+        Ok(out)
     }
 
     /// The guardrails on what `target` matches, and one only the set can check: an S/RTBH
@@ -604,7 +758,6 @@ impl MitigationSet {
         )];
         // Durable first, then announced: a crash in between restores and announces it at start.
         self.stage_announce(&m, &live, actor, drafts);
-        info!(id = m.id, actor, kind = ?m.kind, rule = ?m.rule, prefix = ?m.prefix, "mitigation created");
         self.next_id += 1;
         self.recent.push_back(now);
         self.by_key.insert(live.key.clone(), m.id);
@@ -950,6 +1103,24 @@ impl MitigationSet {
                 let r = self.create(order);
                 self.pending.replies.push(Deferred::Created(reply, r));
             }
+            Request::Batch {
+                actor,
+                items,
+                atomic,
+                reply,
+            } => {
+                let r = self.batch(&actor, items, atomic);
+                self.pending.replies.push(Deferred::Batch(reply, r));
+            }
+            Request::WithdrawWhere {
+                filter,
+                actor,
+                reason,
+                reply,
+            } => match self.withdraw_where(&filter, &actor, &reason) {
+                Ok(v) => self.pending.replies.push(Deferred::Withdrawn(reply, v)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
             Request::Withdraw {
                 id,
                 actor,
@@ -1011,6 +1182,8 @@ impl MitigationSet {
     async fn handle_alone(&mut self, req: Request) {
         match req {
             Request::Create { .. }
+            | Request::Batch { .. }
+            | Request::WithdrawWhere { .. }
             | Request::Withdraw { .. }
             | Request::Extend { .. }
             | Request::Amend { .. }

@@ -323,6 +323,169 @@ async fn retention_prunes_what_is_over_and_ids_are_never_given_again() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+fn bad(text: &str) -> crate::mitigation::BatchItem {
+    Err((
+        serde_json::json!({"rule": text}),
+        Refusal::Invalid(format!("cannot read {text:?}")),
+    ))
+}
+
+#[tokio::test]
+async fn a_batch_is_one_group_and_an_atomic_one_is_all_or_nothing() {
+    let d = dir("batch");
+    let mut g = guardrails(&["203.0.113.0/24"], &[]);
+    g.max_new_per_minute = 1000;
+    let (h, stop, task) = open(&d, g).await;
+    let before = h
+        .create(order(Kind::Rtbh, "203.0.113.200/32"))
+        .await
+        .unwrap();
+    let before = id(before);
+    let old = h.get(before).await.unwrap();
+    // Each on its own: the refused ones say why, the rest are made; the same rule twice is one
+    // mitigation, extended.
+    let items = vec![
+        Ok(order(Kind::Rtbh, "203.0.113.1/32")),
+        bad("dst 203.0.113.2/32 then nonsense"),
+        Ok(order(Kind::Rtbh, "198.51.100.1/32")),
+        Ok(order(
+            Kind::Flowspec,
+            "dst 203.0.113.3/32 proto udp then discard",
+        )),
+        Ok(order(
+            Kind::Flowspec,
+            "dst 203.0.113.3/32 proto udp then discard",
+        )),
+    ];
+    let r = h.create_batch("noc", items, false).await.unwrap();
+    assert!(matches!(&r[0], Ok(Created::New(m)) if m.id == before + 1));
+    assert!(matches!(&r[1], Err(Refusal::Invalid(_))));
+    assert!(matches!(&r[2], Err(Refusal::Guardrail(_))), "{:?}", r[2]);
+    assert!(matches!(&r[3], Ok(Created::New(m)) if m.id == before + 2));
+    assert!(matches!(&r[4], Ok(Created::Extended(m)) if m.id == before + 2));
+    assert_eq!(active(&h).await.len(), 3);
+    let log = h.audit(0, 1000).await.unwrap();
+    let refused = log
+        .iter()
+        .filter(|e| e.action == "mitigation.refused")
+        .count();
+    assert_eq!(refused, 2);
+
+    // All or nothing: one refusal and nothing is made, nothing extended, no id spent.
+    let items = vec![
+        Ok(order(Kind::Rtbh, "203.0.113.10/32")),
+        Ok(order(Kind::Rtbh, "203.0.113.200/32")),
+        Ok(order(
+            Kind::Flowspec,
+            "dst 203.0.113.11/32 proto udp then discard",
+        )),
+        Ok(order(Kind::Rtbh, "198.51.100.2/32")),
+    ];
+    let r = h.create_batch("noc", items, true).await.unwrap();
+    assert!(r.iter().all(|r| r.is_err()), "{r:?}");
+    assert!(
+        matches!(&r[0], Err(Refusal::Conflict(e)) if e.contains("item 3 of this atomic batch")),
+        "{:?}",
+        r[0]
+    );
+    assert!(matches!(&r[3], Err(Refusal::Guardrail(_))));
+    assert_eq!(active(&h).await.len(), 3);
+    assert_eq!(h.get(before).await.unwrap().expires_ms, old.expires_ms);
+    let log2 = h.audit(0, 1000).await.unwrap();
+    assert_eq!(
+        log2.len(),
+        log.len() + 1,
+        "only the refusal is on record: {:?}",
+        &log2[log.len()..]
+    );
+    // The undone ones can be made again, under the next id.
+    let c = h
+        .create(order(Kind::Rtbh, "203.0.113.10/32"))
+        .await
+        .unwrap();
+    assert_eq!(id(c), before + 3);
+    // An atomic batch that passes is made whole.
+    let items = (20..30u8)
+        .map(|i| Ok(order(Kind::Rtbh, &format!("203.0.113.{i}/32"))))
+        .collect();
+    let r = h.create_batch("noc", items, true).await.unwrap();
+    assert!(r.iter().all(|r| matches!(r, Ok(Created::New(_)))));
+    assert_eq!(active(&h).await.len(), 14);
+    stop.cancel();
+    task.await.unwrap();
+    drop(h);
+    // Durable: a restart finds them all.
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
+    assert_eq!(active(&h).await.len(), 14);
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test]
+async fn a_withdrawal_by_filter_takes_what_matches_and_needs_a_filter() {
+    use crate::mitigation::WithdrawFilter;
+    let d = dir("withdraw-where");
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24", "198.51.100.0/24"], &[])).await;
+    let mut o = order(Kind::Rtbh, "203.0.113.1/32");
+    o.reason = "feed: spamhaus".into();
+    h.create(o).await.unwrap();
+    h.create(order(Kind::Rtbh, "198.51.100.1/32"))
+        .await
+        .unwrap();
+    let mut o = order(Kind::Flowspec, "dst 203.0.113.2/32 proto udp then discard");
+    o.actor = "policy:amp attack:7".into();
+    h.create(o).await.unwrap();
+    let e = h
+        .withdraw_where(WithdrawFilter::default(), "noc", "all")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Refusal::Invalid(_)), "{e}");
+    let by = |f: WithdrawFilter| f;
+    let gone = h
+        .withdraw_where(
+            by(WithdrawFilter {
+                prefix: Some("203.0.113.0/24".parse().unwrap()),
+                kind: Some(Kind::Rtbh),
+                ..WithdrawFilter::default()
+            }),
+            "noc",
+            "over",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].prefix, Some("203.0.113.1/32".parse().unwrap()));
+    let gone = h
+        .withdraw_where(
+            WithdrawFilter {
+                actor: Some("policy:amp attack:7".into()),
+                ..WithdrawFilter::default()
+            },
+            "noc",
+            "over",
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1);
+    let gone = h
+        .withdraw_where(
+            WithdrawFilter {
+                reason: Some("spamhaus".into()),
+                ..WithdrawFilter::default()
+            },
+            "noc",
+            "over",
+        )
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "already withdrawn");
+    assert_eq!(active(&h).await.len(), 1);
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// Two neighbors that never connect (passive, nobody calls): `edge` takes FlowSpec, RTBH and
 /// S/RTBH (an IPv4 discard next hop only), `scrub` takes diversions.
 fn neighbors() -> Vec<(crate::peer::Neighbor, crate::peer::PeerHandle)> {
