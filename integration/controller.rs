@@ -142,22 +142,27 @@ fn wait_rules(g: &Gobgp, want: &[&str], what: &str) {
     }
 }
 
+/// A session with a GoBGP at 127.0.`net`.1, deflect at .2.
+fn gobgp_session(net: u8) -> Session {
+    let router_addr = IpAddr::from([127, 0, net, 1]);
+    Session {
+        router_addr,
+        router_port: free_port(router_addr),
+        router_as: 65001,
+        router_id: "192.0.2.254",
+        deflect_addr: IpAddr::from([127, 0, net, 2]),
+        deflect_as: 65000,
+        md5_password: None,
+        graceful_restart: false,
+    }
+}
+
 const RULE: &str = "dst 203.0.113.7/32 proto udp sport 123 then discard";
 const GOBGP_RULE: &str = "[destination: 203.0.113.7/32][protocol: ==udp][source-port: ==123]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mitigation_made_over_http_reaches_gobgp_leaves_it_expires_and_survives_restarts() {
-    let router_addr: IpAddr = "127.0.51.1".parse().unwrap();
-    let s = Session {
-        router_addr,
-        router_port: free_port(router_addr),
-        router_as: 65001,
-        router_id: "192.0.2.254",
-        deflect_addr: "127.0.51.2".parse().unwrap(),
-        deflect_as: 65000,
-        md5_password: None,
-        graceful_restart: false,
-    };
+    let s = gobgp_session(51);
     let gobgp = Gobgp::start(s.clone()).unwrap();
     let state = temp_dir("http");
     let api_port = free_port("127.0.0.1".parse().unwrap());
@@ -377,17 +382,7 @@ async fn a_mitigation_made_over_http_reaches_gobgp_leaves_it_expires_and_survive
 
 #[test]
 fn a_batch_of_rules_reaches_gobgp_in_one_go_and_a_filter_takes_them_back() {
-    let router_addr: IpAddr = "127.0.53.1".parse().unwrap();
-    let s = Session {
-        router_addr,
-        router_port: free_port(router_addr),
-        router_as: 65001,
-        router_id: "192.0.2.254",
-        deflect_addr: "127.0.53.2".parse().unwrap(),
-        deflect_as: 65000,
-        md5_password: None,
-        graceful_restart: false,
-    };
+    let s = gobgp_session(53);
     let g = Gobgp::start(s.clone()).unwrap();
     let state = temp_dir("batch");
     let api_port = free_port("127.0.0.1".parse().unwrap());
@@ -975,17 +970,23 @@ fn the_cli_adds_lists_shows_and_withdraws_and_reports_refusals() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
+/// The test configuration over the store in `db`, without a router, and its API port.
+fn settings_on(db: &Path) -> (deflect::config::Settings, u16) {
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    let settings = Config::parse("test.yaml", &config_yaml(db, api_port, None, ""))
+        .unwrap()
+        .check()
+        .unwrap();
+    (settings, api_port)
+}
+
 /// A state directory with a few audit entries, the daemon stopped.
 fn audited_state(tag: &str) -> std::path::PathBuf {
     let state = temp_dir(tag);
     let db = state.join("db");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api_port = free_port("127.0.0.1".parse().unwrap());
-        let settings = Config::parse("test.yaml", &config_yaml(&db, api_port, None, ""))
-            .unwrap()
-            .check()
-            .unwrap();
+        let (settings, _) = settings_on(&db);
         let d = Daemon::start(settings, None).await.unwrap();
         for i in 1..=4 {
             d.mitigations
@@ -1095,11 +1096,7 @@ fn retention_prunes_an_old_log_in_batches_and_it_still_verifies() {
     drop(store);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api_port = free_port("127.0.0.1".parse().unwrap());
-        let settings = Config::parse("test.yaml", &config_yaml(&db, api_port, None, ""))
-            .unwrap()
-            .check()
-            .unwrap();
+        let (settings, api_port) = settings_on(&db);
         let daemon = Daemon::start(settings, None).await.unwrap();
         let h = Http::new(api_port);
         tokio::task::spawn_blocking(move || {

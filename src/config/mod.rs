@@ -301,6 +301,15 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// What checking `text` as `c.yaml` reports (it must fail).
+    fn errors(text: &str) -> String {
+        Config::parse("c.yaml", text)
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn an_api_off_loopback_has_tls_or_says_plain_http() {
         let check = |api: &str| {
@@ -331,11 +340,7 @@ mod tests {
             "    - { name: local, token: 'env:DEFLECT_TOKEN', scope: write }\n",
             "    - { name: noc, token: aaaaaaaaaaaaaaaaaaaa, scope: write }\n    - { name: grafana, token: aaaaaaaaaaaaaaaaaaaa, scope: read }\n    - { name: noc, token: bbbbbbbbbbbbbbbbbbbb, scope: read }\n    - { name: web9, token: cccccccccccccccccccc, scope: node }\n    - { name: web8, token: dddddddddddddddddddd, scope: node, serves: [0.0.0.0/0, ::/0] }\n",
         );
-        let e = Config::parse("c.yaml", &text)
-            .unwrap()
-            .check()
-            .unwrap_err()
-            .to_string();
+        let e = errors(&text);
         assert!(
             e.contains("c.yaml:8:31: token \"grafana\" has the same value as token \"noc\""),
             "{e}"
@@ -358,11 +363,7 @@ mod tests {
         let text = format!(
             "{EMBEDDED}retention:\n  keep: 2h\n  max_audit_entries: 5\n  max_withdrawn: 10\n"
         );
-        let e = Config::parse("c.yaml", &text)
-            .unwrap()
-            .check()
-            .unwrap_err()
-            .to_string();
+        let e = errors(&text);
         for (line, col, what) in [
             (2, 9, "retention.keep 2h is shorter than a day"),
             (3, 22, "retention.max_audit_entries 5 is below 10000"),
@@ -384,11 +385,7 @@ mod tests {
             "  listen: 127.0.0.1:8179\n",
             "  listen: 127.0.0.1:8179\n  max_connections: 0\n  header_timeout: soon\n",
         );
-        let e = Config::parse("c.yaml", &text)
-            .unwrap()
-            .check()
-            .unwrap_err()
-            .to_string();
+        let e = errors(&text);
         assert!(
             e.contains("c.yaml:6:20: max_connections is at least 1"),
             "{e}"
@@ -428,11 +425,7 @@ mod tests {
         let text = format!(
             "{EMBEDDED}netflow:\n  max_delay: 10s\n  exporters:\n    - {{ address: 192.0.2.1, export_delay: 20s }}\n    - {{ address: 192.0.2.1, sampling_rate: 0 }}\nsflow:\n  agents:\n    - {{ address: 192.0.2.50, export_delay: 1s }}\n"
         );
-        let e = Config::parse("c.yaml", &text)
-            .unwrap()
-            .check()
-            .unwrap_err()
-            .to_string();
+        let e = errors(&text);
         let base = EMBEDDED.lines().count();
         for (line, what) in [
             (base + 4, "beyond max_delay"),

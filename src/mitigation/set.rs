@@ -23,7 +23,7 @@ use deflect_bgp::iana::Family;
 use deflect_bgp::rib::{RouteAttrs, RouteKey};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::audit::AuditDraft;
 use crate::clock::Clock;
@@ -814,7 +814,9 @@ impl MitigationSet {
         for (i, _) in targets {
             self.pending.ops.push(PeerOp::Remove(i, live.key.clone()));
         }
-        info!(id, actor, reason, "mitigation withdrawn");
+        // One line each at debug: an expiry or a filter can withdraw thousands at once, and say
+        // so once (the audit log has each).
+        debug!(id, actor, reason, "mitigation withdrawn");
         self.live.remove(&id);
         self.by_key.remove(&live.key);
         self.expiries.remove(&(m.expires_ms, id));
@@ -961,10 +963,15 @@ impl MitigationSet {
             .take_while(|(t, _)| *t <= now)
             .map(|(_, id)| *id)
             .collect();
+        let mut expired = 0;
         for id in due {
             if self.withdraw(id, "system", "expired", now).is_ok() {
                 self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+                expired += 1;
             }
+        }
+        if expired > 0 {
+            info!(expired, "mitigations expired: withdrawn");
         }
         self.flush().await;
     }
@@ -1131,6 +1138,7 @@ impl MitigationSet {
                 let r = self.withdraw(id, &actor, &reason, now);
                 match &r {
                     Ok(_) => {
+                        info!(id, actor, reason, "mitigation withdrawn");
                         self.metrics.withdrawn.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {

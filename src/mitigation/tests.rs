@@ -441,45 +441,29 @@ async fn a_withdrawal_by_filter_takes_what_matches_and_needs_a_filter() {
         .await
         .unwrap_err();
     assert!(matches!(e, Refusal::Invalid(_)), "{e}");
-    let by = |f: WithdrawFilter| f;
-    let gone = h
-        .withdraw_where(
-            by(WithdrawFilter {
-                prefix: Some("203.0.113.0/24".parse().unwrap()),
-                kind: Some(Kind::Rtbh),
-                ..WithdrawFilter::default()
-            }),
-            "noc",
-            "over",
-        )
-        .await
-        .unwrap();
-    assert_eq!(gone.len(), 1);
-    assert_eq!(gone[0].prefix, Some("203.0.113.1/32".parse().unwrap()));
-    let gone = h
-        .withdraw_where(
-            WithdrawFilter {
-                actor: Some("policy:amp attack:7".into()),
-                ..WithdrawFilter::default()
-            },
-            "noc",
-            "over",
-        )
-        .await
-        .unwrap();
-    assert_eq!(gone.len(), 1);
-    let gone = h
-        .withdraw_where(
-            WithdrawFilter {
-                reason: Some("spamhaus".into()),
-                ..WithdrawFilter::default()
-            },
-            "noc",
-            "over",
-        )
-        .await
-        .unwrap();
-    assert!(gone.is_empty(), "already withdrawn");
+    let ids = |f: WithdrawFilter| {
+        let h = h.clone();
+        async move {
+            let gone = h.withdraw_where(f, "noc", "over").await.unwrap();
+            gone.iter().map(|m| m.id).collect::<Vec<_>>()
+        }
+    };
+    let rtbh_in_24 = WithdrawFilter {
+        prefix: Some("203.0.113.0/24".parse().unwrap()),
+        kind: Some(Kind::Rtbh),
+        ..WithdrawFilter::default()
+    };
+    assert_eq!(ids(rtbh_in_24).await, [1]);
+    let by_policy = WithdrawFilter {
+        actor: Some("policy:amp attack:7".into()),
+        ..WithdrawFilter::default()
+    };
+    assert_eq!(ids(by_policy).await, [3]);
+    let by_reason = WithdrawFilter {
+        reason: Some("spamhaus".into()),
+        ..WithdrawFilter::default()
+    };
+    assert!(ids(by_reason).await.is_empty(), "already withdrawn");
     assert_eq!(active(&h).await.len(), 1);
     stop.cancel();
     task.await.unwrap();
