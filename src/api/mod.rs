@@ -209,8 +209,9 @@ async fn create(
     })
 }
 
-/// `POST /api/v1/mitigations/batch`: many creates, one transaction; a result per item, in order
-/// (`{"status": 201|200|4xx, "mitigation": {...}}` or `{"status": N, "error": "..."}`).
+/// `POST /api/v1/mitigations/batch`: many creates, one transaction; a result per item, in order:
+/// `{"status": 201, "id": N}` (200: the same rule, extended) or `{"status": N, "error": "..."}`.
+/// Ids only: a feed of thousands needs them to withdraw later, and `GET` has the rest.
 async fn batch(
     caller: Caller,
     State(s): State<Arc<ApiState>>,
@@ -229,9 +230,9 @@ async fn batch(
         .map(|r| match r {
             Ok(Created::New(m)) => {
                 created += 1;
-                json!({"status": 201, "mitigation": m})
+                json!({"status": 201, "id": m.id})
             }
-            Ok(Created::Extended(m)) => json!({"status": 200, "mitigation": m}),
+            Ok(Created::Extended(m)) => json!({"status": 200, "id": m.id}),
             Err(e) => {
                 refused += 1;
                 let e = ApiError::from(e);
