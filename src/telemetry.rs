@@ -54,7 +54,7 @@ pub fn rollup_of(addr: IpAddr) -> IpNet {
 }
 
 /// One interval on one node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     /// The node's name (its hostname unless configured).

@@ -34,7 +34,7 @@ impl From<Refusal> for ApiError {
             Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
             Refusal::Guardrail(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Refusal::NotFound(_) => StatusCode::NOT_FOUND,
-            Refusal::Conflict(_) => StatusCode::CONFLICT,
+            Refusal::Conflict(_) | Refusal::NotMade { .. } => StatusCode::CONFLICT,
             Refusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, r.to_string())

@@ -44,7 +44,7 @@ pub use self::error::ApiError;
 use self::metrics::metrics;
 pub use self::serve::{Limits, ServerMetrics, serve};
 pub use self::state::{ApiMetrics, ApiState};
-use crate::mitigation::{Created, ListFilter};
+use crate::mitigation::{Created, ListFilter, Refusal};
 use crate::peer::PeerHandle;
 use crate::telemetry::Report;
 
@@ -225,6 +225,13 @@ async fn batch(
         .create_batch(&caller.name, items, req.atomic)
         .await?;
     let (mut created, mut refused) = (0, 0);
+    // An atomic batch refused: the item that caused it (the others say so; when every item
+    // was refused on its own, the first).
+    let cause = results.iter().find_map(|r| match r {
+        Err(Refusal::NotMade { cause }) => Some(*cause),
+        _ => None,
+    });
+    let cause = cause.or(results.iter().position(|r| r.is_err()));
     let out: Vec<serde_json::Value> = results
         .into_iter()
         .map(|r| match r {
@@ -242,22 +249,10 @@ async fn batch(
         .collect();
     // 200, each item saying what became of it; an atomic batch with a refusal made nothing: 422.
     let mut answer = json!({"created": created, "refused": refused, "results": out});
-    if req.atomic && refused > 0 {
-        // The first refusal of its own (not one of the "not made" that follow from it).
-        let first = answer["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-            .find(|(_, r)| {
-                r["error"]
-                    .as_str()
-                    .is_some_and(|e| !e.starts_with("not made: item"))
-            })
-            .map(|(i, r)| format!("item {i}: {}", r["error"].as_str().unwrap_or_default()));
+    if let (true, Some(i)) = (req.atomic && refused > 0, cause) {
+        let why = answer["results"][i]["error"].as_str().unwrap_or_default();
         answer["error"] = json!(format!(
-            "atomic batch refused, nothing made: {}",
-            first.unwrap_or_default()
+            "atomic batch refused, nothing made: item {i}: {why}"
         ));
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(answer)).into_response());
     }

@@ -225,16 +225,9 @@ async fn a_turn_is_held_until_its_report_is_judged_even_when_the_caller_leaves()
     let mut quiet = Report {
         node: "web1".into(),
         seq: 100,
-        time_ms: 0,
         interval_ms: 100,
         one_in: 1,
-        sampled: 0,
-        interfaces: Vec::new(),
-        targets: Vec::new(),
-        rollups: Vec::new(),
-        packets: Vec::new(),
-        applied: Vec::new(),
-        drop_error: None,
+        ..Report::default()
     };
     let ack = rig
         .engine

@@ -189,6 +189,9 @@ pub enum Refusal {
     /// The store failed; nothing was changed (HTTP 503).
     #[error("{0}")]
     Store(String),
+    /// An item of an atomic batch not made because item `cause` was refused (HTTP 409).
+    #[error("not made: item {cause} of this atomic batch was refused")]
+    NotMade { cause: usize },
 }
 
 /// What a create did.

@@ -534,12 +534,10 @@ impl MitigationSet {
             self.pending.drafts.truncate(mark.1);
             self.pending.ops.truncate(mark.2);
             self.next_id = mark.3;
-            let first = refusals[0].0;
+            let cause = refusals[0].0;
             for r in &mut results {
                 if r.is_ok() {
-                    *r = Err(Refusal::Conflict(format!(
-                        "not made: item {first} of this atomic batch was refused"
-                    )));
+                    *r = Err(Refusal::NotMade { cause });
                 }
             }
         }

@@ -384,7 +384,7 @@ async fn a_batch_is_one_group_and_an_atomic_one_is_all_or_nothing() {
     let r = h.create_batch("noc", items, true).await.unwrap();
     assert!(r.iter().all(|r| r.is_err()), "{r:?}");
     assert!(
-        matches!(&r[0], Err(Refusal::Conflict(e)) if e.contains("item 3 of this atomic batch")),
+        matches!(&r[0], Err(Refusal::NotMade { cause: 3 })),
         "{:?}",
         r[0]
     );

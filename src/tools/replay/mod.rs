@@ -297,13 +297,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<Outcome, String> {
             time_ms: at,
             interval_ms: every,
             one_in,
-            sampled: 0,
-            interfaces: Vec::new(),
-            targets: Vec::new(),
-            rollups: Vec::new(),
-            packets: Vec::new(),
-            applied: Vec::new(),
-            drop_error: None,
+            ..Report::default()
         };
         replay.report(&node, &quiet, at).await;
         next.insert(
