@@ -1,6 +1,8 @@
 //! Detection under load: probe report arrival → UPDATE received by a peer (p50, p99), 10,000
 //! targets each reported once a second (deflect's CPU share, memory per target), and one node
-//! at its table's limit flooding reports beside 20 honest nodes (their report round trips).
+//! at its table's limit flooding reports beside 20 honest nodes (their report round trips), and a
+//! restart with those targets learned (how soon every address is judged on its learned baseline
+//! again).
 //!
 //! `cargo bench --bench detect` prints the figures. deflect runs as its own process (the release
 //! binary); the "router" is a deflect speaker in this process on loopback that counts the NLRI it
@@ -34,6 +36,220 @@ fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
         + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// One report from every node, from 8 connections at once.
+fn all_nodes_once(agents: &[ureq::Agent], bodies: &[Vec<String>], base: &str, sec: u64) {
+    std::thread::scope(|s| {
+        for (c, agent) in agents.iter().enumerate() {
+            s.spawn(move || {
+                for n in (c..NODES).step_by(agents.len()) {
+                    let body = report(n, sec, &bodies[n], 0);
+                    let _ = agent
+                        .post(base)
+                        .header("Authorization", &format!("Bearer {}", token(n)))
+                        .send(&body);
+                }
+            });
+        }
+    });
+}
+
+fn agents(n: usize) -> Vec<ureq::Agent> {
+    (0..n)
+        .map(|_| {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+        })
+        .collect()
+}
+
+/// Every node's addresses.
+fn node_targets() -> Vec<Vec<String>> {
+    (0..NODES)
+        .map(|n| {
+            (0..PER_NODE)
+                .map(|k| format!("10.{}.{}.{}", n / 200 + 1, n % 200, k + 1))
+                .collect()
+        })
+        .collect()
+}
+
+/// What a snapshot of the learned baselines costs the engine's task (written every minute and at
+/// shutdown) and what reading it back costs at start, at 10,000 and 100,000 addresses, in
+/// process: each address with web traffic and DNS answers learned (two busy classes, the rest
+/// quiet), its /24 too.
+fn snapshot_cost() {
+    use deflect::detect::{Detector, Settings, Thresholds, snapshot};
+    use deflect::telemetry::{Flow, Report, Target};
+    for n in [10_000usize, 100_000] {
+        let settings = Settings {
+            groups: vec![(
+                "bench".into(),
+                vec!["10.0.0.0/8".parse().unwrap()],
+                Thresholds::default(),
+            )],
+            max_targets: 200_000,
+            max_targets_per_node: 200_000,
+            max_prefixes: 10_000,
+            ..Settings::default()
+        };
+        let mut d = Detector::new(settings.clone(), 1);
+        let flows = vec![
+            Flow {
+                proto: 6,
+                dport: Some(443),
+                tcp_flags: Some(16),
+                pps: 300,
+                bps: 2_400_000,
+                ..Flow::default()
+            },
+            Flow {
+                proto: 17,
+                sport: Some(53),
+                dport: Some(40000),
+                pps: 10,
+                bps: 8_000,
+                ..Flow::default()
+            },
+        ];
+        let mut now = 1_000_000;
+        for round in 0..3u64 {
+            now += 1000;
+            for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(64).enumerate() {
+                let r = Report {
+                    node: format!("n{}", i % 1000),
+                    seq: round,
+                    interval_ms: 1000,
+                    one_in: 1,
+                    targets: chunk
+                        .iter()
+                        .map(|k| Target {
+                            dst: std::net::IpAddr::from([
+                                10,
+                                (k >> 16) as u8,
+                                (k >> 8) as u8,
+                                *k as u8,
+                            ]),
+                            pps: 310,
+                            bps: 2_408_000,
+                            flows: flows.clone(),
+                            sources: Vec::new(),
+                            trusted_pps: 0,
+                            trusted_bps: 0,
+                        })
+                        .collect(),
+                    ..Report::default()
+                };
+                d.ingest(&r.node.clone(), &r, now);
+            }
+        }
+        let t = Instant::now();
+        let (bytes, entries) = d.snapshot(now);
+        let encode = t.elapsed();
+        let t = Instant::now();
+        let s = snapshot::decode(&bytes).unwrap();
+        let mut back = Detector::new(settings, 1);
+        let r = back.restore(s, now + 1000);
+        let read = t.elapsed();
+        eprintln!(
+            "baselines snapshot at {n} addresses: {entries} entries, {} KiB, encoded in {:.1} ms on the engine's task; read back and restored in {:.1} ms ({} addresses, {} prefixes)",
+            bytes.len() / 1024,
+            encode.as_secs_f64() * 1e3,
+            read.as_secs_f64() * 1e3,
+            r.targets,
+            r.prefixes
+        );
+    }
+}
+
+const READ: &str = "read-token-0123456789";
+/// The bench's warm-up: the 10k phase learns longer than this.
+const WARMUP_S: u64 = 10;
+
+/// Stops deflect (SIGTERM, as systemd would) with every address learned and starts it again:
+/// how long the stop took and the snapshot it wrote, then from the new process's start, when its
+/// API answered, how long the engine took to read the baselines back, and when one report from
+/// every node had been judged, with how many of the addresses warm.
+fn restart(
+    child: &mut std::process::Child,
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    api_port: u16,
+) {
+    // Every node reports once more (the fairness phase left most of them silent for a while).
+    let base = format!("http://127.0.0.1:{api_port}/api/v1/telemetry");
+    all_nodes_once(&agents(8), &node_targets(), &base, 999_999);
+    let t = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let stopped = t.elapsed();
+    let size = std::fs::metadata(dir.join("state/baselines.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let log = dir.join("restart.log");
+    let t0 = Instant::now();
+    *child = std::process::Command::new(env!("CARGO_BIN_EXE_deflect"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn,deflect::engine=info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("deflect starts again");
+    let health = format!("http://127.0.0.1:{api_port}/api/v1/health");
+    while ureq::get(&health).call().is_err() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let api = t0.elapsed();
+    all_nodes_once(&agents(8), &node_targets(), &base, 1_000_000);
+    let judged = t0.elapsed();
+    // `took_ms=N` in the log, its colours taken out.
+    let mut text = String::new();
+    let mut escape = false;
+    for c in std::fs::read_to_string(&log).unwrap_or_default().chars() {
+        match (escape, c) {
+            (false, '\x1b') => escape = true,
+            (true, 'm') => escape = false,
+            (false, c) => text.push(c),
+            (true, _) => {}
+        }
+    }
+    let took: String = text
+        .split("took_ms=")
+        .nth(1)
+        .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
+        .unwrap_or_else(|| "?".into());
+    let v: serde_json::Value = ureq::get(format!(
+        "http://127.0.0.1:{api_port}/api/v1/targets?limit=10000"
+    ))
+    .header("Authorization", &format!("Bearer {READ}"))
+    .call()
+    .ok()
+    .and_then(|mut r| r.body_mut().read_json().ok())
+    .unwrap_or_default();
+    let views = v.as_array().cloned().unwrap_or_default();
+    let warm = views
+        .iter()
+        .filter(|t| {
+            t["classes"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["class"] == "tcp-ack" && c["warm"] == true)
+            })
+        })
+        .count();
+    eprintln!(
+        "restart with {} addresses learned: stopped in {} ms (snapshot {} KiB); after the new start: API up at {} ms, baselines read back in {took} ms, one report from every node judged at {} ms with {warm} of {} addresses warm (without the snapshot: none for the {WARMUP_S} s warm-up)",
+        NODES * PER_NODE,
+        stopped.as_millis(),
+        size / 1024,
+        api.as_millis(),
+        judged.as_millis(),
+        views.len()
+    );
 }
 
 fn free_port() -> u16 {
@@ -180,6 +396,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    snapshot_cost();
+    if std::env::var_os("SNAPSHOT_ONLY").is_some() {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -206,12 +426,13 @@ fn main() {
 
         let tokens: String = (0..NODES)
             .map(|n| format!("    - {{ name: n{n}, token: {}, scope: node, serves: [10.0.0.0/8], rate: 1000000 }}\n", token(n)))
+            .chain(std::iter::once(format!("    - {{ name: reader, token: {READ}, scope: read }}\n")))
             .collect();
         let yaml = format!(
             "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\npolicies: {}\napi:\n  listen: 127.0.0.1:{api_port}\n  max_body: 1000000\n  tokens:\n{tokens}\
              neighbors:\n  - {{ name: router, address: 127.0.72.1, port: {router_port}, remote_as: 65001, local_address: 127.0.72.2, connect_retry: 1s }}\n\
              protected:\n  bench: [10.0.0.0/8]\nlimits:\n  max_active: 200000\n  max_new_per_minute: 100000\n\
-             detection:\n  max_targets: 200000\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 0s\n",
+             detection:\n  max_targets: 200000\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: {WARMUP_S}s\n",
             dir.join("state").display(),
             dir.join("policies").display()
         );
@@ -224,7 +445,9 @@ fn main() {
             .expect("deflect starts");
         let pid = child.id();
         let mut w = received.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
         while w.borrow_and_update().state != deflect_bgp::fsm::State::Established {
+            assert!(Instant::now() < deadline, "no BGP session with deflect within 60 s");
             let _ = tokio::time::timeout(Duration::from_secs(10), w.changed()).await;
         }
         let base = format!("http://127.0.0.1:{api_port}/api/v1/telemetry");
@@ -279,12 +502,8 @@ fn main() {
         let mut cpu0 = 0;
         let mut t_cpu0 = t0;
         tokio::task::spawn_blocking(move || {
-            let agents: Vec<ureq::Agent> = (0..8)
-                .map(|_| ureq::Agent::config_builder().http_status_as_error(false).build().new_agent())
-                .collect();
-            let bodies: Vec<Vec<String>> = (0..NODES)
-                .map(|n| (0..PER_NODE).map(|k| format!("10.{}.{}.{}", n / 200 + 1, n % 200, k + 1)).collect())
-                .collect();
+            let agents = agents(8);
+            let bodies = node_targets();
             for sec in 0..seconds {
                 if sec == 5 {
                     // Measure from here: every target exists and the first reports are done.
@@ -292,18 +511,7 @@ fn main() {
                     t_cpu0 = Instant::now();
                 }
                 let start = Instant::now();
-                std::thread::scope(|s| {
-                    for (c, agent) in agents.iter().enumerate() {
-                        let bodies = &bodies;
-                        let base = &base;
-                        s.spawn(move || {
-                            for n in (c..NODES).step_by(8) {
-                                let body = report(n, sec, &bodies[n], 0);
-                                let _ = agent.post(base).header("Authorization", &format!("Bearer {}", token(n))).send(&body);
-                            }
-                        });
-                    }
-                });
+                all_nodes_once(&agents, &bodies, &base, sec);
                 if let Some(rest) = Duration::from_secs(1).checked_sub(start.elapsed()) {
                     std::thread::sleep(rest);
                 }
@@ -331,7 +539,15 @@ fn main() {
         let base3 = format!("http://127.0.0.1:{api_port}/api/v1/telemetry");
         tokio::task::spawn_blocking(move || fairness(&base3, pid)).await.unwrap();
 
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        let config = dir.join("bench.yaml");
+        let state = dir.clone();
+        let mut child = tokio::task::spawn_blocking(move || {
+            restart(&mut child, &config, &state, api_port);
+            child
+        })
+        .await
+        .unwrap();
+        let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
         let _ = child.wait();
         router.shutdown("bench over").await;
     });

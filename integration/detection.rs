@@ -43,6 +43,17 @@ steps:
 ";
 
 fn start(dir: &Path, api_port: u16, router: Option<&Session>, extra: &str) -> Daemon {
+    start_warming(dir, api_port, router, extra, "1s")
+}
+
+/// The same with a warm-up of `warmup`.
+fn start_warming(
+    dir: &Path,
+    api_port: u16,
+    router: Option<&Session>,
+    extra: &str,
+    warmup: &str,
+) -> Daemon {
     let neighbors = match router {
         Some(s) => format!(
             "neighbors:\n  - {{ name: gobgp, address: {}, port: {}, remote_as: {}, local_address: {}, connect_retry: 1s }}\n",
@@ -57,7 +68,7 @@ fn start(dir: &Path, api_port: u16, router: Option<&Session>, extra: &str) -> Da
         "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\ngraceful_restart: 0\npolicies: {}\n\
          api:\n  listen: 127.0.0.1:{api_port}\n  tokens:\n    - {{ name: web1, token: {NODE}, scope: node, serves: [0.0.0.0/0, ::/0] }}\n    - {{ name: web2, token: {NODE2}, scope: node, serves: [203.0.113.0/25] }}\n    - {{ name: viewer, token: {READ}, scope: read }}\n\
          {neighbors}protected:\n  customers: [203.0.113.0/24, 2001:db8:100::/48]\n\
-         detection:\n  stale_after: 2s\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: 1s\n    cooldown: 1s\n{extra}",
+         detection:\n  stale_after: 2s\n  thresholds:\n    floor_pps: {{ udp-amp: 5000 }}\n    warmup: {warmup}\n    cooldown: 1s\n{extra}",
         dir.join("state").display(),
         policies.display()
     );
@@ -741,5 +752,90 @@ fn a_node_reports_only_on_the_addresses_it_serves() {
     );
     assert_eq!(st, 202, "{v}");
     assert_eq!(v["started"].as_array().map(Vec::len), Some(1), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The class `class` of a target as `GET /api/v1/targets/ADDR` shows it.
+fn class_view(h: &Http, class: &str) -> Value {
+    let (st, t) = h
+        .get(&format!("/api/v1/targets/{VICTIM}"), Some(READ))
+        .unwrap();
+    assert_eq!(st, 200, "{t}");
+    t["classes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["class"] == class).cloned())
+        .unwrap_or_else(|| panic!("no class {class} in {t}"))
+}
+
+/// A report of an ICMP flood at the victim, beside its web traffic.
+fn icmp_flood(seq: u64) -> String {
+    json!({
+        "node": "web1", "seq": seq, "time_ms": 0, "interval_ms": 100, "one_in": 1,
+        "targets": [{"dst": VICTIM, "pps": 80_320, "bps": 330_000_000,
+                     "flows": [{"proto": 6, "dport": 443, "tcp_flags": 16, "pps": 300, "bps": 2_400_000},
+                               {"proto": 1, "pps": 80_000, "bps": 327_600_000}]}]
+    })
+    .to_string()
+}
+
+#[test]
+fn a_restart_keeps_what_detection_learned_and_attack_ids_go_on_from_where_they_were() {
+    let dir = temp_dir("restart");
+    let api_port = free_port("127.0.0.1".parse().unwrap());
+    // A warm-up of 3 s: learned in 4 s of reports here, a whole warm-up again after a restart
+    // that forgot it.
+    let mut d = start_warming(&dir, api_port, None, "", "3s");
+    let h = Http::new(api_port);
+    for seq in 0..40 {
+        let (st, v) = h.post("/api/v1/telemetry", NODE, &report(seq, 0));
+        assert_eq!(st, 202, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = class_view(&h, "tcp-ack");
+    assert_eq!(before["warm"], true, "{before}");
+    let (_, ack) = h.post("/api/v1/telemetry", NODE, &icmp_flood(40));
+    let first = ack["started"][0]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no attack: {ack}\n{}", d.log()));
+    assert!(first < 1000, "attack ids are short: {first}");
+    let status = d.terminate().expect("deflect stops on SIGTERM");
+    assert!(status.success(), "{status}\n{}", d.log());
+    assert!(
+        d.log()
+            .contains("learned baselines written for the restart"),
+        "{}",
+        d.log()
+    );
+    assert!(dir.join("state/baselines.bin").is_file());
+    drop(d);
+
+    let d = start_warming(&dir, api_port, None, "", "3s");
+    // The first report after the restart finds its baselines warm, as they were.
+    let (st, v) = h.post("/api/v1/telemetry", NODE, &report(41, 0));
+    assert_eq!(st, 202, "{v}");
+    assert!(
+        d.log().contains("learned baselines restored"),
+        "{}",
+        d.log()
+    );
+    let after = class_view(&h, "tcp-ack");
+    assert_eq!(after["warm"], true, "{after}\n{}", d.log());
+    let (b, a) = (
+        before["baseline_pps"].as_f64().unwrap(),
+        after["baseline_pps"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= b * 0.05, "baseline {b} before, {a} after");
+    let (_, m) = h.get("/metrics", None).unwrap();
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert!(
+        m.contains("deflect_baselines_restored 2\n"),
+        "the address and its /24: {m}"
+    );
+    // Ids go on from where they were (a clean stop gives back what it had reserved).
+    let (_, v) = h.post("/api/v1/telemetry", NODE, &report(42, 0));
+    assert_eq!(v["started"], json!([]), "{v}");
+    let (_, ack) = h.post("/api/v1/telemetry", NODE, &icmp_flood(43));
+    assert_eq!(ack["started"], json!([first + 1]), "{ack}\n{}", d.log());
+    drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

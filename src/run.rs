@@ -187,6 +187,7 @@ impl Daemon {
                 recorder: Some(recorder.clone()),
                 alerts: Some(alerts.clone()),
                 tasks: tasks.clone(),
+                baselines: Some(settings.state_dir.join("baselines.bin")),
             },
             stop.clone(),
         );

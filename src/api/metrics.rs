@@ -242,6 +242,36 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
         e.nodes_stale.load(Ordering::Relaxed),
     );
     counter(
+        "deflect_baselines_saved_total",
+        "Snapshots of the learned baselines written (every minute and at shutdown, state_dir/baselines.bin).",
+        "counter",
+        e.baselines_saved.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_baselines_save_errors_total",
+        "Snapshots of the learned baselines that could not be written.",
+        "counter",
+        e.baselines_save_errors.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_baselines_snapshot_bytes",
+        "Size of the last snapshot of the learned baselines.",
+        "gauge",
+        e.baselines_bytes.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_baselines_restored",
+        "Addresses and prefixes whose learned baselines were read back at start.",
+        "gauge",
+        e.baselines_restored.load(Ordering::Relaxed),
+    );
+    counter(
+        "deflect_baselines_unreadable_total",
+        "Snapshots of the learned baselines found unreadable at start (set aside as baselines.bin.bad; detection started cold).",
+        "counter",
+        e.baselines_unreadable.load(Ordering::Relaxed),
+    );
+    counter(
         "deflect_policy_steps_total",
         "Policy steps fired.",
         "counter",

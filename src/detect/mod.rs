@@ -29,6 +29,7 @@ pub mod baseline;
 pub mod classify;
 mod judge;
 pub mod prefix;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -443,14 +444,29 @@ pub struct Detector {
     pub counters: Counters,
     /// When idle targets were last looked for.
     last_sweep: u64,
+    /// Baselines read back from a snapshot at start, until the first report of their address
+    /// takes them ([`Detector::restore`]); forgotten once idle as long as a target would be.
+    dormant: HashMap<IpAddr, snapshot::Learned>,
+    /// The same for prefixes.
+    dormant_prefixes: HashMap<IpNet, snapshot::Learned>,
+}
+
+/// What [`Detector::restore`] made of a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Restored {
+    pub targets: usize,
+    pub prefixes: usize,
+    /// Left out: idle longer than `target_idle` (they would have been forgotten).
+    pub idle: usize,
+    /// Left out: no longer protected, or past `max_targets` / `max_prefixes`.
+    pub refused: usize,
 }
 
 /// Ended attacks kept for the API.
 const MAX_ENDED: usize = 1000;
 
 impl Detector {
-    /// `first_id`: attack ids start here (the start time in milliseconds keeps them unique
-    /// across restarts).
+    /// `first_id`: attack ids start here (the engine keeps them unique across restarts).
     pub fn new(settings: Settings, first_id: u64) -> Detector {
         Detector {
             settings,
@@ -462,7 +478,92 @@ impl Detector {
             next_attack: first_id.max(1),
             counters: Counters::default(),
             last_sweep: 0,
+            dormant: HashMap::new(),
+            dormant_prefixes: HashMap::new(),
         }
+    }
+
+    /// The id the next attack gets.
+    pub fn next_attack_id(&self) -> u64 {
+        self.next_attack
+    }
+
+    /// Attack ids go on from `id` (never back).
+    pub fn skip_attack_ids_to(&mut self, id: u64) {
+        self.next_attack = self.next_attack.max(id);
+    }
+
+    /// What is learned, as a snapshot file's bytes ([`snapshot`]): the baselines of every target
+    /// and prefix, and those restored and not yet taken. Returns the bytes and the entries.
+    pub fn snapshot(&self, now: u64) -> (Vec<u8>, usize) {
+        let mut w = snapshot::Writer::new(
+            now,
+            self.targets.len()
+                + self.dormant.len()
+                + self.prefixes.len()
+                + self.dormant_prefixes.len(),
+        );
+        for (addr, t) in &self.targets {
+            w.target(*addr, t.last_ms, &slots(&t.classes, &t.total));
+        }
+        for (addr, l) in &self.dormant {
+            w.target(*addr, l.last_ms, &l.baselines);
+        }
+        for (net, p) in &self.prefixes {
+            w.prefix(*net, p.last_ms, &slots(&p.classes, &p.total));
+        }
+        for (net, l) in &self.dormant_prefixes {
+            w.prefix(*net, l.last_ms, &l.baselines);
+        }
+        let n = w.len();
+        (w.finish(), n)
+    }
+
+    /// Takes back what a snapshot learned: each address (and prefix) still protected and not
+    /// idle longer than `target_idle` gets its baselines back with its first report, within the
+    /// limits of the table. The time a baseline was not learning counts against its warm-up: one
+    /// restored within seconds is warm at once, one that had learned six minutes and was away
+    /// two needs one more minute of a five-minute warm-up.
+    pub fn restore(&mut self, s: snapshot::Snapshot, now: u64) -> Restored {
+        let idle = self.settings.target_idle.as_millis() as u64;
+        let mut r = Restored::default();
+        for (addr, l) in s.targets {
+            if l.last_ms.saturating_add(idle) <= now {
+                r.idle += 1;
+            } else if group_of(&self.settings.groups, addr).is_none()
+                || self.targets.contains_key(&addr)
+                || self.dormant.len() >= self.settings.max_targets
+            {
+                r.refused += 1;
+            } else if self.dormant.insert(addr, l).is_none() {
+                r.targets += 1;
+            }
+        }
+        for (net, l) in s.prefixes {
+            if l.last_ms.saturating_add(idle) <= now {
+                r.idle += 1;
+            } else if !self.is_protected_prefix(net)
+                || self.prefixes.contains_key(&net)
+                || self.dormant_prefixes.len() >= self.settings.max_prefixes
+            {
+                r.refused += 1;
+            } else if self.dormant_prefixes.insert(net, l).is_none() {
+                r.prefixes += 1;
+            }
+        }
+        r
+    }
+
+    /// Restored baselines not yet taken by a report.
+    pub fn dormant_count(&self) -> usize {
+        self.dormant.len() + self.dormant_prefixes.len()
+    }
+
+    /// Restored baselines idle as long as a target would be are forgotten.
+    fn evict_idle_dormant(&mut self, now: u64) {
+        let idle = self.settings.target_idle.as_millis() as u64;
+        self.dormant.retain(|_, l| l.last_ms + idle > now);
+        self.dormant_prefixes.retain(|_, l| l.last_ms + idle > now);
     }
 
     /// New thresholds and groups; learned baselines are kept for addresses still protected.
@@ -725,6 +826,7 @@ impl Detector {
             self.last_sweep = now;
             self.evict_idle(now);
             self.evict_idle_prefixes(now);
+            self.evict_idle_dormant(now);
         }
         out
     }
@@ -844,20 +946,21 @@ impl Detector {
                 self.counters.targets_over_limit += 1;
                 return None;
             }
-            self.targets.insert(
-                t.dst,
-                TargetState {
-                    group: g as u16,
-                    node: ni,
-                    classes: Default::default(),
-                    total: ClassState::default(),
-                    last_ms: now,
-                    upstream_ms: 0,
-                    pps: 0,
-                    bps: 0,
-                    trusted_pps: 0,
-                },
-            );
+            let mut state = TargetState {
+                group: g as u16,
+                node: ni,
+                classes: Default::default(),
+                total: ClassState::default(),
+                last_ms: now,
+                upstream_ms: 0,
+                pps: 0,
+                bps: 0,
+                trusted_pps: 0,
+            };
+            if let Some(l) = self.dormant.remove(&t.dst) {
+                take_back(&mut state.classes, &mut state.total, l, now);
+            }
+            self.targets.insert(t.dst, state);
         }
         self.nodes[ni as usize].targets.insert(t.dst);
         let th = self.settings.groups[g].2.clone();
@@ -1154,6 +1257,43 @@ impl Detector {
 }
 
 /// The group (index) an address belongs to.
+/// A target's (or prefix's) baselines in snapshot order: its classes, then the total.
+fn slots(
+    classes: &[ClassState; Class::ALL.len()],
+    total: &ClassState,
+) -> [Baseline; snapshot::SLOTS] {
+    let mut b = [Baseline::default(); snapshot::SLOTS];
+    for (x, c) in b
+        .iter_mut()
+        .zip(classes.iter().chain(std::iter::once(total)))
+    {
+        *x = c.baseline;
+    }
+    b
+}
+
+/// Restored baselines into a new target's (or prefix's) classes, less the time since they last
+/// learned (see [`Detector::restore`]).
+fn take_back(
+    classes: &mut [ClassState; Class::ALL.len()],
+    total: &mut ClassState,
+    l: snapshot::Learned,
+    now: u64,
+) {
+    let away = now.saturating_sub(l.last_ms).min(u32::MAX as u64) as u32;
+    for (c, mut b) in classes
+        .iter_mut()
+        .chain(std::iter::once(total))
+        .zip(l.baselines)
+    {
+        b.learned_ms = b.learned_ms.saturating_sub(away);
+        if b.learned_ms == 0 {
+            b = Baseline::default();
+        }
+        c.baseline = b;
+    }
+}
+
 fn group_of(groups: &[(String, Vec<IpNet>, Thresholds)], addr: IpAddr) -> Option<usize> {
     groups
         .iter()

@@ -99,7 +99,7 @@ pub(super) struct PrefixState {
     contrib: BTreeMap<u32, Contribution>,
     /// When it was last judged (0: never).
     judged_ms: u64,
-    last_ms: u64,
+    pub(super) last_ms: u64,
 }
 
 impl PrefixState {
@@ -273,6 +273,11 @@ impl Detector {
         }
     }
 
+    /// Whether `net` is a prefix that prefix detection judges under the groups in force.
+    pub(super) fn is_protected_prefix(&self, net: IpNet) -> bool {
+        prefix_of(&self.settings.groups, net.addr()).is_some_and(|(_, p)| p == net)
+    }
+
     pub fn prefix_count(&self) -> usize {
         self.prefixes.len()
     }
@@ -380,13 +385,14 @@ impl Detector {
                     self.counters.prefixes_over_limit += 1;
                     continue;
                 }
-                self.prefixes.insert(
-                    p,
-                    PrefixState {
-                        group: g as u16,
-                        ..PrefixState::default()
-                    },
-                );
+                let mut state = PrefixState {
+                    group: g as u16,
+                    ..PrefixState::default()
+                };
+                if let Some(l) = self.dormant_prefixes.remove(&p) {
+                    super::take_back(&mut state.classes, &mut state.total, l, now);
+                }
+                self.prefixes.insert(p, state);
             }
             c.flows = merge_flows(std::mem::take(&mut c.flows));
             c.sources = merge_sources(std::mem::take(&mut c.sources));

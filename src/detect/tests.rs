@@ -1011,3 +1011,113 @@ fn a_flash_crowd_is_no_attack_and_a_few_hosts_completing_handshakes_are() {
     assert_eq!(ids.len(), 1, "{ev:?}");
     assert_eq!(d.attack(ids[0]).unwrap().vector, Vector::TcpConnectionFlood);
 }
+
+/// A busy web server: 600 ACKs a second, under the floor of 1,000 while it learns; warm, its
+/// threshold is three times that.
+fn busy(ack: u64) -> Vec<Flow> {
+    vec![flow(6, None, Some(443), Some(tcp::ACK), ack)]
+}
+
+#[test]
+fn a_restart_takes_its_baselines_back_warm_and_a_busy_address_is_not_mistaken_for_a_flood() {
+    let victim: IpAddr = VICTIM.parse().unwrap();
+    let mut d = Detector::new(settings(), 1);
+    let mut now = 1_000_000;
+    for seq in 0..90 {
+        now += 1000;
+        assert!(
+            d.ingest("web1", &report(seq, VICTIM, busy(600)), now)
+                .is_empty()
+        );
+    }
+    let ack = Class::TcpAck.index();
+    let before = d.target(victim).unwrap().classes[ack].clone();
+    assert!(before.warm && before.threshold_pps > 1700.0, "{before:?}");
+    let (bytes, entries) = d.snapshot(now);
+    // The address, and its /24 (prefix detection sums it too).
+    assert_eq!(entries, 2);
+    let snap = snapshot::decode(&bytes).unwrap();
+
+    // Without its baselines, a restarted detector judges it on the floor: 1,400 ACKs a second
+    // (a busy minute, under its learned threshold) is taken for a flood.
+    let mut cold = Detector::new(settings(), 1);
+    let events = cold.ingest("web1", &report(0, VICTIM, busy(1400)), now + 2000);
+    assert_eq!(started(&events).len(), 1, "cold: {events:?}");
+
+    // With them, two seconds later: the same threshold at the first report, no attack.
+    let mut warm = Detector::new(settings(), 1);
+    let r = warm.restore(snap.clone(), now + 2000);
+    assert_eq!((r.targets, r.prefixes, r.idle, r.refused), (1, 1, 0, 0));
+    assert_eq!(warm.dormant_count(), 2);
+    // Not yet reported: what a snapshot taken now holds is what was restored.
+    let (again, n) = warm.snapshot(now + 2000);
+    assert_eq!(n, 2);
+    let reread = snapshot::decode(&again).unwrap();
+    assert_eq!(reread.targets, snap.targets);
+    assert_eq!(reread.prefixes, snap.prefixes);
+    for seq in 0..5 {
+        let e = warm.ingest(
+            "web1",
+            &report(seq, VICTIM, busy(1400)),
+            now + 3000 + seq * 1000,
+        );
+        assert!(started(&e).is_empty(), "restored: {e:?}");
+    }
+    assert_eq!(warm.dormant_count(), 0);
+    let after = warm.target(victim).unwrap().classes[ack].clone();
+    assert!(after.warm);
+    assert!(
+        (after.baseline_pps - before.baseline_pps).abs() < 60.0,
+        "{after:?}"
+    );
+    // A flood is still a flood.
+    let e = warm.ingest("web1", &report(9, VICTIM, busy(20_000)), now + 9000);
+    assert_eq!(started(&e).len(), 1);
+}
+
+#[test]
+fn time_away_counts_against_the_warm_up_and_old_or_unprotected_baselines_are_left_out() {
+    let victim: IpAddr = VICTIM.parse().unwrap();
+    let (d, now) = warmed();
+    let (bytes, _) = d.snapshot(now);
+    let snap = snapshot::decode(&bytes).unwrap();
+    let ack = Class::TcpAck.index();
+
+    // 90 s learned, 50 s away, a warm-up of 60 s: 40 s count, 20 s to go.
+    let mut late = Detector::new(settings(), 1);
+    late.restore(snap.clone(), now + 50_000);
+    late.ingest("web1", &report(0, VICTIM, normal()), now + 50_000);
+    assert!(!late.target(victim).unwrap().classes[ack].warm);
+    let mut t = now + 50_000;
+    for seq in 1..=21 {
+        t += 1000;
+        late.ingest("web1", &report(seq, VICTIM, normal()), t);
+    }
+    assert!(late.target(victim).unwrap().classes[ack].warm);
+
+    // Idle longer than `target_idle` (600 s): it would have been forgotten.
+    let mut old = Detector::new(settings(), 1);
+    let r = old.restore(snap.clone(), now + 600_000);
+    assert_eq!((r.targets, r.prefixes, r.idle), (0, 0, 2));
+    // No longer protected: left out.
+    let mut s = settings();
+    s.groups[0].1 = vec!["198.51.100.0/24".parse().unwrap()];
+    let mut moved = Detector::new(s, 1);
+    let r = moved.restore(snap.clone(), now + 1000);
+    assert_eq!((r.targets, r.prefixes, r.refused), (0, 0, 2));
+    // Past `max_targets`: left out.
+    let mut s = settings();
+    s.max_targets = 0;
+    s.max_prefixes = 0;
+    let mut full = Detector::new(s, 1);
+    assert_eq!(full.restore(snap.clone(), now + 1000).refused, 2);
+
+    // Restored and never reported again: forgotten once idle, as a target would be.
+    let mut quiet = Detector::new(settings(), 1);
+    quiet.restore(snap, now + 1000);
+    quiet.check_stale(now + 300_000);
+    assert_eq!(quiet.dormant_count(), 2);
+    quiet.check_stale(now + 600_000);
+    assert_eq!(quiet.dormant_count(), 0);
+    assert_eq!(quiet.snapshot(now + 600_000).1, 0);
+}

@@ -25,13 +25,16 @@
 //! rules return at once and its next hold-down grows (see `escalation.rs`). Alerts follow the
 //! attack: one start, escalations and returns, and one end, sent when it is over (closed) if a
 //! mitigation could have hidden it, else when it goes quiet. What an escalation must not forget
-//! across a restart (its hold-down, its returns) is kept in the store.
+//! across a restart (its hold-down, its returns) is kept in the store; the learned baselines in a
+//! snapshot file beside it, and the attack ids given so far as a reservation in the store
+//! (`restart.rs`).
 
 mod announce;
 mod escalation;
 mod local;
 mod playbook;
 mod replay;
+mod restart;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -75,6 +78,9 @@ pub struct Outlets {
     pub alerts: Option<Alerter>,
     /// Where playbook calls run.
     pub tasks: TaskTracker,
+    /// Where the learned baselines are kept across restarts (`state_dir/baselines.bin`); none:
+    /// not kept.
+    pub baselines: Option<std::path::PathBuf>,
 }
 
 /// What the engine answers to a report.
@@ -181,6 +187,13 @@ pub struct EngineMetrics {
     pub attacks_closed: AtomicU64,
     pub policy_steps: AtomicU64,
     pub policy_reload_errors: AtomicU64,
+    /// Baselines snapshots written, failed, the last one's size; addresses and prefixes whose
+    /// baselines came back at start, and snapshot files found unreadable.
+    pub baselines_saved: AtomicU64,
+    pub baselines_save_errors: AtomicU64,
+    pub baselines_bytes: AtomicU64,
+    pub baselines_restored: AtomicU64,
+    pub baselines_unreadable: AtomicU64,
 }
 
 /// A handle to the engine task.
@@ -290,6 +303,10 @@ struct Engine {
     metrics: Arc<EngineMetrics>,
     /// The wall clock, or a replay's.
     clock: Clock,
+    /// The snapshot file of the learned baselines, if kept.
+    baselines: Option<restart::Baselines>,
+    /// Attack ids below this are reserved in the store.
+    reserved_ids: u64,
 }
 
 /// How often the timer runs.
@@ -315,7 +332,7 @@ impl Engine {
         let now = clock.now_ms();
         let audit = out.mitigations.audit_sink();
         Engine {
-            detector: Detector::new(setup.settings, now),
+            detector: Detector::new(setup.settings, 1),
             policies: setup.policies,
             policy_error: None,
             known: setup.known,
@@ -334,19 +351,23 @@ impl Engine {
             local: LocalDrops::new(now),
             metrics: Arc::new(EngineMetrics::default()),
             clock,
+            baselines: out.baselines.map(restart::Baselines::new),
+            reserved_ids: 0,
         }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
-        self.restore_memories(self.clock.now_ms()).await;
+        let now = self.clock.now_ms();
+        self.restore_baselines(now).await;
+        self.restore_memories(now).await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_poll = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 req = rx.recv() => {
-                    let Some(req) = req else { return };
+                    let Some(req) = req else { break };
                     self.handle(req).await;
                 }
                 _ = tick.tick() => {
@@ -358,10 +379,13 @@ impl Engine {
                         }
                         self.ioc.refresh();
                     }
+                    self.save_baselines(self.clock.now_ms(), false).await;
                     self.publish();
                 }
             }
         }
+        self.save_baselines(self.clock.now_ms(), true).await;
+        self.release_attack_ids().await;
     }
 
     /// What the timer does: silent nodes marked stale, then the escalations' timers.
@@ -383,13 +407,21 @@ impl Engine {
     /// the hold-down they had grown to. Memories that are over, unreadable or of a policy no
     /// longer loaded are forgotten.
     async fn restore_memories(&mut self, now: u64) {
-        let stored = match self.mitigations.memories().await {
+        let mut stored = match self.mitigations.memories().await {
             Ok(m) => m,
             Err(e) => {
                 warn!("attacks awaiting their return not restored: {e}");
+                // The reservation unknown: ids go on from the time, as unique as that is.
+                self.detector.skip_attack_ids_to(now);
+                self.restore_attack_ids(None).await;
                 return;
             }
         };
+        let ids = stored
+            .iter()
+            .position(|(k, _)| k == restart::IDS_KEY)
+            .map(|i| stored.swap_remove(i).1);
+        self.restore_attack_ids(ids.as_deref()).await;
         if stored.is_empty() {
             return;
         }
@@ -611,6 +643,9 @@ impl Engine {
         let events = self.detector.ingest(node, report, now);
         self.tag_sources(&events, report);
         let work = t.elapsed();
+        if !events.is_empty() {
+            self.reserve_attack_ids().await;
+        }
         let mut started = Vec::new();
         for e in events {
             match e {

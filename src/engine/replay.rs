@@ -48,6 +48,7 @@ impl Replay {
             recorder: None,
             alerts: None,
             tasks: TaskTracker::new(),
+            baselines: None,
         };
         let mut engine = Engine::new(setup, out, clock.clone(), CancellationToken::new());
         let now = clock.now_ms();

@@ -85,6 +85,7 @@ async fn rig_in(dir: std::path::PathBuf, policy: &str, ioc: Lists) -> Rig {
             recorder: None,
             alerts: None,
             tasks: TaskTracker::new(),
+            baselines: Some(dir.join("baselines.bin")),
         },
         stop.clone(),
     );
@@ -184,6 +185,17 @@ impl Rig {
         let mut r = rig_in(dir, policy, Lists::default()).await;
         r.seq = seq;
         r
+    }
+
+    /// The engine dies at once (a crash: nothing written at its stop), then everything starts
+    /// again over the same store.
+    async fn crash(mut self, policy: &str) -> Rig {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let engine = tasks.pop().unwrap();
+        engine.abort();
+        let _ = engine.await;
+        self.tasks = tasks;
+        self.restart(policy).await
     }
 
     /// An enforced flood: the flood reaches the node until a rule is in place, then nothing of
@@ -483,6 +495,97 @@ async fn a_rate_limited_flood_pressing_at_the_cap_goes_on() {
     r.for_ms(2500, 10).await;
     assert!(!r.engine.attack(id).await.unwrap().is_active());
     assert!(r.active().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_ids_are_short_and_a_crash_never_gives_one_twice() {
+    let reserved = |set: MitigationHandle| async move {
+        let m = set.memories().await.unwrap();
+        let v = &m.iter().find(|(k, _)| k == restart::IDS_KEY).unwrap().1;
+        serde_json::from_slice::<u64>(v).unwrap()
+    };
+    let mut r = rig("ids", ESCALATE).await;
+    r.for_ms(300, 0).await;
+    assert_eq!(r.report(20_000).await.started, vec![1]);
+    // Reserved before it was given: a block ahead.
+    assert_eq!(reserved(r.set.clone()).await, 1 + restart::ID_BLOCK);
+    // A crash: the next start goes on after the reservation, never below it.
+    let mut r = r.crash(ESCALATE).await;
+    r.for_ms(300, 0).await;
+    assert!(r.report(0).await.started.is_empty());
+    assert_eq!(reserved(r.set.clone()).await, 1 + 2 * restart::ID_BLOCK);
+    // The next attack's id is the first of the new block.
+    let syn = Report {
+        node: "web1".into(),
+        seq: 10_000,
+        interval_ms: 100,
+        one_in: 1,
+        targets: vec![Target {
+            dst: "203.0.113.9".parse().unwrap(),
+            pps: 90_000,
+            bps: 90_000 * 480,
+            flows: vec![Flow {
+                proto: 1,
+                pps: 90_000,
+                bps: 90_000 * 480,
+                ..Flow::default()
+            }],
+            sources: Vec::new(),
+            trusted_pps: 0,
+            trusted_bps: 0,
+        }],
+        ..Report::default()
+    };
+    let ack = r.engine.report("web1", syn).await.unwrap();
+    assert_eq!(ack.started, vec![1 + restart::ID_BLOCK]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_baselines_come_back_after_a_restart_and_a_damaged_file_is_set_aside() {
+    let mut r = rig("learned", ESCALATE).await;
+    r.for_ms(500, 0).await;
+    let victim: IpAddr = VICTIM.parse().unwrap();
+    let before = r.engine.target(victim).await.unwrap();
+    let mut r = r.restart(ESCALATE).await;
+    let file = r.dir.join("baselines.bin");
+    assert!(file.is_file());
+    r.report(0).await;
+    assert_eq!(
+        r.engine.metrics.baselines_restored.load(Ordering::Relaxed),
+        2,
+        "the address and its /24"
+    );
+    let after = r.engine.target(victim).await.unwrap();
+    let ack = Class::TcpAck.index();
+    assert!(
+        (after.classes[ack].baseline_pps - before.classes[ack].baseline_pps).abs() < 1.0,
+        "{after:?}"
+    );
+    // Damaged: set aside, counted, detection goes on cold.
+    std::fs::write(
+        &file,
+        b"DFLB\x01 not what it should be, and longer than a header",
+    )
+    .unwrap();
+    let mut r = r.crash(ESCALATE).await;
+    r.report(0).await;
+    assert_eq!(
+        r.engine
+            .metrics
+            .baselines_unreadable
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert!(r.dir.join("baselines.bin.bad").is_file());
+    let cold = r.engine.target(victim).await.unwrap();
+    assert!(
+        cold.classes[ack].baseline_pps > 0.0,
+        "learning again: {cold:?}"
+    );
+    assert_eq!(
+        r.engine.metrics.baselines_restored.load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
