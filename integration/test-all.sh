@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # Installs what the interop and lab tests need (Debian: bird2, gobgpd, iproute2, tshark, nftables,
-# chromium, iptables, python3 for the lab's enforcer, pmacct for NetFlow; the Docker lab installs docker.io, debootstrap and
+# chromium, iptables, python3 for the lab's enforcer, pmacct for NetFlow, systemd for the package's
+# test; the Docker lab installs docker.io, debootstrap and
 # docker-compose itself) with apt-get when missing; run as root (the probe and lab tests make network
 # namespaces, the Docker lab runs a Docker daemon of its own).
 set -euo pipefail
@@ -18,6 +19,8 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v python3 >/dev/null || need+=(python3)
 # pmacct: the real NetFlow/IPFIX exporter (pmacctd's nfprobe) and the ingest benchmark's peers.
 command -v pmacctd >/dev/null || [ -x /usr/sbin/pmacctd ] || need+=(pmacct)
+# systemd: systemd-analyze and systemd-sysusers for the Debian package's test (integration/deb.sh).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get"
   apt-get update -qq
@@ -39,3 +42,6 @@ cargo test --workspace --locked
 # The Docker lab for real: its walk-through as a test on a Docker engine of its own, with the debug binary
 # the tests above just built (see the script's header).
 ./integration/docker-lab.sh
+# The Debian package: built (a release build, in the default target directory like the benches'),
+# listed, its units verified, installed with dpkg -i, checked, purged, nothing left (see the script).
+./integration/deb.sh

@@ -18,7 +18,8 @@
 //!    - [`cli`]: the command-line client of the API.
 //!    - [`probe`]: `deflect probe`, the node agent (interface counters, sampled packets).
 //!    - [`tools`]: `deflect flowspec` (one rule for eight dialects), `deflect replay` (the engine
-//!      over recorded traffic, on a manual clock), `deflect store` and `deflect sflow-flood`.
+//!      over recorded traffic, on a manual clock), `deflect store`, `deflect sflow-flood`, and the
+//!      hidden `deflect completions` and `deflect manpage` (from the clap definitions, for packages).
 //! 2. Edges, where the outside comes in:
 //!    - [`config`]: the YAML configuration; it builds every owner's settings type.
 //!    - [`api`]: the HTTP API; owns tokens, scopes and its counters; turns JSON bodies into orders;

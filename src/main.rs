@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use deflect::cli::{self, ApiArgs, AttackCmd, AuditCmd, ConfigCmd, MitigationCmd};
 use deflect::probe::{self, ProbeArgs};
 use deflect::run::{self, RunArgs};
@@ -99,6 +99,12 @@ enum Command {
     /// Show a FlowSpec rule as wire bytes and as GoBGP, ExaBGP, BIRD, Junos, IOS-XR, nftables and
     /// iptables configuration.
     Flowspec(deflect::tools::flowspec::FlowspecArgs),
+    /// Shell completions (bash, zsh, fish, elvish, powershell), to standard output.
+    #[command(hide = true)]
+    Completions(deflect::tools::docs::CompletionsArgs),
+    /// Man pages: deflect.1 to standard output, or every page into a directory.
+    #[command(hide = true)]
+    Manpage(deflect::tools::docs::ManpageArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,5 +138,84 @@ fn main() -> ExitCode {
         Command::Store { cmd } => deflect::tools::store::main(cmd),
         Command::Probe(args) => probe::main(args),
         Command::Flowspec(args) => deflect::tools::flowspec::main(args),
+        Command::Completions(args) => deflect::tools::docs::completions_main(Cli::command(), args),
+        Command::Manpage(args) => deflect::tools::docs::manpage_main(Cli::command(), args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap_complete::Shell;
+    use deflect::tools::docs::{completions, manpages};
+
+    /// The visible subcommands: what completions and man pages must name.
+    fn visible() -> Vec<String> {
+        Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(|s| s.get_name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_for_each_shell_name_every_subcommand() {
+        let subs = visible();
+        assert!(subs.len() >= 15, "{subs:?}");
+        for shell in [
+            Shell::Bash,
+            Shell::Zsh,
+            Shell::Fish,
+            Shell::Elvish,
+            Shell::PowerShell,
+        ] {
+            let text = String::from_utf8(completions(Cli::command(), shell)).unwrap();
+            for sub in &subs {
+                assert!(text.contains(sub.as_str()), "{shell}: no {sub}");
+            }
+            // Options of nested subcommands are completed too.
+            assert!(text.contains("source-rtbh"), "{shell}: no --source-rtbh");
+        }
+    }
+
+    #[test]
+    fn the_man_pages_name_every_subcommand_and_have_one_page_each() {
+        let pages = manpages(Cli::command());
+        let (name, main) = &pages[0];
+        assert_eq!(name, "deflect.1");
+        let main = String::from_utf8_lossy(main);
+        assert!(main.starts_with(".ie \\n(.g .ds Aq"), "{main}");
+        assert!(main.contains(".SH SUBCOMMANDS"), "{main}");
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        for sub in visible() {
+            // roff writes every '-' as '\-'.
+            let listed = format!("deflect-{sub}(1)").replace('-', "\\-");
+            assert!(main.contains(&listed), "deflect.1 names no {sub}");
+            assert!(
+                names.contains(&format!("deflect-{sub}.1").as_str()),
+                "no page for {sub}: {names:?}"
+            );
+        }
+        // Nested subcommands have their own pages, options and environment variables included.
+        let add = pages
+            .iter()
+            .find(|(n, _)| n == "deflect-mitigation-add.1")
+            .map(|(_, t)| String::from_utf8_lossy(t))
+            .expect("deflect-mitigation-add.1");
+        assert!(add.contains("source\\-rtbh"), "{add}");
+        assert!(add.contains("DEFLECT_TOKEN"), "{add}");
+        let version = format!(
+            ".TH deflect-mitigation-add 1  \"deflect {}\" \"deflect manual\"",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(add.contains(&version), "{add}");
+        // The hidden commands stay out of the pages.
+        assert!(!main.contains("completions"), "{main}");
+        assert!(!names.iter().any(|n| n.contains("manpage")), "{names:?}");
     }
 }
