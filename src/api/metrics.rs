@@ -480,6 +480,18 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
     {
         netflow(&mut out, &st);
     }
+    out.push_str(
+        "# HELP deflect_mitigations_active_by_kind Mitigations active now, by kind.\n\
+         # TYPE deflect_mitigations_active_by_kind gauge\n",
+    );
+    for (k, n) in crate::route::Kind::ALL.iter().zip(&m.active_by_kind) {
+        let _ = writeln!(
+            out,
+            "deflect_mitigations_active_by_kind{{kind=\"{}\"}} {}",
+            k.name(),
+            n.load(Ordering::Relaxed)
+        );
+    }
     traffic(&mut out, &seen);
     let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
     out.push_str("# HELP deflect_peer_up Whether the BGP session is established.\n# TYPE deflect_peer_up gauge\n");
