@@ -221,6 +221,7 @@ impl Daemon {
             server: Arc::default(),
             limits: api::RateLimits::default(),
             turns: Arc::default(),
+            top_targets: settings.metrics_top_targets.into(),
         });
         let api_tls = match &settings.api_tls {
             Some(files) => {
@@ -373,6 +374,10 @@ impl Daemon {
         let names: Vec<&str> = next.tokens.iter().map(|t| t.name.as_str()).collect();
         self.api.limits.keep(&names);
         self.api.turns.keep(&names);
+        self.api.top_targets.store(
+            next.metrics_top_targets,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Ok(mut p) = self.api.peers.write() {
             *p = handles.clone();
         }

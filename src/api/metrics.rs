@@ -1,5 +1,13 @@
-//! `/metrics`: Prometheus text from every part's counters.
+//! `/metrics`: Prometheus text from every part's counters, and the traffic of the busiest targets
+//! and of those under attack.
+//!
+//! The traffic's series are bounded: the busiest `api.metrics.top_targets` (at most
+//! [`MAX_TOP_TARGETS`]) and up to [`MAX_ATTACKED_TARGETS`] more under attack, at most
+//! [`SERIES_PER_TARGET`] series each; the engine chooses them in one request (a heap over its
+//! table, not a sort of it).
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -8,8 +16,126 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::state::ApiState;
+use crate::detect::{Class, ClassView, TargetView, Traffic};
+
+/// The busiest targets with series of their own, unless `api.metrics.top_targets` says otherwise.
+pub const DEFAULT_TOP_TARGETS: usize = 20;
+/// Most `api.metrics.top_targets`.
+pub const MAX_TOP_TARGETS: usize = 200;
+/// Most targets under attack with series of their own beside the busiest, the loudest first.
+pub const MAX_ATTACKED_TARGETS: usize = 500;
+/// Most series of one target: its packets and bits per second and whether it is under attack,
+/// and per class (those with traffic or a baseline of 1 pps or more) its rate, baseline and
+/// threshold.
+pub const SERIES_PER_TARGET: usize = 3 + 3 * Class::ALL.len();
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+pub(super) fn label(v: &str) -> Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(v);
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a class of a target has series: traffic now, or a baseline of 1 pps or more. Idle
+/// classes (most of them, on most targets) have none.
+fn shown(c: &ClassView) -> bool {
+    c.pps > 0 || c.baseline_pps >= 1.0
+}
+
+/// The traffic's families: per target, then per class of it. Every family's HELP and TYPE are
+/// written even with no target to show.
+pub(super) fn traffic(out: &mut String, t: &Traffic) {
+    let head = |out: &mut String, name: &str, help: &str| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+    };
+    head(
+        out,
+        "deflect_targets_under_attack",
+        &format!(
+            "Addresses under an attack, all of them (the loudest {MAX_ATTACKED_TARGETS} beyond the busiest have deflect_target_* series)."
+        ),
+    );
+    let _ = writeln!(out, "deflect_targets_under_attack {}", t.under_attack);
+    type PerTarget = fn(&TargetView, bool) -> u64;
+    let per_target: [(&str, &str, PerTarget); 3] = [
+        (
+            "deflect_target_pps",
+            "Packets per second to the address in the last interval (trusted sources apart), for the busiest (api.metrics.top_targets) and those under attack.",
+            |v, _| v.pps,
+        ),
+        (
+            "deflect_target_bps",
+            "Bits per second to the address in the last interval (trusted sources apart).",
+            |v, _| v.bps,
+        ),
+        (
+            "deflect_target_under_attack",
+            "Whether the address is under an attack (1) or not (0).",
+            |_, a| u64::from(a),
+        ),
+    ];
+    for (name, help, get) in per_target {
+        head(out, name, help);
+        for (v, attacked) in &t.targets {
+            let _ = writeln!(
+                out,
+                "{name}{{target=\"{}\",group=\"{}\"}} {}",
+                v.addr,
+                label(&v.group),
+                get(v, *attacked)
+            );
+        }
+    }
+    type PerClass = fn(&ClassView) -> f64;
+    let per_class: [(&str, &str, PerClass); 3] = [
+        (
+            "deflect_target_class_pps",
+            "Packets per second to the address in the class in the last interval.",
+            |c| c.pps as f64,
+        ),
+        (
+            "deflect_target_class_baseline_pps",
+            "The class's learned baseline (mean) on the address, packets per second.",
+            |c| c.baseline_pps,
+        ),
+        (
+            "deflect_target_class_threshold_pps",
+            "The rate at which an attack starts in the class on the address, packets per second.",
+            |c| c.threshold_pps,
+        ),
+    ];
+    for (name, help, get) in per_class {
+        head(out, name, help);
+        for (v, _) in &t.targets {
+            let group = label(&v.group);
+            for c in v.classes.iter().filter(|c| shown(c)) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{target=\"{}\",group=\"{group}\",class=\"{}\"}} {:.0}",
+                    v.addr,
+                    c.class.name(),
+                    get(c)
+                );
+            }
+        }
+    }
+}
 
 pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    // First: the engine is asked before anything is read here, so the counters are as late as
+    // its answer.
+    let top = s.top_targets.load(Ordering::Relaxed);
+    let seen = s.engine.traffic(top, MAX_ATTACKED_TARGETS).await;
     let m = &s.mitigations.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
@@ -371,7 +497,7 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
             for a in &st.agents {
                 out.push_str(&format!(
                     "{name}{{agent=\"{}\"}} {}\n",
-                    a.name.replace('"', "'"),
+                    label(&a.name),
                     get(a)
                 ));
             }
@@ -384,20 +510,33 @@ pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse
     {
         netflow(&mut out, &st);
     }
+    out.push_str(
+        "# HELP deflect_mitigations_active_by_kind Mitigations active now, by kind.\n\
+         # TYPE deflect_mitigations_active_by_kind gauge\n",
+    );
+    for (k, n) in crate::route::Kind::ALL.iter().zip(&m.active_by_kind) {
+        let _ = writeln!(
+            out,
+            "deflect_mitigations_active_by_kind{{kind=\"{}\"}} {}",
+            k.name(),
+            n.load(Ordering::Relaxed)
+        );
+    }
+    traffic(&mut out, &seen);
     let peers = s.peers.read().map(|p| p.clone()).unwrap_or_default();
     out.push_str("# HELP deflect_peer_up Whether the BGP session is established.\n# TYPE deflect_peer_up gauge\n");
     for p in &peers {
         let up = u8::from(p.status().state == deflect_bgp::fsm::State::Established);
         out.push_str(&format!(
             "deflect_peer_up{{peer=\"{}\"}} {up}\n",
-            p.config().name.replace('"', "'")
+            label(&p.config().name)
         ));
     }
     out.push_str("# HELP deflect_peer_routes Routes advertised to the peer.\n# TYPE deflect_peer_routes gauge\n");
     for p in &peers {
         out.push_str(&format!(
             "deflect_peer_routes{{peer=\"{}\"}} {}\n",
-            p.config().name.replace('"', "'"),
+            label(&p.config().name),
             p.status().advertised
         ));
     }
@@ -493,7 +632,7 @@ fn netflow(out: &mut String, st: &crate::collector::netflow::CollectorStats) {
         for e in &st.exporters {
             out.push_str(&format!(
                 "{name}{{exporter=\"{}\"}} {}\n",
-                e.name.replace('"', "'"),
+                label(&e.name),
                 get(e)
             ));
         }

@@ -42,6 +42,9 @@ pub use self::bodies::{
 };
 pub use self::error::ApiError;
 use self::metrics::metrics;
+pub use self::metrics::{
+    DEFAULT_TOP_TARGETS, MAX_ATTACKED_TARGETS, MAX_TOP_TARGETS, SERIES_PER_TARGET,
+};
 pub use self::serve::{Limits, ServerMetrics, serve};
 pub use self::state::{ApiMetrics, ApiState};
 use crate::mitigation::{Created, ListFilter, Refusal};

@@ -1,6 +1,6 @@
 //! What the handlers share, and how a request's bearer token becomes its [`Caller`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -55,6 +55,8 @@ pub struct ApiState {
     pub turns: Arc<super::auth::NodeTurns>,
     /// The HTTP server's counters (connections).
     pub server: std::sync::Arc<super::ServerMetrics>,
+    /// The busiest targets `/metrics` shows (`api.metrics.top_targets`; swapped on reload).
+    pub top_targets: AtomicUsize,
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {

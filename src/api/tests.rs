@@ -241,3 +241,189 @@ proptest::proptest! {
         }
     }
 }
+
+/// `/metrics`' traffic from a detector's own choice: targets of 10.0.0.0/8 in group `we"b\`
+/// (a name to escape).
+mod traffic {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use super::super::metrics::{label, traffic};
+    use super::super::{MAX_ATTACKED_TARGETS, SERIES_PER_TARGET};
+    use crate::detect::{Class, Detector, Settings, Thresholds};
+    use crate::telemetry::{Flow, Report, Target};
+
+    const GROUP: &str = "we\"b\\";
+
+    fn addr(n: u32) -> IpAddr {
+        Ipv4Addr::from((10u32 << 24) + n).into()
+    }
+
+    fn detector(max: usize) -> Detector {
+        let mut th = Thresholds {
+            warmup: Duration::from_secs(3600),
+            ..Thresholds::default()
+        };
+        th.floor_pps[Class::UdpAmp.index()] = 5000.0;
+        th.prefix.enabled = false;
+        Detector::new(
+            Settings {
+                groups: vec![(GROUP.into(), vec!["10.0.0.0/8".parse().unwrap()], th)],
+                max_targets: max,
+                max_targets_per_node: max,
+                ..Settings::default()
+            },
+            1,
+        )
+    }
+
+    /// A flow of each class at `pps` (NTP answers at `ntp`).
+    fn flows(pps: u64, ntp: u64) -> Vec<Flow> {
+        let f = |proto, sport, flags, fragment, pps| Flow {
+            proto,
+            sport,
+            tcp_flags: flags,
+            fragment,
+            pps,
+            bps: pps * 8000,
+            ..Flow::default()
+        };
+        vec![
+            f(6, None, Some(0x02), false, pps),
+            f(6, None, Some(0x04), false, pps),
+            f(6, None, Some(0x10), false, pps),
+            f(6, None, Some(0x01), false, pps),
+            f(17, Some(123), None, false, ntp),
+            f(17, Some(40000), None, false, pps),
+            f(1, None, None, false, pps),
+            f(17, None, None, true, pps),
+            f(47, None, None, false, pps),
+            f(50, None, None, false, pps),
+        ]
+    }
+
+    /// Addresses 0..n: `all` gives each class 100 + i % 1000 pps, under every floor (else HTTPS ACKs only), .9 100,000
+    /// ACKs; `flood(i)` adds 50,000 pps of NTP answers (an attack).
+    fn report(n: u32, all: bool, flood: impl Fn(u32) -> bool) -> Report {
+        let targets = (0..n)
+            .map(|i| {
+                let pps = 100 + (i % 1000) as u64;
+                let ntp = if flood(i) {
+                    50_000
+                } else if all {
+                    pps
+                } else {
+                    0
+                };
+                let mut flows = flows(pps, ntp);
+                if i == 9 {
+                    // The busiest, in ACKs (below their floor): no attack.
+                    flows[Class::TcpAck.index()].pps = 100_000;
+                }
+                if !all {
+                    flows.retain(|f| f.tcp_flags == Some(0x10) || f.sport == Some(123));
+                    flows.retain(|f| f.pps > 0);
+                }
+                Target {
+                    dst: addr(i),
+                    pps: flows.iter().map(|f| f.pps).sum(),
+                    bps: flows.iter().map(|f| f.bps).sum(),
+                    flows,
+                    sources: Vec::new(),
+                    trusted_pps: 0,
+                    trusted_bps: 0,
+                }
+            })
+            .collect();
+        Report {
+            node: "web1".into(),
+            interval_ms: 1000,
+            one_in: 1,
+            targets,
+            ..Report::default()
+        }
+    }
+
+    fn render(d: &Detector, top: usize) -> String {
+        let mut out = String::new();
+        traffic(&mut out, &d.traffic(top, MAX_ATTACKED_TARGETS));
+        out
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("edge1"), "edge1");
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_busiest_and_the_attacked_have_series_the_rest_none() {
+        let mut d = detector(100);
+        // .0 to .9; .9 is the busiest, .2 is flooded (an attack, less busy), .5 neither.
+        d.ingest("web1", &report(10, false, |i| i == 2), 1000);
+        let text = render(&d, 1);
+        let g = r#"group="we\"b\\""#;
+        for line in [
+            format!("deflect_target_pps{{target=\"10.0.0.9\",{g}}} 100000"),
+            format!("deflect_target_under_attack{{target=\"10.0.0.9\",{g}}} 0"),
+            format!("deflect_target_pps{{target=\"10.0.0.2\",{g}}} 50102"),
+            format!("deflect_target_bps{{target=\"10.0.0.2\",{g}}} 400816000"),
+            format!("deflect_target_under_attack{{target=\"10.0.0.2\",{g}}} 1"),
+            format!("deflect_target_class_pps{{target=\"10.0.0.2\",{g},class=\"udp-amp\"}} 50000"),
+            format!(
+                "deflect_target_class_threshold_pps{{target=\"10.0.0.2\",{g},class=\"udp-amp\"}} 5000"
+            ),
+            format!(
+                "deflect_target_class_baseline_pps{{target=\"10.0.0.2\",{g},class=\"tcp-ack\"}} 102"
+            ),
+            format!(
+                "deflect_target_class_threshold_pps{{target=\"10.0.0.2\",{g},class=\"tcp-ack\"}} 500000"
+            ),
+            "deflect_targets_under_attack 1".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        // Nor the one neither busiest nor attacked, nor an idle class.
+        assert!(!text.contains("10.0.0.5"), "{text}");
+        assert!(!text.contains("class=\"udp\""), "{text}");
+        // One HELP and one TYPE per family, before its samples.
+        for family in [
+            "deflect_targets_under_attack",
+            "deflect_target_pps",
+            "deflect_target_bps",
+            "deflect_target_under_attack",
+            "deflect_target_class_pps",
+            "deflect_target_class_baseline_pps",
+            "deflect_target_class_threshold_pps",
+        ] {
+            let type_line = format!("# TYPE {family} gauge");
+            assert_eq!(text.lines().filter(|l| **l == type_line).count(), 1);
+            let at = text.find(&type_line).unwrap();
+            let first = text.find(&format!("\n{family}")).unwrap();
+            assert!(at < first, "{family}");
+        }
+    }
+
+    #[test]
+    fn the_series_are_bounded_with_many_targets_and_attacks() {
+        let mut d = detector(10_000);
+        // 10,000 addresses with traffic in every class, 1,000 flooded.
+        d.ingest("web1", &report(10_000, true, |i| i % 10 == 3), 1000);
+        let t = std::time::Instant::now();
+        let text = render(&d, 20);
+        let took = t.elapsed();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let per_target = samples
+            .iter()
+            .filter(|l| l.starts_with("deflect_target_"))
+            .count();
+        // The bound, reached: every class of each of the 20 + 500 has its three series.
+        assert_eq!(per_target, (20 + MAX_ATTACKED_TARGETS) * SERIES_PER_TARGET);
+        assert_eq!(per_target, 17_160);
+        assert!(samples.contains(&"deflect_targets_under_attack 1000"));
+        // No target past the 20 busiest that is not attacked.
+        assert!(!text.contains("target=\"10.0.0.4\""));
+        assert!(text.contains("target=\"10.0.0.9\""));
+        eprintln!("{} bytes rendered in {took:?}", text.len());
+    }
+}

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::api::{Limits, Scope, Token};
+use crate::api::{DEFAULT_TOP_TARGETS, Limits, MAX_TOP_TARGETS, Scope, Token};
 use crate::diag::positive_duration;
 use crate::route::no_host_bits;
 
@@ -37,6 +37,38 @@ pub struct ApiConfig {
     /// A request must be done within this, its body read included.
     #[serde(default)]
     pub request_timeout: Option<Spanned<String>>,
+    /// What `/metrics` shows of the traffic.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `api.metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The busiest targets with series of their own (those under attack have them anyway).
+    pub top_targets: Option<Spanned<usize>>,
+}
+
+/// Checks `api.metrics`: how many of the busiest targets have series of their own.
+pub(super) fn top_targets(api: &ApiConfig, err: &mut dyn FnMut(&Location, String)) -> usize {
+    match &api.metrics.top_targets {
+        Some(n) if n.value > MAX_TOP_TARGETS => {
+            err(
+                &n.referenced,
+                format!(
+                    "api.metrics.top_targets {} is above {MAX_TOP_TARGETS}: each target is up to {} series \
+                     in every scrape (targets under attack have theirs anyway); for more, ask \
+                     /api/v1/targets?limit=N",
+                    n.value,
+                    crate::api::SERIES_PER_TARGET
+                ),
+            );
+            MAX_TOP_TARGETS
+        }
+        Some(n) => n.value,
+        None => DEFAULT_TOP_TARGETS,
+    }
 }
 
 impl Default for ApiConfig {
@@ -50,6 +82,7 @@ impl Default for ApiConfig {
             max_connections: None,
             header_timeout: None,
             request_timeout: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }

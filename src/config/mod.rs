@@ -30,7 +30,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub use self::api::{ApiConfig, TlsConfig, TokenConfig};
+pub use self::api::{ApiConfig, MetricsConfig, TlsConfig, TokenConfig};
 pub use self::detection::{DetectionConfig, ThresholdsConfig};
 pub use self::limits::{Limits, RetentionConfig};
 pub use self::neighbors::{NeighborConfig, RtbhConfig};
@@ -116,6 +116,8 @@ pub struct Settings {
     pub api_tls: Option<crate::api::tls::Files>,
     pub api_max_body: usize,
     pub api_limits: crate::api::Limits,
+    /// `api.metrics.top_targets`: the busiest targets `/metrics` shows.
+    pub metrics_top_targets: usize,
     pub tokens: Vec<crate::api::Token>,
     pub neighbors: Vec<Neighbor>,
     pub guardrails: Guardrails,
@@ -230,6 +232,7 @@ impl Config {
         );
         let tokens = api::tokens(&self.api, &mut err);
         let api_limits = api::limits(&self.api, &mut err);
+        let metrics_top_targets = api::top_targets(&self.api, &mut err);
         let api_tls = api::tls(&self.api, &mut err);
         let speaker = neighbors::Speaker {
             local_as: self.local_as.value,
@@ -281,6 +284,7 @@ impl Config {
             api_tls,
             api_max_body: self.api.max_body,
             api_limits,
+            metrics_top_targets,
             tokens,
             neighbors,
             guardrails,
@@ -404,6 +408,26 @@ mod tests {
             std::time::Duration::from_secs(5)
         );
         assert_eq!(s.api_limits.max_connections, 1024);
+        assert_eq!(s.metrics_top_targets, crate::api::DEFAULT_TOP_TARGETS);
+    }
+
+    #[test]
+    fn the_targets_metrics_show_are_bounded_where_they_are_set() {
+        let with = |n: &str| {
+            EMBEDDED.replace(
+                "  listen: 127.0.0.1:8179\n",
+                &format!("  listen: 127.0.0.1:8179\n  metrics:\n    top_targets: {n}\n"),
+            )
+        };
+        let e = errors(&with("201"));
+        assert!(
+            e.contains("c.yaml:7:18: api.metrics.top_targets 201 is above 200"),
+            "{e}"
+        );
+        for (n, want) in [("200", 200), ("0", 0), ("50", 50)] {
+            let s = Config::parse("c.yaml", &with(n)).unwrap().check().unwrap();
+            assert_eq!(s.metrics_top_targets, want);
+        }
     }
 
     #[test]

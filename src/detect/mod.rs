@@ -30,6 +30,7 @@ pub mod classify;
 mod judge;
 pub mod prefix;
 pub mod snapshot;
+mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -42,6 +43,7 @@ use serde::Serialize;
 pub use baseline::Baseline;
 pub use classify::{Class, Signature, Vector};
 pub use prefix::PrefixThresholds;
+pub use view::Traffic;
 
 use judge::{Verdict, carry, hold_at_cap, judge};
 
@@ -336,6 +338,8 @@ struct TargetState {
     bps: u64,
     /// From trusted sources, left out of all the above (shown, never judged).
     trusted_pps: u32,
+    /// Per class, its rate in the last interval (packets per second).
+    class_pps: [u32; Class::ALL.len()],
 }
 
 /// The rates of an address that its own attacks account for, per class (and in bits per
@@ -400,6 +404,8 @@ pub struct TargetView {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassView {
     pub class: Class,
+    /// Its rate in the last interval.
+    pub pps: u64,
     pub baseline_pps: f64,
     pub stddev_pps: f64,
     pub threshold_pps: f64,
@@ -746,6 +752,7 @@ impl Detector {
                     let s = &t.classes[c.index()];
                     ClassView {
                         class: *c,
+                        pps: t.class_pps[c.index()] as u64,
                         baseline_pps: s.baseline.mean as f64,
                         stddev_pps: s.baseline.stddev(),
                         threshold_pps: s.baseline.threshold(
@@ -769,11 +776,9 @@ impl Detector {
 
     /// The busiest targets, up to `limit`.
     pub fn top_targets(&self, limit: usize) -> Vec<TargetView> {
-        let mut v: Vec<(&IpAddr, &TargetState)> = self.targets.iter().collect();
-        v.sort_by(|a, b| b.1.pps.cmp(&a.1.pps).then(a.0.cmp(b.0)));
-        v.into_iter()
-            .take(limit)
-            .filter_map(|(a, _)| self.target(*a))
+        self.busiest(limit)
+            .into_iter()
+            .filter_map(|a| self.target(a))
             .collect()
     }
 
@@ -956,6 +961,7 @@ impl Detector {
                 pps: 0,
                 bps: 0,
                 trusted_pps: 0,
+                class_pps: [0; Class::ALL.len()],
             };
             if let Some(l) = self.dormant.remove(&t.dst) {
                 take_back(&mut state.classes, &mut state.total, l, now);
@@ -988,6 +994,9 @@ impl Detector {
         state.pps = t.pps.min(u32::MAX as u64) as u32;
         state.bps = t.bps;
         state.trusted_pps = t.trusted_pps.min(u32::MAX as u64) as u32;
+        for (s, x) in state.class_pps.iter_mut().zip(pps) {
+            *s = x as u32;
+        }
 
         let cooldown = th.cooldown.as_millis() as u64;
         let mut starts: Vec<(Option<Class>, f64, f64, f64)> = Vec::new();

@@ -145,6 +145,12 @@ enum Request {
         addr: IpAddr,
         reply: Reply<Option<TargetView>>,
     },
+    /// What `/metrics` shows of the traffic: the busiest `top` and up to `attacked` attacked.
+    Traffic {
+        top: usize,
+        attacked: usize,
+        reply: Reply<detect::Traffic>,
+    },
     Nodes {
         reply: Reply<Vec<Node>>,
     },
@@ -252,6 +258,17 @@ impl EngineHandle {
         self.ask(|reply| Request::Targets { limit, reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// The busiest `top` targets and up to `attacked` more under attack, in one round trip.
+    pub async fn traffic(&self, top: usize, attacked: usize) -> detect::Traffic {
+        self.ask(|reply| Request::Traffic {
+            top,
+            attacked,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
     }
 
     pub async fn target(&self, addr: IpAddr) -> Option<TargetView> {
@@ -596,6 +613,13 @@ impl Engine {
             }
             Request::Target { addr, reply } => {
                 let _ = reply.send(self.detector.target(addr));
+            }
+            Request::Traffic {
+                top,
+                attacked,
+                reply,
+            } => {
+                let _ = reply.send(self.detector.traffic(top, attacked));
             }
             Request::Nodes { reply } => {
                 let _ = reply.send(self.detector.nodes().to_vec());

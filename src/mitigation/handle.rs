@@ -33,6 +33,8 @@ pub struct Metrics {
     pub announces: AtomicU64,
     pub withdraws: AtomicU64,
     pub active: AtomicU64,
+    /// Active by kind, in the order of [`crate::route::Kind::ALL`].
+    pub active_by_kind: [AtomicU64; crate::route::Kind::ALL.len()],
     /// Audit entries and withdrawn mitigations removed by retention.
     pub pruned_audit: AtomicU64,
     pub pruned_mitigations: AtomicU64,

@@ -40,6 +40,7 @@ use crate::route::{Kind, Target};
 #[derive(Debug, Clone)]
 struct Live {
     key: RouteKey,
+    kind: Kind,
     family: Family,
     /// Attributes the route carries itself, shared by every peer: a FlowSpec rule's actions as
     /// extended communities, a diversion's next hop and communities. `None`: each peer's RTBH
@@ -51,6 +52,7 @@ impl Live {
     fn of(target: &Target) -> Live {
         Live {
             key: target.key(),
+            kind: target.kind(),
             family: target.family(),
             flow_attrs: match target {
                 Target::Flowspec(r) => Some(Arc::new(RouteAttrs {
@@ -306,6 +308,9 @@ impl MitigationSet {
         let stored = self.store.mitigations()?;
         self.all.clear();
         self.live.clear();
+        for n in &self.metrics.active_by_kind {
+            n.store(0, Ordering::Relaxed);
+        }
         self.by_key.clear();
         self.expiries.clear();
         self.next_id = stored.iter().map(|m| m.id + 1).max().unwrap_or(1);
@@ -316,6 +321,22 @@ impl MitigationSet {
             .active
             .store(self.live.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// `live` active as mitigation `id` (in place of what it was), counted by kind.
+    fn live_insert(&mut self, id: u64, live: Live) {
+        let by_kind = &self.metrics.active_by_kind;
+        by_kind[live.kind as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = self.live.insert(id, live) {
+            by_kind[old.kind as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Mitigation `id` no longer active, counted by kind.
+    fn live_remove(&mut self, id: u64) -> Option<Live> {
+        let live = self.live.remove(&id)?;
+        self.metrics.active_by_kind[live.kind as usize].fetch_sub(1, Ordering::Relaxed);
+        Some(live)
     }
 
     /// Shares `live`'s FlowSpec attributes with every other rule that has the same actions.
@@ -342,7 +363,7 @@ impl MitigationSet {
                     let mut live = Live::of(&target);
                     self.intern(&mut live);
                     self.by_key.insert(live.key.clone(), m.id);
-                    self.live.insert(m.id, live);
+                    self.live_insert(m.id, live);
                     self.expiries.insert((m.expires_ms, m.id));
                     self.all.insert(m.id, m);
                 }
@@ -564,7 +585,7 @@ impl MitigationSet {
     fn undo_create(&mut self, c: Created, prior: Option<Mitigation>) {
         match c {
             Created::New(m) => {
-                if let Some(live) = self.live.remove(&m.id) {
+                if let Some(live) = self.live_remove(m.id) {
                     self.by_key.remove(&live.key);
                 }
                 self.expiries.remove(&(m.expires_ms, m.id));
@@ -759,7 +780,7 @@ impl MitigationSet {
         self.next_id += 1;
         self.recent.push_back(now);
         self.by_key.insert(live.key.clone(), m.id);
-        self.live.insert(m.id, live);
+        self.live_insert(m.id, live);
         self.expiries.insert((m.expires_ms, m.id));
         self.all.insert(m.id, m.clone());
         self.metrics.created.fetch_add(1, Ordering::Relaxed);
@@ -815,7 +836,7 @@ impl MitigationSet {
         // One line each at debug: an expiry or a filter can withdraw thousands at once, and say
         // so once (the audit log has each).
         debug!(id, actor, reason, "mitigation withdrawn");
-        self.live.remove(&id);
+        self.live_remove(id);
         self.by_key.remove(&live.key);
         self.expiries.remove(&(m.expires_ms, id));
         // Memory holds what is active; the withdrawn one is in the store (with this batch).
@@ -907,7 +928,7 @@ impl MitigationSet {
         self.intern(&mut new);
         self.stage_announce(&m, &new, &a.actor, drafts);
         info!(id, actor = %a.actor, rule = ?m.rule, "mitigation amended");
-        self.live.insert(id, new);
+        self.live_insert(id, new);
         self.all.insert(id, m.clone());
         Ok(m)
     }

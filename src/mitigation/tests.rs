@@ -323,6 +323,14 @@ async fn retention_prunes_what_is_over_and_ids_are_never_given_again() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Active mitigations by kind, as `/metrics` reads them: FlowSpec, RTBH, S/RTBH, diversions.
+fn by_kind(h: &MitigationHandle) -> [u64; 4] {
+    h.metrics
+        .active_by_kind
+        .each_ref()
+        .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 fn bad(text: &str) -> crate::mitigation::BatchItem {
     Err((
         serde_json::json!({"rule": text}),
@@ -364,6 +372,7 @@ async fn a_batch_is_one_group_and_an_atomic_one_is_all_or_nothing() {
     assert!(matches!(&r[3], Ok(Created::New(m)) if m.id == before + 2));
     assert!(matches!(&r[4], Ok(Created::Extended(m)) if m.id == before + 2));
     assert_eq!(active(&h).await.len(), 3);
+    assert_eq!(by_kind(&h), [1, 2, 0, 0]);
     let log = h.audit(0, 1000).await.unwrap();
     let refused = log
         .iter()
@@ -390,6 +399,7 @@ async fn a_batch_is_one_group_and_an_atomic_one_is_all_or_nothing() {
     );
     assert!(matches!(&r[3], Err(Refusal::Guardrail(_))));
     assert_eq!(active(&h).await.len(), 3);
+    assert_eq!(by_kind(&h), [1, 2, 0, 0], "the undone are not counted");
     assert_eq!(h.get(before).await.unwrap().expires_ms, old.expires_ms);
     let log2 = h.audit(0, 1000).await.unwrap();
     assert_eq!(
@@ -411,12 +421,14 @@ async fn a_batch_is_one_group_and_an_atomic_one_is_all_or_nothing() {
     let r = h.create_batch("noc", items, true).await.unwrap();
     assert!(r.iter().all(|r| matches!(r, Ok(Created::New(_)))));
     assert_eq!(active(&h).await.len(), 14);
+    assert_eq!(by_kind(&h), [1, 13, 0, 0]);
     stop.cancel();
     task.await.unwrap();
     drop(h);
     // Durable: a restart finds them all.
     let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
     assert_eq!(active(&h).await.len(), 14);
+    assert_eq!(by_kind(&h), [1, 13, 0, 0]);
     stop.cancel();
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
@@ -465,6 +477,7 @@ async fn a_withdrawal_by_filter_takes_what_matches_and_needs_a_filter() {
     };
     assert!(ids(by_reason).await.is_empty(), "already withdrawn");
     assert_eq!(active(&h).await.len(), 1);
+    assert_eq!(by_kind(&h), [0, 1, 0, 0]);
     stop.cancel();
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
