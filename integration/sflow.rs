@@ -312,6 +312,7 @@ fn an_sflow_flood_becomes_a_rule_a_capture_and_leaves() {
         // The frame's length on the wire: 14 + 20 + 8 + 468.
         assert_eq!(f[2], "510", "{l}");
     }
-    let (st, _) = get(api_port, "/api/v1/attacks/1/pcap").unwrap();
+    // An attack that never was has no capture (ids count up from 1).
+    let (st, _) = get(api_port, &format!("/api/v1/attacks/{}/pcap", id + 1000)).unwrap();
     assert_eq!(st, 404);
 }
