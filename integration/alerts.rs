@@ -183,7 +183,7 @@ async fn each_service_gets_the_payload_it_expects() {
     let b = &got.body;
     assert_eq!(b["routing_key"], "R0UTINGKEY");
     assert_eq!(b["event_action"], "trigger");
-    assert_eq!(b["dedup_key"], "deflect-attack-42");
+    assert_eq!(b["dedup_key"], "deflect-attack-42-1764000000000");
     assert_eq!(b["payload"]["source"], "deflect");
     assert_eq!(b["payload"]["severity"], "critical");
     assert_eq!(b["payload"]["component"], "203.0.113.7");
@@ -201,7 +201,7 @@ async fn each_service_gets_the_payload_it_expects() {
     let got = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(
         got.body,
-        json!({"routing_key": "R0UTINGKEY", "event_action": "resolve", "dedup_key": "deflect-attack-42"})
+        json!({"routing_key": "R0UTINGKEY", "event_action": "resolve", "dedup_key": "deflect-attack-42-1764000000000"})
     );
 
     // Opsgenie: create with an alias and the GenieKey header, then close by alias.
@@ -218,7 +218,7 @@ async fn each_service_gets_the_payload_it_expects() {
     let got = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(got.path, "/v2/alerts");
     assert_eq!(got.header("authorization"), Some("GenieKey 0PSKEY"));
-    assert_eq!(got.body["alias"], "deflect-attack-42");
+    assert_eq!(got.body["alias"], "deflect-attack-42-1764000000000");
     assert_eq!(got.body["source"], "deflect");
     assert_eq!(got.body["details"]["target"], "203.0.113.7");
     assert!(got.body["message"].as_str().unwrap().len() <= 130);
@@ -226,7 +226,7 @@ async fn each_service_gets_the_payload_it_expects() {
     let got = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(
         got.path,
-        "/v2/alerts/deflect-attack-42/close?identifierType=alias"
+        "/v2/alerts/deflect-attack-42-1764000000000/close?identifierType=alias"
     );
     assert_eq!(got.body["source"], "deflect");
 

@@ -199,7 +199,9 @@ pub fn request(s: &Sink, e: &Event) -> (String, Vec<(String, String)>, Vec<u8>) 
     let text = render(s.template.as_deref().unwrap_or(DEFAULT_TEMPLATE), e);
     let details = serde_json::to_value(e).unwrap_or(Value::Null);
     let dedup = match (&e.attack, &e.peer) {
-        (Some(a), _) => format!("deflect-attack-{}", a.id),
+        // The id with the start time: ids are short and count up, so another deflect (or this
+        // one over a new store) sending to the same service has its own attack 42.
+        (Some(a), _) => format!("deflect-attack-{}-{}", a.id, a.started_ms),
         (None, Some(p)) => format!("deflect-peer-{p}"),
         _ => "deflect".to_string(),
     };
