@@ -116,77 +116,46 @@ fn snapshot_cost() {
                 ..Flow::default()
             },
         ];
-        let mut now = 1_000_000;
-        for round in 0..3u64 {
-            now += 1000;
-            for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(64).enumerate() {
+        // Reports of 64 addresses each from 1,000 nodes: `flows` to each of `which`.
+        let round = |d: &mut Detector, which: Vec<usize>, flows: &[Flow], seq: u64, now: u64| {
+            for (i, chunk) in which.chunks(64).enumerate() {
                 let r = Report {
                     node: format!("n{}", i % 1000),
-                    seq: round,
+                    seq,
                     interval_ms: 1000,
                     one_in: 1,
                     targets: chunk
                         .iter()
-                        .map(|k| Target {
-                            dst: std::net::IpAddr::from([
+                        .map(|k| {
+                            let dst = std::net::IpAddr::from([
                                 10,
                                 (k >> 16) as u8,
                                 (k >> 8) as u8,
                                 *k as u8,
-                            ]),
-                            pps: 310,
-                            bps: 2_408_000,
-                            flows: flows.clone(),
-                            sources: Vec::new(),
-                            trusted_pps: 0,
-                            trusted_bps: 0,
+                            ]);
+                            Target::of_flows(dst, flows.to_vec())
                         })
                         .collect(),
                     ..Report::default()
                 };
                 d.ingest(&r.node.clone(), &r, now);
             }
+        };
+        let mut now = 1_000_000;
+        for seq in 0..3u64 {
+            now += 1000;
+            round(&mut d, (0..n).collect(), &flows, seq, now);
         }
         // One address in a hundred flooded (ICMP), for the scrape below.
         now += 1000;
-        let flood = Flow {
+        let mut flooded = flows.clone();
+        flooded.push(Flow {
             proto: 1,
             pps: 80_000,
             bps: 327_680_000,
             ..Flow::default()
-        };
-        for (i, chunk) in (0..n)
-            .step_by(100)
-            .collect::<Vec<_>>()
-            .chunks(64)
-            .enumerate()
-        {
-            let r = Report {
-                node: format!("n{}", i % 1000),
-                seq: 3,
-                interval_ms: 1000,
-                one_in: 1,
-                targets: chunk
-                    .iter()
-                    .map(|k| Target {
-                        dst: std::net::IpAddr::from([
-                            10,
-                            (k >> 16) as u8,
-                            (k >> 8) as u8,
-                            *k as u8,
-                        ]),
-                        pps: 80_310,
-                        bps: 330_088_000,
-                        flows: vec![flows[0].clone(), flows[1].clone(), flood.clone()],
-                        sources: Vec::new(),
-                        trusted_pps: 0,
-                        trusted_bps: 0,
-                    })
-                    .collect(),
-                ..Report::default()
-            };
-            d.ingest(&r.node.clone(), &r, now);
-        }
+        });
+        round(&mut d, (0..n).step_by(100).collect(), &flooded, 3, now);
         // What a scrape of /metrics costs the engine: the busiest 20 and 500 of the attacked.
         let mut scrape = Duration::MAX;
         for _ in 0..20 {

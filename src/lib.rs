@@ -32,7 +32,8 @@
 //!    - [`alert`]: alerts to chat, paging and webhooks.
 //!    - [`mitigation`]: the mitigation set, its guardrails and its store (with the audit log).
 //!    - [`speaker`] and [`peer`]: the tokio edge around `deflect_bgp`, one task per neighbor.
-//!    - [`detect`]: baselines, attacks, classification, per address and per prefix (pure).
+//!    - [`detect`]: baselines, attacks, classification, per address and per prefix (pure); the
+//!      baselines' snapshot that carries them across a restart.
 //!    - [`pcap`]: forensic captures of attacks.
 //!    - [`ioc`]: indicator lists matched against sampled sources.
 //! 4. Vocabulary, shared by all:

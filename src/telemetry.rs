@@ -210,6 +210,21 @@ pub struct Target {
     pub trusted_bps: u64,
 }
 
+impl Target {
+    /// Traffic to `dst` made of `flows` (its rates their sums; no sources, nothing trusted).
+    pub fn of_flows(dst: IpAddr, flows: Vec<Flow>) -> Target {
+        Target {
+            dst,
+            pps: flows.iter().map(|f| f.pps).sum(),
+            bps: flows.iter().map(|f| f.bps).sum(),
+            flows,
+            sources: Vec::new(),
+            trusted_pps: 0,
+            trusted_bps: 0,
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

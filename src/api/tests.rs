@@ -324,15 +324,7 @@ mod traffic {
                     flows.retain(|f| f.tcp_flags == Some(0x10) || f.sport == Some(123));
                     flows.retain(|f| f.pps > 0);
                 }
-                Target {
-                    dst: addr(i),
-                    pps: flows.iter().map(|f| f.pps).sum(),
-                    bps: flows.iter().map(|f| f.bps).sum(),
-                    flows,
-                    sources: Vec::new(),
-                    trusted_pps: 0,
-                    trusted_bps: 0,
-                }
+                Target::of_flows(addr(i), flows)
             })
             .collect();
         Report {

@@ -138,15 +138,7 @@ mod tests {
                         ..Flow::default()
                     });
                 }
-                Target {
-                    dst: addr(i),
-                    pps: flows.iter().map(|f| f.pps).sum(),
-                    bps: flows.iter().map(|f| f.bps).sum(),
-                    flows,
-                    sources: Vec::new(),
-                    trusted_pps: 0,
-                    trusted_bps: 0,
-                }
+                Target::of_flows(addr(i), flows)
             })
             .collect();
         Report {

@@ -515,28 +515,21 @@ async fn attack_ids_are_short_and_a_crash_never_gives_one_twice() {
     assert!(r.report(0).await.started.is_empty());
     assert_eq!(reserved(r.set.clone()).await, 1 + 2 * restart::ID_BLOCK);
     // The next attack's id is the first of the new block.
-    let syn = Report {
+    let icmp = Flow {
+        proto: 1,
+        pps: 90_000,
+        bps: 90_000 * 480,
+        ..Flow::default()
+    };
+    let flood = Report {
         node: "web1".into(),
         seq: 10_000,
         interval_ms: 100,
         one_in: 1,
-        targets: vec![Target {
-            dst: "203.0.113.9".parse().unwrap(),
-            pps: 90_000,
-            bps: 90_000 * 480,
-            flows: vec![Flow {
-                proto: 1,
-                pps: 90_000,
-                bps: 90_000 * 480,
-                ..Flow::default()
-            }],
-            sources: Vec::new(),
-            trusted_pps: 0,
-            trusted_bps: 0,
-        }],
+        targets: vec![Target::of_flows("203.0.113.9".parse().unwrap(), vec![icmp])],
         ..Report::default()
     };
-    let ack = r.engine.report("web1", syn).await.unwrap();
+    let ack = r.engine.report("web1", flood).await.unwrap();
     assert_eq!(ack.started, vec![1 + restart::ID_BLOCK]);
 }
 
