@@ -246,11 +246,10 @@ proptest::proptest! {
 /// (a name to escape).
 mod traffic {
     use std::net::{IpAddr, Ipv4Addr};
-    use std::time::Duration;
 
     use super::super::metrics::{label, traffic};
     use super::super::{MAX_ATTACKED_TARGETS, SERIES_PER_TARGET};
-    use crate::detect::{Class, Detector, Settings, Thresholds};
+    use crate::detect::{Class, Detector};
     use crate::telemetry::{Flow, Report, Target};
 
     const GROUP: &str = "we\"b\\";
@@ -260,21 +259,7 @@ mod traffic {
     }
 
     fn detector(max: usize) -> Detector {
-        let mut th = Thresholds {
-            warmup: Duration::from_secs(3600),
-            ..Thresholds::default()
-        };
-        th.floor_pps[Class::UdpAmp.index()] = 5000.0;
-        th.prefix.enabled = false;
-        Detector::new(
-            Settings {
-                groups: vec![(GROUP.into(), vec!["10.0.0.0/8".parse().unwrap()], th)],
-                max_targets: max,
-                max_targets_per_node: max,
-                ..Settings::default()
-            },
-            1,
-        )
+        crate::detect::view::test_detector(GROUP, max)
     }
 
     /// A flow of each class at `pps` (NTP answers at `ntp`).

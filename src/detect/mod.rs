@@ -30,7 +30,7 @@ pub mod classify;
 mod judge;
 pub mod prefix;
 pub mod snapshot;
-mod view;
+pub(crate) mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;

@@ -83,13 +83,37 @@ fn top_by(items: impl Iterator<Item = (u32, IpAddr)>, n: usize) -> Vec<IpAddr> {
         .collect()
 }
 
+/// A detector for tests of the view: one group `group` over 10.0.0.0/8 of `max` addresses, NTP
+/// answers above 5,000 pps an attack, a long warm-up, no prefix detection (many addresses attacked
+/// at once in one /24 would be one carpet).
+#[cfg(test)]
+pub(crate) fn test_detector(group: &str, max: usize) -> Detector {
+    use std::time::Duration;
+
+    use crate::detect::{Class, Settings, Thresholds};
+    let mut th = Thresholds {
+        warmup: Duration::from_secs(3600),
+        ..Thresholds::default()
+    };
+    th.floor_pps[Class::UdpAmp.index()] = 5000.0;
+    th.prefix.enabled = false;
+    Detector::new(
+        Settings {
+            groups: vec![(group.into(), vec!["10.0.0.0/8".parse().unwrap()], th)],
+            max_targets: max,
+            max_targets_per_node: max,
+            ..Settings::default()
+        },
+        1,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::time::Duration;
 
     use super::*;
-    use crate::detect::{Class, Settings, Thresholds};
+    use crate::detect::Class;
     use crate::telemetry::{Flow, Report, Target};
 
     /// The `n`-th address of 10.0.0.0/8.
@@ -98,22 +122,7 @@ mod tests {
     }
 
     fn detector(max: usize) -> Detector {
-        let mut th = Thresholds {
-            warmup: Duration::from_secs(3600),
-            ..Thresholds::default()
-        };
-        th.floor_pps[Class::UdpAmp.index()] = 5000.0;
-        // Addresses only: many attacked at once in one /24 would be one carpet.
-        th.prefix.enabled = false;
-        Detector::new(
-            Settings {
-                groups: vec![("web".into(), vec!["10.0.0.0/8".parse().unwrap()], th)],
-                max_targets: max,
-                max_targets_per_node: max,
-                ..Settings::default()
-            },
-            1,
-        )
+        super::test_detector("web", max)
     }
 
     /// One report: address `i` gets `pps(i)` of HTTPS ACKs, and NTP answers from the
