@@ -217,13 +217,7 @@ fn restart(
         .unwrap_or(0);
     let log = dir.join("restart.log");
     let t0 = Instant::now();
-    *child = std::process::Command::new(env!("CARGO_BIN_EXE_deflect"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn,deflect::engine=info")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("deflect starts again");
+    *child = deflect(config, "warn,deflect::engine=info", Some(&log));
     let health = format!("http://127.0.0.1:{api_port}/api/v1/health");
     while ureq::get(&health).call().is_err() && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(5));
@@ -252,9 +246,13 @@ fn restart(
     ))
     .header("Authorization", &format!("Bearer {READ}"))
     .call()
-    .ok()
-    .and_then(|mut r| r.body_mut().read_json().ok())
-    .unwrap_or_default();
+    .expect("GET /api/v1/targets")
+    .body_mut()
+    .with_config()
+    // 10,000 targets with every class: past ureq's 10 MB default.
+    .limit(64 << 20)
+    .read_json()
+    .expect("the targets' JSON");
     let views = v.as_array().cloned().unwrap_or_default();
     let warm = views
         .iter()
@@ -274,6 +272,23 @@ fn restart(
         judged.as_millis(),
         views.len()
     );
+}
+
+/// `deflect run` on `config` (the release binary), logging at `level` to `log` (or the bench's own
+/// standard error).
+fn deflect(
+    config: &std::path::Path,
+    level: &str,
+    log: Option<&std::path::Path>,
+) -> std::process::Child {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_deflect"));
+    c.args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", level);
+    if let Some(l) = log {
+        c.stderr(std::fs::File::create(l).unwrap());
+    }
+    c.spawn().expect("deflect starts")
 }
 
 fn free_port() -> u16 {
@@ -461,12 +476,7 @@ fn main() {
             dir.join("policies").display()
         );
         std::fs::write(dir.join("bench.yaml"), yaml).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deflect"))
-            .args(["run", "--config"])
-            .arg(dir.join("bench.yaml"))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("deflect starts");
+        let mut child = deflect(&dir.join("bench.yaml"), "warn", None);
         let pid = child.id();
         let mut w = received.clone();
         let deadline = Instant::now() + Duration::from_secs(60);

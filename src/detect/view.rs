@@ -108,6 +108,18 @@ pub(crate) fn test_detector(group: &str, max: usize) -> Detector {
     )
 }
 
+/// One second's report from `web1` on `targets`.
+#[cfg(test)]
+pub(crate) fn test_report(targets: Vec<crate::telemetry::Target>) -> crate::telemetry::Report {
+    crate::telemetry::Report {
+        node: "web1".into(),
+        interval_ms: 1000,
+        one_in: 1,
+        targets,
+        ..crate::telemetry::Report::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -150,13 +162,7 @@ mod tests {
                 Target::of_flows(addr(i), flows)
             })
             .collect();
-        Report {
-            node: "web1".into(),
-            interval_ms: 1000,
-            one_in: 1,
-            targets,
-            ..Report::default()
-        }
+        super::test_report(targets)
     }
 
     #[test]
