@@ -318,6 +318,19 @@ fn session(router: &str, deflect: &str, router_as: u32) -> Session {
     }
 }
 
+/// CPU time the process `pid` has used, user and system (`/proc/PID/stat`, clock ticks of 10 ms).
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -363,9 +376,11 @@ fn main() {
             .map(|i| json!({"kind": "flowspec", "rule": rule(i, 53), "ttl": "1h", "reason": "batch"}))
             .collect();
         let body = json!({"mitigations": items});
+        let cpu0 = cpu(child.id());
         let t0 = Instant::now();
         let (st, v) = post(&agent, &format!("{base}/batch"), &body);
         let answered = t0.elapsed();
+        let batch_cpu = cpu(child.id()) - cpu0;
         assert_eq!(
             (st, v["created"].as_u64()),
             (200, Some(RULES as u64)),
@@ -374,8 +389,9 @@ fn main() {
         );
         let all_in = r.until(RULES, t0);
         eprintln!(
-            "{RULES} FlowSpec rules in one batch: answered in {:.0} ms, all in {}'s table in {:.0} ms",
+            "{RULES} FlowSpec rules in one batch: answered in {:.0} ms (deflect's CPU {:.0} ms), all in {}'s table in {:.0} ms",
             ms(answered),
+            ms(batch_cpu),
             r.name(),
             ms(all_in)
         );

@@ -263,3 +263,81 @@ fn canonical(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use deflect_bgp::fsm::State;
+    use deflect_bgp::rib::{RouteAttrs, RouteKey};
+
+    use super::*;
+    use crate::peer::{Mode, RouteChange};
+
+    /// A group of changes given to a peer as one command leaves packed: a few UPDATEs of many
+    /// NLRI each, not one per route; what the group removes again is never sent.
+    #[tokio::test]
+    async fn a_group_of_changes_leaves_packed_into_few_updates() {
+        let mut rc = PeerConfig::new("127.0.76.2".parse().unwrap(), 65000);
+        rc.local_as = 65001;
+        rc.router_id = "192.0.2.254".parse().unwrap();
+        rc.mode = Mode::Passive;
+        let router = Speaker::start(vec![rc], &["127.0.76.1:0".parse().unwrap()])
+            .await
+            .unwrap();
+        let mut c = PeerConfig::new("127.0.76.1".parse().unwrap(), 65001);
+        c.port = router.local_addrs()[0].port();
+        c.local_as = 65000;
+        c.router_id = "192.0.2.10".parse().unwrap();
+        c.socket.local_addr = Some("127.0.76.2".parse().unwrap());
+        c.connect_retry = Duration::from_millis(200);
+        let deflect = Speaker::start(vec![c], &[]).await.unwrap();
+        let mut up = deflect.peers()[0].watch();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            up.wait_for(|s| s.state == State::Established),
+        )
+        .await
+        .expect("the session comes up")
+        .unwrap();
+
+        let attrs = Arc::new(RouteAttrs {
+            ext_communities: vec![deflect_bgp::flowspec::Action::DISCARD.to_ext_community()],
+            ..RouteAttrs::default()
+        });
+        let key = |i: u32| {
+            RouteKey::FlowSpec(
+                format!("dst 10.1.{}.{}/32 proto udp dport 53", i >> 8, i & 255)
+                    .parse()
+                    .unwrap(),
+            )
+        };
+        let mut changes: Vec<RouteChange> = (0..2000)
+            .map(|i| RouteChange::Set(key(i), attrs.clone()))
+            .collect();
+        // Ten of them taken back within the group.
+        changes.extend((0..10).map(|i| RouteChange::Remove(key(i * 7))));
+        deflect.peers()[0].apply(changes).await;
+
+        let mut seen = router.peers()[0].watch();
+        let s = tokio::time::timeout(
+            Duration::from_secs(10),
+            seen.wait_for(|s| s.nlri_received >= 1990),
+        )
+        .await
+        .expect("every route arrives")
+        .unwrap()
+        .clone();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s2 = router.peers()[0].status();
+        assert_eq!(s2.nlri_received, 1990, "{s:?}");
+        assert_eq!(s2.withdrawals_received, 0, "{s2:?}");
+        // 15-octet NLRI in UPDATEs of at most 4,096 octets: about 250 each, 8 UPDATEs or so
+        // (End-of-RIB markers aside).
+        assert!(s2.updates_received <= 20, "{s2:?}");
+        for p in deflect.peers().iter().chain(router.peers()) {
+            p.shutdown("test over").await;
+            p.join().await;
+        }
+    }
+}

@@ -33,7 +33,7 @@ use crate::mitigation::record::{
     Amend, BatchItem, Created, ListFilter, Mitigation, Order, Refusal, WithdrawFilter,
 };
 use crate::mitigation::store::{Pruned, Store, StoreError};
-use crate::peer::{Neighbor, PeerHandle};
+use crate::peer::{Neighbor, PeerHandle, RouteChange};
 use crate::route::{Kind, Target};
 
 /// A parsed, active mitigation: what the peers get.
@@ -253,14 +253,17 @@ impl MitigationSet {
         let refs: Vec<&Mitigation> = p.changed.iter().collect();
         match self.store.commit(&refs, &p.memos, p.drafts, now) {
             Ok(_) => {
+                // One command per peer for the whole group, its changes in order.
+                let mut changes: Vec<Vec<RouteChange>> =
+                    self.peers.iter().map(|_| Vec::new()).collect();
                 for op in p.ops {
                     match op {
                         PeerOp::Set(i, key, attrs) => {
-                            self.peers[i].1.set(key, attrs).await;
+                            changes[i].push(RouteChange::Set(key, attrs));
                             self.metrics.announces.fetch_add(1, Ordering::Relaxed);
                         }
                         PeerOp::Remove(i, key) => {
-                            self.peers[i].1.remove(key).await;
+                            changes[i].push(RouteChange::Remove(key));
                             self.metrics.withdraws.fetch_add(1, Ordering::Relaxed);
                         }
                         PeerOp::Show(id, key, attrs) => {
@@ -269,6 +272,9 @@ impl MitigationSet {
                             }
                         }
                     }
+                }
+                for ((_, h), c) in self.peers.iter().zip(changes) {
+                    h.apply(c).await;
                 }
                 for r in p.replies {
                     match r {

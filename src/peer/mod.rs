@@ -171,14 +171,28 @@ pub struct PeerStatus {
     pub synced: bool,
 }
 
+/// One change to what a peer is sent.
+#[derive(Debug)]
+pub enum RouteChange {
+    Set(RouteKey, Arc<RouteAttrs>),
+    Remove(RouteKey),
+}
+
 /// Commands to a peer task.
 #[derive(Debug)]
 pub enum Command {
     Set(RouteKey, Arc<RouteAttrs>),
     Remove(RouteKey),
+    /// Changes made together (a group commit), applied in order before anything is written, so
+    /// they leave packed into as few UPDATEs as the session allows.
+    Routes(Vec<RouteChange>),
     Incoming(TcpStream),
     Shutdown(String),
 }
+
+/// Commands already queued that the task takes before writing: what arrived together leaves
+/// together, and one busy sender cannot hold the session's timers back for long.
+const COMMANDS_PER_WAKE: usize = 256;
 
 /// A handle to a peer task; cheap to clone.
 #[derive(Debug, Clone)]
@@ -209,6 +223,13 @@ impl PeerHandle {
 
     pub async fn remove(&self, key: RouteKey) {
         let _ = self.tx.send(Command::Remove(key)).await;
+    }
+
+    /// Applies `changes` in order, as one command.
+    pub async fn apply(&self, changes: Vec<RouteChange>) {
+        if !changes.is_empty() {
+            let _ = self.tx.send(Command::Routes(changes)).await;
+        }
     }
 
     pub async fn incoming(&self, stream: TcpStream) {
@@ -360,7 +381,21 @@ impl PeerTask {
                     self.stop(&reason).await;
                     return;
                 }
-                Wake::Command(Some(c)) => self.on_command(c),
+                Wake::Command(Some(c)) => {
+                    self.on_command(c);
+                    // What else is queued, up to a bound, before anything is written; a
+                    // shutdown among it stops the task as it would have alone.
+                    for _ in 0..COMMANDS_PER_WAKE {
+                        match self.commands.try_recv() {
+                            Ok(Command::Shutdown(reason)) => {
+                                self.stop(&reason).await;
+                                return;
+                            }
+                            Ok(c) => self.on_command(c),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Wake::Conn(ev) => self.on_conn_event(ev),
                 Wake::Connected(res) => {
                     self.connecting = None;
@@ -512,16 +547,28 @@ impl PeerTask {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Set(k, a) => {
+            Command::Set(k, a) => self.change(RouteChange::Set(k, a)),
+            Command::Remove(k) => self.change(RouteChange::Remove(k)),
+            Command::Routes(changes) => {
+                for c in changes {
+                    self.change(c);
+                }
+            }
+            Command::Incoming(stream) => self.accept(stream),
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn change(&mut self, c: RouteChange) {
+        match c {
+            RouteChange::Set(k, a) => {
                 if let Err(e) = self.rib.set(k, a) {
                     warn!("route refused: {e}");
                 }
             }
-            Command::Remove(k) => {
+            RouteChange::Remove(k) => {
                 self.rib.remove(&k);
             }
-            Command::Incoming(stream) => self.accept(stream),
-            Command::Shutdown(_) => {}
         }
     }
 
