@@ -1,8 +1,9 @@
-//! Arbitrary bytes as the JSON bodies the API takes (create, amend, extend): never a panic; an
-//! order that comes out is of the kind asked for, and its target passes its own checks.
+//! Arbitrary bytes as the JSON bodies the API takes (create, batch, withdraw by filter, amend,
+//! extend): never a panic; an order that comes out is of the kind asked for, and its target passes
+//! its own checks; a batch gives one item per body, each what that body alone would give.
 #![no_main]
 
-use deflect::api::{AmendRequest, CreateRequest, ExtendRequest};
+use deflect::api::{AmendRequest, BatchRequest, CreateRequest, ExtendRequest, WithdrawRequest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,6 +16,25 @@ fuzz_target!(|data: &[u8]| {
                 .expect("a target's text parses");
             assert_eq!(again, order.target);
         }
+    }
+    if let Ok(req) = serde_json::from_slice::<BatchRequest>(data) {
+        if let Ok(items) = req.items("fuzz") {
+            assert!(!items.is_empty() && items.len() <= deflect::api::MAX_BATCH_ITEMS);
+            assert_eq!(items.len(), req.mitigations.len());
+            for (item, body) in items.iter().zip(&req.mitigations) {
+                assert_eq!(item.is_ok(), body.order("fuzz").is_ok());
+            }
+        }
+    }
+    if let Ok(req) = serde_json::from_slice::<WithdrawRequest>(data) {
+        // Read without a panic; an empty filter is what the set refuses (it would match all).
+        assert_eq!(
+            req.filter.is_empty(),
+            req.filter.actor.is_none()
+                && req.filter.reason.is_none()
+                && req.filter.kind.is_none()
+                && req.filter.prefix.is_none()
+        );
     }
     if let Ok(req) = serde_json::from_slice::<AmendRequest>(data) {
         if let Ok(a) = req.amend("fuzz") {

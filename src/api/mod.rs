@@ -38,7 +38,7 @@ pub mod tls;
 pub use self::auth::{Caller, NodeTurns, RateLimits, Scope, Token, TokenTable};
 use self::bodies::reason_within_bounds;
 pub use self::bodies::{
-    AmendRequest, BatchRequest, CreateRequest, ExtendRequest, WithdrawRequest, ttl,
+    AmendRequest, BatchRequest, CreateRequest, ExtendRequest, MAX_BATCH_ITEMS, WithdrawRequest, ttl,
 };
 pub use self::error::ApiError;
 use self::metrics::metrics;

@@ -229,6 +229,87 @@ proptest::proptest! {
         }
     }
 
+    /// A batch of any create bodies gives one item per body, each what that body alone gives
+    /// (an order, or its refusal with the body for the audit log), or is refused whole when it
+    /// is empty or too long; never a panic.
+    #[test]
+    fn any_batch_gives_each_body_s_own_answer_or_a_refusal(
+        bodies in proptest::collection::vec(
+            (
+                proptest::option::of(0..4usize),
+                proptest::option::of("(dst|src|proto|dport|then|discard|[0-9./: ]){0,10}"),
+                proptest::option::of("[0-9a-f.:/]{0,20}"),
+                proptest::option::of("[0-9]{0,3}(s|m|h|x)?"),
+            ),
+            0..40,
+        ),
+        atomic in proptest::bool::ANY,
+    ) {
+        let req = BatchRequest {
+            mitigations: bodies
+                .into_iter()
+                .map(|(kind, rule, prefix, ttl)| CreateRequest {
+                    kind: kind.map(|k| Kind::ALL[k]),
+                    rule,
+                    prefix,
+                    ttl,
+                    ..CreateRequest::default()
+                })
+                .collect(),
+            atomic,
+        };
+        match req.items("feed") {
+            Ok(items) => {
+                proptest::prop_assert_eq!(items.len(), req.mitigations.len());
+                for (item, body) in items.iter().zip(&req.mitigations) {
+                    match (item, body.order("feed")) {
+                        (Ok(a), Ok(b)) => proptest::prop_assert_eq!(&a.target, &b.target),
+                        (Err((what, a)), Err(b)) => {
+                            proptest::prop_assert_eq!(a, &b);
+                            proptest::prop_assert!(what.is_object());
+                        }
+                        (a, b) => proptest::prop_assert!(false, "{a:?} alone gives {b:?}"),
+                    }
+                }
+            }
+            Err(e) => {
+                proptest::prop_assert!(req.mitigations.is_empty());
+                proptest::prop_assert!(matches!(e, Refusal::Invalid(_)));
+            }
+        }
+    }
+
+    /// Any JSON of a withdrawal's shape reads or is a 400; a filter's prefix is a prefix.
+    #[test]
+    fn any_withdraw_body_reads_or_is_refused(
+        actor in proptest::option::of("[a-z:]{0,8}"),
+        kind in proptest::option::of("(flowspec|rtbh|source-rtbh|divert|other)"),
+        prefix in proptest::option::of("[0-9a-f.:/]{0,20}"),
+        extra in proptest::bool::ANY,
+    ) {
+        let mut filter = serde_json::Map::new();
+        if let Some(a) = &actor { filter.insert("actor".into(), a.clone().into()); }
+        if let Some(k) = &kind { filter.insert("kind".into(), k.clone().into()); }
+        if let Some(p) = &prefix { filter.insert("prefix".into(), p.clone().into()); }
+        if extra { filter.insert("everything".into(), true.into()); }
+        let body = serde_json::json!({"filter": filter});
+        match serde_json::from_value::<WithdrawRequest>(body) {
+            Ok(req) => {
+                proptest::prop_assert!(!extra, "unknown fields are refused");
+                proptest::prop_assert_eq!(req.filter.actor, actor);
+                proptest::prop_assert_eq!(
+                    req.filter.prefix.map(|p| p.to_string()),
+                    prefix.map(|p| p.parse::<ipnet::IpNet>().unwrap().to_string())
+                );
+            }
+            Err(_) => proptest::prop_assert!(
+                extra
+                    || kind.as_deref() == Some("other")
+                    || prefix.is_some_and(|p| p.parse::<ipnet::IpNet>().is_err())
+            ),
+        }
+    }
+
     /// Whatever the words, an amend body gives at least one action, or a 400.
     #[test]
     fn any_amend_body_gives_actions_or_a_refusal(
