@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use daemon::{Daemon, free_port, temp_dir};
 use deflect::api::tls::ClientTls;
 use deflect::probe::send::{Client, Outcome};
+use deflect::telemetry::{Encoding, Report};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -198,8 +199,15 @@ fn the_api_over_tls_asks_for_client_certificates_and_takes_a_renewed_one_at_a_re
         key: Some(node_key_file.clone()),
     };
     let client = Client::with_tls(&format!("https://127.0.0.1:{port}"), NODE, &tls).unwrap();
-    let report = r#"{"node":"web1","seq":1,"time_ms":0,"interval_ms":1000,"targets":[]}"#;
-    assert_eq!(client.post(report.as_bytes()), Outcome::Delivered);
+    // In MessagePack, as the probe's backlog holds it.
+    let report = Encoding::MessagePack.encode(&Report {
+        node: "web1".into(),
+        seq: 1,
+        interval_ms: 1000,
+        one_in: 1,
+        ..Report::default()
+    });
+    assert_eq!(client.post(&report), Outcome::Delivered);
     // Another node's certificate (of the same CA) does not carry web1's token: 403, counted.
     let (web2_cert, web2_key) = leaf(&nodes, "web2", false);
     let web2 = ClientTls {
@@ -208,7 +216,7 @@ fn the_api_over_tls_asks_for_client_certificates_and_takes_a_renewed_one_at_a_re
         key: Some(write(&dir, "web2.key", &web2_key)),
     };
     let borrowed = Client::with_tls(&format!("https://127.0.0.1:{port}"), NODE, &web2).unwrap();
-    match borrowed.post(report.as_bytes()) {
+    match borrowed.post(&report) {
         Outcome::Refused(403, why) => assert!(why.contains("web2"), "{why}"),
         other => panic!("web1's token on web2's certificate: {other:?}"),
     }
@@ -227,12 +235,9 @@ fn the_api_over_tls_asks_for_client_certificates_and_takes_a_renewed_one_at_a_re
         },
     )
     .unwrap();
-    assert!(matches!(bare.post(report.as_bytes()), Outcome::Retry(..)));
+    assert!(matches!(bare.post(&report), Outcome::Retry(..)));
     let public_roots = Client::new(&format!("https://127.0.0.1:{port}"), NODE);
-    assert!(matches!(
-        public_roots.post(report.as_bytes()),
-        Outcome::Retry(..)
-    ));
+    assert!(matches!(public_roots.post(&report), Outcome::Retry(..)));
 
     // The CLI, with the CA and a client certificate; and without the certificate, refused.
     let cli = |extra: &[&str]| {

@@ -1,18 +1,24 @@
-//! Arbitrary bytes as a probe's report: whatever passes the API's checks goes through detection
-//! (twice, a second apart, from two nodes) without a panic, and the tables (addresses, prefixes and
-//! their rollups) stay within their limits.
+//! Arbitrary bytes as a probe's report, read as JSON and as MessagePack (the API's two encodings):
+//! neither decoder panics, and whatever passes the API's checks goes through detection (twice, a
+//! second apart, from two nodes) without a panic, and the tables (addresses, prefixes and their
+//! rollups) stay within their limits.
 #![no_main]
 
 use std::time::Duration;
 
 use deflect::detect::{Detector, Settings, Thresholds};
-use deflect::telemetry::Report;
+use deflect::telemetry::{Encoding, Report};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(report) = serde_json::from_slice::<Report>(data) else {
-        return;
-    };
+    for e in [Encoding::Json, Encoding::MessagePack] {
+        if let Ok(report) = e.decode(data) {
+            judge(&report);
+        }
+    }
+});
+
+fn judge(report: &Report) {
     if report.validate().is_err() {
         return;
     }
@@ -37,11 +43,11 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut now = 1_000_000;
     for node in ["web1", "sflow:edge", "web1"] {
-        d.ingest(node, &report, now);
+        d.ingest(node, report, now);
         now += 1000;
         let _ = d.check_stale(now);
         assert!(d.target_count() <= 64);
         assert!(d.prefix_count() <= 16);
     }
     let _ = d.top_targets(10);
-});
+}

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use deflect::telemetry::Report;
+use deflect::telemetry::{Encoding, Report};
 use nix::sched::{CloneFlags, setns};
 
 pub const A4: &str = "192.0.2.1";
@@ -365,6 +365,8 @@ fn serve(
         }
         let mut len = 0usize;
         let mut auth = String::new();
+        // The probe sends MessagePack; JSON is what a request without a type is.
+        let mut encoding = Some(Encoding::Json);
         loop {
             let mut h = String::new();
             r.read_line(&mut h)?;
@@ -376,14 +378,16 @@ fn serve(
                 match k.to_ascii_lowercase().as_str() {
                     "content-length" => len = v.trim().parse().unwrap_or(0),
                     "authorization" => auth = v.trim().to_string(),
+                    "content-type" => encoding = Encoding::of_content_type(v.trim()),
                     _ => {}
                 }
             }
         }
         let mut body = vec![0; len];
         r.read_exact(&mut body)?;
-        let status = match serde_json::from_slice::<Report>(&body) {
-            Ok(report) if report.validate().is_ok() => {
+        let decoded = encoding.map(|e| e.decode(&body));
+        let status = match decoded {
+            Some(Ok(report)) if report.validate().is_ok() => {
                 reports.lock().unwrap().push(Received {
                     at_ms: now_ms(),
                     auth,

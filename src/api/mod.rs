@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ pub use self::serve::{Limits, ServerMetrics, serve};
 pub use self::state::{ApiMetrics, ApiState};
 use crate::mitigation::{Created, ListFilter, Refusal};
 use crate::peer::PeerHandle;
-use crate::telemetry::Report;
+use crate::telemetry::Encoding;
 
 /// Every route: (method, path). The router and the OpenAPI document both follow this list.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -459,10 +459,33 @@ async fn audit_verify(
     })))
 }
 
-/// `POST /api/v1/telemetry`: one probe report. The node is the token's name.
+/// The encoding of a report, from its `Content-Type` (none: JSON, as before there was a choice);
+/// 415 for one the controller does not read, which tells a probe to fall back to JSON.
+fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(Encoding::Json);
+    };
+    v.to_str()
+        .ok()
+        .and_then(Encoding::of_content_type)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {:?}: a report is {} or {}",
+                    String::from_utf8_lossy(v.as_bytes()),
+                    Encoding::Json.content_type(),
+                    Encoding::MessagePack.content_type()
+                ),
+            )
+        })
+}
+
+/// `POST /api/v1/telemetry`: one probe report, JSON or MessagePack. The node is the token's name.
 async fn telemetry(
     caller: Caller,
     State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     match caller.scope {
@@ -484,6 +507,7 @@ async fn telemetry(
             ));
         }
     }
+    let encoding = encoding_of(&headers)?;
     // One report at a time per node, within its share of the engine's time: whatever one node
     // sends, the others' reports wait for at most one of its own.
     let turn = s
@@ -497,7 +521,10 @@ async fn telemetry(
             c.fetch_add(1, Ordering::Relaxed);
             ApiError(StatusCode::TOO_MANY_REQUESTS, w.to_string())
         })?;
-    let mut report: Report = body(b)?;
+    let b = b.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+    let mut report = encoding
+        .decode(&b)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
     report
         .validate()
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;

@@ -11,8 +11,8 @@
 //!  AF_PACKET + BPF filter  ──►  every 20 ms (100 idle): drain ─► parse ─► Aggregator
 //!  (inbound, watched ifs,        every 50 ms: flood? raise N
 //!   1 in N, 128 bytes)           interval end: RTM_GETLINK dump (counter deltas),
-//!        ▲                         finish() → Report → JSON ─► Backlog (bounded) ──► POST /api/v1/telemetry
-//!        │                         adapt N                                           (keep-alive, back-off)
+//!        ▲                         finish() → Report → MessagePack ─► Backlog (bounded) ──► POST /api/v1/telemetry
+//!        │                         adapt N                                                  (keep-alive, back-off)
 //!        └──── SO_ATTACH_FILTER ───┘
 //! ```
 //!
@@ -55,7 +55,7 @@ use ipnet::IpNet;
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::api::tls::ClientTls;
-use crate::telemetry::{MAX_INTERFACES, Report};
+use crate::telemetry::{Encoding, MAX_INTERFACES, Report};
 use crate::traffic::aggregate::{Aggregator, Finished};
 use counters::{Deltas, Link, Netlink};
 use sampler::{Sampler, SamplerError};
@@ -142,7 +142,7 @@ pub struct ProbeArgs {
     /// This node's name in reports. Default: the hostname.
     #[arg(long)]
     pub node: Option<String>,
-    /// Reports kept while the controller is unreachable (2 MB of JSON at most); the oldest are
+    /// Reports kept while the controller is unreachable (2 MB of reports at most); the oldest are
     /// dropped beyond.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub backlog: u32,
@@ -439,19 +439,17 @@ fn run(args: ProbeArgs) -> Result<(), ProbeError> {
             applied: applied.ids(),
             drop_error: applied.error.clone(),
         };
-        match report
-            .validate()
-            .map_err(|e| e.to_string())
-            .and_then(|()| serde_json::to_vec(&report).map_err(|e| e.to_string()))
-        {
-            Ok(body) => {
+        match report.validate() {
+            Ok(()) => {
                 if let Some(f) = record.as_mut() {
                     use std::io::Write;
-                    if let Err(e) = f.write_all(&body).and_then(|()| f.write_all(b"\n")) {
+                    let line = Encoding::Json.encode(&report);
+                    if let Err(e) = f.write_all(&line).and_then(|()| f.write_all(b"\n")) {
                         warn!("recording stopped: {e}");
                         record = None;
                     }
                 }
+                let body = Encoding::MessagePack.encode(&report);
                 if let Some(dropped) = backlog.push(seq, body) {
                     debug!(dropped, "backlog full: dropped the oldest report");
                 }

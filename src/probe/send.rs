@@ -10,13 +10,18 @@
 //! - no answer, 5xx or 429: kept, and retried after an exponential back-off (250 ms doubling to
 //!   4 s, with jitter); a `Retry-After` in seconds on those answers is honoured (up to 4 s).
 //!
-//! The backlog holds the JSON bodies, serialised once: a few kilobytes each normally, up to about
-//! 200 kB for a report full to every bound. So besides its bound in reports it has one in bytes,
-//! [`MAX_BACKLOG_BYTES`], past which the oldest are dropped too: a flood while the controller is
-//! away cannot grow the probe.
+//! The backlog holds the bodies in MessagePack, encoded once: a few kilobytes each normally, up to
+//! about 150 kB for a report full to every bound. So besides its bound in reports it has one in
+//! bytes, [`MAX_BACKLOG_BYTES`], past which the oldest are dropped too: a flood while the
+//! controller is away cannot grow the probe.
+//!
+//! MessagePack is what the controller reads cheapest (`crate::telemetry::Encoding`). A controller
+//! from before it answers 415: the client then sends JSON, each report re-encoded as it is posted,
+//! until the probe restarts.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -25,12 +30,14 @@ use ipnet::IpNet;
 use rand::Rng;
 use tracing::{Span, debug, error, info, warn};
 
+use crate::telemetry::Encoding;
+
 /// First retry delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest retry delay: short, because a probe that comes back late misses the start of an attack;
 /// one small request every few seconds costs the controller nothing.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(4);
-/// Most bytes of JSON the backlog holds, whatever its bound in reports.
+/// Most bytes of reports the backlog holds, whatever its bound in reports.
 pub const MAX_BACKLOG_BYTES: usize = 2 << 20;
 /// A request that takes longer than this counts as a failure.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +55,7 @@ struct Queued {
 struct Queue {
     items: VecDeque<Queued>,
     cap: usize,
-    /// Bytes of JSON in `items`.
+    /// Bytes of reports in `items`.
     bytes: usize,
     /// Reports dropped for lack of room since the last successful delivery.
     dropped: u64,
@@ -201,6 +208,8 @@ pub enum Outcome {
 /// Posts reports to `{controller}/api/v1/telemetry`.
 #[derive(Debug)]
 pub struct Client {
+    /// Set once the controller answered 415 to MessagePack: an older one, sent JSON from then on.
+    json_only: AtomicBool,
     agent: ureq::Agent,
     url: String,
     authorization: String,
@@ -238,6 +247,7 @@ impl Client {
             .build()
             .new_agent();
         Client {
+            json_only: AtomicBool::new(false),
             agent,
             url: format!("{}/api/v1/telemetry", controller.trim_end_matches('/')),
             authorization: format!("Bearer {token}"),
@@ -270,12 +280,33 @@ impl Client {
         &self.url
     }
 
+    /// Posts one report, `body` in MessagePack; as JSON to a controller that does not read it.
     pub fn post(&self, body: &[u8]) -> Outcome {
+        if self.json_only.load(Ordering::Relaxed) {
+            return match Encoding::MessagePack.decode(body) {
+                Ok(r) => self.send(&Encoding::Json.encode(&r), Encoding::Json),
+                Err(e) => Outcome::Refused(0, format!("report not re-encoded as JSON: {e}")),
+            };
+        }
+        match self.send(body, Encoding::MessagePack) {
+            Outcome::Refused(415, why) => {
+                warn!(
+                    url = self.url(),
+                    "the controller does not read MessagePack reports (415: {why}): sending JSON from now on"
+                );
+                self.json_only.store(true, Ordering::Relaxed);
+                self.post(body)
+            }
+            o => o,
+        }
+    }
+
+    fn send(&self, body: &[u8], encoding: Encoding) -> Outcome {
         let res = self
             .agent
             .post(&self.url)
             .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
+            .header("content-type", encoding.content_type())
             .send(body);
         let mut res = match res {
             Ok(r) => r,
@@ -534,7 +565,10 @@ mod tests {
                         answer.len()
                     );
                     w.write_all(head.as_bytes()).unwrap();
-                    if tx.send((auth, String::from_utf8(body).unwrap())).is_err() {
+                    if tx
+                        .send((auth, String::from_utf8_lossy(&body).into_owned()))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -557,6 +591,31 @@ mod tests {
         assert!(matches!(c.post(b"{}"), Outcome::Retry(why, None) if why.contains("503")));
         assert!(matches!(c.post(b"{}"), Outcome::Retry(..)));
         assert!(matches!(c.post(b"{}"), Outcome::Refused(400, _)));
+    }
+
+    #[test]
+    fn a_controller_that_answers_415_to_messagepack_gets_json_from_then_on() {
+        let report = crate::telemetry::Report {
+            node: "web1".into(),
+            seq: 7,
+            interval_ms: 1000,
+            one_in: 1,
+            ..Default::default()
+        };
+        let body = Encoding::MessagePack.encode(&report);
+        let json = String::from_utf8(Encoding::Json.encode(&report)).unwrap();
+        let (url, rx) = server(vec![202, 415, 202, 202]);
+        let c = Client::new(&url, "t");
+        // A controller that reads it: MessagePack as it is.
+        assert_eq!(c.post(&body), Outcome::Delivered);
+        let lossy = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(rx.recv().unwrap().1, lossy);
+        // An older one: 415, then the same report again, as JSON, and every one after it.
+        assert_eq!(c.post(&body), Outcome::Delivered);
+        assert_eq!(rx.recv().unwrap().1, lossy);
+        assert_eq!(rx.recv().unwrap().1, json);
+        assert_eq!(c.post(&body), Outcome::Delivered);
+        assert_eq!(rx.recv().unwrap().1, json);
     }
 
     #[test]
