@@ -23,7 +23,7 @@
 //! On the wire (`POST /api/v1/telemetry`) a report is JSON or MessagePack, the same fields either
 //! way, unknown fields refused: [`Encoding`], named by the request's `Content-Type`. The probe sends
 //! MessagePack, which the controller reads in about 60% of JSON's time (`benches/fleet.rs`), and
-//! falls back to JSON for a controller that answers 415 (one from before MessagePack).
+//! falls back to JSON for a controller that refuses it (one from before MessagePack answers 400).
 
 use std::net::IpAddr;
 
@@ -311,8 +311,8 @@ pub enum DecodeError {
 }
 
 impl Encoding {
-    /// The encoding a `Content-Type` names (its parameters ignored), or `None` for one the
-    /// controller does not read.
+    /// The encoding a `Content-Type` names (its parameters ignored), or `None` for any other (the
+    /// API reads those as JSON, as it read every body before MessagePack).
     pub fn of_content_type(value: &str) -> Option<Encoding> {
         let essence = value.split(';').next().unwrap_or_default().trim();
         let is = |t: &str| essence.eq_ignore_ascii_case(t);

@@ -16,8 +16,8 @@
 //! controller is away cannot grow the probe.
 //!
 //! MessagePack is what the controller reads cheapest (`crate::telemetry::Encoding`). A controller
-//! from before it answers 415: the client then sends JSON, each report re-encoded as it is posted,
-//! until the probe restarts.
+//! from before it reads the body as JSON and answers 400: the client then sends that report as JSON,
+//! and every one after it (each re-encoded as it is posted) until the probe restarts.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
@@ -208,7 +208,8 @@ pub enum Outcome {
 /// Posts reports to `{controller}/api/v1/telemetry`.
 #[derive(Debug)]
 pub struct Client {
-    /// Set once the controller answered 415 to MessagePack: an older one, sent JSON from then on.
+    /// Set once the controller refused MessagePack and took JSON: an older one, sent JSON from then
+    /// on.
     json_only: AtomicBool,
     agent: ureq::Agent,
     url: String,
@@ -281,23 +282,37 @@ impl Client {
     }
 
     /// Posts one report, `body` in MessagePack; as JSON to a controller that does not read it.
+    ///
+    /// A controller from before MessagePack reads every body as JSON and answers 400 (one that
+    /// names the types it reads would answer 415): the same report then goes again as JSON, and
+    /// if that is taken, JSON is what this client sends from then on. A report refused either
+    /// way is refused for what it says, not for its encoding: the JSON answer is returned and
+    /// nothing changes.
     pub fn post(&self, body: &[u8]) -> Outcome {
         if self.json_only.load(Ordering::Relaxed) {
-            return match Encoding::MessagePack.decode(body) {
-                Ok(r) => self.send(&Encoding::Json.encode(&r), Encoding::Json),
-                Err(e) => Outcome::Refused(0, format!("report not re-encoded as JSON: {e}")),
-            };
+            return self.post_json(body);
         }
         match self.send(body, Encoding::MessagePack) {
-            Outcome::Refused(415, why) => {
-                warn!(
-                    url = self.url(),
-                    "the controller does not read MessagePack reports (415: {why}): sending JSON from now on"
-                );
-                self.json_only.store(true, Ordering::Relaxed);
-                self.post(body)
+            Outcome::Refused(status @ (400 | 415), why) => {
+                let o = self.post_json(body);
+                if o == Outcome::Delivered {
+                    warn!(
+                        url = self.url(),
+                        "the controller does not read MessagePack reports ({status}: {why}): sending JSON from now on"
+                    );
+                    self.json_only.store(true, Ordering::Relaxed);
+                }
+                o
             }
             o => o,
+        }
+    }
+
+    /// `body` (MessagePack) re-encoded and sent as JSON.
+    fn post_json(&self, body: &[u8]) -> Outcome {
+        match Encoding::MessagePack.decode(body) {
+            Ok(r) => self.send(&Encoding::Json.encode(&r), Encoding::Json),
+            Err(e) => Outcome::Refused(0, format!("report not re-encoded as JSON: {e}")),
         }
     }
 
@@ -579,22 +594,30 @@ mod tests {
 
     #[test]
     fn post_sends_the_token_and_classifies_answers() {
-        let (url, rx) = server(vec![202, 401, 503, 429, 400]);
+        // A 400 is asked again in JSON (an older controller), and refused again.
+        let (url, rx) = server(vec![202, 401, 503, 429, 400, 400]);
         let c = Client::new(&format!("{url}/"), "s3cret");
         assert_eq!(c.url(), format!("{url}/api/v1/telemetry"));
-        assert_eq!(c.post(b"{}"), Outcome::Delivered);
-        assert_eq!(rx.recv().unwrap(), ("Bearer s3cret".into(), "{}".into()));
+        let body = Encoding::MessagePack.encode(&crate::telemetry::Report::default());
+        assert_eq!(c.post(&body), Outcome::Delivered);
         assert_eq!(
-            c.post(b"{}"),
+            rx.recv().unwrap(),
+            (
+                "Bearer s3cret".into(),
+                String::from_utf8_lossy(&body).into_owned()
+            )
+        );
+        assert_eq!(
+            c.post(&body),
             Outcome::Refused(401, r#"{"error":"no"}"#.into())
         );
-        assert!(matches!(c.post(b"{}"), Outcome::Retry(why, None) if why.contains("503")));
-        assert!(matches!(c.post(b"{}"), Outcome::Retry(..)));
-        assert!(matches!(c.post(b"{}"), Outcome::Refused(400, _)));
+        assert!(matches!(c.post(&body), Outcome::Retry(why, None) if why.contains("503")));
+        assert!(matches!(c.post(&body), Outcome::Retry(..)));
+        assert!(matches!(c.post(&body), Outcome::Refused(400, _)));
     }
 
     #[test]
-    fn a_controller_that_answers_415_to_messagepack_gets_json_from_then_on() {
+    fn a_controller_that_does_not_read_messagepack_gets_json_from_then_on() {
         let report = crate::telemetry::Report {
             node: "web1".into(),
             seq: 7,
@@ -604,18 +627,32 @@ mod tests {
         };
         let body = Encoding::MessagePack.encode(&report);
         let json = String::from_utf8(Encoding::Json.encode(&report)).unwrap();
-        let (url, rx) = server(vec![202, 415, 202, 202]);
-        let c = Client::new(&url, "t");
-        // A controller that reads it: MessagePack as it is.
-        assert_eq!(c.post(&body), Outcome::Delivered);
         let lossy = String::from_utf8_lossy(&body).into_owned();
-        assert_eq!(rx.recv().unwrap().1, lossy);
-        // An older one: 415, then the same report again, as JSON, and every one after it.
+        // A controller that reads it: MessagePack as it is.
+        let (url, rx) = server(vec![202]);
+        let c = Client::new(&url, "t");
         assert_eq!(c.post(&body), Outcome::Delivered);
+        assert_eq!(rx.recv().unwrap().1, lossy);
+        // Older ones: 400 (every body read as JSON) or 415, then the same report again, as JSON,
+        // and every one after it.
+        for refusal in [400, 415] {
+            let (url, rx) = server(vec![refusal, 202, 202]);
+            let c = Client::new(&url, "t");
+            assert_eq!(c.post(&body), Outcome::Delivered);
+            assert_eq!(rx.recv().unwrap().1, lossy);
+            assert_eq!(rx.recv().unwrap().1, json);
+            assert_eq!(c.post(&body), Outcome::Delivered);
+            assert_eq!(rx.recv().unwrap().1, json);
+        }
+        // A report refused in both encodings is refused for what it says: the client keeps
+        // MessagePack.
+        let (url, rx) = server(vec![400, 400, 202]);
+        let c = Client::new(&url, "t");
+        assert!(matches!(c.post(&body), Outcome::Refused(400, _)));
         assert_eq!(rx.recv().unwrap().1, lossy);
         assert_eq!(rx.recv().unwrap().1, json);
         assert_eq!(c.post(&body), Outcome::Delivered);
-        assert_eq!(rx.recv().unwrap().1, json);
+        assert_eq!(rx.recv().unwrap().1, lossy);
     }
 
     #[test]
