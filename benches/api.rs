@@ -133,6 +133,7 @@ fn main() {
             .await
             .unwrap();
             assert_eq!(st.ok(), Some(201));
+            active.fetch_add(1, Ordering::Relaxed);
             let mut w = received.clone();
             while w.borrow_and_update().nlri_received <= before {
                 let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
@@ -180,25 +181,32 @@ fn main() {
         eprintln!("creates: {created} in {:.1} s with {clients} clients = {rate:.0} creates/s", started.elapsed().as_secs_f64());
 
         let mut i = next.load(Ordering::Relaxed) as u32;
-        // 100k active.
-        let mut n = target + 500;
+        // 100k active: the creates above count (each 201 is one more active mitigation).
+        let mut n = active.load(Ordering::Relaxed);
         while n < 100_000 {
-            let batch: Vec<String> = (0..64).map(|k| rule(i + k)).collect();
-            i += 64;
-            n += 64;
+            let batch: Vec<String> = (0..64.min(100_000 - n) as u32).map(|k| rule(i + k)).collect();
+            i += batch.len() as u32;
             let base2 = base.clone();
             let agent2 = agent.clone();
-            tokio::task::spawn_blocking(move || {
+            n += tokio::task::spawn_blocking(move || {
                 std::thread::scope(|s| {
-                    for chunk in batch.chunks(8) {
-                        let (base, agent) = (&base2, &agent2);
-                        s.spawn(move || {
-                            for r in chunk {
-                                let body = serde_json::json!({"kind": "flowspec", "rule": r}).to_string();
-                                let _ = agent.post(base).header("Authorization", &format!("Bearer {TOKEN}")).send(&body);
-                            }
-                        });
-                    }
+                    let workers: Vec<_> = batch
+                        .chunks(8)
+                        .map(|chunk| {
+                            let (base, agent) = (&base2, &agent2);
+                            s.spawn(move || {
+                                chunk
+                                    .iter()
+                                    .filter(|r| {
+                                        let body = serde_json::json!({"kind": "flowspec", "rule": r}).to_string();
+                                        let r = agent.post(base).header("Authorization", &format!("Bearer {TOKEN}")).send(&body);
+                                        r.map(|r| r.status().as_u16() == 201).unwrap_or(false)
+                                    })
+                                    .count() as u64
+                            })
+                        })
+                        .collect();
+                    workers.into_iter().map(|w| w.join().unwrap()).sum::<u64>()
                 })
             })
             .await
