@@ -27,6 +27,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident memory split: `(anonymous, file-backed)` KiB; the file-backed part is mostly the
+/// binary's own pages, shared and reclaimable, the anonymous part the heap and the stacks.
+fn rss_split_kib(pid: u32) -> (u64, u64) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let anon = field("Anonymous:");
+    (anon, field("Rss:").saturating_sub(anon))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -90,6 +105,7 @@ fn main() {
             let _ = tokio::time::timeout(Duration::from_secs(10), w.changed()).await;
         }
         let rss_start = rss_kib(pid);
+        let split_start = rss_split_kib(pid);
         let active = Arc::new(AtomicU64::new(0));
 
         let base = format!("http://127.0.0.1:{api_port}/api/v1/mitigations");
@@ -119,6 +135,7 @@ fn main() {
             let _ = tokio::time::timeout(Duration::from_secs(10), w.changed()).await;
         }
         let rss_10k = rss_kib(pid);
+        let split_10k = rss_split_kib(pid);
         let mut lat = Vec::new();
         for _ in 0..500 {
             let before = received.borrow().nlri_received;
@@ -147,6 +164,10 @@ fn main() {
             percentile(&lat, 0.99).as_secs_f64() * 1e3
         );
         eprintln!("deflect's resident memory: {rss_start} KiB at start, {rss_10k} KiB with {target} active");
+        eprintln!(
+            "  of which anonymous / file-backed: {} / {} KiB at start, {} / {} KiB with {target} active",
+            split_start.0, split_start.1, split_10k.0, split_10k.1
+        );
 
         next.store(u64::from(i), Ordering::Relaxed);
 
@@ -218,10 +239,13 @@ fn main() {
                 break;
             }
         }
+        let split = rss_split_kib(pid);
         eprintln!(
-            "deflect's resident memory with {n} active: {} KiB ({} NLRI at the router)",
+            "deflect's resident memory with {n} active: {} KiB ({} NLRI at the router); anonymous / file-backed: {} / {} KiB",
             rss_kib(pid),
-            received.borrow().nlri_received
+            received.borrow().nlri_received,
+            split.0,
+            split.1
         );
         // A clean stop: SIGTERM through kill(1), then wait.
         let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
