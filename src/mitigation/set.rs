@@ -100,12 +100,8 @@ impl Live {
 #[derive(Debug, Clone)]
 struct Active {
     live: Live,
-    /// Peer names; every eligible peer when empty (most are: no allocation then).
-    peers: Box<[String]>,
-    /// Shared with every other mitigation of the same reason ([`Strings`]).
-    reason: Arc<str>,
-    /// Shared likewise: one token or one attack's policy makes many.
-    actor: Arc<str>,
+    /// Who made it, why, for which peers: shared ([`Origins`]).
+    origin: Arc<Origin>,
     created_ms: u64,
     expires_ms: u64,
     dry_run: bool,
@@ -116,14 +112,16 @@ struct Active {
 
 impl Active {
     /// `m` (active) held compact; `target` is what it announces, `live` its peers' form.
-    fn new(m: &Mitigation, target: &Target, live: Live, strings: &mut Strings) -> Active {
+    fn new(m: &Mitigation, target: &Target, live: Live, origins: &mut Origins) -> Active {
         let exact = live.target().as_ref() == Some(target)
             && m.target_fields() == Mitigation::fields(target);
         Active {
             live,
-            peers: m.peers.clone().into_boxed_slice(),
-            reason: strings.get(&m.reason),
-            actor: strings.get(&m.actor),
+            origin: origins.get(Origin {
+                actor: m.actor.as_str().into(),
+                reason: m.reason.as_str().into(),
+                peers: m.peers.clone().into_boxed_slice(),
+            }),
             created_ms: m.created_ms,
             expires_ms: m.expires_ms,
             dry_run: m.dry_run,
@@ -149,9 +147,9 @@ impl Active {
             next_hop: f.next_hop,
             communities: f.communities,
             large_communities: f.large_communities,
-            peers: self.peers.to_vec(),
-            reason: self.reason.to_string(),
-            actor: self.actor.to_string(),
+            peers: self.origin.peers.to_vec(),
+            reason: self.origin.reason.to_string(),
+            actor: self.origin.actor.to_string(),
             created_ms: self.created_ms,
             expires_ms: self.expires_ms,
             withdrawn_ms: None,
@@ -172,20 +170,29 @@ impl Active {
     }
 }
 
-/// Interned strings: actors and reasons repeat across thousands of mitigations.
-#[derive(Debug, Default)]
-struct Strings(HashSet<Arc<str>>);
+/// Who made a mitigation, why, and for which peers (every eligible one when empty).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Origin {
+    actor: Box<str>,
+    reason: Box<str>,
+    peers: Box<[String]>,
+}
 
-impl Strings {
-    fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.0.get(s) {
+/// Origins by value: one API token or one attack's policy makes thousands of mitigations with
+/// the same actor, reason and peers, which then cost a pointer each.
+#[derive(Debug, Default)]
+struct Origins(HashSet<Arc<Origin>>);
+
+impl Origins {
+    fn get(&mut self, o: Origin) -> Arc<Origin> {
+        if let Some(a) = self.0.get(&o) {
             return a.clone();
         }
-        // Strings nobody holds any more are dropped once there are many.
+        // Origins nobody holds any more are dropped once there are many.
         if self.0.len() >= 4096 {
             self.0.retain(|k| Arc::strong_count(k) > 1);
         }
-        let a: Arc<str> = Arc::from(s);
+        let a = Arc::new(o);
         self.0.insert(a.clone());
         a
     }
@@ -216,8 +223,8 @@ struct MitigationSet {
     retry_at: u64,
     /// FlowSpec attributes by value: thousands of rules share a handful of action sets.
     flow_attrs: HashSet<Arc<RouteAttrs>>,
-    /// Actors and reasons, shared.
-    strings: Strings,
+    /// Actors, reasons and peer lists, shared.
+    origins: Origins,
     /// Refusals audited this minute, per actor.
     refusals: RefusalWindow,
     /// Where the set reads the time: the wall's, or a replay's.
@@ -493,7 +500,7 @@ impl MitigationSet {
                 Ok(target) => {
                     let mut live = Live::of(&target);
                     self.intern(&mut live);
-                    let a = Active::new(&m, &target, live, &mut self.strings);
+                    let a = Active::new(&m, &target, live, &mut self.origins);
                     self.activate(m.id, a);
                 }
                 Err(e) => warn!(
@@ -617,7 +624,7 @@ impl MitigationSet {
         let Some(a) = self.active.get(&id) else {
             return drafts;
         };
-        for (i, attrs) in self.targets(a.dry_run, &a.peers, &a.live) {
+        for (i, attrs) in self.targets(a.dry_run, &a.origin.peers, &a.live) {
             let (n, h) = &self.peers[i];
             h.set(a.live.key.clone(), attrs).await;
             self.metrics.announces.fetch_add(1, Ordering::Relaxed);
@@ -756,7 +763,9 @@ impl MitigationSet {
             .active
             .iter()
             .filter(|(id, a)| {
-                filter.admits(&a.actor, &a.reason, a.live.kind, || a.target(**id).ok())
+                filter.admits(&a.origin.actor, &a.origin.reason, a.live.kind, || {
+                    a.target(**id).ok()
+                })
             })
             .map(|(id, _)| *id)
             .collect();
@@ -918,7 +927,7 @@ impl MitigationSet {
         self.stage_announce(&m, &live, actor, drafts);
         self.next_id += 1;
         self.recent.push_back(now);
-        let a = Active::new(&m, target, live, &mut self.strings);
+        let a = Active::new(&m, target, live, &mut self.origins);
         self.activate(m.id, a);
         self.metrics.created.fetch_add(1, Ordering::Relaxed);
         self.metrics
@@ -955,7 +964,7 @@ impl MitigationSet {
         let mut m = a.record(id);
         m.withdrawn_ms = Some(now);
         m.withdraw_reason = Some(reason.to_string());
-        let targets = self.targets(a.dry_run, &a.peers, &a.live);
+        let targets = self.targets(a.dry_run, &a.origin.peers, &a.live);
         let key = a.live.key.clone();
         let mut drafts = vec![AuditDraft::new(
             actor,
@@ -1064,7 +1073,7 @@ impl MitigationSet {
         self.intern(&mut new);
         self.stage_announce(&m, &new, &a.actor, drafts);
         info!(id, actor = %a.actor, rule = ?m.rule, "mitigation amended");
-        let active = Active::new(&m, &target, new, &mut self.strings);
+        let active = Active::new(&m, &target, new, &mut self.origins);
         self.activate(id, active);
         Ok(m)
     }
@@ -1205,7 +1214,7 @@ impl MitigationSet {
         self.flush().await;
         // Peer handles may be new: give every peer the whole active set (idempotent for the others).
         for a in self.active.values() {
-            for (i, attrs) in self.targets(a.dry_run, &a.peers, &a.live) {
+            for (i, attrs) in self.targets(a.dry_run, &a.origin.peers, &a.live) {
                 self.peers[i].1.set(a.live.key.clone(), attrs).await;
             }
         }
@@ -1436,7 +1445,7 @@ pub async fn start(
         pending: Pending::default(),
         retry_at: 0,
         flow_attrs: HashSet::new(),
-        strings: Strings::default(),
+        origins: Origins::default(),
         refusals: RefusalWindow::default(),
         clock,
         next_prune: 0,
