@@ -27,6 +27,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident memory split: `(anonymous, file-backed)` KiB; the file-backed part is mostly the
+/// binary's own pages, shared and reclaimable, the anonymous part the heap and the stacks.
+fn rss_split_kib(pid: u32) -> (u64, u64) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let anon = field("Anonymous:");
+    (anon, field("Rss:").saturating_sub(anon))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -90,6 +105,7 @@ fn main() {
             let _ = tokio::time::timeout(Duration::from_secs(10), w.changed()).await;
         }
         let rss_start = rss_kib(pid);
+        let split_start = rss_split_kib(pid);
         let active = Arc::new(AtomicU64::new(0));
 
         let base = format!("http://127.0.0.1:{api_port}/api/v1/mitigations");
@@ -119,6 +135,7 @@ fn main() {
             let _ = tokio::time::timeout(Duration::from_secs(10), w.changed()).await;
         }
         let rss_10k = rss_kib(pid);
+        let split_10k = rss_split_kib(pid);
         let mut lat = Vec::new();
         for _ in 0..500 {
             let before = received.borrow().nlri_received;
@@ -133,6 +150,7 @@ fn main() {
             .await
             .unwrap();
             assert_eq!(st.ok(), Some(201));
+            active.fetch_add(1, Ordering::Relaxed);
             let mut w = received.clone();
             while w.borrow_and_update().nlri_received <= before {
                 let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
@@ -146,6 +164,10 @@ fn main() {
             percentile(&lat, 0.99).as_secs_f64() * 1e3
         );
         eprintln!("deflect's resident memory: {rss_start} KiB at start, {rss_10k} KiB with {target} active");
+        eprintln!(
+            "  of which anonymous / file-backed: {} / {} KiB at start, {} / {} KiB with {target} active",
+            split_start.0, split_start.1, split_10k.0, split_10k.1
+        );
 
         next.store(u64::from(i), Ordering::Relaxed);
 
@@ -180,25 +202,32 @@ fn main() {
         eprintln!("creates: {created} in {:.1} s with {clients} clients = {rate:.0} creates/s", started.elapsed().as_secs_f64());
 
         let mut i = next.load(Ordering::Relaxed) as u32;
-        // 100k active.
-        let mut n = target + 500;
+        // 100k active: the creates above count (each 201 is one more active mitigation).
+        let mut n = active.load(Ordering::Relaxed);
         while n < 100_000 {
-            let batch: Vec<String> = (0..64).map(|k| rule(i + k)).collect();
-            i += 64;
-            n += 64;
+            let batch: Vec<String> = (0..64.min(100_000 - n) as u32).map(|k| rule(i + k)).collect();
+            i += batch.len() as u32;
             let base2 = base.clone();
             let agent2 = agent.clone();
-            tokio::task::spawn_blocking(move || {
+            n += tokio::task::spawn_blocking(move || {
                 std::thread::scope(|s| {
-                    for chunk in batch.chunks(8) {
-                        let (base, agent) = (&base2, &agent2);
-                        s.spawn(move || {
-                            for r in chunk {
-                                let body = serde_json::json!({"kind": "flowspec", "rule": r}).to_string();
-                                let _ = agent.post(base).header("Authorization", &format!("Bearer {TOKEN}")).send(&body);
-                            }
-                        });
-                    }
+                    let workers: Vec<_> = batch
+                        .chunks(8)
+                        .map(|chunk| {
+                            let (base, agent) = (&base2, &agent2);
+                            s.spawn(move || {
+                                chunk
+                                    .iter()
+                                    .filter(|r| {
+                                        let body = serde_json::json!({"kind": "flowspec", "rule": r}).to_string();
+                                        let r = agent.post(base).header("Authorization", &format!("Bearer {TOKEN}")).send(&body);
+                                        r.map(|r| r.status().as_u16() == 201).unwrap_or(false)
+                                    })
+                                    .count() as u64
+                            })
+                        })
+                        .collect();
+                    workers.into_iter().map(|w| w.join().unwrap()).sum::<u64>()
                 })
             })
             .await
@@ -210,10 +239,13 @@ fn main() {
                 break;
             }
         }
+        let split = rss_split_kib(pid);
         eprintln!(
-            "deflect's resident memory with {n} active: {} KiB ({} NLRI at the router)",
+            "deflect's resident memory with {n} active: {} KiB ({} NLRI at the router); anonymous / file-backed: {} / {} KiB",
             rss_kib(pid),
-            received.borrow().nlri_received
+            received.borrow().nlri_received,
+            split.0,
+            split.1
         );
         // A clean stop: SIGTERM through kill(1), then wait.
         let _ = std::process::Command::new("kill").arg(pid.to_string()).status();

@@ -148,13 +148,26 @@ pub struct RibStats {
     pub held_back: u64,
 }
 
+/// One route's two states in an Adj-RIB-Out.
+#[derive(Debug, Default)]
+struct Slot {
+    /// What the peer should hold. Survives session resets; the mitigation set is its source.
+    desired: Option<Arc<RouteAttrs>>,
+    /// What we told the peer in the current session.
+    advertised: Option<Arc<RouteAttrs>>,
+}
+
 /// One peer's Adj-RIB-Out. See the module documentation.
 #[derive(Debug, Default)]
 pub struct AdjRibOut {
-    /// What the peer should hold. Survives session resets; the mitigation set is its source.
-    desired: BTreeMap<RouteKey, Arc<RouteAttrs>>,
-    /// What we told the peer in the current session.
-    advertised: BTreeMap<RouteKey, Arc<RouteAttrs>>,
+    /// Every route desired or advertised, with both states. One map rather than one per state:
+    /// in a session that is up the two hold the same keys, hundreds of thousands of them, and
+    /// a map entry costs more than the attributes' shared pointer.
+    routes: BTreeMap<RouteKey, Slot>,
+    /// Routes with a desired state.
+    desired_len: usize,
+    /// Routes with an advertised state.
+    advertised_len: usize,
     /// Keys whose desired and advertised states may differ. Coalesces changes until drained.
     pending: BTreeSet<RouteKey>,
     /// Set while Established.
@@ -189,10 +202,13 @@ impl AdjRibOut {
     /// Makes `key` desired with `attrs`. Returns whether anything changed.
     pub fn set(&mut self, key: RouteKey, attrs: Arc<RouteAttrs>) -> Result<bool, RibError> {
         Self::check(&key, &attrs)?;
-        if self.desired.get(&key) == Some(&attrs) {
+        let slot = self.routes.entry(key.clone()).or_default();
+        if slot.desired.as_ref() == Some(&attrs) {
             return Ok(false);
         }
-        self.desired.insert(key.clone(), attrs);
+        if slot.desired.replace(attrs).is_none() {
+            self.desired_len += 1;
+        }
         if self.session.is_some() {
             self.pending.insert(key);
         }
@@ -201,8 +217,15 @@ impl AdjRibOut {
 
     /// Makes `key` undesired. Returns whether it was desired.
     pub fn remove(&mut self, key: &RouteKey) -> bool {
-        if self.desired.remove(key).is_none() {
+        let Some(slot) = self.routes.get_mut(key) else {
             return false;
+        };
+        if slot.desired.take().is_none() {
+            return false;
+        }
+        self.desired_len -= 1;
+        if slot.advertised.is_none() {
+            self.routes.remove(key);
         }
         self.held_back.remove(key);
         if self.session.is_some() {
@@ -211,13 +234,40 @@ impl AdjRibOut {
         true
     }
 
-    pub fn desired(&self) -> &BTreeMap<RouteKey, Arc<RouteAttrs>> {
-        &self.desired
+    /// How many routes the peer should hold.
+    pub fn desired_len(&self) -> usize {
+        self.desired_len
     }
 
-    /// Routes the peer holds from us in this session, as far as we sent them.
-    pub fn advertised(&self) -> &BTreeMap<RouteKey, Arc<RouteAttrs>> {
-        &self.advertised
+    /// How many routes the peer holds from us in this session, as far as we sent them.
+    pub fn advertised_len(&self) -> usize {
+        self.advertised_len
+    }
+
+    /// The attributes the peer holds `key` with, as far as we sent them.
+    pub fn advertised(&self, key: &RouteKey) -> Option<&Arc<RouteAttrs>> {
+        self.routes.get(key)?.advertised.as_ref()
+    }
+
+    /// The peer holds nothing from us any more: routes no longer desired go.
+    fn forget_advertised(&mut self) {
+        self.routes.retain(|_, s| {
+            s.advertised = None;
+            s.desired.is_some()
+        });
+        self.advertised_len = 0;
+    }
+
+    /// We withdrew `key`.
+    fn unadvertise(&mut self, key: &RouteKey) {
+        if let Some(slot) = self.routes.get_mut(key) {
+            if slot.advertised.take().is_some() {
+                self.advertised_len -= 1;
+            }
+            if slot.desired.is_none() {
+                self.routes.remove(key);
+            }
+        }
     }
 
     /// Routes the peer cannot take in this session, with the reason visible through [`Self::held_back_reason`].
@@ -256,10 +306,10 @@ impl AdjRibOut {
 
     /// The session reached Established: send everything, then End-of-RIB per family.
     pub fn session_up(&mut self, ctx: SessionCtx) {
-        self.advertised.clear();
+        self.forget_advertised();
         self.resend.clear();
         self.held_back.clear();
-        self.pending = self.desired.keys().cloned().collect();
+        self.pending = self.routes.keys().cloned().collect();
         self.eor_pending = ctx.families.clone();
         self.session = Some(ctx);
     }
@@ -268,7 +318,7 @@ impl AdjRibOut {
     /// graceful-restart timer); the desired set stays for the next session.
     pub fn session_down(&mut self) {
         self.session = None;
-        self.advertised.clear();
+        self.forget_advertised();
         self.pending.clear();
         self.resend.clear();
         self.eor_pending.clear();
@@ -282,8 +332,10 @@ impl AdjRibOut {
             return;
         }
         let keys: Vec<RouteKey> = self
-            .advertised
-            .keys()
+            .routes
+            .iter()
+            .filter(|(_, s)| s.advertised.is_some())
+            .map(|(k, _)| k)
             .chain(self.held_back.iter())
             .filter(|k| k.family() == family)
             .cloned()
@@ -314,10 +366,14 @@ impl AdjRibOut {
             let family = key.family();
             let deliverable = ctx.families.contains(&family)
                 && !matches!(&key, RouteKey::FlowSpec(r) if r.wire().len() > ctx.max_flowspec_nlri_len);
-            match self.desired.get(&key) {
+            let (desired, advertised) = match self.routes.get(&key) {
+                Some(s) => (s.desired.clone(), s.advertised.clone()),
+                None => (None, None),
+            };
+            match &desired {
                 Some(attrs) if deliverable => {
                     let resend = !self.resend.is_empty() && self.resend.remove(&key);
-                    if !resend && self.advertised.get(&key) == Some(attrs) {
+                    if !resend && advertised.as_ref() == Some(attrs) {
                         continue;
                     }
                     if !self.held_back.is_empty() {
@@ -345,13 +401,13 @@ impl AdjRibOut {
                     if self.held_back.insert(key.clone()) {
                         self.stats.held_back += 1;
                     }
-                    if self.advertised.contains_key(&key) && ctx.families.contains(&family) {
+                    if advertised.is_some() && ctx.families.contains(&family) {
                         withdraws.entry(family).or_default().push(key);
                     }
                 }
                 None => {
                     self.resend.remove(&key);
-                    if self.advertised.contains_key(&key) {
+                    if advertised.is_some() {
                         withdraws.entry(family).or_default().push(key);
                     }
                 }
@@ -373,12 +429,12 @@ impl AdjRibOut {
                     // Unreachable in practice: an NLRI too long to withdraw was too long to announce
                     // and so was never advertised. Never loop on it.
                     out.truncate(mark);
-                    self.advertised.remove(&rest[0]);
+                    self.unadvertise(&rest[0]);
                     rest = &rest[1..];
                     continue;
                 }
                 for k in &rest[..n] {
-                    self.advertised.remove(k);
+                    self.unadvertise(k);
                 }
                 self.stats.withdrawn += n as u64;
                 self.stats.updates += 1;
@@ -406,7 +462,12 @@ impl AdjRibOut {
                     continue;
                 }
                 for k in &rest[..n] {
-                    self.advertised.insert(k.clone(), attrs.clone());
+                    // Announced because desired in this drain: its slot is there.
+                    if let Some(slot) = self.routes.get_mut(k) {
+                        if slot.advertised.replace(attrs.clone()).is_none() {
+                            self.advertised_len += 1;
+                        }
+                    }
                 }
                 self.stats.announced += n as u64;
                 self.stats.updates += 1;

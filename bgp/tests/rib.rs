@@ -115,7 +115,7 @@ fn on_session_up_every_route_is_sent_then_one_end_of_rib_per_family() {
         Some(3)
     );
     assert!(rib.is_synced());
-    assert_eq!(rib.advertised().len(), 3);
+    assert_eq!(rib.advertised_len(), 3);
 }
 
 #[test]
@@ -320,7 +320,7 @@ fn a_withdrawal_after_a_route_refresh_is_still_sent() {
     let (_, ann, wd, _) = drain_all(&mut rib, &c.codec);
     assert!(ann.is_empty());
     assert_eq!(wd.len(), 1);
-    assert!(rib.advertised().is_empty());
+    assert_eq!(rib.advertised_len(), 0);
 }
 
 #[test]
@@ -339,7 +339,7 @@ fn drain_respects_its_message_budget_and_keeps_the_rest_pending() {
         ann.len() < 1000,
         "the first two messages were already written"
     );
-    assert_eq!(rib.advertised().len(), 1000);
+    assert_eq!(rib.advertised_len(), 1000);
     assert_eq!(eor.len(), 4);
 }
 
@@ -399,5 +399,33 @@ fn new_actions_for_an_advertised_rule_go_in_one_update_without_a_withdrawal() {
         updates[0].attributes.ext_communities,
         vec![Action::DISCARD.to_ext_community()]
     );
-    assert_eq!(rib.advertised().get(&flow(7)), Some(&discard()));
+    assert_eq!(rib.advertised(&flow(7)), Some(&discard()));
+}
+
+#[test]
+fn desired_and_advertised_are_counted_apart_through_a_session_and_its_end() {
+    let mut rib = AdjRibOut::new();
+    rib.set(flow(1), discard()).unwrap();
+    rib.set(flow(2), discard()).unwrap();
+    assert_eq!((rib.desired_len(), rib.advertised_len()), (2, 0));
+    let c = ctx(true, false);
+    rib.session_up(c.clone());
+    drain_all(&mut rib, &c.codec);
+    assert_eq!((rib.desired_len(), rib.advertised_len()), (2, 2));
+    // Undesired but still advertised until the withdrawal is written.
+    assert!(rib.remove(&flow(1)));
+    assert!(!rib.remove(&flow(1)), "removed twice");
+    assert_eq!((rib.desired_len(), rib.advertised_len()), (1, 2));
+    assert_eq!(rib.advertised(&flow(1)), Some(&discard()));
+    let (_, _, wd, _) = drain_all(&mut rib, &c.codec);
+    assert_eq!(wd.len(), 1);
+    assert_eq!((rib.desired_len(), rib.advertised_len()), (1, 1));
+    assert_eq!(rib.advertised(&flow(1)), None);
+    // Down: the peer holds nothing, the desired route stays for the next session.
+    rib.session_down();
+    assert_eq!((rib.desired_len(), rib.advertised_len()), (1, 0));
+    rib.session_up(c.clone());
+    let (_, ann, _, _) = drain_all(&mut rib, &c.codec);
+    assert_eq!(ann.len(), 1);
+    assert_eq!((rib.desired_len(), rib.advertised_len()), (1, 1));
 }

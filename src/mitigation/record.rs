@@ -78,6 +78,17 @@ impl Mitigation {
         }
     }
 
+    /// Its own target fields, as recorded (see [`Mitigation::fields`] for a target's).
+    pub fn target_fields(&self) -> TargetFields {
+        TargetFields {
+            rule: self.rule.clone(),
+            prefix: self.prefix,
+            next_hop: self.next_hop,
+            communities: self.communities.clone(),
+            large_communities: self.large_communities.clone(),
+        }
+    }
+
     /// What it announces, read back from its record.
     pub fn target(&self) -> Result<Target, String> {
         let attrs = self.next_hop.is_some()
@@ -222,19 +233,31 @@ impl WithdrawFilter {
     }
 
     pub fn matches(&self, m: &Mitigation) -> bool {
+        self.admits(&m.actor, &m.reason, m.kind, || m.target().ok())
+    }
+
+    /// [`WithdrawFilter::matches`] on a mitigation's parts: the set holds its active ones
+    /// compact, and reads a target only for a filter by prefix.
+    pub fn admits(
+        &self,
+        actor: &str,
+        reason: &str,
+        kind: Kind,
+        target: impl FnOnce() -> Option<Target>,
+    ) -> bool {
         let inside = |p: &IpNet| {
-            m.target().ok().is_some_and(|t| {
+            target().is_some_and(|t| {
                 t.destination()
                     .or_else(|| t.source())
                     .is_some_and(|d| p.contains(&d))
             })
         };
-        self.actor.as_ref().is_none_or(|a| a == &m.actor)
+        self.actor.as_ref().is_none_or(|a| a == actor)
             && self
                 .reason
                 .as_ref()
-                .is_none_or(|r| m.reason.contains(r.as_str()))
-            && self.kind.is_none_or(|k| k == m.kind)
+                .is_none_or(|r| reason.contains(r.as_str()))
+            && self.kind.is_none_or(|k| k == kind)
             && self.prefix.as_ref().is_none_or(inside)
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use deflect_bgp::flowspec::{Action, FlowRoute};
 use deflect_bgp::iana::Family;
 use deflect_bgp::rib::{RouteAttrs, RouteKey};
 use tokio::sync::mpsc;
@@ -30,11 +31,11 @@ use crate::clock::Clock;
 use crate::mitigation::guardrails::{self, Guardrails};
 use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
 use crate::mitigation::record::{
-    Amend, BatchItem, Created, ListFilter, Mitigation, Order, Refusal, WithdrawFilter,
+    Amend, BatchItem, Created, ListFilter, Mitigation, Order, Refusal, TargetFields, WithdrawFilter,
 };
 use crate::mitigation::store::{Pruned, Store, StoreError};
 use crate::peer::{Neighbor, PeerHandle, RouteChange};
-use crate::route::{Kind, Target};
+use crate::route::{Divert, Kind, Target};
 
 /// A parsed, active mitigation: what the peers get.
 #[derive(Debug, Clone)]
@@ -64,6 +65,137 @@ impl Live {
             },
         }
     }
+
+    /// What it announces, read back from its NLRI and attributes: the inverse of [`Live::of`].
+    /// `None` for attributes `Live::of` never makes.
+    fn target(&self) -> Option<Target> {
+        match (&self.key, self.kind, self.flow_attrs.as_deref()) {
+            (RouteKey::FlowSpec(rule), Kind::Flowspec, Some(a)) => {
+                Some(Target::Flowspec(FlowRoute {
+                    rule: rule.clone(),
+                    actions: a
+                        .ext_communities
+                        .iter()
+                        .map(|c| Action::from_ext_community(*c))
+                        .collect::<Option<_>>()?,
+                }))
+            }
+            (RouteKey::Unicast(p), Kind::Rtbh, None) => Some(Target::Rtbh(*p)),
+            (RouteKey::Unicast(p), Kind::SourceRtbh, None) => Some(Target::SourceRtbh(*p)),
+            (RouteKey::Unicast(p), Kind::Divert, Some(a)) => Some(Target::Divert(Divert {
+                prefix: *p,
+                next_hop: a.next_hop?,
+                communities: a.communities.clone(),
+                large_communities: a.large_communities.clone(),
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// An active mitigation as memory holds it. What it announces is kept once, in the form the
+/// peers get ([`Live`]: the NLRI and the shared attributes); its record ([`Mitigation`]), with the
+/// rule's text, is built from that when asked for. A full record in memory cost about 500 bytes
+/// more per mitigation, and 100k may be active.
+#[derive(Debug, Clone)]
+struct Active {
+    live: Live,
+    /// Who made it, why, for which peers: shared ([`Origins`]).
+    origin: Arc<Origin>,
+    created_ms: u64,
+    expires_ms: u64,
+    dry_run: bool,
+    /// The record's target fields when they are not what its target prints now (a record written
+    /// by an older version), kept as read so that it is served and stored unchanged.
+    fields: Option<Box<TargetFields>>,
+}
+
+impl Active {
+    /// `m` (active) held compact; `target` is what it announces, `live` its peers' form.
+    fn new(m: &Mitigation, target: &Target, live: Live, origins: &mut Origins) -> Active {
+        let exact = live.target().as_ref() == Some(target)
+            && m.target_fields() == Mitigation::fields(target);
+        Active {
+            live,
+            origin: origins.get(Origin {
+                actor: m.actor.as_str().into(),
+                reason: m.reason.as_str().into(),
+                peers: m.peers.clone().into_boxed_slice(),
+            }),
+            created_ms: m.created_ms,
+            expires_ms: m.expires_ms,
+            dry_run: m.dry_run,
+            fields: (!exact).then(|| Box::new(m.target_fields())),
+        }
+    }
+
+    /// The record of mitigation `id`.
+    fn record(&self, id: u64) -> Mitigation {
+        let f = match &self.fields {
+            Some(f) => (**f).clone(),
+            None => self
+                .live
+                .target()
+                .map(|t| Mitigation::fields(&t))
+                .unwrap_or_default(),
+        };
+        Mitigation {
+            id,
+            kind: self.live.kind,
+            rule: f.rule,
+            prefix: f.prefix,
+            next_hop: f.next_hop,
+            communities: f.communities,
+            large_communities: f.large_communities,
+            peers: self.origin.peers.to_vec(),
+            reason: self.origin.reason.to_string(),
+            actor: self.origin.actor.to_string(),
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            withdrawn_ms: None,
+            withdraw_reason: None,
+            dry_run: self.dry_run,
+        }
+    }
+
+    /// What it announces (as its record reads, for one kept as read).
+    fn target(&self, id: u64) -> Result<Target, String> {
+        match &self.fields {
+            Some(_) => self.record(id).target(),
+            None => self
+                .live
+                .target()
+                .ok_or_else(|| format!("mitigation {id} holds attributes of no target")),
+        }
+    }
+}
+
+/// Who made a mitigation, why, and for which peers (every eligible one when empty).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Origin {
+    actor: Box<str>,
+    reason: Box<str>,
+    peers: Box<[String]>,
+}
+
+/// Origins by value: one API token or one attack's policy makes thousands of mitigations with
+/// the same actor, reason and peers, which then cost a pointer each.
+#[derive(Debug, Default)]
+struct Origins(HashSet<Arc<Origin>>);
+
+impl Origins {
+    fn get(&mut self, o: Origin) -> Arc<Origin> {
+        if let Some(a) = self.0.get(&o) {
+            return a.clone();
+        }
+        // Origins nobody holds any more are dropped once there are many.
+        if self.0.len() >= 4096 {
+            self.0.retain(|k| Arc::strong_count(k) > 1);
+        }
+        let a = Arc::new(o);
+        self.0.insert(a.clone());
+        a
+    }
 }
 
 /// The task's state.
@@ -72,9 +204,7 @@ struct MitigationSet {
     guardrails: Guardrails,
     peers: Vec<(Neighbor, PeerHandle)>,
     /// Active mitigations by id (withdrawn ones are in the store only).
-    all: BTreeMap<u64, Mitigation>,
-    /// Active ones, parsed.
-    live: HashMap<u64, Live>,
+    active: BTreeMap<u64, Active>,
     /// Identity (NLRI) of each active mitigation.
     by_key: HashMap<RouteKey, u64>,
     /// Creation times within the last minute, for the rate guardrail.
@@ -93,6 +223,8 @@ struct MitigationSet {
     retry_at: u64,
     /// FlowSpec attributes by value: thousands of rules share a handful of action sets.
     flow_attrs: HashSet<Arc<RouteAttrs>>,
+    /// Actors, reasons and peer lists, shared.
+    origins: Origins,
     /// Refusals audited this minute, per actor.
     refusals: RefusalWindow,
     /// Where the set reads the time: the wall's, or a replay's.
@@ -312,8 +444,7 @@ impl MitigationSet {
     /// Rebuilds the memory from the store, after a write that failed.
     fn resync(&mut self) -> Result<(), StoreError> {
         let stored = self.store.mitigations()?;
-        self.all.clear();
-        self.live.clear();
+        self.active.clear();
         for n in &self.metrics.active_by_kind {
             n.store(0, Ordering::Relaxed);
         }
@@ -325,24 +456,31 @@ impl MitigationSet {
         }
         self.metrics
             .active
-            .store(self.live.len() as u64, Ordering::Relaxed);
+            .store(self.active.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    /// `live` active as mitigation `id` (in place of what it was), counted by kind.
-    fn live_insert(&mut self, id: u64, live: Live) {
+    /// `a` active as mitigation `id` (in place of what it was), counted by kind, its NLRI its
+    /// identity, its expiry due.
+    fn activate(&mut self, id: u64, a: Active) {
         let by_kind = &self.metrics.active_by_kind;
-        by_kind[live.kind as usize].fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = self.live.insert(id, live) {
-            by_kind[old.kind as usize].fetch_sub(1, Ordering::Relaxed);
+        let (kind, key, expires) = (a.live.kind, a.live.key.clone(), a.expires_ms);
+        if let Some(old) = self.active.insert(id, a) {
+            by_kind[old.live.kind as usize].fetch_sub(1, Ordering::Relaxed);
+            self.expiries.remove(&(old.expires_ms, id));
         }
+        by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.by_key.insert(key, id);
+        self.expiries.insert((expires, id));
     }
 
-    /// Mitigation `id` no longer active, counted by kind.
-    fn live_remove(&mut self, id: u64) -> Option<Live> {
-        let live = self.live.remove(&id)?;
-        self.metrics.active_by_kind[live.kind as usize].fetch_sub(1, Ordering::Relaxed);
-        Some(live)
+    /// Mitigation `id` no longer active: out of every index, counted by kind.
+    fn deactivate(&mut self, id: u64) -> Option<Active> {
+        let a = self.active.remove(&id)?;
+        self.metrics.active_by_kind[a.live.kind as usize].fetch_sub(1, Ordering::Relaxed);
+        self.by_key.remove(&a.live.key);
+        self.expiries.remove(&(a.expires_ms, id));
+        Some(a)
     }
 
     /// Shares `live`'s FlowSpec attributes with every other rule that has the same actions.
@@ -368,10 +506,8 @@ impl MitigationSet {
                 Ok(target) => {
                     let mut live = Live::of(&target);
                     self.intern(&mut live);
-                    self.by_key.insert(live.key.clone(), m.id);
-                    self.live_insert(m.id, live);
-                    self.expiries.insert((m.expires_ms, m.id));
-                    self.all.insert(m.id, m);
+                    let a = Active::new(&m, &target, live, &mut self.origins);
+                    self.activate(m.id, a);
                 }
                 Err(e) => warn!(
                     id = m.id,
@@ -381,12 +517,18 @@ impl MitigationSet {
         }
     }
 
-    /// Which peers get `m`, with the attributes each gets.
-    fn targets(&self, m: &Mitigation, live: &Live) -> Vec<(usize, Arc<RouteAttrs>)> {
-        if m.dry_run || self.guardrails.dry_run {
+    /// Which peers get a mitigation (`dry_run` on record, for `peers`, announcing `live`), with
+    /// the attributes each gets.
+    fn targets(
+        &self,
+        dry_run: bool,
+        peers: &[String],
+        live: &Live,
+    ) -> Vec<(usize, Arc<RouteAttrs>)> {
+        if dry_run || self.guardrails.dry_run {
             return Vec::new();
         }
-        self.receivers(m.kind, &m.peers, live)
+        self.receivers(live.kind, peers, live)
     }
 
     /// The peers (among `names`, or all when empty) that take a route of `kind` in `live`'s
@@ -448,7 +590,7 @@ impl MitigationSet {
         actor: &str,
         mut drafts: Vec<AuditDraft>,
     ) {
-        let targets = self.targets(m, live);
+        let targets = self.targets(m.dry_run, &m.peers, live);
         drafts.extend(targets.iter().map(|(i, _)| {
             AuditDraft::new(
                 actor,
@@ -481,17 +623,21 @@ impl MitigationSet {
         }
     }
 
-    /// Pushes an announcement to its peers; returns the audit drafts (one per peer).
-    async fn announce(&self, m: &Mitigation, live: &Live, actor: &str) -> Vec<AuditDraft> {
+    /// Pushes active mitigation `id`'s announcement to its peers; returns the audit drafts (one
+    /// per peer).
+    async fn announce(&self, id: u64, actor: &str) -> Vec<AuditDraft> {
         let mut drafts = Vec::new();
-        for (i, attrs) in self.targets(m, live) {
+        let Some(a) = self.active.get(&id) else {
+            return drafts;
+        };
+        for (i, attrs) in self.targets(a.dry_run, &a.origin.peers, &a.live) {
             let (n, h) = &self.peers[i];
-            h.set(live.key.clone(), attrs).await;
+            h.set(a.live.key.clone(), attrs).await;
             self.metrics.announces.fetch_add(1, Ordering::Relaxed);
             drafts.push(AuditDraft::new(
                 actor,
                 "announce",
-                serde_json::json!({"id": m.id, "peer": n.peer.name}),
+                serde_json::json!({"id": id, "peer": n.peer.name}),
             ));
         }
         drafts
@@ -538,7 +684,7 @@ impl MitigationSet {
                     let prior = self
                         .by_key
                         .get(&order.target.key())
-                        .and_then(|id| self.all.get(id).cloned());
+                        .and_then(|id| Some((*id, self.active.get(id)?.clone())));
                     let r = self.try_create(&order, now);
                     match &r {
                         Ok(c) => made.push((c.clone(), prior)),
@@ -587,29 +733,23 @@ impl MitigationSet {
     }
 
     /// Takes back a create of this batch (see [`Self::batch`]); `prior` is what an extended
-    /// mitigation was before.
-    fn undo_create(&mut self, c: Created, prior: Option<Mitigation>) {
+    /// mitigation was before (with its id).
+    fn undo_create(&mut self, c: Created, prior: Option<(u64, Active)>) {
         match c {
             Created::New(m) => {
-                if let Some(live) = self.live_remove(m.id) {
-                    self.by_key.remove(&live.key);
-                }
-                self.expiries.remove(&(m.expires_ms, m.id));
-                self.all.remove(&m.id);
+                self.deactivate(m.id);
                 self.recent.pop_back();
                 self.metrics.created.fetch_sub(1, Ordering::Relaxed);
             }
-            Created::Extended(m) => {
-                if let Some(p) = prior {
-                    self.expiries.remove(&(m.expires_ms, m.id));
-                    self.expiries.insert((p.expires_ms, p.id));
-                    self.all.insert(p.id, p);
+            Created::Extended(_) => {
+                if let Some((id, p)) = prior {
+                    self.activate(id, p);
                 }
             }
         }
         self.metrics
             .active
-            .store(self.live.len() as u64, Ordering::Relaxed);
+            .store(self.active.len() as u64, Ordering::Relaxed);
     }
 
     /// Withdraws every active mitigation `filter` matches.
@@ -626,10 +766,14 @@ impl MitigationSet {
         }
         let now = self.clock.now_ms();
         let ids: Vec<u64> = self
-            .all
-            .values()
-            .filter(|m| filter.matches(m))
-            .map(|m| m.id)
+            .active
+            .iter()
+            .filter(|(id, a)| {
+                filter.admits(&a.origin.actor, &a.origin.reason, a.live.kind, || {
+                    a.target(**id).ok()
+                })
+            })
+            .map(|(id, _)| *id)
             .collect();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -691,8 +835,12 @@ impl MitigationSet {
         let expires = now + ttl.as_millis() as u64;
 
         // The same rule again: one mitigation, its lifetime extended.
-        if let Some(&id) = self.by_key.get(&live.key) {
-            let mut m = self.all[&id].clone();
+        if let Some((&id, a)) = self
+            .by_key
+            .get(&live.key)
+            .and_then(|id| Some((id, self.active.get(id)?)))
+        {
+            let mut m = a.record(id);
             if m.kind != target.kind() {
                 return Err(Refusal::Conflict(format!(
                     "mitigation {id} announces the same prefix as {}; withdraw it first",
@@ -728,21 +876,21 @@ impl MitigationSet {
                 serde_json::json!({"id": id, "expires_ms": m.expires_ms.max(expires), "by": "same rule again"}),
             );
             let until = m.expires_ms.max(expires);
-            self.set_expiry(&mut m, until);
+            self.set_expiry(id, until);
+            m.expires_ms = until;
             self.stage(&m, vec![d]);
-            self.all.insert(id, m.clone());
             return Ok(Created::Extended(m));
         }
 
         if target.kind() == Kind::SourceRtbh {
             let n = self
-                .all
+                .active
                 .values()
-                .filter(|m| m.kind == Kind::SourceRtbh)
+                .filter(|a| a.live.kind == Kind::SourceRtbh)
                 .count();
             self.guardrails.check_source_rtbh_cap(n)?;
         }
-        let active = self.live.len();
+        let active = self.active.len();
         if active >= self.guardrails.max_active {
             return Err(Refusal::Guardrail(format!(
                 "{active} mitigations are active, the maximum configured"
@@ -785,22 +933,22 @@ impl MitigationSet {
         self.stage_announce(&m, &live, actor, drafts);
         self.next_id += 1;
         self.recent.push_back(now);
-        self.by_key.insert(live.key.clone(), m.id);
-        self.live_insert(m.id, live);
-        self.expiries.insert((m.expires_ms, m.id));
-        self.all.insert(m.id, m.clone());
+        let a = Active::new(&m, target, live, &mut self.origins);
+        self.activate(m.id, a);
         self.metrics.created.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .active
-            .store(self.live.len() as u64, Ordering::Relaxed);
+            .store(self.active.len() as u64, Ordering::Relaxed);
         Ok(Created::New(m))
     }
 
-    /// Moves an active mitigation's expiry.
-    fn set_expiry(&mut self, m: &mut Mitigation, expires_ms: u64) {
-        self.expiries.remove(&(m.expires_ms, m.id));
-        m.expires_ms = expires_ms;
-        self.expiries.insert((m.expires_ms, m.id));
+    /// Moves active mitigation `id`'s expiry.
+    fn set_expiry(&mut self, id: u64, expires_ms: u64) {
+        if let Some(a) = self.active.get_mut(&id) {
+            self.expiries.remove(&(a.expires_ms, id));
+            a.expires_ms = expires_ms;
+            self.expiries.insert((expires_ms, id));
+        }
     }
 
     fn withdraw(
@@ -810,7 +958,7 @@ impl MitigationSet {
         reason: &str,
         now: u64,
     ) -> Result<Mitigation, Refusal> {
-        let Some(live) = self.live.get(&id).cloned() else {
+        let Some(a) = self.active.get(&id) else {
             return match self.stored(id) {
                 Some(m) => Err(Refusal::Conflict(format!(
                     "mitigation {id} is not active ({})",
@@ -819,15 +967,16 @@ impl MitigationSet {
                 None => Err(Refusal::NotFound(id)),
             };
         };
-        let mut m = self.all[&id].clone();
+        let mut m = a.record(id);
         m.withdrawn_ms = Some(now);
         m.withdraw_reason = Some(reason.to_string());
+        let targets = self.targets(a.dry_run, &a.origin.peers, &a.live);
+        let key = a.live.key.clone();
         let mut drafts = vec![AuditDraft::new(
             actor,
             "mitigation.withdraw",
             serde_json::json!({"id": id, "reason": reason}),
         )];
-        let targets = self.targets(&m, &live);
         drafts.extend(targets.iter().map(|(i, _)| {
             AuditDraft::new(
                 actor,
@@ -837,25 +986,22 @@ impl MitigationSet {
         }));
         self.stage(&m, drafts);
         for (i, _) in targets {
-            self.pending.ops.push(PeerOp::Remove(i, live.key.clone()));
+            self.pending.ops.push(PeerOp::Remove(i, key.clone()));
         }
         // One line each at debug: an expiry or a filter can withdraw thousands at once, and say
         // so once (the audit log has each).
         debug!(id, actor, reason, "mitigation withdrawn");
-        self.live_remove(id);
-        self.by_key.remove(&live.key);
-        self.expiries.remove(&(m.expires_ms, id));
         // Memory holds what is active; the withdrawn one is in the store (with this batch).
-        self.all.remove(&id);
+        self.deactivate(id);
         self.metrics
             .active
-            .store(self.live.len() as u64, Ordering::Relaxed);
+            .store(self.active.len() as u64, Ordering::Relaxed);
         Ok(m)
     }
 
     fn extend(&mut self, id: u64, ttl: Duration, actor: &str) -> Result<Mitigation, Refusal> {
         let now = self.clock.now_ms();
-        if !self.live.contains_key(&id) {
+        if !self.active.contains_key(&id) {
             return Err(self.inactive(id));
         }
         let d = match self.guardrails.ttl(Some(ttl)) {
@@ -866,15 +1012,14 @@ impl MitigationSet {
                 return Err(e);
             }
         };
-        let mut m = self.all[&id].clone();
-        self.set_expiry(&mut m, now + d.as_millis() as u64);
+        self.set_expiry(id, now + d.as_millis() as u64);
+        let m = self.active[&id].record(id);
         let draft = AuditDraft::new(
             actor,
             "mitigation.extend",
             serde_json::json!({"id": id, "expires_ms": m.expires_ms}),
         );
         self.stage(&m, vec![draft]);
-        self.all.insert(id, m.clone());
         Ok(m)
     }
 
@@ -895,11 +1040,11 @@ impl MitigationSet {
     }
 
     fn try_amend(&mut self, id: u64, a: &Amend, now: u64) -> Result<Mitigation, Refusal> {
-        if !self.live.contains_key(&id) {
+        let Some(now_active) = self.active.get(&id) else {
             return Err(self.inactive(id));
-        }
-        let mut m = self.all[&id].clone();
-        let Ok(Target::Flowspec(route)) = m.target() else {
+        };
+        let mut m = now_active.record(id);
+        let Ok(Target::Flowspec(route)) = now_active.target(id) else {
             return Err(Refusal::Invalid(format!(
                 "mitigation {id} is {}: only a FlowSpec rule has actions to change",
                 m.kind
@@ -918,7 +1063,8 @@ impl MitigationSet {
         };
         let from = m.rule.clone();
         m.rule = Some(target.to_string());
-        self.set_expiry(&mut m, expires);
+        m.expires_ms = expires;
+        self.set_expiry(id, expires);
         let drafts = vec![AuditDraft::new(
             &a.actor,
             "mitigation.amend",
@@ -926,7 +1072,6 @@ impl MitigationSet {
         )];
         if from == m.rule {
             self.stage(&m, drafts);
-            self.all.insert(id, m.clone());
             return Ok(m);
         }
         // The same NLRI with the new actions: the Adj-RIB-Out sends it as one UPDATE.
@@ -934,8 +1079,8 @@ impl MitigationSet {
         self.intern(&mut new);
         self.stage_announce(&m, &new, &a.actor, drafts);
         info!(id, actor = %a.actor, rule = ?m.rule, "mitigation amended");
-        self.live_insert(id, new);
-        self.all.insert(id, m.clone());
+        let active = Active::new(&m, &target, new, &mut self.origins);
+        self.activate(id, active);
         Ok(m)
     }
 
@@ -949,8 +1094,8 @@ impl MitigationSet {
 
     /// A mitigation by id: active ones from memory, the others from the store.
     fn stored(&self, id: u64) -> Option<Mitigation> {
-        match self.all.get(&id) {
-            Some(m) => Some(m.clone()),
+        match self.active.get(&id) {
+            Some(a) => Some(a.record(id)),
             None => self.store.mitigation(id).ok().flatten(),
         }
     }
@@ -964,7 +1109,7 @@ impl MitigationSet {
                 .mitigations()
                 .map_err(|e| Refusal::Store(e.to_string()))?
         } else {
-            self.all.values().cloned().collect()
+            self.active.iter().map(|(id, a)| a.record(*id)).collect()
         };
         Ok(source
             .into_iter()
@@ -1011,7 +1156,7 @@ impl MitigationSet {
         let now = self.clock.now_ms();
         let r = self
             .store
-            .prune(&self.guardrails.retention, now, self.all.len() as u64);
+            .prune(&self.guardrails.retention, now, self.active.len() as u64);
         self.next_prune = now + PRUNE_EVERY_MS;
         match r {
             Ok(p) => {
@@ -1058,11 +1203,11 @@ impl MitigationSet {
         // is withdrawn on record.
         let now = self.clock.now_ms();
         let forbidden: Vec<(u64, Refusal)> = self
-            .all
-            .values()
-            .filter_map(|m| {
-                let t = m.target().ok()?;
-                self.check(&t).err().map(|e| (m.id, e))
+            .active
+            .iter()
+            .filter_map(|(id, a)| {
+                let t = a.target(*id).ok()?;
+                self.check(&t).err().map(|e| (*id, e))
             })
             .collect();
         for (id, why) in forbidden {
@@ -1074,12 +1219,9 @@ impl MitigationSet {
         }
         self.flush().await;
         // Peer handles may be new: give every peer the whole active set (idempotent for the others).
-        let ids: Vec<u64> = self.live.keys().copied().collect();
-        for id in ids {
-            let m = self.all[&id].clone();
-            let live = self.live[&id].clone();
-            for (i, attrs) in self.targets(&m, &live) {
-                self.peers[i].1.set(live.key.clone(), attrs).await;
+        for a in self.active.values() {
+            for (i, attrs) in self.targets(a.dry_run, &a.origin.peers, &a.live) {
+                self.peers[i].1.set(a.live.key.clone(), attrs).await;
             }
         }
         Ok(())
@@ -1299,8 +1441,7 @@ pub async fn start(
         store,
         guardrails,
         peers,
-        all: BTreeMap::new(),
-        live: HashMap::new(),
+        active: BTreeMap::new(),
         by_key: HashMap::new(),
         recent: recent.into(),
         metrics: Arc::new(Metrics::default()),
@@ -1310,6 +1451,7 @@ pub async fn start(
         pending: Pending::default(),
         retry_at: 0,
         flow_attrs: HashSet::new(),
+        origins: Origins::default(),
         refusals: RefusalWindow::default(),
         clock,
         next_prune: 0,
@@ -1353,31 +1495,29 @@ pub async fn start(
         "system",
         "restore",
         serde_json::json!({
-            "active": set.live.len(),
+            "active": set.active.len(),
             "expired": expired.len() - refused,
             "refused": refused,
         }),
     ));
     set.store.commit(&refs, &[], drafts, now)?;
-    let ids: Vec<u64> = set.live.keys().copied().collect();
+    let ids: Vec<u64> = set.active.keys().copied().collect();
     let mut announce_drafts = Vec::new();
     for id in ids {
-        let m = set.all[&id].clone();
-        let live = set.live[&id].clone();
-        announce_drafts.extend(set.announce(&m, &live, "system").await);
+        announce_drafts.extend(set.announce(id, "system").await);
     }
     if !announce_drafts.is_empty() {
         set.store.commit(&[], &[], announce_drafts, now)?;
     }
     info!(
-        active = set.live.len(),
+        active = set.active.len(),
         expired = expired.len() - refused,
         refused,
         "mitigations restored"
     );
     set.metrics
         .active
-        .store(set.live.len() as u64, Ordering::Relaxed);
+        .store(set.active.len() as u64, Ordering::Relaxed);
     // Retention's first batch now; the rest, if any, from the task.
     let _ = set.prune();
     let (tx, rx) = mpsc::channel(1024);

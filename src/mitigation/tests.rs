@@ -771,3 +771,59 @@ fn a_prefix_rule_is_allowed_only_inside_a_protected_group_and_clear_of_never_blo
         .unwrap_err();
     assert!(e.to_string().contains("/24"), "{e}");
 }
+
+#[tokio::test]
+async fn a_stored_record_whose_text_is_not_its_rules_own_is_served_and_kept_as_written() {
+    // Memory holds an active mitigation in its announced form and prints its record from it; a
+    // record written otherwise (by an older version) must still read back as it was written.
+    let d = dir("as-written");
+    let now = crate::clock::Clock::wall().now_ms();
+    let written = crate::mitigation::Mitigation {
+        id: 7,
+        kind: Kind::Flowspec,
+        rule: Some("dst 203.0.113.7/32   proto 17 then discard".into()),
+        prefix: None,
+        next_hop: None,
+        communities: Vec::new(),
+        large_communities: Vec::new(),
+        peers: Vec::new(),
+        reason: "older".into(),
+        actor: "noc".into(),
+        created_ms: now,
+        expires_ms: now + 600_000,
+        withdrawn_ms: None,
+        withdraw_reason: None,
+        dry_run: false,
+    };
+    let target = written.target().unwrap();
+    assert_ne!(
+        written.rule.as_deref(),
+        Some(target.to_string().as_str()),
+        "the test needs a text its rule does not print"
+    );
+    {
+        let mut store = Store::open(&d).unwrap();
+        store.commit(&[&written], &[], Vec::new(), now).unwrap();
+    }
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
+    assert_eq!(h.get(7).await.unwrap(), written);
+    assert_eq!(
+        h.list(ListFilter::default()).await.unwrap(),
+        vec![written.clone()]
+    );
+    // Extended: stored again, its text as written.
+    let m = h
+        .extend(7, std::time::Duration::from_secs(3600), "noc")
+        .await
+        .unwrap();
+    assert_eq!(m.rule, written.rule);
+    assert!(m.expires_ms > written.expires_ms);
+    stop.cancel();
+    task.await.unwrap();
+    drop(h);
+    let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
+    assert_eq!(h.get(7).await.unwrap(), m);
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -142,11 +142,14 @@ pub struct Rule {
 }
 
 /// The shared body of a [`Rule`]; reached through its accessors.
+///
+/// The wire form is the only form kept: the parsed components are decoded from it when asked
+/// for ([`Rule::components`]), which is rare (text, precedence, a prefix check), while a rule is
+/// held for as long as its mitigation is active. Keeping both cost about 250 bytes per rule.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct RuleInner {
     afi: Afi,
-    components: Vec<Component>,
     /// The whole NLRI, length prefix included: the rule's identity.
     wire: Box<[u8]>,
 }
@@ -201,17 +204,13 @@ impl Ord for Rule {
 }
 
 impl Rule {
-    fn from_parts(afi: Afi, components: Vec<Component>, wire: Box<[u8]>) -> Rule {
+    fn from_parts(afi: Afi, wire: Box<[u8]>) -> Rule {
         let mut head = [0u8; 16];
         let n = wire.len().min(16);
         head[..n].copy_from_slice(&wire[..n]);
         Rule {
             head,
-            inner: Arc::new(RuleInner {
-                afi,
-                components,
-                wire,
-            }),
+            inner: Arc::new(RuleInner { afi, wire }),
         }
     }
 
@@ -234,15 +233,25 @@ impl Rule {
                 max: opts.max_nlri_len.min(MAX_NLRI_LEN + 2),
             });
         }
-        Ok(Rule::from_parts(afi, components, wire.into_boxed_slice()))
+        Ok(Rule::from_parts(afi, wire.into_boxed_slice()))
     }
 
     pub fn afi(&self) -> Afi {
         self.afi
     }
 
-    pub fn components(&self) -> &[Component] {
-        &self.components
+    /// The match components, in type order, decoded from the wire form.
+    pub fn components(&self) -> Vec<Component> {
+        // The length prefix is one octet below 240, two from 240 (RFC 8955 §4.1).
+        let header = if self.wire.first().is_some_and(|&b| b >= 0xf0) {
+            2
+        } else {
+            1
+        };
+        // A rule's wire form was encoded from valid components or decoded and validated: it
+        // decodes. An empty list would only hide a bug, never a peer's input.
+        decode_components(self.afi, self.wire.get(header..).unwrap_or_default())
+            .expect("a rule's own NLRI decodes")
     }
 
     /// The whole NLRI, length prefix included.
@@ -251,14 +260,14 @@ impl Rule {
     }
 
     pub fn destination(&self) -> Option<IpNet> {
-        self.components.iter().find_map(|c| match c {
+        self.components().into_iter().find_map(|c| match c {
             Component::DestinationPrefix(p) => Some(p.net),
             _ => None,
         })
     }
 
     pub fn source(&self) -> Option<IpNet> {
-        self.components.iter().find_map(|c| match c {
+        self.components().into_iter().find_map(|c| match c {
             Component::SourcePrefix(p) => Some(p.net),
             _ => None,
         })
@@ -288,12 +297,13 @@ impl Rule {
         }
         validate(afi, &components, &RuleOptions::LONG_FORM)?;
         let wire = buf[..hdr + len].to_vec().into_boxed_slice();
-        Ok((Rule::from_parts(afi, components, wire), hdr + len))
+        Ok((Rule::from_parts(afi, wire), hdr + len))
     }
 
     /// RFC 8955 §5.1 order of precedence: `Less` means `self` is applied first.
     pub fn precedence_cmp(&self, other: &Rule) -> Ordering {
-        for (a, b) in self.components.iter().zip(other.components.iter()) {
+        let (mine, theirs) = (self.components(), other.components());
+        for (a, b) in mine.iter().zip(theirs.iter()) {
             let (ta, tb) = (a.type_code(), b.type_code());
             if ta != tb {
                 // The rule that has the lower component type is more specific there.
@@ -317,7 +327,7 @@ impl Rule {
                 return ord;
             }
         }
-        other.components.len().cmp(&self.components.len())
+        theirs.len().cmp(&mine.len())
     }
 }
 

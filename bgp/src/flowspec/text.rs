@@ -446,7 +446,7 @@ pub fn parse_action(s: &str) -> Result<Action, ParseError> {
 /// The text form of a rule, components in type order.
 pub fn format_rule(rule: &Rule) -> String {
     let mut s = String::new();
-    for c in rule.components() {
+    for c in &rule.components() {
         if !s.is_empty() {
             s.push(' ');
         }

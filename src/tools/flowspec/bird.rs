@@ -17,7 +17,7 @@ pub fn to_bird(route: &FlowRoute) -> Result<String, Unsupported> {
     let mut gaps = Gaps::new("bird");
     let afi = route.rule.afi();
     let mut parts = Vec::new();
-    for c in route.rule.components() {
+    for c in &route.rule.components() {
         let kw = match c {
             Component::DestinationPrefix(_) => "dst",
             Component::SourcePrefix(_) => "src",

@@ -38,7 +38,7 @@ fn exabgp_protocol(v: u64) -> String {
 pub fn to_exabgp(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
     let mut gaps = Gaps::new("exabgp");
     let afi = route.rule.afi();
-    let comps = route.rule.components();
+    let comps = &route.rule.components();
     if afi == Afi::Ipv6
         && !has(comps, |c| {
             matches!(

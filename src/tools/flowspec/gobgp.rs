@@ -46,7 +46,7 @@ pub fn to_gobgp(route: &FlowRoute) -> Result<String, Unsupported> {
         .map(String::from)
         .to_vec();
     words.push("match".into());
-    for c in route.rule.components() {
+    for c in &route.rule.components() {
         match c {
             Component::DestinationPrefix(p) | Component::SourcePrefix(p) => {
                 prefix_offset_gap(&mut gaps, c, afi, p);

@@ -79,7 +79,7 @@ pub(super) fn host_actions(route: &FlowRoute, gaps: &mut Gaps) -> HostActions {
 /// ports (TCP, UDP, SCTP), TCP flags (TCP) and ICMP fields (ICMP or ICMPv6) need. `None` when
 /// nothing restricts the protocol.
 pub(super) fn protocol_ranges(route: &FlowRoute) -> Result<Option<Ranges>, String> {
-    let comps = route.rule.components();
+    let comps = &route.rule.components();
     let afi = route.rule.afi();
     let mut set: Option<Ranges> = comps.iter().find_map(|c| match c {
         Component::Protocol(ops) => Some(ranges_of(ops, 0xff)),

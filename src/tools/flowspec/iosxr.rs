@@ -18,7 +18,7 @@ pub fn to_iosxr(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
     let afi = route.rule.afi();
     let fam = if afi == Afi::Ipv4 { "ipv4" } else { "ipv6" };
     let mut s = format!("class-map type traffic match-all {name}\n");
-    for c in route.rule.components() {
+    for c in &route.rule.components() {
         match c {
             Component::DestinationPrefix(p) | Component::SourcePrefix(p) => {
                 prefix_offset_gap(&mut gaps, c, afi, p);

@@ -190,7 +190,7 @@ pub fn to_iptables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
     } else {
         "ip6tables"
     };
-    let comps = route.rule.components();
+    let comps = &route.rule.components();
     let mut notes: Vec<String> = Vec::new();
     let mut alts: Vec<Conj> = vec![vec![]];
     let add = |alts: &mut Vec<Conj>, more: Vec<Conj>| *alts = product(alts, &more);

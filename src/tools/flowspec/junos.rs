@@ -108,7 +108,7 @@ pub fn to_junos(route: &FlowRoute, name: &str) -> Result<String, Unsupported> {
     };
     let mut lines = Vec::new();
     let mut comments = Vec::new();
-    for c in route.rule.components() {
+    for c in &route.rule.components() {
         let m = |what: String| format!("{base} match {what}");
         match c {
             Component::DestinationPrefix(p) | Component::SourcePrefix(p) => {

@@ -202,7 +202,7 @@ pub fn to_nftables(route: &FlowRoute, name: &str) -> Result<String, Unsupported>
     let mut gaps = Gaps::new("nftables");
     let afi = route.rule.afi();
     let ip = if afi == Afi::Ipv4 { "ip" } else { "ip6" };
-    let comps = route.rule.components();
+    let comps = &route.rule.components();
     let mut notes: Vec<String> = Vec::new();
     let mut alts: Vec<Conj> = vec![vec![]];
     let add = |alts: &mut Vec<Conj>, more: Vec<Conj>| *alts = product(alts, &more);
