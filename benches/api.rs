@@ -14,18 +14,10 @@ use std::time::{Duration, Instant};
 use deflect::peer::{Mode, PeerConfig};
 use deflect::speaker::Speaker;
 
-const TOKEN: &str = "bench-token-0123456789";
+mod support;
+use support::{free_port, rss_kib};
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+const TOKEN: &str = "bench-token-0123456789";
 
 /// Resident memory split: `(anonymous, file-backed)` KiB; the file-backed part is mostly the
 /// binary's own pages, shared and reclaimable, the anonymous part the heap and the stacks.
@@ -40,14 +32,6 @@ fn rss_split_kib(pid: u32) -> (u64, u64) {
     };
     let anon = field("Anonymous:");
     (anon, field("Rss:").saturating_sub(anon))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The i-th /32 inside 10.0.0.0/8 as a FlowSpec rule.

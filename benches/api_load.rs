@@ -21,15 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const READ: &str = "load-read-token-0123456789";
+mod support;
+use support::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const READ: &str = "load-read-token-0123456789";
 
 /// One `GET path` on `s` (keep-alive), the whole answer read; `false` if it failed.
 fn request(s: &mut TcpStream, path: &str, close: bool) -> bool {

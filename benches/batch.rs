@@ -20,13 +20,15 @@ mod routers;
 
 use bytes::BytesMut;
 use deflect_bgp::codec::CodecCtx;
-use deflect_bgp::flowspec::{Action, Rule};
 use deflect_bgp::iana::{Afi, Family, Safi};
 use deflect_bgp::message::Message;
 use deflect_bgp::open::{Capability, Open};
-use deflect_bgp::rib::{AdjRibOut, RouteAttrs, RouteKey, SessionCtx};
+use deflect_bgp::rib::{AdjRibOut, SessionCtx};
 use routers::{Bird, Gobgp, Session, free_port};
 use serde_json::{Value, json};
+
+mod support;
+use support::cpu_time;
 
 const TOKEN: &str = "bench-token-0123456789";
 const RULES: usize = 10_000;
@@ -130,23 +132,15 @@ impl Router {
     }
 }
 
-/// The 10,000 rules as the UPDATE messages deflect would send on an eBGP session, encoded with
+/// The 10,000 rules as the UPDATE messages deflect would send on an eBGP session: each parsed as
+/// deflect parses a rule, the actions shared as the mitigation set shares them, encoded with
 /// deflect-bgp's own Adj-RIB-Out.
 fn encoded_updates(local_as: u32) -> Vec<u8> {
-    let attrs = Arc::new(RouteAttrs {
-        ext_communities: vec![Action::DISCARD.to_ext_community()],
-        ..RouteAttrs::default()
-    });
+    let parse = |i| deflect::route::parse_flow(&rule(i, 53)).expect("a valid rule");
+    let attrs = Arc::new(parse(0).1);
     let mut rib = AdjRibOut::new();
     for i in 0..RULES {
-        let r: Rule = rule(i, 53)
-            .split(" then ")
-            .next()
-            .unwrap()
-            .parse()
-            .expect("a valid rule");
-        rib.set(RouteKey::FlowSpec(r), attrs.clone())
-            .expect("a valid route");
+        rib.set(parse(i).0, attrs.clone()).expect("a valid route");
     }
     rib.session_up(SessionCtx {
         local_as,
@@ -318,19 +312,6 @@ fn session(router: &str, deflect: &str, router_as: u32) -> Session {
     }
 }
 
-/// CPU time the process `pid` has used, user and system (`/proc/PID/stat`, clock ticks of 10 ms).
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -376,11 +357,11 @@ fn main() {
             .map(|i| json!({"kind": "flowspec", "rule": rule(i, 53), "ttl": "1h", "reason": "batch"}))
             .collect();
         let body = json!({"mitigations": items});
-        let cpu0 = cpu(child.id());
+        let cpu0 = cpu_time(child.id());
         let t0 = Instant::now();
         let (st, v) = post(&agent, &format!("{base}/batch"), &body);
         let answered = t0.elapsed();
-        let batch_cpu = cpu(child.id()) - cpu0;
+        let batch_cpu = cpu_time(child.id()) - cpu0;
         assert_eq!(
             (st, v["created"].as_u64()),
             (200, Some(RULES as u64)),

@@ -16,28 +16,11 @@ use deflect::peer::{Mode, PeerConfig};
 use deflect::speaker::Speaker;
 use serde_json::json;
 
+mod support;
+use support::{cpu_ticks, free_port, status_kib};
+
 const NODES: usize = 200;
 const PER_NODE: usize = 50;
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-}
 
 /// One report from every node, from 8 connections at once.
 fn all_nodes_once(agents: &[ureq::Agent], bodies: &[Vec<String>], base: &str, sec: u64) {
@@ -291,14 +274,6 @@ fn deflect(
     c.spawn().expect("deflect starts")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn token(n: usize) -> String {
     format!("node-token-{n:010}")
 }
@@ -530,7 +505,7 @@ fn main() {
         );
 
         // 10k targets: NODES nodes with PER_NODE targets each, once a second, for 20 s.
-        let rss_before = proc_status(pid, "VmRSS:");
+        let rss_before = status_kib(pid, "VmRSS:");
         let seconds = 20u64;
         let t0 = Instant::now();
         let mut cpu0 = 0;
@@ -553,7 +528,7 @@ fn main() {
             let cpu = cpu_ticks(pid) - cpu0;
             let wall = t_cpu0.elapsed().as_secs_f64();
             let hz = 100.0; // USER_HZ on Linux
-            let rss_after = proc_status(pid, "VmRSS:");
+            let rss_after = status_kib(pid, "VmRSS:");
             eprintln!(
                 "{} targets from {NODES} nodes once a second: deflect at {:.1}% of one core; resident {} KiB before, {} KiB after = {} bytes per target",
                 NODES * PER_NODE,

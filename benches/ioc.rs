@@ -10,16 +10,8 @@ use std::time::Instant;
 use deflect::ioc::List;
 use rand::{Rng, SeedableRng};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+mod support;
+use support::rss_kib;
 
 fn main() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -36,12 +28,12 @@ fn main() {
             text.push_str(&format!("{}\n", Ipv4Addr::from(rng.random::<u32>())));
         }
     }
-    let before = rss_kib();
+    let before = rss_kib("self");
     let t = Instant::now();
     let list = List::parse("bench", &text);
     let load = t.elapsed();
     drop(text);
-    let after = rss_kib();
+    let after = rss_kib("self");
     eprintln!(
         "{} entries loaded in {:.0} ms: {} ranges after merging, {:.1} MB of ranges ({} KiB resident more than before)",
         list.entries,
