@@ -181,19 +181,27 @@ struct Origin {
 /// Origins by value: one API token or one attack's policy makes thousands of mitigations with
 /// the same actor, reason and peers, which then cost a pointer each.
 #[derive(Debug, Default)]
-struct Origins(HashSet<Arc<Origin>>);
+struct Origins {
+    set: HashSet<Arc<Origin>>,
+    /// Size at which the next sweep drops the origins nobody holds any more: twice what the last
+    /// sweep kept, so that many origins all in use (a reason per attack) cost no sweep per create.
+    sweep_at: usize,
+}
+
+/// The least size at which origins are swept.
+const ORIGINS_SWEPT_FROM: usize = 4096;
 
 impl Origins {
     fn get(&mut self, o: Origin) -> Arc<Origin> {
-        if let Some(a) = self.0.get(&o) {
+        if let Some(a) = self.set.get(&o) {
             return a.clone();
         }
-        // Origins nobody holds any more are dropped once there are many.
-        if self.0.len() >= 4096 {
-            self.0.retain(|k| Arc::strong_count(k) > 1);
+        if self.set.len() >= self.sweep_at.max(ORIGINS_SWEPT_FROM) {
+            self.set.retain(|k| Arc::strong_count(k) > 1);
+            self.sweep_at = self.set.len() * 2;
         }
         let a = Arc::new(o);
-        self.0.insert(a.clone());
+        self.set.insert(a.clone());
         a
     }
 }
@@ -623,24 +631,21 @@ impl MitigationSet {
         }
     }
 
-    /// Pushes active mitigation `id`'s announcement to its peers; returns the audit drafts (one
-    /// per peer).
-    async fn announce(&self, id: u64, actor: &str) -> Vec<AuditDraft> {
-        let mut drafts = Vec::new();
-        let Some(a) = self.active.get(&id) else {
-            return drafts;
-        };
-        for (i, attrs) in self.targets(a.dry_run, &a.origin.peers, &a.live) {
-            let (n, h) = &self.peers[i];
-            h.set(a.live.key.clone(), attrs).await;
-            self.metrics.announces.fetch_add(1, Ordering::Relaxed);
-            drafts.push(AuditDraft::new(
-                actor,
-                "announce",
-                serde_json::json!({"id": id, "peer": n.peer.name}),
-            ));
+    /// Gives each peer every active mitigation it takes, as one command per peer (packed into as
+    /// few UPDATEs as the session allows); returns what went where: (id, peer index), by id.
+    async fn push_active(&self) -> Vec<(u64, usize)> {
+        let mut changes: Vec<Vec<RouteChange>> = self.peers.iter().map(|_| Vec::new()).collect();
+        let mut sent = Vec::new();
+        for (id, a) in &self.active {
+            for (i, attrs) in self.targets(a.dry_run, &a.origin.peers, &a.live) {
+                changes[i].push(RouteChange::Set(a.live.key.clone(), attrs));
+                sent.push((*id, i));
+            }
         }
-        drafts
+        for ((_, h), c) in self.peers.iter().zip(changes) {
+            h.apply(c).await;
+        }
+        sent
     }
 
     fn create(&mut self, order: Order) -> Result<Created, Refusal> {
@@ -1219,11 +1224,7 @@ impl MitigationSet {
         }
         self.flush().await;
         // Peer handles may be new: give every peer the whole active set (idempotent for the others).
-        for a in self.active.values() {
-            for (i, attrs) in self.targets(a.dry_run, &a.origin.peers, &a.live) {
-                self.peers[i].1.set(a.live.key.clone(), attrs).await;
-            }
-        }
+        self.push_active().await;
         Ok(())
     }
 
@@ -1501,11 +1502,20 @@ pub async fn start(
         }),
     ));
     set.store.commit(&refs, &[], drafts, now)?;
-    let ids: Vec<u64> = set.active.keys().copied().collect();
-    let mut announce_drafts = Vec::new();
-    for id in ids {
-        announce_drafts.extend(set.announce(id, "system").await);
-    }
+    let sent = set.push_active().await;
+    set.metrics
+        .announces
+        .fetch_add(sent.len() as u64, Ordering::Relaxed);
+    let announce_drafts: Vec<AuditDraft> = sent
+        .into_iter()
+        .map(|(id, i)| {
+            AuditDraft::new(
+                "system",
+                "announce",
+                serde_json::json!({"id": id, "peer": set.peers[i].0.peer.name}),
+            )
+        })
+        .collect();
     if !announce_drafts.is_empty() {
         set.store.commit(&[], &[], announce_drafts, now)?;
     }
