@@ -1,8 +1,9 @@
 //! The mitigation set's task: the one owner of what deflect announces.
 //!
 //! Every source (the API and CLI, and the policies through the engine) sends typed orders to one task, which checks
-//! guardrails, makes each change durable in the store together with its audit entries, and only then
-//! answers and pushes the change to the peers' Adj-RIB-Outs. Expiry withdraws a mitigation by itself.
+//! guardrails, pushes each group of changes to the peers' Adj-RIB-Outs while it makes it durable in
+//! the store together with its audit entries, and answers once it is durable. Expiry withdraws a
+//! mitigation by itself.
 //!
 //! ```text
 //!  API handlers ──(bounded mpsc, oneshot replies)──► MitigationSet task ──► Store (redb, fsync)
@@ -115,6 +116,18 @@ impl Active {
     fn new(m: &Mitigation, target: &Target, live: Live, origins: &mut Origins) -> Active {
         let exact = live.target().as_ref() == Some(target)
             && m.target_fields() == Mitigation::fields(target);
+        Active::held(m, live, origins, exact)
+    }
+
+    /// [`Active::new`] for `m` just made, whose target fields are `Mitigation::fields(target)`:
+    /// only whether `live` reads back as `target` is left to check (printing the rule again
+    /// for each of a batch's thousands is not free).
+    fn made(m: &Mitigation, target: &Target, live: Live, origins: &mut Origins) -> Active {
+        let exact = live.target().as_ref() == Some(target);
+        Active::held(m, live, origins, exact)
+    }
+
+    fn held(m: &Mitigation, live: Live, origins: &mut Origins, exact: bool) -> Active {
         Active {
             live,
             origin: origins.get(Origin {
@@ -241,24 +254,77 @@ struct MitigationSet {
     next_prune: u64,
 }
 
-/// A group commit: changes accepted in memory, one durable transaction for all of them, and only then
-/// the peers and the callers hear of them. If the write fails, every caller gets a store error and
-/// the memory is rebuilt from the store, so nothing undurable is ever announced or acknowledged.
+/// A group commit: changes accepted in memory, sent to the peers while one durable transaction
+/// holds all of them, and the callers answered once it is durable. If the write fails, every caller
+/// gets a store error, the memory is rebuilt from the store and the peers are sent its truth for
+/// every route the group touched, so nothing undurable is acknowledged or stays announced.
 #[derive(Default)]
 struct Pending {
     changed: Vec<Mitigation>,
     memos: Vec<(String, Option<Vec<u8>>)>,
-    drafts: Vec<AuditDraft>,
+    drafts: Vec<Draft>,
     ops: Vec<PeerOp>,
     replies: Vec<Deferred>,
 }
 
-/// What to tell the peers once durable.
+/// An audit entry of the group. The two a batch has thousands of are kept as what they say and
+/// turned into JSON in `flush`, once the group's routes are on their way to the peers.
+enum Draft {
+    Ready(AuditDraft),
+    /// `mitigation.create`: its detail is the record staged at `changed[at]`.
+    Created {
+        actor: String,
+        at: usize,
+    },
+    /// `announce`: mitigation `id` to peer `peer`.
+    Announce {
+        actor: String,
+        id: u64,
+        peer: String,
+    },
+}
+
+impl Draft {
+    fn ready(self, changed: &[Mitigation]) -> AuditDraft {
+        match self {
+            Draft::Ready(d) => d,
+            Draft::Created { actor, at } => AuditDraft {
+                actor,
+                action: "mitigation.create".into(),
+                detail: serde_json::to_value(&changed[at]).unwrap_or_default(),
+            },
+            Draft::Announce { actor, id, peer } => AuditDraft {
+                actor,
+                action: "announce".into(),
+                detail: serde_json::json!({"id": id, "peer": peer}),
+            },
+        }
+    }
+}
+
+/// What to tell the peers (while the group is made durable).
 enum PeerOp {
     Set(usize, RouteKey, Arc<RouteAttrs>),
     Remove(usize, RouteKey),
     /// No peers: log the UPDATE that would have been sent.
     Show(u64, RouteKey, RouteAttrs),
+}
+
+/// Runs `f` (a commit: serialization, writes, fsync) with this worker thread handed over as a
+/// blocking one, so the tasks it woke (the peers', with the group's routes) run on another worker
+/// meanwhile instead of waiting behind it. A current-thread runtime (tests) just runs `f`.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// How to take back one item of an atomic batch: a mitigation it made, or the one it extended
+/// as it was before.
+enum Undo {
+    New(u64),
+    Extended(Option<(u64, Active)>),
 }
 
 /// An answer waiting for its commit.
@@ -334,7 +400,9 @@ impl MitigationSet {
     /// Adds a change to the group commit under way.
     fn stage(&mut self, changed: &Mitigation, drafts: Vec<AuditDraft>) {
         self.pending.changed.push(changed.clone());
-        self.pending.drafts.extend(drafts);
+        self.pending
+            .drafts
+            .extend(drafts.into_iter().map(Draft::Ready));
     }
 
     /// Writes a change of its own, outside any group (reloads, records).
@@ -355,11 +423,11 @@ impl MitigationSet {
         self.metrics.refused.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now_ms();
         match self.refusals.count(actor, now) {
-            n if n <= REFUSALS_AUDITED => self.pending.drafts.push(AuditDraft::new(
+            n if n <= REFUSALS_AUDITED => self.pending.drafts.push(Draft::Ready(AuditDraft::new(
                 actor,
                 "mitigation.refused",
                 serde_json::json!({"request": shorten(what), "reason": why.to_string()}),
-            )),
+            ))),
             n => {
                 self.metrics
                     .refused_unaudited
@@ -369,20 +437,28 @@ impl MitigationSet {
                         actor,
                         "more than {REFUSALS_AUDITED} refusals in a minute: counted, not audited"
                     );
-                    self.pending.drafts.push(AuditDraft::new(
+                    self.pending.drafts.push(Draft::Ready(AuditDraft::new(
                         actor,
                         "mitigation.refused.suppressed",
                         serde_json::json!({
                             "audited_per_minute": REFUSALS_AUDITED,
                             "until_ms": self.refusals.window_ms + 60_000,
                         }),
-                    ));
+                    )));
                 }
             }
         }
     }
 
-    /// Makes the group durable, then tells the peers and answers the callers.
+    /// Tells the peers and makes the group durable at once, then answers the callers.
+    ///
+    /// The peers' tasks encode and write while this one commits (two cores, not one after the
+    /// other). Nothing is acknowledged before it is durable, and nothing announced can outlive
+    /// the store's truth: a crash before the commit ends takes the BGP sessions down with it
+    /// (routers drop what they carried, or with graceful restart hold it stale until the
+    /// End-of-RIB that follows the restart's announcement of what the store holds); a commit
+    /// that fails rebuilds the memory from the store and sends each peer, for every route this
+    /// group touched, what the store says of it.
     async fn flush(&mut self) {
         let p = std::mem::take(&mut self.pending);
         if p.changed.is_empty() && p.memos.is_empty() && p.drafts.is_empty() && p.replies.is_empty()
@@ -390,31 +466,50 @@ impl MitigationSet {
             return;
         }
         let now = self.clock.now_ms();
-        let refs: Vec<&Mitigation> = p.changed.iter().collect();
-        match self.store.commit(&refs, &p.memos, p.drafts, now) {
-            Ok(_) => {
-                // One command per peer for the whole group, its changes in order.
-                let mut changes: Vec<Vec<RouteChange>> =
-                    self.peers.iter().map(|_| Vec::new()).collect();
-                for op in p.ops {
-                    match op {
-                        PeerOp::Set(i, key, attrs) => {
-                            changes[i].push(RouteChange::Set(key, attrs));
-                            self.metrics.announces.fetch_add(1, Ordering::Relaxed);
-                        }
-                        PeerOp::Remove(i, key) => {
-                            changes[i].push(RouteChange::Remove(key));
-                            self.metrics.withdraws.fetch_add(1, Ordering::Relaxed);
-                        }
-                        PeerOp::Show(id, key, attrs) => {
-                            for hex in crate::route::show_update(self.local_as, &key, &attrs) {
-                                info!(id, "no peers: would send UPDATE {hex}");
-                            }
-                        }
-                    }
+        // One command per peer for the whole group, its changes in order.
+        let mut changes: Vec<Vec<RouteChange>> = self.peers.iter().map(|_| Vec::new()).collect();
+        let mut touched = Vec::new();
+        let mut shows = Vec::new();
+        let (mut announces, mut withdraws) = (0, 0);
+        for op in p.ops {
+            match op {
+                PeerOp::Set(i, key, attrs) => {
+                    touched.push((i, key.clone()));
+                    changes[i].push(RouteChange::Set(key, attrs));
+                    announces += 1;
                 }
-                for ((_, h), c) in self.peers.iter().zip(changes) {
-                    h.apply(c).await;
+                PeerOp::Remove(i, key) => {
+                    touched.push((i, key.clone()));
+                    changes[i].push(RouteChange::Remove(key));
+                    withdraws += 1;
+                }
+                PeerOp::Show(id, key, attrs) => shows.push((id, key, attrs)),
+            }
+        }
+        for ((_, h), c) in self.peers.iter().zip(changes) {
+            if !c.is_empty() {
+                h.apply(c).await;
+            }
+        }
+        let refs: Vec<&Mitigation> = p.changed.iter().collect();
+        let store = &mut self.store;
+        let (changed, drafts) = (&p.changed, p.drafts);
+        let res = off_the_runtime(|| {
+            let drafts = drafts.into_iter().map(|d| d.ready(changed)).collect();
+            store.commit(&refs, &p.memos, drafts, now)
+        });
+        match res {
+            Ok(_) => {
+                self.metrics
+                    .announces
+                    .fetch_add(announces, Ordering::Relaxed);
+                self.metrics
+                    .withdraws
+                    .fetch_add(withdraws, Ordering::Relaxed);
+                for (id, key, attrs) in shows {
+                    for hex in crate::route::show_update(self.local_as, &key, &attrs) {
+                        info!(id, "no peers: would send UPDATE {hex}");
+                    }
                 }
                 for r in p.replies {
                     match r {
@@ -428,8 +523,9 @@ impl MitigationSet {
             }
             Err(e) => {
                 warn!(
-                    "store write failed, {} requests refused: {e}",
-                    p.replies.len()
+                    "store write failed, {} requests refused, {} route changes taken back: {e}",
+                    p.replies.len(),
+                    touched.len()
                 );
                 let fail = Refusal::Store(format!("the change could not be made durable: {e}"));
                 for r in p.replies {
@@ -445,6 +541,34 @@ impl MitigationSet {
                 if let Err(e) = self.resync() {
                     warn!("the store cannot be read back either: {e}");
                 }
+                self.take_back(touched).await;
+            }
+        }
+    }
+
+    /// After a commit that failed: each route the group changed goes back to what the (resynced)
+    /// memory says of it, per peer: announced with its attributes if an active mitigation has it
+    /// for that peer, withdrawn otherwise.
+    async fn take_back(&mut self, touched: Vec<(usize, RouteKey)>) {
+        let mut changes: Vec<Vec<RouteChange>> = self.peers.iter().map(|_| Vec::new()).collect();
+        for (i, key) in touched {
+            let now = self
+                .by_key
+                .get(&key)
+                .and_then(|id| self.active.get(id))
+                .and_then(|a| {
+                    self.targets(a.dry_run, &a.origin.peers, &a.live)
+                        .into_iter()
+                        .find(|(p, _)| *p == i)
+                });
+            changes[i].push(match now {
+                Some((_, attrs)) => RouteChange::Set(key, attrs),
+                None => RouteChange::Remove(key),
+            });
+        }
+        for ((_, h), c) in self.peers.iter().zip(changes) {
+            if !c.is_empty() {
+                h.apply(c).await;
             }
         }
     }
@@ -591,22 +715,16 @@ impl MitigationSet {
     /// Stages `m` with `drafts`, an `announce` draft per peer that gets `live`, and the peer
     /// operations that follow the commit. With no peers, the UPDATE that would be sent is shown:
     /// an RTBH route's next hop is each peer's own, so a documentation address stands in for it.
-    fn stage_announce(
-        &mut self,
-        m: &Mitigation,
-        live: &Live,
-        actor: &str,
-        mut drafts: Vec<AuditDraft>,
-    ) {
+    fn stage_announce(&mut self, m: &Mitigation, live: &Live, actor: &str, first: Draft) {
         let targets = self.targets(m.dry_run, &m.peers, live);
-        drafts.extend(targets.iter().map(|(i, _)| {
-            AuditDraft::new(
-                actor,
-                "announce",
-                serde_json::json!({"id": m.id, "peer": self.peers[*i].0.peer.name}),
-            )
-        }));
-        self.stage(m, drafts);
+        let announces = targets.iter().map(|(i, _)| Draft::Announce {
+            actor: actor.to_string(),
+            id: m.id,
+            peer: self.peers[*i].0.peer.name.clone(),
+        });
+        let drafts: Vec<Draft> = std::iter::once(first).chain(announces).collect();
+        self.pending.changed.push(m.clone());
+        self.pending.drafts.extend(drafts);
         for (i, attrs) in targets {
             self.pending
                 .ops
@@ -680,19 +798,31 @@ impl MitigationSet {
             self.pending.ops.len(),
             self.next_id,
         );
-        let mut results = Vec::with_capacity(items.len());
+        // Room for the whole batch at once, rather than growing (and copying) thousands of times.
+        let (n, peers) = (items.len(), self.peers.len().max(1));
+        self.by_key.reserve(n);
+        self.pending.changed.reserve(n);
+        self.pending.drafts.reserve(n * (1 + peers));
+        self.pending.ops.reserve(n * peers);
+        let mut results = Vec::with_capacity(n);
         let mut refusals = Vec::new();
         let mut made = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let r = match item {
                 Ok(order) => {
-                    let prior = self
-                        .by_key
-                        .get(&order.target.key())
-                        .and_then(|id| Some((*id, self.active.get(id)?.clone())));
+                    // What an atomic batch needs to put back if an item is refused.
+                    let prior = atomic
+                        .then(|| {
+                            self.by_key
+                                .get(&order.target.key())
+                                .and_then(|id| Some((*id, self.active.get(id)?.clone())))
+                        })
+                        .flatten();
                     let r = self.try_create(&order, now);
                     match &r {
-                        Ok(c) => made.push((c.clone(), prior)),
+                        Ok(Created::New(m)) if atomic => made.push(Undo::New(m.id)),
+                        Ok(Created::Extended(_)) if atomic => made.push(Undo::Extended(prior)),
+                        Ok(_) => {}
                         Err(e) => refusals.push((i, order.describe(), e.clone())),
                     }
                     r
@@ -705,8 +835,8 @@ impl MitigationSet {
             results.push(r);
         }
         if atomic && !refusals.is_empty() {
-            for (c, prior) in made.into_iter().rev() {
-                self.undo_create(c, prior);
+            for u in made.into_iter().rev() {
+                self.undo_create(u);
             }
             self.pending.changed.truncate(mark.0);
             self.pending.drafts.truncate(mark.1);
@@ -737,16 +867,15 @@ impl MitigationSet {
         results
     }
 
-    /// Takes back a create of this batch (see [`Self::batch`]); `prior` is what an extended
-    /// mitigation was before (with its id).
-    fn undo_create(&mut self, c: Created, prior: Option<(u64, Active)>) {
-        match c {
-            Created::New(m) => {
-                self.deactivate(m.id);
+    /// Takes back a create of this batch (see [`Self::batch`]).
+    fn undo_create(&mut self, u: Undo) {
+        match u {
+            Undo::New(id) => {
+                self.deactivate(id);
                 self.recent.pop_back();
                 self.metrics.created.fetch_sub(1, Ordering::Relaxed);
             }
-            Created::Extended(_) => {
+            Undo::Extended(prior) => {
                 if let Some((id, p)) = prior {
                     self.activate(id, p);
                 }
@@ -929,16 +1058,15 @@ impl MitigationSet {
             withdraw_reason: None,
             dry_run: self.guardrails.dry_run,
         };
-        let drafts = vec![AuditDraft::new(
-            actor,
-            "mitigation.create",
-            serde_json::to_value(&m).unwrap_or_default(),
-        )];
-        // Durable first, then announced: a crash in between restores and announces it at start.
-        self.stage_announce(&m, &live, actor, drafts);
+        let draft = Draft::Created {
+            actor: actor.to_string(),
+            at: self.pending.changed.len(),
+        };
+        // Announced while made durable, acknowledged once durable (see `flush`).
+        self.stage_announce(&m, &live, actor, draft);
         self.next_id += 1;
         self.recent.push_back(now);
-        let a = Active::new(&m, target, live, &mut self.origins);
+        let a = Active::made(&m, target, live, &mut self.origins);
         self.activate(m.id, a);
         self.metrics.created.fetch_add(1, Ordering::Relaxed);
         self.metrics
@@ -1070,19 +1198,19 @@ impl MitigationSet {
         m.rule = Some(target.to_string());
         m.expires_ms = expires;
         self.set_expiry(id, expires);
-        let drafts = vec![AuditDraft::new(
+        let draft = AuditDraft::new(
             &a.actor,
             "mitigation.amend",
             serde_json::json!({"id": id, "from": from, "to": m.rule, "reason": a.reason, "expires_ms": m.expires_ms}),
-        )];
+        );
         if from == m.rule {
-            self.stage(&m, drafts);
+            self.stage(&m, vec![draft]);
             return Ok(m);
         }
         // The same NLRI with the new actions: the Adj-RIB-Out sends it as one UPDATE.
         let mut new = Live::of(&target);
         self.intern(&mut new);
-        self.stage_announce(&m, &new, &a.actor, drafts);
+        self.stage_announce(&m, &new, &a.actor, Draft::Ready(draft));
         info!(id, actor = %a.actor, rule = ?m.rule, "mitigation amended");
         let active = Active::new(&m, &target, new, &mut self.origins);
         self.activate(id, active);
@@ -1332,7 +1460,7 @@ impl MitigationSet {
                 self.pending.replies.push(Deferred::One(reply, r));
             }
             Request::Record { draft, reply } => {
-                self.pending.drafts.push(draft);
+                self.pending.drafts.push(Draft::Ready(draft));
                 self.pending.replies.push(Deferred::Unit(reply));
             }
             Request::Refused {

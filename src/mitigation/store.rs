@@ -214,6 +214,9 @@ pub struct Store {
     audit_head: (u64, String),
     /// Where the next prune looks for withdrawn mitigations (a mitigation id).
     prune_from: u64,
+    /// Tests: how many of the next commits fail (a disk that refuses writes).
+    #[cfg(test)]
+    failing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
@@ -245,11 +248,19 @@ impl Store {
             path,
             audit_head: (0, audit::genesis()),
             prune_from: 0,
+            #[cfg(test)]
+            failing: Arc::default(),
         };
         if let Some(last) = s.audit_last()? {
             s.audit_head = (last.seq, last.hash);
         }
         Ok(s)
+    }
+
+    /// Tests: the switch that makes the next commits fail (set it to how many).
+    #[cfg(test)]
+    pub(crate) fn failing(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.failing.clone()
     }
 
     /// Opens the store in `dir` only if there is one: for tools that read a daemon's state, which
@@ -290,6 +301,17 @@ impl Store {
         drafts: Vec<AuditDraft>,
         time_ms: u64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            if self
+                .failing
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StoreError::Damaged("a write refused by the test".into()));
+            }
+        }
         let w = self.db.begin_write().map_err(db_err)?;
         let mut sealed = Vec::with_capacity(drafts.len());
         let (mut seq, mut hash) = self.audit_head.clone();

@@ -827,3 +827,87 @@ async fn a_stored_record_whose_text_is_not_its_rules_own_is_served_and_kept_as_w
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Waits until neighbor `n` wants exactly `routes` announced, and it stays so for a moment.
+async fn peer_wants(n: &crate::peer::PeerHandle, routes: usize) {
+    let mut w = n.watch();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if w.borrow_and_update().desired == routes {
+            // Nothing still on its way changes it.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if w.borrow().desired == routes {
+                return;
+            }
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, w.changed()).await.is_err() {
+            panic!(
+                "{} wants {} routes, not {routes}",
+                n.config().name,
+                w.borrow().desired
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_takes_back_what_its_group_sent_the_peers() {
+    let d = dir("takeback");
+    let mut g = guardrails(&["203.0.113.0/24"], &[]);
+    g.max_new_per_minute = 1000;
+    let store = Store::open(&d).unwrap();
+    let fail = store.failing();
+    let peers = neighbors();
+    let edge = peers[0].1.clone();
+    let stop = CancellationToken::new();
+    let (h, task) = start(
+        store,
+        g,
+        peers,
+        65000,
+        crate::clock::Clock::wall(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let a = id(h
+        .create(order(
+            Kind::Flowspec,
+            "dst 203.0.113.1/32 proto udp dport 53 then discard",
+        ))
+        .await
+        .unwrap());
+    peer_wants(&edge, 1).await;
+
+    // Created and sent while the store refuses the write: refused to the caller, taken back
+    // from the peer, not in memory.
+    fail.store(1, std::sync::atomic::Ordering::Relaxed);
+    let items = (2..=4)
+        .map(|i| Ok(order(Kind::Rtbh, &format!("203.0.113.{i}/32"))))
+        .collect();
+    let e = h.create_batch("noc", items, false).await.unwrap_err();
+    assert!(matches!(e, Refusal::Store(_)), "{e:?}");
+    peer_wants(&edge, 1).await;
+    assert_eq!(active(&h).await, vec![a]);
+
+    // Withdrawn and sent while the store refuses the write: announced again.
+    fail.store(1, std::sync::atomic::Ordering::Relaxed);
+    let e = h.withdraw(a, "noc", "test").await.unwrap_err();
+    assert!(matches!(e, Refusal::Store(_)), "{e:?}");
+    peer_wants(&edge, 1).await;
+    assert_eq!(active(&h).await, vec![a]);
+
+    // The store writes again: both go through.
+    h.withdraw(a, "noc", "test").await.unwrap();
+    peer_wants(&edge, 0).await;
+    let made = h
+        .create_batch("noc", vec![Ok(order(Kind::Rtbh, "203.0.113.2/32"))], false)
+        .await
+        .unwrap();
+    assert!(made[0].is_ok(), "{made:?}");
+    peer_wants(&edge, 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
