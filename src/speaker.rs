@@ -274,6 +274,66 @@ mod tests {
     use super::*;
     use crate::peer::{Mode, RouteChange};
 
+    /// A session that comes up before the owner has given the peer its whole table (at start,
+    /// while the store is read) gets no End-of-RIB until the owner says the table is complete:
+    /// one sent over a table still empty would make a graceful-restart helper drop every rule
+    /// it kept, moments before they come back.
+    #[tokio::test]
+    async fn end_of_rib_waits_until_the_table_is_complete() {
+        let mut rc = PeerConfig::new("127.0.76.4".parse().unwrap(), 65000);
+        rc.local_as = 65001;
+        rc.router_id = "192.0.2.254".parse().unwrap();
+        rc.mode = Mode::Passive;
+        let router = Speaker::start(vec![rc], &["127.0.76.3:0".parse().unwrap()])
+            .await
+            .unwrap();
+        let mut c = PeerConfig::new("127.0.76.3".parse().unwrap(), 65001);
+        c.port = router.local_addrs()[0].port();
+        c.local_as = 65000;
+        c.router_id = "192.0.2.10".parse().unwrap();
+        c.socket.local_addr = Some("127.0.76.4".parse().unwrap());
+        c.connect_retry = Duration::from_millis(200);
+        let deflect = Speaker::start(vec![c], &[]).await.unwrap();
+        let peer = &deflect.peers()[0];
+        let mut up = peer.watch();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            up.wait_for(|s| s.state == State::Established),
+        )
+        .await
+        .expect("the session comes up")
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(router.peers()[0].status().updates_received, 0);
+        assert!(!peer.status().synced);
+
+        let key = RouteKey::FlowSpec("dst 10.1.0.1/32 proto udp dport 53".parse().unwrap());
+        let attrs = Arc::new(RouteAttrs {
+            ext_communities: vec![deflect_bgp::flowspec::Action::DISCARD.to_ext_community()],
+            ..RouteAttrs::default()
+        });
+        peer.apply(vec![RouteChange::Set(key, attrs)]).await;
+        peer.table_complete().await;
+        let mut seen = router.peers()[0].watch();
+        let s = tokio::time::timeout(
+            Duration::from_secs(10),
+            seen.wait_for(|s| s.nlri_received == 1 && s.updates_received >= 2),
+        )
+        .await
+        .expect("the route, then End-of-RIB")
+        .unwrap()
+        .clone();
+        assert_eq!(s.withdrawals_received, 0, "{s:?}");
+        tokio::time::timeout(Duration::from_secs(10), up.wait_for(|s| s.synced))
+            .await
+            .expect("synced once End-of-RIB is out")
+            .unwrap();
+        for p in deflect.peers().iter().chain(router.peers()) {
+            p.shutdown("test over").await;
+            p.join().await;
+        }
+    }
+
     /// A group of changes given to a peer as one command leaves packed: a few UPDATEs of many
     /// NLRI each, not one per route; what the group removes again is never sent.
     #[tokio::test]

@@ -174,6 +174,9 @@ pub struct AdjRibOut {
     session: Option<SessionCtx>,
     /// Families still owed an End-of-RIB after the initial table.
     eor_pending: BTreeSet<Family>,
+    /// End-of-RIB held back: the owner has not yet said that the table is complete
+    /// ([`AdjRibOut::hold_end_of_rib`]).
+    eor_held: bool,
     /// Routes the peer cannot take in this session (kept out of `advertised`).
     held_back: BTreeSet<RouteKey>,
     /// Pending keys to announce again even if unchanged (ROUTE-REFRESH).
@@ -299,9 +302,23 @@ impl AdjRibOut {
         self.session.is_some()
     }
 
-    /// True when nothing is left to write.
+    /// True when nothing is left to write, End-of-RIB included.
     pub fn is_synced(&self) -> bool {
         self.pending.is_empty() && self.eor_pending.is_empty()
+    }
+
+    /// True when [`AdjRibOut::drain`] has something to write now (an End-of-RIB held back is not).
+    pub fn has_work(&self) -> bool {
+        !self.pending.is_empty() || (!self.eor_pending.is_empty() && !self.eor_held)
+    }
+
+    /// Holds End-of-RIB back (`true`) until the table is complete (`false`). A speaker whose
+    /// routes come from elsewhere (a store read at start) holds it until they are all in: an
+    /// End-of-RIB sent over a table still empty tells a graceful-restart helper to drop every
+    /// route it kept from the session before (RFC 4724 §4.2), and the routes come back moments
+    /// later: a flap of every rule at each restart.
+    pub fn hold_end_of_rib(&mut self, hold: bool) {
+        self.eor_held = hold;
     }
 
     /// The session reached Established: send everything, then End-of-RIB per family.
@@ -475,7 +492,7 @@ impl AdjRibOut {
                 rest = &rest[n..];
             }
         }
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.eor_held {
             while written < max_messages {
                 let Some(family) = self.eor_pending.pop_first() else {
                     break;

@@ -119,6 +119,37 @@ fn on_session_up_every_route_is_sent_then_one_end_of_rib_per_family() {
 }
 
 #[test]
+fn end_of_rib_waits_while_held_and_follows_the_table_once_it_is_complete() {
+    let mut rib = AdjRibOut::new();
+    rib.hold_end_of_rib(true);
+    rib.set(flow(1), discard()).unwrap();
+    let c = ctx(true, false);
+    rib.session_up(c.clone());
+    // What there is goes out; End-of-RIB does not, and nothing more is to be written.
+    let (_, ann, _, eor) = drain_all(&mut rib, &c.codec);
+    assert_eq!((ann.len(), eor.len()), (1, 0));
+    assert!(!rib.has_work());
+    assert!(!rib.is_synced());
+    // The rest of the table, then complete: the routes, then End-of-RIB per family.
+    rib.set(flow(2), discard()).unwrap();
+    assert!(rib.has_work());
+    rib.hold_end_of_rib(false);
+    let (updates, ann, _, eor) = drain_all(&mut rib, &c.codec);
+    assert_eq!(ann.len(), 1);
+    assert_eq!(
+        eor.iter().copied().collect::<BTreeSet<_>>(),
+        Family::ALL.into_iter().collect()
+    );
+    assert!(updates[0].end_of_rib_family().is_none());
+    assert!(rib.is_synced() && !rib.has_work());
+    // A session that comes up again later: the table, then End-of-RIB at once.
+    rib.session_down();
+    rib.session_up(c.clone());
+    let (_, ann, _, eor) = drain_all(&mut rib, &c.codec);
+    assert_eq!((ann.len(), eor.len()), (2, Family::ALL.len()));
+}
+
+#[test]
 fn routes_sharing_attributes_are_packed_into_few_messages_within_4096_octets() {
     let mut rib = AdjRibOut::new();
     for i in 0..1000 {

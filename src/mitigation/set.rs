@@ -750,7 +750,8 @@ impl MitigationSet {
     }
 
     /// Gives each peer every active mitigation it takes, as one command per peer (packed into as
-    /// few UPDATEs as the session allows); returns what went where: (id, peer index), by id.
+    /// few UPDATEs as the session allows), then says its table is complete (End-of-RIB waits for
+    /// that); returns what went where: (id, peer index), by id.
     async fn push_active(&self) -> Vec<(u64, usize)> {
         let mut changes: Vec<Vec<RouteChange>> = self.peers.iter().map(|_| Vec::new()).collect();
         let mut sent = Vec::new();
@@ -762,6 +763,8 @@ impl MitigationSet {
         }
         for ((_, h), c) in self.peers.iter().zip(changes) {
             h.apply(c).await;
+            // Its table is all there: End-of-RIB may follow (held since the peer started).
+            h.table_complete().await;
         }
         sent
     }

@@ -186,6 +186,8 @@ pub enum Command {
     /// Changes made together (a group commit), applied in order before anything is written, so
     /// they leave packed into as few UPDATEs as the session allows.
     Routes(Vec<RouteChange>),
+    /// Every route the owner has is in: End-of-RIB may follow the initial table.
+    TableComplete,
     Incoming(TcpStream),
     Shutdown(String),
 }
@@ -230,6 +232,13 @@ impl PeerHandle {
         if !changes.is_empty() {
             let _ = self.tx.send(Command::Routes(changes)).await;
         }
+    }
+
+    /// Says that every route is in. Until then a session that comes up gets what there is but
+    /// no End-of-RIB (see [`AdjRibOut::hold_end_of_rib`]): at start, the set restores the store
+    /// and gives each peer its table only after the speaker is up.
+    pub async fn table_complete(&self) {
+        let _ = self.tx.send(Command::TableComplete).await;
     }
 
     pub async fn incoming(&self, stream: TcpStream) {
@@ -322,12 +331,14 @@ impl PeerTask {
     ) -> Self {
         let (events_tx, events) = mpsc::channel(WRITE_QUEUE);
         let seed = rand::random::<u64>();
+        let mut rib = AdjRibOut::new();
+        rib.hold_end_of_rib(true);
         PeerTask {
             fsm: Fsm::new(config.fsm_config(), seed),
             config,
             commands,
             status,
-            rib: AdjRibOut::new(),
+            rib,
             codec: CodecCtx::default(),
             conn: None,
             pending: None,
@@ -358,7 +369,7 @@ impl PeerTask {
         loop {
             let deadline = self.timers.values().min().copied();
             let wants_room =
-                self.rib.is_established() && !self.rib.is_synced() && self.conn.is_some();
+                self.rib.is_established() && self.rib.has_work() && self.conn.is_some();
             let wake = {
                 let connecting = &mut self.connecting;
                 let conn = &self.conn;
@@ -554,6 +565,7 @@ impl PeerTask {
                     self.change(c);
                 }
             }
+            Command::TableComplete => self.rib.hold_end_of_rib(false),
             Command::Incoming(stream) => self.accept(stream),
             Command::Shutdown(_) => {}
         }
@@ -809,7 +821,7 @@ impl PeerTask {
         }
         loop {
             let room = conn.capacity().saturating_sub(CONTROL_RESERVE);
-            if room == 0 || self.rib.is_synced() {
+            if room == 0 || !self.rib.has_work() {
                 return;
             }
             let n = self.rib.drain(&mut self.out, room);
