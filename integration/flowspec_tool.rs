@@ -105,6 +105,7 @@ async fn announce(s: &Session, routes: &[FlowRoute]) -> Speaker {
     c.socket.local_addr = Some(s.deflect_addr);
     c.connect_retry = Duration::from_millis(500);
     let speaker = Speaker::start(vec![c], &[]).await.unwrap();
+    speaker.table_complete().await;
     let peer = speaker.peers()[0].clone();
     let mut w = peer.watch();
     let up = tokio::time::timeout(WAIT, async {

@@ -59,7 +59,10 @@ async fn start_speaker(s: &Session) -> Speaker {
     c.socket.local_addr = Some(s.deflect_addr);
     c.socket.md5_password = s.md5_password.clone();
     c.connect_retry = Duration::from_millis(500);
-    Speaker::start(vec![c], &[]).await.unwrap()
+    let speaker = Speaker::start(vec![c], &[]).await.unwrap();
+    // Driven route by route, no store behind it: its table is complete as it stands.
+    speaker.table_complete().await;
+    speaker
 }
 
 async fn wait_established(p: &PeerHandle) {

@@ -203,6 +203,14 @@ impl Speaker {
         Ok(self.peers.clone())
     }
 
+    /// Says to every peer that its table is complete (see [`PeerHandle::table_complete`]): for
+    /// a speaker driven route by route rather than by the mitigation set.
+    pub async fn table_complete(&self) {
+        for p in &self.peers {
+            p.table_complete().await;
+        }
+    }
+
     /// Makes a route desired on every peer whose configuration takes its family.
     pub async fn set(&self, key: RouteKey, attrs: Arc<RouteAttrs>) {
         for p in &self.peers {

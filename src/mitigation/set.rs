@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::audit::AuditDraft;
+use crate::audit::{AuditDraft, RawDraft};
 use crate::clock::Clock;
 use crate::mitigation::guardrails::{self, Guardrails};
 use crate::mitigation::handle::{Metrics, MitigationHandle, Reply, Request};
@@ -285,18 +285,24 @@ enum Draft {
 }
 
 impl Draft {
-    fn ready(self, changed: &[Mitigation]) -> AuditDraft {
+    /// The draft as the store takes it, its detail printed (canonically) straight from what it
+    /// says.
+    fn ready(self, changed: &[Mitigation]) -> RawDraft {
         match self {
-            Draft::Ready(d) => d,
-            Draft::Created { actor, at } => AuditDraft {
+            Draft::Ready(d) => d.into(),
+            Draft::Created { actor, at } => RawDraft {
                 actor,
                 action: "mitigation.create".into(),
-                detail: serde_json::to_value(&changed[at]).unwrap_or_default(),
+                detail: changed[at].canonical_json(),
             },
-            Draft::Announce { actor, id, peer } => AuditDraft {
+            Draft::Announce { actor, id, peer } => RawDraft {
                 actor,
                 action: "announce".into(),
-                detail: serde_json::json!({"id": id, "peer": peer}),
+                // `{"id": id, "peer": peer}`, its keys in order. A string always serializes.
+                detail: format!(
+                    r#"{{"id":{id},"peer":{}}}"#,
+                    serde_json::to_string(&peer).unwrap_or_default()
+                ),
             },
         }
     }
@@ -495,7 +501,7 @@ impl MitigationSet {
         let store = &mut self.store;
         let (changed, drafts) = (&p.changed, p.drafts);
         let res = off_the_runtime(|| {
-            let drafts = drafts.into_iter().map(|d| d.ready(changed)).collect();
+            let drafts: Vec<RawDraft> = drafts.into_iter().map(|d| d.ready(changed)).collect();
             store.commit(&refs, &p.memos, drafts, now)
         });
         match res {
@@ -1665,4 +1671,59 @@ pub async fn start(
     let handle = MitigationHandle::new(tx, set.metrics.clone(), set.store.audit_reader());
     let task = tokio::spawn(set.run(rx, stop));
     Ok((handle, task))
+}
+
+#[cfg(test)]
+mod draft_tests {
+    use super::*;
+
+    /// A batch's drafts, printed straight, say what the `Value` each stands for says.
+    #[test]
+    fn a_batch_s_drafts_print_what_their_values_print() {
+        let m = Mitigation {
+            id: 7,
+            kind: Kind::Flowspec,
+            rule: Some("dst 203.0.113.1/32 proto udp then discard".into()),
+            prefix: None,
+            next_hop: None,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            peers: vec!["edge \"1\"".into()],
+            reason: "flood".into(),
+            actor: "noc".into(),
+            created_ms: 1,
+            expires_ms: 2,
+            withdrawn_ms: None,
+            withdraw_reason: None,
+            dry_run: false,
+        };
+        let created = Draft::Created {
+            actor: "noc".into(),
+            at: 0,
+        }
+        .ready(std::slice::from_ref(&m));
+        assert_eq!(
+            created,
+            RawDraft::from(AuditDraft::new(
+                "noc",
+                "mitigation.create",
+                serde_json::to_value(&m).unwrap()
+            ))
+        );
+        let peer = "edge \"1\" \u{e9}\n".to_string();
+        let announce = Draft::Announce {
+            actor: "noc".into(),
+            id: 7,
+            peer: peer.clone(),
+        }
+        .ready(&[]);
+        assert_eq!(
+            announce,
+            RawDraft::from(AuditDraft::new(
+                "noc",
+                "announce",
+                serde_json::json!({"id": 7, "peer": peer})
+            ))
+        );
+    }
 }

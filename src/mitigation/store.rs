@@ -22,7 +22,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::audit::{self, AuditDraft, AuditEntry};
+use crate::audit::{self, AuditDraft, AuditEntry, RawDraft};
 use crate::mitigation::record::Mitigation;
 
 const MITIGATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("mitigations");
@@ -283,24 +283,24 @@ impl Store {
     }
 
     /// Writes `mitigations` (inserted or replaced by id) and `memos`, and seals `drafts` into the
-    /// audit log, in one durable transaction. Returns the sealed entries.
-    pub fn commit(
+    /// audit log, in one durable transaction. Returns the last audit entry's sequence number.
+    pub fn commit<D: Into<RawDraft>>(
         &mut self,
         mitigations: &[&Mitigation],
         memos: &Memos,
-        drafts: Vec<AuditDraft>,
+        drafts: Vec<D>,
         time_ms: u64,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    ) -> Result<u64, StoreError> {
         guarded(|| self.commit_unguarded(mitigations, memos, drafts, time_ms))
     }
 
-    fn commit_unguarded(
+    fn commit_unguarded<D: Into<RawDraft>>(
         &mut self,
         mitigations: &[&Mitigation],
         memos: &Memos,
-        drafts: Vec<AuditDraft>,
+        drafts: Vec<D>,
         time_ms: u64,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    ) -> Result<u64, StoreError> {
         #[cfg(test)]
         {
             use std::sync::atomic::Ordering::Relaxed;
@@ -313,7 +313,6 @@ impl Store {
             }
         }
         let w = self.db.begin_write().map_err(db_err)?;
-        let mut sealed = Vec::with_capacity(drafts.len());
         let (mut seq, mut hash) = self.audit_head.clone();
         {
             let mut t = w.open_table(MITIGATIONS).map_err(db)?;
@@ -330,17 +329,14 @@ impl Store {
             }
             let mut a = w.open_table(AUDIT).map_err(db)?;
             for d in drafts {
-                let e = audit::seal(d, seq, &hash, time_ms);
-                let json = serde_json::to_vec(&e).unwrap_or_default();
-                a.insert(e.seq, json.as_slice()).map_err(db)?;
-                seq = e.seq;
-                hash = e.hash.clone();
-                sealed.push(e);
+                let (s, h, json) = audit::seal_stored(&d.into(), seq, &hash, time_ms);
+                a.insert(s, json.as_slice()).map_err(db)?;
+                (seq, hash) = (s, h);
             }
         }
         w.commit().map_err(db)?;
         self.audit_head = (seq, hash);
-        Ok(sealed)
+        Ok(seq)
     }
 
     /// Removes, in one transaction, audit entries and withdrawn mitigations past `r` at `now`

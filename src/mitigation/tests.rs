@@ -803,7 +803,14 @@ async fn a_stored_record_whose_text_is_not_its_rules_own_is_served_and_kept_as_w
     );
     {
         let mut store = Store::open(&d).unwrap();
-        store.commit(&[&written], &[], Vec::new(), now).unwrap();
+        store
+            .commit(
+                &[&written],
+                &[],
+                Vec::<crate::audit::AuditDraft>::new(),
+                now,
+            )
+            .unwrap();
     }
     let (h, stop, task) = open(&d, guardrails(&["203.0.113.0/24"], &[])).await;
     assert_eq!(h.get(7).await.unwrap(), written);
