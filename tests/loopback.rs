@@ -21,6 +21,14 @@ use deflect_bgp::rib::{RouteAttrs, RouteKey};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A speaker driven route by route (no mitigation set, no store behind it): its table is complete
+/// as it stands, so End-of-RIB follows the routes at once.
+async fn start(peers: Vec<PeerConfig>, listen: &[SocketAddr]) -> Speaker {
+    let s = Speaker::start(peers, listen).await.unwrap();
+    s.table_complete().await;
+    s
+}
+
 fn ip(s: &str) -> IpAddr {
     IpAddr::from_str(s).unwrap()
 }
@@ -73,14 +81,12 @@ async fn pair(
     let mut cb = config(b, a, 65001, 65000, "192.0.2.2");
     cb.mode = Mode::Passive;
     tweak_b(&mut cb);
-    let speaker_b = Speaker::start(vec![cb], &[SocketAddr::new(ip(b), 0)])
-        .await
-        .unwrap();
+    let speaker_b = start(vec![cb], &[SocketAddr::new(ip(b), 0)]).await;
     let port = speaker_b.local_addrs()[0].port();
     let mut ca = config(a, b, 65000, 65001, "192.0.2.1");
     ca.port = port;
     tweak_a(&mut ca);
-    let speaker_a = Speaker::start(vec![ca], &[]).await.unwrap();
+    let speaker_a = start(vec![ca], &[]).await;
     (speaker_a, speaker_b)
 }
 
@@ -148,9 +154,7 @@ async fn routes_set_before_the_session_are_sent_when_it_comes_up_and_again_after
     wait_until(&pa, "A notices", |s| s.state != State::Established).await;
     let mut cb = config("127.0.32.2", "127.0.32.1", 65001, 65000, "192.0.2.2");
     cb.mode = Mode::Passive;
-    let b2 = Speaker::start(vec![cb], &[SocketAddr::new(ip("127.0.32.2"), port)])
-        .await
-        .unwrap();
+    let b2 = start(vec![cb], &[SocketAddr::new(ip("127.0.32.2"), port)]).await;
     let again = wait_until(&pa, "A re-established and synced", |s| {
         s.established_count == 2 && s.synced
     })
@@ -228,12 +232,8 @@ async fn both_sides_active_resolve_the_collision_to_one_session() {
     ca.port = pb_port;
     let mut cb = config("127.0.36.2", "127.0.36.1", 65001, 65000, "192.0.2.2");
     cb.port = pa_port;
-    let a = Speaker::start(vec![ca], &[SocketAddr::new(la.ip(), pa_port)])
-        .await
-        .unwrap();
-    let b = Speaker::start(vec![cb], &[SocketAddr::new(lb.ip(), pb_port)])
-        .await
-        .unwrap();
+    let a = start(vec![ca], &[SocketAddr::new(la.ip(), pa_port)]).await;
+    let b = start(vec![cb], &[SocketAddr::new(lb.ip(), pb_port)]).await;
     let sa = wait_until(&a.peers()[0], "A established", |s| {
         s.state == State::Established
     })
