@@ -860,7 +860,20 @@ async fn peer_wants(n: &crate::peer::PeerHandle, routes: usize) {
 
 #[tokio::test]
 async fn a_commit_that_fails_takes_back_what_its_group_sent_the_peers() {
-    let d = dir("takeback");
+    takes_back("takeback", 3).await;
+}
+
+/// The same with a group large enough that its commit runs off the runtime while the peer task
+/// takes the routes on the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_s_commit_that_fails_takes_back_what_it_sent_too() {
+    takes_back("takeback-large", 300).await;
+}
+
+/// A batch of `n` rules refused by the store, then a withdrawal refused by the store: the peer
+/// ends as it began each time.
+async fn takes_back(tag: &str, n: u16) {
+    let d = dir(tag);
     let mut g = guardrails(&["203.0.113.0/24"], &[]);
     g.max_new_per_minute = 1000;
     let store = Store::open(&d).unwrap();
@@ -890,8 +903,16 @@ async fn a_commit_that_fails_takes_back_what_its_group_sent_the_peers() {
     // Created and sent while the store refuses the write: refused to the caller, taken back
     // from the peer, not in memory.
     fail.store(1, std::sync::atomic::Ordering::Relaxed);
-    let items = (2..=4)
-        .map(|i| Ok(order(Kind::Rtbh, &format!("203.0.113.{i}/32"))))
+    let items = (0..n)
+        .map(|p| {
+            Ok(order(
+                Kind::Flowspec,
+                &format!(
+                    "dst 203.0.113.2/32 proto udp dport {} then discard",
+                    1000 + p
+                ),
+            ))
+        })
         .collect();
     let e = h.create_batch("noc", items, false).await.unwrap_err();
     assert!(matches!(e, Refusal::Store(_)), "{e:?}");
