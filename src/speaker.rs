@@ -282,28 +282,23 @@ mod tests {
     use super::*;
     use crate::peer::{Mode, RouteChange};
 
-    /// A session that comes up before the owner has given the peer its whole table (at start,
-    /// while the store is read) gets no End-of-RIB until the owner says the table is complete:
-    /// one sent over a table still empty would make a graceful-restart helper drop every rule
-    /// it kept, moments before they come back.
-    #[tokio::test]
-    async fn end_of_rib_waits_until_the_table_is_complete() {
-        let mut rc = PeerConfig::new("127.0.76.4".parse().unwrap(), 65000);
+    /// A passive "router" speaker listening on `router`, and deflect's speaker connecting to it
+    /// from `local`, once their session is up.
+    async fn pair(router: &str, local: &str) -> (Speaker, Speaker) {
+        let mut rc = PeerConfig::new(local.parse().unwrap(), 65000);
         rc.local_as = 65001;
         rc.router_id = "192.0.2.254".parse().unwrap();
         rc.mode = Mode::Passive;
-        let router = Speaker::start(vec![rc], &["127.0.76.3:0".parse().unwrap()])
-            .await
-            .unwrap();
-        let mut c = PeerConfig::new("127.0.76.3".parse().unwrap(), 65001);
-        c.port = router.local_addrs()[0].port();
+        let listen = SocketAddr::new(router.parse().unwrap(), 0);
+        let r = Speaker::start(vec![rc], &[listen]).await.unwrap();
+        let mut c = PeerConfig::new(router.parse().unwrap(), 65001);
+        c.port = r.local_addrs()[0].port();
         c.local_as = 65000;
         c.router_id = "192.0.2.10".parse().unwrap();
-        c.socket.local_addr = Some("127.0.76.4".parse().unwrap());
+        c.socket.local_addr = Some(local.parse().unwrap());
         c.connect_retry = Duration::from_millis(200);
-        let deflect = Speaker::start(vec![c], &[]).await.unwrap();
-        let peer = &deflect.peers()[0];
-        let mut up = peer.watch();
+        let d = Speaker::start(vec![c], &[]).await.unwrap();
+        let mut up = d.peers()[0].watch();
         tokio::time::timeout(
             Duration::from_secs(10),
             up.wait_for(|s| s.state == State::Established),
@@ -311,6 +306,18 @@ mod tests {
         .await
         .expect("the session comes up")
         .unwrap();
+        (r, d)
+    }
+
+    /// A session that comes up before the owner has given the peer its whole table (at start,
+    /// while the store is read) gets no End-of-RIB until the owner says the table is complete:
+    /// one sent over a table still empty would make a graceful-restart helper drop every rule
+    /// it kept, moments before they come back.
+    #[tokio::test]
+    async fn end_of_rib_waits_until_the_table_is_complete() {
+        let (router, deflect) = pair("127.0.76.3", "127.0.76.4").await;
+        let peer = &deflect.peers()[0];
+        let mut up = peer.watch();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(router.peers()[0].status().updates_received, 0);
         assert!(!peer.status().synced);
@@ -346,28 +353,7 @@ mod tests {
     /// NLRI each, not one per route; what the group removes again is never sent.
     #[tokio::test]
     async fn a_group_of_changes_leaves_packed_into_few_updates() {
-        let mut rc = PeerConfig::new("127.0.76.2".parse().unwrap(), 65000);
-        rc.local_as = 65001;
-        rc.router_id = "192.0.2.254".parse().unwrap();
-        rc.mode = Mode::Passive;
-        let router = Speaker::start(vec![rc], &["127.0.76.1:0".parse().unwrap()])
-            .await
-            .unwrap();
-        let mut c = PeerConfig::new("127.0.76.1".parse().unwrap(), 65001);
-        c.port = router.local_addrs()[0].port();
-        c.local_as = 65000;
-        c.router_id = "192.0.2.10".parse().unwrap();
-        c.socket.local_addr = Some("127.0.76.2".parse().unwrap());
-        c.connect_retry = Duration::from_millis(200);
-        let deflect = Speaker::start(vec![c], &[]).await.unwrap();
-        let mut up = deflect.peers()[0].watch();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            up.wait_for(|s| s.state == State::Established),
-        )
-        .await
-        .expect("the session comes up")
-        .unwrap();
+        let (router, deflect) = pair("127.0.76.1", "127.0.76.2").await;
 
         let attrs = Arc::new(RouteAttrs {
             ext_communities: vec![deflect_bgp::flowspec::Action::DISCARD.to_ext_community()],
