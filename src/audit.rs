@@ -86,29 +86,30 @@ pub fn genesis() -> String {
     hex::encode([0u8; 32])
 }
 
-/// An entry's canonical JSON: its fields in the order of their names, compact (what a
-/// `serde_json::Value` object of them prints), written straight into the hash.
-#[derive(Serialize)]
-struct Canonical<'a> {
-    action: &'a str,
-    actor: &'a str,
-    detail: &'a serde_json::Value,
-    seq: u64,
-    time_ms: u64,
+/// A text as JSON writes it (quoted, escaped). Strings always serialize.
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
 }
 
-/// Feeds what is written into a SHA-256.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// An entry's hash: SHA-256 over the previous entry's hash and the entry's canonical JSON, its
+/// fields in the order of their names, compact (what a `serde_json::Value` object of them prints).
+/// `actor` and `action` come as JSON texts ([`json_text`]), `detail` as its JSON. The one
+/// definition of the canonical form: sealing, the store's sealing and verifying all hash here.
+fn chain_hash(
+    prev: &str,
+    seq: u64,
+    time_ms: u64,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> String {
+    let canonical = format!(
+        r#"{{"action":{action},"actor":{actor},"detail":{detail},"seq":{seq},"time_ms":{time_ms}}}"#
+    );
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
 }
 
 fn digest(
@@ -119,18 +120,14 @@ fn digest(
     action: &str,
     detail: &serde_json::Value,
 ) -> String {
-    let mut h = HashWriter(Sha256::new());
-    h.0.update(prev.as_bytes());
-    let body = Canonical {
-        action,
-        actor,
-        detail,
+    chain_hash(
+        prev,
         seq,
         time_ms,
-    };
-    // Writing into a hash cannot fail, nor can serializing a Value.
-    let _ = serde_json::to_writer(&mut h, &body);
-    hex::encode(h.0.finalize())
+        &json_text(actor),
+        &json_text(action),
+        &detail.to_string(),
+    )
 }
 
 /// Places a draft after `prev` (the previous entry's hash and sequence number).
@@ -165,21 +162,12 @@ pub fn seal_stored(
     time_ms: u64,
 ) -> (u64, String, Vec<u8>) {
     let seq = prev_seq + 1;
-    // Strings always serialize.
-    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    let (actor, action) = (text(&draft.actor), text(&draft.action));
+    let (actor, action) = (json_text(&draft.actor), json_text(&draft.action));
     let detail = &draft.detail;
-    // The canonical form (see `Canonical`): its fields in the order of their names.
-    let canonical = format!(
-        r#"{{"action":{action},"actor":{actor},"detail":{detail},"seq":{seq},"time_ms":{time_ms}}}"#
-    );
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(canonical.as_bytes());
-    let hash = hex::encode(h.finalize());
+    let hash = chain_hash(prev_hash, seq, time_ms, &actor, &action, detail);
     // `AuditEntry`'s fields in their declared order (a previous hash read from a damaged store
     // may be any text: escaped like the rest).
-    let prev = text(prev_hash);
+    let prev = json_text(prev_hash);
     let stored = format!(
         r#"{{"seq":{seq},"time_ms":{time_ms},"actor":{actor},"action":{action},"detail":{detail},"prev":{prev},"hash":"{hash}"}}"#
     );
@@ -388,6 +376,29 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The hash is SHA-256 over the previous hash and the entry's fields as a `Value`
+        /// object prints them (its keys in order): what every stored log was sealed with.
+        #[test]
+        fn the_chain_hash_is_over_the_entry_as_a_value_prints_it(
+            actor in proptest::prelude::any::<String>(),
+            action in proptest::prelude::any::<String>(),
+            detail in any_value(),
+            seq in proptest::prelude::any::<u64>(),
+            prev in proptest::prelude::any::<String>(),
+            time_ms in proptest::prelude::any::<u64>(),
+        ) {
+            let body = serde_json::json!({
+                "action": action, "actor": actor, "detail": detail, "seq": seq, "time_ms": time_ms,
+            });
+            let mut h = Sha256::new();
+            h.update(prev.as_bytes());
+            h.update(body.to_string().as_bytes());
+            proptest::prop_assert_eq!(
+                digest(&prev, seq, time_ms, &actor, &action, &detail),
+                hex::encode(h.finalize())
+            );
+        }
+
         /// What the store writes for an entry is exactly the entry `seal` makes, serialized: the
         /// same hash, the same bytes, whatever the texts and the detail hold.
         #[test]

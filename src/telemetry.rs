@@ -474,6 +474,38 @@ impl Report {
     }
 }
 
+/// Property-test strategies for the report's parts, shared by the modules that read reports.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+
+    use super::Flow;
+
+    /// Any flow, its rates drawn from what `rate` makes.
+    pub fn flow<R: Strategy<Value = u64>>(rate: impl Fn() -> R) -> impl Strategy<Value = Flow> {
+        (
+            any::<u8>(),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u8>()),
+            any::<bool>(),
+            rate(),
+            rate(),
+        )
+            .prop_map(
+                |(proto, sport, dport, tcp_flags, fragment, pps, bps)| Flow {
+                    proto,
+                    sport,
+                    dport,
+                    tcp_flags,
+                    fragment,
+                    pps,
+                    bps,
+                },
+            )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,27 +630,8 @@ mod tests {
         }
 
         fn flow() -> impl Strategy<Value = Flow> {
-            (
-                any::<u8>(),
-                any::<Option<u16>>(),
-                any::<Option<u16>>(),
-                any::<Option<u8>>(),
-                any::<bool>(),
-                // A target's rates are its flows' sums: room for four of them.
-                0..u64::MAX / 4,
-                0..u64::MAX / 4,
-            )
-                .prop_map(|(proto, sport, dport, tcp_flags, fragment, pps, bps)| {
-                    Flow {
-                        proto,
-                        sport,
-                        dport,
-                        tcp_flags,
-                        fragment,
-                        pps,
-                        bps,
-                    }
-                })
+            // A target's rates are its flows' sums: room for four of them.
+            super::super::strategies::flow(|| 0..u64::MAX / 4)
         }
 
         fn source() -> impl Strategy<Value = Source> {

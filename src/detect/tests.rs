@@ -834,26 +834,7 @@ mod hostile {
     }
 
     fn flow() -> impl Strategy<Value = Flow> {
-        (
-            any::<u8>(),
-            proptest::option::of(any::<u16>()),
-            proptest::option::of(any::<u16>()),
-            proptest::option::of(any::<u8>()),
-            any::<bool>(),
-            rate(),
-            rate(),
-        )
-            .prop_map(
-                |(proto, sport, dport, tcp_flags, fragment, pps, bps)| Flow {
-                    proto,
-                    sport,
-                    dport,
-                    tcp_flags,
-                    fragment,
-                    pps,
-                    bps,
-                },
-            )
+        crate::telemetry::strategies::flow(rate)
     }
 
     fn target() -> impl Strategy<Value = Target> {
