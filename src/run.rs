@@ -359,7 +359,14 @@ impl Daemon {
             .filter(|o| !next.neighbors.iter().any(|n| n.peer.name == o.peer.name))
             .map(|o| o.peer.name.clone())
             .collect();
-        let handles = self
+        // On record before anything changes: with a log that cannot be written, nothing is applied.
+        let detail = serde_json::json!({"source": next.source, "reset": changed, "removed": removed, "kept": keep});
+        self.mitigations
+            .try_record("config", "config.reload", detail)
+            .await
+            .map_err(|e| format!("the audit log cannot be written: {e}"))?;
+        // The speaker changes nothing when it cannot apply the neighbors (see `reconcile`).
+        let handles = match self
             .speaker
             .reconcile(
                 next.neighbors.iter().map(|n| n.peer.clone()).collect(),
@@ -367,7 +374,13 @@ impl Daemon {
                 "configuration changed",
             )
             .await
-            .map_err(|e| format!("applying neighbors: {e}"))?;
+        {
+            Ok(h) => h,
+            Err(e) => {
+                let text = format!("{}: applying neighbors: {e}", next.source);
+                return Err(self.refuse(text).await);
+            }
+        };
         if let Ok(mut t) = self.api.tokens.write() {
             *t = api::TokenTable::new(&next.tokens);
         }
@@ -386,9 +399,8 @@ impl Daemon {
                 watch_peer(h, self.api.alerts.clone(), &self.tasks, &self.stop);
             }
         }
-        let detail = serde_json::json!({"source": next.source, "reset": changed, "removed": removed, "kept": keep});
         self.mitigations
-            .reload(next.guardrails.clone(), pairs(&next, &handles), detail)
+            .reload(next.guardrails.clone(), pairs(&next, &handles))
             .await
             .map_err(|e| e.to_string())?;
         self.engine

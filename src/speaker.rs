@@ -143,64 +143,76 @@ impl Speaker {
     /// Moves to the peers in `wanted`: peers named in `keep` go on untouched, every other one
     /// is stopped (Cease with `reason`) and started again with its new configuration. Returns the
     /// handles in `wanted`'s order.
+    ///
+    /// The one step that can fail (the listeners' MD5 keys: a kernel without TCP MD5, a key it
+    /// refuses) comes first; when it fails the keys are put back as they were and nothing else
+    /// changes: every session goes on, and the error says why.
     pub async fn reconcile(
         &mut self,
         wanted: Vec<PeerConfig>,
         keep: &BTreeSet<String>,
         reason: &str,
     ) -> io::Result<Vec<PeerHandle>> {
-        enum Slot {
-            Keep(PeerHandle),
-            Start(PeerConfig),
+        let kept = |name: &str| {
+            keep.contains(name) && self.peers.iter().any(|h| h.config().name == name)
+        };
+        let starting: Vec<&PeerConfig> = wanted.iter().filter(|c| !kept(&c.name)).collect();
+        let ending: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|h| {
+                let name = &h.config().name;
+                !(keep.contains(name) && wanted.iter().any(|c| &c.name == name))
+            })
+            .map(|h| h.config().remote)
+            .collect();
+        if let Err(e) = self.set_listener_keys(&starting, &ending) {
+            let running: Vec<&PeerConfig> = self.peers.iter().map(|h| h.config()).collect();
+            let added: Vec<IpAddr> = starting.iter().map(|c| c.remote).collect();
+            if let Err(undo) = self.set_listener_keys(&running, &added) {
+                warn!("MD5 keys of the running peers not restored on the listeners: {undo}");
+            }
+            return Err(e);
         }
         let mut old: HashMap<String, PeerHandle> = self
             .peers
             .drain(..)
             .map(|h| (h.config().name.clone(), h))
             .collect();
-        let mut slots = Vec::with_capacity(wanted.len());
+        let mut next = Vec::with_capacity(wanted.len());
+        let mut gone = Vec::new();
         for c in wanted {
             match old.remove(&c.name) {
-                Some(h) if keep.contains(&c.name) => slots.push(Slot::Keep(h)),
+                Some(h) if keep.contains(&c.name) => next.push(Ok(h)),
                 Some(h) => {
                     // Changed: the old session ends before the new one starts.
-                    old.insert(format!("{}\0old", c.name), h);
-                    slots.push(Slot::Start(c));
+                    gone.push(h);
+                    next.push(Err(c));
                 }
-                None => slots.push(Slot::Start(c)),
+                None => next.push(Err(c)),
             }
         }
-        let gone: Vec<PeerHandle> = old.into_values().collect();
+        gone.extend(old.into_values());
         for h in &gone {
             h.shutdown(reason).await;
         }
         for h in &gone {
             h.join().await;
         }
-        let cleared: Vec<IpAddr> = gone.iter().map(|h| h.config().remote).collect();
-        let started: Vec<&PeerConfig> = slots
-            .iter()
-            .filter_map(|s| {
-                if let Slot::Start(c) = s {
-                    Some(c)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for (l, _) in &self.listeners {
-            let ipv4 = l.local_addr()?.is_ipv4();
-            set_md5_keys(l.as_ref(), ipv4, &started, &cleared)?;
-        }
-        self.peers = slots
+        self.peers = next
             .into_iter()
-            .map(|s| match s {
-                Slot::Keep(h) => h,
-                Slot::Start(c) => peer::spawn(c),
-            })
+            .map(|s| s.unwrap_or_else(peer::spawn))
             .collect();
         self.publish_peers();
         Ok(self.peers.clone())
+    }
+
+    /// MD5 keys on every listener: set for `peers`, removed for `clear`.
+    fn set_listener_keys(&self, peers: &[&PeerConfig], clear: &[IpAddr]) -> io::Result<()> {
+        for (l, _) in &self.listeners {
+            set_md5_keys(l.as_ref(), l.local_addr()?.is_ipv4(), peers, clear)?;
+        }
+        Ok(())
     }
 
     /// Says to every peer that its table is complete (see [`PeerHandle::table_complete`]): for
@@ -343,6 +355,43 @@ mod tests {
             .await
             .expect("synced once End-of-RIB is out")
             .unwrap();
+        for p in deflect.peers().iter().chain(router.peers()) {
+            p.shutdown("test over").await;
+            p.join().await;
+        }
+    }
+
+    /// A reload whose neighbors cannot be applied (here a key the kernel refuses) changes
+    /// nothing: the running session goes on, the speaker keeps its peer, and a later reload
+    /// applies.
+    #[tokio::test]
+    async fn a_reconcile_that_fails_keeps_every_session() {
+        let (mut router, deflect) = pair("127.0.76.5", "127.0.76.6").await;
+        let running = router.peers()[0].config().clone();
+        let keep: BTreeSet<String> = [running.name.clone()].into();
+        let mut added = PeerConfig::new("127.0.76.7".parse().unwrap(), 65000);
+        added.mode = Mode::Passive;
+        added.socket.md5_password = Some("x".repeat(crate::sys::MD5_MAX_KEY_LEN + 1));
+
+        let e = router
+            .reconcile(vec![running.clone(), added.clone()], &keep, "test")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("MD5"), "{e}");
+        assert_eq!(router.peers().len(), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for p in [&router.peers()[0], &deflect.peers()[0]] {
+            let s = p.status();
+            assert_eq!((s.state, s.established_count), (State::Established, 1), "{s:?}");
+        }
+
+        added.socket.md5_password = Some("secret".into());
+        let handles = router
+            .reconcile(vec![running, added], &keep, "test")
+            .await
+            .unwrap();
+        assert_eq!(handles.len(), 2);
+        assert_eq!(router.peers()[0].status().established_count, 1);
         for p in deflect.peers().iter().chain(router.peers()) {
             p.shutdown("test over").await;
             p.join().await;

@@ -126,11 +126,11 @@ pub(super) enum Request {
     Memories {
         reply: Reply<Vec<(String, Vec<u8>)>>,
     },
-    /// A new configuration: guardrails and the peers with what they receive.
+    /// A new configuration: guardrails and the peers with what they receive (the reload is on
+    /// record already: see [`MitigationHandle::reload`]).
     Reload {
         guardrails: Guardrails,
         peers: Vec<(Neighbor, PeerHandle)>,
-        detail: serde_json::Value,
         reply: Reply<()>,
     },
 }
@@ -295,22 +295,37 @@ impl MitigationHandle {
     /// Writes one audit entry and waits until it is durable; failures are logged (the caller has
     /// nothing to undo).
     pub async fn record(&self, actor: &str, action: &str, detail: serde_json::Value) {
-        let draft = AuditDraft::new(actor, action, detail);
-        if let Err(e) = self.ask(|reply| Request::Record { draft, reply }).await {
+        if let Err(e) = self.try_record(actor, action, detail).await {
             warn!("audit entry not written: {e}");
         }
     }
 
+    /// Writes one audit entry and waits until it is durable, or says why it could not be: for a
+    /// caller that must not go on unrecorded (a reload is refused whole when the log cannot be
+    /// written).
+    pub async fn try_record(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), Refusal> {
+        let draft = AuditDraft::new(actor, action, detail);
+        self.ask(|reply| Request::Record { draft, reply }).await
+    }
+
+    /// Applies a new configuration's guardrails and peers: what the guardrails now forbid is
+    /// withdrawn on record, and every peer is given the whole active set. The caller has put the
+    /// reload on record first ([`MitigationHandle::try_record`]), before anything changed: the peers
+    /// handed over here are sessions already running, which must get their routes whatever the
+    /// store says.
     pub async fn reload(
         &self,
         guardrails: Guardrails,
         peers: Vec<(Neighbor, PeerHandle)>,
-        detail: serde_json::Value,
     ) -> Result<(), Refusal> {
         self.ask(|reply| Request::Reload {
             guardrails,
             peers,
-            detail,
             reply,
         })
         .await

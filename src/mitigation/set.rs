@@ -417,17 +417,6 @@ impl MitigationSet {
             .extend(drafts.into_iter().map(Draft::Ready));
     }
 
-    /// Writes a change of its own, outside any group (reloads, records).
-    fn commit_now(&mut self, drafts: Vec<AuditDraft>, now: u64) -> Result<(), Refusal> {
-        self.store
-            .commit(&[], &[], drafts, now)
-            .map(|_| ())
-            .map_err(|e| {
-                warn!("store write failed: {e}");
-                Refusal::Store(format!("the change could not be made durable: {e}"))
-            })
-    }
-
     /// Records a refusal in the audit log (with the group: a refusal changes nothing else), its
     /// request's long texts cut short, and at most [`REFUSALS_AUDITED`] a minute per actor: past
     /// that, refusals are counted, and the log says once that it stops recording them.
@@ -1339,16 +1328,7 @@ impl MitigationSet {
         }
     }
 
-    async fn reload(
-        &mut self,
-        guardrails: Guardrails,
-        peers: Vec<(Neighbor, PeerHandle)>,
-        detail: serde_json::Value,
-    ) -> Result<(), Refusal> {
-        self.commit_now(
-            vec![AuditDraft::new("config", "config.reload", detail)],
-            self.clock.now_ms(),
-        )?;
+    async fn reload(&mut self, guardrails: Guardrails, peers: Vec<(Neighbor, PeerHandle)>) {
         self.guardrails = guardrails;
         self.peers = peers;
         self.rebuild_rtbh_attrs();
@@ -1373,7 +1353,6 @@ impl MitigationSet {
         self.flush().await;
         // Peer handles may be new: give every peer the whole active set (idempotent for the others).
         self.push_active().await;
-        Ok(())
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
@@ -1556,10 +1535,10 @@ impl MitigationSet {
             Request::Reload {
                 guardrails,
                 peers,
-                detail,
                 reply,
             } => {
-                let _ = reply.send(self.reload(guardrails, peers, detail).await);
+                self.reload(guardrails, peers).await;
+                let _ = reply.send(Ok(()));
             }
         }
     }

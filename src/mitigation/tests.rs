@@ -135,7 +135,6 @@ async fn a_reload_withdraws_what_its_guardrails_now_forbid_and_keeps_the_rest() 
     h.reload(
         guardrails(&["203.0.113.0/24"], &["203.0.113.0/29"]),
         Vec::new(),
-        serde_json::json!({}),
     )
     .await
     .unwrap();
@@ -935,6 +934,47 @@ async fn takes_back(tag: &str, n: u16) {
         .unwrap();
     assert!(made[0].is_ok(), "{made:?}");
     peer_wants(&edge, 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A caller that must not go on unrecorded (a reload) hears that its entry could not be written,
+/// and the log holds only what was.
+#[tokio::test]
+async fn an_entry_that_cannot_be_written_is_refused_to_the_caller_that_needs_it() {
+    let d = dir("try-record");
+    let store = Store::open(&d).unwrap();
+    let fail = store.failing();
+    let stop = CancellationToken::new();
+    let (h, task) = start(
+        store,
+        guardrails(&["203.0.113.0/24"], &[]),
+        Vec::new(),
+        65000,
+        crate::clock::Clock::wall(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    fail.store(1, std::sync::atomic::Ordering::Relaxed);
+    let e = h
+        .try_record("config", "config.reload", serde_json::json!({"n": 1}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Refusal::Store(_)), "{e}");
+    h.try_record("config", "config.reload", serde_json::json!({"n": 2}))
+        .await
+        .unwrap();
+    let reloads: Vec<_> = h
+        .audit(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "config.reload")
+        .map(|e| e.detail["n"].clone())
+        .collect();
+    assert_eq!(reloads, vec![serde_json::json!(2)]);
     stop.cancel();
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&d);
