@@ -153,9 +153,8 @@ impl Speaker {
         keep: &BTreeSet<String>,
         reason: &str,
     ) -> io::Result<Vec<PeerHandle>> {
-        let kept = |name: &str| {
-            keep.contains(name) && self.peers.iter().any(|h| h.config().name == name)
-        };
+        let kept =
+            |name: &str| keep.contains(name) && self.peers.iter().any(|h| h.config().name == name);
         let starting: Vec<&PeerConfig> = wanted.iter().filter(|c| !kept(&c.name)).collect();
         let ending: Vec<IpAddr> = self
             .peers
@@ -382,7 +381,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         for p in [&router.peers()[0], &deflect.peers()[0]] {
             let s = p.status();
-            assert_eq!((s.state, s.established_count), (State::Established, 1), "{s:?}");
+            assert_eq!(
+                (s.state, s.established_count),
+                (State::Established, 1),
+                "{s:?}"
+            );
         }
 
         added.socket.md5_password = Some("secret".into());
