@@ -290,39 +290,45 @@ pub async fn serve(
             };
             match acceptor {
                 None => connection(stream, service, limits, &metrics, ends, peer).await,
+                // Boxed: the handshake's and the TLS session's state would otherwise be part of
+                // every connection's task, plain ones included (thousands of probes keep theirs
+                // open).
                 Some(acceptor) => {
-                    // The handshake is bounded like a request's headers: a client that opens a
-                    // connection and says nothing is cut as soon (or evicted sooner).
-                    let handshake =
-                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
-                    let done = tokio::select! {
-                        r = handshake => Some(r),
-                        _ = evicted.cancelled() => None,
-                    };
-                    match done {
-                        None => {}
-                        Some(Ok(Ok(stream))) => {
-                            let cert = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first());
-                            let service = Service {
-                                peer: cert
-                                    .map(|c| Arc::new(PeerCertificate(c.clone().into_owned()))),
-                                ..service
-                            };
-                            connection(stream, service, limits, &metrics, ends, peer).await;
+                    Box::pin(async {
+                        // The handshake is bounded like a request's headers: a client that opens a
+                        // connection and says nothing is cut as soon (or evicted sooner).
+                        let handshake =
+                            tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+                        let done = tokio::select! {
+                            r = handshake => Some(r),
+                            _ = evicted.cancelled() => None,
+                        };
+                        match done {
+                            None => {}
+                            Some(Ok(Ok(stream))) => {
+                                let cert = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first());
+                                let service = Service {
+                                    peer: cert
+                                        .map(|c| Arc::new(PeerCertificate(c.clone().into_owned()))),
+                                    ..service
+                                };
+                                connection(stream, service, limits, &metrics, ends, peer).await;
+                            }
+                            Some(Ok(Err(e))) => {
+                                metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                                debug!(%peer, "API TLS handshake: {e}");
+                            }
+                            Some(Err(_)) => {
+                                metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                                debug!(%peer, "API TLS handshake: timed out");
+                            }
                         }
-                        Some(Ok(Err(e))) => {
-                            metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
-                            debug!(%peer, "API TLS handshake: {e}");
-                        }
-                        Some(Err(_)) => {
-                            metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
-                            debug!(%peer, "API TLS handshake: timed out");
-                        }
-                    }
+                    })
+                    .await
                 }
             }
             idle.closed(id);
@@ -387,7 +393,8 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     if stream.shutdown().await.is_err() {
         return;
     }
-    let mut buf = [0u8; 4096];
+    // On the heap, now: a buffer in the future itself would weigh on every open connection.
+    let mut buf = vec![0u8; 4096];
     let mut read = 0;
     let _ = tokio::time::timeout(LINGER, async {
         while read < LINGER_BYTES {
