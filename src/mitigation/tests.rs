@@ -26,9 +26,21 @@ async fn open(
     CancellationToken,
     tokio::task::JoinHandle<()>,
 ) {
+    over(Store::open(d).unwrap(), g).await
+}
+
+/// The set over `store` (one a test keeps a switch of), with no peers.
+async fn over(
+    store: Store,
+    g: Guardrails,
+) -> (
+    MitigationHandle,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let stop = CancellationToken::new();
     let (h, task) = start(
-        Store::open(d).unwrap(),
+        store,
         g,
         Vec::new(),
         65000,
@@ -946,17 +958,7 @@ async fn an_entry_that_cannot_be_written_is_refused_to_the_caller_that_needs_it(
     let d = dir("try-record");
     let store = Store::open(&d).unwrap();
     let fail = store.failing();
-    let stop = CancellationToken::new();
-    let (h, task) = start(
-        store,
-        guardrails(&["203.0.113.0/24"], &[]),
-        Vec::new(),
-        65000,
-        crate::clock::Clock::wall(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (h, stop, task) = over(store, guardrails(&["203.0.113.0/24"], &[])).await;
     fail.store(1, std::sync::atomic::Ordering::Relaxed);
     let e = h
         .try_record("config", "config.reload", serde_json::json!({"n": 1}))
