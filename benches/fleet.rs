@@ -490,12 +490,17 @@ fn main() {
     {
         let mut ok = Vec::new();
         let mut other = std::collections::BTreeMap::new();
+        // Where the slow answers fall: reports over 50 ms, by the second of the run they were sent in.
+        let mut slow = std::collections::BTreeMap::new();
         for &(at, us, status) in all.iter().flatten() {
             if at < from * 1000 || at >= to * 1000 {
                 continue;
             }
             if status == 202 {
                 ok.push(us);
+                if us > 50_000 {
+                    *slow.entry(at / 1000).or_insert(0u32) += 1;
+                }
             } else {
                 *other.entry(status).or_insert(0u64) += 1;
             }
@@ -517,5 +522,8 @@ fn main() {
             },
             rss / 1024
         );
+        if !slow.is_empty() {
+            eprintln!("    answers over 50 ms, by second of the run: {slow:?}");
+        }
     }
 }
