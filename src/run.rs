@@ -333,14 +333,18 @@ impl Daemon {
             let text = format!("{}: {}", next.source, refused.join("; "));
             return Err(self.refuse(text).await);
         }
-        // The certificate first: the one step below that can fail (its files were read when the
-        // configuration was checked, but may have changed since).
-        if let (Some(acceptor), Some(files)) = (&self.api_tls, &next.api_tls) {
-            if let Err(e) = acceptor.reload(files) {
-                let text = format!("{}: api.tls: {e}", next.source);
-                return Err(self.refuse(text).await);
-            }
-        }
+        // The certificate is read first (its files were read when the configuration was checked,
+        // but may have changed since), and installed only once nothing else can fail.
+        let certificate = match (&self.api_tls, &next.api_tls) {
+            (Some(_), Some(files)) => match api::tls::Acceptor::load(files) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let text = format!("{}: api.tls: {e}", next.source);
+                    return Err(self.refuse(text).await);
+                }
+            },
+            _ => None,
+        };
         let keep: BTreeSet<String> = next
             .neighbors
             .iter()
@@ -381,6 +385,9 @@ impl Daemon {
                 return Err(self.refuse(text).await);
             }
         };
+        if let (Some(acceptor), Some(c)) = (&self.api_tls, certificate) {
+            acceptor.install(c);
+        }
         if let Ok(mut t) = self.api.tokens.write() {
             *t = api::TokenTable::new(&next.tokens);
         }

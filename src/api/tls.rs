@@ -110,11 +110,15 @@ impl Acceptor {
         }))
     }
 
-    /// Reads the files again (a renewed certificate); on an error the one in force stays.
-    pub fn reload(&self, files: &Files) -> Result<(), String> {
-        let config = server_config(files)?;
+    /// Reads the files again (a renewed certificate), for [`Acceptor::install`]: a reload reads
+    /// them before it changes anything, and installs them once nothing else can fail.
+    pub fn load(files: &Files) -> Result<Arc<ServerConfig>, String> {
+        server_config(files)
+    }
+
+    /// What [`Acceptor::load`] read, for the connections from now on.
+    pub fn install(&self, config: Arc<ServerConfig>) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
-        Ok(())
     }
 
     /// For the next connection.
