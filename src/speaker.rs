@@ -153,16 +153,23 @@ impl Speaker {
         keep: &BTreeSet<String>,
         reason: &str,
     ) -> io::Result<Vec<PeerHandle>> {
-        let kept =
-            |name: &str| keep.contains(name) && self.peers.iter().any(|h| h.config().name == name);
-        let starting: Vec<&PeerConfig> = wanted.iter().filter(|c| !kept(&c.name)).collect();
+        // Running, named in `keep` and still wanted: goes on untouched. Every other running peer
+        // ends; every other wanted one starts.
+        let staying: BTreeSet<String> = self
+            .peers
+            .iter()
+            .map(|h| &h.config().name)
+            .filter(|n| keep.contains(*n) && wanted.iter().any(|c| &c.name == *n))
+            .cloned()
+            .collect();
+        let starting: Vec<&PeerConfig> = wanted
+            .iter()
+            .filter(|c| !staying.contains(&c.name))
+            .collect();
         let ending: Vec<IpAddr> = self
             .peers
             .iter()
-            .filter(|h| {
-                let name = &h.config().name;
-                !(keep.contains(name) && wanted.iter().any(|c| &c.name == name))
-            })
+            .filter(|h| !staying.contains(&h.config().name))
             .map(|h| h.config().remote)
             .collect();
         if let Err(e) = self.set_listener_keys(&starting, &ending) {
@@ -182,7 +189,7 @@ impl Speaker {
         let mut gone = Vec::new();
         for c in wanted {
             match old.remove(&c.name) {
-                Some(h) if keep.contains(&c.name) => next.push(Ok(h)),
+                Some(h) if staying.contains(&c.name) => next.push(Ok(h)),
                 Some(h) => {
                     // Changed: the old session ends before the new one starts.
                     gone.push(h);
