@@ -10,7 +10,9 @@
 //! A report that waits for its answer past its node's next second delays that node's next report
 //! (as a probe sends from its backlog one at a time): the reports judged a second say whether
 //! deflect kept up with 10,000 a second.
-//! `FLEET_NODES` (10,000), `FLEET_WARMUP` (15 s) and `FLEET_WINDOW` (30 s) change the set-up.
+//! `FLEET_NODES` (10,000), `FLEET_WARMUP` (15 s) and `FLEET_WINDOW` (30 s) change the set-up;
+//! `FLEET_ALLOCATOR` (`mimalloc`, as a fleet's controller would run; or `system`) is deflect's
+//! `allocator:`.
 //! First, in process: what reading one report costs in each encoding.
 //!
 //! deflect runs as its own process (the release binary). The load generator is made cheap so that
@@ -336,6 +338,11 @@ async fn node(
         }
         out.push((at, us, status));
     }
+    // Connections stay open until every node has sent its last report: the first nodes to finish
+    // closing theirs would otherwise measure deflect tearing down thousands of connections while
+    // the last second's reports are still in flight (probes do not all leave at once).
+    tokio::time::sleep_until(start + Duration::from_secs(u64::from(seconds) + 1)).await;
+    drop(conn);
     out
 }
 
@@ -392,8 +399,9 @@ fn main() {
             )
         })
         .collect();
+    let allocator = std::env::var("FLEET_ALLOCATOR").unwrap_or_else(|_| "mimalloc".into());
     let yaml = format!(
-        "local_as: 65000\nrouter_id: 192.0.2.10\nstate_dir: {}\npolicies: {}\napi:\n  listen: 127.0.0.1:{api_port}\n  max_connections: {}\n  tokens:\n{tokens}\
+        "local_as: 65000\nrouter_id: 192.0.2.10\nallocator: {allocator}\nstate_dir: {}\npolicies: {}\napi:\n  listen: 127.0.0.1:{api_port}\n  max_connections: {}\n  tokens:\n{tokens}\
          protected:\n  fleet: [10.0.0.0/8]\n\
          detection:\n  max_targets: {}\n  max_prefixes: {}\n  thresholds:\n    warmup: 10s\n",
         dir.join("state").display(),
@@ -465,7 +473,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     eprintln!(
-        "{nodes} nodes, one connection and one report a second each ({} addresses, {PER_NODE} per node), {window} s windows after {warmup} s; load: {}",
+        "{nodes} nodes, one connection and one report a second each ({} addresses, {PER_NODE} per node), {window} s windows after {warmup} s, allocator: {allocator}; load: {}",
         nodes * PER_NODE,
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()

@@ -7,6 +7,11 @@ use deflect::cli::{self, ApiArgs, AttackCmd, AuditCmd, ConfigCmd, MitigationCmd}
 use deflect::probe::{self, ProbeArgs};
 use deflect::run::{self, RunArgs};
 
+/// The system's allocator, or mimalloc when `deflect run`'s configuration says so (see
+/// `sys::Allocator`).
+#[global_allocator]
+static ALLOC: deflect::sys::Allocator = deflect::sys::Allocator;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "deflect",

@@ -424,6 +424,8 @@ impl Daemon {
         if let (Some(c), Some(n)) = (&self.netflow, &next.netflow) {
             c.set_exporters(n.exporters.clone());
         }
+        // Blocks already given go back to whichever allocator gave them: safe to change at any time.
+        crate::sys::Allocator::set_mimalloc(next.mimalloc);
         info!(reset = ?changed, removed = ?removed, "configuration reloaded");
         self.settings = next;
         Ok(())
@@ -470,6 +472,8 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the runtime's threads start, so that their buffers come from the chosen allocator.
+    crate::sys::Allocator::set_mimalloc(settings.mimalloc);
     if args.config.is_none() {
         info!(
             "no --config: running on embedded defaults (API on 127.0.0.1:8179, state in ./deflect-state, no peers: announcements are shown, not sent)"

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::traffic::FastMap;
 
 /// An API token's permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -51,7 +52,7 @@ impl Scope {
 /// that. Keyed by the token's name (the tokens are the configuration's, so the table is bounded).
 #[derive(Debug, Default)]
 pub struct RateLimits {
-    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+    buckets: std::sync::Mutex<FastMap<String, (f64, std::time::Instant)>>,
 }
 
 impl RateLimits {
@@ -63,7 +64,13 @@ impl RateLimits {
         let Ok(mut b) = self.buckets.lock() else {
             return Ok(());
         };
-        let (level, last) = b.entry(name.to_string()).or_insert((burst, now));
+        // Looked up before it is inserted: no name copied per request.
+        if !b.contains_key(name) {
+            b.insert(name.to_string(), (burst, now));
+        }
+        let Some((level, last)) = b.get_mut(name) else {
+            return Ok(());
+        };
         *level = (*level + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
         *last = now;
         if *level >= 1.0 {
@@ -94,7 +101,7 @@ pub const NODE_WORK_BURST: Duration = Duration::from_millis(200);
 /// Keyed by token name (bounded by the configuration, forgotten on reload with the token).
 #[derive(Debug, Default)]
 pub struct NodeTurns {
-    gates: std::sync::Mutex<std::collections::HashMap<String, Gate>>,
+    gates: std::sync::Mutex<FastMap<String, Gate>>,
 }
 
 #[derive(Debug)]
@@ -137,11 +144,19 @@ impl NodeTurns {
         let per_us = NODE_WORK_PER_SECOND.as_micros() as i64;
         let burst = NODE_WORK_BURST.as_micros() as i64;
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        let g = gates.entry(node.to_string()).or_insert(Gate {
-            busy: false,
-            credit_us: burst,
-            at: now,
-        });
+        if !gates.contains_key(node) {
+            gates.insert(
+                node.to_string(),
+                Gate {
+                    busy: false,
+                    credit_us: burst,
+                    at: now,
+                },
+            );
+        }
+        let Some(g) = gates.get_mut(node) else {
+            return Err(Wait::InFlight);
+        };
         let refill = now.saturating_duration_since(g.at).as_micros() as i64 * per_us / 1_000_000;
         g.credit_us = g.credit_us.saturating_add(refill).min(burst);
         g.at = now;

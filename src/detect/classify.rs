@@ -4,7 +4,7 @@
 //! download (TCP ACKs and payload) does not hide a SYN flood, and a speedtest does not look like
 //! one. An anomalous class becomes a [`Vector`] with a [`Signature`] naming what was seen.
 
-use std::collections::HashMap;
+use crate::traffic::FastMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -172,7 +172,7 @@ impl Signature {
 
 /// Ports that together carry at least `share` of `total`, at most `max` of them; empty if they cannot.
 fn dominant_ports(
-    ports: &HashMap<Option<u16>, u64>,
+    ports: &FastMap<Option<u16>, u64>,
     total: u64,
     share: f64,
     max: usize,
@@ -234,9 +234,9 @@ pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, S
     let mine: Vec<&Flow> = flows.iter().filter(|f| Class::of(f) == class).collect();
     // Reports are untrusted: rates near u64::MAX must not overflow (saturating throughout).
     let total: u64 = mine.iter().map(|f| f.pps).fold(0, u64::saturating_add);
-    let mut sports: HashMap<Option<u16>, u64> = HashMap::new();
-    let mut dports: HashMap<Option<u16>, u64> = HashMap::new();
-    let mut protos: HashMap<u8, u64> = HashMap::new();
+    let mut sports: FastMap<Option<u16>, u64> = FastMap::default();
+    let mut dports: FastMap<Option<u16>, u64> = FastMap::default();
+    let mut protos: FastMap<u8, u64> = FastMap::default();
     for f in &mine {
         for n in [
             sports.entry(f.sport).or_default(),
@@ -290,7 +290,7 @@ pub fn signature(class: Class, flows: &[Flow], sources: &[Source]) -> (Vector, S
         }
         Class::TcpOther => {
             // The most common flag byte names it.
-            let mut by_flags: HashMap<u8, u64> = HashMap::new();
+            let mut by_flags: FastMap<u8, u64> = FastMap::default();
             for f in &mine {
                 let n = by_flags.entry(f.tcp_flags.unwrap_or(0)).or_default();
                 *n = n.saturating_add(f.pps);

@@ -32,7 +32,9 @@ pub mod prefix;
 pub mod snapshot;
 pub(crate) mod view;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::traffic::{FastMap, FastSet};
 use std::net::IpAddr;
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -375,10 +377,10 @@ pub struct Node {
     #[serde(skip_serializing_if = "is_zero")]
     pub trusted_pps: u64,
     #[serde(skip)]
-    targets: HashSet<IpAddr>,
+    targets: FastSet<IpAddr>,
     /// The prefixes its last report contributed to.
     #[serde(skip)]
-    prefixes: HashSet<IpNet>,
+    prefixes: FastSet<IpNet>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -440,21 +442,21 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Detector {
     settings: Settings,
-    targets: HashMap<IpAddr, TargetState>,
+    targets: FastMap<IpAddr, TargetState>,
     nodes: Vec<Node>,
-    node_index: HashMap<String, u32>,
+    node_index: FastMap<String, u32>,
     attacks: BTreeMap<u64, Attack>,
     /// Per protected prefix: sums over its addresses (`prefix.rs`).
-    prefixes: HashMap<IpNet, prefix::PrefixState>,
+    prefixes: FastMap<IpNet, prefix::PrefixState>,
     next_attack: u64,
     pub counters: Counters,
     /// When idle targets were last looked for.
     last_sweep: u64,
     /// Baselines read back from a snapshot at start, until the first report of their address
     /// takes them ([`Detector::restore`]); forgotten once idle as long as a target would be.
-    dormant: HashMap<IpAddr, snapshot::Learned>,
+    dormant: FastMap<IpAddr, snapshot::Learned>,
     /// The same for prefixes.
-    dormant_prefixes: HashMap<IpNet, snapshot::Learned>,
+    dormant_prefixes: FastMap<IpNet, snapshot::Learned>,
 }
 
 /// What [`Detector::restore`] made of a snapshot.
@@ -476,16 +478,16 @@ impl Detector {
     pub fn new(settings: Settings, first_id: u64) -> Detector {
         Detector {
             settings,
-            targets: HashMap::new(),
+            targets: FastMap::default(),
             nodes: Vec::new(),
-            node_index: HashMap::new(),
+            node_index: FastMap::default(),
             attacks: BTreeMap::new(),
-            prefixes: HashMap::new(),
+            prefixes: FastMap::default(),
             next_attack: first_id.max(1),
             counters: Counters::default(),
             last_sweep: 0,
-            dormant: HashMap::new(),
-            dormant_prefixes: HashMap::new(),
+            dormant: FastMap::default(),
+            dormant_prefixes: FastMap::default(),
         }
     }
 
@@ -799,8 +801,8 @@ impl Detector {
             one_in: 1,
             upstream: self.settings.upstream.iter().any(|u| u == name),
             trusted_pps: 0,
-            targets: HashSet::new(),
-            prefixes: HashSet::new(),
+            targets: FastSet::default(),
+            prefixes: FastSet::default(),
         });
         self.node_index.insert(name.to_string(), i);
         i
@@ -886,7 +888,7 @@ impl Detector {
         }
         let dt = r.interval_ms as u64;
         let mut events = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = FastSet::default();
         let mut excluded = Vec::new();
         let mut trusted = 0u64;
         for t in &r.targets {

@@ -26,7 +26,9 @@
 //! /24) have no prefix-level detection: a rollup there would count addresses outside the group.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::traffic::{FastMap, FastSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -149,9 +151,9 @@ fn prefix_of(groups: &[(String, Vec<IpNet>, Thresholds)], addr: IpAddr) -> Optio
 /// rollups the API dropped because the node does not serve all of their prefix): whole only as
 /// far as the report is.
 fn rollups_from_targets(r: &Report) -> Vec<Rollup> {
-    let mut by: HashMap<IpNet, Rollup> = HashMap::new();
-    let mut seen = HashSet::new();
-    let given: HashSet<IpNet> = r.rollups.iter().map(|r| r.prefix).collect();
+    let mut by: FastMap<IpNet, Rollup> = FastMap::default();
+    let mut seen = FastSet::default();
+    let given: FastSet<IpNet> = r.rollups.iter().map(|r| r.prefix).collect();
     for t in &r.targets {
         if !seen.insert(t.dst) {
             continue;
@@ -179,7 +181,7 @@ fn rollups_from_targets(r: &Report) -> Vec<Rollup> {
 
 /// Flows with the same key added together (their number bounded by the distinct keys).
 fn merge_flows(flows: impl IntoIterator<Item = Flow>) -> Vec<Flow> {
-    let mut by: HashMap<Flow, (u64, u64)> = HashMap::new();
+    let mut by: FastMap<Flow, (u64, u64)> = FastMap::default();
     for f in flows {
         let key = Flow {
             pps: 0,
@@ -204,7 +206,7 @@ fn merge_flows(flows: impl IntoIterator<Item = Flow>) -> Vec<Flow> {
 
 /// The top sources of several lists.
 fn merge_sources(sources: impl IntoIterator<Item = Source>) -> Vec<Source> {
-    let mut by: HashMap<IpAddr, u64> = HashMap::new();
+    let mut by: FastMap<IpAddr, u64> = FastMap::default();
     for s in sources {
         let e = by.entry(s.addr).or_default();
         *e = e.saturating_add(s.pps);
@@ -308,8 +310,8 @@ impl Detector {
             Cow::Owned(r.rollups.iter().cloned().chain(extra).collect())
         };
         // This node's share of each prefix.
-        let mut shares: HashMap<IpNet, (usize, Contribution)> = HashMap::new();
-        let mut seen = HashSet::new();
+        let mut shares: FastMap<IpNet, (usize, Contribution)> = FastMap::default();
+        let mut seen = FastSet::default();
         for ru in rollups.iter() {
             if !seen.insert(ru.prefix) {
                 continue;
@@ -340,7 +342,7 @@ impl Detector {
         // prefix started one at once in a class that the flood is spread: those count, and are
         // folded into the prefix's attack if it starts.
         const N: usize = Class::ALL.len();
-        let mut fresh: HashMap<IpNet, [Vec<(IpAddr, u64)>; N + 1]> = HashMap::new();
+        let mut fresh: FastMap<IpNet, [Vec<(IpAddr, u64)>; N + 1]> = FastMap::default();
         for ex in excluded {
             let Some((_, p)) = prefix_of(&self.settings.groups, ex.dst) else {
                 continue;

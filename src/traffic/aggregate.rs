@@ -47,7 +47,7 @@ use crate::traffic::packet::{PROTO_TCP, PacketInfo};
 
 /// Bounded by [`MAX_ENTRIES`] and [`MAX_ROLLUP_KEYS`].
 type HashMap<K, V> = crate::traffic::FastMap<K, V>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+type HashSet<K> = crate::traffic::FastSet<K>;
 
 /// Most keys (destinations + flows + sources) tracked in one interval: about 1 MB at worst.
 pub const MAX_ENTRIES: usize = 16 * 1024;
