@@ -135,7 +135,7 @@ struct IdleSet {
 #[derive(Debug, Default)]
 struct IdleInner {
     /// Every open connection: what closes it, and since when it is idle (`None`: busy).
-    conns: std::collections::HashMap<u64, (CancellationToken, Option<Instant>)>,
+    conns: crate::traffic::FastMap<u64, (CancellationToken, Option<Instant>)>,
     /// The idle ones by the time they became idle.
     order: std::collections::BTreeSet<(Instant, u64)>,
 }

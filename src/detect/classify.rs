@@ -4,13 +4,13 @@
 //! download (TCP ACKs and payload) does not hide a SYN flood, and a speedtest does not look like
 //! one. An anomalous class becomes a [`Vector`] with a [`Signature`] naming what was seen.
 
-use crate::traffic::FastMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::telemetry::{Flow, Source};
+use crate::traffic::FastMap;
 
 pub use crate::traffic::class::{AMPLIFIERS, Class, amplifier, tcp};
 

@@ -33,8 +33,6 @@ pub mod snapshot;
 pub(crate) mod view;
 
 use std::collections::BTreeMap;
-
-use crate::traffic::{FastMap, FastSet};
 use std::net::IpAddr;
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -50,6 +48,7 @@ pub use view::Traffic;
 use judge::{Verdict, carry, hold_at_cap, judge};
 
 use crate::telemetry::{Report, Source, Target};
+use crate::traffic::{FastMap, FastSet};
 
 /// Thresholds, resolved, for one prefix group.
 #[derive(Debug, Clone, PartialEq)]

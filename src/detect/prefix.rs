@@ -27,8 +27,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-
-use crate::traffic::{FastMap, FastSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -37,6 +35,7 @@ use super::classify::{self, Class, Signature, Vector};
 use super::judge::{Verdict, carry, hold_at_cap, judge};
 use super::{Attack, ClassState, Detector, Event, Excluded, Thresholds, default_floor};
 use crate::telemetry::{Flow, MAX_SOURCES, Report, Rollup, Source, rollup_of};
+use crate::traffic::{FastMap, FastSet};
 
 /// Prefix-level thresholds for one group.
 #[derive(Debug, Clone, PartialEq)]
